@@ -1,0 +1,20 @@
+# The two commands of the README quick start. Both set up .venv first (idempotent).
+CORES ?= 2
+SNAKEMAKE = tools/snakemake.sh
+
+.PHONY: setup demo test lint clean
+setup:
+	@bash tools/setup.sh
+
+demo: setup  ## set up, run the whole pipeline on the demo cohort, write results/report.html
+	$(SNAKEMAKE) --cores $(CORES)
+	$(SNAKEMAKE) --cores 1 --report results/report.html
+
+test: setup  ## set up and run the test suite (unit + end-to-end workflow tests)
+	.venv/bin/python -m pytest -ra
+
+lint: setup
+	$(SNAKEMAKE) --lint
+
+clean:
+	rm -rf results .snakemake

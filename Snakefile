@@ -1,0 +1,24 @@
+# fiveflow: whole-slide classification with fine-grained, LLM-structured reports (FiVE, CVPR 2024).
+# Thin on purpose: configuration, validation and the target list. Every stage lives in
+# workflow/rules/*.smk and calls the tested `fiveflow` package through workflow/scripts/*.py.
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/slides.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/reports.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,198 @@
+"""``fiveflow``: one subcommand per stage (the same functions the Snakemake rules call), plus ``doctor``.
+
+Each stage subcommand reads the same config.yaml as the workflow (``--config``), so a stage can be rerun
+or fed from outside without Snakemake.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("fiveflow")
+
+
+def _cfg(args) -> dict:
+    from .config import load_config
+
+    return load_config(args.config)
+
+
+def cmd_demo(args) -> int:
+    from .cohort.demo import demo_cases, write_demo_slide, write_demo_tables
+
+    cfg = _cfg(args)
+    demo = cfg["cohort"]["demo"]
+    n = args.n_slides or int(demo["n_slides"])
+    out = Path(args.out)
+    cases = demo_cases(n, int(demo["seed"]))
+    for c in cases:
+        write_demo_slide(c, out / "slides" / f"{c.slide_id}.tif", int(demo["width"]), int(demo["height"]), float(demo["mpp"]))
+        print(out / "slides" / f"{c.slide_id}.tif")
+    write_demo_tables(cases, {c.slide_id: f"slides/{c.slide_id}.tif" for c in cases},
+                      out / "samples.csv", out / "reports.csv", out / "truth.csv")
+    return 0
+
+
+def cmd_tile(args) -> int:
+    from .io import slide_id_from_path
+    from .slides.tiling import tile_slide
+
+    cfg = _cfg(args)["tiling"]
+    for s in args.slides:
+        sid = slide_id_from_path(s)
+        meta = tile_slide(s, sid, cfg, Path(args.out) / "coords" / f"{sid}.parquet", Path(args.out) / "qc" / f"{sid}.png")
+        print(f"{sid}\t{meta.n_tiles} tiles\t{meta.slide_mpp:.3f} mpp ({meta.mpp_source})")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from .embed.encoders import build_encoder
+    from .embed.extract import embed_slide
+    from .io import slide_id_from_path
+
+    cfg = _cfg(args)["embedding"]
+    enc = build_encoder(cfg["encoder"], cfg["weights"], int(cfg["seed"]))
+    for s in args.slides:
+        sid = slide_id_from_path(s)
+        coords = Path(args.out) / "coords" / f"{sid}.parquet"
+        res = embed_slide(s, coords, enc, Path(args.out) / "features" / cfg["encoder"] / f"{sid}.h5",
+                          batch_size=int(cfg["batch_size"]), num_workers=int(cfg["num_workers"]), device=cfg["device"])
+        print(f"{sid}\t{res['tiles']} tiles\t{res['tiles_per_s']:.1f} tiles/s")
+    return 0
+
+
+def cmd_reports(args) -> int:
+    from .reports.structure import structure_reports
+
+    cfg = _cfg(args)["reports"]
+    if args.backend:
+        cfg = {**cfg, "backend": args.backend}
+    df = structure_reports(args.reports, args.out, cfg, log=log)
+    print(f"{len(df)} patients -> {args.out}")
+    return 0
+
+
+def cmd_split(args) -> int:
+    from .samples import read_samples
+    from .train.splits import make_fewshot_draws, make_split
+
+    cfg = _cfg(args)
+    samples = read_samples(args.samples, classes=[c["name"] for c in cfg["classes"]], check_files=False)
+    split = make_split(samples, float(cfg["split"]["test_fraction"]), int(cfg["split"]["seed"]), Path(args.out) / "split.csv")
+    fs = cfg["fewshot"]
+    make_fewshot_draws(split, [int(s) for s in fs["shots"]], int(fs["runs"]), int(fs["seed"]), Path(args.out) / "fewshot_draws.csv")
+    print(split.groupby(["split", "label"]).size().to_string())
+    return 0
+
+
+def _bags(folder: str) -> dict[str, str]:
+    from .workflow import bag_map
+
+    return bag_map(sorted(Path(folder).glob("*.h5")))
+
+
+def cmd_train(args) -> int:
+    from .train.pretrain import pretrain
+
+    summary = pretrain(args.split, args.labels, _bags(args.bags), _cfg(args), args.out, threads=args.threads, log=log)
+    print(summary)
+    return 0
+
+
+def cmd_fewshot(args) -> int:
+    from .train.fewshot import run_fewshot, run_zeroshot
+
+    cfg = _cfg(args)
+    if args.shots == 0:
+        pred = run_zeroshot(args.ckpt, args.split, _bags(args.bags), cfg, args.out)
+    else:
+        pred = run_fewshot(args.ckpt, args.split, args.draws, _bags(args.bags), cfg, args.shots, args.out, threads=args.threads)
+    print(f"{len(pred)} predictions -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from types import SimpleNamespace
+
+    from .evaluate.report import evaluate_predictions
+
+    cfg = _cfg(args)
+    out = Path(args.out)
+    outs = SimpleNamespace(csv=out / "tables/fewshot.csv", md=out / "tables/fewshot.md", tex=out / "tables/fewshot.tex",
+                           runs=out / "tables/fewshot_runs.csv", plot=out / "plots/fewshot.png")
+    table = evaluate_predictions([str(p) for p in args.predictions], outs, classes=[c["name"] for c in cfg["classes"]])
+    print(table.to_string(index=False))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fiveflow", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"fiveflow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("demo", cmd_demo, "write the synthetic demo cohort (slides, reports, samples sheet)")
+    sp.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
+    sp.add_argument("--n-slides", type=int, default=None, help="override cohort.demo.n_slides")
+    sp = add("tile", cmd_tile, "tissue-mask and tile slides; writes OUT/coords/*.parquet and OUT/qc/*.png")
+    sp.add_argument("slides", nargs="+", help="slide files (any OpenSlide format)")
+    sp.add_argument("--out", default="results", help="results folder (default: results)")
+    sp = add("embed", cmd_embed, "embed tiled slides into feature bags OUT/features/ENCODER/*.h5")
+    sp.add_argument("slides", nargs="+", help="slide files already tiled into OUT/coords")
+    sp.add_argument("--out", default="results", help="results folder (default: results)")
+    sp = add("reports", cmd_reports, "answer the six FiVE questions for each report; write the labels parquet")
+    sp.add_argument("reports", help="CSV with patient_id (or patient_filename) and text")
+    sp.add_argument("--out", default="results/reports/labels.parquet", help="labels parquet to write")
+    sp.add_argument("--backend", choices=["offline", "openai", "precomputed"], help="override reports.backend")
+    sp = add("split", cmd_split, "patient-level train/test split and few-shot draws")
+    sp.add_argument("samples", help="samples sheet (slide_id, patient_id, label, path)")
+    sp.add_argument("--out", default="results/splits", help="output folder (default: results/splits)")
+    sp = add("train", cmd_train, "FiVE pre-training on fine-grained report descriptions")
+    sp.add_argument("--split", required=True, help="split.csv")
+    sp.add_argument("--labels", required=True, help="labels parquet from `fiveflow reports`")
+    sp.add_argument("--bags", required=True, help="folder of feature bags {slide}.h5")
+    sp.add_argument("--out", default="results/models/pretrain.pt", help="checkpoint to write")
+    sp.add_argument("--threads", type=int, default=2)
+    sp = add("fewshot", cmd_fewshot, "few-shot fine-tuning (or zero-shot with --shots 0) and test predictions")
+    sp.add_argument("--ckpt", required=True, help="pre-trained checkpoint")
+    sp.add_argument("--split", required=True, help="split.csv")
+    sp.add_argument("--draws", help="fewshot_draws.csv (not needed for --shots 0)")
+    sp.add_argument("--bags", required=True, help="folder of feature bags {slide}.h5")
+    sp.add_argument("--shots", type=int, required=True, help="slides per class (0 = zero-shot)")
+    sp.add_argument("--out", required=True, help="predictions parquet to write")
+    sp.add_argument("--threads", type=int, default=2)
+    sp = add("evaluate", cmd_evaluate, "metrics, tables (csv/md/tex) and plots from prediction files")
+    sp.add_argument("predictions", nargs="+", help="prediction parquet files")
+    sp.add_argument("--out", default="results", help="results folder (default: results)")
+    add("doctor", cmd_doctor, "check the installation, the config and the data before a long run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"fiveflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Load and validate fiveflow's config.yaml against workflow/schemas/config.schema.yaml.
+
+Errors name the offending key (dotted path) and say how to fix it, e.g.::
+
+    config.yaml: key `tiling.target_mpp`: 'abc' is not of type 'number'. Fix: set a number > 0.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config problem, with a message that names the key and the fix."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _subschema(schema: dict, root: dict, path: list) -> dict:
+    """Walk ``schema`` along ``path`` (resolving local $refs) to find the key's own schema."""
+    node = schema
+    for part in path:
+        while "$ref" in node:
+            node = _resolve(root, node["$ref"])
+        if isinstance(part, int):
+            node = node.get("items", {})
+        else:
+            node = node.get("properties", {}).get(part, {})
+    while "$ref" in node:
+        node = _resolve(root, node["$ref"])
+    return node
+
+
+def _resolve(root: dict, ref: str) -> dict:
+    node: Any = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _dotted(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _explain(err: jsonschema.ValidationError, schema: dict, source: str) -> str:
+    path = list(err.absolute_path)
+    key = _dotted(path)
+    if err.validator == "additionalProperties":
+        node = _subschema(schema, schema, path)
+        known = sorted(node.get("properties", {}))
+        extra = [k for k in err.instance if k not in known] if isinstance(err.instance, dict) else []
+        msgs = []
+        for k in extra:
+            full = f"{key}.{k}" if path else k
+            close = difflib.get_close_matches(k, known, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            msgs.append(f"{source}: unknown key `{full}`.{hint} Fix: remove it or use one of: {', '.join(known)}.")
+        return "\n".join(msgs)
+    if err.validator == "required":
+        return f"{source}: {err.message} under `{key}`. Fix: add it (see the commented default config.yaml)."
+    node = _subschema(schema, schema, path)
+    hint = node.get("description")
+    if err.validator == "enum":
+        hint = "use one of: " + ", ".join(map(str, err.validator_value))
+    elif not hint and err.validator == "type":
+        hint = f"use a value of type {err.validator_value}"
+    elif not hint and err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        hint = f"use a value within the allowed range ({err.validator} {err.validator_value})"
+    fix = f" Fix: {hint}." if hint else ""
+    return f"{source}: key `{key}`: {err.message}.{fix}"
+
+
+def validate_config(config: dict, source: str = "config.yaml", root: str | Path | None = None) -> dict:
+    """Validate ``config``; raise :class:`ConfigError` listing every problem. Returns ``config``."""
+    schema = load_schema()
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("\n".join(_explain(e, schema, source) for e in errors))
+    _check_semantics(config, source, Path(root) if root else PROJECT_ROOT)
+    return config
+
+
+def _check_semantics(cfg: dict, source: str, root: Path) -> None:
+    problems = []
+    cohort = cfg["cohort"]
+    if cohort["source"] == "demo" and "demo" not in cohort:
+        problems.append(f"{source}: `cohort.source` is demo but `cohort.demo` is missing. Fix: add the demo section.")
+    if cohort["source"] == "samples":
+        for key in ("samples", "reports"):
+            val = cohort.get(key)
+            if not val:
+                problems.append(f"{source}: `cohort.{key}` must be a file path when `cohort.source` is samples.")
+            elif not resolve_path(val, root).is_file():
+                problems.append(f"{source}: `cohort.{key}`: file not found: {resolve_path(val, root)}. Fix: correct the path (relative paths are from {root}).")
+    rep = cfg["reports"]
+    if rep["backend"] == "precomputed":
+        val = rep.get("precomputed")
+        if not val or not resolve_path(val, root).is_file():
+            problems.append(f"{source}: `reports.precomputed`: answers file not found ({val!r}). Fix: point it to a CSV with patient_id and answer.")
+    if rep["backend"] == "openai" and "openai" not in rep:
+        problems.append(f"{source}: `reports.backend` is openai but `reports.openai` is missing. Fix: add the openai section.")
+    names = [c["name"] for c in cfg["classes"]]
+    if len(set(names)) != len(names):
+        problems.append(f"{source}: `classes` names must differ, got {names}.")
+    weights = cfg["embedding"]["weights"]
+    if weights not in ("random",) and not weights.startswith("hf-hub:") and not resolve_path(weights, root).is_file():
+        problems.append(f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. Fix: use random, hf-hub:<id> or an existing file.")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def resolve_path(value: str | Path, root: str | Path = PROJECT_ROOT) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(root) / p
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}. Fix: pass --configfile with an existing file.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level.")
+    return validate_config(cfg, source=str(path))

@@ -1,0 +1,1 @@
+"""Patch embedding: encoders and per-slide feature bags."""

@@ -1,0 +1,56 @@
+"""Small I/O helpers shared by every stage: atomic writes and safe identifiers."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize_id(raw: str) -> str:
+    """Turn a file name stem or manifest id into a safe slide/patient id.
+
+    Anything outside ``[A-Za-z0-9._-]`` becomes ``_``; leading dots are stripped so an id
+    can never be ``.``/``..`` or hidden, and so it can never escape its output folder.
+    """
+    s = _SAFE_ID.sub("_", str(raw)).lstrip(".")
+    if not s:
+        raise ValueError(f"cannot derive a usable id from {raw!r}: rename the file")
+    return s
+
+
+def slide_id_from_path(path: str | os.PathLike) -> str:
+    """Slide id = file name without its (last) extension, sanitised."""
+    name = Path(path).name
+    for ext in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(ext):
+            return sanitize_id(name[: -len(ext)])
+    return sanitize_id(Path(name).stem)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` only on success.
+
+    A crash or kill mid-write leaves at most a ``.tmp`` file, never a truncated ``dest``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or (dest.suffix + ".tmp"), dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(dest: str | os.PathLike, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,55 @@
+"""Read and check a samples sheet: one row per slide with ``slide_id, patient_id, label, path``.
+
+``slide_id`` may be omitted (derived from the file name). Relative paths are resolved against the
+sheet's own folder. Every problem is reported with the sheet's path, the row and the fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import sanitize_id, slide_id_from_path
+
+REQUIRED = ("patient_id", "label", "path")
+
+
+class SamplesError(ValueError):
+    pass
+
+
+def read_samples(path: str | Path, classes: list[str] | None = None, check_files: bool = True) -> pd.DataFrame:
+    path = Path(path)
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise SamplesError(f"samples sheet not found: {path}. Fix: set `cohort.samples` to an existing file.") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise SamplesError(f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
+                           f"Fix: the sheet needs columns slide_id (optional), {', '.join(REQUIRED)}.")
+    if df.empty:
+        raise SamplesError(f"{path}: no rows. Fix: add one row per slide.")
+    base = path.parent
+    df["path"] = [str(p if Path(p).is_absolute() else (base / p)) for p in df["path"]]
+    if "slide_id" not in df.columns or (df["slide_id"] == "").any():
+        derived = [slide_id_from_path(p) for p in df["path"]]
+        df["slide_id"] = df.get("slide_id", pd.Series([""] * len(df))).where(lambda s: s != "", derived)
+    df["slide_id"] = [sanitize_id(s) for s in df["slide_id"]]
+    df["patient_id"] = [sanitize_id(s) for s in df["patient_id"]]
+    dup = df["slide_id"][df["slide_id"].duplicated()].tolist()
+    if dup:
+        raise SamplesError(f"{path}: duplicate slide ids {dup[:5]}. Fix: give each slide a unique slide_id.")
+    if classes is not None:
+        bad = df.loc[~df["label"].isin(classes)]
+        if len(bad):
+            row = bad.index[0] + 2
+            raise SamplesError(f"{path}: line {row}: label {bad['label'].iloc[0]!r} is not one of {classes}. "
+                               "Fix: correct the label or the `classes` names in the config.")
+    if check_files:
+        absent = [p for p in df["path"] if not Path(p).is_file()]
+        if absent:
+            raise SamplesError(f"{path}: {len(absent)} slide file(s) not found, e.g. {absent[0]}. "
+                               "Fix: correct the paths (relative paths are from the sheet's folder) or drop the rows.")
+    return df[["slide_id", "patient_id", "label", "path"]].reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Slide stage: open slides, mask tissue, tile by physical size, write coordinates and QC images."""

@@ -1,0 +1,43 @@
+"""Glue for the thin Snakemake scripts: logging to the rule's log file, threads, error reporting."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from typing import Callable
+
+
+def run_script(smk, func: Callable[[object, logging.Logger], None]) -> None:
+    """Run ``func(snakemake, log)`` with stdout/stderr and logging going to ``snakemake.log[0]``.
+
+    On failure the traceback and the error message end up in the log and the script exits non-zero,
+    so Snakemake deletes the rule's outputs and points the user at the log.
+    """
+    log_path = smk.log[0] if len(smk.log) else None
+    stream = open(log_path, "a", buffering=1) if log_path else sys.stderr
+    sys.stdout = sys.stderr = stream
+    logging.basicConfig(level=logging.INFO, stream=stream, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger(f"fiveflow.{smk.rule}")
+    threads = max(1, int(getattr(smk, "threads", 1) or 1))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    t0 = time.perf_counter()
+    try:
+        func(smk, log)
+    except Exception as exc:  # report clearly, then fail the job
+        log.error("%s failed: %s", smk.rule, exc)
+        traceback.print_exc(file=stream)
+        stream.flush()
+        sys.__stderr__.write(f"[fiveflow] rule {smk.rule}: {exc}\n(see {log_path})\n")
+        sys.exit(1)
+    log.info("%s done in %.1f s", smk.rule, time.perf_counter() - t0)

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real data in ../shared/data, and small synthetic slides."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def shared_path(rel: str) -> Path:
+    """Path to a file in ../shared/data: fail when FIVEFLOW_REQUIRE_SHARED_DATA=1, else skip if absent."""
+    p = SHARED_DATA / rel
+    if not p.exists():
+        msg = f"real test data not found: {p} (a clone without ../shared/data)"
+        if os.environ.get("FIVEFLOW_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(msg + "; FIVEFLOW_REQUIRE_SHARED_DATA=1 requires it")
+        pytest.skip(msg)
+    return p
+
+
+@pytest.fixture
+def cmu_slide() -> Path:
+    return shared_path("slides/CMU-1-Small-Region.svs")
+
+
+def write_test_slide(path: Path, width: int = 2048, height: int = 1536, mpp: float | None = 0.5,
+                     tissue_box=(0.25, 0.25, 0.75, 0.75), seed: int = 0) -> Path:
+    """A small pyramidal JPEG-tiled BigTIFF: white background, a pink/purple textured tissue rectangle."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 242, np.uint8)
+    x0, y0, x1, y1 = (int(tissue_box[0] * width), int(tissue_box[1] * height),
+                      int(tissue_box[2] * width), int(tissue_box[3] * height))
+    tissue = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    tissue[..., 0] = rng.integers(150, 220, tissue.shape[:2])
+    tissue[..., 1] = rng.integers(60, 130, tissue.shape[:2])
+    tissue[..., 2] = rng.integers(140, 200, tissue.shape[:2])
+    img[y0:y1, x0:x1] = tissue
+    kw = dict(tile=(256, 256), compression="jpeg", photometric="rgb")
+    if mpp:
+        kw.update(resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(img, subfiletype=0, **kw)
+        level = img
+        while max(level.shape[:2]) > 512:
+            level = level[::2, ::2]
+            tw.write(np.ascontiguousarray(level), subfiletype=1, **kw)
+    return path
+
+
+@pytest.fixture
+def small_slide(tmp_path) -> Path:
+    return write_test_slide(tmp_path / "small.tif")
+
+
+TILING = dict(target_mpp=1.0, patch_size=128, mask_method="otsu", mask_mpp=8.0, min_tissue=0.5,
+              thumbnail_size=256, assume_mpp=None)

@@ -1,0 +1,50 @@
+import pytest
+
+from fiveflow.io import atomic_path, sanitize_id, slide_id_from_path
+from fiveflow.samples import SamplesError, read_samples
+
+
+def test_sanitize_blocks_traversal():
+    assert sanitize_id("../../etc/passwd") == "_.._etc_passwd"
+    assert "/" not in sanitize_id("a/b")
+    with pytest.raises(ValueError):
+        sanitize_id("..")
+    with pytest.raises(ValueError):
+        sanitize_id("...")
+    assert slide_id_from_path("/x/TCGA-AA-1234-01Z-00-DX1.ABC.svs") == "TCGA-AA-1234-01Z-00-DX1.ABC"
+    assert slide_id_from_path("a b.ome.tiff") == "a_b"
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    dest = tmp_path / "out.txt"
+    dest.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert dest.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_read_samples(tmp_path):
+    (tmp_path / "s1.svs").write_bytes(b"x")
+    (tmp_path / "s2.svs").write_bytes(b"x")
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("patient_id\tlabel\tpath\nP1\tLUAD\ts1.svs\nP2\tLUSC\ts2.svs\n")
+    df = read_samples(sheet, classes=["LUAD", "LUSC"])
+    assert df["slide_id"].tolist() == ["s1", "s2"]
+    assert df["path"].iloc[0] == str(tmp_path / "s1.svs")
+
+
+@pytest.mark.parametrize("content, match", [
+    ("patient_id,label\nP1,LUAD\n", "missing column"),
+    ("patient_id,label,path\nP1,XYZ,s1.svs\n", "line 2: label 'XYZ'"),
+    ("patient_id,label,path\nP1,LUAD,absent.svs\n", "not found"),
+    ("slide_id,patient_id,label,path\na,P1,LUAD,s1.svs\na,P2,LUAD,s1.svs\n", "duplicate slide ids"),
+])
+def test_read_samples_errors(tmp_path, content, match):
+    (tmp_path / "s1.svs").write_bytes(b"x")
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text(content)
+    with pytest.raises(SamplesError, match=match):
+        read_samples(sheet, classes=["LUAD", "LUSC"])

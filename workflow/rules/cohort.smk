@@ -1,0 +1,44 @@
+# Stage 0: the embedded synthetic demo cohort (only when cohort.source is "demo").
+
+
+rule demo_slide:
+    """One synthetic H&E-like pyramidal TIFF, deterministic in (seed, index)."""
+    output:
+        f"{R}/demo/slides/{{slide}}.tif",
+    params:
+        demo=config["cohort"].get("demo"),
+    log:
+        f"{LOGS}/demo_slide/{{slide}}.log",
+    benchmark:
+        f"{BENCH}/demo_slide/{{slide}}.tsv"
+    conda:
+        "../../envs/cohort.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/demo_slide.py"
+
+
+rule demo_tables:
+    """Samples sheet, raw reports and ground-truth attributes of the demo cohort."""
+    output:
+        samples=f"{R}/demo/samples.csv",
+        reports=f"{R}/demo/reports.csv",
+        truth=f"{R}/demo/truth.csv",
+    params:
+        demo=config["cohort"].get("demo"),
+        slides_dir=f"{R}/demo/slides",
+    log:
+        f"{LOGS}/demo_tables.log",
+    benchmark:
+        f"{BENCH}/demo_tables.tsv"
+    conda:
+        "../../envs/cohort.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/demo_tables.py"

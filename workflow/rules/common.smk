@@ -1,0 +1,57 @@
+# Shared set-up: config validation, the slide list, and path helpers used by every stage.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from fiveflow.config import ConfigError, validate_config  # noqa: E402
+from fiveflow.workflow import Cohort  # noqa: E402
+
+try:
+    validate_config(config, source="config", root=Path(workflow.basedir))
+except ConfigError as _err:
+    raise WorkflowError(f"invalid configuration:\n{_err}") from None
+
+R = config["results_dir"]
+LOGS = f"{R}/logs"
+BENCH = f"{R}/benchmarks"
+ENCODER = config["embedding"]["encoder"]
+COHORT = Cohort.from_config(config, Path(workflow.basedir))
+SLIDES = COHORT.slide_ids
+SHOTS = [int(s) for s in config["fewshot"]["shots"]]
+BASELINES = list(config["baselines"])
+EMBED_GPU = 0 if config["embedding"]["device"] == "cpu" else 1
+TRAIN_GPU = 0 if config["train"]["device"] == "cpu" else 1
+# Only the sections training reads, so that e.g. a tiling change does not look like a training change.
+TRAIN_CFG = {k: config[k] for k in ("classes", "split", "fewshot", "model", "train", "baselines")}
+
+
+wildcard_constraints:
+    slide="[A-Za-z0-9._-]+",
+    shots="[0-9]+",
+
+
+def slide_path(wildcards):
+    return COHORT.slide_path(wildcards.slide)
+
+
+def bag_paths():
+    return expand(f"{R}/features/{ENCODER}/{{slide}}.h5", slide=SLIDES)
+
+
+def prediction_files():
+    files = [f"{R}/predictions/FiVE_0.parquet"]
+    files += expand(f"{R}/predictions/FiVE_{{shots}}.parquet", shots=SHOTS)
+    files += expand(f"{R}/predictions/{{b}}_{{shots}}.parquet", b=BASELINES, shots=SHOTS)
+    return files
+
+
+def final_targets():
+    return [
+        f"{R}/tables/fewshot.csv",
+        f"{R}/tables/fewshot.md",
+        f"{R}/tables/fewshot.tex",
+        f"{R}/plots/fewshot.png",
+        f"{R}/reports/labels.parquet",
+        f"{R}/qc/montage.png",
+    ]

@@ -1,0 +1,33 @@
+# Stage 3: raw report text -> answers to the six FiVE questions -> fine-grained labels.
+REPORT_ENVVARS = (
+    [config["reports"].get("openai", {}).get("api_key_env", "OPENAI_API_KEY")]
+    if config["reports"]["backend"] == "openai"
+    else []
+)
+
+
+rule reports:
+    """Six FiVE answers per patient (offline rules, precomputed answers or an OpenAI-compatible LLM)."""
+    input:
+        reports=COHORT.reports_csv,
+        questions="resources/questions.yaml",
+    output:
+        labels=report(
+            f"{R}/reports/labels.parquet", caption="../report/labels.rst", category="2. Reports"
+        ),
+    params:
+        reports=config["reports"],
+    envvars:
+        *REPORT_ENVVARS,
+    log:
+        f"{LOGS}/reports.log",
+    benchmark:
+        f"{BENCH}/reports.tsv"
+    conda:
+        "../../envs/reports.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=120,
+    script:
+        "../scripts/reports.py"

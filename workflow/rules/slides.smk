@@ -1,0 +1,56 @@
+# Stage 1: tissue mask + tiling by physical size, coordinates and QC thumbnails.
+
+
+rule tile:
+    """Tissue mask (tiatoolbox) and a grid of tiles at tiling.target_mpp for one slide."""
+    input:
+        slide=slide_path,
+    output:
+        coords=f"{R}/coords/{{slide}}.parquet",
+        qc=report(
+            f"{R}/qc/{{slide}}.png",
+            caption="../report/qc.rst",
+            category="1. Slides",
+            subcategory="QC thumbnails",
+            labels={"slide": "{slide}"},
+        ),
+    params:
+        tiling=config["tiling"],
+    log:
+        f"{LOGS}/tile/{{slide}}.log",
+    benchmark:
+        f"{BENCH}/tile/{{slide}}.tsv"
+    conda:
+        "../../envs/slides.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../scripts/tile.py"
+
+
+rule qc_montage:
+    """All QC thumbnails on one page, plus a per-slide tiling summary table."""
+    input:
+        qc=expand(f"{R}/qc/{{slide}}.png", slide=SLIDES),
+        coords=expand(f"{R}/coords/{{slide}}.parquet", slide=SLIDES),
+    output:
+        montage=report(
+            f"{R}/qc/montage.png", caption="../report/montage.rst", category="1. Slides"
+        ),
+        summary=report(
+            f"{R}/qc/tiling_summary.csv", caption="../report/tiling_summary.rst", category="1. Slides"
+        ),
+    log:
+        f"{LOGS}/qc_montage.log",
+    benchmark:
+        f"{BENCH}/qc_montage.tsv"
+    conda:
+        "../../envs/slides.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/qc_montage.py"

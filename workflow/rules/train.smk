@@ -1,0 +1,128 @@
+# Stage 4: patient-level split, FiVE pre-training, zero-shot, few-shot fine-tuning, baselines.
+
+
+rule split:
+    """Patient-level train/test split and the recorded few-shot draws."""
+    input:
+        samples=COHORT.samples_csv,
+    output:
+        split=f"{R}/splits/split.csv",
+        draws=f"{R}/splits/fewshot_draws.csv",
+    params:
+        split=config["split"],
+        fewshot=config["fewshot"],
+        classes=[c["name"] for c in config["classes"]],
+    log:
+        f"{LOGS}/split.log",
+    benchmark:
+        f"{BENCH}/split.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/split.py"
+
+
+rule pretrain:
+    """FiVE pre-training on the fine-grained report descriptions of the training patients."""
+    input:
+        split=f"{R}/splits/split.csv",
+        labels=f"{R}/reports/labels.parquet",
+        bags=bag_paths(),
+    output:
+        f"{R}/models/pretrain.pt",
+    params:
+        cfg=TRAIN_CFG,
+    log:
+        f"{LOGS}/pretrain.log",
+    benchmark:
+        f"{BENCH}/pretrain.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=TRAIN_GPU,
+    script:
+        "../scripts/pretrain.py"
+
+
+rule zeroshot:
+    """Zero-shot predictions: cosine to the class texts straight after pre-training."""
+    input:
+        ckpt=f"{R}/models/pretrain.pt",
+        split=f"{R}/splits/split.csv",
+        bags=bag_paths(),
+    output:
+        f"{R}/predictions/FiVE_0.parquet",
+    params:
+        cfg=TRAIN_CFG,
+    log:
+        f"{LOGS}/zeroshot.log",
+    benchmark:
+        f"{BENCH}/zeroshot.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+        gpu=TRAIN_GPU,
+    script:
+        "../scripts/zeroshot.py"
+
+
+rule fewshot:
+    """Few-shot fine-tuning of the pre-trained model on the class texts, all draws of one shot count."""
+    input:
+        ckpt=f"{R}/models/pretrain.pt",
+        split=f"{R}/splits/split.csv",
+        draws=f"{R}/splits/fewshot_draws.csv",
+        bags=bag_paths(),
+    output:
+        f"{R}/predictions/FiVE_{{shots}}.parquet",
+    params:
+        cfg=TRAIN_CFG,
+    log:
+        f"{LOGS}/fewshot/{{shots}}.log",
+    benchmark:
+        f"{BENCH}/fewshot/{{shots}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=120,
+        gpu=TRAIN_GPU,
+    script:
+        "../scripts/fewshot.py"
+
+
+rule baseline:
+    """MIL baseline trained on the same bags and the same few-shot draws."""
+    input:
+        split=f"{R}/splits/split.csv",
+        draws=f"{R}/splits/fewshot_draws.csv",
+        bags=bag_paths(),
+    output:
+        f"{R}/predictions/{{baseline}}_{{shots}}.parquet",
+    wildcard_constraints:
+        baseline="meanpool|abmil",
+    params:
+        cfg=TRAIN_CFG,
+    log:
+        f"{LOGS}/baseline/{{baseline}}_{{shots}}.log",
+    benchmark:
+        f"{BENCH}/baseline/{{baseline}}_{{shots}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../scripts/baseline.py"

@@ -1,0 +1,11 @@
+"""Snakemake script: metrics, paper-style tables and the accuracy-vs-shots plot."""
+from fiveflow.evaluate.report import evaluate_predictions
+from fiveflow.smk import run_script
+
+
+def main(smk, log):
+    table = evaluate_predictions(list(smk.input.preds), smk.output, classes=smk.params.classes)
+    log.info("\n%s", table.to_string(index=False))
+
+
+run_script(snakemake, main)  # noqa: F821

@@ -1,0 +1,13 @@
+"""Snakemake script: few-shot fine-tuning, all draws of one shot count."""
+from fiveflow.smk import run_script
+from fiveflow.train.fewshot import run_fewshot
+from fiveflow.workflow import bag_map
+
+
+def main(smk, log):
+    pred = run_fewshot(smk.input.ckpt, smk.input.split, smk.input.draws, bag_map(smk.input.bags), smk.params.cfg,
+                       int(smk.wildcards.shots), smk.output[0], threads=smk.threads)
+    log.info("few-shot %s: %d predictions", smk.wildcards.shots, len(pred))
+
+
+run_script(snakemake, main)  # noqa: F821
