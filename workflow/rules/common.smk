@@ -12,6 +12,7 @@ try:
 except ConfigError as _err:
     raise WorkflowError(f"invalid configuration:\n{_err}") from None
 
+ROOT = str(Path(workflow.basedir))
 R = config["results_dir"]
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"

@@ -84,7 +84,7 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
 def evaluate_predictions(files: list[str], out, classes: list[str]) -> pd.DataFrame:
     """``out`` has attributes csv, md, tex, runs, plot (the Snakemake output object works)."""
     pred = load_predictions(files)
-    table = summarize(pred, classes=classes) if "classes" in summarize.__code__.co_varnames else summarize(pred)
+    table = summarize(pred, classes=classes)
     table = table.sort_values(["method", "shots"]).reset_index(drop=True)
     with atomic_path(out.csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")

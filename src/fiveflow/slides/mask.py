@@ -1,13 +1,40 @@
 """Tissue masks from a low-resolution image of the slide, via tiatoolbox maskers."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import types
+
 import numpy as np
+
+
+def _tissuemask_module():
+    """``tiatoolbox.tools.tissuemask`` without running ``tiatoolbox/tools/__init__``.
+
+    That ``__init__`` imports registration and graph tools (umap, SAM, torchvision): ~9 s per
+    process, paid by every tiling job. The maskers need none of it, so when the package is not
+    imported yet we register a bare ``tiatoolbox.tools`` package object (same search path) and import
+    only the submodule (~3 s). Falls back to the plain import if anything about that fails.
+    """
+    if "tiatoolbox.tools" not in sys.modules:
+        try:
+            spec = importlib.util.find_spec("tiatoolbox")
+            pkg = types.ModuleType("tiatoolbox.tools")
+            pkg.__path__ = [f"{spec.submodule_search_locations[0]}/tools"]
+            pkg.__package__ = "tiatoolbox.tools"
+            sys.modules["tiatoolbox.tools"] = pkg
+            return importlib.import_module("tiatoolbox.tools.tissuemask")
+        except Exception:  # pragma: no cover - depends on tiatoolbox's layout
+            sys.modules.pop("tiatoolbox.tools", None)
+    from tiatoolbox.tools import tissuemask
+
+    return tissuemask
 
 
 def tissue_mask(rgb: np.ndarray, method: str, mpp: float) -> np.ndarray:
     """Boolean tissue mask for ``rgb`` (H x W x 3 uint8) whose pixels are ``mpp`` microns wide."""
-    from tiatoolbox.tools import tissuemask
-
+    tissuemask = _tissuemask_module()
     if method == "otsu":
         masker = tissuemask.OtsuTissueMasker()
     elif method == "morphological":

@@ -1,0 +1,41 @@
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT
+from fiveflow.cli import build_parser
+
+SUBCOMMANDS = ["demo", "tile", "embed", "reports", "split", "train", "fewshot", "evaluate", "doctor"]
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    for cmd in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([cmd, "--help"])
+        assert exc.value.code == 0
+        assert "usage: fiveflow " + cmd in capsys.readouterr().out
+
+
+def test_console_script_help():
+    exe = PROJECT_ROOT / ".venv" / "bin" / "fiveflow"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fiveflow.cli"]
+    r = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and all(c in r.stdout for c in SUBCOMMANDS)
+
+
+def test_tile_subcommand_on_a_slide(small_slide, tmp_path):
+    from fiveflow.cli import main
+
+    assert main(["tile", str(small_slide), "--out", str(tmp_path), "--config", str(PROJECT_ROOT / "config.yaml")]) == 0
+    assert (tmp_path / "coords" / "small.parquet").exists() and (tmp_path / "qc" / "small.png").exists()
+
+
+def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
+    from fiveflow.cli import main
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("results_dir: 3\n")
+    assert main(["tile", "x.svs", "--config", str(bad)]) == 2
+    assert "error" in capsys.readouterr().err
