@@ -1,4 +1,5 @@
 # Shared set-up: config validation, the slide list, and path helpers used by every stage.
+import re
 import sys
 from pathlib import Path
 
@@ -28,7 +29,8 @@ TRAIN_CFG = {k: config[k] for k in ("classes", "split", "fewshot", "model", "tra
 
 
 wildcard_constraints:
-    slide="[A-Za-z0-9._-]+",
+    # only the cohort's own slide ids (sanitised, so no path separators can sneak in)
+    slide="|".join(re.escape(s) for s in SLIDES),
     shots="[0-9]+",
 
 

@@ -4,6 +4,12 @@ REPORT_ENVVARS = (
     if config["reports"]["backend"] == "openai"
     else []
 )
+if REPORT_ENVVARS:
+
+    # Snakemake checks these are set before running and passes them to cluster jobs;
+    # the key itself never enters the config, logs or caches.
+    envvars:
+        *REPORT_ENVVARS,
 
 
 rule reports:
@@ -17,8 +23,6 @@ rule reports:
         ),
     params:
         reports=config["reports"],
-    envvars:
-        *REPORT_ENVVARS,
     log:
         f"{LOGS}/reports.log",
     benchmark:
