@@ -4,7 +4,8 @@ from fiveflow.smk import run_script
 
 
 def main(smk, log):
-    df = structure_reports(smk.input.reports, smk.output.labels, smk.params.reports, log=log)
+    df = structure_reports(smk.input.reports, smk.output.labels, smk.params.reports, log=log,
+                           questions=smk.input.questions)
     log.info("%d patients structured; %d unique descriptions", len(df), df["description"].nunique())
 
 

@@ -1,0 +1,521 @@
+"""Rule-based (offline, no network) answers to the six FiVE questions from raw OCR report text.
+
+Pipeline, per report:
+
+1. :func:`clauses` cleans the OCR text (line-break artefacts such as ``"visceral pleural.
+   invasion"``, odd quotes, repeated spaces) and cuts it into clauses at sentence ends, ``;``
+   and bullet dashes. A clause that is only a value (``"Present."``, ``"- Not identified"``)
+   is glued back onto the key before it (``"Venous (Large Vessel) Invasion (V). - Present."``).
+   Each clause is tagged with the report section it sits in (gross description vs. the rest)
+   and whether it speaks about lymph nodes (those are ignored, as the FiVE instruction asks).
+2. Each field has anchor patterns (e.g. ``lymphovascular invasion``, ``visceral pleura``).
+   Every anchor hit gets a polarity from its clause: synoptic lines (``key: value``) are read
+   from the value only; narrative text from negation cues before the anchor (``no``,
+   ``without``, ``negative for``, ``does not``) and value cues after it (``not identified``,
+   ``absent``, ``present``); hedges (``suspicious``, ``cannot be excluded``, ``not specified``)
+   give ``unknown``.
+3. Hits are combined per field: microscopic / diagnosis text over gross description; among
+   those, a definite answer over ``unknown``, and ``present`` (``positive`` for margins) over
+   ``absent`` (any positive finding is reported). Residual-tumour codes (R0/R1/R2/Rx) decide
+   margins when given. Grades named in the synoptic grade line and in the diagnosis text are
+   pooled (gross / frozen-section text and bare numbers such as ``G3`` only as fallbacks) and
+   mapped with :func:`fiveflow.reports.normalize.levels_to_differentiation`.
+
+Staging-manual definitions copied into reports ("pT2: Tumor with any of the following
+features: ...; invades the visceral pleura; ...") are removed before reading.
+
+The result is categorical labels plus the evidence (clause snippets) behind each, and six
+short canonical phrases (:data:`fiveflow.reports.normalize.CANONICAL`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .normalize import FIELDS, canonical_description, grade_levels, levels_to_differentiation
+from .offline_text import (
+    HEDGE,
+    Clause,
+    clauses,
+    first_cue,
+    lymph_context,
+    mention_polarity,
+    negated,
+    scope_before,
+    synoptic_value,
+)
+
+MODEL_NAME = "rules-v1"
+
+# ----------------------------------------------------------------------------- fields
+
+@dataclass
+class Hit:
+    """One piece of evidence: the field, its polarity, the section and the clause text."""
+
+    field: str
+    value: str
+    gross: bool
+    text: str
+
+
+def _combine(hits: list[Hit], positive: str = "present", negative: str = "absent") -> str:
+    """Micro/diagnosis text over gross description (gross is read only when the rest is silent);
+    within a pool a positive finding over a negative one, a definite answer over ``unknown``."""
+    for pool in ([h for h in hits if not h.gross], [h for h in hits if h.gross]):
+        if not pool:
+            continue
+        vals = {h.value for h in pool}
+        if positive in vals:
+            return positive
+        if negative in vals:
+            return negative
+        return "unknown"
+    return "unknown"
+
+
+# Vascular: lymphovascular / angiolymphatic / venous / arterial / blood-vessel invasion.
+_VK = (
+    r"(?:lymph[o0]?[\s-]*vascular|angio[\s-]*lymphatic|lymphatic[\s-]+vascular|vascular|venous|arterial|"
+    r"blood[\s-]*vessels?|large[\s-]*vessels?|small[\s-]*vessels?|lymphatic|vessels?|intravascular|"
+    r"intralymphatic|endolymphatic|veins?|arter(?:y|ies))"
+)
+_PAREN = r"(?:\s*\([^)]{0,25}\))?"  # "(large vessel)", "(V)"
+_AND = r"(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+|/)\s*)"
+# A coordinated list of invasion kinds: "vascular, lymphatic or perineural (invasion)".
+_VK_LIST = rf"{_VK}{_PAREN}(?:{_AND}(?:{_VK}|perineural|pleural|visceral\s+pleural|pericardial){_PAREN})*"
+_VASC = re.compile(
+    rf"\b{_VK_LIST}(?:\s+(?:space|channel|tumou?r))?\s*(?:invasion\w*|involvement|permeation|emboli|status)"
+    r"(?:\s*\([A-Z]\))?|\bLVSI\b|\bLVI\b|"
+    r"\b(?:invad\w+|invasions?\s+(?:of|in|into)|permeation\s+of|involv\w+|infiltrat\w+)\s+(?:into\s+|of\s+|in\s+)?"
+    r"(?:the\s+)?(?:small\s+|large\s+|medium[\s-]sized\s+|thick[\s-]walled\s+|intratumou?ral\s+|pulmonary\s+|blood\s+|"
+    r"lymphatic\s+|and\s+)*(?:vessels?|veins?|venous\s+walls?|arter(?:y|ies|ial\s+walls?)|lymphatics|vascular\s+(?:spaces|walls?)|"
+    r"lymphovascular\s+spaces?|angiolymphatic\s+\w+)\b|"
+    r"\bwithin\s+(?:\w+\s+){0,3}(?:lymphovascular|vascular|lymphatic|angiolymphatic)\s+(?:spaces?|channels?)\b|"
+    r"\btumou?r(?:ous)?\s+(?:thromb\w+|emboli)\b|\b(?:vascular|vessel)\s+tumou?r(?:ous)?\s+thromb\w*",
+    re.I,
+)
+_VASC_LISTED = re.compile(rf"^(?:invasion\s*:\s*)?({_VK}|perineural)\s*:", re.I)  # "Invasion: venous: not identified"
+_TNM = re.compile(r"\bp?T\s?[0-4][a-c]?\b.{0,40}\b(?:p?N|M)\s?[0-3xXO]", re.I)
+_TNM_V = re.compile(r"(?<![A-Za-z])(?:p?V\s?([0-2])|p?L\s?([01]))(?![A-Za-z0-9])")
+
+
+def _vessel_kind(anchor: str) -> str:
+    """blood (venous/arterial/vascular), lv (lymphovascular/angiolymphatic) or lymphatic."""
+    a = anchor.lower()
+    if re.search(r"lymph[o0]?[\s-]*vascular|angio|lvsi|lvi|lymphatic[\s-]+vascular", a):
+        return "lv"
+    if re.search(r"vascular|venous|arter|blood|large|vein|thromb|vessel", a) and not re.search(r"small\s+vessel", a):
+        return "blood"
+    return "lymphatic"
+
+
+def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
+    """Blood-vessel / lymphovascular statements decide; lymphatic-only statements are the fallback."""
+    hits: list[Hit] = []
+    kinds: list[str] = []
+    listed = False
+    for c in cls:
+        t = c.text
+        found = False
+        for m in _VASC.finditer(t):
+            tail = t[m.end(): m.end() + 14]
+            if re.match(r"\s*(?:resection\s+)?margin", tail, re.I) or re.search(r"perineural\s*$", t[: m.start()], re.I):
+                continue
+            if lymph_context(t, m.start(), m.end()) and not re.search(r"lymph[o0]?[\s-]*vascular|angio", m.group(0), re.I):
+                continue
+            pol = mention_polarity(t, m.start(), m.end())
+            if pol:
+                found = True
+                hits.append(Hit("vascular_invasion", pol, c.gross, t[max(0, m.start() - 40): m.end() + 60]))
+                kinds.append(_vessel_kind(m.group(0)))
+        lm = _VASC_LISTED.match(t)
+        if re.match(r"^invasion\s*:", t, re.I):
+            listed = True
+        if lm and listed and not found and lm.group(1).lower() != "perineural":
+            pol = first_cue(t[lm.end():])
+            if pol:
+                hits.append(Hit("vascular_invasion", pol, c.gross, t[:80]))
+                kinds.append(_vessel_kind(lm.group(1)))
+        elif not lm:
+            listed = bool(re.match(r"^invasion\s*:", t, re.I))
+        if _TNM.search(t):
+            for m in _TNM_V.finditer(t):
+                digit = m.group(1) or m.group(2)
+                hits.append(Hit("vascular_invasion", "absent" if digit == "0" else "present", c.gross,
+                                t[max(0, m.start() - 30): m.end() + 30]))
+                kinds.append("blood" if m.group(1) else "lymphatic")
+    main = [h for h, k in zip(hits, kinds) if k != "lymphatic"]
+    value = _combine(main)
+    if value == "unknown":
+        value = _combine(hits)
+    return value, hits
+
+
+# Pleural invasion.
+_PK = r"(?:(?:visceral|parietal|mediastinal)\s+)?pleura(?:l)?(?:\s+surfaces?)?"
+_PLEURA = re.compile(
+    rf"\b{_PK}(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+|/)\s*(?:{_VK}|perineural|pericardial)"
+    rf"(?:\s*\([^)]{{0,25}}\))?)*(?:\s+(?:invasion\w*|involvement|infiltration|status))?\b|\bPL\s?[0-3]\b",
+    re.I,
+)
+_PLEURA_VERB_BEFORE = re.compile(
+    r"(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|penetrat\w*|through|into|"
+    r"negative|positive|free|uninvolved)\s+(?:\w+\s+){0,4}$",
+    re.I,
+)
+_PLEURA_STATUS_AFTER = re.compile(
+    r"^(?:\s*(?:,|and)\s*[\w\s]{0,40}?)?\s*(?:is|are)?\s*(?:\w+\s+){0,2}(?:not\s+)?"
+    r"(?:involved|invaded|infiltrated|free|tumou?r-free|negative|positive|uninvolved|intact|clear)\b",
+    re.I,
+)
+_PLEURA_KEY_AFTER = re.compile(r"^\s*(?:\([^)]*\)\s*)?:")
+_PLEURA_EXCLUDE_AFTER = re.compile(
+    r"^\s*(?:margins?|effusion|fluid|resection|biopsy|nodules?|plaques?|adhesions?|cavity|puckering|scar\w*)\b|"
+    r"^\s*,\s*(?:biopsy|resection|excision|wedge)",
+    re.I,
+)
+_PLEURA_SHALLOW_NEG = re.compile(
+    r"(?:up\s+to\s+but\s+not\s+(?:into|within)(?:\s+(?:or|and)\s+through)?|(?:extends?|extending)\s+(?:\w+\s+)?up\s+to)"
+    r"\s+(?:\w+\s+){0,3}$",
+    re.I,
+)
+_PLEURA_SHALLOW = re.compile(r"(?:abut\w*|approach\w*|close\s+to|(?:just\s+)?beneath|near|towards?)\s+(?:\w+\s+){0,3}$", re.I)
+_PLEURA_PL1 = re.compile(r"\b(?:into|to),?\s+but\s+not\s+through,?\s+(?:\w+\s+){0,3}$", re.I)
+_EXTENT_KEY = re.compile(
+    r"\b(?:tumou?r\s+extent|direct\s+extension(?:\s+of\s+tumou?r)?|(?:extra[\s-]*pulmonary\s+(?:parenchymal\s+)?)?"
+    r"extension(?:/invasion)?(?:\s+of\s+tumou?r)?|tumou?r\s+extension)\s*(?:\([^)]*\))?\s*:\s*([^:]{0,80})",
+    re.I,
+)
+
+
+def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
+    hits: list[Hit] = []
+    for c in cls:
+        t = c.text
+        done: list[tuple[int, int]] = []
+        for m in _EXTENT_KEY.finditer(t):  # "Tumor extent: Visceral pleura" (a short value, not a sentence)
+            value = m.group(1)
+            if re.search(r"pleura", value, re.I) and not re.search(
+                r"\b(?:extends?|extending|invades?|involves?|does|is|are|but)\b", value, re.I
+            ):
+                pol = "absent" if first_cue(value) == "absent" else "present"
+                hits.append(Hit("pleural_invasion", pol, c.gross, m.group(0)[:100]))
+                done.append(m.span())
+        for m in _PLEURA.finditer(t):
+            if any(a <= m.start() < b for a, b in done):
+                continue
+            tok = m.group(0)
+            code = re.match(r"PL\s?([0-3])", tok, re.I)
+            before, after = t[: m.start()], t[m.end():]
+            snippet = t[max(0, m.start() - 60): m.end() + 40]
+            if code:
+                hits.append(Hit("pleural_invasion", "absent" if code.group(1) == "0" else "present", c.gross, snippet))
+                continue
+            if _PLEURA_EXCLUDE_AFTER.match(after) or lymph_context(t, m.start(), m.end()):
+                continue
+            after_cue = first_cue(re.split(r"[,;:()]|\.\s", after)[0][:60])
+            if _PLEURA_PL1.search(before[-60:]):  # "into but not through the pleura": PL1, invasion
+                pol = after_cue if after_cue in ("absent", "unknown") else "present"
+                hits.append(Hit("pleural_invasion", pol, c.gross, snippet))
+                continue
+            if _PLEURA_SHALLOW_NEG.search(before[-60:]):  # "up to but not into the pleura"
+                hits.append(Hit("pleural_invasion", "absent", c.gross, snippet))
+                continue
+            if _PLEURA_SHALLOW.search(before[-60:]) and not re.search(
+                r"\binva\w+|\binvolv\w+|\binfiltrat\w+", before[-40:], re.I
+            ):
+                continue  # "abuts the pleura": no statement about invasion
+            noun = re.search(r"(?:invasion\w*|involvement|infiltration|status)$", tok, re.I)
+            verb = _PLEURA_VERB_BEFORE.search(before[-80:])
+            status = _PLEURA_STATUS_AFTER.match(after)
+            key = _PLEURA_KEY_AFTER.match(after)
+            if verb and not noun and re.match(r"(?:negative|free|uninvolved)\b", verb.group(0), re.I):
+                pol: str | None = "absent"  # "negative pleura"
+            elif verb and not noun and verb.group(0).lower().startswith("positive"):
+                pol = "present"
+            elif status and not (noun or verb or key):
+                if negated(t, m.start()):
+                    pol = "absent"
+                else:
+                    pol = "unknown" if HEDGE.search(status.group(0)) else first_cue(status.group(0))
+            elif noun or verb or key:
+                pol = mention_polarity(t, m.start(), m.end())
+            else:
+                continue
+            if pol:
+                hits.append(Hit("pleural_invasion", pol, c.gross, snippet))
+    return _combine(hits), hits
+
+
+# Invasion of adjacent structures outside the lung.
+_ADJ_STRUCT = (
+    r"(?:chest\s+wall|ribs?|intercostal|diaphragm\w*|pericardi\w*|mediastin\w*|thym\w+|(?:o)?esophag\w+|"
+    r"vertebra\w*|atri(?:um|al)(?:\s+muscle)?|heart|great\s+vessels?|trachea\w*|carina|phrenic\s+nerve|parietal\s+pleura|"
+    r"skeletal\s+muscle|soft\s+tissues?\s+of\s+the\s+chest|superior\s+vena\s+cava|aorta|hilar\s+(?:fat|soft\s+tissue)|"
+    r"(?:chest\s+wall|mediastinal)\s+(?:fat|soft\s+tissue))"
+)
+_ADJ = re.compile(
+    rf"\b(?:invad\w+|invasion\s+(?:of|into)|involv\w+|infiltrat\w+|extend\w*|extension)\s+(?:\w+\s+){{0,4}}?(?:the\s+)?"
+    rf"{_ADJ_STRUCT}\b|"
+    rf"\b(?:carcinoma|tumou?r|neoplasm|malignancy)\s+(?:is\s+)?(?:present\s+)?(?:in|within)\s+(?:the\s+)?{_ADJ_STRUCT}\b|"
+    r"\b(?:direct\s+extension\s+of\s+tumou?r|tumou?r\s+extension|extra[\s-]*pulmonary\s+(?:extension|invasion)"
+    r"(?:/invasion)?(?:\s+of\s+tumou?r)?|extension\s+into\s+(?:other|adjacent)\s+structures|"
+    r"adjacent\s+(?:structures|organs))\b",
+    re.I,
+)
+_ADJ_CONFINED = re.compile(r"\b(?:confined|limited)\s+to\s+(?:the\s+)?(?:lung|pulmonary\s+parenchyma|lobe)\b", re.I)
+
+
+def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
+    hits: list[Hit] = []
+    for c in cls:
+        if c.lymph:
+            continue
+        for m in _ADJ.finditer(c.text):
+            after = c.text[m.end(): m.end() + 20]
+            if re.match(r"\s*(?:\w+\s+)?margin", after, re.I):
+                continue
+            value = synoptic_value(c.text, m.end())
+            if value is not None:
+                if re.search(_ADJ_STRUCT, value, re.I) and not re.search(r"\bnot\b|\bno\b|\bnegative", value, re.I):
+                    pol: str | None = "present"
+                elif re.search(r"\bpleura|\bbronch|\blung\b|\bparenchyma", value, re.I) and not first_cue(value) == "absent":
+                    pol = None  # extension within the lung / to the visceral pleura: not this question
+                else:
+                    pol = first_cue(value)
+            else:
+                pol = mention_polarity(c.text, m.start(), m.end())
+            if pol:
+                hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 60]))
+        for m in _ADJ_CONFINED.finditer(c.text):
+            hits.append(Hit("adjacent_invasion", "absent", c.gross, c.text[max(0, m.start() - 40): m.end() + 20]))
+    return _combine(hits), hits
+
+
+# Spread through air spaces.
+_STAS = re.compile(r"\bspread\s+through\s+(?:the\s+)?air\s*[- ]?spaces?\b|\bSTAS\b|\baerogenous\s+spread\b", re.I)
+
+
+def _stas(cls: list[Clause]) -> tuple[str, list[Hit]]:
+    hits = []
+    for c in cls:
+        for m in _STAS.finditer(c.text):
+            pol = mention_polarity(c.text, m.start(), m.end())
+            if pol:
+                hits.append(Hit("stas", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 40]))
+    return _combine(hits), hits
+
+
+# Margins.
+_MARGIN = re.compile(
+    r"\b(?:(?:all|other|surgical|resection|bronch\w*|vascular|parenchymal|stapled?|soft\s+tissue|final|"
+    r"bronchovascular|hilar|pleural|chest\s+wall|and|,)\s*)*"
+    r"(?:margins?|(?:resection|excision)\s+(?:lines?|edges?|surfaces?|planes?|levels?)|inked\s+(?:edge|staple\s+line))\b"
+    r"(?:\s+of\s+(?:the\s+)?resection)?(?:\s+status)?",
+    re.I,
+)
+_MARGIN_CUES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p, re.I), lab)
+    for p, lab in [
+        (r"\bnot\s+applicable\b|\bn/a\b", "none"),
+        (r"\bnot\s+(?:specified|assessed|evaluated|evaluable|determined)\b|\bcannot\s+be\b|\bindeterminate\b|"
+         r"\bsuspicious\b|\bequivocal\b|\bunknown\b|\bn/a\b|\bmay\s+not\b", "unknown"),
+        (r"\bnot\s+involved\b|\bnegative\b|\b[fp]ree\b|\buninvolved\b|\bclear\b|\bno\s+(?:\w+\s+){0,2}(?:tumou?r|"
+         r"carcinoma|malignancy|neoplasm|disease)\b|\bwithout\b|\bbenign\b|\btumou?r-free\b|\bnot\s+(?:seen|identified|present)\b|"
+         r"\bnone\b|\b\d+(?:\.\d+)?\s*(?:cm|mm)\b|\bno\b", "negative"),
+        (r"\bpositive\b|(?<!un)\binvolv(?:ed|ing|es)\b|\binfiltrat(?:ed|es|ing)\b|\b(?:tumou?r|carcinoma|neoplasm|malignancy|"
+         r"adenocarcinoma|metasta\w+)\s+(?:is\s+|are\s+)?(?:present|identified|seen|noted)\b|\bpresent\s+at\b",
+         "positive"),
+    ]
+]
+_MARGIN_POS_BEFORE = re.compile(
+    r"\b(?:tumou?r|carcinoma|neoplasm|malignancy|adenocarcinoma|lesion)\s+(?:is\s+|are\s+)?(?:\w+\s+){0,2}?"
+    r"(?:present\s+at|at|involv\w+|extends?\s+to|extending\s+to|reach\w*|transected\s+at)\s+"
+    r"(?:the\s+)?(?:inked\s+)?(?:\w+\s+){0,2}$",
+    re.I,
+)
+_MARGIN_NEG_BEFORE = re.compile(
+    r"\b(?:clear\s+of|free\s+of|away\s+from|from|distance\s+(?:\w+\s+){0,4}(?:from|to))\s+(?:the\s+)?(?:\w+\s+){0,3}$"
+    r"|\bno\s+(?:\w+\s+)?(?:tumou?r|carcinoma|malignancy|neoplasm)\b.*$|"
+    r"\b(?:negative|tumou?r-free|non-tumou?rous|uninvolved|free)\s+(?:\w+\s+){0,3}$",
+    re.I,
+)
+_MARGIN_SKIP_BEFORE = re.compile(
+    r"\b(?:if|closest|nearest|specify|block|cassette|shave[d]?|submitted|section\s+of|sections?|frozen|"
+    r"designation|labeled)\b[^.]{0,40}$",
+    re.I,
+)
+_R_CODE = re.compile(r"(?<![A-Za-z0-9/#-])R\s?([012]|[xX])(?![A-Za-z0-9-])")
+_R_CONTEXT = re.compile(
+    r"\bp?T\s?[0-4][a-c]?\b|\bresidual\s+tumou?r|\bR[\s-]*(?:classification|category|status)|\bcategory\s+of\b|"
+    r"\bresection\s+status|\bstage\b",
+    re.I,
+)
+
+
+def _margin_first_cue(text: str) -> str | None:
+    best: tuple[int, int, int, str] | None = None
+    for order, (pat, lab) in enumerate(_MARGIN_CUES):
+        m = pat.search(text)
+        if m:
+            key = (m.start(), -(m.end() - m.start()), order, lab)
+            if best is None or key < best:
+                best = key
+    if best is None or best[3] == "none":
+        return None
+    return best[3]
+
+
+def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
+    """R0/R1/R2/Rx decide when given; otherwise margin statements (micro over gross, involved wins)."""
+    hits: list[Hit] = []
+    codes: list[str] = []
+    full = ". ".join(c.text for c in cls)
+    for m in _R_CODE.finditer(full):
+        ctx = full[max(0, m.start() - 60): m.end() + 20]
+        if not _R_CONTEXT.search(ctx) or re.search(r"\b(?:station|level|lymph|node|LN|cassette|labeled)\b",
+                                                   full[max(0, m.start() - 25): m.end() + 15], re.I):
+            continue
+        codes.append({"0": "negative", "1": "positive", "2": "positive"}.get(m.group(1).upper(), "unknown"))
+        hits.append(Hit("margins", codes[-1], False, ctx))
+    for c in cls:
+        t = c.text
+        for m in _MARGIN.finditer(t):
+            if not re.search(r"margin|resection|excision|inked", m.group(0), re.I):
+                continue
+            key_end = t.find(":", m.end())
+            if key_end >= 0 and re.search(r"\bin\s+situ\b|\(CIS\)", t[m.end(): key_end], re.I):
+                continue  # "Bronchial Margin Involvement by Carcinoma in situ (CIS): ..." is not the invasive margin
+            before = scope_before(t, m.start())
+            if _MARGIN_SKIP_BEFORE.search(before) or lymph_context(t, m.start(), m.end()):
+                continue
+            after = re.split(r"\.\s", t[m.end():])[0][:140]
+            value = synoptic_value(t, m.end())
+            if HEDGE.search(before):
+                pol: str | None = "unknown"
+            elif _MARGIN_NEG_BEFORE.search(before):
+                pol = "negative"
+            elif _MARGIN_POS_BEFORE.search(before) and not negated(t, m.start(), before):
+                pol = "positive"
+            else:
+                pol = _margin_first_cue(value if value is not None else after)
+            if pol:
+                hits.append(Hit("margins", pol, c.gross, t[max(0, m.start() - 50): m.end() + 60]))
+    definite = [v for v in codes if v != "unknown"]
+    if definite:
+        return ("positive" if "positive" in definite else "negative"), hits
+    if codes:
+        return "unknown", hits
+    return _combine(hits, positive="positive", negative="negative"), hits
+
+
+# Differentiation.
+_GRADE_KEY = re.compile(
+    r"\b(?:histologic(?:al)?\s+grade|tumou?r\s+grade|grade\s*/\s*differentiation|differentiation|grade)\s*"
+    r"(?:\([^)]*\))?\s*(?:[:.-]\s*(.{0,60})|$|(?=(?:G\s?)?(?:[1-4]|I{1,3}|IV)\b)(.{0,20}))",
+    re.I,
+)
+_GRADE_IGNORE = re.compile(r"\bfuhrman|\bneuroendocrine|\bcarcinoid|\bgleason|\bdysplasia", re.I)
+_NUCLEAR_GRADE = re.compile(r"\b(?:(?:high|low|intermediate)\s+)?nuclear\s+grade\b(?:\s*[:.]?\s*\(?[\dIV/ ]*\)?)?", re.I)
+_GRADE_OF = re.compile(r"\s*(?:/|\(?\s*of\s+)\s*[34]\b\s*\)?", re.I)
+_GRADE_WORDS = re.compile(r"\b(?:well|moderate\w*|poor\w*|un)[\s-]*differentiat|\bmixed\s+differentiation", re.I)
+_GRADE_MENTION = re.compile(
+    r"\bgrade\s*[:.]?\s*(?:[1-4]|iv|i{1,3})\b(?:\s*-\s*(?:[1-4]|iv|i{1,3})\b)?(?!\s*(?:cm|mm))|\(G\s?[1-4]\)|"
+    r"(?<![A-Za-z])G\s?\.?\s?[1-4](?:\s*-\s*G?[1-4])?\b(?!\s*(?:cm|mm|x))",
+    re.I,
+)
+
+
+def _levels(text: str, bare_words: bool = False) -> set[int]:
+    """Grade levels named in ``text``; ``bare_words`` also reads "Moderate" (synoptic values)."""
+    text = _GRADE_OF.sub(" ", text)
+    if re.search(r"\bmixed\s+differentiation", text, re.I):
+        return {1, 3}  # -> "mixed"
+    levels = grade_levels(text)
+    if bare_words:
+        for m in re.finditer(r"\b(well|moderate(?:ly)?|poor(?:ly)?)\b", text, re.I):
+            levels.add({"w": 1, "m": 2, "p": 3}[m.group(1)[0].lower()])
+        if not levels:
+            levels = grade_levels("grade " + text.strip())
+    return levels
+
+
+def _differentiation(cls: list[Clause]) -> tuple[str, list[Hit]]:
+    """(Synoptic grade line + diagnosis grade words) > gross/frozen words > numbers (G2, grade 3 of 4)."""
+    hits: list[Hit] = []
+    pools: dict[str, set[int]] = {"synoptic": set(), "words": set(), "gross_words": set(), "numbers": set()}
+    for i, c in enumerate(cls):
+        if _GRADE_IGNORE.search(c.text):
+            continue
+        text = _NUCLEAR_GRADE.sub(" ", c.text)
+        for m in _GRADE_KEY.finditer(text):
+            value = m.group(1) if m.group(1) is not None else m.group(2)
+            if value is None and i + 1 < len(cls):  # "Grade/Differentiation. III"
+                value = cls[i + 1].text[:40]
+            if not value:
+                continue
+            value = re.split(r"\.\s|;", value)[0]  # not the template legend after it
+            lv = _levels(value, bare_words=True)
+            if lv:
+                pools["synoptic"] |= lv
+                hits.append(Hit("differentiation", levels_to_differentiation(lv), c.gross, m.group(0)[:80]))
+        if _GRADE_WORDS.search(text) and not re.match(r"^\s*\d\.?\s*(?:well|moderate|poor)", text, re.I):
+            lv = _levels(text)
+            if lv:
+                pools["gross_words" if c.gross else "words"] |= lv
+                hits.append(Hit("differentiation", levels_to_differentiation(lv), c.gross, text[:120]))
+        for m in _GRADE_MENTION.finditer(text):
+            if m.group(0)[0] in "Gg(" and not re.search(r"\bp?T\s?[0-4]|\bgrade|\bclassification|\bdifferentiat|\(G",
+                                                       text, re.I):
+                continue
+            lv = _levels(m.group(0) if m.group(0).lower().startswith("grade") else "grade " + m.group(0).strip("(G). g"))
+            if lv:
+                pools["numbers"] |= lv
+                hits.append(Hit("differentiation", levels_to_differentiation(lv), c.gross, m.group(0)))
+    levels = (pools["synoptic"] | pools["words"]) or pools["gross_words"] or pools["numbers"]
+    return levels_to_differentiation(levels), hits
+
+
+# ----------------------------------------------------------------------------- API
+
+@dataclass
+class OfflineResult:
+    """Labels for the six fields, the evidence behind them, and the six canonical phrases."""
+
+    labels: dict[str, str]
+    evidence: dict[str, list[Hit]] = field(default_factory=dict)
+
+    @property
+    def phrases(self) -> list[str]:
+        return canonical_description(self.labels).split("; ")
+
+    @property
+    def answer(self) -> str:
+        """The six phrases joined by '; ' (what an LLM backend would return)."""
+        return canonical_description(self.labels)
+
+
+_EXTRACTORS = {
+    "differentiation": _differentiation,
+    "stas": _stas,
+    "vascular_invasion": _vascular,
+    "pleural_invasion": _pleural,
+    "adjacent_invasion": _adjacent,
+    "margins": _margins,
+}
+
+
+def extract(text: str) -> OfflineResult:
+    """Raw report text -> :class:`OfflineResult` (labels, evidence, canonical phrases)."""
+    cls = clauses(text or "")
+    labels: dict[str, str] = {}
+    evidence: dict[str, list[Hit]] = {}
+    for f in FIELDS:
+        labels[f], evidence[f] = _EXTRACTORS[f](cls)
+    return OfflineResult(labels=labels, evidence=evidence)
+
+
+def answer_report(text: str) -> str:
+    """Raw report text -> the six canonical answer phrases joined by '; '."""
+    return extract(text).answer

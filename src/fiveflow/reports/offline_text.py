@@ -1,0 +1,269 @@
+"""Text machinery for the offline extractor: OCR clean-up, clauses, and statement polarity.
+
+:func:`clauses` turns raw report text into tagged :class:`Clause` objects; :func:`mention_polarity`
+reads whether a finding named at some position of a clause is stated present, absent or
+uncertain (synoptic ``key: value`` lines, negation scope, hedges, OCR'd check boxes).
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# ----------------------------------------------------------------------------- clauses
+
+_GROSS_HEAD = re.compile(
+    r"\b(gross\s+(?:description|examination|exam)|macroscop(?:y|ic)(?:\s+description)?|"
+    r"received\s+(?:fresh|in\s+formalin|in\s+\w+\s+(?:parts|containers))|block\s+summary|"
+    r"summary\s+of\s+sections|sections?\s+(?:are\s+)?submitted|cassettes?\s+summary|designation\s+of\s+sections|"
+    r"intraoperative\s+consultation|frozen\s+section\s+diagnosis)\b",
+    re.I,
+)
+_MICRO_HEAD = re.compile(
+    r"\b(microscop(?:ic|y)(?:\s+(?:description|examination))?|final\s+(?:pathologic(?:al)?\s+)?diagnosis|"
+    r"(?<!frozen section )diagnosis\s*(?::|details|/diagnoses)|synop(?:sis|tic)|checklist|tumou?r\s+summary|"
+    r"summary\s+statement|comments?\s*:|histologic\s+type|specimen\s+type|procedure\s*:|tumou?r\s+site)\b",
+    re.I,
+)
+LYMPH_NODE = re.compile(
+    r"(?i:\blymph[\s-]*nodes?\b|\bnodes?\b|\bnodal\b|\bextra[- ]?nodal\b|extra[- ]?capsular|\bperi[- ]?nodal\b|"
+    r"\bstation\s*\d)|\bLNs?\b|\bpN\s?[0-3OXx]\b|\bN[0-3]\b",
+)
+_VALUE_ONLY = re.compile(
+    r"^[\W_]*(?:(?:is|are)\s+)?(?:present|absent|not\s+identified|identified|not\s+seen|seen|none(?:\s+identified)?|"
+    r"negative|positive|yes|no|not\s+present|not\s+applicable|not\s+specified|indeterminate|"
+    r"cannot\s+be\s+(?:determined|assessed|evaluated)|uninvolved|involved|not\s+involved|free|"
+    r"focal(?:ly\s+present)?|extensive)(?:\s*\([^)]{0,12}\))?[\W_]*$",
+    re.I,
+)
+
+
+@dataclass
+class Clause:
+    """One clause of a report, with the section it is in and whether it is about lymph nodes."""
+
+    text: str
+    gross: bool
+    lymph: bool
+
+
+_NO_END = (
+    r"the|a|an|of|with|without|and|or|to|by|for|in|into|from|at|on|nor|visceral|parietal|pleural|"
+    r"lymphovascular|lymph-vascular|angiolymphatic|vascular|venous|arterial|squamous|invasive|infiltrating|"
+    r"bronchial|surgical|resection|parenchymal|non|invade|invades|invading|involve|involves|involving|extends|"
+    r"extending|through|abut|abuts|abutting|toward|towards|is|are|was|were"
+)
+_BREAK = ".\ue000"  # a hard clause boundary kept through whitespace clean-up (private-use char)
+_VALUE_WORDS = frozenset(
+    "identified present absent negative positive seen none applicable specified involved uninvolved "
+    "free yes no evaluated assessed indeterminate".split()
+)
+_OCR_FIXES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\bd[il1]+[fp]{1,2}\s?[eka]?r[eka]nt+[il1t]+at(ed|ion)\b", re.I), r"differentiat\1"),
+    (re.compile(r"\b(?:p|d)?[o0]{1,2}r[l1i]y\b", re.I), "poorly"),
+    (re.compile(r"\bmoderate[l1i]y\b", re.I), "moderately"),
+    (re.compile(r"\bbadly(?=[\s-]+differentiat)", re.I), "poorly"),
+    (re.compile(r"\bangiolymphati[a-z]\b", re.I), "angiolymphatic"),
+    (re.compile(r"\bl[yi]mp[hk]\b", re.I), "lymph"),
+]
+
+
+def clean_text(text: str) -> str:
+    """Undo common OCR artefacts; keep sentence punctuation."""
+    t = unicodedata.normalize("NFKC", str(text))
+    t = t.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+    t = re.sub(r"[\t\r\f\v]+", " ", t)
+    t = re.sub(r"(?<=[a-z]{3})(?=[A-Z][a-z]{2})", " ", t)  # OCR-glued words: "diagnosisPoorly"
+    for pat, rep in _OCR_FIXES:
+        t = pat.sub(lambda m, rep=rep: m.group(0) if m.expand(rep).lower() == m.group(0).lower() else m.expand(rep), t)
+    # A line break inside a sentence (next line starts lower-case) is a space; else a boundary.
+    t = re.sub(r"\n+(?=\s*[a-z(])", " ", t)
+    t = re.sub(r"\n+", ". ", t)
+    # TCGA-Reports OCR writes line breaks as ". ": join when the next word is lower case ...
+    t = re.sub(
+        r"(\w+)\.\s+(?=[a-z(])",
+        lambda m: m.group(1) + _BREAK if m.group(1).lower() in _VALUE_WORDS else m.group(1) + " ",
+        t,
+    )
+    # ... or when the word before cannot end a sentence ("VISCERAL. PLEURAL", "POORLY. DIFFERENTIATED").
+    t = re.sub(rf"\b({_NO_END})\.\s+(?=[A-Za-z])", r"\1 ", t, flags=re.I)
+    t = re.sub(r"\b(well|moderately|poorly|moderate|poor)\s*[.-]\s+(?=differentiat)", r"\1 ", t, flags=re.I)
+    # ... or when the next word cannot start one ("SURGICAL MARGINS. OF RESECTION ARE NEGATIVE").
+    t = re.sub(r"(?<=[A-Za-z])\.\s+(?=(?:of|and|or|are|is|was|were|to|for|by|from|than|as)\s)", " ", t, flags=re.I)
+    t = _strip_templates(t)
+    t = re.sub(r"\s+", " ", t)
+    return t.strip()
+
+
+_TEMPLATE_START = re.compile(
+    r"(?:\bp?T\s?[0-4][a-c]?\s*[:.(]\s*\(?\s*|\(\s*)Tumou?r\s+(?:greater|more|less|[<>]|of\s+any|\d)|"
+    r"\bTumou?r\s+(?:\w+\s+){0,2}any\s+of\s+the\s+following|\bTumou?r\s+of\s+any\s+size|"
+    r"\bsurrounded\s+by\s+lung\s+or\s+visceral\s+pleura",
+    re.I,
+)
+_TEMPLATE_END = re.compile(
+    r"\bp?N\s?[0-3OXx]\b|\bREGIONAL\s+LYMPH|\bDISTANT\s+METAST|\bp?M\s?[01Xx]\b|\bMargins?\s*:|\bLYMPH\s+NODES?\b",
+    re.I,
+)
+
+
+def _strip_templates(t: str) -> str:
+    """Drop staging-manual definitions copied into reports ("pT2: Tumor with any of the following
+    features ...; invades the visceral pleura; ...") so they are not read as findings."""
+    out, pos = [], 0
+    for m in _TEMPLATE_START.finditer(t):
+        if m.start() < pos:
+            continue
+        end = _TEMPLATE_END.search(t, m.end(), m.end() + 700)
+        stop = end.start() if end else min(len(t), m.end() + 700)
+        out.append(t[pos: m.start()])
+        out.append(" [staging definition]. ")
+        pos = stop
+    out.append(t[pos:])
+    return "".join(out)
+
+
+def _split(text: str) -> list[str]:
+    parts = re.split(r"(?<=[.;!?])\s+(?=[\"'(\[]?[A-Z0-9#*-])|\ue000|;\s*|\s+-\s+|\s-(?=[A-Z])|\.\s*\.\s*", text)
+    return [p.strip(" .-") for p in parts if p and p.strip(" .-")]
+
+
+def clauses(text: str) -> list[Clause]:
+    """Cleaned clauses of a report, tagged with section (gross or not) and lymph-node topic."""
+    raw = _split(clean_text(text))
+    merged: list[str] = []
+    for part in raw:
+        if merged and _VALUE_ONLY.match(part):
+            merged[-1] = f"{merged[-1]}: {part.strip(' -:.')}"
+        elif merged and merged[-1].rstrip().endswith(":") and len(part) < 60:
+            merged[-1] = f"{merged[-1]} {part}"
+        else:
+            merged.append(part)
+    out: list[Clause] = []
+    gross = False
+    for part in merged:
+        g, m = _GROSS_HEAD.search(part), _MICRO_HEAD.search(part)
+        if g and (not m or g.start() > m.start()):
+            gross = True
+        elif m:
+            gross = False
+        out.append(Clause(text=part, gross=gross, lymph=bool(LYMPH_NODE.search(part))))
+    return out
+
+
+# ----------------------------------------------------------------------------- polarity
+
+NEG_BEFORE = re.compile(
+    r"\b(?:no|not|nor|without|negative\s+for|free\s+of|absence\s+of|absent|does\s+not|did\s+not|do\s+not|"
+    r"is\s+not|are\s+not|was\s+not|were\s+not|n't|lacks?|lacking|rule[sd]?\s+out|uninvolved|unassociated\s+with)\b",
+    re.I,
+)
+HEDGE = re.compile(
+    r"\b(?:suspicious|suspect(?:ed)?|suspicion|possible|possibly|probable|probably|questionable|equivocal|"
+    r"indeterminate|cannot\s+be\s+(?:excluded|ruled\s+out|assessed|determined|evaluated)|"
+    r"can\s?not\s+(?:be\s+)?(?:excluded|exclude|ruled?\s+out|assessed|determined|evaluated)|not\s+(?:entirely\s+)?excluded|"
+    r"not\s+specified|not\s+applicable|not\s+assessed|not\s+evaluated|unknown|pending|deferred|"
+    r"difficult\s+to\s+(?:assess|evaluate)|may\s+represent|suggestive|assess\w*|to\s+rule\s+out|n/a)\b",
+    re.I,
+)
+_VALUE_CUES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p, re.I), lab)
+    for p, lab in [
+        (r"\bnot\s+(?:specified|applicable|assessed|evaluated|evaluable|determined|reported|stated)\b|"
+         r"\bcannot\s+be\b|\bcan\s?not\s+be\b|\bindeterminate\b|\bequivocal\b|\bsuspicious\b|\bsuspect\w*|"
+         r"\bpending\b|\bunknown\b|\bn/a\b|\bpossible\b|\bquestionable\b|\bdeferred\b", "unknown"),
+        (r"\bnot\b|\bno\b|\bnone\b|\babsent\b|\bnegative\b|\bfree\b|\btumou?r-free\b|\buninvolved\b|\bwithout\b|"
+         r"\bclear\b|\bnil\b|\bintact\b|\bl0\b|\bv0\b|\bpl0\b", "absent"),
+        (r"\bpresent\b|\bidentified\b|\bseen\b|\bpositive\b|\byes\b|\bnoted\b|\bextensive\b|\bfocal(?:ly)?\b|"
+         r"\binvolved\b|\binvolves\b|\binvolving\b|\bdetected\b|\bevident\b|\bconfirmed\b|\bfound\b|"
+         r"\binvad(?:es|ed|ing)\b|\binfiltrat(?:es|ed|ing)\b|\bextends?\b|\bpl[123]\b|"
+         r"\bv[12]\b|\bl1\b|\bmultifocal\b|\brare\b", "present"),
+    ]
+]
+
+
+_CHECKBOX = re.compile(r"(?:[®☒■☑✓✔]|\[x\]|\(x\))\s*([A-Za-z][A-Za-z /-]{0,20})", re.I)
+
+
+def first_cue(text: str) -> str | None:
+    best: tuple[int, int, int, str] | None = None
+    for order, (pat, lab) in enumerate(_VALUE_CUES):
+        m = pat.search(text)
+        if m:
+            key = (m.start(), -(m.end() - m.start()), order, lab)
+            if best is None or key < best:
+                best = key
+    return best[3] if best else None
+
+
+def synoptic_value(clause: str, pos: int) -> str | None:
+    """If the anchor at ``pos`` sits in the key of a ``key: value`` line, the value; else None."""
+    colon = clause.find(":", pos)
+    if colon < 0:
+        return None
+    between = clause[pos:colon]
+    # The key must end within a few words and hold no verb ("tumor invades x: ..." is not a key).
+    if not re.fullmatch(r"\s*(?:\([^)]*\)\s*)*(?:[\w/-]+\s*(?:\([^)]*\)\s*)?){0,3}", between) or re.search(
+        r"\b(?:is|are|was|were|invades?|involves?)\b", between, re.I
+    ):
+        return None
+    value = clause[colon + 1:]
+    # A value ends where the next key starts ("Present. Lymphatic invasion: ...", or at the next ':').
+    nxt = re.search(r"[.;]\s+[A-Z][^:.;]{0,60}:|:", value)
+    return value[: nxt.start()] if nxt else value
+
+
+def scope_before(clause: str, start: int) -> str:
+    """The sub-clause before position ``start`` (cut at punctuation and contrast words)."""
+    return re.split(r"[,:()]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\bexcept\b|\band\s+(?=there\b)",
+                    clause[:start], flags=re.I)[-1][-80:]
+
+
+def negated(clause: str, start: int, before: str | None = None) -> bool:
+    """Is the anchor at ``start`` negated by a cue shortly before it, in the same sub-clause?"""
+    before = scope_before(clause, start) if before is None else before
+    neg = list(NEG_BEFORE.finditer(before))
+    if neg:
+        # Negation scopes over a few words, and not across a statement of presence
+        # ("... but not through pleura, tumor identified within lymphovascular space").
+        gap = before[neg[-1].end():]
+        return len(gap.split()) <= 6 and not re.search(
+            r"\b(?:identified|present|seen|noted|shows?|showing|with)\b", gap, re.I
+        )
+    # "No lymphatic invasion, blood vessel and perineural invasion": the list shares the "No".
+    return before.strip() == "" and bool(
+        re.match(r"\s*(?:no|without|negative\s+for)\b[^,]{0,40},\s*$", clause[:start], re.I)
+    )
+
+
+def mention_polarity(clause: str, start: int, end: int, default: str | None = "present") -> str | None:
+    """Polarity (present|absent|unknown) of the anchor ``clause[start:end]``; None = no statement."""
+    value = synoptic_value(clause, end)
+    if value is not None:
+        ticked = _CHECKBOX.search(value)  # OCR'd checklists: "Visceral pleural invasion: ®Yes qNo qNA"
+        if ticked:
+            value = ticked.group(1)
+        if HEDGE.search(value) or re.search(r"\bsuggestive\b", value, re.I):
+            return "unknown"
+        return first_cue(value)  # None when the key has no usable value (an empty checklist line)
+    # Narrative: scope = the sub-clause around the anchor.
+    before = scope_before(clause, start)
+    after = re.split(r"[,;:()]|\bbut\b|\bhowever\b|\bwhereas\b|\.\s", clause[end:], flags=re.I)[0][:80]
+    if HEDGE.search(before) or HEDGE.search(after):
+        return "unknown"
+    if negated(clause, start, before):
+        return "absent"
+    cue = first_cue(after)
+    if cue:
+        return cue
+    if not re.search(r"[A-Za-z]{2}", clause[:start] + clause[end:]):
+        return None  # a bare heading ("LYMPHATIC INVASION"), no statement
+    return default
+
+
+def lymph_context(clause: str, start: int, end: int) -> bool:
+    """Does the comma-delimited stretch around ``clause[start:end]`` speak of lymph nodes?"""
+    lo = max(clause.rfind(",", 0, start), clause.rfind(";", 0, start)) + 1
+    hi_c = [i for i in (clause.find(",", end), clause.find(";", end)) if i >= 0]
+    hi = min(hi_c) if hi_c else len(clause)
+    return bool(LYMPH_NODE.search(clause[lo:start] + " " + clause[end:hi]))

@@ -1,0 +1,81 @@
+"""The FiVE questions and the LLM prompt, loaded from ``resources/questions.yaml``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .normalize import FIELDS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_QUESTIONS = PROJECT_ROOT / "resources" / "questions.yaml"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Everything sent to the LLM except the report: versioned, hashable, immutable."""
+
+    version: str
+    questions: tuple[str, ...]  # the six questions as the FiVE model encodes them
+    llm_questions: tuple[str, ...]  # the wording sent to the LLM
+    instruction: str  # the system message, questions filled in
+    examples: tuple[tuple[str, str], ...]  # worked (report, answer) pairs
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the full prompt content (recorded next to ``version`` for audits)."""
+        blob = json.dumps([self.version, self.instruction, self.examples], ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def messages(self, report: str) -> list[dict[str, str]]:
+        """Chat messages: system instruction, the worked examples as user/assistant turns, the report."""
+        msgs = [{"role": "system", "content": self.instruction}]
+        for rep, ans in self.examples:
+            msgs.append({"role": "user", "content": f"Pathology report:\n{rep}"})
+            msgs.append({"role": "assistant", "content": ans})
+        msgs.append({"role": "user", "content": f"Pathology report:\n{report}"})
+        return msgs
+
+
+def default_questions_path() -> Path:
+    """resources/questions.yaml of the source tree, else of the working directory (installed package)."""
+    for cand in (DEFAULT_QUESTIONS, Path.cwd() / "resources" / "questions.yaml"):
+        if cand.is_file():
+            return cand
+    return DEFAULT_QUESTIONS
+
+
+def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
+    """Load and check ``questions.yaml`` (six questions in FIELDS order, >= 1 worked example)."""
+    path = Path(path) if path is not None else default_questions_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"questions file not found: {path} (expected resources/questions.yaml)")
+    with open(path) as fh:
+        doc = yaml.safe_load(fh)
+    for key in ("prompt_version", "questions", "instruction", "examples"):
+        if key not in doc:
+            raise ValueError(f"{path}: missing key `{key}`")
+    qs = doc["questions"]
+    fields = [q.get("field") for q in qs]
+    if fields != list(FIELDS):
+        raise ValueError(f"{path}: `questions` must list the fields {list(FIELDS)} in this order, got {fields}")
+    llm_qs = tuple(q.get("llm_text") or q["text"] for q in qs)
+    numbered = "\n".join(f"{i}. {q}" for i, q in enumerate(llm_qs, 1))
+    instruction = str(doc["instruction"]).replace("{questions}", numbered)
+    examples = tuple((str(e["report"]).strip(), str(e["answer"]).strip()) for e in doc["examples"])
+    if not examples:
+        raise ValueError(f"{path}: `examples` must hold at least one (report, answer) pair")
+    for _, ans in examples:
+        if ans.count(";") != len(FIELDS) - 1:
+            raise ValueError(f"{path}: worked answer must have {len(FIELDS)} ';'-separated phrases: {ans!r}")
+    return Prompt(
+        version=str(doc["prompt_version"]),
+        questions=tuple(q["text"] for q in qs),
+        llm_questions=llm_qs,
+        instruction=instruction,
+        examples=examples,
+    )

@@ -1,0 +1,237 @@
+"""Reports CSV -> six FiVE answers per patient (any backend) -> the labels Parquet of CONTRACTS.md.
+
+Backends (``reports.backend``):
+
+* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v1``.
+* ``openai``: :mod:`fiveflow.reports.llm` against any OpenAI-compatible server (``reports.openai``).
+* ``precomputed``: answers already made elsewhere (e.g. the FiVE authors' GPT-4 answers), a CSV
+  with ``patient_id`` (or ``patient_filename``) and ``answer`` (``reports.precomputed``).
+
+Whatever the backend, the answers go through :func:`fiveflow.reports.normalize.normalize_answer`
+(offline answers are canonical already), so the categorical columns mean the same everywhere.
+Extra columns next to the contract's: ``answer_raw`` (the backend's answer as given) and
+``flag`` (empty, or what was repaired: ``empty``, ``padded:N``, ``merged:N``, ``lines``,
+``empty_report``, ``missing_answer``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..io import atomic_path
+from . import llm, offline
+from .normalize import FIELDS, SEP, UNKNOWN, canonical_description, normalize_answer
+from .prompts import Prompt, load_prompt
+
+LOG = logging.getLogger("fiveflow.reports")
+BACKENDS = ("offline", "openai", "precomputed")
+COLUMNS = [
+    "patient_id", *FIELDS, "description", "backend", "model", "prompt_version", "answer_raw", "flag",
+]
+
+
+def _patient_ids(df: pd.DataFrame, path: Path) -> pd.Series:
+    """``patient_id`` column, else the part of ``patient_filename`` before the first '.'."""
+    if "patient_id" in df.columns:
+        ids = df["patient_id"]
+    elif "patient_filename" in df.columns:
+        ids = df["patient_filename"].astype(str).str.split(".", n=1).str[0]
+    else:
+        raise ValueError(
+            f"{path}: needs a `patient_id` column or a `patient_filename` column "
+            f"(TCGA-XX-XXXX.<uuid>); found columns: {list(df.columns)}"
+        )
+    ids = ids.astype("string").str.strip()
+    bad = ids.isna() | (ids == "")
+    if bad.any():
+        raise ValueError(f"{path}: {int(bad.sum())} row(s) have an empty patient id (first at row {int(bad.idxmax()) + 2})")
+    return ids.astype(str)
+
+
+def read_reports(path: str | os.PathLike, need_text: bool = True) -> pd.DataFrame:
+    """Reports CSV -> DataFrame(patient_id, text), one row per patient.
+
+    A patient with several reports gets their texts joined by a blank line, in file order.
+    """
+    path = Path(path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    ids = _patient_ids(df, path)
+    if "text" not in df.columns:
+        if need_text:
+            raise ValueError(f"{path}: needs a `text` column with the report text; found columns: {list(df.columns)}")
+        df["text"] = ""
+    out = pd.DataFrame({"patient_id": ids, "text": df["text"].fillna("").astype(str)})
+    if out["patient_id"].duplicated().any():
+        n = int(out["patient_id"].duplicated().sum())
+        LOG.warning("%s: %d extra report(s) for patients with several reports: texts joined", path, n)
+        out = out.groupby("patient_id", sort=False)["text"].agg(lambda s: "\n\n".join(t for t in s if t)).reset_index()
+    return out.reset_index(drop=True)
+
+
+def read_precomputed(path: str | os.PathLike) -> pd.DataFrame:
+    """Answers CSV -> DataFrame(patient_id, answer); the first answer per patient wins."""
+    path = Path(path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    ids = _patient_ids(df, path)
+    if "answer" not in df.columns:
+        raise ValueError(f"{path}: needs an `answer` column (six answers joined by ';'); found columns: {list(df.columns)}")
+    out = pd.DataFrame({"patient_id": ids, "answer": df["answer"].astype(str)})
+    dup = out["patient_id"].duplicated()
+    if dup.any():
+        LOG.warning("%s: %d duplicate patient(s); keeping each patient's first answer", path, int(dup.sum()))
+        out = out[~dup]
+    return out.reset_index(drop=True)
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run_offline(texts: list[str]) -> list[tuple[dict[str, str], str, str, str]]:
+    rows = []
+    for t in tqdm(texts, desc="offline rules", unit="report", disable=None):
+        res = offline.extract(t)
+        rows.append((res.labels, canonical_description(res.labels), res.answer, ""))
+    return rows
+
+
+def _from_answers(answers: list[str | None]) -> list[tuple[dict[str, str], str, str, str]]:
+    rows = []
+    for a in answers:
+        na = normalize_answer(a)
+        rows.append((na.labels, na.description, na.raw, na.flag))
+    return rows
+
+
+def _with_logger(log: Any) -> tuple[logging.Logger, logging.Handler | None]:
+    """Accept a Logger, a log file path (a handler on the ``fiveflow.reports`` logger), or None."""
+    if isinstance(log, logging.Logger):
+        return log, None
+    if log is None:
+        return LOG, None
+    handler = logging.FileHandler(log)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    LOG.addHandler(handler)
+    return LOG, handler
+
+
+def structure_reports(
+    reports_csv: str | os.PathLike,
+    out_parquet: str | os.PathLike,
+    cfg: dict,
+    log: logging.Logger | str | os.PathLike | None = None,
+    *,
+    questions: str | os.PathLike | None = None,
+    client: Any = None,
+) -> pd.DataFrame:
+    """Structure every patient's report into the six FiVE answers; write the labels Parquet.
+
+    ``cfg`` is the ``reports`` section of config.yaml (keys: ``backend``, ``precomputed``,
+    ``openai``). ``questions`` overrides resources/questions.yaml; ``client`` injects an
+    OpenAI-compatible client (tests). Returns the table that was written.
+    """
+    log, handler = _with_logger(log)
+    level = LOG.level
+    if handler is not None and not LOG.isEnabledFor(logging.INFO):
+        LOG.setLevel(logging.INFO)
+    try:
+        return _structure(Path(reports_csv), Path(out_parquet), cfg, log, questions, client)
+    finally:
+        if handler is not None:
+            LOG.removeHandler(handler)
+            LOG.setLevel(level)
+            handler.close()
+
+
+def _structure(
+    reports_csv: Path, out_parquet: Path, cfg: dict, log: logging.Logger, questions: Any, client: Any
+) -> pd.DataFrame:
+    backend = (cfg or {}).get("backend", "offline")
+    if backend not in BACKENDS:
+        raise ValueError(f"reports.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    prompt: Prompt = load_prompt(questions)
+    reports = read_reports(reports_csv, need_text=backend != "precomputed")
+    texts = reports["text"].tolist()
+    empty = [not t.strip() for t in texts]
+    meta: dict[str, Any] = {"backend": backend, "prompt_version": prompt.version, "prompt_sha256": prompt.sha256}
+
+    if backend == "offline":
+        model, version = offline.MODEL_NAME, prompt.version
+        rows = _run_offline(texts)
+    elif backend == "openai":
+        lcfg = llm.LLMConfig.from_cfg(cfg.get("openai"))
+        model, version = lcfg.model, prompt.version
+        idx = [i for i, e in enumerate(empty) if not e]
+        got = llm.answer_reports([texts[i] for i in idx], lcfg, prompt, log=log, client=client)
+        answers: list[str | None] = [None] * len(texts)
+        for i, a in zip(idx, got):
+            answers[i] = a.answer
+        rows = _from_answers(answers)
+        meta.update(temperature=lcfg.temperature, n_cached=sum(a.cached for a in got))
+    else:
+        src = cfg.get("precomputed")
+        if not src:
+            raise ValueError("reports.precomputed: set it to a CSV with patient_id (or patient_filename) and answer "
+                             "columns when reports.backend is `precomputed`")
+        src = Path(src)
+        pre = read_precomputed(src)
+        lookup = dict(zip(pre["patient_id"], pre["answer"]))
+        answers = [lookup.get(p) for p in reports["patient_id"]]
+        missing = sum(a is None for a in answers)
+        if missing:
+            log.warning("%s: no answer for %d of %d patient(s): their labels are all unknown", src, missing, len(answers))
+        extra = len(set(lookup) - set(reports["patient_id"]))
+        if extra:
+            log.info("%s: %d answer(s) for patients not in %s ignored", src, extra, reports_csv)
+        model, version = "precomputed", f"external:{_file_sha(src)[:12]}"
+        rows = _from_answers(answers)
+        empty = [False] * len(texts)
+        for i, a in enumerate(answers):
+            if a is None:
+                rows[i] = (rows[i][0], rows[i][1], "", "missing_answer")
+        meta["answers_file"] = src.name
+
+    records = []
+    for pid, is_empty, (labels, desc, raw, flag) in zip(reports["patient_id"], empty, rows):
+        if is_empty:
+            labels = {f: "unknown" for f in FIELDS}
+            desc, raw, flag = SEP.join([UNKNOWN] * len(FIELDS)), "", "empty_report"
+        records.append({"patient_id": pid, **labels, "description": desc, "backend": backend, "model": model,
+                        "prompt_version": version, "answer_raw": raw, "flag": flag})
+    df = pd.DataFrame.from_records(records, columns=COLUMNS)
+    meta.update(model=model, n_patients=len(df), fiveflow_version=__version__)
+    _write_parquet(df, out_parquet, meta)
+
+    repaired = df["flag"].str.match(r"^(?:padded|merged|lines)").sum()
+    if repaired:
+        log.warning("%d answer(s) did not have six ';'-separated phrases and were repaired (see the `flag` column): %s",
+                    repaired, json.dumps(df.loc[df["flag"].ne(""), "flag"].value_counts().to_dict()))
+    flagged = df["flag"].ne("").sum()
+    log.info(
+        "reports: %d patient(s) via %s (%s, prompt %s); %d flagged; %d unique description(s)",
+        len(df), backend, model, version, flagged, df["description"].nunique(),
+    )
+    for f in FIELDS:
+        log.info("  %-18s %s", f, json.dumps(df[f].value_counts().to_dict()))
+    return df
+
+
+def _write_parquet(df: pd.DataFrame, out: Path, meta: dict) -> None:
+    """Atomic Parquet write with the run's provenance in the schema metadata (``fiveflow.reports``)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    md = dict(table.schema.metadata or {})
+    md[b"fiveflow.reports"] = json.dumps(meta, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(md)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)

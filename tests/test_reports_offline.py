@@ -1,0 +1,238 @@
+"""Offline (rule-based) report extractor: hand-written snippets, no data files needed."""
+from __future__ import annotations
+
+import pytest
+
+from fiveflow.reports import offline
+from fiveflow.reports.normalize import ALLOWED, CANONICAL, FIELDS, normalize_answer, normalize_phrase
+from fiveflow.reports.offline_text import clauses, clean_text
+from fiveflow.reports.prompts import load_prompt
+
+
+def labels(text: str) -> dict[str, str]:
+    return offline.extract(text).labels
+
+
+# ----------------------------------------------------------------------------- vascular
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Lymphovascular invasion: Not identified.", "absent"),
+        ("Venous (large vessel) invasion: Not identified. Arterial (large vessel) invasion: Not identified.", "absent"),
+        ("Venous (Large Vessel) Invasion (V). - Present.", "present"),  # value on its own OCR line
+        ("ANGIOLYMPHATIC INVASION IS. absent.", "absent"),  # OCR line break inside the sentence
+        ("No lymphovascular invasion is identified.", "absent"),
+        ("There is no evidence of angiolymphatic invasion.", "absent"),
+        ("Negative for lymphovascular space invasion.", "absent"),
+        ("Invasive adenocarcinoma with angiolymphatic invasion, 3.2 cm.", "present"),
+        ("The tumor has infiltrated the pulmonary venous wall.", "present"),
+        ("Lymphovascular space invasion: Suspicious foci, cannot be excluded.", "unknown"),
+        ("Venous invasion: Not specified.", "unknown"),
+        ("LYMPHATIC INVASION", "unknown"),  # a bare checklist heading states nothing
+        ("Invasion: angiolymphatic - not identified. perineural - not identified.", "absent"),
+        ("No vascular, lymphatic or perineural invasion found.", "absent"),
+        ("TNM classification: pT2 pN0 pMX L1 V1 R0, stage IB.", "present"),
+        ("TNM classification: pT2 pN0 pMX L0 V0 R0, stage IB.", "absent"),
+    ],
+)
+def test_vascular(text, expected):
+    assert labels(text)["vascular_invasion"] == expected
+
+
+def test_vascular_margin_is_not_vascular_invasion():
+    assert labels("Vascular margin: negative for tumor.")["vascular_invasion"] == "unknown"
+
+
+def test_blood_vessel_statement_beats_lymphatic_only():
+    text = "There is no blood vessel invasion but lymphatic permeation is seen."
+    assert labels(text)["vascular_invasion"] == "absent"
+
+
+# ----------------------------------------------------------------------------- pleura
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Visceral pleural invasion: Not identified.", "absent"),
+        ("Visceral pleura invasion: Present (PL1).", "present"),
+        ("The tumor invades the visceral pleura.", "present"),
+        ("THE CARCINOMA DOES NOT INVADE THE VISCERAL. PLEURA.", "absent"),
+        ("The tumor extends into but not through the visceral pleura.", "present"),  # PL1
+        ("Carcinoma extends up to but not into the visceral pleura.", "absent"),
+        ("The pleura is free of tumor.", "absent"),
+        ("Pleural invasion is not identified.", "absent"),
+        ("Extrapulmonary extension/invasion of tumor: Visceral pleura (PL2).", "present"),
+        ("Visceral pleural invasion: pending elastic stain; addendum to follow.", "unknown"),
+        ("The mass abuts the pleura.", "unknown"),  # abutting is not invasion
+        ("Parietal pleural margin: Not applicable.", "unknown"),  # a margin, not invasion
+        ("Visceral pleural invasion : qYes ®No qNA", "absent"),  # OCR'd check boxes
+    ],
+)
+def test_pleural(text, expected):
+    assert labels(text)["pleural_invasion"] == expected
+
+
+def test_staging_definitions_are_not_findings():
+    text = (
+        "Histologic grade: G2. Pathologic staging (pTNM): pT2: Tumor with any of the following features of "
+        "size or extent: greater than 3 cm; involves main bronchus; invades the visceral pleura; associated "
+        "with atelectasis. pN0: No regional lymph node metastasis. Visceral pleura invasion: Not identified."
+    )
+    assert labels(text)["pleural_invasion"] == "absent"
+
+
+def test_microscopy_wins_over_gross():
+    text = (
+        "GROSS DESCRIPTION: The tumor appears to invade the overlying pleura. "
+        "MICROSCOPIC DESCRIPTION: Elastic stains show no visceral pleural invasion."
+    )
+    assert labels(text)["pleural_invasion"] == "absent"
+
+
+# ----------------------------------------------------------------------------- lymph nodes
+
+def test_lymph_node_statements_are_ignored():
+    text = (
+        "A. Lymph node, level 7, excision: metastatic carcinoma with extranodal extension into perinodal fat. "
+        "B. Lymph node, level 10: tumor present in lymphatic vessels of the lymph node capsule. "
+        "C. Lung, right upper lobe: squamous cell carcinoma, moderately differentiated. "
+        "Lymphovascular invasion: not identified. Margins: negative for carcinoma."
+    )
+    lab = labels(text)
+    assert lab["vascular_invasion"] == "absent"
+    assert lab["adjacent_invasion"] == "unknown"
+    assert lab["margins"] == "negative"
+    assert lab["differentiation"] == "moderate"
+
+
+def test_lymph_node_negative_is_not_a_margin():
+    assert labels("Lymph node, station 4R: Negative for tumor (0/3).")["margins"] == "unknown"
+
+
+# ----------------------------------------------------------------------------- margins
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Margins: Uninvolved by invasive carcinoma.", "negative"),
+        ("ALL MARGINS FREE.", "negative"),
+        ("Bronchial margin: Negative. Vascular margin: Negative.", "negative"),
+        ("CARCINOMA PRESENT AT INKED STAPLE MARGIN.", "positive"),
+        ("Surgical margin involvement: No.", "negative"),
+        ("The bronchial margin is involved by carcinoma.", "positive"),
+        ("Tumor distance from bronchial margin: 2.5 cm.", "negative"),
+        ("Margins: Not specified.", "unknown"),
+        ("TNM classification: pT2 pN0 pMX V0 R0, stage IB.", "negative"),
+        ("TNM classification: pT2 pN1 pMX V0 R1, stage IIB.", "positive"),
+        ("TNM classification: pT2 pN1 pMX V0 RX, stage IIB.", "unknown"),
+        ("Margin status: all margins negative. Cassette R1: tumor; R2: lymph node.", "negative"),
+        ("Bronchial margin involvement by carcinoma in situ (CIS): present. Margins: uninvolved by invasive carcinoma.",
+         "negative"),
+    ],
+)
+def test_margins(text, expected):
+    assert labels(text)["margins"] == expected
+
+
+# ----------------------------------------------------------------------------- differentiation
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Histologic grade: Moderately differentiated.", "moderate"),
+        ("INVASIVE MODERATELY TO POORLY DIFFERENTIATED ADENOCARCINOMA (3.3 CM).", "moderate_to_poor"),
+        ("INFILTRATING POORLY. DIFFERENTIATED SQUAMOUS CELL CARCINOMA.", "poor"),  # OCR line break
+        ("POORLY DIPFERENTTIATED CARCINOMA", "poor"),  # OCR misspelling
+        ("Histologic grade: G3. Nuclear grade: 2.", "poor"),
+        ("Grade /Differentiation III", "poor"),
+        ("Invasive grade 4 (of 4) squamous cell carcinoma.", "undifferentiated"),
+        ("Tumor classification: M-8140/3, G1, pT2, pN0.", "well"),
+        ("Adenocarcinoma, well to moderately differentiated.", "moderate"),
+        ("Adenocarcinoma of mixed differentiation.", "mixed"),
+        ("Squamous cell carcinoma. Grade: 2. 1. well. 2. moderate. 3. poor/undifferentiated.", "moderate"),
+        ("Squamous cell carcinoma of the lung.", "unknown"),
+    ],
+)
+def test_differentiation(text, expected):
+    assert labels(text)["differentiation"] == expected
+
+
+# ----------------------------------------------------------------------------- adjacent, STAS
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Direct extension of tumor: Not identified.", "absent"),
+        ("Tumor extension: Not identified.", "absent"),
+        ("The tumor invades the chest wall and the fourth rib.", "present"),
+        ("Carcinoma is confined to the lung.", "absent"),
+        ("The carcinoma has infiltrated the pericardial fatty tissue.", "present"),
+        ("Direct extension of tumor: Visceral pleura.", "unknown"),  # pleura is question 4, not 5
+    ],
+)
+def test_adjacent(text, expected):
+    assert labels(text)["adjacent_invasion"] == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Spread through air spaces (STAS): Present.", "present"),
+        ("No spread through air spaces is identified.", "absent"),
+        ("Adenocarcinoma, acinar predominant.", "unknown"),
+    ],
+)
+def test_stas(text, expected):
+    assert labels(text)["stas"] == expected
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+def test_clauses_tag_sections_and_lymph_nodes():
+    cl = clauses("GROSS DESCRIPTION: Received fresh is a lobe. FINAL DIAGNOSIS: Lymph node, level 7: negative.")
+    assert cl[0].gross and not cl[-1].gross
+    assert cl[-1].lymph
+
+
+def test_clean_text_joins_ocr_line_breaks():
+    assert "visceral pleural invasion" in clean_text("with visceral pleural. invasion")
+    assert "poorly" in clean_text("DORLY DIFFERENTIATED").lower()
+
+
+def test_empty_and_garbage_text():
+    for text in ("", "   ", "%%% ### 1111 lllll", None):
+        assert set(offline.extract(text).labels.values()) == {"unknown"}
+
+
+def test_answer_is_six_canonical_phrases_that_normalise_back():
+    text = (
+        "Histologic grade: poorly differentiated. Lymphovascular invasion: present. "
+        "Visceral pleural invasion: not identified. Tumor extension: not identified. Margins: negative."
+    )
+    res = offline.extract(text)
+    phrases = res.answer.split("; ")
+    assert len(phrases) == len(FIELDS)
+    assert normalize_answer(res.answer).labels == res.labels
+    assert res.labels == {
+        "differentiation": "poor", "stas": "unknown", "vascular_invasion": "present",
+        "pleural_invasion": "absent", "adjacent_invasion": "absent", "margins": "negative",
+    }
+    assert all(h.text for hs in res.evidence.values() for h in hs)  # every label is auditable
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_every_canonical_phrase_round_trips(field):
+    for value, phrase in CANONICAL[field].items():
+        assert value in ALLOWED[field]
+        assert normalize_phrase(field, phrase) == value
+
+
+def test_worked_examples_agree_with_rules():
+    """The prompt's worked answers and the rules read the example reports alike (where rules answer)."""
+    prompt = load_prompt()
+    for report, answer in prompt.examples:
+        mine, theirs = offline.extract(report).labels, normalize_answer(answer).labels
+        for f in FIELDS:
+            if mine[f] != "unknown" and theirs[f] != "unknown":
+                assert mine[f] == theirs[f], (f, report[:60])
