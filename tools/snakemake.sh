@@ -3,7 +3,7 @@
 # A run that was killed hard (SIGKILL, power loss) leaves a lock behind; when no Snakemake process
 # is running in the working directory, that lock is stale and is removed, so a rerun needs no
 # manual cleanup. Interrupted jobs are redone (--rerun-incomplete, set in
-# workflow/profiles/default/config.yaml), and every stage writes its outputs atomically.
+# profiles/default/config.yaml), and every stage writes its outputs atomically.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd -P)
 export PATH="$root/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
