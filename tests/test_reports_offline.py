@@ -236,3 +236,46 @@ def test_worked_examples_agree_with_rules():
         for f in FIELDS:
             if mine[f] != "unknown" and theirs[f] != "unknown":
                 assert mine[f] == theirs[f], (f, report[:60])
+
+
+# ----------------------------------------------------------------------------- negated synoptic lines
+
+_SYNOPTIC_KEYS = {
+    "stas": ("Tumor spread through air spaces (STAS)", "STAS", "Spread through air spaces"),
+    "vascular_invasion": ("Lymphovascular invasion", "Lymph-vascular invasion (LVI)",
+                          "Lymphovascular space invasion (LVSI)", "Venous (large vessel) invasion (V)"),
+    "pleural_invasion": ("Visceral pleural invasion", "Visceral pleural invasion (VPI)", "Pleural invasion"),
+    "adjacent_invasion": ("Direct invasion of adjacent structures", "Tumor extension", "Chest wall invasion",
+                          "Adjacent organ invasion (pT4)", "Diaphragm invasion"),
+    "margins": ("Margin involvement by invasive carcinoma", "Tumor at margin", "Surgical margin involvement"),
+}
+_NEG_VALUES = ("Not identified", "Absent", "Negative", "None identified", "Not present", "No", "NOT IDENTIFIED")
+_POS_VALUES = ("Present", "Identified", "Yes")
+
+
+@pytest.mark.parametrize("field", list(_SYNOPTIC_KEYS))
+@pytest.mark.parametrize("sep", [": ", " : ", ": - ", ". - "])
+def test_negated_synoptic_lines(field, sep):
+    """'X: Not identified / Absent / Negative' reads as absent for every field, whatever the key's
+    form (an abbreviation in brackets, a long key) or the OCR separator; the positive values as present."""
+    no, yes = ("negative", "positive") if field == "margins" else ("absent", "present")
+    for key in _SYNOPTIC_KEYS[field]:
+        for value in _NEG_VALUES:
+            assert labels(f"{key}{sep}{value}.")[field] == no, f"{key}{sep}{value}."
+        for value in _POS_VALUES:
+            assert labels(f"{key}{sep}{value}.")[field] == yes, f"{key}{sep}{value}."
+
+
+@pytest.mark.parametrize(
+    "text, field, expected",
+    [
+        ("No spread through air spaces (STAS) is identified.", "stas", "absent"),
+        ("Lymphovascular invasion (LVI) is not identified.", "vascular_invasion", "absent"),
+        ("There is no lymph-vascular invasion (LVI).", "vascular_invasion", "absent"),
+        ("Lymphovascular invasion (LVI) is present.", "vascular_invasion", "present"),
+        ("Tumor at margin: Not identified.", "margins", "negative"),
+        ("Tumor present at margin: bronchial.", "margins", "positive"),
+    ],
+)
+def test_bracketed_abbreviations_and_margin_keys(text, field, expected):
+    assert labels(text)[field] == expected

@@ -13,7 +13,10 @@ Pipeline, per report:
    from the value only; narrative text from negation cues before the anchor (``no``,
    ``without``, ``negative for``, ``does not``) and value cues after it (``not identified``,
    ``absent``, ``present``); hedges (``suspicious``, ``cannot be excluded``, ``not specified``)
-   give ``unknown``.
+   give ``unknown``. A bracketed gloss is read with the words around it (``"spread through air
+   spaces (STAS): Not identified"``, ``"lymphovascular invasion (LVI) is not identified"``).
+   Structures outside the lung may also be named as the subject of their own status (``"CHEST
+   WALL FREE OF TUMOR"``, ``"the attached diaphragm is free of tumour"``).
 3. Hits are combined per field: microscopic / diagnosis text over gross description; among
    those, a definite answer over ``unknown``, and ``present`` (``positive`` for margins) over
    ``absent`` (any positive finding is reported). Residual-tumour codes (R0/R1/R2/Rx) decide
@@ -45,7 +48,7 @@ from .offline_text import (
     synoptic_value,
 )
 
-MODEL_NAME = "rules-v1"
+MODEL_NAME = "rules-v2"
 
 # ----------------------------------------------------------------------------- fields
 
@@ -260,11 +263,26 @@ _ADJ = re.compile(
     rf"{_ADJ_STRUCT}\b|"
     rf"\b(?:carcinoma|tumou?r|neoplasm|malignancy)\s+(?:is\s+)?(?:present\s+)?(?:in|within)\s+(?:the\s+)?{_ADJ_STRUCT}\b|"
     r"\b(?:direct\s+extension\s+of\s+tumou?r|tumou?r\s+extension|extra[\s-]*pulmonary\s+(?:extension|invasion)"
-    r"(?:/invasion)?(?:\s+of\s+tumou?r)?|extension\s+into\s+(?:other|adjacent)\s+structures|"
-    r"adjacent\s+(?:structures|organs))\b",
+    r"(?:/invasion)?(?:\s+of\s+tumou?r)?|"
+    r"(?:invasion|infiltration|extension|involvement|spread)\s+(?:of|into|to)\s+(?:the\s+)?"
+    r"(?:other|adjacent|neighbou?ring|surrounding)\s+(?:structures?|organs?|tissues?)|"
+    r"adjacent\s+(?:structures?|organs?)|"
+    r"(?:extension|extend\w*|spread\w*|grow\w*)\s+(?:\w+\s+)?(?:beyond|outside)\s+(?:of\s+)?(?:the\s+)?"
+    r"(?:lung|pulmonary\s+parenchyma))\b|"
+    rf"\b{_ADJ_STRUCT}\s+(?:invasion|involvement|infiltration)\b",  # "Chest wall invasion: ..."
     re.I,
 )
 _ADJ_CONFINED = re.compile(r"\b(?:confined|limited)\s+to\s+(?:the\s+)?(?:lung|pulmonary\s+parenchyma|lobe)\b", re.I)
+# A structure named as the subject of its own status: "CHEST WALL FREE OF TUMOR", "The attached
+# diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma".
+_ADJ_STATE = re.compile(
+    rf"\b{_ADJ_STRUCT}\s+(?:(?:is|are|was|were|appears?)\s+)?(?P<neg>not\s+)?"
+    r"(?:(?:entirely|completely|grossly|histologically|microscopically)\s+)?"
+    r"(?:(?P<free>(?:free|clear)\s+of|negative\s+for|uninvolved\s+by)\s+(?:\w+\s+){0,2}?"
+    r"(?:tumou?r|carcinoma|malignancy|neoplasm|neoplasia|disease)\b|(?P<free2>tumou?r-free|uninvolved)\b|"
+    r"(?P<inv>involved|infiltrated|invaded)\b)",
+    re.I,
+)
 
 
 def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
@@ -290,6 +308,15 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 60]))
         for m in _ADJ_CONFINED.finditer(c.text):
             hits.append(Hit("adjacent_invasion", "absent", c.gross, c.text[max(0, m.start() - 40): m.end() + 20]))
+        for m in _ADJ_STATE.finditer(c.text):
+            if re.search(r"\b(?:margins?|nodes?)\b", c.text[max(0, m.start() - 20): m.start()], re.I):
+                continue  # "chest wall margin ..." is question 6
+            if HEDGE.search(scope_before(c.text, m.start())) or HEDGE.search(m.group(0)):
+                pol = "unknown"
+            else:
+                free = bool(m.group("free") or m.group("free2"))
+                pol = "absent" if free != bool(m.group("neg")) else "present"
+            hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 20]))
     return _combine(hits), hits
 
 
@@ -392,14 +419,25 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 continue
             after = re.split(r"\.\s", t[m.end():])[0][:140]
             value = synoptic_value(t, m.end())
+            inv_key = re.match(r"\s*involvement\b[^:.;]{0,50}:", t[m.end():], re.I)
+            if value is None and inv_key:  # "Margin involvement by invasive carcinoma: ..." (a long key)
+                value = synoptic_value(t, m.end() + inv_key.end() - 1)
+            pos_before = bool(_MARGIN_POS_BEFORE.search(before)) and not negated(t, m.start(), before)
             if HEDGE.search(before):
                 pol: str | None = "unknown"
             elif _MARGIN_NEG_BEFORE.search(before):
                 pol = "negative"
-            elif _MARGIN_POS_BEFORE.search(before) and not negated(t, m.start(), before):
+            elif value is not None:  # a synoptic line: its value decides ("Tumor at margin: Not identified")
+                pol = _margin_first_cue(value)
+                if pol is None and (pos_before or re.search(r"involv", t[m.start(): t.find(":", m.end())], re.I)):
+                    # "Margin involvement by invasive carcinoma: Absent / Present / Yes"
+                    pol = {"present": "positive", "absent": "negative", "unknown": "unknown"}.get(first_cue(value) or "")
+                if pol is None and pos_before:
+                    pol = "positive"  # "Tumor present at margin: bronchial"
+            elif pos_before:
                 pol = "positive"
             else:
-                pol = _margin_first_cue(value if value is not None else after)
+                pol = _margin_first_cue(after)
             if pol:
                 hits.append(Hit("margins", pol, c.gross, t[max(0, m.start() - 50): m.end() + 60]))
     definite = [v for v in codes if v != "unknown"]

@@ -134,7 +134,9 @@ def clauses(text: str) -> list[Clause]:
     merged: list[str] = []
     for part in raw:
         if merged and _VALUE_ONLY.match(part):
-            merged[-1] = f"{merged[-1]}: {part.strip(' -:.')}"
+            # "Key. - Not identified" -> "Key: Not identified" ("Key: - Not identified" keeps one colon)
+            sep = " " if merged[-1].rstrip().endswith(":") else ": "
+            merged[-1] = f"{merged[-1].rstrip()}{sep}{part.strip(' -:.')}"
         elif merged and merged[-1].rstrip().endswith(":") and len(part) < 60:
             merged[-1] = f"{merged[-1]} {part}"
         else:
@@ -163,7 +165,8 @@ HEDGE = re.compile(
     r"indeterminate|cannot\s+be\s+(?:excluded|ruled\s+out|assessed|determined|evaluated)|"
     r"can\s?not\s+(?:be\s+)?(?:excluded|exclude|ruled?\s+out|assessed|determined|evaluated)|not\s+(?:entirely\s+)?excluded|"
     r"not\s+specified|not\s+applicable|not\s+assessed|not\s+evaluated|unknown|pending|deferred|"
-    r"difficult\s+to\s+(?:assess|evaluate)|may\s+represent|suggestive|assess\w*|to\s+rule\s+out|n/a)\b",
+    r"difficult\s+to\s+(?:assess|evaluate)|may\s+represent|suggestive|assess\w*|to\s+rule\s+out|n/a|"
+    r"unclear|uncertain)\b",
     re.I,
 )
 _VALUE_CUES: list[tuple[re.Pattern[str], str]] = [
@@ -203,7 +206,8 @@ def synoptic_value(clause: str, pos: int) -> str | None:
         return None
     between = clause[pos:colon]
     # The key must end within a few words and hold no verb ("tumor invades x: ..." is not a key).
-    if not re.fullmatch(r"\s*(?:\([^)]*\)\s*)*(?:[\w/-]+\s*(?:\([^)]*\)\s*)?){0,3}", between) or re.search(
+    # A leading ")" closes a gloss the anchor sits in: "Spread through air spaces (STAS): ...".
+    if not re.fullmatch(r"\s*[)\]]?\s*(?:\([^)]*\)\s*)*(?:[\w/-]+\s*(?:\([^)]*\)\s*)?){0,3}", between) or re.search(
         r"\b(?:is|are|was|were|invades?|involves?)\b", between, re.I
     ):
         return None
@@ -236,8 +240,20 @@ def negated(clause: str, start: int, before: str | None = None) -> bool:
     )
 
 
+def unwrap_gloss(clause: str, start: int, end: int) -> tuple[int, int]:
+    """Widen an anchor that is a whole parenthetical gloss ("... air spaces (STAS) ...",
+    "lymph-vascular invasion (LVI)") to include its brackets, so that it is read in the
+    sentence around it rather than as an empty sub-clause of its own."""
+    before = re.search(r"[(\[]\s*$", clause[:start])
+    after = re.match(r"\s*[)\]]", clause[end:])
+    if before and after:
+        return before.start(), end + after.end()
+    return start, end
+
+
 def mention_polarity(clause: str, start: int, end: int, default: str | None = "present") -> str | None:
     """Polarity (present|absent|unknown) of the anchor ``clause[start:end]``; None = no statement."""
+    start, end = unwrap_gloss(clause, start, end)
     value = synoptic_value(clause, end)
     if value is not None:
         ticked = _CHECKBOX.search(value)  # OCR'd checklists: "Visceral pleural invasion: ®Yes qNo qNA"
@@ -248,7 +264,12 @@ def mention_polarity(clause: str, start: int, end: int, default: str | None = "p
         return first_cue(value)  # None when the key has no usable value (an empty checklist line)
     # Narrative: scope = the sub-clause around the anchor.
     before = scope_before(clause, start)
-    after = re.split(r"[,;:()]|\bbut\b|\bhowever\b|\bwhereas\b|\.\s", clause[end:], flags=re.I)[0][:80]
+    rest = clause[end:]
+    gloss = re.match(r"\s*\(([^()]{0,40})\)", rest)
+    if gloss:  # "invasion (LVI) is not identified": read past a bracketed gloss, or read the gloss if it is a value
+        inner = gloss.group(1)
+        rest = (f" {inner} " if first_cue(inner) or HEDGE.search(inner) else " ") + rest[gloss.end():]
+    after = re.split(r"[,;:()]|\bbut\b|\bhowever\b|\bwhereas\b|\.\s", rest, flags=re.I)[0][:80]
     if HEDGE.search(before) or HEDGE.search(after):
         return "unknown"
     if negated(clause, start, before):
