@@ -22,15 +22,12 @@ def run_script(smk, func: Callable[[object, logging.Logger], None]) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger(f"fiveflow.{smk.rule}")
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
+    if "torch" in sys.modules:  # never import torch just for this: most rules do not need it
+        sys.modules["torch"].set_num_threads(threads)
     t0 = time.perf_counter()
     try:
         func(smk, log)

@@ -16,7 +16,7 @@ rule embed:
         f"{BENCH}/embed/{ENCODER}/{{slide}}.tsv"
     conda:
         "../../envs/embed.yaml"
-    threads: 2
+    threads: config["embedding"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,
