@@ -1,0 +1,19 @@
+"""MIL baselines on the same bags and few-shot draws as FiVE: ``meanpool`` and ``abmil``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import abmil, meanpool
+from .common import run_draws
+
+BASELINES = {"meanpool": meanpool.fit_predict, "abmil": abmil.fit_predict}
+
+
+def run_baseline(name: str, split_csv: str | Path, draws_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
+                 shots: int, out_parquet: str | Path | None, threads: int = 1, log=None) -> pd.DataFrame:
+    """Run baseline ``name`` on every draw of ``shots``; method column = ``name``."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
+    return run_draws(name, BASELINES[name], split_csv, draws_csv, bag_paths, cfg, shots, out_parquet, threads, log)

@@ -1,0 +1,37 @@
+"""Shared driver for MIL baselines: same bags, same split, same few-shot draws as FiVE."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..train.common import log_to, resolve_device, seed_everything, set_threads
+from ..train.data import BagStore
+from ..train.predictions import class_names_texts, draws_for, prediction_frame, read_split, test_rows, write_predictions
+
+# fit_predict(store, train_ids, train_y, test_ids, seed, device) -> P(positive) for test_ids
+FitPredict = Callable[[BagStore, Sequence[str], np.ndarray, Sequence[str], int, object], np.ndarray]
+
+
+def run_draws(method: str, fit_predict: FitPredict, split_csv: str | Path, draws_csv: str | Path,
+              bag_paths: dict[str, str], cfg: dict, shots: int, out_parquet: str | Path | None,
+              threads: int = 1, log=None) -> pd.DataFrame:
+    """Train ``fit_predict`` on every draw of ``shots`` (seeded by the draw) and predict the test split."""
+    with log_to(log) as logger:
+        set_threads(threads)
+        device = resolve_device(cfg["train"]["device"])
+        names, _ = class_names_texts(cfg)
+        split = read_split(split_csv, names)
+        test = test_rows(split)
+        label_of = dict(zip(split["slide_id"], split["label"]))
+        store = BagStore(bag_paths, "coords")
+        frames = []
+        for run, (seed, slide_ids) in draws_for(draws_csv, shots, split).items():
+            seed_everything(seed)
+            y = np.array([names.index(label_of[s]) for s in slide_ids], dtype=np.int64)
+            prob = fit_predict(store, slide_ids, y, test["slide_id"].tolist(), seed, device)
+            frames.append(prediction_frame(method, shots, run, test, prob, names))
+            logger.info("%s %d-shot run %d done", method, shots, run)
+        return write_predictions(frames, out_parquet)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics over prediction tables, summary tables."""

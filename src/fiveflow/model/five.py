@@ -1,0 +1,101 @@
+"""The FiVE model: patch-feature projection, prompt bank, TFS aggregator, text projection.
+
+``logits = s * cos(slide, text)`` with ``s = model.logit_scale`` (fixed 300 as the authors)
+unless ``learn_logit_scale`` is on (then ``log s`` is a trainable parameter).
+
+The frozen text encoder is held by reference and is *not* part of ``state_dict`` (it is
+re-created from ``model.text_encoder`` when a checkpoint is loaded).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .aggregator import TFSAggregator
+from .text import FrozenTextEncoder
+
+PROMPT_INIT_STD = 0.01
+
+
+class FiVEModel(nn.Module):
+    def __init__(self, feature_dim: int, text_encoder: FrozenTextEncoder, questions: Sequence[str],
+                 dim: int = 512, heads: int = 8, n_prompts: int = 16, prompt_mode: str = "vector",
+                 logit_scale: float = 300.0, learn_logit_scale: bool = False) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder  # plain attribute: not a submodule, not saved
+        self.questions = list(questions)
+        self.dim = dim
+        self.prompt_mode = prompt_mode
+        self.feature_proj: nn.Module = nn.Identity() if feature_dim == dim else nn.Linear(feature_dim, dim)
+        self.aggregator = TFSAggregator(dim, heads)
+        self.text_proj = nn.Linear(text_encoder.hidden_size, dim, bias=False)
+        if prompt_mode == "vector":
+            self.prompts = nn.Parameter(torch.randn(n_prompts, dim) * PROMPT_INIT_STD)
+        elif prompt_mode == "sequence":
+            # authors: n x 308 x 768 input-embedding sequences run through the text encoder
+            self.prompts = nn.Parameter(
+                torch.randn(n_prompts, text_encoder.max_tokens, text_encoder.hidden_size) * PROMPT_INIT_STD)
+        else:
+            raise ValueError(f"model.prompt_mode must be vector or sequence, got {prompt_mode!r}")
+        if learn_logit_scale:
+            self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
+        else:
+            self.register_buffer("log_logit_scale", torch.tensor(math.log(logit_scale)))
+
+    # -- helpers -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.text_proj.weight.device
+
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.exp()
+
+    # -- text side -------------------------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit vectors ``[len(texts), d]`` for strings (frozen cached encoder + trainable projection)."""
+        vec = self.text_encoder.encode(list(texts)).to(self.device)
+        return F.normalize(self.text_proj(vec), dim=-1)
+
+    def prompt_bank(self, keep_questions: Sequence[int] | None = None) -> torch.Tensor:
+        """L2-normalised bank ``[(n_kept_questions + n_prompts), d]``; ``None`` keeps every question."""
+        idx = range(len(self.questions)) if keep_questions is None else keep_questions
+        parts = []
+        texts = [self.questions[i] for i in idx]
+        if texts:
+            parts.append(self.text_proj(self.text_encoder.encode(texts).to(self.device)))
+        if self.prompts.shape[0]:
+            if self.prompt_mode == "vector":
+                parts.append(self.prompts)
+            else:
+                parts.append(self.text_proj(self.text_encoder.encode_embeddings(self.prompts)))
+        if not parts:
+            raise ValueError("empty prompt bank: no questions kept and model.n_prompts is 0")
+        return F.normalize(torch.cat(parts), dim=-1)
+
+    # -- image side ------------------------------------------------------------------------
+    def encode_slide(self, features: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``features [B, N, D]``, ``pos [B, N, 2]``, ``mask [B, N]`` -> unit slide vectors ``[B, d]``."""
+        return self.aggregator(self.feature_proj(features), pos, bank, mask)
+
+    def logits(self, slide: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``s * cos`` between unit slide vectors ``[B, d]`` and unit text vectors ``[T, d]``."""
+        return self.logit_scale() * slide @ text.t()
+
+
+def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], device: str | torch.device) -> FiVEModel:
+    """Create a FiVE model from the config's ``model`` section."""
+    from .text import get_text_encoder
+
+    enc = get_text_encoder(model_cfg["text_encoder"], model_cfg["text_max_tokens"],
+                           model_cfg["text_mask_padding"], device)
+    model = FiVEModel(
+        feature_dim=feature_dim, text_encoder=enc, questions=questions, dim=model_cfg["dim"],
+        heads=model_cfg["heads"], n_prompts=model_cfg["n_prompts"], prompt_mode=model_cfg["prompt_mode"],
+        logit_scale=float(model_cfg["logit_scale"]), learn_logit_scale=bool(model_cfg["learn_logit_scale"]),
+    )
+    return model.to(device)

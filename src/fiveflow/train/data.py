@@ -1,0 +1,101 @@
+"""Feature bags: reading h5 files and keeping them in memory across epochs and runs."""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FEATURE_NAMES = ("features", "feats")
+
+
+def load_bag(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one bag: ``features`` (or ``feats``) float32 ``[N, D]`` and ``coords`` int ``[N, 2]``.
+
+    A bag without ``coords`` gets its row index as x (and 0 as y), with a warning.
+    """
+    with h5py.File(path, "r") as fh:
+        name = next((n for n in FEATURE_NAMES if n in fh), None)
+        if name is None:
+            raise KeyError(f"{path}: no 'features' (or 'feats') dataset; found {sorted(fh.keys())}")
+        feats = np.asarray(fh[name][()], dtype=np.float32)
+        if feats.ndim == 3 and feats.shape[0] == 1:  # some tools store [1, N, D]
+            feats = feats[0]
+        coords = np.asarray(fh["coords"][()]) if "coords" in fh else None
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise ValueError(f"{path}: expected a non-empty [N, D] feature matrix, got shape {feats.shape}")
+    if coords is None:
+        log.warning("%s has no 'coords': using the row index as position", path)
+        coords = np.stack([np.arange(len(feats)), np.zeros(len(feats))], axis=1)
+    if coords.ndim == 3 and coords.shape[0] == 1:
+        coords = coords[0]
+    if coords.shape != (feats.shape[0], 2):
+        raise ValueError(f"{path}: coords shape {coords.shape} does not match features {feats.shape}")
+    return feats, np.rint(coords).astype(np.int64)
+
+
+def relative_positions(coords: np.ndarray, mode: str) -> np.ndarray:
+    """Positions in [0, 1], ``[N, 2]`` float32.
+
+    ``coords``: level-0 coordinates minus the bag's minimum, divided by the larger of the two
+    extents (aspect ratio kept). ``index``: ``(row / N, 0)``, the authors' encoding.
+    """
+    n = len(coords)
+    if mode == "index":
+        return np.stack([np.arange(n) / max(n, 1), np.zeros(n)], axis=1).astype(np.float32)
+    if mode != "coords":
+        raise ValueError(f"model.position must be coords or index, got {mode!r}")
+    c = coords.astype(np.float64)
+    c = c - c.min(0)
+    extent = float(c.max()) if n else 0.0
+    return (c / extent if extent > 0 else np.zeros_like(c)).astype(np.float32)
+
+
+@dataclass
+class Bag:
+    features: torch.Tensor  # [N, D] float32, CPU
+    pos: torch.Tensor  # [N, 2] float32, CPU
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
+
+class BagStore:
+    """Slide id -> :class:`Bag`, loaded lazily and kept in memory up to ``max_bytes`` (LRU)."""
+
+    def __init__(self, bag_paths: dict[str, str], position: str = "coords", max_bytes: float = 4e9) -> None:
+        self.bag_paths = {str(k): str(v) for k, v in bag_paths.items()}
+        self.position = position
+        self.max_bytes = max_bytes
+        self._bags: OrderedDict[str, Bag] = OrderedDict()
+        self._bytes = 0
+
+    def path(self, slide_id: str) -> str:
+        try:
+            return self.bag_paths[str(slide_id)]
+        except KeyError:
+            raise KeyError(f"no feature bag for slide {slide_id!r} (bag_paths has {len(self.bag_paths)} slides)") from None
+
+    def get(self, slide_id: str) -> Bag:
+        sid = str(slide_id)
+        if sid in self._bags:
+            self._bags.move_to_end(sid)
+            return self._bags[sid]
+        feats, coords = load_bag(self.path(sid))
+        bag = Bag(torch.from_numpy(feats), torch.from_numpy(relative_positions(coords, self.position)))
+        self._bags[sid] = bag
+        self._bytes += feats.nbytes
+        while self._bytes > self.max_bytes and len(self._bags) > 1:
+            _, old = self._bags.popitem(last=False)
+            self._bytes -= old.features.numel() * 4
+        return bag
+
+    def feature_dim(self, slide_id: str) -> int:
+        return int(self.get(slide_id).features.shape[1])

@@ -1,0 +1,199 @@
+"""The training loop shared by pre-training and few-shot fine-tuning, and batch-free prediction.
+
+One slide per forward pass (no padding needed), gradients accumulated over ``accumulate``
+slides per optimiser step. Every forward draws its own dropped questions (authors: batch 1
+per GPU). With ``symmetric_loss`` the slides of one accumulation group share one draw so the
+text->image direction can compare them (the image->text term is unchanged).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model.five import FiVEModel
+from .data import Bag, BagStore
+from .descriptions import all_variants, draw_dropped_questions, n_variants, perturb_descriptions
+from .sampling import sample_instances
+from .schedule import build_optimizer, set_lr
+
+log = logging.getLogger("fiveflow.train")
+
+#: pre-encode every reachable description variant when there are at most this many
+MAX_PRECOMPUTED_VARIANTS = 300_000
+
+
+def precompute_variants(model: FiVEModel, texts: Sequence[str], n_forward: int, logger: logging.Logger) -> int:
+    """Encode all strings question dropping/shuffling can produce, once, in large batches.
+
+    The text encoder is frozen, so this is exact (not an approximation). It pays off when
+    training requests many times more strings than there are variants (long runs, large
+    cohorts: ``n_forward * len(texts)`` at least 4x the variant count; measured on the demo
+    cohort, 600 steps over 18 descriptions request 7.9k strings of which only 2.2k are distinct,
+    out of 5.8k variants). Otherwise, and above the cap, variants are encoded lazily and cached.
+    """
+    total = sum(n_variants(t) for t in texts)
+    if total > min(MAX_PRECOMPUTED_VARIANTS, n_forward * len(texts) // 4):
+        logger.info("%d description variants: encoding lazily", total)
+        return 0
+    t0 = time.perf_counter()
+    variants = [v for t in texts for v in all_variants(t)]
+    n = model.text_encoder.warm(variants)
+    logger.info("pre-encoded %d description variants in %.1fs", n, time.perf_counter() - t0)
+    return n
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def slide_embedding(model: FiVEModel, bag: Bag, bank: torch.Tensor, ratio: float, max_instances: int,
+                    train: bool, rng: np.random.Generator | None) -> torch.Tensor:
+    """Sample a bag's instances and aggregate them into a unit vector ``[1, d]`` (float32).
+
+    Only the aggregator runs under autocast (bf16 on CUDA); text embeddings and the cosine
+    logits stay float32, since at s = 300 bf16 rounding of a cosine would move logits by ~1.
+    """
+    idx = torch.from_numpy(sample_instances(bag.n, ratio, max_instances, train, rng))
+    feats = bag.features[idx].unsqueeze(0).to(model.device, non_blocking=True)
+    pos = bag.pos[idx].unsqueeze(0).to(model.device, non_blocking=True)
+    with _autocast(model.device):
+        out = model.encode_slide(feats, pos, bank)
+    return F.normalize(out.float(), dim=-1) if out.dtype != torch.float32 else out
+
+
+def _keep(n_questions: int, dropped: Sequence[int]) -> list[int]:
+    d = set(dropped)
+    return [i for i in range(n_questions) if i not in d]
+
+
+def _symmetric_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of image->text CE and multi-positive text->image CE over the group's slides."""
+    i2t = F.cross_entropy(logits, targets)
+    lt = logits.t()  # [T, G]
+    present = torch.unique(targets)
+    pos = targets.unsqueeze(0) == present.unsqueeze(1)  # [P, G]
+    rows = lt[present]
+    t2i = (torch.logsumexp(rows, 1) - torch.logsumexp(rows.masked_fill(~pos, float("-inf")), 1)).mean()
+    return 0.5 * (i2t + t2i)
+
+
+def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], texts: Sequence[str],
+        optim_cfg: dict, seed: int, label: str = "train", logger: logging.Logger | None = None) -> dict:
+    """Train ``model`` so each slide of ``items`` (slide_id, index into ``texts``) matches its text.
+
+    ``texts`` are the candidate descriptions (pre-training: the unique fine-grained
+    descriptions of the training patients; fine-tuning: the class texts). Returns a summary.
+    """
+    logger = logger or log
+    # separate streams: slide order, text perturbation, instance sampling; so the order and
+    # the dropped questions do not depend on whether empty steps are skipped or kept
+    order_rng, text_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    torch.manual_seed(seed)
+    device = model.device
+    epochs = int(optim_cfg["epochs"])
+    accumulate = int(optim_cfg["accumulate"])
+    ratio, max_inst = float(optim_cfg["instance_ratio"]), int(optim_cfg["max_instances"])
+    faithful_empty = bool(optim_cfg.get("faithful_empty_steps", False))
+    symmetric = bool(optim_cfg.get("symmetric_loss", False))
+    nq = len(model.questions)
+    n = len(items)
+    if n == 0 and epochs > 0:
+        raise ValueError(f"{label}: no training slides")
+    lr = 0.0
+    steps_per_epoch = math.ceil(n / accumulate) if n else 0
+    total, warmup = epochs * steps_per_epoch, int(optim_cfg["warmup_epochs"]) * steps_per_epoch
+    optimizer = build_optimizer(model, optim_cfg)
+    if epochs and n:
+        precompute_variants(model, texts, epochs * n, logger)
+    model.train()
+    t0 = time.perf_counter()
+    summary = {"label": label, "n_slides": n, "n_texts": len(texts), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+               "n_updates": 0, "n_forward": 0, "n_empty": 0, "n_empty_skipped": 0, "epoch_loss": []}
+    step = 0
+    for epoch in range(epochs):
+        order = order_rng.permutation(n)
+        losses: list[float] = []
+        for g0 in range(0, n, accumulate):
+            group = [items[i] for i in order[g0:g0 + accumulate]]
+            lr = set_lr(optimizer, step, total, warmup)
+            step += 1
+            optimizer.zero_grad(set_to_none=True)
+            used = (_group_symmetric if symmetric else _group_per_slide)(
+                model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary, losses)
+            if used:
+                optimizer.step()
+                summary["n_updates"] += 1
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        summary["epoch_loss"].append(mean_loss)
+        logger.info("%s epoch %d/%d loss %.4f lr %.2e (%d texts, %.1fs)", label, epoch + 1, epochs, mean_loss, lr,
+                    len(texts), time.perf_counter() - t0)
+    model.eval()
+    summary["seconds"] = time.perf_counter() - t0
+    summary["final_loss"] = summary["epoch_loss"][-1] if summary["epoch_loss"] else float("nan")
+    return summary
+
+
+def _group_per_slide(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
+                     losses) -> bool:
+    used = False
+    for slide_id, target in group:
+        dropped = draw_dropped_questions(nq, text_rng)
+        cand, remap = perturb_descriptions(texts, dropped, text_rng)
+        if len(cand) < 2:
+            summary["n_empty"] += 1
+            if not faithful_empty:  # every candidate merged into one: the loss would be 0
+                summary["n_empty_skipped"] += 1
+                continue
+        bank = model.prompt_bank(_keep(nq, dropped))
+        slide = slide_embedding(model, store.get(slide_id), bank, ratio, max_inst, True, rng)
+        logits = model.logits(slide, model.encode_texts(cand))
+        loss = F.cross_entropy(logits, torch.tensor([remap[target]], device=model.device))
+        (loss / len(group)).backward()
+        losses.append(float(loss.detach()))
+        summary["n_forward"] += 1
+        used = True
+    return used
+
+
+def _group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
+                     losses) -> bool:
+    dropped = draw_dropped_questions(nq, text_rng)
+    cand, remap = perturb_descriptions(texts, dropped, text_rng)
+    if len(cand) < 2:
+        summary["n_empty"] += len(group)
+        if not faithful_empty:
+            summary["n_empty_skipped"] += len(group)
+            return False
+    bank = model.prompt_bank(_keep(nq, dropped))
+    slides = torch.cat([slide_embedding(model, store.get(s), bank, ratio, max_inst, True, rng) for s, _ in group])
+    logits = model.logits(slides, model.encode_texts(cand))
+    targets = torch.tensor([remap[t] for _, t in group], device=model.device)
+    loss = _symmetric_loss(logits, targets)
+    loss.backward()
+    losses.append(float(loss.detach()))
+    summary["n_forward"] += len(group)
+    return True
+
+
+@torch.no_grad()
+def predict_probs(model: FiVEModel, store: BagStore, slide_ids: Sequence[str], texts: Sequence[str],
+                  ratio: float, max_instances: int) -> np.ndarray:
+    """Softmax over ``texts`` at the logit scale for each slide, ``[n_slides, n_texts]``.
+
+    Evaluation uses the full prompt bank, the texts as given and segment-centre sampling.
+    """
+    model.eval()
+    bank = model.prompt_bank(None)
+    text = model.encode_texts(list(texts))
+    out = []
+    for sid in slide_ids:
+        slide = slide_embedding(model, store.get(sid), bank, ratio, max_instances, False, None)
+        out.append(model.logits(slide, text).double().cpu())
+    # float64 softmax: at s = 300 float32 probabilities saturate to exactly 0/1 and tie in AUC
+    return torch.softmax(torch.cat(out), dim=-1).numpy() if out else np.zeros((0, len(texts)))

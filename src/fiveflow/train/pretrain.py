@@ -1,0 +1,64 @@
+"""Pre-training FiVE on fine-grained descriptions of the training patients (FIVE_METHOD.md 4)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..model import build_model, load_questions, save_checkpoint
+from .common import log_to, resolve_device, seed_everything, set_threads
+from .data import BagStore
+from .descriptions import split_segments
+from .loop import fit
+from .predictions import read_split
+
+
+def training_descriptions(split: pd.DataFrame, labels: pd.DataFrame, logger: logging.Logger) -> pd.DataFrame:
+    """Training slides joined to their patient's description; slides without one are dropped."""
+    lab = labels[["patient_id", "description"]].copy()
+    lab["patient_id"] = lab["patient_id"].astype(str)
+    lab["description"] = lab["description"].astype("string").str.strip()
+    lab = lab[lab["description"].notna() & (lab["description"] != "")].drop_duplicates("patient_id")
+    train = split[split["split"] == "train"].merge(lab, on="patient_id", how="left")
+    missing = train["description"].isna()
+    if missing.any():
+        logger.warning("pretrain: dropping %d training slide(s) whose patient has no description: %s",
+                       int(missing.sum()), train.loc[missing, "slide_id"].tolist()[:10])
+    return train[~missing].reset_index(drop=True)
+
+
+def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[str, str], cfg: dict,
+             out_ckpt: str | Path, threads: int = 1, log: str | os.PathLike | logging.Logger | None = None) -> dict:
+    """Pre-train on the training split's fine-grained labels and save the checkpoint atomically.
+
+    Returns a summary: slide/description counts, per-epoch losses, seconds, empty steps.
+    """
+    with log_to(log) as logger:
+        set_threads(threads)
+        device = resolve_device(cfg["train"]["device"])
+        split = read_split(split_csv)
+        train = training_descriptions(split, pd.read_parquet(labels_parquet), logger)
+        texts = sorted(train["description"].unique())
+        if len(texts) < 2:
+            raise ValueError(f"pretrain: {len(texts)} distinct description(s) among training slides; need at least 2")
+        questions = load_questions()
+        odd = sum(len(split_segments(t)) != len(questions) for t in texts)
+        if odd:
+            logger.warning("pretrain: %d description(s) do not have %d ';'-separated answers", odd, len(questions))
+        index = {t: i for i, t in enumerate(texts)}
+        items = [(s, index[d]) for s, d in zip(train["slide_id"], train["description"])]
+        store = BagStore(bag_paths, cfg["model"]["position"])
+        feature_dim = store.feature_dim(items[0][0])
+        seed = int(cfg["train"]["seed"])
+        seed_everything(seed)
+        model = build_model(cfg["model"], feature_dim, questions, device)
+        logger.info("pretrain: %d slides, %d descriptions, feature dim %d, device %s",
+                    len(items), len(texts), feature_dim, device)
+        summary = fit(model, store, items, texts, cfg["train"]["pretrain"], seed, "pretrain", logger)
+        summary.update(n_dropped_slides=int((split["split"] == "train").sum()) - len(items), device=str(device))
+        save_checkpoint(model, cfg["model"], cfg["classes"], feature_dim, out_ckpt,
+                        extra={"summary": summary, "train_slides": [s for s, _ in items]})
+        logger.info("pretrain: done in %.1fs, final loss %.4f -> %s", summary["seconds"], summary["final_loss"], out_ckpt)
+        return summary
