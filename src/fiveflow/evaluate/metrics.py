@@ -60,21 +60,33 @@ def infer_positive(pred: pd.DataFrame) -> str:
     return names[1]
 
 
-def summarize(pred: pd.DataFrame, classes: list[str] | None = None, positive: str | None = None) -> pd.DataFrame:
-    """Per (method, shots): metrics per run, then mean and std (population, ddof=0) over runs.
+def per_run_metrics(pred: pd.DataFrame, classes: list[str] | None = None, positive: str | None = None) -> pd.DataFrame:
+    """One row per (method, shots, run) with every metric of :func:`compute_metrics`.
 
     The positive class is ``positive``, else ``classes[1]``, else inferred from ``pred``/``prob``.
     """
-    if pred.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
     positive = positive or (str(classes[1]) if classes else None) or infer_positive(pred)
     rows = []
-    for (method, shots), g in pred.groupby(["method", "shots"], sort=True):
-        per_run = [compute_metrics((r["label"].astype(str) == positive).to_numpy(), r["prob"].to_numpy())
-                   for _, r in g.groupby("run", sort=True)]
-        row = {"method": method, "shots": int(shots), "n_runs": len(per_run)}
+    for (method, shots, run), g in pred.groupby(["method", "shots", "run"], sort=True):
+        m = compute_metrics((g["label"].astype(str) == positive).to_numpy(), g["prob"].to_numpy())
+        rows.append({"method": method, "shots": int(shots), "run": int(run), **m})
+    return pd.DataFrame(rows)
+
+
+def summarize(pred: pd.DataFrame, classes: list[str] | None = None, positive: str | None = None,
+              runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (method, shots): metrics per run, then mean and std (population, ddof=0) over runs.
+
+    ``runs`` (the output of :func:`per_run_metrics`) may be passed to avoid computing it twice.
+    """
+    if pred.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    runs = per_run_metrics(pred, classes, positive) if runs is None else runs
+    rows = []
+    for (method, shots), g in runs.groupby(["method", "shots"], sort=True):
+        row = {"method": method, "shots": int(shots), "n_runs": len(g)}
         for key, col in (("acc", "acc"), ("auc", "auc"), ("f1", "f1"), ("f1_opt", "f1opt")):
-            vals = np.array([m[key] for m in per_run], dtype=np.float64)
+            vals = g[key].to_numpy(dtype=np.float64)
             ok = vals[~np.isnan(vals)]
             row[f"{col}_mean"] = float(ok.mean()) if len(ok) else float("nan")
             row[f"{col}_std"] = float(ok.std()) if len(ok) else float("nan")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_path, atomic_write_text
-from .metrics import compute_metrics, summarize
+from .metrics import per_run_metrics, summarize
 
 METRICS = ("acc", "auc", "f1")
 
@@ -16,15 +16,6 @@ def load_predictions(files: list[str]) -> pd.DataFrame:
     if not frames:
         raise ValueError("no prediction files to evaluate")
     return pd.concat(frames, ignore_index=True)
-
-
-def per_run_metrics(pred: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    rows = []
-    for (method, shots, run), g in pred.groupby(["method", "shots", "run"], sort=True):
-        y = (g["label"] == classes[1]).astype(int).to_numpy()
-        m = compute_metrics(y, g["prob"].to_numpy())
-        rows.append({"method": method, "shots": int(shots), "run": int(run), "n": len(g), **m})
-    return pd.DataFrame(rows)
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -84,13 +75,13 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
 def evaluate_predictions(files: list[str], out, classes: list[str]) -> pd.DataFrame:
     """``out`` has attributes csv, md, tex, runs, plot (the Snakemake output object works)."""
     pred = load_predictions(files)
-    table = summarize(pred, classes=classes)
+    runs = per_run_metrics(pred, classes=classes)
+    table = summarize(pred, classes=classes, runs=runs)
     table = table.sort_values(["method", "shots"]).reset_index(drop=True)
     with atomic_path(out.csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     atomic_write_text(out.md, to_markdown(table))
     atomic_write_text(out.tex, to_latex(table))
-    runs = per_run_metrics(pred, classes)
     with atomic_path(out.runs) as tmp:
         runs.to_csv(tmp, index=False, float_format="%.4f")
     plot_fewshot(table, out.plot)
