@@ -132,7 +132,7 @@ def main_clause(phrase: str) -> str:
     return phrase[: m.start()] if m else phrase
 
 
-def _first_cue(text: str, cues: list[tuple[re.Pattern[str], str]]) -> str | None:
+def earliest_cue(text: str, cues: list[tuple[re.Pattern[str], str]]) -> str | None:
     """The label of the earliest-starting cue (ties: the longer match, then list order)."""
     best: tuple[int, int, int, str] | None = None
     for order, (pat, label) in enumerate(cues):
@@ -175,7 +175,7 @@ def normalize_presence(phrase: str) -> str:
     for text in (main_clause(p), p):
         if _HEDGE.search(text):
             return "unknown"
-        cue = _first_cue(text, _PRESENCE_CUES)
+        cue = earliest_cue(text, _PRESENCE_CUES)
         if cue:
             return cue
     # No cue: a finding named as a noun ("Invasion of the chest wall") is a positive answer.
@@ -208,7 +208,7 @@ def normalize_margins(phrase: str) -> str:
     for text in (main_clause(p), p):
         if _HEDGE.search(text):
             return "unknown"
-        cue = _first_cue(text, _MARGIN_CUES)
+        cue = earliest_cue(text, _MARGIN_CUES)
         if cue:
             return cue
     return "unknown"

@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .normalize import FIELDS, canonical_description, grade_levels, levels_to_differentiation
+from .normalize import FIELDS, canonical_description, earliest_cue, grade_levels, levels_to_differentiation
 from .offline_text import (
     HEDGE,
     Clause,
@@ -382,16 +382,8 @@ _R_CONTEXT = re.compile(
 
 
 def _margin_first_cue(text: str) -> str | None:
-    best: tuple[int, int, int, str] | None = None
-    for order, (pat, lab) in enumerate(_MARGIN_CUES):
-        m = pat.search(text)
-        if m:
-            key = (m.start(), -(m.end() - m.start()), order, lab)
-            if best is None or key < best:
-                best = key
-    if best is None or best[3] == "none":
-        return None
-    return best[3]
+    cue = earliest_cue(text, _MARGIN_CUES)
+    return None if cue == "none" else cue
 
 
 def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:

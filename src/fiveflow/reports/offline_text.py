@@ -10,6 +10,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from .normalize import earliest_cue
+
 # ----------------------------------------------------------------------------- clauses
 
 _GROSS_HEAD = re.compile(
@@ -189,14 +191,7 @@ _CHECKBOX = re.compile(r"(?:[®☒■☑✓✔]|\[x\]|\(x\))\s*([A-Za-z][A-Za-z 
 
 
 def first_cue(text: str) -> str | None:
-    best: tuple[int, int, int, str] | None = None
-    for order, (pat, lab) in enumerate(_VALUE_CUES):
-        m = pat.search(text)
-        if m:
-            key = (m.start(), -(m.end() - m.start()), order, lab)
-            if best is None or key < best:
-                best = key
-    return best[3] if best else None
+    return earliest_cue(text, _VALUE_CUES)
 
 
 def synoptic_value(clause: str, pos: int) -> str | None:
