@@ -1,10 +1,9 @@
 """Answer phrases -> categorical fields: hand-written phrases and the 300 real GPT-4 answers."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
 from fiveflow.reports.normalize import (
     ALLOWED,
@@ -17,27 +16,18 @@ from fiveflow.reports.normalize import (
     split_answer,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEV_CSV = SHARED / "reports" / "tcga_lung_reports_dev.csv"
+DEV_CSV = "reports/tcga_lung_reports_dev.csv"
 
 # FIVE_METHOD.md section 2: "Unknown" rates per question in the authors' released answers.
 PAPER_UNKNOWN = {"differentiation": 0.07, "stas": 0.95, "vascular_invasion": 0.29,
                  "pleural_invasion": 0.13, "adjacent_invasion": 0.63, "margins": 0.07}
 
 
-def shared_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if os.environ.get("FIVEFLOW_REQUIRE_SHARED_DATA") == "1":
-        pytest.fail(f"shared test data missing: {path} (FIVEFLOW_REQUIRE_SHARED_DATA=1)")
-    pytest.skip(f"shared test data not found: {path} (../shared/data is not part of the repository)")
-
-
 @pytest.fixture(scope="module")
 def gpt_answers():
     import pandas as pd
 
-    df = pd.read_csv(shared_file(DEV_CSV))
+    df = pd.read_csv(shared_path(DEV_CSV))
     return df
 
 

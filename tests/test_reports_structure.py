@@ -3,20 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import shared_path
 
 from fiveflow.reports import offline
 from fiveflow.reports.normalize import ALLOWED, FIELDS, normalize_answer
 from fiveflow.reports.structure import COLUMNS, read_reports, structure_reports
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEV_CSV = SHARED / "reports" / "tcga_lung_reports_dev.csv"
-OCR_CSV = SHARED / "reports" / "tcga_lung_100_ocr.csv"
+DEV_CSV = "reports/tcga_lung_reports_dev.csv"
+OCR_CSV = "reports/tcga_lung_100_ocr.csv"
 
 # Measured with benchmarks/reports_offline_agreement.py (rules-v1, 287 reports with an answer):
 # diff 0.965, stas 0.962, vascular 0.889, pleural 0.920, adjacent 0.679, margins 0.944.
@@ -25,14 +24,6 @@ OCR_CSV = SHARED / "reports" / "tcga_lung_100_ocr.csv"
 AGREEMENT_FLOOR = {"differentiation": 0.93, "stas": 0.93, "vascular_invasion": 0.85,
                    "pleural_invasion": 0.88, "adjacent_invasion": 0.62, "margins": 0.91}
 CONTRACT = ["patient_id", *FIELDS, "description", "backend", "model", "prompt_version"]
-
-
-def shared_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if os.environ.get("FIVEFLOW_REQUIRE_SHARED_DATA") == "1":
-        pytest.fail(f"shared test data missing: {path} (FIVEFLOW_REQUIRE_SHARED_DATA=1)")
-    pytest.skip(f"shared test data not found: {path} (../shared/data is not part of the repository)")
 
 
 def check_contract(df: pd.DataFrame) -> None:
@@ -133,7 +124,7 @@ def test_log_may_be_a_file_path(tmp_path):
 
 @pytest.fixture(scope="module")
 def dev():
-    df = pd.read_csv(shared_file(DEV_CSV))
+    df = pd.read_csv(shared_path(DEV_CSV))
     df = df[df["answer"].notna()].reset_index(drop=True)
     return df, [offline.extract(t).labels for t in df["text"]]
 
@@ -154,7 +145,7 @@ def test_offline_agrees_with_gpt4_on_real_reports(dev):
 
 @pytest.mark.shared_data
 def test_structure_real_csv_both_backends(tmp_path):
-    src = shared_file(DEV_CSV)
+    src = shared_path(DEV_CSV)
     off = structure_reports(src, tmp_path / "offline.parquet", {"backend": "offline"})
     pre = structure_reports(src, tmp_path / "pre.parquet", {"backend": "precomputed", "precomputed": str(src)})
     for df in (off, pre):
@@ -168,7 +159,7 @@ def test_structure_real_csv_both_backends(tmp_path):
 
 @pytest.mark.shared_data
 def test_raw_ocr_reports_do_not_break_the_rules():
-    df = pd.read_csv(shared_file(OCR_CSV))
+    df = pd.read_csv(shared_path(OCR_CSV))
     graded = 0
     for text, grade in zip(df["ocr_text"].fillna(""), df["grade"]):
         lab = offline.extract(text).labels

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import abmil, meanpool
-from .common import run_draws
+from ..train.draws import run_draws
 
 BASELINES = {"meanpool": meanpool.fit_predict, "abmil": abmil.fit_predict}
 

@@ -1,15 +1,18 @@
 """Zero-shot prediction and few-shot fine-tuning on class texts (FIVE_METHOD.md section 4)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..model import load_checkpoint
-from .common import log_to, resolve_device, seed_everything, set_threads
+from .common import LOGGER_NAME, log_to, resolve_device
 from .data import BagStore
+from .draws import run_draws
 from .loop import fit, predict_probs
-from .predictions import class_names_texts, draws_for, prediction_frame, read_split, test_rows, write_predictions
+from .predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
 METHOD = "FiVE"
 
@@ -32,24 +35,17 @@ def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, 
                 shots: int, out_parquet: str | Path | None, threads: int = 1, log=None) -> pd.DataFrame:
     """For every draw of ``shots``: reload the checkpoint, fine-tune on the drawn slides' class
     texts (seeded by the draw's recorded seed), predict the test split."""
-    with log_to(log) as logger:
-        set_threads(threads)
-        device = resolve_device(cfg["train"]["device"])
-        names, texts = class_names_texts(cfg)
-        split = read_split(split_csv, names)
-        test = test_rows(split)
-        label_of = dict(zip(split["slide_id"], split["label"]))
-        ft = cfg["train"]["finetune"]
-        store = None
-        frames = []
-        for run, (seed, slide_ids) in draws_for(draws_csv, shots, split).items():
-            seed_everything(seed)
-            model, payload = load_checkpoint(ckpt, device)
-            store = store or BagStore(bag_paths, payload["model_cfg"]["position"])
-            items = [(s, names.index(label_of[s])) for s in slide_ids]
-            summary = fit(model, store, items, texts, ft, seed, f"{shots}-shot run {run}", logger)
-            probs = predict_probs(model, store, test["slide_id"].tolist(), texts, ft["instance_ratio"], ft["max_instances"])
-            frames.append(prediction_frame(METHOD, shots, run, test, probs[:, 1], names))
-            logger.info("%d-shot run %d: %d updates, %d/%d empty steps skipped, %.1fs", shots, run,
-                        summary["n_updates"], summary["n_empty_skipped"], summary["n_empty"], summary["seconds"])
-        return write_predictions(frames, out_parquet)
+    _, texts = class_names_texts(cfg)
+    ft = cfg["train"]["finetune"]
+    position = torch.load(str(ckpt), map_location="cpu", weights_only=False)["model_cfg"]["position"]
+    logger = log if isinstance(log, logging.Logger) else logging.getLogger(LOGGER_NAME)
+
+    def fit_predict(store, slide_ids, y, test_ids, seed, device):
+        model, _ = load_checkpoint(ckpt, device)
+        summary = fit(model, store, list(zip(slide_ids, y.tolist())), texts, ft, seed, f"{shots}-shot", logger)
+        logger.info("%d-shot draw (seed %d): %d updates, %d/%d empty steps skipped, %.1fs", shots, seed,
+                    summary["n_updates"], summary["n_empty_skipped"], summary["n_empty"], summary["seconds"])
+        return predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])[:, 1]
+
+    return run_draws(METHOD, fit_predict, split_csv, draws_csv, bag_paths, cfg, shots, out_parquet, threads, log,
+                     position=position)

@@ -1,4 +1,4 @@
-"""Shared driver for MIL baselines: same bags, same split, same few-shot draws as FiVE."""
+"""One driver for every few-shot method (FiVE and the MIL baselines): same bags, split and draws."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..train.common import log_to, resolve_device, seed_everything, set_threads
-from ..train.data import BagStore
-from ..train.predictions import class_names_texts, draws_for, prediction_frame, read_split, test_rows, write_predictions
+from .common import log_to, resolve_device, seed_everything, set_threads
+from .data import BagStore
+from .predictions import class_names_texts, draws_for, prediction_frame, read_split, test_rows, write_predictions
 
 # fit_predict(store, train_ids, train_y, test_ids, seed, device) -> P(positive) for test_ids
 FitPredict = Callable[[BagStore, Sequence[str], np.ndarray, Sequence[str], int, object], np.ndarray]
@@ -17,8 +17,11 @@ FitPredict = Callable[[BagStore, Sequence[str], np.ndarray, Sequence[str], int, 
 
 def run_draws(method: str, fit_predict: FitPredict, split_csv: str | Path, draws_csv: str | Path,
               bag_paths: dict[str, str], cfg: dict, shots: int, out_parquet: str | Path | None,
-              threads: int = 1, log=None) -> pd.DataFrame:
-    """Train ``fit_predict`` on every draw of ``shots`` (seeded by the draw) and predict the test split."""
+              threads: int = 1, log=None, position: str = "coords") -> pd.DataFrame:
+    """Train ``fit_predict`` on every draw of ``shots`` (seeded by the draw) and predict the test split.
+
+    ``position`` is how bags expose instance positions (``coords`` or ``index``).
+    """
     with log_to(log) as logger:
         set_threads(threads)
         device = resolve_device(cfg["train"]["device"])
@@ -26,7 +29,7 @@ def run_draws(method: str, fit_predict: FitPredict, split_csv: str | Path, draws
         split = read_split(split_csv, names)
         test = test_rows(split)
         label_of = dict(zip(split["slide_id"], split["label"]))
-        store = BagStore(bag_paths, "coords")
+        store = BagStore(bag_paths, position)
         frames = []
         for run, (seed, slide_ids) in draws_for(draws_csv, shots, split).items():
             seed_everything(seed)
