@@ -22,3 +22,8 @@ rule all:
     input:
         final_targets(),
     default_target: True
+
+
+onsuccess:
+    # Slides that were recorded as failed or without tissue are excluded, never silently: say so.
+    print(slide_qc_notice(f"{R}/qc/tiling_summary.csv"), end="")

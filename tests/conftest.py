@@ -56,10 +56,52 @@ def write_test_slide(path: Path, width: int = 2048, height: int = 1536, mpp: flo
     return path
 
 
+def tissue_image(width: int = 2048, height: int = 1536, tissue_box=(0.25, 0.25, 0.75, 0.75), seed: int = 0) -> np.ndarray:
+    """Glass (242 grey) with one textured pink/purple tissue rectangle; ``tissue_box=None``: blank glass."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 242, np.uint8)
+    img += rng.integers(0, 4, img.shape, dtype=np.uint8)  # sensor noise, so a blank slide is not flat
+    if tissue_box is not None:
+        x0, y0, x1, y1 = (int(tissue_box[0] * width), int(tissue_box[1] * height),
+                          int(tissue_box[2] * width), int(tissue_box[3] * height))
+        shape = (y1 - y0, x1 - x0)
+        img[y0:y1, x0:x1, 0] = rng.integers(150, 220, shape)
+        img[y0:y1, x0:x1, 1] = rng.integers(60, 130, shape)
+        img[y0:y1, x0:x1, 2] = rng.integers(140, 200, shape)
+    return img
+
+
+def write_pyramid_tiff(path: Path, img: np.ndarray, mpp: float | None = 0.5, factors=(1, 2, 4),
+                       aperio: bool = False) -> Path:
+    """A tiled pyramid of ``img`` with levels downsampled by ``factors`` (any integers, not only powers of two).
+
+    ``aperio=True`` writes an Aperio SVS with JPEG 2000 (RGB, compression 33005) tiles and the mpp in the
+    Aperio description, as Aperio scanners do; otherwise a generic JPEG-tiled BigTIFF with resolution tags.
+    """
+    import cv2
+    import tifffile
+
+    h, w = img.shape[:2]
+    with tifffile.TiffWriter(path, bigtiff=not aperio) as tw:
+        for i, f in enumerate(factors):
+            level = img if f == 1 else cv2.resize(img, (w // f, h // f), interpolation=cv2.INTER_AREA)
+            kw = dict(tile=(256, 256), photometric="rgb", metadata=None)
+            if aperio:
+                head = f"{w}x{h} [0,0 {w}x{h}] (256x256) J2K/KDU Q=70" if i == 0 else f"{w}x{h} -> {w // f}x{h // f}"
+                desc = f"Aperio Image Library v12.0.15 \r\n{head}|AppMag = 20" + (f"|MPP = {mpp}" if mpp else "")
+                tw.write(np.ascontiguousarray(level), compression=33005, description=desc, **kw)
+            else:
+                if mpp:
+                    kw.update(resolution=(1e4 / (mpp * f),) * 2, resolutionunit="CENTIMETER")
+                tw.write(np.ascontiguousarray(level), compression="jpeg", subfiletype=0 if i == 0 else 1, **kw)
+    return path
+
+
 @pytest.fixture
 def small_slide(tmp_path) -> Path:
     return write_test_slide(tmp_path / "small.tif")
 
 
-TILING = dict(target_mpp=1.0, patch_size=128, mask_method="otsu", mask_mpp=8.0, min_tissue=0.5,
-              thumbnail_size=256, assume_mpp=None)
+TILING = dict(target_mpp=1.0, patch_size=128, overlap=0, min_tissue=0.5, thumbnail_size=256, assume_mpp=None,
+              mask=dict(method="otsu", mpp=8.0, white_threshold=220, reject_pen=["green", "blue", "black"],
+                        min_component_mm2=0.01, fill_holes_mm2=0.1))

@@ -28,7 +28,7 @@ def test_console_script_help():
 def test_tile_subcommand_on_a_slide(small_slide, tmp_path):
     from fiveflow.cli import main
 
-    assert main(["tile", str(small_slide), "--out", str(tmp_path), "--config", str(PROJECT_ROOT / "config.yaml")]) == 0
+    assert main(["tile", "--slide", str(small_slide), "--out", str(tmp_path), "--config", str(PROJECT_ROOT / "config.yaml")]) == 0
     assert (tmp_path / "coords" / "small.parquet").exists() and (tmp_path / "qc" / "small.png").exists()
 
 
@@ -37,5 +37,5 @@ def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
 
     bad = tmp_path / "c.yaml"
     bad.write_text("results_dir: 3\n")
-    assert main(["tile", "x.svs", "--config", str(bad)]) == 2
+    assert main(["tile", "--slide", "x.svs", "--config", str(bad)]) == 2
     assert "error" in capsys.readouterr().err

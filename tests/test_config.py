@@ -50,8 +50,20 @@ def test_unknown_key_suggests_the_right_one():
 
 
 def test_enum_lists_choices():
-    with pytest.raises(ConfigError, match="mask_method.*use one of: otsu, morphological"):
-        validate_config(cfg(tiling__mask_method="magic"))
+    with pytest.raises(ConfigError, match="mask.method.*use one of: otsu, morphological"):
+        validate_config(cfg(tiling__mask__method="magic"))
+
+
+def test_overlap_must_be_smaller_than_the_patch():
+    with pytest.raises(ConfigError, match="tiling.overlap.*smaller than `tiling.patch_size`"):
+        validate_config(cfg(tiling__overlap=224))
+    validate_config(cfg(tiling__overlap=112))
+
+
+def test_tiling_defaults_match_the_shipped_config():
+    from fiveflow.slides.tiling import default_tiling
+
+    assert default_tiling() == DEFAULT["tiling"]
 
 
 def test_missing_files_are_reported():

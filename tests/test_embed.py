@@ -57,6 +57,16 @@ def test_embed_writes_bag_with_metadata(small_slide, tmp_path, encoder):
         np.testing.assert_allclose(g["features"][:], feats, rtol=1e-4, atol=1e-4)
 
 
+def test_slide_excluded_by_tiling_gives_an_empty_bag(tmp_path, encoder):
+    bad = tmp_path / "broken.svs"
+    bad.write_bytes(b"junk" * 10)
+    tile_slide(bad, "broken", TILING, tmp_path / "c.parquet", on_error="record")
+    res = embed_slide(bad, tmp_path / "c.parquet", encoder, tmp_path / "f.h5", progress=False)
+    assert res["tiles"] == 0
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f["features"].shape == (0, 512) and f.attrs["tiling_status"] == "failed"
+
+
 def test_state_dict_hash_sensitive_to_values(encoder):
     m = build_encoder("resnet18", "random", 0).model
     h0 = state_dict_sha256(m)

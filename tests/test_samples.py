@@ -34,6 +34,18 @@ def test_read_samples(tmp_path):
     df = read_samples(sheet, classes=["LUAD", "LUSC"])
     assert df["slide_id"].tolist() == ["s1", "s2"]
     assert df["path"].iloc[0] == str(tmp_path / "s1.svs")
+    assert df["mpp"].tolist() == [None, None]
+
+
+def test_samples_mpp_column_overrides_per_slide(tmp_path):
+    for n in ("s1", "s2"):
+        (tmp_path / f"{n}.svs").write_bytes(b"x")
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text("patient_id,label,path,mpp\nP1,LUAD,s1.svs,0.25\nP2,LUSC,s2.svs,\n")
+    assert read_samples(sheet)["mpp"].tolist() == [0.25, None]
+    sheet.write_text("patient_id,label,path,mpp\nP1,LUAD,s1.svs,40x\n")
+    with pytest.raises(SamplesError, match=r"line 2: mpp '40x'.*0.25 \(40x\)"):
+        read_samples(sheet)
 
 
 @pytest.mark.parametrize("content, match", [

@@ -38,15 +38,37 @@ def cmd_demo(args) -> int:
 
 
 def cmd_tile(args) -> int:
+    """Tile each ``--slide`` in this one process (imports paid once). Exit 0: all tiled; 1: some slide
+    had no tissue (its outputs are written, status no_tissue); 2: some slide was unusable (nothing written
+    for it; the reason is one line on stderr)."""
     from .io import slide_id_from_path
-    from .slides.tiling import tile_slide
+    from .slides.reader import SlideError
+    from .slides.tiling import default_tiling, tile_slide
 
-    cfg = _cfg(args)["tiling"]
-    for s in args.slides:
+    cfg = default_tiling()
+    if Path(args.config).is_file() or args.config != "config.yaml":
+        cfg = _cfg(args)["tiling"]
+    if args.target_mpp is not None:
+        cfg["target_mpp"] = args.target_mpp
+    if args.patch_px is not None:
+        cfg["patch_size"] = args.patch_px
+    out = Path(args.out)
+    worst = 0
+    for s in args.slide:
         sid = slide_id_from_path(s)
-        meta = tile_slide(s, sid, cfg, Path(args.out) / "coords" / f"{sid}.parquet", Path(args.out) / "qc" / f"{sid}.png")
-        print(f"{sid}\t{meta.n_tiles} tiles\t{meta.slide_mpp:.3f} mpp ({meta.mpp_source})")
-    return 0
+        try:
+            meta = tile_slide(s, sid, cfg, out / "coords" / f"{sid}.parquet", out / "qc" / f"{sid}.png",
+                              out / "qc" / "tissue" / f"{sid}.geojson", mpp_override=args.mpp)
+        except SlideError as exc:
+            print(f"fiveflow tile: {exc}", file=sys.stderr)
+            worst = 2
+            continue
+        if meta.status != "ok":
+            print(f"fiveflow tile: {meta.message}", file=sys.stderr)
+            worst = max(worst, 1)
+        print(f"{sid}\t{meta.status}\t{meta.n_tiles} tiles\t{meta.slide_mpp:.4g} mpp ({meta.mpp_source})\t"
+              f"{meta.tissue_area_mm2:.2f} mm2 tissue")
+    return worst
 
 
 def cmd_embed(args) -> int:
@@ -150,9 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "write the synthetic demo cohort (slides, reports, samples sheet)")
     sp.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
     sp.add_argument("--n-slides", type=int, default=None, help="override cohort.demo.n_slides")
-    sp = add("tile", cmd_tile, "tissue-mask and tile slides; writes OUT/coords/*.parquet and OUT/qc/*.png")
-    sp.add_argument("slides", nargs="+", help="slide files (any OpenSlide format)")
+    sp = add("tile", cmd_tile, "tissue-mask and tile slides at a physical size; writes OUT/coords/ID.parquet, "
+             "OUT/qc/ID.png and OUT/qc/tissue/ID.geojson (exit 1: a slide had no tissue; 2: a slide was unusable)")
+    sp.add_argument("--slide", action="append", required=True, metavar="PATH",
+                    help="slide file in any OpenSlide format (repeat to tile several in one process)")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
+    sp.add_argument("--mpp", type=float, default=None,
+                    help="level-0 microns per pixel, overriding the slide's metadata (default: from the metadata)")
+    sp.add_argument("--target-mpp", type=float, default=None, help="tile resolution (default: tiling.target_mpp)")
+    sp.add_argument("--patch-px", type=int, default=None, help="tile edge in px at --target-mpp (default: tiling.patch_size)")
+    sp.set_defaults(config_optional=True)
     sp = add("embed", cmd_embed, "embed tiled slides into feature bags OUT/features/ENCODER/*.h5")
     sp.add_argument("slides", nargs="+", help="slide files already tiled into OUT/coords")
     sp.add_argument("--out", default="results", help="results folder (default: results)")

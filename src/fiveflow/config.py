@@ -119,6 +119,10 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     weights = cfg["embedding"]["weights"]
     if weights not in ("random",) and not weights.startswith("hf-hub:") and not resolve_path(weights, root).is_file():
         problems.append(f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. Fix: use random, hf-hub:<id> or an existing file.")
+    tiling = cfg.get("tiling") or {}
+    if int(tiling.get("overlap") or 0) >= int(tiling.get("patch_size") or 1):
+        problems.append(f"{source}: `tiling.overlap` ({tiling.get('overlap')}) must be smaller than `tiling.patch_size` "
+                        f"({tiling.get('patch_size')}). Fix: lower the overlap (e.g. patch_size // 2 for 50%).")
     if problems:
         raise ConfigError("\n".join(problems))
 

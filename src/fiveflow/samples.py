@@ -1,6 +1,7 @@
 """Read and check a samples sheet: one row per slide with ``slide_id, patient_id, label, path``.
 
-``slide_id`` may be omitted (derived from the file name). Relative paths are resolved against the
+``slide_id`` may be omitted (derived from the file name). An optional ``mpp`` column gives a slide's
+level-0 microns per pixel when its metadata lacks it or is wrong (empty cells: use the metadata). Relative paths are resolved against the
 sheet's own folder. Every problem is reported with the sheet's path, the row and the fix.
 """
 from __future__ import annotations
@@ -52,4 +53,25 @@ def read_samples(path: str | Path, classes: list[str] | None = None, check_files
         if absent:
             raise SamplesError(f"{path}: {len(absent)} slide file(s) not found, e.g. {absent[0]}. "
                                "Fix: correct the paths (relative paths are from the sheet's folder) or drop the rows.")
-    return df[["slide_id", "patient_id", "label", "path"]].reset_index(drop=True)
+    df["mpp"] = pd.Series(_mpp_column(df, path), index=df.index, dtype=object)  # None, not NaN (NaN != NaN)
+    return df[["slide_id", "patient_id", "label", "path", "mpp"]].reset_index(drop=True)
+
+
+def _mpp_column(df: pd.DataFrame, path: Path) -> list[float | None]:
+    if "mpp" not in df.columns:
+        return [None] * len(df)
+    out: list[float | None] = []
+    for i, v in enumerate(df["mpp"]):
+        v = str(v).strip()
+        if not v:
+            out.append(None)
+            continue
+        try:
+            mpp = float(v)
+        except ValueError:
+            mpp = float("nan")
+        if not 0.01 < mpp < 100:
+            raise SamplesError(f"{path}: line {i + 2}: mpp {v!r} is not a scan resolution in microns per pixel. "
+                               "Fix: write e.g. 0.25 (40x) or 0.5 (20x), or leave the cell empty to use the slide's metadata.")
+        out.append(mpp)
+    return out

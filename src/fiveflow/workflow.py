@@ -16,6 +16,7 @@ class Cohort:
     samples_csv: str
     reports_csv: str
     paths: dict[str, str] = field(default_factory=dict)
+    mpp: dict[str, float | None] = field(default_factory=dict)  # per-slide mpp overrides from the sheet
 
     @property
     def slide_ids(self) -> list[str]:
@@ -26,6 +27,9 @@ class Cohort:
             return self.paths[slide_id]
         except KeyError:
             raise KeyError(f"unknown slide id {slide_id!r}: it is not in the cohort's samples sheet") from None
+
+    def mpp_override(self, slide_id: str) -> float | None:
+        return self.mpp.get(slide_id)
 
     @classmethod
     def from_config(cls, cfg: dict, root: Path) -> "Cohort":
@@ -44,7 +48,7 @@ class Cohort:
         sheet = resolve_path(cohort["samples"], root)
         df = read_samples(sheet, classes=classes)
         return cls("samples", str(sheet), str(resolve_path(cohort["reports"], root)),
-                   dict(zip(df["slide_id"], df["path"])))
+                   dict(zip(df["slide_id"], df["path"])), dict(zip(df["slide_id"], df["mpp"])))
 
 
 def bag_map(paths) -> dict[str, str]:

@@ -34,6 +34,12 @@ wildcard_constraints:
     shots="[0-9]+",
 
 
+def slide_qc_notice(summary_csv):
+    from fiveflow.slides.montage import qc_notice
+
+    return qc_notice(summary_csv)
+
+
 def slide_path(wildcards):
     return COHORT.slide_path(wildcards.slide)
 

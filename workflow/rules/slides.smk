@@ -2,11 +2,16 @@
 
 
 rule tile:
-    """Tissue mask (tiatoolbox) and a grid of tiles at tiling.target_mpp for one slide."""
+    """Tissue mask (tiatoolbox) and a grid of tiles at tiling.target_mpp for one slide.
+
+    A slide that cannot be used (unreadable, no mpp) or has no tissue is recorded with its status
+    and reason instead of stopping the run; downstream stages exclude it (see qc/tiling_summary.csv).
+    """
     input:
         slide=slide_path,
     output:
         coords=f"{R}/coords/{{slide}}.parquet",
+        geojson=f"{R}/qc/tissue/{{slide}}.geojson",
         qc=report(
             f"{R}/qc/{{slide}}.png",
             caption="../report/qc.rst",
@@ -16,6 +21,7 @@ rule tile:
         ),
     params:
         tiling=config["tiling"],
+        mpp=lambda wc: COHORT.mpp_override(wc.slide),
     log:
         f"{LOGS}/tile/{{slide}}.log",
     benchmark:
@@ -31,7 +37,7 @@ rule tile:
 
 
 rule qc_montage:
-    """All QC thumbnails on one page, plus a per-slide tiling summary table."""
+    """All QC thumbnails on one page (failures first), plus the cohort QC table: status and reason per slide."""
     input:
         qc=expand(f"{R}/qc/{{slide}}.png", slide=SLIDES),
         coords=expand(f"{R}/coords/{{slide}}.parquet", slide=SLIDES),

@@ -89,7 +89,7 @@ def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encode
                 "target_mpp": meta["target_mpp"], "patch_size_px": meta["patch_size_px"],
                 "patch_size_level0": meta["patch_size_level0"], "slide_mpp": meta["slide_mpp"],
                 "slide_width": meta["slide_width"], "slide_height": meta["slide_height"],
-                "fiveflow_version": __version__,
+                "fiveflow_version": __version__, "tiling_status": meta.get("status", "ok"),
             }
             for k, v in attrs.items():
                 f.attrs[k] = v

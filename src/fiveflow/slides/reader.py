@@ -1,6 +1,13 @@
-"""Open whole-slide images with OpenSlide and resolve their physical resolution (mpp)."""
+"""Open whole-slide images with OpenSlide and resolve their physical resolution (mpp).
+
+Every OpenSlide format is read the same way (Aperio SVS incl. JPEG 2000, Hamamatsu NDPI/VMS,
+MIRAX, Leica SCN, Philips TIFF, Ventana BIF, generic tiled TIFF, ...). Handles are cached per
+process (:func:`cached_slide`) so a slide is opened once however many times it is read.
+Problems with a slide raise :class:`SlideError` whose message names the file, the reason and the fix.
+"""
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,27 +25,72 @@ class SlideInfo:
     width: int
     height: int
     mpp: float
-    mpp_source: str  # "metadata" or "assumed"
+    mpp_source: str  # "override" (samples sheet / --mpp), "metadata", or "fallback" (tiling.assume_mpp)
     level_downsamples: tuple[float, ...]
     level_dimensions: tuple[tuple[int, int], ...]
+    vendor: str
+
+    def level_mpp(self, level: int) -> float:
+        return self.mpp * self.level_downsamples[level]
 
 
 def open_slide(path: str | Path) -> openslide.OpenSlide:
+    """Open ``path`` with OpenSlide, or raise :class:`SlideError` naming the file, the reason and the fix."""
     path = Path(path)
     if not path.is_file():
         raise SlideError(f"{path}: slide file not found. Fix: check the path in your samples sheet.")
+    if path.stat().st_size == 0:
+        raise SlideError(f"{path}: the file is empty (0 bytes). Fix: re-download it and check its md5 against the manifest.")
     try:
-        return openslide.OpenSlide(str(path))
-    except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as exc:
+        slide = openslide.OpenSlide(str(path))
+    except openslide.OpenSlideUnsupportedFormatError:
         raise SlideError(
-            f"{path}: not a readable whole-slide image ({exc}). Fix: re-download the file "
-            "(check its md5 against the manifest) or remove it from the samples sheet."
+            f"{path}: OpenSlide does not recognise this file as a whole-slide image (truncated download, "
+            "wrong extension, or an unsupported format). Fix: re-download the file (check its md5 against "
+            "the manifest) or remove it from the samples sheet."
         ) from None
+    except (openslide.OpenSlideError, OSError) as exc:
+        raise SlideError(
+            f"{path}: OpenSlide cannot read this slide ({exc}). Fix: re-download the file (check its md5 "
+            "against the manifest) or remove it from the samples sheet."
+        ) from None
+    if not slide.level_count or min(slide.dimensions) < 1:
+        slide.close()
+        raise SlideError(f"{path}: the slide has no image levels. Fix: re-download it or remove it from the samples sheet.")
+    return slide
 
 
-def slide_mpp(slide: openslide.OpenSlide, path: str | Path, assume_mpp: float | None = None) -> tuple[float, str]:
-    """Level-0 microns per pixel from metadata, else ``assume_mpp``, else a clear error."""
-    props = slide.properties
+_HANDLES: "OrderedDict[tuple[str, int, int], openslide.OpenSlide]" = OrderedDict()
+_MAX_HANDLES = 8
+
+
+def cached_slide(path: str | Path) -> openslide.OpenSlide:
+    """One open handle per slide per process (LRU of 8); reopened when the file changes on disk."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (str(p), 0, 0)
+    slide = _HANDLES.get(key)
+    if slide is not None:
+        _HANDLES.move_to_end(key)
+        return slide
+    slide = open_slide(p)
+    _HANDLES[key] = slide
+    while len(_HANDLES) > _MAX_HANDLES:
+        _, old = _HANDLES.popitem(last=False)
+        old.close()
+    return slide
+
+
+def close_cached() -> None:
+    while _HANDLES:
+        _HANDLES.popitem()[1].close()
+
+
+def _metadata_mpp(props) -> float | None:
+    """Level-0 mpp from OpenSlide's normalised property, vendor properties, or TIFF resolution tags."""
     for key in (openslide.PROPERTY_NAME_MPP_X, "aperio.MPP", "tiff.XResolution"):
         val = props.get(key)
         if val is None:
@@ -51,46 +103,88 @@ def slide_mpp(slide: openslide.OpenSlide, path: str | Path, assume_mpp: float | 
             unit = props.get("tiff.ResolutionUnit", "").lower()
             factor = {"centimeter": 1e4, "inch": 25400.0}.get(unit)
             if not factor or mpp <= 0:
-                continue
+                continue  # "none" or no unit: a pixel aspect ratio, not a resolution
             mpp = factor / mpp
-        if 0.01 < mpp < 100:
-            return mpp, "metadata"
-    if assume_mpp:
-        return float(assume_mpp), "assumed"
+        if 0.01 < mpp < 100:  # outside this range it is a placeholder (e.g. 72 dpi), not a scan resolution
+            return mpp
+    return None
+
+
+def resolve_mpp(slide: openslide.OpenSlide, path: str | Path, override: float | None = None,
+                fallback: float | None = None) -> tuple[float, str]:
+    """Level-0 microns per pixel and where it came from.
+
+    A per-slide ``override`` (samples sheet ``mpp`` column, ``fiveflow tile --mpp``) wins over the
+    metadata; the global ``fallback`` (``tiling.assume_mpp``) only fills in for slides without it.
+    A slide with neither is an error: tiles are never cut at a guessed physical size.
+    """
+    if override is not None and _present(override):
+        mpp = float(override)
+        if not 0.01 < mpp < 100:
+            raise SlideError(f"{path}: mpp override {mpp} is not a plausible scan resolution. "
+                             "Fix: give microns per pixel, e.g. 0.25 (40x) or 0.5 (20x).")
+        return mpp, "override"
+    mpp = _metadata_mpp(slide.properties)
+    if mpp is not None:
+        return mpp, "metadata"
+    if fallback is not None and _present(fallback):
+        return float(fallback), "fallback"
+    power = slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+    hint = (f" The file says it was scanned at {power}x (often {10 / float(power):.3g} mpp, but scanners differ)."
+            if power and _is_number(power) and float(power) > 0 else "")
     raise SlideError(
-        f"{path}: no microns-per-pixel metadata, so tiles cannot be cut at a physical size. "
-        "Fix: set `tiling.assume_mpp` in the config (e.g. 0.25 for 40x, 0.5 for 20x) if you know the scan resolution."
+        f"{path}: no microns-per-pixel in the slide's metadata, so tiles cannot be cut at a physical size.{hint} "
+        "Fix: put the scan resolution in the samples sheet's `mpp` column for this slide (or pass --mpp), "
+        "or set `tiling.assume_mpp` for every slide without metadata."
     )
 
 
-def slide_info(slide: openslide.OpenSlide, path: str | Path, assume_mpp: float | None = None) -> SlideInfo:
-    mpp, source = slide_mpp(slide, path, assume_mpp)
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, str) and not v.strip()) and not (isinstance(v, float) and np.isnan(v))
+
+
+def slide_info(slide: openslide.OpenSlide, path: str | Path, override: float | None = None,
+               fallback: float | None = None) -> SlideInfo:
+    mpp, source = resolve_mpp(slide, path, override, fallback)
     w, h = slide.dimensions
     return SlideInfo(
         path=str(path), width=w, height=h, mpp=mpp, mpp_source=source,
         level_downsamples=tuple(float(d) for d in slide.level_downsamples),
         level_dimensions=tuple(tuple(d) for d in slide.level_dimensions),
+        vendor=slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"),
     )
 
 
 def best_level(downsamples: tuple[float, ...], wanted: float, tol: float = 0.01) -> int:
-    """The coarsest level whose downsample does not exceed ``wanted`` (within ``tol``)."""
+    """The coarsest level whose downsample does not exceed ``wanted`` (within ``tol``): never upsample."""
     best = 0
     for i, ds in enumerate(downsamples):
-        if ds <= wanted * (1 + tol):
+        if ds <= wanted * (1 + tol) and ds >= downsamples[best]:
             best = i
     return best
 
 
-def read_downsampled(slide: openslide.OpenSlide, downsample: float) -> np.ndarray:
-    """Whole slide as RGB at ``downsample`` (>= 1) relative to level 0, read from the best pyramid level."""
-    from PIL import Image
+def read_level_region(slide: openslide.OpenSlide, path: str | Path, level: int, origin: tuple[int, int],
+                      size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 array of ``size`` pixels of ``level`` at level-0 ``origin``; transparent areas read as white."""
+    try:
+        rgba = slide.read_region(origin, level, size)
+    except openslide.OpenSlideError as exc:
+        raise SlideError(f"{path}: reading level {level} failed ({exc}): the file is probably truncated or corrupt. "
+                         "Fix: re-download it (check its md5 against the manifest).") from None
+    import cv2
 
-    w0, h0 = slide.dimensions
-    level = best_level(tuple(slide.level_downsamples), downsample)
-    lw, lh = slide.level_dimensions[level]
-    img = slide.read_region((0, 0), level, (lw, lh)).convert("RGB")
-    out_w, out_h = max(1, round(w0 / downsample)), max(1, round(h0 / downsample))
-    if (lw, lh) != (out_w, out_h):
-        img = img.resize((out_w, out_h), Image.BILINEAR)
-    return np.asarray(img)
+    arr = np.asarray(rgba)
+    alpha = arr[..., 3]
+    rgb = cv2.cvtColor(arr, cv2.COLOR_RGBA2RGB)
+    if alpha.min() < 255:  # outside the scanned area (e.g. MIRAX, NDPI): OpenSlide gives transparent black
+        rgb[alpha == 0] = 255
+    return rgb
