@@ -290,10 +290,11 @@ def test_fast_morphological_masker_matches_tiatoolbox():
     assert np.array_equal(ours.fit_transform(img[None]), theirs.fit_transform(img[None]))
 
 
-def test_tiling_does_not_import_torch_or_tiatoolbox_extras():
+def test_tiling_does_not_import_torch_or_tiatoolbox_extras(tmp_path):
     """The fixed cost of a tiling job: no torch, dask, matplotlib or pandas in the process."""
-    code = ("import sys; from fiveflow.slides.tiling import tile_slide; from fiveflow.slides.mask import masker; "
-            "masker('otsu', 8.0); import fiveflow.slides.qc; "
+    code = ("import sys; from fiveflow.slides.tiling import tile_slide, write_coords, TilingMeta; "
+            "from fiveflow.slides.mask import masker; masker('otsu', 8.0); import fiveflow.slides.qc; import numpy as np; "
+            f"write_coords(np.arange(3), np.arange(3), np.ones(3), TilingMeta('a', 'b'), {str(tmp_path / 'c.parquet')!r}); "
             "print(sorted(m for m in ('torch', 'dask', 'matplotlib', 'pandas', 'tiatoolbox.utils') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
