@@ -244,6 +244,41 @@ def test_hole_filling_and_small_components_in_physical_units():
     assert clean[105, 105] and not clean[250, 250] and not clean[371, 371]
 
 
+def _labelled_reference(mask, min_px, max_hole_px):
+    """The same clean-up by explicit connected-component labelling (scipy), to check the contour version."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    areas = np.bincount(labels.ravel())
+    keep = areas >= min_px
+    keep[0] = False
+    out = keep[labels]
+    holes, n = ndimage.label(~out)  # 4-connected background
+    areas = np.bincount(holes.ravel())
+    small = areas < max_hole_px
+    small[0] = False
+    for edge in (holes[0], holes[-1], holes[:, 0], holes[:, -1]):
+        small[edge] = False
+    return out | small[holes]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_contour_clean_up_matches_component_labelling(seed):
+    from fiveflow.slides.mask import clean_components
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((120, 160), bool)
+    for _ in range(12):  # blobs of many sizes, some touching, with holes and specks
+        y, x, r = rng.integers(0, 120), rng.integers(0, 160), rng.integers(1, 25)
+        yy, xx = np.ogrid[:120, :160]
+        mask |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+    mask &= rng.random(mask.shape) > 0.03  # pinholes
+    mask |= rng.random(mask.shape) > 0.995  # specks
+    got = clean_components(mask, 30, 40)
+    want = _labelled_reference(mask, 30, 40)
+    assert (got != want).mean() < 0.002, (got != want).sum()
+
+
 def test_pen_marks_are_rejected():
     img = np.full((300, 300, 3), 240, np.uint8)
     img[50:250, 50:150] = (190, 110, 170)       # tissue

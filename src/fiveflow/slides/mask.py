@@ -186,29 +186,47 @@ def pen_mask(rgb: np.ndarray, colours=("green", "blue", "black")) -> np.ndarray:
     return out
 
 
-def _small_components(mask: np.ndarray, max_px: float) -> np.ndarray:
-    """Pixels of 8-connected components of ``mask`` with fewer than ``max_px`` pixels."""
+def _pixel_area(contour) -> float:
+    """Pixel count enclosed by a cv2 contour (its polygon area runs through pixel centres: add half the
+    perimeter and the corners back)."""
     import cv2
 
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] < max_px
-    small[0] = False
-    if not small.any():
-        return np.zeros(mask.shape, bool)
-    return small[labels]
+    return cv2.contourArea(contour) + cv2.arcLength(contour, True) / 2 + 1
 
 
-def _small_holes(mask: np.ndarray, max_px: float) -> np.ndarray:
-    """Background pixels enclosed by tissue (not touching the image border) in holes under ``max_px`` pixels."""
+def clean_components(mask: np.ndarray, min_component_px: float, max_hole_px: float) -> np.ndarray:
+    """Drop 8-connected tissue pieces under ``min_component_px`` pixels, then fill holes (4-connected
+    background enclosed by kept tissue) under ``max_hole_px`` pixels.
+
+    One ``findContours`` pass (outer boundaries and their holes) and a few filled polygons: a few ms
+    per megapixel, where labelling every pixel and looking the labels up costs several times that.
+    """
     import cv2
 
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
-    small = stats[:, cv2.CC_STAT_AREA] < max_px
-    small[0] = False
-    small[labels[0]] = small[labels[-1]] = small[labels[:, 0]] = small[labels[:, -1]] = False  # open to the edge
-    if not small.any():
-        return np.zeros(mask.shape, bool)
-    return small[labels]
+    out = np.ascontiguousarray(mask, dtype=np.uint8)
+    contours, hierarchy = cv2.findContours(out, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return out.view(bool)
+    hierarchy = hierarchy[0]
+    drop, fill = [], []
+    for i, (_, _, child, parent) in enumerate(hierarchy):
+        if parent != -1:
+            continue
+        if min_component_px and _pixel_area(contours[i]) < min_component_px:
+            drop.append(contours[i])
+            continue
+        j = child
+        while j != -1:
+            # a hole's contour runs along the tissue pixels around it: its polygon area minus half the
+            # perimeter is the background pixel count inside
+            if max_hole_px and cv2.contourArea(contours[j]) - cv2.arcLength(contours[j], True) / 2 + 1 < max_hole_px:
+                fill.append(contours[j])
+            j = hierarchy[j][0]
+    if drop:
+        cv2.drawContours(out, drop, -1, 0, thickness=cv2.FILLED)
+    if fill:
+        cv2.drawContours(out, fill, -1, 1, thickness=cv2.FILLED)
+    return out.view(bool)
 
 
 def tissue_mask(rgb: np.ndarray, method: str, mpp: float, white_threshold: float | None = None,
@@ -237,10 +255,8 @@ def tissue_mask(rgb: np.ndarray, method: str, mpp: float, white_threshold: float
             ink = cv2.dilate(ink.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
             mask &= ~ink
     px_mm2 = (mpp / 1000.0) ** 2
-    if min_component_mm2 and mask.any():
-        mask &= ~_small_components(mask, min_component_mm2 / px_mm2)
-    if fill_holes_mm2 and mask.any():
-        mask |= _small_holes(mask, fill_holes_mm2 / px_mm2)
+    if (min_component_mm2 or fill_holes_mm2) and mask.any():
+        mask = clean_components(mask, min_component_mm2 / px_mm2, fill_holes_mm2 / px_mm2)
     return mask
 
 

@@ -38,7 +38,7 @@ def write_qc_thumbnail(thumb: np.ndarray, mask: np.ndarray, xs: np.ndarray, ys: 
              f"{meta.slide_mpp:.3g}mpp ({meta.mpp_source})  tissue {meta.tissue_area_mm2:.1f} mm2{status}")
     pil = _with_banner(pil, label, bad=meta.status != "ok")
     with atomic_path(out_png) as tmp:
-        pil.save(tmp, format="PNG")
+        pil.save(tmp, format="PNG", compress_level=1)  # QC images: fast over small
 
 
 def write_error_card(meta, out_png: str | Path, size: int = 512) -> None:
