@@ -1,13 +1,12 @@
 """Open whole-slide images with OpenSlide and resolve their physical resolution (mpp).
 
 Every OpenSlide format is read the same way (Aperio SVS incl. JPEG 2000, Hamamatsu NDPI/VMS,
-MIRAX, Leica SCN, Philips TIFF, Ventana BIF, generic tiled TIFF, ...). Handles are cached per
-process (:func:`cached_slide`) so a slide is opened once however many times it is read.
+MIRAX, Leica SCN, Philips TIFF, Ventana BIF, generic tiled TIFF, ...). A tiling job opens each slide once and
+reads the mask level (and the QC thumbnail level) through that one handle.
 Problems with a slide raise :class:`SlideError` whose message names the file, the reason and the fix.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,35 +57,6 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
         slide.close()
         raise SlideError(f"{path}: the slide has no image levels. Fix: re-download it or remove it from the samples sheet.")
     return slide
-
-
-_HANDLES: "OrderedDict[tuple[str, int, int], openslide.OpenSlide]" = OrderedDict()
-_MAX_HANDLES = 8
-
-
-def cached_slide(path: str | Path) -> openslide.OpenSlide:
-    """One open handle per slide per process (LRU of 8); reopened when the file changes on disk."""
-    p = Path(path)
-    try:
-        st = p.stat()
-        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = (str(p), 0, 0)
-    slide = _HANDLES.get(key)
-    if slide is not None:
-        _HANDLES.move_to_end(key)
-        return slide
-    slide = open_slide(p)
-    _HANDLES[key] = slide
-    while len(_HANDLES) > _MAX_HANDLES:
-        _, old = _HANDLES.popitem(last=False)
-        old.close()
-    return slide
-
-
-def close_cached() -> None:
-    while _HANDLES:
-        _HANDLES.popitem()[1].close()
 
 
 def _metadata_mpp(props) -> float | None:
