@@ -19,7 +19,6 @@ import types
 
 import numpy as np
 
-PEN_COLOURS = ("green", "blue", "black", "red")
 # An Otsu split of a blank slide separates JPEG noise: if the "tissue" side is not at least this much
 # darker (grey levels) than the background, there is no tissue.
 MIN_CONTRAST = 12.0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,6 @@ from ..io import atomic_path
 from .reader import SlideError, SlideInfo, best_level, open_slide, read_level_region, slide_info
 
 META_KEY = b"fiveflow"
-STATUSES = ("ok", "no_tissue", "failed")
 DEFAULT_MASK = dict(method="otsu", mpp=8.0, white_threshold=220, reject_pen=["green", "blue", "black"],
                     fill_holes_mm2=0.1, min_component_mm2=0.01)
 # Level-0 pixels read per strip when a level must be reduced on the fly (bounded memory).
@@ -294,10 +293,6 @@ def read_meta(path: str | Path, table=None) -> dict:
     md.setdefault("status", "ok" if md.get("n_tiles", 0) else "no_tissue")
     md.setdefault("message", "")
     return md
-
-
-def meta_fields() -> list[str]:
-    return [f.name for f in fields(TilingMeta)]
 
 
 def expected_tiles(width: int, height: int, mpp: float, target_mpp: float, patch: int) -> int:
