@@ -157,6 +157,18 @@ def cmd_doctor(args) -> int:
     return run_doctor(args.config)
 
 
+def cmd_import_bags(args) -> int:
+    """Import DSMIL CSVs / CLAM-style h5 files into OUT/{slide}.h5 (already imported bags are skipped)."""
+    from .embed.importers import import_folder
+
+    summary = import_folder(args.src, args.out, fmt=args.format, encoder=args.encoder)
+    for r in summary.itertuples():
+        print(f"{r.slide_id}\t{r.status}\t{r.n_tiles} tiles\t{r.feature_dim} dims\t{r.source}")
+    n_new = int((summary["status"] == "imported").sum())
+    print(f"{len(summary)} slides -> {args.out} ({n_new} imported, {len(summary) - n_new} already up to date)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fiveflow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("predictions", nargs="+", help="prediction parquet files")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
     add("doctor", cmd_doctor, "check the installation, the config and the data before a long run")
+    sp = add("import-bags", cmd_import_bags, "import existing features (DSMIL per-slide CSVs, CLAM/TRIDENT/STAMP h5) "
+             "as feature bags OUT/ID.h5, without re-embedding (exit 2: a file was unusable)")
+    sp.add_argument("src", help="a feature file, or a folder searched recursively for *.csv / *.h5")
+    sp.add_argument("--out", required=True, help="folder of feature bags to write")
+    sp.add_argument("--format", choices=["auto", "dsmil_csv", "h5"], default="auto",
+                    help="source format (default: auto, from the file extension)")
+    sp.add_argument("--encoder", default=None,
+                    help="encoder name to record (default: dsmil-resnet18 for CSVs; the h5's own, else unknown)")
+    sp.set_defaults(config_optional=True)
     return p
 
 

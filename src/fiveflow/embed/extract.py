@@ -1,97 +1,108 @@
 """Embed the tiles of one slide into a feature bag (``features`` N x D, ``coords`` N x 2).
 
-Tiles are read from the pyramid level chosen at tiling time and resized to the patch size; reading
-runs in DataLoader workers (each with its own OpenSlide handle) so the encoder is never starved.
+The loop keeps the device busy: reading workers prepare the next batches while the model runs; on
+CUDA, batches arrive in pinned memory and are copied without blocking, and each batch's features are
+copied back while the next batch is computed. Features stream into the bag file as they come, so
+host memory does not grow with the slide. Batches are fixed by ``batch_size`` and coordinate order
+only, so the features are bit-identical across reruns and whatever the number of workers.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
-from ..io import atomic_path
 from ..slides.tiling import read_coords
-from .encoders import Encoder, pick_device
+from .bags import COORDS_KIND, COORDS_LEVEL0_PX, BagWriter, is_complete
+from .encoders.base import Encoder, pick_device
+from .reading import TileBatches, tile_loader
+from .runtime import prepare
+
+def coords_sha256(coords: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(coords, dtype=np.int64).tobytes()).hexdigest()
 
 
-class TileDataset(Dataset):
-    def __init__(self, slide_path: str, coords: np.ndarray, level: int, read_size: int, patch: int,
-                 mean, std):
-        self.slide_path, self.coords, self.level = slide_path, coords, level
-        self.read_size, self.patch = read_size, patch
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
-        self._slide = None
+def bag_attrs(meta: dict, encoder: Encoder, coords: np.ndarray, inference: str) -> dict:
+    """The attributes a bag carries: where its tiles came from and exactly which weights embedded them."""
+    pp = encoder.preprocess
+    return {
+        "slide_id": meta["slide_id"], "encoder": encoder.name, "encoder_family": encoder.family,
+        "weights": encoder.weights, "weights_sha256": encoder.weights_sha256, "feature_dim": encoder.dim,
+        "target_mpp": meta["target_mpp"], "patch_size_px": meta["patch_size_px"],
+        "patch_size_level0": meta["patch_size_level0"], "slide_mpp": meta["slide_mpp"],
+        "slide_width": meta["slide_width"], "slide_height": meta["slide_height"],
+        "input_size": pp.input_size(meta["patch_size_px"]), "resize": pp.size or 0, "crop": pp.crop or 0,
+        "mean": list(pp.mean), "std": list(pp.std), "inference": inference, COORDS_KIND: COORDS_LEVEL0_PX,
+        "coords_sha256": coords_sha256(coords), "tiling_status": meta.get("status", "ok"),
+        "fiveflow_version": __version__,
+    }
 
-    def __len__(self) -> int:
-        return len(self.coords)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
+class _Outputs:
+    """Copies features back to the host one batch behind, so the device never waits for the host."""
 
-        if self._slide is None:  # opened lazily: one handle per worker process
-            import openslide
+    def __init__(self, writer: BagWriter, device: torch.device) -> None:
+        self.writer, self.device, self.pending = writer, device, None
 
-            self._slide = openslide.OpenSlide(self.slide_path)
-        x, y = (int(v) for v in self.coords[i])
-        img = self._slide.read_region((x, y), self.level, (self.read_size, self.read_size)).convert("RGB")
-        if img.size != (self.patch, self.patch):
-            img = img.resize((self.patch, self.patch), Image.BILINEAR)
-        t = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255.0)
-        return (t - self.mean) / self.std
+    def put(self, feats: torch.Tensor) -> None:
+        if self.device.type == "cuda":
+            host = torch.empty(feats.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(feats, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.flush()
+            self.pending = (host, event)
+        else:
+            self.writer.write(feats.numpy())
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            host, event = self.pending
+            event.synchronize()
+            self.writer.write(host.numpy())
+            self.pending = None
 
 
 @torch.inference_mode()
 def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encoder, out_h5: str | Path,
-                batch_size: int = 64, num_workers: int = 0, device: str = "auto",
-                progress: bool = True) -> dict:
-    """Write the feature bag of one slide; returns a small summary (tiles, seconds, tiles/s)."""
+                batch_size: int = 64, num_workers: int = 0, device: str = "auto", precision: str = "auto",
+                deterministic: bool = True, progress: bool = True, skip_complete: bool = False) -> dict:
+    """Write the feature bag of one slide; returns a summary (tiles, seconds, tiles/s, skipped)."""
     coords_df, meta = read_coords(coords_path)
     coords = coords_df[["x", "y"]].to_numpy(np.int64)
     dev = pick_device(device)
-    model = encoder.model.to(dev)
-    if dev.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    ds = TileDataset(str(slide_path), coords, meta["read_level"], meta["read_size"], meta["patch_size_px"],
-                     encoder.mean, encoder.std)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda",
-                        persistent_workers=False)
-    feats = np.zeros((len(ds), encoder.dim), dtype=np.float32)
+    fm, amp, inference = prepare(encoder, dev, precision, deterministic)
+    attrs = bag_attrs(meta, encoder, coords, inference)
+    summary = {"slide_id": meta["slide_id"], "tiles": len(coords), "inference": inference, "skipped": False}
+    if skip_complete and is_complete(out_h5, weights_sha256=encoder.weights_sha256,
+                                     coords_sha256=attrs["coords_sha256"], inference=inference):
+        return {**summary, "skipped": True, "seconds": 0.0, "tiles_per_s": float("nan")}
+    ds = TileBatches(slide_path, coords, meta["read_level"], meta["read_size"], meta["patch_size_px"],
+                     encoder.preprocess)
+    loader = tile_loader(ds, batch_size, num_workers if len(ds) else 0, pin_memory=dev.type == "cuda")
+    coords_attrs = {"patch_level": 0, "patch_size": meta["patch_size_level0"],
+                    "patch_size_level0": meta["patch_size_level0"], "target_patch_size": meta["patch_size_px"]}
     t0 = time.perf_counter()
-    use_amp = dev.type == "cuda"
-    it = loader
+    bar = None
     if progress and len(ds):
         from tqdm import tqdm
 
-        it = tqdm(loader, desc=f"embed {meta['slide_id']}", unit="batch", leave=False)
-    i = 0
-    for batch in it:
-        batch = batch.to(dev, non_blocking=True)
-        if dev.type == "cpu":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = model(batch)
-        feats[i:i + len(batch)] = out.float().cpu().numpy()
-        i += len(batch)
+        bar = tqdm(total=len(ds), desc=f"embed {meta['slide_id']}", unit="tile", leave=False)
+    with BagWriter(out_h5, len(ds), encoder.dim, coords, attrs, coords_attrs) as writer:
+        out = _Outputs(writer, dev)
+        for batch in loader:
+            batch = batch.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                feats = fm(batch)
+            out.put(feats.float())
+            if bar is not None:
+                bar.update(len(batch))
+        out.flush()
+    if bar is not None:
+        bar.close()
     secs = time.perf_counter() - t0
-    with atomic_path(out_h5) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=feats)
-            f.create_dataset("coords", data=coords)
-            attrs = {
-                "slide_id": meta["slide_id"], "encoder": encoder.name, "weights": encoder.weights,
-                "weights_sha256": encoder.weights_sha256, "feature_dim": encoder.dim,
-                "target_mpp": meta["target_mpp"], "patch_size_px": meta["patch_size_px"],
-                "patch_size_level0": meta["patch_size_level0"], "slide_mpp": meta["slide_mpp"],
-                "slide_width": meta["slide_width"], "slide_height": meta["slide_height"],
-                "fiveflow_version": __version__, "tiling_status": meta.get("status", "ok"),
-            }
-            for k, v in attrs.items():
-                f.attrs[k] = v
-    return {"slide_id": meta["slide_id"], "tiles": len(ds), "seconds": secs,
-            "tiles_per_s": len(ds) / secs if secs > 0 else float("nan")}
+    return {**summary, "seconds": secs, "tiles_per_s": len(ds) / secs if secs > 0 and len(ds) else float("nan")}

@@ -6,38 +6,25 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
+from ..embed.bags import read_bag
+
 log = logging.getLogger(__name__)
 
-FEATURE_NAMES = ("features", "feats")
-
-
 def load_bag(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one bag: ``features`` (or ``feats``) float32 ``[N, D]`` and ``coords`` int ``[N, 2]``.
+    """Read one bag: features float32 ``[N, D]`` and coords int ``[N, 2]`` (any CLAM/TRIDENT-style h5).
 
     A bag without ``coords`` gets its row index as x (and 0 as y), with a warning.
     """
-    with h5py.File(path, "r") as fh:
-        name = next((n for n in FEATURE_NAMES if n in fh), None)
-        if name is None:
-            raise KeyError(f"{path}: no 'features' (or 'feats') dataset; found {sorted(fh.keys())}")
-        feats = np.asarray(fh[name][()], dtype=np.float32)
-        if feats.ndim == 3 and feats.shape[0] == 1:  # some tools store [1, N, D]
-            feats = feats[0]
-        coords = np.asarray(fh["coords"][()]) if "coords" in fh else None
-    if feats.ndim != 2 or feats.shape[0] == 0:
+    feats, coords, _ = read_bag(path)
+    if feats.shape[0] == 0:
         raise ValueError(f"{path}: expected a non-empty [N, D] feature matrix, got shape {feats.shape}")
     if coords is None:
         log.warning("%s has no 'coords': using the row index as position", path)
-        coords = np.stack([np.arange(len(feats)), np.zeros(len(feats))], axis=1)
-    if coords.ndim == 3 and coords.shape[0] == 1:
-        coords = coords[0]
-    if coords.shape != (feats.shape[0], 2):
-        raise ValueError(f"{path}: coords shape {coords.shape} does not match features {feats.shape}")
-    return feats, np.rint(coords).astype(np.int64)
+        coords = np.stack([np.arange(len(feats)), np.zeros(len(feats))], axis=1).astype(np.int64)
+    return feats, coords
 
 
 def relative_positions(coords: np.ndarray, mode: str) -> np.ndarray:
