@@ -26,4 +26,5 @@ rule all:
 
 onsuccess:
     # Slides that were recorded as failed or without tissue are excluded, never silently: say so.
-    print(slide_qc_notice(f"{R}/qc/tiling_summary.csv"), end="")
+    if not PRECOMPUTED:
+        print(slide_qc_notice(f"{R}/qc/tiling_summary.csv"), end="")

@@ -64,10 +64,36 @@ def finished_run(tmp_path_factory):
     proc.wait(timeout=60)
     first_log = proc.stdout.read().decode(errors="replace")
     assert killed, f"the first run ended before it could be killed:\n{first_log[-3000:]}"
-    # 2) rerun: no manual cleanup (stale lock, incomplete jobs) and finish
-    r = smk(work, "--cores", "2", timeout=600)
+    # 2) rerun: no manual cleanup (stale lock, incomplete jobs) and finish; one "GPU" as on a workstation
+    r = smk(work, "--cores", "2", "--resources", "gpu=1", timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-6000:]
     return work, results, r
+
+
+def max_concurrent(snakemake_log: str, rule: str) -> tuple[int, int]:
+    """(most jobs of ``rule`` running at once, how many ran) from Snakemake's own log."""
+    running, peak, total, pending = set(), 0, 0, False
+    for line in snakemake_log.splitlines():
+        line = line.strip()
+        if line.startswith("rule ") or line.startswith("localrule "):
+            pending = line.rstrip(":").split()[-1] == rule
+        elif pending and line.startswith("jobid:"):
+            running.add(line.split()[-1])
+            total += 1
+            peak = max(peak, len(running))
+            pending = False
+        elif line.startswith("Finished jobid:"):
+            running.discard(line.split()[2])
+    return peak, total
+
+
+def test_one_gpu_runs_one_embedding_job_at_a_time(finished_run):
+    """The embed rule declares gpu=1, so `--resources gpu=1` (the workstation profile) serialises it on 2 cores."""
+    _, _, r = finished_run
+    peak, total = max_concurrent(r.stdout + r.stderr, "embed")
+    assert total >= 3 and peak == 1, (peak, total)
+    profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "workstation" / "config.yaml").read_text())
+    assert "gpu=1" in profile["resources"]
 
 
 def test_outputs_complete(finished_run):

@@ -72,18 +72,39 @@ def cmd_tile(args) -> int:
 
 
 def cmd_embed(args) -> int:
+    from .embed import embed_settings
     from .embed.encoders import build_encoder
     from .embed.extract import embed_slide
     from .io import slide_id_from_path
 
-    cfg = _cfg(args)["embedding"]
+    cfg = embed_settings(_cfg(args)["embedding"])
+    for key in ("encoder", "weights", "batch_size", "num_workers", "device", "precision"):
+        if getattr(args, key, None) is not None:
+            cfg[key] = getattr(args, key)
     enc = build_encoder(cfg["encoder"], cfg["weights"], int(cfg["seed"]))
     for s in args.slides:
         sid = slide_id_from_path(s)
         coords = Path(args.out) / "coords" / f"{sid}.parquet"
         res = embed_slide(s, coords, enc, Path(args.out) / "features" / cfg["encoder"] / f"{sid}.h5",
-                          batch_size=int(cfg["batch_size"]), num_workers=int(cfg["num_workers"]), device=cfg["device"])
-        print(f"{sid}\t{res['tiles']} tiles\t{res['tiles_per_s']:.1f} tiles/s")
+                          batch_size=int(cfg["batch_size"]), num_workers=cfg["num_workers"], device=cfg["device"],
+                          precision=cfg["precision"], deterministic=bool(cfg["deterministic"]),
+                          skip_complete=not args.overwrite)
+        speed = "up to date" if res["skipped"] else f"{res['tiles_per_s']:.1f} tiles/s"
+        print(f"{sid}\t{res['tiles']} tiles\t{speed}\t{res['inference']}")
+    return 0
+
+
+def cmd_encoders(args) -> int:
+    from .embed.encoders import specs
+
+    print("encoder\tdim\tinput\tweights: default\tnotes")
+    for name, sp in specs().items():
+        pp = sp.preprocess
+        size = f"{pp.size or 'tile'}" + (f"/crop {pp.crop}" if pp.crop else "")
+        notes = "; ".join(x for x in (sp.summary, "gated: needs HF_TOKEN" if sp.gated else "",
+                                       f"needs {sp.requires}" if sp.requires else "") if x)
+        print(f"{name}\t{sp.dim}\t{size}\t{sp.default_weights or '(your file)'}\t{notes}")
+    print("any timm model name\t-\tmodel's own\t(random | file | hf-hub:<id>)\ttimm.create_model(name, num_classes=0)")
     return 0
 
 
@@ -197,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("embed", cmd_embed, "embed tiled slides into feature bags OUT/features/ENCODER/*.h5")
     sp.add_argument("slides", nargs="+", help="slide files already tiled into OUT/coords")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
+    sp.add_argument("--encoder", help="override embedding.encoder (see `fiveflow encoders`)")
+    sp.add_argument("--weights", help="override embedding.weights: random | default | FILE | hf-hub:ID")
+    sp.add_argument("--batch-size", dest="batch_size", type=int, help="override embedding.batch_size")
+    sp.add_argument("--workers", dest="num_workers", type=int, help="override embedding.num_workers")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override embedding.device")
+    sp.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="override embedding.precision")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="re-embed slides whose bag is already complete (default: skip them, so a rerun resumes)")
+    sp = add("encoders", cmd_encoders, "list the registered patch encoders, their output size and preprocessing")
+    sp.set_defaults(config_optional=True)
     sp = add("reports", cmd_reports, "answer the six FiVE questions for each report; write the labels parquet")
     sp.add_argument("reports", help="CSV with patient_id (or patient_filename) and text")
     sp.add_argument("--out", default="results/reports/labels.parquet", help="labels parquet to write")

@@ -122,8 +122,13 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     if len(set(names)) != len(names):
         problems.append(f"{source}: `classes` names must differ, got {names}.")
     weights = cfg["embedding"]["weights"]
-    if weights not in ("random",) and not weights.startswith("hf-hub:") and not resolve_path(weights, root).is_file():
-        problems.append(f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. Fix: use random, hf-hub:<id> or an existing file.")
+    if weights not in ("random", "default") and not weights.startswith("hf-hub:") and not resolve_path(weights, root).exists():
+        problems.append(f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. "
+                        "Fix: use random, default, hf-hub:<id> or an existing file or folder.")
+    pre = cfg["embedding"].get("precomputed")
+    if pre and not resolve_path(pre, root).is_dir():
+        problems.append(f"{source}: `embedding.precomputed`: folder not found: {resolve_path(pre, root)}. "
+                        "Fix: point it at the folder holding the per-slide CSVs or h5 bags, or set it to null.")
     tiling = cfg.get("tiling") or {}
     if int(tiling.get("overlap") or 0) >= int(tiling.get("patch_size") or 1):
         problems.append(f"{source}: `tiling.overlap` ({tiling.get('overlap')}) must be smaller than `tiling.patch_size` "

@@ -24,7 +24,6 @@ def run_script(smk, func: Callable[[object, logging.Logger], None]) -> None:
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "torch" in sys.modules:  # never import torch just for this: most rules do not need it
         sys.modules["torch"].set_num_threads(threads)

@@ -46,7 +46,8 @@ class Cohort:
 
         classes = [c["name"] for c in cfg["classes"]]
         sheet = resolve_path(cohort["samples"], root)
-        df = read_samples(sheet, classes=classes)
+        # with imported features (`embedding.precomputed`) the slide files themselves are not needed
+        df = read_samples(sheet, classes=classes, check_files=not cfg["embedding"].get("precomputed"))
         return cls("samples", str(sheet), str(resolve_path(cohort["reports"], root)),
                    dict(zip(df["slide_id"], df["path"])), dict(zip(df["slide_id"], df["mpp"])))
 
@@ -54,3 +55,20 @@ class Cohort:
 def bag_map(paths) -> dict[str, str]:
     """slide id -> feature bag path, from the bag files' names (``{slide}.h5``)."""
     return {Path(p).stem: str(p) for p in paths}
+
+
+def precomputed_sources(folder: str | Path, slide_ids: list[str]) -> dict[str, str]:
+    """slide id -> its feature file under ``embedding.precomputed`` (DSMIL CSV or h5 bag).
+
+    Every cohort slide needs one; files for slides outside the cohort are ignored. Raises
+    ``ValueError`` naming the missing slides (or the two files claiming one slide) and the fix.
+    """
+    from .embed.importers import sources_by_slide
+
+    found = sources_by_slide(folder)
+    missing = [s for s in slide_ids if s not in found]
+    if missing:
+        raise ValueError(f"`embedding.precomputed` ({folder}) has no features for {len(missing)} of {len(slide_ids)} "
+                         f"slides, e.g. {missing[:3]}; files are matched by name ({{slide}}.csv or {{slide}}.h5). "
+                         "Fix: add them, or drop those slides from the samples sheet.")
+    return {s: str(found[s][0]) for s in slide_ids}

@@ -1,4 +1,5 @@
 # Shared set-up: config validation, the slide list, and path helpers used by every stage.
+import os
 import re
 import sys
 from pathlib import Path
@@ -6,7 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fiveflow.config import ConfigError, validate_config  # noqa: E402
-from fiveflow.workflow import Cohort  # noqa: E402
+from fiveflow.config import resolve_path  # noqa: E402
+from fiveflow.workflow import Cohort, precomputed_sources  # noqa: E402
 
 try:
     validate_config(config, source="config", root=Path(workflow.basedir))
@@ -23,6 +25,15 @@ SLIDES = COHORT.slide_ids
 SHOTS = [int(s) for s in config["fewshot"]["shots"]]
 BASELINES = list(config["baselines"])
 EMBED_GPU = 0 if config["embedding"]["device"] == "cpu" else 1
+# Hub token for gated encoder weights, passed to (cluster) jobs only when the user has one set.
+EMBED_ENVVARS = [v for v in ("HF_TOKEN",) if os.environ.get(v)]
+# Features imported from another tool (DSMIL CSVs, CLAM/TRIDENT h5) instead of tiling and embedding slides.
+PRECOMPUTED = {}
+if config["embedding"].get("precomputed"):
+    try:
+        PRECOMPUTED = precomputed_sources(resolve_path(config["embedding"]["precomputed"], Path(ROOT)), SLIDES)
+    except (ValueError, FileNotFoundError) as _err:
+        raise WorkflowError(str(_err)) from None
 TRAIN_GPU = 0 if config["train"]["device"] == "cpu" else 1
 # Only the sections training reads, so that e.g. a tiling change does not look like a training change.
 TRAIN_CFG = {k: config[k] for k in ("classes", "split", "fewshot", "model", "train", "baselines")}
@@ -62,5 +73,4 @@ def final_targets():
         f"{R}/tables/fewshot.tex",
         f"{R}/plots/fewshot.png",
         f"{R}/reports/labels.parquet",
-        f"{R}/qc/montage.png",
-    ]
+    ] + ([] if PRECOMPUTED else [f"{R}/qc/montage.png"])

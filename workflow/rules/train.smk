@@ -5,7 +5,7 @@ rule split:
     """Patient-level train/test split and the recorded few-shot draws, over the slides that passed QC."""
     input:
         samples=COHORT.samples_csv,
-        slides_qc=f"{R}/qc/tiling_summary.csv",
+        slides_qc=[] if PRECOMPUTED else f"{R}/qc/tiling_summary.csv",
     output:
         split=f"{R}/splits/split.csv",
         draws=f"{R}/splits/fewshot_draws.csv",

@@ -7,10 +7,12 @@ from fiveflow.train.splits import make_fewshot_draws, make_split
 
 def main(smk, log):
     samples = read_samples(smk.input.samples, classes=smk.params.classes, check_files=False)
-    ok, excluded = usable_slides(smk.input.slides_qc)
-    for r in excluded.itertuples():
-        log.warning("excluded %s (%s): %s", r.slide_id, r.status, r.message)
-    samples = samples[samples["slide_id"].isin(ok)].reset_index(drop=True)
+    excluded = []
+    if smk.input.slides_qc:  # absent when features are imported (`embedding.precomputed`): no slides were tiled
+        ok, excluded = usable_slides(smk.input.slides_qc)
+        for r in excluded.itertuples():
+            log.warning("excluded %s (%s): %s", r.slide_id, r.status, r.message)
+        samples = samples[samples["slide_id"].isin(ok)].reset_index(drop=True)
     split = make_split(samples, float(smk.params.split["test_fraction"]), int(smk.params.split["seed"]),
                        smk.output.split)
     fs = smk.params.fewshot

@@ -1,1 +1,15 @@
-"""Patch embedding: encoders and per-slide feature bags."""
+"""Stage 2: patch embedding (encoders, tile reading, feature bags, importers)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULTS = {"precision": "auto", "deterministic": True, "precomputed": None, "num_workers": "auto"}
+
+
+def embed_settings(cfg: dict, root: str | Path | None = None) -> dict:
+    """The ``embedding`` config section with defaults filled in and a relative weights path made absolute."""
+    out = {**DEFAULTS, **cfg}
+    w = str(out["weights"])
+    if root is not None and w not in ("random", "default") and not w.startswith("hf-hub:") and not Path(w).is_absolute():
+        out["weights"] = str(Path(root) / w)
+    return out

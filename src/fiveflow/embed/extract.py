@@ -20,7 +20,7 @@ from ..slides.tiling import read_coords
 from .bags import COORDS_KIND, COORDS_LEVEL0_PX, BagWriter, is_complete
 from .encoders.base import Encoder, pick_device
 from .reading import TileBatches, tile_loader
-from .runtime import prepare
+from .runtime import prepare, resolve_workers
 
 def coords_sha256(coords: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(coords, dtype=np.int64).tobytes()).hexdigest()
@@ -69,9 +69,13 @@ class _Outputs:
 
 @torch.inference_mode()
 def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encoder, out_h5: str | Path,
-                batch_size: int = 64, num_workers: int = 0, device: str = "auto", precision: str = "auto",
+                batch_size: int = 32, num_workers: int | str = 0, device: str = "auto", precision: str = "auto",
                 deterministic: bool = True, progress: bool = True, skip_complete: bool = False) -> dict:
-    """Write the feature bag of one slide; returns a summary (tiles, seconds, tiles/s, skipped)."""
+    """Write the feature bag of one slide; returns a summary (tiles, seconds, tiles/s, skipped).
+
+    ``skip_complete``: leave an existing bag alone when it is complete and was made from the same
+    coordinates with the same weights and inference settings (resuming an interrupted cohort).
+    """
     coords_df, meta = read_coords(coords_path)
     coords = coords_df[["x", "y"]].to_numpy(np.int64)
     dev = pick_device(device)
@@ -83,7 +87,8 @@ def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encode
         return {**summary, "skipped": True, "seconds": 0.0, "tiles_per_s": float("nan")}
     ds = TileBatches(slide_path, coords, meta["read_level"], meta["read_size"], meta["patch_size_px"],
                      encoder.preprocess)
-    loader = tile_loader(ds, batch_size, num_workers if len(ds) else 0, pin_memory=dev.type == "cuda")
+    workers = resolve_workers(num_workers, dev, torch.get_num_threads()) if len(ds) else 0
+    loader = tile_loader(ds, batch_size, workers, pin_memory=dev.type == "cuda")
     coords_attrs = {"patch_level": 0, "patch_size": meta["patch_size_level0"],
                     "patch_size_level0": meta["patch_size_level0"], "target_patch_size": meta["patch_size_px"]}
     t0 = time.perf_counter()

@@ -211,6 +211,28 @@ def _bag_shape(bag: Path) -> tuple[int, int]:
     return int(n), int(d)
 
 
+def sources_by_slide(src: str | os.PathLike, fmt: str = "auto",
+                     exclude: str | os.PathLike | None = None) -> dict[str, tuple[Path, str]]:
+    """slide id -> ``(file, format)`` for the feature files under ``src``; two files for one slide is an error."""
+    by_id: dict[str, tuple[Path, str]] = {}
+    for path, kind in find_sources(src, fmt, exclude=exclude):
+        sid = infer_slide_id(path)
+        if sid in by_id:
+            raise BagError(f"slide id {sid!r} comes from two files: {by_id[sid][0]} and {path}. "
+                           "Fix: rename one, or import the folders separately into different --out folders.")
+        by_id[sid] = (path, kind)
+    return by_id
+
+
+def import_feature_file(path: str | os.PathLike, out_h5: str | os.PathLike, slide_id: str | None = None,
+                        encoder: str | None = None, kind: str | None = None) -> Path:
+    """One feature file (DSMIL ``.csv`` or CLAM/TRIDENT ``.h5``, told apart by suffix) -> one bag."""
+    kind = kind or (SOURCE_DSMIL_CSV if Path(path).suffix.lower() == ".csv" else SOURCE_H5)
+    if kind == SOURCE_DSMIL_CSV:
+        return import_dsmil_csv(path, out_h5, slide_id, encoder or DSMIL_ENCODER)
+    return import_h5_bag(path, out_h5, slide_id, encoder)
+
+
 def import_folder(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "auto",
                   encoder: str | None = None) -> pd.DataFrame:
     """Import every feature file under ``src`` into ``out_dir/{slide}.h5``; resumable.
@@ -220,24 +242,14 @@ def import_folder(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str =
     slide_id, status (imported/skipped), n_tiles, feature_dim, source, bag.
     """
     out_dir = Path(out_dir)
-    sources = find_sources(src, fmt, exclude=out_dir)
-    by_id: dict[str, tuple[Path, str]] = {}
-    for path, kind in sources:
-        sid = infer_slide_id(path)
-        if sid in by_id:
-            raise BagError(f"slide id {sid!r} comes from two files: {by_id[sid][0]} and {path}. "
-                           "Fix: rename one, or import the folders separately into different --out folders.")
-        by_id[sid] = (path, kind)
+    by_id = sources_by_slide(src, fmt, exclude=out_dir)
     rows = []
     for sid, (path, kind) in by_id.items():
         bag = out_dir / f"{sid}.h5"
         expect = {"source_sha256": file_sha256(path), **({"encoder": encoder} if encoder else {})}
         status = "skipped"
         if not is_complete(bag, **expect):
-            if kind == SOURCE_DSMIL_CSV:
-                import_dsmil_csv(path, bag, sid, encoder or DSMIL_ENCODER)
-            else:
-                import_h5_bag(path, bag, sid, encoder)
+            import_feature_file(path, bag, sid, encoder, kind)
             status = "imported"
         n, d = _bag_shape(bag)
         rows.append({"slide_id": sid, "status": status, "n_tiles": n, "feature_dim": d,

@@ -33,6 +33,13 @@ class FeatureModel(torch.nn.Module):
         return self.model(torch.addcmul(self.shift, x, self.scale))
 
 
+def resolve_workers(num_workers: int | str, device: torch.device, threads: int) -> int:
+    """``auto``: one reader on a CPU (the cores belong to the model), ``threads - 1`` (2..8) beside a GPU."""
+    if num_workers != "auto":
+        return int(num_workers)
+    return 1 if device.type != "cuda" else max(2, min(8, int(threads) - 1))
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (None: plain fp32)."""
     if precision not in PRECISIONS:
