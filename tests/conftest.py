@@ -14,6 +14,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def workflow_cmd(work: Path, *args: str) -> list[str]:
+    """The real workflow through tools/snakemake.sh, run in ``work`` with ``work/config.yaml``."""
+    return [str(PROJECT_ROOT / "tools" / "snakemake.sh"), "-s", str(PROJECT_ROOT / "Snakefile"), "--directory",
+            str(work), "--configfile", str(work / "config.yaml"), *args]
+
+
+def run_workflow(work: Path, *args: str, timeout: int = 600):
+    import subprocess
+
+    return subprocess.run(workflow_cmd(work, *args), capture_output=True, text=True, timeout=timeout)
+
+
 def shared_path(rel: str) -> Path:
     """Path to a file in ../shared/data: fail when FIVEFLOW_REQUIRE_SHARED_DATA=1, else skip if absent."""
     p = SHARED_DATA / rel

@@ -16,12 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, run_workflow, workflow_cmd
 
 pytestmark = pytest.mark.e2e
-
-WRAPPER = PROJECT_ROOT / "tools" / "snakemake.sh"
-SNAKEFILE = PROJECT_ROOT / "Snakefile"
 
 
 def tiny_config(results: Path) -> dict:
@@ -38,10 +35,8 @@ def tiny_config(results: Path) -> dict:
     return cfg
 
 
-def smk(workdir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    cmd = [str(WRAPPER), "-s", str(SNAKEFILE), "--directory", str(workdir), "--configfile",
-           str(workdir / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+def smk(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_workflow(workdir, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +45,7 @@ def finished_run(tmp_path_factory):
     results = work / "results"
     (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(results)))
     # 1) start, and kill the whole process tree hard once the first feature bags exist
-    cmd = [str(WRAPPER), "-s", str(SNAKEFILE), "--directory", str(work), "--configfile",
-           str(work / "config.yaml"), "--cores", "2"]
+    cmd = workflow_cmd(work, "--cores", "2")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
     killed = False

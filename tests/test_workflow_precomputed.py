@@ -6,7 +6,6 @@ A slide without a feature file stops the run before any job starts, naming the s
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, shared_path
+from conftest import PROJECT_ROOT, run_workflow, shared_path
 from fiveflow.embed.bags import COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, bag_attrs, read_bag
 
 pytestmark = pytest.mark.e2e
 
-WRAPPER = PROJECT_ROOT / "tools" / "snakemake.sh"
-
-
-def smk(work: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(WRAPPER), "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(work), "--configfile",
-           str(work / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 def write_cohort(work: Path, real_h5: Path) -> None:
@@ -67,7 +59,7 @@ def run(tmp_path_factory):
     real = shared_path("features/TCGA-AD-6964-01Z-00-DX1/features.h5")
     work = tmp_path_factory.mktemp("precomputed")
     write_cohort(work, real)
-    r = smk(work, "--cores", "2")
+    r = run_workflow(work, "--cores", "2")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return work, real, r
 
@@ -110,7 +102,7 @@ def test_a_slide_without_features_stops_the_run_with_the_fix(run, tmp_path):
     cfg["cohort"]["samples"] = str(tmp_path / "samples.csv")
     cfg["results_dir"] = str(tmp_path / "results")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    r = smk(tmp_path, "--cores", "1", "-n")
+    r = run_workflow(tmp_path, "--cores", "1", "-n")
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "TCGA-99" in out and "embedding.precomputed" in out and "Fix:" in out

@@ -6,25 +6,15 @@ the run. Adding an `mpp` for one slide in the sheet re-tiles that slide only.
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, tissue_image, write_pyramid_tiff
+from conftest import PROJECT_ROOT, run_workflow, tissue_image, write_pyramid_tiff
 
 pytestmark = pytest.mark.e2e
-
-WRAPPER = PROJECT_ROOT / "tools" / "snakemake.sh"
-
-
-def smk(work: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(WRAPPER), "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(work), "--configfile",
-           str(work / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-
 
 def write_cohort(work: Path, nompp_override: str = "") -> None:
     slides = work / "slides"
@@ -64,7 +54,7 @@ def targets(work: Path) -> list[str]:
 def qc_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("slideqc")
     write_cohort(work)
-    r = smk(work, "--cores", "2", *targets(work))
+    r = run_workflow(work, "--cores", "2", *targets(work))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return work, r
 
@@ -87,10 +77,10 @@ def test_bad_slides_are_recorded_and_excluded(qc_run):
 
 def test_mpp_in_the_sheet_retiles_only_that_slide(qc_run):
     work, _ = qc_run
-    r = smk(work, "-n", *targets(work))
+    r = run_workflow(work, "-n", *targets(work))
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
     write_cohort(work, nompp_override="0.5")
-    r = smk(work, "--cores", "2", *targets(work))
+    r = run_workflow(work, "--cores", "2", *targets(work))
     assert r.returncode == 0, r.stderr[-4000:]
     tile_logs = (r.stdout + r.stderr).count("rule tile:")
     assert tile_logs == 1, r.stdout[-3000:]
