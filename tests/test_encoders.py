@@ -448,3 +448,30 @@ def test_conch_real_package_random_weights():
     pytest.importorskip("conch", reason="conch is installed from github.com/mahmoodlab/CONCH, not PyPI")
     enc = build_encoder("conch", "random", seed=0)
     assert enc.dim == 512 and _features(enc, _x(1, 448)).shape == (1, 512)
+
+
+def test_weights_preflight_says_where_weights_come_from(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from fiveflow.embed.encoders.registry import check_weights
+
+    assert "random" in check_weights("demo", "default")
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"x")
+    assert str(ckpt) in check_weights("resnet50-trunc", str(ckpt))
+    with pytest.raises(EncoderError, match="embedding.weights"):
+        check_weights("resnet50-trunc", str(tmp_path / "absent.pt"))
+
+    def not_cached(*a, **k):
+        raise FileNotFoundError("not in cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_cached)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(EncoderError, match="HF_TOKEN"):
+        check_weights("uni", "default")  # gated, not cached, no token: the jobs would all fail
+    assert "downloads it" in check_weights("resnet50-trunc", "default")  # public: jobs will download
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    assert "downloads it" in check_weights("uni", "default")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **k: f"/cache/{repo}")
+    monkeypatch.delenv("HF_TOKEN")
+    assert "local hub cache" in check_weights("uni", "default")

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from fiveflow.io import atomic_path, sanitize_id, slide_id_from_path
@@ -60,3 +62,22 @@ def test_read_samples_errors(tmp_path, content, match):
     sheet.write_text(content)
     with pytest.raises(SamplesError, match=match):
         read_samples(sheet, classes=["LUAD", "LUSC"])
+
+
+def test_leftovers_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dest = tmp_path / "bag.h5"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".bag.h5.{host}.{int(dead.stdout)}.abc.h5.tmp"
+    live = tmp_path / f".bag.h5.{host}.{os.getpid()}.def.h5.tmp"  # a writer still running
+    remote = tmp_path / f".bag.h5.other-node.{int(dead.stdout)}.ghi.h5.tmp"  # another host's: cannot tell
+    for p in (stale, live, remote):
+        p.write_bytes(b"partial")
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(b"done")
+    assert dest.read_bytes() == b"done"
+    assert not stale.exists() and live.exists() and remote.exists()

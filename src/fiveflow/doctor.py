@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from pathlib import Path
 
 
 def _check(name: str, fn) -> bool:
@@ -63,6 +62,16 @@ def run_doctor(config_path: str) -> int:
         if rep["backend"] == "openai":
             env = rep.get("openai", {}).get("api_key_env", "OPENAI_API_KEY")
             ok &= _check(f"LLM API key in ${env}", lambda: "set" if os.environ.get(env) else (_ for _ in ()).throw(KeyError(f"{env} is not set")))
+        emb = cfg["embedding"]
+        if not emb.get("precomputed"):
+            def _weights():
+                from .embed import embed_settings
+                from .embed.encoders.registry import check_weights
+
+                e = embed_settings(emb)
+                return check_weights(e["encoder"], e["weights"])
+
+            ok &= _check(f"encoder weights ({emb['encoder']})", _weights)
         if cfg["cohort"]["source"] == "samples":
             def _samples():
                 from .config import resolve_path

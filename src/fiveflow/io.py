@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -38,15 +40,42 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(dest: Path) -> list[Path]:
+    """Delete temporary files that killed writers of ``dest`` left behind (this host, process gone)."""
+    host = socket.gethostname()
+    removed = []
+    for p in dest.parent.glob(f".{glob.escape(dest.name)}.*"):
+        rest = p.name[len(dest.name) + 2:]
+        pid = rest[len(host) + 1:].split(".")[0] if rest.startswith(host + ".") else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` only on success.
 
-    A crash or kill mid-write leaves at most a ``.tmp`` file, never a truncated ``dest``.
+    A crash or kill mid-write leaves at most a ``.tmp`` file, never a truncated ``dest``; the next
+    write of ``dest`` removes such leftovers.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or (dest.suffix + ".tmp"), dir=dest.parent)
+    remove_stale_temps(dest)
+    # host and pid in the name let a later writer recognise temporaries whose writer was killed
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{socket.gethostname()}.{os.getpid()}.",
+                               suffix=suffix or (dest.suffix + ".tmp"), dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions

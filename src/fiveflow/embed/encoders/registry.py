@@ -44,3 +44,33 @@ def specs() -> dict[str, EncoderSpec]:
 
 def spec(name: str) -> EncoderSpec | None:
     return _module(name).SPECS.get(name) if name in MODULES else None
+
+
+def check_weights(name: str, weights: str) -> str:
+    """Preflight (no download, no model build): where ``weights`` for encoder ``name`` will come from.
+
+    Raises ``EncoderError`` when the job would certainly fail: a missing local file, or a gated hub
+    model that is neither in the local hub cache nor reachable with a token (``HF_TOKEN`` unset).
+    """
+    import os
+
+    from .base import EncoderError, hub_id, is_hub, resolve_weights
+
+    sp = spec(name)
+    weights = resolve_weights(name, weights, sp.default_weights if sp else None)
+    if weights == "random":
+        return "random weights (seeded): fine for a smoke test, not for results"
+    if not is_hub(weights):
+        return f"local weights {weights}"
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(hub_id(weights), local_files_only=True)
+        return f"{weights} (in the local hub cache: {path})"
+    except Exception:  # not cached (or huggingface_hub missing): jobs will have to download
+        pass
+    if sp is not None and sp.gated and not os.environ.get("HF_TOKEN"):
+        raise EncoderError(f"{weights} is gated and not in the local hub cache, and HF_TOKEN is not set. Fix: accept "
+                           "its terms on huggingface.co and export HF_TOKEN, or download it and set `embedding.weights` "
+                           "to the local copy.")
+    return f"{weights}: not cached; each embedding job downloads it (needs network on the job's node)"
