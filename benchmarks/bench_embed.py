@@ -14,9 +14,12 @@ For one slide and one encoder (default: CLAM's convention, ``resnet50-trunc`` on
   ``Normalize`` -> the plain eager fp32 model on a batch of one -> ``.cpu().numpy()``.
 - ``speedup_vs_naive`` = tiles_per_s / naive_tiles_per_s.
 - ``gflop_per_tile`` (torch's flop counter, one multiply-add = 2 FLOP) and the GFLOP/s each path
-  reaches, to compare with the device's peak: on a CPU the naive loop already runs the model near
-  the floating-point peak, which bounds what any pipeline can gain there; on a GPU batching and
-  bf16 are where the speed comes from.
+  reaches, against ``matmul_gflops`` (the best of a few 4096x4096 fp32 matrix products: the
+  device's practical peak). ``fp32_bound_speedup`` = that peak / the naive loop's GFLOP/s: roughly the
+  most any fp32 pipeline can gain over the naive loop on this device (well-tuned convolutions can
+  edge past a matmul, so it is a guide, not a hard limit). On a CPU the naive loop already runs
+  near the peak, so the bound is small; on a GPU a batch of one leaves most of it idle, and
+  batching, bf16 and overlapped reading are where the speed comes from.
 
 The three measurements are interleaved ``--repeats`` times after an untimed warm-up, and medians
 are reported, so a noisy machine affects all three alike. On a machine with a CUDA GPU the same
@@ -24,9 +27,12 @@ script is the GPU check (``--device cuda``; the default ``auto`` picks it).
 
 Usage: ``.venv/bin/python benchmarks/bench_embed.py [--slide PATH] [--encoder resnet50-trunc]
 [--weights random] [--target-mpp 0.5] [--patch 256] [--batch-size 32] [--workers 1] [--repeats 3]
-[--naive-tiles 48] [--device auto] [--precision auto]``
+[--naive-tiles 48] [--device auto] [--precision auto] [--synthetic 20000x15000]``
+
+GPU check (one run, a few minutes): ``python benchmarks/bench_embed.py --device cuda --synthetic
+20000x15000 --batch-size 256 --workers 8 --naive-tiles 200``.
 Last line: ``RESULT io_efficiency=... speedup_vs_naive=... tiles_per_s=... model_tiles_per_s=...
-naive_tiles_per_s=... gflop_per_tile=... tiles=... device=...``
+naive_tiles_per_s=... gflop_per_tile=... matmul_gflops=... fp32_bound_speedup=... tiles=... device=...``
 """
 from __future__ import annotations
 
@@ -110,9 +116,25 @@ def gflop_per_tile(enc, size: int) -> float:
     return fc.get_total_flops() / 1e9
 
 
+def matmul_gflops(dev: torch.device, n: int = 4096) -> float:
+    """Best of 3 large fp32 matrix products: the practical floating-point peak of this device."""
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    best = 0.0
+    for _ in range(4):
+        sync(dev)
+        t0 = time.perf_counter()
+        a @ b
+        sync(dev)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slide", default=str(CMU))
+    ap.add_argument("--synthetic", metavar="WxH", help="use bench_tiling.py's cached synthetic slide of this size "
+                    "instead (e.g. 20000x15000: a few thousand tiles, for a GPU)")
+    ap.add_argument("--cache", default="/tmp/fiveflow-bench-cache", help="folder of cached synthetic slides")
     ap.add_argument("--encoder", default="resnet50-trunc")
     ap.add_argument("--weights", default="random", help="random (offline) or any embedding.weights value")
     ap.add_argument("--target-mpp", type=float, default=0.5)
@@ -124,6 +146,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
+    if args.synthetic:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_tiling import synthetic_slide
+
+        w, h = (int(v) for v in args.synthetic.lower().split("x"))
+        args.slide = str(synthetic_slide(Path(args.cache), w, h))
     if not Path(args.slide).is_file():
         sys.exit(f"slide not found: {args.slide} (pass --slide)")
     dev = pick_device(args.device)
@@ -153,10 +181,13 @@ def main() -> None:
         print(f"  repeat {r + 1}: pipeline {pipe[-1]:.1f} tiles/s, model only {model[-1]:.1f}, naive {naive[-1]:.1f}")
     p, m, n = (statistics.median(v) for v in (pipe, model, naive))
     g = gflop_per_tile(build_encoder(args.encoder, args.weights, 0), size)
+    peak = matmul_gflops(dev)
     print(f"inference: {desc}; {g:.2f} GFLOP per tile -> pipeline {p * g:.0f} GFLOP/s, model only {m * g:.0f}, "
-          f"naive {n * g:.0f}")
+          f"naive {n * g:.0f}; fp32 matmul on this device {peak:.0f} GFLOP/s, so an fp32 pipeline can gain about "
+          f"{peak / (n * g):.2f}x at most over the naive loop here")
     print(f"RESULT io_efficiency={p / m:.3f} speedup_vs_naive={p / n:.3f} tiles_per_s={p:.2f} model_tiles_per_s={m:.2f} "
-          f"naive_tiles_per_s={n:.2f} gflop_per_tile={g:.3f} tiles={len(coords)} device={dev.type}")
+          f"naive_tiles_per_s={n:.2f} gflop_per_tile={g:.3f} matmul_gflops={peak:.0f} "
+          f"fp32_bound_speedup={peak / (n * g):.3f} tiles={len(coords)} device={dev.type}")
 
 
 if __name__ == "__main__":
