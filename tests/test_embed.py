@@ -11,7 +11,7 @@ import torch
 from conftest import TILING, write_test_slide
 from fiveflow.embed.bags import bag_attrs, is_complete, read_bag
 from fiveflow.embed.encoders import Preprocess, build_encoder
-from fiveflow.embed.encoders.base import Encoder, finish
+from fiveflow.embed.encoders.base import finish
 from fiveflow.embed.extract import embed_slide
 from fiveflow.embed.reading import TileBatches, fit_tile
 from fiveflow.embed.runtime import FeatureModel, fuse_for_cpu, prepare

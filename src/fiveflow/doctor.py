@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+from pathlib import Path
 
 
 def _check(name: str, fn) -> bool:

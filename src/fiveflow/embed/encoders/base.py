@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,10 +61,6 @@ class Preprocess:
     def input_size(self, tile_px: int) -> int:
         return int(self.crop or self.resize_to(tile_px))
 
-    def describe(self) -> dict[str, Any]:
-        return {"resize": self.size or "none", "crop": self.crop or "none", "mean": list(self.mean),
-                "std": list(self.std), "interpolation": self.interpolation}
-
 
 @dataclass(frozen=True)
 class EncoderSpec:
@@ -90,7 +86,6 @@ class Encoder:
     weights: str
     weights_sha256: str
     family: str = "timm"
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -113,13 +108,13 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
 
 
 def finish(name: str, model: torch.nn.Module, preprocess: Preprocess, dim: int, weights: str,
-           family: str, **info: Any) -> Encoder:
+           family: str) -> Encoder:
     """Put ``model`` in inference mode (eval, no grads) and checksum its weights."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return Encoder(name=name, model=model, preprocess=preprocess, dim=int(dim), weights=weights,
-                   weights_sha256=state_dict_sha256(model), family=family, info=dict(info))
+                   weights_sha256=state_dict_sha256(model), family=family)
 
 
 def is_hub(weights: str) -> bool:
