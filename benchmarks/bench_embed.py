@@ -172,15 +172,16 @@ def main() -> None:
     # warm-up: imports, file cache, allocator, kernels
     pipeline_run(args.slide, coords_path, enc, work / "warm.h5", args)
     model_only_run(fm, amp, batches[:1], dev)
-    naive_run(args.slide, coords, meta, enc, dev, 2)
+    plain = build_encoder(args.encoder, args.weights, 0)  # untouched by prepare() (no fusion, no channels_last)
+    naive_run(args.slide, coords, meta, plain, dev, 2)
     pipe, model, naive = [], [], []
     for r in range(args.repeats):
         pipe.append(pipeline_run(args.slide, coords_path, enc, work / f"r{r}.h5", args))
         model.append(model_only_run(fm, amp, batches, dev))
-        naive.append(naive_run(args.slide, coords, meta, enc, dev, args.naive_tiles))
+        naive.append(naive_run(args.slide, coords, meta, plain, dev, args.naive_tiles))
         print(f"  repeat {r + 1}: pipeline {pipe[-1]:.1f} tiles/s, model only {model[-1]:.1f}, naive {naive[-1]:.1f}")
     p, m, n = (statistics.median(v) for v in (pipe, model, naive))
-    g = gflop_per_tile(build_encoder(args.encoder, args.weights, 0), size)
+    g = gflop_per_tile(build_encoder(args.encoder, args.weights, 0), size)  # on the CPU: flop counting only
     peak = matmul_gflops(dev)
     print(f"inference: {desc}; {g:.2f} GFLOP per tile -> pipeline {p * g:.0f} GFLOP/s, model only {m * g:.0f}, "
           f"naive {n * g:.0f}; fp32 matmul on this device {peak:.0f} GFLOP/s, so an fp32 pipeline can gain about "
