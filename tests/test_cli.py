@@ -39,3 +39,21 @@ def test_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
     bad.write_text("results_dir: 3\n")
     assert main(["tile", "--slide", "x.svs", "--config", str(bad)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_embed_subcommand_resumes_and_lists_encoders(small_slide, tmp_path, capsys):
+    from fiveflow.cli import main
+    from fiveflow.embed.bags import bag_attrs
+    from fiveflow.embed.encoders import specs
+
+    cfg = ["--config", str(PROJECT_ROOT / "config.yaml")]
+    assert main(["tile", "--slide", str(small_slide), "--out", str(tmp_path), *cfg]) == 0
+    embed = ["embed", str(small_slide), "--out", str(tmp_path), "--batch-size", "8", "--workers", "0", *cfg]
+    assert main(embed) == 0
+    bag = tmp_path / "features" / "demo" / "small.h5"
+    assert bag_attrs(bag)["complete"] and "tiles/s" in capsys.readouterr().out
+    assert main(embed) == 0 and "up to date" in capsys.readouterr().out  # a rerun resumes: nothing to do
+    assert main([*embed, "--overwrite"]) == 0 and "tiles/s" in capsys.readouterr().out
+    assert main(["encoders"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in specs())
