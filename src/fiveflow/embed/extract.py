@@ -96,7 +96,11 @@ def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encode
     if progress and len(ds):
         from tqdm import tqdm
 
-        bar = tqdm(total=len(ds), desc=f"embed {meta['slide_id']}", unit="tile", leave=False)
+        import sys
+
+        # in a log file (Snakemake jobs) a line every 10 s, not a redraw every 0.1 s
+        bar = tqdm(total=len(ds), desc=f"embed {meta['slide_id']}", unit="tile", leave=False,
+                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
     with BagWriter(out_h5, len(ds), encoder.dim, coords, attrs, coords_attrs) as writer:
         out = _Outputs(writer, dev)
         for batch in loader:
