@@ -26,7 +26,7 @@ are reported, so a noisy machine affects all three alike. On a machine with a CU
 script is the GPU check (``--device cuda``; the default ``auto`` picks it).
 
 Usage: ``.venv/bin/python benchmarks/bench_embed.py [--slide PATH] [--encoder resnet50-trunc]
-[--weights random] [--target-mpp 0.5] [--patch 256] [--batch-size 32] [--workers 1] [--repeats 3]
+[--weights random] [--target-mpp 0.5] [--patch 256] [--batch-size 32] [--workers auto] [--repeats 3]
 [--naive-tiles 48] [--device auto] [--precision auto] [--synthetic 20000x15000]``
 
 GPU check (one run, a few minutes): ``python benchmarks/bench_embed.py --device cuda --synthetic
@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--target-mpp", type=float, default=0.5)
     ap.add_argument("--patch", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", default="auto", help="reading workers (auto: 0 on a CPU, threads-1 on a GPU)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--naive-tiles", type=int, default=48, help="tiles timed in the naive loop (it is slow)")
     ap.add_argument("--device", default="auto")
