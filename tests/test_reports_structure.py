@@ -167,3 +167,20 @@ def test_raw_ocr_reports_do_not_break_the_rules():
             assert lab[f] in ALLOWED[f]
         graded += lab["differentiation"] != "unknown"
     assert graded >= 60  # most of these noisy OCR reports state a grade the rules can read
+
+
+def test_every_row_carries_the_prompt_version_and_hash(tmp_path):
+    from fiveflow.reports.prompts import DEFAULT_QUESTIONS, load_prompt
+
+    reports = tmp_path / "r.csv"
+    pd.DataFrame({"patient_id": ["P1", "P2"], "text": ["Poorly differentiated.", "No pleural invasion."]}).to_csv(
+        reports, index=False)
+    df = structure_reports(reports, tmp_path / "l.parquet", {"backend": "offline"})
+    prompt = load_prompt()
+    assert (df["prompt_version"] == prompt.version).all() and (df["prompt_sha256"] == prompt.sha256).all()
+    assert DEFAULT_QUESTIONS.stem == prompt.version  # resources/questions/<prompt_version>.yaml
+    edited = tmp_path / "questions" / f"{prompt.version}-edited.yaml"
+    edited.parent.mkdir()
+    edited.write_text(DEFAULT_QUESTIONS.read_text())
+    with pytest.raises(ValueError, match="new prompt version is a new file"):
+        load_prompt(edited)  # an edited prompt must get its own version, not reuse the old one's name

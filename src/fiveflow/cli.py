@@ -108,15 +108,52 @@ def cmd_encoders(args) -> int:
     return 0
 
 
+REPORT_BACKENDS = {"rules": "offline", "import": "precomputed", "offline": "offline", "openai": "openai",
+                   "precomputed": "precomputed"}
+REPORT_ACTIONS = ("extract", "agree")
+
+
 def cmd_reports(args) -> int:
+    """``fiveflow reports extract``: the same structure_reports call as the Snakemake rule."""
     from .reports.structure import structure_reports
 
-    cfg = _cfg(args)["reports"]
+    src = args.input or args.reports
+    if args.input and args.reports:
+        raise ValueError(f"give the reports once: either REPORTS ({args.reports}) or --input ({args.input})")
+    if not src:
+        raise ValueError("no reports given: --input FILE_OR_DIR (a CSV/TSV/Parquet table, or a folder of .txt/.pdf)")
+    if args.config == "config.yaml" and not Path(args.config).exists():
+        cfg = {}  # no project config here: the defaults below (and the options) are enough
+    else:
+        cfg = dict(_cfg(args)["reports"] or {})
+    cfg.setdefault("backend", "offline")
     if args.backend:
-        cfg = {**cfg, "backend": args.backend}
-    df = structure_reports(args.reports, args.out, cfg, log=log)
-    print(f"{len(df)} patients -> {args.out}")
+        cfg["backend"] = REPORT_BACKENDS[args.backend]
+    if args.answers:
+        cfg["precomputed"] = args.answers
+    if cfg["backend"] == "precomputed" and not cfg.get("precomputed"):
+        raise ValueError("--backend import needs --answers CSV (patient_id or patient_filename, and answer: "
+                         "six phrases joined by ';')")
+    df = structure_reports(src, args.output, cfg, log=log, id_column=args.id_column, text_column=args.text_column)
+    bad = df["status"].ne("ok")
+    extra = f" ({int(bad.sum())} without a usable report: {df.loc[bad, 'status'].value_counts().to_dict()})" \
+        if bad.any() else ""
+    print(f"{len(df)} patients -> {args.output}{extra}")
     return 0
+
+
+def cmd_reports_agree(args) -> int:
+    from .reports.agree import agreement, format_agreement
+
+    res = agreement(args.pred, args.ref)
+    print(f"pred: {args.pred}\nref:  {args.ref}")
+    print(format_agreement(res, show=args.show))
+    return 0
+
+
+def _reports_usage(args) -> int:
+    args.parser.print_help(sys.stderr)
+    return 2
 
 
 def cmd_split(args) -> int:
@@ -228,10 +265,34 @@ def build_parser() -> argparse.ArgumentParser:
                     help="re-embed slides whose bag is already complete (default: skip them, so a rerun resumes)")
     sp = add("encoders", cmd_encoders, "list the registered patch encoders, their output size and preprocessing")
     sp.set_defaults(config_optional=True)
-    sp = add("reports", cmd_reports, "answer the six FiVE questions for each report; write the labels parquet")
-    sp.add_argument("reports", help="CSV with patient_id (or patient_filename) and text")
-    sp.add_argument("--out", default="results/reports/labels.parquet", help="labels parquet to write")
-    sp.add_argument("--backend", choices=["offline", "openai", "precomputed"], help="override reports.backend")
+    help_ = ("pathology reports: `extract` answers the six FiVE questions per patient and writes the labels "
+             "parquet; `agree` compares two labels tables. `fiveflow reports REPORTS --out X` = `extract`")
+    rp = sub.add_parser("reports", help=help_, description=help_)
+    rsub = rp.add_subparsers(dest="action", metavar="ACTION")
+    rp.set_defaults(func=_reports_usage, parser=rp)
+    help_ = ("answer the six FiVE questions for each report (a CSV/TSV/Parquet table, or a folder of .txt/.pdf); "
+             "write the labels parquet (the Snakemake `reports` rule's code path)")
+    sp = rsub.add_parser("extract", help=help_, description=help_)
+    sp.set_defaults(func=cmd_reports)
+    sp.add_argument("reports", nargs="?", help="reports input (same as --input)")
+    sp.add_argument("--input", "-i", help="reports: CSV/TSV/Parquet with patient id and text columns, a .txt/.pdf "
+                    "report, or a folder of them (patient id from the file name)")
+    sp.add_argument("--output", "--out", "-o", dest="output", default="results/reports/labels.parquet",
+                    help="labels parquet to write (default: results/reports/labels.parquet)")
+    sp.add_argument("--backend", choices=list(REPORT_BACKENDS),
+                    help="override reports.backend: rules (= offline), openai, import (= precomputed)")
+    sp.add_argument("--answers", help="answers CSV for --backend import (patient_id or patient_filename, and answer)")
+    sp.add_argument("--id-column", help="table column with patient ids (default: patient_id, else patient_filename)")
+    sp.add_argument("--text-column", help="table column with the report text (default: text, else ocr_text)")
+    sp.add_argument("--config", default="config.yaml",
+                    help="config file for the reports section (default: config.yaml; built-in defaults when absent)")
+    help_ = ("agreement of two labels tables (labels parquet/CSV, or an answers CSV with an `answer` column) on the "
+             "six categorical fields: per question, confusions, disagreeing patients")
+    sp = rsub.add_parser("agree", help=help_, description=help_)
+    sp.set_defaults(func=cmd_reports_agree)
+    sp.add_argument("--pred", required=True, help="labels table to judge (e.g. labels.parquet)")
+    sp.add_argument("--ref", required=True, help="reference labels table or answers CSV")
+    sp.add_argument("--show", type=int, default=20, help="disagreeing (patient, field) pairs to list (default: 20)")
     sp = add("split", cmd_split, "patient-level train/test split and few-shot draws")
     sp.add_argument("samples", help="samples sheet (slide_id, patient_id, label, path)")
     sp.add_argument("--out", default="results/splits", help="output folder (default: results/splits)")
@@ -267,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Backward compatible: `fiveflow reports REPORTS --out X` is `fiveflow reports extract REPORTS --out X`.
+    if len(argv) > 1 and argv[0] == "reports" and argv[1] not in (*REPORT_ACTIONS, "-h", "--help"):
+        argv.insert(1, "extract")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -16,7 +16,7 @@ rule reports:
     """Six FiVE answers per patient (offline rules, precomputed answers or an OpenAI-compatible LLM)."""
     input:
         reports=COHORT.reports_csv,
-        questions=f"{ROOT}/resources/questions.yaml",
+        questions=f"{ROOT}/resources/questions/five-v1.yaml",
     output:
         labels=report(
             f"{R}/reports/labels.parquet", caption="../report/labels.rst", category="2. Reports"

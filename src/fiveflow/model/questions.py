@@ -1,6 +1,6 @@
 """The six FiVE perspectives (questions) that make up the prompt bank and the description order.
 
-``resources/questions.yaml`` (key ``questions``) is the project's editable copy; when it is
+``resources/questions/five-v1.yaml`` (key ``questions``) is the project's editable copy; when it is
 absent or unreadable the constants below are used. Items there may be plain strings or
 mappings with a ``text`` (or ``question``) field.
 """
@@ -24,7 +24,7 @@ FIVE_QUESTIONS: tuple[str, ...] = (
     "Are the margins of the excised tissue clear of disease?",
 )
 
-DEFAULT_QUESTIONS_FILE = Path(__file__).resolve().parents[3] / "resources" / "questions.yaml"
+DEFAULT_QUESTIONS_FILE = Path(__file__).resolve().parents[3] / "resources" / "questions" / "five-v1.yaml"
 
 
 def _item_text(item) -> str:
@@ -40,7 +40,7 @@ def _item_text(item) -> str:
 def load_questions(path: str | Path | None = None) -> list[str]:
     """Return the question texts, in description order.
 
-    Reads ``path`` (default ``resources/questions.yaml``) when it exists and holds a
+    Reads ``path`` (default ``resources/questions/five-v1.yaml``) when it exists and holds a
     ``questions`` list; otherwise falls back to :data:`FIVE_QUESTIONS`.
     """
     p = Path(path) if path is not None else DEFAULT_QUESTIONS_FILE

@@ -1,4 +1,4 @@
-"""The FiVE questions and the LLM prompt, loaded from ``resources/questions.yaml``."""
+"""The FiVE questions and the LLM prompt, loaded from ``resources/questions/<version>.yaml``."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,9 @@ import yaml
 from .normalize import FIELDS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_QUESTIONS = PROJECT_ROOT / "resources" / "questions.yaml"
+#: one file per prompt version; a new version is a new file, so old labels stay reproducible
+QUESTIONS_DIR = Path("resources") / "questions"
+DEFAULT_QUESTIONS = PROJECT_ROOT / QUESTIONS_DIR / "five-v1.yaml"
 
 
 @dataclass(frozen=True)
@@ -42,18 +44,18 @@ class Prompt:
 
 
 def default_questions_path() -> Path:
-    """resources/questions.yaml of the source tree, else of the working directory (installed package)."""
-    for cand in (DEFAULT_QUESTIONS, Path.cwd() / "resources" / "questions.yaml"):
+    """resources/questions/five-v1.yaml of the source tree, else of the working directory (installed package)."""
+    for cand in (DEFAULT_QUESTIONS, Path.cwd() / QUESTIONS_DIR / DEFAULT_QUESTIONS.name):
         if cand.is_file():
             return cand
     return DEFAULT_QUESTIONS
 
 
 def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
-    """Load and check ``questions.yaml`` (six questions in FIELDS order, >= 1 worked example)."""
+    """Load and check a questions file (six questions in FIELDS order, >= 1 worked example)."""
     path = Path(path) if path is not None else default_questions_path()
     if not path.is_file():
-        raise FileNotFoundError(f"questions file not found: {path} (expected resources/questions.yaml)")
+        raise FileNotFoundError(f"questions file not found: {path} (expected resources/questions/five-v1.yaml)")
     with open(path) as fh:
         doc = yaml.safe_load(fh)
     for key in ("prompt_version", "questions", "instruction", "examples"):
@@ -72,6 +74,9 @@ def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
     for _, ans in examples:
         if ans.count(";") != len(FIELDS) - 1:
             raise ValueError(f"{path}: worked answer must have {len(FIELDS)} ';'-separated phrases: {ans!r}")
+    if path.parent.name == QUESTIONS_DIR.name and path.stem != str(doc["prompt_version"]):
+        raise ValueError(f"{path}: prompt_version is {doc['prompt_version']!r} but the file is named {path.name}. "
+                         "Fix: a new prompt version is a new file named <prompt_version>.yaml (keep the old one).")
     return Prompt(
         version=str(doc["prompt_version"]),
         questions=tuple(q["text"] for q in qs),

@@ -9,9 +9,11 @@ Backends (``reports.backend``):
 
 Whatever the backend, the answers go through :func:`fiveflow.reports.normalize.normalize_answer`
 (offline answers are canonical already), so the categorical columns mean the same everywhere.
-Extra columns next to the contract's: ``answer_raw`` (the backend's answer as given) and
+Extra columns next to the contract's: ``answer_raw`` (the backend's answer as given),
 ``flag`` (empty, or what was repaired: ``empty``, ``padded:N``, ``merged:N``, ``lines``,
-``empty_report``, ``missing_answer``).
+``empty_report``, ``missing_answer``, ``no_text``, ``unreadable``), and the report input's
+``status`` (``ok``, ``empty``, ``no_text``, ``unreadable``) and ``reason`` (why it was not usable).
+Reports are read by :mod:`fiveflow.reports.inputs` (tables, or folders of .txt/.pdf files).
 """
 from __future__ import annotations
 
@@ -30,52 +32,37 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..io import atomic_path
 from . import llm, offline
+from .inputs import patient_ids, read_report_inputs
 from .normalize import FIELDS, SEP, UNKNOWN, canonical_description, normalize_answer
 from .prompts import Prompt, load_prompt
 
 LOG = logging.getLogger("fiveflow.reports")
 BACKENDS = ("offline", "openai", "precomputed")
 COLUMNS = [
-    "patient_id", *FIELDS, "description", "backend", "model", "prompt_version", "answer_raw", "flag",
+    "patient_id", *FIELDS, "description", "backend", "model", "prompt_version", "prompt_sha256", "answer_raw", "flag",
+    "status", "reason",
 ]
 
 
 def _patient_ids(df: pd.DataFrame, path: Path) -> pd.Series:
     """``patient_id`` column, else the part of ``patient_filename`` before the first '.'."""
-    if "patient_id" in df.columns:
-        ids = df["patient_id"]
-    elif "patient_filename" in df.columns:
-        ids = df["patient_filename"].astype(str).str.split(".", n=1).str[0]
-    else:
-        raise ValueError(
-            f"{path}: needs a `patient_id` column or a `patient_filename` column "
-            f"(TCGA-XX-XXXX.<uuid>); found columns: {list(df.columns)}"
-        )
-    ids = ids.astype("string").str.strip()
-    bad = ids.isna() | (ids == "")
-    if bad.any():
-        raise ValueError(f"{path}: {int(bad.sum())} row(s) have an empty patient id (first at row {int(bad.idxmax()) + 2})")
-    return ids.astype(str)
+    return patient_ids(df, path)
 
 
-def read_reports(path: str | os.PathLike, need_text: bool = True) -> pd.DataFrame:
-    """Reports CSV -> DataFrame(patient_id, text), one row per patient.
+def read_reports(
+    path: str | os.PathLike,
+    need_text: bool = True,
+    *,
+    id_column: str | None = None,
+    text_column: str | None = None,
+) -> pd.DataFrame:
+    """Reports -> DataFrame(patient_id, text, source, status, reason), one row per patient.
 
-    A patient with several reports gets their texts joined by a blank line, in file order.
+    Any input :func:`fiveflow.reports.inputs.read_report_inputs` accepts (a CSV/TSV/Parquet table,
+    a folder of .txt/.pdf reports). A patient with several reports gets their texts joined by a
+    blank line, in file order; reports that could not be used have ``status`` != ``ok``.
     """
-    path = Path(path)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    ids = _patient_ids(df, path)
-    if "text" not in df.columns:
-        if need_text:
-            raise ValueError(f"{path}: needs a `text` column with the report text; found columns: {list(df.columns)}")
-        df["text"] = ""
-    out = pd.DataFrame({"patient_id": ids, "text": df["text"].fillna("").astype(str)})
-    if out["patient_id"].duplicated().any():
-        n = int(out["patient_id"].duplicated().sum())
-        LOG.warning("%s: %d extra report(s) for patients with several reports: texts joined", path, n)
-        out = out.groupby("patient_id", sort=False)["text"].agg(lambda s: "\n\n".join(t for t in s if t)).reset_index()
-    return out.reset_index(drop=True)
+    return read_report_inputs(path, id_column, text_column, need_text=need_text)
 
 
 def read_precomputed(path: str | os.PathLike) -> pd.DataFrame:
@@ -134,19 +121,25 @@ def structure_reports(
     *,
     questions: str | os.PathLike | None = None,
     client: Any = None,
+    id_column: str | None = None,
+    text_column: str | None = None,
 ) -> pd.DataFrame:
     """Structure every patient's report into the six FiVE answers; write the labels Parquet.
 
     ``cfg`` is the ``reports`` section of config.yaml (keys: ``backend``, ``precomputed``,
-    ``openai``). ``questions`` overrides resources/questions.yaml; ``client`` injects an
-    OpenAI-compatible client (tests). Returns the table that was written.
+    ``openai``). ``questions`` overrides resources/questions/five-v1.yaml; ``client`` injects an
+    OpenAI-compatible client (tests). ``reports_csv`` may be any input
+    :func:`fiveflow.reports.inputs.read_report_inputs` accepts (``id_column``/``text_column`` name
+    a table's columns). Reports that could not be used (``status`` empty/no_text/unreadable) are
+    kept as rows with every field unknown, their status and the reason. Returns the table written.
     """
     log, handler = _with_logger(log)
     level = LOG.level
     if handler is not None and not LOG.isEnabledFor(logging.INFO):
         LOG.setLevel(logging.INFO)
     try:
-        return _structure(Path(reports_csv), Path(out_parquet), cfg, log, questions, client)
+        return _structure(Path(reports_csv), Path(out_parquet), cfg, log, questions, client,
+                          id_column=id_column, text_column=text_column)
     finally:
         if handler is not None:
             LOG.removeHandler(handler)
@@ -155,23 +148,26 @@ def structure_reports(
 
 
 def _structure(
-    reports_csv: Path, out_parquet: Path, cfg: dict, log: logging.Logger, questions: Any, client: Any
+    reports_csv: Path, out_parquet: Path, cfg: dict, log: logging.Logger, questions: Any, client: Any,
+    *, id_column: str | None = None, text_column: str | None = None,
 ) -> pd.DataFrame:
     backend = (cfg or {}).get("backend", "offline")
     if backend not in BACKENDS:
         raise ValueError(f"reports.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     prompt: Prompt = load_prompt(questions)
-    reports = read_reports(reports_csv, need_text=backend != "precomputed")
+    reports = read_reports(reports_csv, need_text=backend != "precomputed", id_column=id_column,
+                           text_column=text_column)
     texts = reports["text"].tolist()
-    empty = [not t.strip() for t in texts]
+    statuses, reasons = reports["status"].tolist(), reports["reason"].tolist()
+    empty = [st != "ok" or not t.strip() for st, t in zip(statuses, texts)]
     meta: dict[str, Any] = {"backend": backend, "prompt_version": prompt.version, "prompt_sha256": prompt.sha256}
 
     if backend == "offline":
-        model, version = offline.MODEL_NAME, prompt.version
+        model, version, phash = offline.MODEL_NAME, prompt.version, prompt.sha256
         rows = _run_offline(texts)
     elif backend == "openai":
         lcfg = llm.LLMConfig.from_cfg(cfg.get("openai"))
-        model, version = lcfg.model, prompt.version
+        model, version, phash = lcfg.model, prompt.version, prompt.sha256
         idx = [i for i, e in enumerate(empty) if not e]
         got = llm.answer_reports([texts[i] for i in idx], lcfg, prompt, log=log, client=client)
         answers: list[str | None] = [None] * len(texts)
@@ -194,7 +190,8 @@ def _structure(
         extra = len(set(lookup) - set(reports["patient_id"]))
         if extra:
             log.info("%s: %d answer(s) for patients not in %s ignored", src, extra, reports_csv)
-        model, version = "precomputed", f"external:{_file_sha(src)[:12]}"
+        phash = _file_sha(src)  # answers made elsewhere: the hash of the answers file stands for the prompt
+        model, version = "precomputed", f"external:{phash[:12]}"
         rows = _from_answers(answers)
         empty = [False] * len(texts)
         for i, a in enumerate(answers):
@@ -203,12 +200,17 @@ def _structure(
         meta["answers_file"] = src.name
 
     records = []
-    for pid, is_empty, (labels, desc, raw, flag) in zip(reports["patient_id"], empty, rows):
+    for pid, is_empty, status, reason, (labels, desc, raw, flag) in zip(
+        reports["patient_id"], empty, statuses, reasons, rows
+    ):
         if is_empty:
             labels = {f: "unknown" for f in FIELDS}
-            desc, raw, flag = SEP.join([UNKNOWN] * len(FIELDS)), "", "empty_report"
+            desc, raw = SEP.join([UNKNOWN] * len(FIELDS)), ""
+            flag = "empty_report" if status in ("ok", "empty") else status
         records.append({"patient_id": pid, **labels, "description": desc, "backend": backend, "model": model,
-                        "prompt_version": version, "answer_raw": raw, "flag": flag})
+                        "prompt_version": version, "prompt_sha256": phash, "answer_raw": raw, "flag": flag,
+                        "status": status,
+                        "reason": reason})
     df = pd.DataFrame.from_records(records, columns=COLUMNS)
     meta.update(model=model, n_patients=len(df), fiveflow_version=__version__)
     _write_parquet(df, out_parquet, meta)
@@ -217,6 +219,10 @@ def _structure(
     if repaired:
         log.warning("%d answer(s) did not have six ';'-separated phrases and were repaired (see the `flag` column): %s",
                     repaired, json.dumps(df.loc[df["flag"].ne(""), "flag"].value_counts().to_dict()))
+    unusable = df["status"].ne("ok")
+    if unusable.any() and backend != "precomputed":
+        log.warning("%d report(s) could not be used (labels all unknown; see the `status` and `reason` columns): %s",
+                    int(unusable.sum()), json.dumps(df.loc[unusable, "status"].value_counts().to_dict()))
     flagged = df["flag"].ne("").sum()
     log.info(
         "reports: %d patient(s) via %s (%s, prompt %s); %d flagged; %d unique description(s)",
