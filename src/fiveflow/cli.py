@@ -108,13 +108,13 @@ def cmd_encoders(args) -> int:
     return 0
 
 
-REPORT_BACKENDS = {"rules": "offline", "import": "precomputed", "offline": "offline", "openai": "openai",
-                   "precomputed": "precomputed"}
+REPORT_BACKENDS = ("rules", "openai", "import", "offline", "precomputed")  # the last two: older names
 REPORT_ACTIONS = ("extract", "agree")
 
 
 def cmd_reports(args) -> int:
     """``fiveflow reports extract``: the same structure_reports call as the Snakemake rule."""
+    from .reports import backend_name
     from .reports.structure import structure_reports
 
     src = args.input or args.reports
@@ -128,12 +128,19 @@ def cmd_reports(args) -> int:
         cfg = dict(_cfg(args)["reports"] or {})
     cfg.setdefault("backend", "offline")
     if args.backend:
-        cfg["backend"] = REPORT_BACKENDS[args.backend]
+        cfg["backend"] = backend_name(args.backend)
     if args.answers:
         cfg["precomputed"] = args.answers
-    if cfg["backend"] == "precomputed" and not cfg.get("precomputed"):
+    if backend_name(cfg["backend"]) == "precomputed" and not cfg.get("precomputed"):
         raise ValueError("--backend import needs --answers CSV (patient_id or patient_filename, and answer: "
                          "six phrases joined by ';')")
+    if args.dry_run:
+        if backend_name(cfg["backend"]) != "openai":
+            raise ValueError("--dry-run estimates LLM requests: use it with --backend openai")
+        from .reports.structure import estimate_llm_cost
+
+        print(estimate_llm_cost(src, cfg, id_column=args.id_column, text_column=args.text_column).line())
+        return 0
     df = structure_reports(src, args.output, cfg, log=log, id_column=args.id_column, text_column=args.text_column)
     bad = df["status"].ne("ok")
     extra = f" ({int(bad.sum())} without a usable report: {df.loc[bad, 'status'].value_counts().to_dict()})" \
@@ -279,9 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "report, or a folder of them (patient id from the file name)")
     sp.add_argument("--output", "--out", "-o", dest="output", default="results/reports/labels.parquet",
                     help="labels parquet to write (default: results/reports/labels.parquet)")
-    sp.add_argument("--backend", choices=list(REPORT_BACKENDS),
+    sp.add_argument("--backend", choices=REPORT_BACKENDS,
                     help="override reports.backend: rules (= offline), openai, import (= precomputed)")
     sp.add_argument("--answers", help="answers CSV for --backend import (patient_id or patient_filename, and answer)")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="with --backend openai: print how many requests and about how many tokens the run would "
+                         "spend (cached answers excluded); send nothing, write nothing")
     sp.add_argument("--id-column", help="table column with patient ids (default: patient_id, else patient_filename)")
     sp.add_argument("--text-column", help="table column with the report text (default: text, else ocr_text)")
     sp.add_argument("--config", default="config.yaml",

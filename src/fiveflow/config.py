@@ -18,6 +18,9 @@ sys.modules.setdefault("rfc3987_syntax", None)
 import jsonschema  # noqa: E402
 import yaml
 
+
+from .reports import backend_name  # noqa: E402
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -109,14 +112,15 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
             val = cohort.get(key)
             if not val:
                 problems.append(f"{source}: `cohort.{key}` must be a file path when `cohort.source` is samples.")
-            elif not resolve_path(val, root).is_file():
+            elif not (resolve_path(val, root).is_file() or (key == "reports" and resolve_path(val, root).is_dir())):
                 problems.append(f"{source}: `cohort.{key}`: file not found: {resolve_path(val, root)}. Fix: correct the path (relative paths are from {root}).")
     rep = cfg["reports"]
-    if rep["backend"] == "precomputed":
+    backend = backend_name(rep["backend"])
+    if backend == "precomputed":
         val = rep.get("precomputed")
         if not val or not resolve_path(val, root).is_file():
             problems.append(f"{source}: `reports.precomputed`: answers file not found ({val!r}). Fix: point it to a CSV with patient_id and answer.")
-    if rep["backend"] == "openai" and "openai" not in rep:
+    if backend == "openai" and "openai" not in rep:
         problems.append(f"{source}: `reports.backend` is openai but `reports.openai` is missing. Fix: add the openai section.")
     names = [c["name"] for c in cfg["classes"]]
     if len(set(names)) != len(names):

@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fiveflow.config import ConfigError, validate_config  # noqa: E402
 from fiveflow.config import resolve_path  # noqa: E402
+from fiveflow.reports import backend_name  # noqa: E402
 from fiveflow.workflow import Cohort, precomputed_sources  # noqa: E402
 
 try:

@@ -1,7 +1,7 @@
 # Stage 3: raw report text -> answers to the six FiVE questions -> fine-grained labels.
 REPORT_ENVVARS = (
     [config["reports"].get("openai", {}).get("api_key_env", "OPENAI_API_KEY")]
-    if config["reports"]["backend"] == "openai"
+    if backend_name(config["reports"]["backend"]) == "openai"
     else []
 )
 if REPORT_ENVVARS:
@@ -16,7 +16,7 @@ rule reports:
     """Six FiVE answers per patient (offline rules, precomputed answers or an OpenAI-compatible LLM)."""
     input:
         reports=COHORT.reports_csv,
-        questions=f"{ROOT}/resources/questions/five-v1.yaml",
+        questions=str(resolve_path(config["reports"].get("questions", "resources/questions/five-v1.yaml"), Path(ROOT))),
     output:
         labels=report(
             f"{R}/reports/labels.parquet", caption="../report/labels.rst", category="2. Reports"

@@ -4,8 +4,9 @@ from fiveflow.smk import run_script
 
 
 def main(smk, log):
-    df = structure_reports(smk.input.reports, smk.output.labels, smk.params.reports, log=log,
-                           questions=smk.input.questions)
+    cfg = smk.params.reports
+    df = structure_reports(smk.input.reports, smk.output.labels, cfg, log=log, questions=smk.input.questions,
+                           id_column=cfg.get("id_column"), text_column=cfg.get("text_column"))
     log.info("%d patients structured; %d unique descriptions", len(df), df["description"].nunique())
 
 

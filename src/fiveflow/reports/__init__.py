@@ -7,7 +7,15 @@
 """
 from .normalize import FIELDS, normalize_answer
 
-__all__ = ["FIELDS", "normalize_answer", "structure_reports"]
+__all__ = ["BACKEND_ALIASES", "FIELDS", "backend_name", "normalize_answer", "structure_reports"]
+
+#: the names the docs and CLI use -> the backend names stored in labels tables
+BACKEND_ALIASES = {"rules": "offline", "import": "precomputed"}
+
+
+def backend_name(name: str) -> str:
+    """``rules`` -> ``offline``, ``import`` -> ``precomputed``; other names unchanged."""
+    return BACKEND_ALIASES.get(name, name)
 
 
 def __getattr__(name: str):  # lazy: importing the package must not pull in pandas/openai

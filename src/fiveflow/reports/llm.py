@@ -4,25 +4,49 @@
   config) and only when a request must actually be sent: a fully cached rerun needs no key.
   The key never reaches logs, cache files, exceptions or outputs (errors are rebuilt from the
   status code and a redacted message, outside the ``except`` block, so no original exception
-  carrying it is chained).
-* Cache: one JSON file per answer, ``{cache_dir}/{key}.json``, key = sha256 of (prompt version,
-  model, report text); written atomically. Changing ``prompt_version`` changes every key.
-* Transient failures (HTTP 408/409/429/5xx, timeouts, connection errors) are retried with
-  exponential backoff and jitter, honouring ``Retry-After``; other errors fail at once.
+  carrying it is chained; replies are redacted too).
+* Cache: one JSON file per answer, ``{cache_dir}/{key}.json``, key = sha256 of everything that
+  changes the answer (:func:`cache_key`: report text, backend ``openai``, model, prompt version,
+  prompt sha256, base_url, temperature, output format); written atomically. Only well-formed
+  answers are cached: a failed or malformed report is retried by the next run.
+* Well-formed answer (:func:`check_answer`): a non-truncated reply (``finish_reason`` not
+  ``length``) that is a JSON object with the six FIELDS as string values (structured output), or
+  text that :func:`fiveflow.reports.normalize.split_answer` splits into exactly six phrases
+  (``;``-joined; six lines without ``;`` also pass) without padding or merging. A malformed reply
+  gets ONE repair request (the conversation plus the bad reply and a request for exactly the
+  format); if that is malformed too, the report is recorded as ``malformed`` carrying the raw
+  reply (structure.py then repairs it as before and flags it), never cached.
+* Structured output (``structured``: ``auto`` | ``json`` | ``text``): ``auto`` (default) sends
+  ``response_format={"type": "json_schema", ...}`` and, if the server rejects it (HTTP 400
+  mentioning response_format / json_schema), falls back to ``;``-joined text for the rest of the
+  run; a JSON answer is stored as the six values joined by ``"; "`` so every consumer sees one
+  format. ``auto`` also accepts a text reply from a server that ignores ``response_format``.
+* Transient failures (HTTP 408/409/429/5xx, timeouts past ``timeout_s``, connection errors,
+  unparsable response bodies) are retried with exponential backoff and jitter, honouring
+  ``Retry-After``; other errors fail at once. A report whose request fails for good is recorded
+  as ``failed``; the batch always completes, then (``raise_on_failure=True``, the default)
+  :class:`LLMBatchError` is raised carrying every record and the run summary.
 * Up to ``max_concurrency`` requests run in parallel threads; progress is shown with tqdm.
+* :class:`RunSummary` (``AnswerBatch.summary``): requests sent (retries and repairs included),
+  cache hits, answered / malformed / failed counts, summed ``usage`` tokens, seconds; one log line.
+* ``dry_run=True`` sends nothing and returns a :class:`DryRunEstimate`: requests that would be sent
+  (unique reports not in the cache) and a token estimate: ``ceil(len(content) / 4) + 4`` per
+  message (characters / 4 is the usual English rule of thumb, 4 the per-message chat overhead),
+  plus ``ASSUMED_COMPLETION_TOKENS`` (100: the worked answers are 150-330 characters) per request.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,10 +54,43 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_text
+from .normalize import FIELDS, SEP, split_answer
 from .prompts import Prompt
 
 LOG = logging.getLogger("fiveflow.reports.llm")
 TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+STRUCTURED_MODES = ("auto", "json", "text")
+ASSUMED_COMPLETION_TOKENS = 100
+BACKEND = "openai"
+
+JSON_SCHEMA_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "five_answers",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {f: {"type": "string"} for f in FIELDS},
+            "required": list(FIELDS),
+            "additionalProperties": False,
+        },
+    },
+}
+JSON_INSTRUCTION = (
+    "\nReply with one JSON object and nothing else, with exactly these keys in this order: "
+    + ", ".join(FIELDS)
+    + "; each value is your one short phrase for the matching perspective (Unknown when it cannot be answered)."
+)
+TEXT_REPAIR = (
+    "Your reply above is not in the required format. Reply again with exactly six short phrases, one per "
+    "perspective in the order given, joined by ';' (exactly five ';' characters), with no numbering, no line "
+    "breaks and no other text. Answer a perspective that cannot be answered with the exact word Unknown."
+)
+JSON_REPAIR = (
+    "Your reply above is not in the required format. Reply again with only one JSON object with exactly the keys "
+    + ", ".join(FIELDS)
+    + ", each a short phrase (Unknown when it cannot be answered), and no other text."
+)
 
 
 class LLMError(RuntimeError):
@@ -58,6 +115,7 @@ class LLMConfig:
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
     timeout_s: float = 120.0
+    structured: str = "auto"
 
     @classmethod
     def from_cfg(cls, cfg: dict | None, **overrides: Any) -> "LLMConfig":
@@ -71,25 +129,158 @@ class LLMConfig:
         out = cls(**{k: v for k, v in cfg.items() if v is not None or k == "base_url"})
         if out.max_concurrency < 1:
             raise ValueError("reports.openai.max_concurrency must be >= 1")
+        if out.structured not in STRUCTURED_MODES:
+            raise ValueError(f"reports.openai.structured must be one of {', '.join(STRUCTURED_MODES)}, got {out.structured!r}")
+        if not out.timeout_s or out.timeout_s <= 0:
+            raise ValueError("reports.openai.timeout_s must be > 0")
         return out
 
 
 @dataclass(frozen=True)
 class LLMAnswer:
-    """One report's raw answer and where it came from."""
+    """One report's answer and where it came from.
+
+    ``status``: ``ok`` (well-formed; cached), ``malformed`` (the reply, after one repair request, is
+    still not six answers: ``answer`` holds the raw reply, not cached) or ``failed`` (no usable
+    reply: ``answer`` is the raw reply if any, else ""; ``error`` says why; not cached).
+    """
 
     key: str
     answer: str
     cached: bool
+    status: str = "ok"
+    error: str = ""
+    raw_replies: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
-def cache_key(prompt_version: str, model: str, report_text: str) -> str:
-    """sha256 over (prompt version, model, report text), NUL-separated."""
+@dataclass
+class RunSummary:
+    """What one :func:`answer_reports` call did."""
+
+    reports: int = 0  # unique report texts
+    cache_hits: int = 0
+    requests: int = 0  # HTTP requests sent, retries and repair requests included
+    repairs: int = 0  # repair requests sent
+    answered: int = 0  # new well-formed answers (cached)
+    malformed: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    structured: str = ""  # output format used at the end of the run: json | text
+
+    def line(self) -> str:
+        return (f"LLM run: {self.reports} report(s), {self.cache_hits} cached, {self.requests} request(s) "
+                f"({self.repairs} repair), {self.answered} answered, {self.malformed} malformed, {self.failed} failed, "
+                f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion, {self.seconds:.1f}s"
+                + (f", format {self.structured}" if self.structured else ""))
+
+
+class AnswerBatch(list):
+    """``list[LLMAnswer]`` in input order, plus ``.summary`` (:class:`RunSummary`)."""
+
+    def __init__(self, items: Sequence[LLMAnswer] = (), summary: RunSummary | None = None):
+        super().__init__(items)
+        self.summary = summary or RunSummary()
+
+    @property
+    def failures(self) -> list[LLMAnswer]:
+        return [a for a in self if not a.ok]
+
+
+class LLMBatchError(LLMError):
+    """Some reports failed for good; the batch completed. ``.batch`` holds every record."""
+
+    def __init__(self, message: str, batch: AnswerBatch):
+        super().__init__(message)
+        self.batch = batch
+
+
+@dataclass(frozen=True)
+class DryRunEstimate:
+    """What :func:`answer_reports` would send (``dry_run=True``); see the module docstring."""
+
+    reports: int
+    cache_hits: int
+    requests: int
+    est_prompt_tokens: int
+    est_completion_tokens: int
+
+    def line(self) -> str:
+        return (f"LLM dry run: {self.reports} report(s), {self.cache_hits} cached, {self.requests} request(s) would be "
+                f"sent, ~{self.est_prompt_tokens} prompt + ~{self.est_completion_tokens} completion tokens (estimate)")
+
+
+def cache_key(
+    report_text: str,
+    *,
+    model: str,
+    prompt_version: str,
+    prompt_sha256: str | None = None,
+    base_url: str | None = None,
+    temperature: float = 0.0,
+    structured: str = "auto",
+    backend: str = BACKEND,
+) -> str:
+    """sha256 over every input that changes the answer, as NUL-separated fields."""
     h = hashlib.sha256()
-    for part in (prompt_version, model, report_text):
-        h.update(part.encode("utf-8"))
+    for part in (report_text, backend, model, prompt_version, prompt_sha256 or "", (base_url or "").rstrip("/"),
+                 repr(float(temperature)), structured):
+        h.update(str(part).encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
+
+
+def report_cache_key(report_text: str, cfg: LLMConfig, prompt: Prompt) -> str:
+    """The cache key of ``report_text`` under ``cfg`` and ``prompt``."""
+    return cache_key(report_text, model=cfg.model, prompt_version=prompt.version,
+                     prompt_sha256=getattr(prompt, "sha256", None), base_url=cfg.base_url,
+                     temperature=cfg.temperature, structured=cfg.structured)
+
+
+# ----------------------------------------------------------------------------- answers
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S | re.I)
+
+
+def _parse_json_answer(content: str) -> str | None:
+    """A JSON object with the six FIELDS as strings -> the values joined by SEP; else None."""
+    m = _FENCE.match(content)
+    text = m.group(1) if m else content
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or any(not isinstance(obj.get(f), str) for f in FIELDS):
+        return None
+    return SEP.join(re.sub(r"\s+", " ", obj[f].replace(";", ",")).strip() for f in FIELDS)
+
+
+def check_answer(content: str | None, finish_reason: str | None = None, json_mode: bool = False) -> tuple[str | None, str]:
+    """(well-formed answer as ``;``-joined text, "") or (None, why it is malformed).
+
+    ``json_mode``: a JSON object is expected, but a text reply is accepted too (servers that
+    ignore ``response_format``).
+    """
+    content = (content or "").strip()
+    if finish_reason == "length":
+        return None, "truncated (finish_reason length)"
+    if not content:
+        return None, "empty reply"
+    if json_mode or content.startswith(("{", "```")):
+        parsed = _parse_json_answer(content)
+        if parsed is not None:
+            return parsed, ""
+        if content.startswith(("{", "```")):
+            return None, "not a JSON object with the six fields"
+    _, flag = split_answer(content)
+    if flag not in ("", "lines"):
+        return None, f"not six ';'-separated answers ({flag})"
+    return content, ""
 
 
 # ----------------------------------------------------------------------------- secrets
@@ -137,7 +328,8 @@ class AnswerCache:
         except (OSError, ValueError) as e:
             LOG.warning("ignoring unreadable cache file %s (%s)", p, type(e).__name__)
             return None
-        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("answer"), str):
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("answer"), str) \
+                or not entry["answer"].strip():
             LOG.warning("ignoring malformed cache file %s", p)
             return None
         return entry
@@ -159,10 +351,19 @@ def _status_of(exc: BaseException) -> int | None:
 def _is_transient(exc: BaseException) -> bool:
     import openai
 
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError)):
+        return True
+    if isinstance(exc, ValueError):  # a response body that is not JSON (proxy hiccup, cut connection)
         return True
     status = _status_of(exc)
     return status is not None and (status in TRANSIENT_STATUS or status >= 500)
+
+
+def _rejects_response_format(exc: BaseException) -> bool:
+    if _status_of(exc) != 400:
+        return False
+    text = str(exc).lower()
+    return any(w in text for w in ("response_format", "json_schema", "json_object", "response format"))
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -176,13 +377,36 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+def _messages(prompt: Prompt, report: str, json_mode: bool) -> list[dict[str, str]]:
+    """The prompt's chat messages; in JSON mode the system message also asks for the JSON object."""
+    msgs = prompt.messages(report)
+    if json_mode:
+        msgs[0] = {"role": "system", "content": msgs[0]["content"] + JSON_INSTRUCTION}
+    return msgs
+
+
+class _RequestFailed(Exception):
+    """Internal: one request failed for good (message already redacted)."""
+
+
+@dataclass
+class _Outcome:
+    status: str
+    answer: str
+    error: str = ""
+    raw_replies: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+
+
 class _Requester:
-    """Sends one report's chat request with retries; safe to call from several threads."""
+    """Sends one report's chat request(s) with retries and one repair; safe to call from several threads."""
 
     def __init__(self, cfg: LLMConfig, prompt: Prompt, client: Any, secret: str):
         self.cfg, self.prompt, self.client, self._secret = cfg, prompt, client, secret
         self._rng = random.Random()
         self._lock = threading.Lock()
+        self.json_mode = cfg.structured in ("auto", "json")
+        self.requests = self.repairs = self.prompt_tokens = self.completion_tokens = 0
 
     def _sleep_for(self, attempt: int, exc: BaseException) -> float:
         base = min(self.cfg.max_backoff_s, self.cfg.backoff_s * (2 ** attempt))
@@ -191,25 +415,49 @@ class _Requester:
         ra = _retry_after(exc)
         return min(self.cfg.max_backoff_s, max(delay, ra)) if ra is not None else delay
 
-    def __call__(self, report: str) -> tuple[str, dict]:
-        messages = self.prompt.messages(report)
+    def messages(self, report: str, json_mode: bool) -> list[dict[str, str]]:
+        return _messages(self.prompt, report, json_mode)
+
+    def _send(self, messages: list[dict[str, str]]) -> tuple[str, str | None, dict, bool]:
+        """One logical request with transient retries -> (content, finish_reason, meta, json_mode used)."""
         failure: tuple[str, int | None, str, int] = ("unknown", None, "", 0)
-        for attempt in range(self.cfg.max_retries + 1):
+        attempt = 0
+        while attempt <= self.cfg.max_retries:
+            json_mode = self.json_mode
+            kwargs: dict[str, Any] = {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature}
+            if json_mode:
+                kwargs["response_format"] = JSON_SCHEMA_FORMAT
+            with self._lock:
+                self.requests += 1
             try:
-                resp = self.client.chat.completions.create(
-                    model=self.cfg.model, messages=messages, temperature=self.cfg.temperature
-                )
-                content = resp.choices[0].message.content if resp.choices else None
+                resp = self.client.chat.completions.create(**kwargs)
+                choice = resp.choices[0] if resp.choices else None
+                content = choice.message.content if choice is not None and choice.message is not None else None
                 usage = getattr(resp, "usage", None)
+                with self._lock:
+                    self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+                    self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
                 meta = {
                     "response_model": getattr(resp, "model", None),
                     "usage": usage.model_dump() if hasattr(usage, "model_dump") else None,
                     "attempts": attempt + 1,
                 }
-                return (content or "").strip(), meta
+                content = redact(content or "", self._secret).strip()
+                return content, getattr(choice, "finish_reason", None), meta, json_mode
             except Exception as exc:  # noqa: BLE001 - classified below, never re-raised as is
                 status = _status_of(exc)
                 msg = redact(str(exc), self._secret)[:500]
+                if json_mode and self.cfg.structured == "auto" and _rejects_response_format(exc):
+                    with self._lock:
+                        if self.json_mode:
+                            LOG.warning("the server rejects response_format (HTTP 400): using ';'-joined text answers "
+                                        "for the rest of this run")
+                        self.json_mode = False
+                    messages = [dict(m) for m in messages]
+                    if messages[0]["content"].endswith(JSON_INSTRUCTION):
+                        messages[0]["content"] = messages[0]["content"][: -len(JSON_INSTRUCTION)]
+                    messages = [m if m.get("content") != JSON_REPAIR else {**m, "content": TEXT_REPAIR} for m in messages]
+                    continue  # not a retry: the same request in the text format
                 if _is_transient(exc) and attempt < self.cfg.max_retries:
                     delay = self._sleep_for(attempt, exc)
                     LOG.warning(
@@ -217,15 +465,46 @@ class _Requester:
                         type(exc).__name__, status, attempt + 1, self.cfg.max_retries, delay,
                     )
                     time.sleep(delay)
+                    attempt += 1
                     continue
                 failure = (type(exc).__name__, status, msg, attempt + 1)
                 break
-        # Raised here, outside the except block: no chained exception can carry the key.
         name, status, msg, attempts = failure
-        raise LLMError(
+        raise _RequestFailed(
             f"LLM request to model {self.cfg.model!r} failed ({name}, HTTP status {status}) "
             f"after {attempts} attempt(s): {msg}"
         )
+
+    def __call__(self, report: str) -> _Outcome:
+        messages = self.messages(report, self.json_mode)
+        replies: list[str] = []
+        try:
+            content, finish, meta, json_mode = self._send(messages)
+            replies.append(content)
+            answer, why = check_answer(content, finish, json_mode)
+            if answer is not None:
+                return _Outcome("ok", answer, raw_replies=tuple(replies), meta=meta)
+            LOG.warning("malformed LLM answer (%s): sending one repair request", why)
+            json_mode = self.json_mode  # the format may have changed (fallback) in another thread
+            base = self.messages(report, json_mode)
+            repair = base + [{"role": "assistant", "content": content or "(empty reply)"},
+                             {"role": "user", "content": JSON_REPAIR if json_mode else TEXT_REPAIR}]
+            with self._lock:
+                self.repairs += 1
+            content2, finish2, meta2, json_mode2 = self._send(repair)
+            replies.append(content2)
+            answer2, why2 = check_answer(content2, finish2, json_mode2)
+            if answer2 is not None:
+                return _Outcome("ok", answer2, raw_replies=tuple(replies),
+                                meta={**meta2, "attempts": meta["attempts"] + meta2["attempts"], "repaired": True})
+            best = content2 or content
+            return _Outcome("malformed", best, error=f"malformed answer after one repair request: {why2}",
+                            raw_replies=tuple(replies))
+        except _RequestFailed as e:
+            err = str(e)
+        # Built here, outside the except block: no chained exception can carry the key.
+        raw = next((r for r in reversed(replies) if r), "")
+        return _Outcome("failed", raw, error=err, raw_replies=tuple(replies))
 
 
 def make_client(cfg: LLMConfig, api_key: str) -> Any:
@@ -235,29 +514,42 @@ def make_client(cfg: LLMConfig, api_key: str) -> Any:
     return OpenAI(api_key=api_key, base_url=cfg.base_url, max_retries=0, timeout=cfg.timeout_s)
 
 
+def _estimate_tokens(messages: list[dict[str, str]]) -> int:
+    return sum(math.ceil(len(m.get("content") or "") / 4) + 4 for m in messages)
+
+
 def answer_reports(
     texts: Sequence[str],
     cfg: LLMConfig,
     prompt: Prompt,
     log: logging.Logger | None = None,
     client: Any = None,
-) -> list[LLMAnswer]:
-    """Raw LLM answers for ``texts`` (in order): cached ones from disk, the rest requested.
+    *,
+    dry_run: bool = False,
+    raise_on_failure: bool = True,
+) -> AnswerBatch | DryRunEstimate:
+    """Answers for ``texts`` (in order): cached ones from disk, the rest requested.
 
-    Identical texts are requested once. Every new answer is cached as soon as it arrives, so an
-    interrupted run loses at most the requests in flight.
+    Identical texts are requested once. Every new well-formed answer is cached as soon as it
+    arrives, so an interrupted run loses at most the requests in flight. Returns an
+    :class:`AnswerBatch` (a list of :class:`LLMAnswer`, with ``.summary``). Reports that end
+    ``malformed`` come back with their raw reply; reports that end ``failed`` make the call
+    raise :class:`LLMBatchError` (with ``.batch``) after the whole batch, unless
+    ``raise_on_failure=False``. ``dry_run=True`` sends nothing, needs no key and returns a
+    :class:`DryRunEstimate`.
     """
     log = log or LOG
+    t0 = time.perf_counter()
     cache = AnswerCache(cfg.cache_dir)
-    keys = [cache_key(prompt.version, cfg.model, t) for t in texts]
-    found: dict[str, str] = {}
+    keys = [report_cache_key(t, cfg, prompt) for t in texts]
+    found: dict[str, LLMAnswer] = {}
     todo: dict[str, str] = {}
     for k, t in zip(keys, texts):
         if k in found or k in todo:
             continue
         entry = cache.get(k)
         if entry is not None:
-            found[k] = entry["answer"]
+            found[k] = LLMAnswer(key=k, answer=entry["answer"], cached=True)
             if entry.get("prompt_sha256") not in (None, prompt.sha256):
                 log.warning(
                     "cached answer %s was made with a different prompt text under the same prompt_version "
@@ -265,39 +557,60 @@ def answer_reports(
                 )
         else:
             todo[k] = t
+    summary = RunSummary(reports=len(found) + len(todo), cache_hits=len(found))
+    if dry_run:
+        json_mode = cfg.structured in ("auto", "json")
+        est = DryRunEstimate(
+            reports=summary.reports, cache_hits=len(found), requests=len(todo),
+            est_prompt_tokens=sum(_estimate_tokens(_messages(prompt, t, json_mode)) for t in todo.values()),
+            est_completion_tokens=ASSUMED_COMPLETION_TOKENS * len(todo),
+        )
+        log.info("%s", est.line())
+        return est
     log.info("LLM answers: %d cached, %d to request (model %s, prompt %s)", len(found), len(todo), cfg.model, prompt.version)
     if todo:
         secret = read_api_key(cfg.api_key_env)
         requester = _Requester(cfg, prompt, client if client is not None else make_client(cfg, secret), secret)
-        errors: list[str] = []
         with ThreadPoolExecutor(max_workers=cfg.max_concurrency) as pool:
             futures = {pool.submit(requester, t): k for k, t in todo.items()}
             with tqdm(total=len(futures), desc="LLM answers", unit="report", disable=None) as bar:
                 for fut in as_completed(futures):
                     k = futures[fut]
                     bar.update(1)
-                    try:
-                        answer, meta = fut.result()
-                    except LLMError as e:
-                        errors.append(str(e))
+                    out: _Outcome = fut.result()
+                    found[k] = LLMAnswer(key=k, answer=out.answer, cached=False, status=out.status, error=out.error,
+                                         raw_replies=out.raw_replies)
+                    if out.status != "ok":
+                        log.warning("LLM report %s %s: %s", k[:12], out.status, out.error[:300])
                         continue
-                    found[k] = answer
-                    if answer:
-                        cache.put(k, {
-                            "key": k,
-                            "answer": answer,
-                            "model": cfg.model,
-                            "prompt_version": prompt.version,
-                            "prompt_sha256": prompt.sha256,
-                            "temperature": cfg.temperature,
-                            "report_sha256": hashlib.sha256(todo[k].encode("utf-8")).hexdigest(),
-                            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            **meta,
-                        })
-        if errors:
-            raise LLMError(
-                f"{len(errors)} of {len(todo)} LLM request(s) failed (answers that succeeded are cached; "
-                f"rerun to retry the rest). First error: {errors[0]}"
-            )
-    cached_keys = set(keys) - set(todo)
-    return [LLMAnswer(key=k, answer=found[k], cached=k in cached_keys) for k in keys]
+                    cache.put(k, {
+                        "key": k,
+                        "answer": out.answer,
+                        "backend": BACKEND,
+                        "model": cfg.model,
+                        "base_url": cfg.base_url,
+                        "prompt_version": prompt.version,
+                        "prompt_sha256": prompt.sha256,
+                        "temperature": cfg.temperature,
+                        "structured": cfg.structured,
+                        "report_sha256": hashlib.sha256(todo[k].encode("utf-8")).hexdigest(),
+                        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        **out.meta,
+                    })
+        summary.requests, summary.repairs = requester.requests, requester.repairs
+        summary.prompt_tokens, summary.completion_tokens = requester.prompt_tokens, requester.completion_tokens
+        summary.structured = "json" if requester.json_mode else "text"
+    new = [found[k] for k in todo]
+    summary.answered = sum(a.status == "ok" for a in new)
+    summary.malformed = sum(a.status == "malformed" for a in new)
+    summary.failed = sum(a.status == "failed" for a in new)
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    log.info("%s", summary.line())
+    batch = AnswerBatch([found[k] for k in keys], summary)
+    if summary.failed and raise_on_failure:
+        first = next(a for a in new if a.status == "failed")
+        raise LLMBatchError(
+            f"{summary.failed} of {len(todo)} LLM request(s) failed (answers that succeeded are cached; "
+            f"rerun to retry the rest). First error: {first.error}", batch
+        )
+    return batch

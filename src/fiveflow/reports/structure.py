@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..io import atomic_path
-from . import llm, offline
+from . import backend_name, llm, offline
 from .inputs import patient_ids, read_report_inputs
 from .normalize import FIELDS, SEP, UNKNOWN, canonical_description, normalize_answer
 from .prompts import Prompt, load_prompt
@@ -147,13 +147,23 @@ def structure_reports(
             handler.close()
 
 
+def estimate_llm_cost(reports: str | os.PathLike, cfg: dict, questions: str | os.PathLike | None = None, *,
+                      id_column: str | None = None, text_column: str | None = None) -> llm.DryRunEstimate:
+    """What the ``openai`` backend would send for these reports (cache hits excluded); sends nothing."""
+    prompt = load_prompt(questions)
+    rep = read_reports(reports, id_column=id_column, text_column=text_column)
+    texts = [t for t, st in zip(rep["text"], rep["status"]) if st == "ok" and t.strip()]
+    return llm.answer_reports(texts, llm.LLMConfig.from_cfg((cfg or {}).get("openai")), prompt, dry_run=True)
+
+
 def _structure(
     reports_csv: Path, out_parquet: Path, cfg: dict, log: logging.Logger, questions: Any, client: Any,
     *, id_column: str | None = None, text_column: str | None = None,
 ) -> pd.DataFrame:
-    backend = (cfg or {}).get("backend", "offline")
+    backend = backend_name((cfg or {}).get("backend", "offline"))
     if backend not in BACKENDS:
-        raise ValueError(f"reports.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        raise ValueError(f"reports.backend: {backend!r} is not one of rules (= offline), openai, import "
+                         "(= precomputed)")
     prompt: Prompt = load_prompt(questions)
     reports = read_reports(reports_csv, need_text=backend != "precomputed", id_column=id_column,
                            text_column=text_column)
@@ -169,12 +179,22 @@ def _structure(
         lcfg = llm.LLMConfig.from_cfg(cfg.get("openai"))
         model, version, phash = lcfg.model, prompt.version, prompt.sha256
         idx = [i for i, e in enumerate(empty) if not e]
-        got = llm.answer_reports([texts[i] for i in idx], lcfg, prompt, log=log, client=client)
+        # every report ends answered or recorded as failed; failures are not cached, so a rerun retries them
+        got = llm.answer_reports([texts[i] for i in idx], lcfg, prompt, log=log, client=client,
+                                 raise_on_failure=False)
         answers: list[str | None] = [None] * len(texts)
         for i, a in zip(idx, got):
-            answers[i] = a.answer
+            answers[i] = a.answer if a.status != "failed" else None
         rows = _from_answers(answers)
-        meta.update(temperature=lcfg.temperature, n_cached=sum(a.cached for a in got))
+        for i, a in zip(idx, got):
+            if a.status == "failed":  # all fields unknown; the raw reply (or the error) kept for the audit
+                rows[i] = (rows[i][0], rows[i][1], (a.raw_replies[-1] if a.raw_replies else a.error), "llm_failed")
+        if got.failures:
+            log.warning("%d report(s) got no usable LLM answer (flag llm_failed / malformed); a rerun retries only them",
+                        len(got.failures))
+        sm = got.summary
+        meta.update(temperature=lcfg.temperature, n_cached=sum(a.cached for a in got), requests=sm.requests,
+                    prompt_tokens=sm.prompt_tokens, completion_tokens=sm.completion_tokens, n_failed=len(got.failures))
     else:
         src = cfg.get("precomputed")
         if not src:
