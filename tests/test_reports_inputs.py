@@ -140,9 +140,12 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"notext\.csv.*`text`.*found columns.*--text-column"):
         read_report_inputs(tmp_path / "notext.csv")
     assert read_report_inputs(tmp_path / "notext.csv", need_text=False)["status"].tolist() == ["ok"]
-    (tmp_path / "r.xlsx").write_bytes(b"PK")
-    with pytest.raises(ValueError, match=r"r\.xlsx.*unsupported"):
+    (tmp_path / "r.xlsx").write_bytes(b"PK")  # truncated: not a readable workbook
+    with pytest.raises(ValueError, match=r"r\.xlsx.*cannot be read as Excel.*Fix"):
         read_report_inputs(tmp_path / "r.xlsx")
+    (tmp_path / "r.docx").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"r\.docx.*unsupported"):
+        read_report_inputs(tmp_path / "r.docx")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match=r"bad\.parquet.*Parquet"):
         read_report_inputs(tmp_path / "bad.parquet")

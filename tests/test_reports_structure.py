@@ -184,3 +184,20 @@ def test_every_row_carries_the_prompt_version_and_hash(tmp_path):
     edited.write_text(DEFAULT_QUESTIONS.read_text())
     with pytest.raises(ValueError, match="new prompt version is a new file"):
         load_prompt(edited)  # an edited prompt must get its own version, not reuse the old one's name
+
+
+def test_import_backend_reads_an_excel_column(tmp_path):
+    """Precomputed answers may sit in any column of an Excel sheet (e.g. a spreadsheet of GPT-4 answers)."""
+    reports = tmp_path / "r.csv"
+    pd.DataFrame({"patient_id": ["P1", "P2"], "text": ["x", "y"]}).to_csv(reports, index=False)
+    answers = tmp_path / "answers.xlsx"
+    pd.DataFrame({"patient_id": ["P1", "P2"], "gpt4": [
+        "Poorly differentiated; Unknown; No vascular invasion; Unknown; Unknown; Margins clear (R0)",
+        "Well differentiated; Unknown; Unknown; Pleural invasion present; Unknown; Unknown"]}).to_excel(answers, index=False)
+    df = structure_reports(reports, tmp_path / "l.parquet",
+                           {"backend": "import", "precomputed": str(answers), "answer_column": "gpt4"})
+    df = df.set_index("patient_id")
+    assert df.loc["P1", "differentiation"] == "poor" and df.loc["P1", "margins"] == "negative"
+    assert df.loc["P2", "pleural_invasion"] == "present" and (df["backend"] == "precomputed").all()
+    with pytest.raises(ValueError, match="answer_column"):
+        structure_reports(reports, tmp_path / "m.parquet", {"backend": "import", "precomputed": str(answers)})

@@ -131,6 +131,8 @@ def cmd_reports(args) -> int:
         cfg["backend"] = backend_name(args.backend)
     if args.answers:
         cfg["precomputed"] = args.answers
+    if args.answer_column:
+        cfg["answer_column"] = args.answer_column
     if backend_name(cfg["backend"]) == "precomputed" and not cfg.get("precomputed"):
         raise ValueError("--backend import needs --answers CSV (patient_id or patient_filename, and answer: "
                          "six phrases joined by ';')")
@@ -288,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="labels parquet to write (default: results/reports/labels.parquet)")
     sp.add_argument("--backend", choices=REPORT_BACKENDS,
                     help="override reports.backend: rules (= offline), openai, import (= precomputed)")
-    sp.add_argument("--answers", help="answers CSV for --backend import (patient_id or patient_filename, and answer)")
+    sp.add_argument("--answers", help="answers table for --backend import (CSV/TSV/Parquet/XLSX with patient_id or "
+                    "patient_filename, and the answers)")
+    sp.add_argument("--answer-column", help="column of --answers holding the six answers joined by ';' (default: answer)")
     sp.add_argument("--dry-run", action="store_true",
                     help="with --backend openai: print how many requests and about how many tokens the run would "
                          "spend (cached answers excluded); send nothing, write nothing")

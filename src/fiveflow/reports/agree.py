@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .inputs import TABLE_SUFFIXES, patient_ids
+from .inputs import patient_ids, read_table
 from .normalize import ALLOWED, FIELDS, normalize_answer
 
 LOG = logging.getLogger("fiveflow.reports")
@@ -40,21 +40,6 @@ class Agreement:
     excluded: dict[str, int] = field(default_factory=dict)  # side -> patients left out (no answer)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"{path}: unsupported labels file {suffix or '(no extension)'!r}. "
-                         f"Fix: give a labels Parquet/CSV/TSV, or an answers CSV with an `answer` column")
-    sep = TABLE_SUFFIXES[suffix]
-    try:
-        if sep is None:
-            df = pd.read_parquet(path)
-            return df.astype(object).where(df.notna(), "").astype(str)
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
-
-
 def read_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     """A labels table or an answers CSV -> (DataFrame(patient_id, *FIELDS), ids left out for lack of an answer).
 
@@ -64,7 +49,7 @@ def read_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     if not path.exists():
         raise FileNotFoundError(f"labels file not found: {path}. Fix: give a labels parquet from "
                                 f"`fiveflow reports extract`, or an answers CSV")
-    df = _read_table(path)
+    df = read_table(path)
     ids = patient_ids(df, path)
     missing = [f for f in FIELDS if f not in df.columns]
     if not missing:

@@ -38,7 +38,8 @@ LOG = logging.getLogger("fiveflow.reports")
 
 COLUMNS = ["patient_id", "text", "source", "status", "reason"]
 STATUSES = ("ok", "empty", "no_text", "unreadable")
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".parquet": None, ".pq": None}
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".parquet": None, ".pq": None, ".xlsx": "excel",
+                  ".xls": "excel"}
 FILE_SUFFIXES = (".txt", ".pdf")
 ID_COLUMNS = ("patient_id", "patient_filename")
 TEXT_COLUMNS = ("text", "ocr_text")
@@ -145,11 +146,18 @@ def _read_file(path: Path) -> tuple[str, str, str]:
 
 # ----------------------------------------------------------------------------- tables
 
-def _read_table(path: Path) -> pd.DataFrame:
-    sep = TABLE_SUFFIXES[path.suffix.lower()]
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A CSV/TSV/Parquet/Excel table as strings ("" for missing); the format comes from the extension."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: unsupported table {suffix or '(no extension)'!r}. "
+                         f"Fix: give a {'/'.join(TABLE_SUFFIXES)} file")
+    sep = TABLE_SUFFIXES[suffix]
+    kind = {None: "Parquet", "excel": "Excel", "\t": "TSV"}.get(sep, "CSV")
     try:
-        if sep is None:
-            df = pd.read_parquet(path)
+        if sep is None or sep == "excel":
+            df = pd.read_parquet(path) if sep is None else pd.read_excel(path, dtype=str)
             return df.astype(object).where(df.notna(), "").astype(str)
         try:
             return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
@@ -158,10 +166,11 @@ def _read_table(path: Path) -> pd.DataFrame:
             return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="cp1252")
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the file is empty; expected a header line with patient id and text columns") from None
+    except ImportError as exc:  # pandas' Excel reader needs openpyxl
+        raise ValueError(f"{path}: reading {kind} needs {exc.name or 'openpyxl'}. Fix: pip install openpyxl") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        kind = "Parquet" if sep is None else ("TSV" if sep == "\t" else "CSV")
         raise ValueError(f"{path}: cannot be read as {kind} ({type(exc).__name__}: {exc}). Fix: check the file "
-                         f"is a {kind} file (the format is taken from the extension)") from None
+                         f"is {'an' if kind == 'Excel' else 'a'} {kind} file (the format is taken from the extension)") from None
 
 
 def _text_column(df: pd.DataFrame, path: Path, text_column: str | None, need_text: bool) -> str | None:
@@ -180,7 +189,7 @@ def _text_column(df: pd.DataFrame, path: Path, text_column: str | None, need_tex
 
 
 def _table_rows(path: Path, id_column: str | None, text_column: str | None, need_text: bool) -> pd.DataFrame:
-    df = _read_table(path)
+    df = read_table(path)
     ids = patient_ids(df, path, id_column)
     col = _text_column(df, path, text_column, need_text)
     text = df[col].astype(str) if col else pd.Series([""] * len(df), index=df.index, dtype=object)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..io import atomic_path
 from . import backend_name, llm, offline
-from .inputs import patient_ids, read_report_inputs
+from .inputs import patient_ids, read_report_inputs, read_table
 from .normalize import FIELDS, SEP, UNKNOWN, canonical_description, normalize_answer
 from .prompts import Prompt, load_prompt
 
@@ -65,14 +65,15 @@ def read_reports(
     return read_report_inputs(path, id_column, text_column, need_text=need_text)
 
 
-def read_precomputed(path: str | os.PathLike) -> pd.DataFrame:
-    """Answers CSV -> DataFrame(patient_id, answer); the first answer per patient wins."""
+def read_precomputed(path: str | os.PathLike, answer_column: str = "answer") -> pd.DataFrame:
+    """Answers table (CSV/TSV/Parquet/Excel) -> DataFrame(patient_id, answer); the first answer per patient wins."""
     path = Path(path)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_table(path)
     ids = _patient_ids(df, path)
-    if "answer" not in df.columns:
-        raise ValueError(f"{path}: needs an `answer` column (six answers joined by ';'); found columns: {list(df.columns)}")
-    out = pd.DataFrame({"patient_id": ids, "answer": df["answer"].astype(str)})
+    if answer_column not in df.columns:
+        raise ValueError(f"{path}: needs an `{answer_column}` column (six answers joined by ';'); found columns: "
+                         f"{list(df.columns)}. Fix: set reports.answer_column to the column holding the answers.")
+    out = pd.DataFrame({"patient_id": ids, "answer": df[answer_column].astype(str)})
     dup = out["patient_id"].duplicated()
     if dup.any():
         LOG.warning("%s: %d duplicate patient(s); keeping each patient's first answer", path, int(dup.sum()))
@@ -201,7 +202,7 @@ def _structure(
             raise ValueError("reports.precomputed: set it to a CSV with patient_id (or patient_filename) and answer "
                              "columns when reports.backend is `precomputed`")
         src = Path(src)
-        pre = read_precomputed(src)
+        pre = read_precomputed(src, cfg.get("answer_column") or "answer")
         lookup = dict(zip(pre["patient_id"], pre["answer"]))
         answers = [lookup.get(p) for p in reports["patient_id"]]
         missing = sum(a is None for a in answers)
