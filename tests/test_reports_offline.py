@@ -164,7 +164,20 @@ def test_differentiation(text, expected):
     "text, expected",
     [
         ("Direct extension of tumor: Not identified.", "absent"),
-        ("Tumor extension: Not identified.", "absent"),
+        # A bare "Tumor extension" key names no structure: the reference labeller reads it as no answer.
+        ("Tumor extension: Not identified.", "unknown"),
+        ("TUMOR EXTENSION: None identified.", "unknown"),
+        ("Tumor extension: Not identified, appears confined to the lung.", "absent"),
+        ("Tumor extension: Not identified. The carcinoma is limited to the lung.", "absent"),
+        ("Tumor extension into extra-pulmonary structures: Not identified.", "absent"),
+        # Involvement of a main / lobar bronchus counts as invasion of an adjacent structure.
+        ("The carcinoma invades the right main bronchus.", "present"),
+        ("Adenocarcinoma, 3.1 cm, involving the lobar bronchus.", "present"),
+        ("The mainstem bronchus is involved by squamous carcinoma in situ.", "present"),
+        ("A polypoid mass protrudes into the lumen of the left main bronchus.", "present"),
+        ("The main bronchus is not involved by tumor.", "unknown"),
+        ("Tumor is 2 cm from the main bronchus margin.", "unknown"),
+        ("The tumor invades a small bronchus.", "unknown"),  # a generic bronchus: labeller split, no rule
         ("The tumor invades the chest wall and the fourth rib.", "present"),
         ("Carcinoma is confined to the lung.", "absent"),
         ("The carcinoma has infiltrated the pericardial fatty tissue.", "present"),
@@ -208,7 +221,7 @@ def test_empty_and_garbage_text():
 def test_answer_is_six_canonical_phrases_that_normalise_back():
     text = (
         "Histologic grade: poorly differentiated. Lymphovascular invasion: present. "
-        "Visceral pleural invasion: not identified. Tumor extension: not identified. Margins: negative."
+        "Visceral pleural invasion: not identified. Direct extension of tumor: not identified. Margins: negative."
     )
     res = offline.extract(text)
     phrases = res.answer.split("; ")
@@ -245,7 +258,8 @@ _SYNOPTIC_KEYS = {
     "vascular_invasion": ("Lymphovascular invasion", "Lymph-vascular invasion (LVI)",
                           "Lymphovascular space invasion (LVSI)", "Venous (large vessel) invasion (V)"),
     "pleural_invasion": ("Visceral pleural invasion", "Visceral pleural invasion (VPI)", "Pleural invasion"),
-    "adjacent_invasion": ("Direct invasion of adjacent structures", "Tumor extension", "Chest wall invasion",
+    "adjacent_invasion": ("Direct invasion of adjacent structures", "Tumor extension into extrapulmonary structures",
+                          "Chest wall invasion",
                           "Adjacent organ invasion (pT4)", "Diaphragm invasion"),
     "margins": ("Margin involvement by invasive carcinoma", "Tumor at margin", "Surgical margin involvement"),
 }

@@ -21,8 +21,10 @@ OCR_CSV = "reports/tcga_lung_100_ocr.csv"
 # diff 0.965, stas 0.962, vascular 0.889, pleural 0.920, adjacent 0.679, margins 0.944.
 # Floors leave a few points for rule edits; adjacent invasion is loosely answered by GPT-4
 # (lymph nodes, bronchi, other lobes), so its floor is only a sanity check.
+# Issue 5's bar for the rules backend: every question >= 0.75 and the mean >= 0.85 (regression floors, a
+# little under what rules-v3 reaches: 0.965 0.962 0.889 0.920 0.756 0.944).
 AGREEMENT_FLOOR = {"differentiation": 0.93, "stas": 0.93, "vascular_invasion": 0.85,
-                   "pleural_invasion": 0.88, "adjacent_invasion": 0.62, "margins": 0.91}
+                   "pleural_invasion": 0.88, "adjacent_invasion": 0.75, "margins": 0.91}
 CONTRACT = ["patient_id", *FIELDS, "description", "backend", "model", "prompt_version"]
 
 
@@ -137,6 +139,7 @@ def test_offline_agrees_with_gpt4_on_real_reports(dev):
     print("offline vs GPT-4 agreement:", {f: round(v, 3) for f, v in agree.items()})
     for f, floor in AGREEMENT_FLOOR.items():
         assert agree[f] >= floor, (f, agree[f])
+    assert sum(agree.values()) / len(agree) >= 0.85
     # Where both give a definite answer they rarely contradict each other.
     for f in ("differentiation", "vascular_invasion", "pleural_invasion", "margins"):
         known = [(g[f], o[f]) for g, o in zip(gpt, ours) if "unknown" not in (g[f], o[f])]

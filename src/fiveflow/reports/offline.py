@@ -48,7 +48,7 @@ from .offline_text import (
     synoptic_value,
 )
 
-MODEL_NAME = "rules-v2"
+MODEL_NAME = "rules-v3"
 
 # ----------------------------------------------------------------------------- fields
 
@@ -272,6 +272,22 @@ _ADJ = re.compile(
     rf"\b{_ADJ_STRUCT}\s+(?:invasion|involvement|infiltration)\b",  # "Chest wall invasion: ..."
     re.I,
 )
+# Reference-labeller convention: a tumour involving / invading / growing into a main (mainstem),
+# lobar or "major" bronchus is answered as invasion of adjacent tissue, although the bronchus lies
+# within the resected lung (generic "a bronchus" / "bronchial wall" is not: the labeller is split
+# on those). Only positive statements are read; "the main bronchus is not involved" says nothing.
+_ADJ_BRONCHUS_NAME = r"(?:main|mainstem|main-stem|lobar|major)\s+bronch(?:us|i)\b"
+_ADJ_BRONCHUS = re.compile(
+    r"\b(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|grow\w*|protrud\w*|"
+    r"ulcerat\w*|penetrat\w*)\s+(?:\w+\s+){0,3}?(?:(?:into|to|through)\s+)?(?:the\s+)?(?:(?:wall|lumen)\s+of\s+(?:the\s+)?)?"
+    rf"(?:a\s+)?(?:(?:right|left|upper|lower|middle|lobe)\s+)*{_ADJ_BRONCHUS_NAME}|"
+    rf"\b{_ADJ_BRONCHUS_NAME}\s+(?:is|was|are|were)\s+(?P<neg>not\s+)?(?:\w+\s+)?(?:involved|invaded|infiltrated)\b",
+    re.I,
+)
+# Reference-labeller convention: a bare synoptic "Tumor extension: Not identified" (the key names no
+# structure) is read as not answering the question ("Unknown"); "Direct extension of tumor: ..." and
+# "Tumor extension into extra-pulmonary structures: ..." keep their value.
+_ADJ_BARE_EXTENSION = re.compile(r"tumou?r\s+extension", re.I)
 _ADJ_CONFINED = re.compile(r"\b(?:confined|limited)\s+to\s+(?:the\s+)?(?:lung|pulmonary\s+parenchyma|lobe)\b", re.I)
 # A structure named as the subject of its own status: "CHEST WALL FREE OF TUMOR", "The attached
 # diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma".
@@ -302,10 +318,19 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                     pol = None  # extension within the lung / to the visceral pleura: not this question
                 else:
                     pol = first_cue(value)
+                    key_rest = c.text[m.end(): c.text.find(":", m.end())]
+                    if (pol == "absent" and _ADJ_BARE_EXTENSION.fullmatch(m.group(0)) and not key_rest.strip()
+                            and not _ADJ_CONFINED.search(value)):
+                        pol = "unknown"  # bare "Tumor extension: Not identified"
             else:
                 pol = mention_polarity(c.text, m.start(), m.end())
             if pol:
                 hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 60]))
+        for m in _ADJ_BRONCHUS.finditer(c.text):
+            if m.group("neg") or re.match(r"\s*(?:\w+\s+)?margin", c.text[m.end(): m.end() + 20], re.I):
+                continue
+            if mention_polarity(c.text, m.start(), m.end()) == "present":
+                hits.append(Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40): m.end() + 40]))
         for m in _ADJ_CONFINED.finditer(c.text):
             hits.append(Hit("adjacent_invasion", "absent", c.gross, c.text[max(0, m.start() - 40): m.end() + 20]))
         for m in _ADJ_STATE.finditer(c.text):

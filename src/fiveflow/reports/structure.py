@@ -2,7 +2,7 @@
 
 Backends (``reports.backend``):
 
-* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v2``.
+* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v3``.
 * ``openai``: :mod:`fiveflow.reports.llm` against any OpenAI-compatible server (``reports.openai``).
 * ``precomputed``: answers already made elsewhere (e.g. the FiVE authors' GPT-4 answers), a CSV
   with ``patient_id`` (or ``patient_filename``) and ``answer`` (``reports.precomputed``).
