@@ -1,0 +1,263 @@
+"""One FiVE training step: step time and peak memory against the number of sampled instances.
+
+A training step here is exactly what ``fiveflow.train.loop.fit`` does for one slide with
+``accumulate: 1``: ``optimizer.zero_grad`` -> the package's own per-slide step
+(``loop._group_per_slide``: question dropping, prompt bank, instance sampling with the config's
+``instance_ratio`` / ``max_instances``, TFS aggregation under the loop's autocast (bf16 on CUDA),
+text projection, cosine logits, cross-entropy, backward) -> ``optimizer.step`` (the package's
+AdamW with two learning rates, ``schedule.build_optimizer``). The model is the real one
+(``fiveflow.model.build_model`` with the config's ``model`` section and the frozen offline text
+encoder); only the bag is synthetic: N random 512-d features with random level-0 coordinates,
+turned into positions by the package's ``relative_positions``. The candidate texts are six
+synthetic 6-answer descriptions that differ in every answer, so no step is an empty (skipped) one.
+
+Configurations (``N`` = bag size, ``ratio`` = ``instance_ratio``, ``M`` = sampled instances):
+
+- bags of 1k, 4k and 16k instances at ratio 1.0 (the pre-training default; ``max_instances`` 16384);
+- the sampling sweep: the 16k bag at ratios 0.25, 0.5 and 1.0 (M = 4k, 8k, 16k; 1.0 is the run
+  above), to show that the cost follows the sampled instances, not the bag size.
+
+Each configuration runs in a fresh subprocess (so one configuration's peak does not hide the
+next one's: ``ru_maxrss`` is inherited and never decreases). In it: the model, optimizer and bag
+are built, one untimed warm-up step runs (it allocates the optimizer state and fills the text
+cache), then ``--steps`` timed steps (fewer if the warm-up says they would exceed
+``--max-seconds``), and the median is reported. Every step re-seeds the text-perturbation stream,
+so each step draws the same dropped questions and the frozen text encoder is served from its cache,
+as in a long run once the variants are encoded (``loop.precompute_variants``); the instance draw
+changes every step. The step time is therefore the image side plus the trainable text projection.
+
+Peak memory = the growth above the memory held just before the first step:
+
+- CPU: the process's peak RSS (``VmHWM`` of ``/proc/self/status``) after the steps minus the RSS
+  before them; the peak is reset first (``echo 5 > /proc/self/clear_refs``) so a transient peak of
+  the setup (loading the text encoder) cannot hide the step's own; where the reset is refused the
+  baseline is the ``VmHWM`` before the steps instead.
+- CUDA: ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the steps (after
+  ``reset_peak_memory_stats``); the caching allocator's reserve is not counted.
+
+Both include the optimizer state (AdamW: 2 x the trainable parameters, a few MB), allocated in the
+warm-up step. ``mem_growth_16k_vs_1k`` = peak_mb_16k / peak_mb_1k and ``instances_ratio_16k_vs_1k``
+= M_16k / M_1k: a memory ratio at or below the instance ratio means memory grows at most linearly
+with the sampled instances (the attention runs through ``scaled_dot_product_attention``, whose
+fused kernels never hold the N x N score matrix).
+
+On a machine with a CUDA GPU the same configurations also run on it (``--device auto``, the
+default, runs CPU and, when ``torch.cuda.is_available()``, CUDA); the RESULT line reports CPU
+(``device=cpu``) and adds ``cuda_step_s_*`` / ``cuda_peak_mb_*`` keys when CUDA ran.
+
+Usage: ``.venv/bin/python benchmarks/bench_train.py [--sizes 1024,4096,16384]
+[--ratios 0.25,0.5,1.0] [--dim 512] [--steps 3] [--max-seconds 60] [--threads 2] [--device auto]``
+
+Last line: ``RESULT step_s_1k=... step_s_4k=... step_s_16k=... peak_mb_1k=... peak_mb_4k=...
+peak_mb_16k=... mem_growth_16k_vs_1k=... instances_ratio_16k_vs_1k=... device=cpu``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fiveflow.model import build_model, load_questions  # noqa: E402
+from fiveflow.train.data import Bag, relative_positions  # noqa: E402
+from fiveflow.train.descriptions import draw_dropped_questions, perturb_descriptions  # noqa: E402
+from fiveflow.train.loop import _group_per_slide  # noqa: E402
+from fiveflow.train.sampling import n_sampled  # noqa: E402
+from fiveflow.train.schedule import build_optimizer  # noqa: E402
+
+SLIDE = "bench-slide"
+TEXT_SEED = 1  # with the 6 questions this seed drops 2 of them (bank = 4 questions + 16 prompts)
+
+
+class OneBag:
+    """The one thing ``_group_per_slide`` asks of a ``BagStore``: ``get(slide_id) -> Bag``."""
+
+    def __init__(self, bag: Bag) -> None:
+        self.bag = bag
+
+    def get(self, slide_id: str) -> Bag:
+        return self.bag
+
+
+def descriptions(n_questions: int, n_texts: int = 6) -> list[str]:
+    """Synthetic fine-grained descriptions, one answer per question, differing in every answer."""
+    return ["; ".join(f"finding {q} grade {t}" for q in range(n_questions)) for t in range(n_texts)]
+
+
+def status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def child(n: int, ratio: float, device: str, args) -> dict:
+    """Build the model and bag, run warm-up + timed steps, return times and memory (one JSON line)."""
+    torch.set_num_threads(args.threads)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    optim_cfg = dict(cfg["train"]["pretrain"], instance_ratio=ratio, accumulate=1)
+    max_inst = int(optim_cfg["max_instances"])
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    questions = load_questions()
+    texts = descriptions(len(questions))
+    model = build_model(cfg["model"], args.dim, questions, dev)
+    optimizer = build_optimizer(model, optim_cfg)
+    model.train()
+    rng = np.random.default_rng(0)
+    coords = rng.integers(0, 100_000, size=(n, 2))
+    store = OneBag(Bag(torch.from_numpy(rng.standard_normal((n, args.dim), dtype=np.float32)),
+                       torch.from_numpy(relative_positions(coords, cfg["model"]["position"]))))
+    summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
+    losses: list[float] = []
+    sample_rng = np.random.default_rng(1)
+
+    done = [0]
+
+    def step() -> float:
+        target = done[0] % len(texts)  # a different target each step: the loss does not collapse to 0
+        done[0] += 1
+        sync(dev)
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        used = _group_per_slide(model, store, [(SLIDE, target)], texts, len(questions), ratio, max_inst,
+                                np.random.default_rng(TEXT_SEED), sample_rng, True, summary, losses)
+        optimizer.step()
+        sync(dev)
+        if not used:
+            raise RuntimeError("the training step did not run a forward/backward pass")
+        return time.perf_counter() - t0
+
+    # the frozen encoder's cache gets this step's strings beforehand, as loop.precompute_variants does
+    text_rng = np.random.default_rng(TEXT_SEED)
+    dropped = draw_dropped_questions(len(questions), text_rng)
+    cand, _ = perturb_descriptions(texts, dropped, text_rng)
+    model.text_encoder.encode([questions[i] for i in range(len(questions)) if i not in set(dropped)] + cand)
+    # baseline: everything the step needs is in memory; the step's own allocations come on top
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        reset = reset_peak_rss()
+        base = status_kb("VmRSS" if reset else "VmHWM") * 1024
+    warm = step()
+    n_steps = max(1, min(args.steps, int(args.max_seconds // max(warm, 1e-6))))
+    times = [step() for _ in range(n_steps)]
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+        how = "max_memory_allocated"
+    else:
+        peak = status_kb("VmHWM") * 1024 - base
+        how = "VmHWM-VmRSS" if reset else "VmHWM-VmHWM"
+    return {"n": n, "ratio": ratio, "m": n_sampled(n, ratio, max_inst), "device": device, "warmup_s": warm,
+            "step_s": statistics.median(times), "steps": n_steps, "peak_mb": peak / 2 ** 20, "mem": how,
+            "empty": summary["n_empty"], "losses": [round(x, 3) for x in losses]}
+
+
+def run_child(n: int, ratio: float, device: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", f"{n},{ratio},{device}", "--dim", str(args.dim),
+           "--steps", str(args.steps), "--max-seconds", str(args.max_seconds), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        sys.stderr.write(out.stderr)
+        raise RuntimeError(f"configuration N={n} ratio={ratio} on {device} failed (exit {out.returncode})")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def kname(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1024,4096,16384", help="bag sizes N (ratio 1.0)")
+    ap.add_argument("--ratios", default="0.25,0.5,1.0", help="instance_ratio sweep on the largest bag")
+    ap.add_argument("--dim", type=int, default=512, help="feature dimension")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration (median)")
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="cap on timed seconds per configuration")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        n, ratio, device = args.child.split(",")
+        print(json.dumps(child(int(n), float(ratio), device, args)))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ratios = [float(r) for r in args.ratios.split(",")]
+    devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
+               "cpu": ["cpu"], "cuda": ["cuda"]}[args.device]
+    big = max(sizes)
+    configs = [(n, 1.0) for n in sizes] + [(big, r) for r in ratios if r != 1.0]
+    print(f"FiVE training step (forward + backward + AdamW), feature dim {args.dim}, "
+          f"{torch.get_num_threads() if args.threads <= 0 else args.threads} CPU threads, torch {torch.__version__}")
+    print(f"{'device':>6} {'N':>6} {'ratio':>5} {'M':>6} {'warmup_s':>9} {'step_s':>8} {'steps':>5} "
+          f"{'peak_mb':>8} {'ms/1k M':>8} {'MB/1k M':>8}  memory")
+    res: dict[tuple, dict] = {}
+    t_all = time.perf_counter()
+    for dev in devices:
+        for n, r in configs:
+            d = run_child(n, r, dev, args)
+            res[(dev, n, r)] = d
+            print(f"{dev:>6} {n:>6} {r:>5.2f} {d['m']:>6} {d['warmup_s']:>9.3f} {d['step_s']:>8.3f} {d['steps']:>5} "
+                  f"{d['peak_mb']:>8.1f} {1e6 * d['step_s'] / d['m']:>8.2f} {1024 * d['peak_mb'] / d['m']:>8.2f}  {d['mem']}",
+                  flush=True)
+    print(f"total {time.perf_counter() - t_all:.0f}s")
+    for dev in devices:
+        sweep = sorted((res[(dev, big, r)] for r in ratios if (dev, big, r) in res), key=lambda d: d["m"])
+        if len(sweep) > 1:
+            lo, hi = sweep[0], sweep[-1]
+            print(f"{dev} sampling sweep on the {kname(big)} bag: M x{hi['m'] / lo['m']:.2f} -> step time "
+                  f"x{hi['step_s'] / lo['step_s']:.2f}, peak memory x{hi['peak_mb'] / lo['peak_mb']:.2f}")
+        s, b = res[(dev, min(sizes), 1.0)], res[(dev, big, 1.0)]
+        mem, inst = b["peak_mb"] / s["peak_mb"], b["m"] / s["m"]
+        print(f"{dev} {kname(big)} vs {kname(min(sizes))}: sampled instances x{inst:.2f}, peak memory x{mem:.2f} "
+              f"({'at most linear' if mem <= inst else 'SUPERLINEAR'}), step time x{b['step_s'] / s['step_s']:.2f}; "
+              f"marginal {1024 * (b['peak_mb'] - s['peak_mb']) / (b['m'] - s['m']):.1f} MB per 1k sampled instances")
+
+    fields = []
+    for key in ("step_s", "peak_mb"):
+        for n in sizes:
+            d = res[("cpu", n, 1.0)] if "cpu" in devices else None
+            if d:
+                fields.append(f"{key}_{kname(n)}={d[key]:.4g}")
+    if "cpu" in devices:
+        s, b = res[("cpu", min(sizes), 1.0)], res[("cpu", big, 1.0)]
+        fields.append(f"mem_growth_{kname(big)}_vs_{kname(min(sizes))}={b['peak_mb'] / s['peak_mb']:.3f}")
+        fields.append(f"instances_ratio_{kname(big)}_vs_{kname(min(sizes))}={b['m'] / s['m']:.3f}")
+    if "cuda" in devices:
+        for key in ("step_s", "peak_mb"):
+            for n in sizes:
+                fields.append(f"cuda_{key}_{kname(n)}={res[('cuda', n, 1.0)][key]:.4g}")
+        s, b = res[("cuda", min(sizes), 1.0)], res[("cuda", big, 1.0)]
+        fields.append(f"cuda_mem_growth_{kname(big)}_vs_{kname(min(sizes))}={b['peak_mb'] / s['peak_mb']:.3f}")
+    fields.append(f"device={'cpu' if 'cpu' in devices else 'cuda'}")
+    print("RESULT " + " ".join(fields))
+
+
+if __name__ == "__main__":
+    main()
