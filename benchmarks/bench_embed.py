@@ -49,11 +49,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fiveflow.embed.encoders import build_encoder, pick_device  # noqa: E402
+from fiveflow.embed.encoders import build_encoder  # noqa: E402
 from fiveflow.embed.extract import embed_slide  # noqa: E402
 from fiveflow.embed.reading import TileBatches  # noqa: E402
 from fiveflow.embed.runtime import prepare  # noqa: E402
 from fiveflow.slides.tiling import default_tiling, read_coords, tile_slide  # noqa: E402
+from fiveflow.train.common import resolve_device  # noqa: E402
 
 CMU = ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
 
@@ -154,7 +155,7 @@ def main() -> None:
         args.slide = str(synthetic_slide(Path(args.cache), w, h))
     if not Path(args.slide).is_file():
         sys.exit(f"slide not found: {args.slide} (pass --slide)")
-    dev = pick_device(args.device)
+    dev = resolve_device(args.device, "--device")
     work = Path(tempfile.mkdtemp(prefix="fiveflow-bench-embed-"))
     cfg = {**default_tiling(), "target_mpp": args.target_mpp, "patch_size": args.patch}
     coords_path = work / "coords.parquet"

@@ -15,9 +15,12 @@ from . import __version__
 log = logging.getLogger("fiveflow")
 
 
-def _cfg(args) -> dict:
+def _cfg(args) -> dict | None:
+    """The config; ``None`` for a subcommand marked ``config_optional`` when the default config.yaml is absent."""
     from .config import load_config
 
+    if getattr(args, "config_optional", False) and args.config == "config.yaml" and not Path(args.config).is_file():
+        return None
     return load_config(args.config)
 
 
@@ -45,9 +48,8 @@ def cmd_tile(args) -> int:
     from .slides.reader import SlideError
     from .slides.tiling import default_tiling, tile_slide
 
-    cfg = default_tiling()
-    if Path(args.config).is_file() or args.config != "config.yaml":
-        cfg = _cfg(args)["tiling"]
+    full = _cfg(args)
+    cfg = full["tiling"] if full else default_tiling()
     if args.target_mpp is not None:
         cfg["target_mpp"] = args.target_mpp
     if args.patch_px is not None:
@@ -122,10 +124,7 @@ def cmd_reports(args) -> int:
         raise ValueError(f"give the reports once: either REPORTS ({args.reports}) or --input ({args.input})")
     if not src:
         raise ValueError("no reports given: --input FILE_OR_DIR (a CSV/TSV/Parquet table, or a folder of .txt/.pdf)")
-    if args.config == "config.yaml" and not Path(args.config).exists():
-        cfg = {}  # no project config here: the defaults below (and the options) are enough
-    else:
-        cfg = dict(_cfg(args)["reports"] or {})
+    cfg = dict(((_cfg(args) or {}).get("reports")) or {})  # no project config here: defaults and options
     cfg.setdefault("backend", "offline")
     if args.backend:
         cfg["backend"] = backend_name(args.backend)
@@ -282,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     help_ = ("answer the six FiVE questions for each report (a CSV/TSV/Parquet table, or a folder of .txt/.pdf); "
              "write the labels parquet (the Snakemake `reports` rule's code path)")
     sp = rsub.add_parser("extract", help=help_, description=help_)
-    sp.set_defaults(func=cmd_reports)
+    sp.set_defaults(func=cmd_reports, config_optional=True)
     sp.add_argument("reports", nargs="?", help="reports input (same as --input)")
     sp.add_argument("--input", "-i", help="reports: CSV/TSV/Parquet with patient id and text columns, a .txt/.pdf "
                     "report, or a folder of them (patient id from the file name)")

@@ -7,18 +7,17 @@ Errors name the offending key (dotted path) and say how to fix it, e.g.::
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Any
-
-import sys
 
 # jsonschema imports rfc3987_syntax, which builds a grammar at import time (~1.5 s), only for its "iri"
 # format checker; our schema uses no formats. Marking it absent keeps every CLI call and Snakemake start fast.
 sys.modules.setdefault("rfc3987_syntax", None)
 import jsonschema  # noqa: E402
-import yaml
+import yaml  # noqa: E402
 
-
+from .embed import is_local_weights  # noqa: E402
 from .reports import backend_name  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +125,7 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     if len(set(names)) != len(names):
         problems.append(f"{source}: `classes` names must differ, got {names}.")
     weights = cfg["embedding"]["weights"]
-    if weights not in ("random", "default") and not weights.startswith("hf-hub:") and not resolve_path(weights, root).exists():
+    if is_local_weights(weights) and not resolve_path(weights, root).exists():
         problems.append(f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. "
                         "Fix: use random, default, hf-hub:<id> or an existing file or folder.")
     pre = cfg["embedding"].get("precomputed")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import re
 import socket
@@ -32,6 +33,15 @@ def slide_id_from_path(path: str | os.PathLike) -> str:
         if name.lower().endswith(ext):
             return sanitize_id(name[: -len(ext)])
     return sanitize_id(Path(name).stem)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _umask() -> int:

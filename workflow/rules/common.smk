@@ -6,8 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from fiveflow.config import ConfigError, validate_config  # noqa: E402
-from fiveflow.config import resolve_path  # noqa: E402
+from fiveflow.config import ConfigError, resolve_path, validate_config  # noqa: E402
 from fiveflow.reports import backend_name  # noqa: E402
 from fiveflow.workflow import Cohort, precomputed_sources  # noqa: E402
 

@@ -6,10 +6,15 @@ from pathlib import Path
 DEFAULTS = {"precision": "auto", "deterministic": True, "precomputed": None, "num_workers": "auto"}
 
 
+def is_local_weights(weights: str) -> bool:
+    """``embedding.weights`` names a file or folder (not ``random``, ``default`` or ``hf-hub:<id>``)."""
+    return weights not in ("random", "default") and not weights.startswith("hf-hub:")
+
+
 def embed_settings(cfg: dict, root: str | Path | None = None) -> dict:
     """The ``embedding`` config section with defaults filled in and a relative weights path made absolute."""
     out = {**DEFAULTS, **cfg}
     w = str(out["weights"])
-    if root is not None and w not in ("random", "default") and not w.startswith("hf-hub:") and not Path(w).is_absolute():
+    if root is not None and is_local_weights(w) and not Path(w).is_absolute():
         out["weights"] = str(Path(root) / w)
     return out

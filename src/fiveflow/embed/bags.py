@@ -104,6 +104,11 @@ class BagWriter:
             self._ctx.__exit__(None if ok else (exc_type or ValueError), exc, tb)
 
 
+def row_index_coords(n: int) -> np.ndarray:
+    """``(row, 0)`` int64 coordinates standing in for positions a bag's source did not record."""
+    return np.stack([np.arange(n), np.zeros(n, np.int64)], axis=1).astype(np.int64)
+
+
 def write_bag(out: str | os.PathLike, features: np.ndarray, coords: np.ndarray,
               attrs: dict[str, Any] | None = None, coords_attrs: dict[str, Any] | None = None) -> Path:
     """Write a whole bag at once (importers, tests)."""

@@ -18,7 +18,8 @@ import torch
 from .. import __version__
 from ..slides.tiling import read_coords
 from .bags import COORDS_KIND, COORDS_LEVEL0_PX, BagWriter, is_complete
-from .encoders.base import Encoder, pick_device
+from ..train.common import resolve_device
+from .encoders.base import Encoder
 from .reading import TileBatches, tile_loader
 from .runtime import prepare, resolve_workers
 
@@ -26,7 +27,7 @@ def coords_sha256(coords: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(coords, dtype=np.int64).tobytes()).hexdigest()
 
 
-def bag_attrs(meta: dict, encoder: Encoder, coords: np.ndarray, inference: str) -> dict:
+def embed_attrs(meta: dict, encoder: Encoder, coords: np.ndarray, inference: str) -> dict:
     """The attributes a bag carries: where its tiles came from and exactly which weights embedded them."""
     pp = encoder.preprocess
     return {
@@ -78,9 +79,9 @@ def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encode
     """
     coords_df, meta = read_coords(coords_path)
     coords = coords_df[["x", "y"]].to_numpy(np.int64)
-    dev = pick_device(device)
+    dev = resolve_device(device, "embedding.device")
     fm, amp, inference = prepare(encoder, dev, precision, deterministic)
-    attrs = bag_attrs(meta, encoder, coords, inference)
+    attrs = embed_attrs(meta, encoder, coords, inference)
     summary = {"slide_id": meta["slide_id"], "tiles": len(coords), "inference": inference, "skipped": False}
     if skip_complete and is_complete(out_h5, weights_sha256=encoder.weights_sha256,
                                      coords_sha256=attrs["coords_sha256"], inference=inference):

@@ -13,7 +13,6 @@ Exports write exactly what DSMIL and CLAM read, so imports round-trip.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -24,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..io import atomic_path, sanitize_id
+from ..io import atomic_path, file_sha256, sanitize_id
 from .bags import (COORDS, COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, FEATURES, BagError, is_complete, read_bag,
-                   write_bag)
+                   row_index_coords, write_bag)
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,6 @@ _DSMIL_BAG_LIST_HEADER = "0,label"
 _DSMIL_FLOAT_FORMAT = "%.4f"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def infer_slide_id(path: str | os.PathLike) -> str:
     """``TCGA-XX.csv`` -> ``TCGA-XX``; ``TCGA-XX/features.h5`` -> ``TCGA-XX`` (generic stem: the folder)."""
     path = Path(path)
@@ -62,11 +53,6 @@ def infer_slide_id(path: str | os.PathLike) -> str:
     if stem.lower() in GENERIC_STEMS:
         stem = path.resolve().parent.name
     return sanitize_id(stem)
-
-
-def _row_index(n: int) -> np.ndarray:
-    """``(row, 0)`` coordinates for a bag whose source has no positions."""
-    return np.stack([np.arange(n), np.zeros(n, np.int64)], axis=1).astype(np.int64)
 
 
 def _check_features(path: Path, feats: np.ndarray) -> None:
@@ -116,7 +102,7 @@ def import_dsmil_csv(csv_path: str | os.PathLike, out_h5: str | os.PathLike, sli
     """One DSMIL per-slide CSV -> one bag; coords are ``(row index, 0)`` (``coords_kind="row_index"``)."""
     path = Path(csv_path)
     feats = read_dsmil_csv(path)
-    coords = _row_index(len(feats))
+    coords = row_index_coords(len(feats))
     meta = _source_attrs(path, SOURCE_DSMIL_CSV, slide_id or infer_slide_id(path), encoder, feats, COORDS_ROW_INDEX)
     return write_bag(out_h5, feats, coords, {**meta, **attrs})
 
@@ -133,7 +119,7 @@ def import_h5_bag(h5_path: str | os.PathLike, out_h5: str | os.PathLike, slide_i
     _check_features(path, feats)
     kind = str(src.get(COORDS_KIND, COORDS_LEVEL0_PX))
     if coords is None:
-        coords, kind = _row_index(len(feats)), COORDS_ROW_INDEX
+        coords, kind = row_index_coords(len(feats)), COORDS_ROW_INDEX
     encoder = encoder or str(src.get("encoder") or UNKNOWN_ENCODER)
     meta = _source_attrs(path, SOURCE_H5, slide_id or infer_slide_id(path), encoder, feats, kind)
     meta.update({f"source_{k}": src[f"coords.{k}"] for k in _SOURCE_COORDS_ATTRS if f"coords.{k}" in src})
@@ -157,7 +143,7 @@ def export_clam_h5(bag_h5: str | os.PathLike, out_h5: str | os.PathLike, feature
         raise ValueError(f"feature_name must be 'features' (CLAM, TRIDENT) or 'feats' (STAMP), got {feature_name!r}")
     feats, coords, attrs = read_bag(bag_h5)
     if coords is None:
-        coords = _row_index(len(feats))
+        coords = row_index_coords(len(feats))
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as fh:
         fh.create_dataset(feature_name, data=feats)
         c = fh.create_dataset(COORDS, data=coords)

@@ -548,13 +548,8 @@ def answer_reports(
         if k in found or k in todo:
             continue
         entry = cache.get(k)
-        if entry is not None:
+        if entry is not None:  # the key covers the prompt's hash: a cached answer always fits this prompt
             found[k] = LLMAnswer(key=k, answer=entry["answer"], cached=True)
-            if entry.get("prompt_sha256") not in (None, prompt.sha256):
-                log.warning(
-                    "cached answer %s was made with a different prompt text under the same prompt_version "
-                    "%r: bump prompt_version in questions.yaml after editing the prompt", k[:12], prompt.version
-                )
         else:
             todo[k] = t
     summary = RunSummary(reports=len(found) + len(todo), cache_hits=len(found))

@@ -17,7 +17,6 @@ Reports are read by :mod:`fiveflow.reports.inputs` (tables, or folders of .txt/.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..io import atomic_path
+from ..io import atomic_path, file_sha256
 from . import backend_name, llm, offline
 from .inputs import patient_ids, read_report_inputs, read_table
 from .normalize import FIELDS, SEP, UNKNOWN, canonical_description, normalize_answer
@@ -42,11 +41,6 @@ COLUMNS = [
     "patient_id", *FIELDS, "description", "backend", "model", "prompt_version", "prompt_sha256", "answer_raw", "flag",
     "status", "reason",
 ]
-
-
-def _patient_ids(df: pd.DataFrame, path: Path) -> pd.Series:
-    """``patient_id`` column, else the part of ``patient_filename`` before the first '.'."""
-    return patient_ids(df, path)
 
 
 def read_reports(
@@ -69,7 +63,7 @@ def read_precomputed(path: str | os.PathLike, answer_column: str = "answer") -> 
     """Answers table (CSV/TSV/Parquet/Excel) -> DataFrame(patient_id, answer); the first answer per patient wins."""
     path = Path(path)
     df = read_table(path)
-    ids = _patient_ids(df, path)
+    ids = patient_ids(df, path)
     if answer_column not in df.columns:
         raise ValueError(f"{path}: needs an `{answer_column}` column (six answers joined by ';'); found columns: "
                          f"{list(df.columns)}. Fix: set reports.answer_column to the column holding the answers.")
@@ -79,10 +73,6 @@ def read_precomputed(path: str | os.PathLike, answer_column: str = "answer") -> 
         LOG.warning("%s: %d duplicate patient(s); keeping each patient's first answer", path, int(dup.sum()))
         out = out[~dup]
     return out.reset_index(drop=True)
-
-
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _run_offline(texts: list[str]) -> list[tuple[dict[str, str], str, str, str]]:
@@ -211,7 +201,7 @@ def _structure(
         extra = len(set(lookup) - set(reports["patient_id"]))
         if extra:
             log.info("%s: %d answer(s) for patients not in %s ignored", src, extra, reports_csv)
-        phash = _file_sha(src)  # answers made elsewhere: the hash of the answers file stands for the prompt
+        phash = file_sha256(src)  # answers made elsewhere: the hash of the answers file stands for the prompt
         model, version = "precomputed", f"external:{phash[:12]}"
         rows = _from_answers(answers)
         empty = [False] * len(texts)

@@ -14,12 +14,12 @@ import torch
 LOGGER_NAME = "fiveflow"
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when a GPU is visible, else cpu; ``cuda`` without a GPU is an error."""
+def resolve_device(name: str = "auto", key: str = "train.device") -> torch.device:
+    """``auto`` -> cuda when a GPU is visible, else cpu; ``cuda`` without a GPU is an error naming ``key``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no GPU is visible. Fix: set train.device: auto or cpu.")
+        raise RuntimeError(f"{key} is cuda but no GPU is visible. Fix: set {key}: auto or cpu.")
     return torch.device(name)
 
 

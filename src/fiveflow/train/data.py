@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..embed.bags import read_bag
+from ..embed.bags import read_bag, row_index_coords
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def load_bag(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: expected a non-empty [N, D] feature matrix, got shape {feats.shape}")
     if coords is None:
         log.warning("%s has no 'coords': using the row index as position", path)
-        coords = np.stack([np.arange(len(feats)), np.zeros(len(feats))], axis=1).astype(np.int64)
+        coords = row_index_coords(len(feats))
     return feats, coords
 
 

@@ -187,6 +187,16 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
+def checkpoint_file(path: str | Path, names: tuple[str, ...] = ("pytorch_model.bin",)) -> Path:
+    """The first of ``names`` inside ``path`` when it is a (hub snapshot) folder, else ``path`` itself."""
+    p = Path(path)
+    if p.is_dir():
+        for n in names:
+            if (p / n).is_file():
+                return p / n
+    return p
+
+
 def strip_prefixes(sd: dict[str, torch.Tensor], prefixes=("module.", "model.", "backbone.", "encoder.")) -> dict:
     """Remove wrapper prefixes (DataParallel ``module.``, Lightning ``model.``) shared by every key."""
     for p in prefixes:
@@ -217,10 +227,3 @@ def seeded(seed: int) -> Iterator[None]:
         torch.manual_seed(int(seed))
         yield
 
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EncoderError("`embedding.device: cuda` was requested but no CUDA GPU is visible. Fix: use auto or cpu.")
-    return torch.device(device)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .base import (CLIP_MEAN, CLIP_STD, EncoderError, EncoderSpec, Preprocess, finish, hub_error, hub_id, is_hub,
-                   load_state_dict, resolve_weights, seeded, strip_prefixes)
+from .base import (CLIP_MEAN, CLIP_STD, EncoderError, EncoderSpec, Preprocess, checkpoint_file, finish, hub_error,
+                   hub_id, is_hub, load_state_dict, resolve_weights, seeded, strip_prefixes)
 
 ARCH = "conch_ViT-B-16"
 DEFAULT = "hf-hub:MahmoodLab/conch"
@@ -60,11 +60,6 @@ def random_model(occ) -> torch.nn.Module:
     cfg = json.loads((Path(CFG_DIR) / f"{ARCH}.json").read_text())
     cfg.pop("custom_text", None)
     return occ.CoCa(**cfg)
-
-
-def checkpoint_file(path: str) -> Path:
-    p = Path(path)
-    return p / "pytorch_model.bin" if p.is_dir() and (p / "pytorch_model.bin").is_file() else p
 
 
 #: the image-tower parts ``encode_image(proj_contrast=False)`` uses: ViT trunk, contrastive attention pool, its norm

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .base import (CLIP_MEAN, CLIP_STD, EncoderError, EncoderSpec, Preprocess, finish, hub_error, is_hub, load_into,
-                   load_state_dict, resolve_weights, seeded, strip_prefixes)
+from .base import (CLIP_MEAN, CLIP_STD, EncoderError, EncoderSpec, Preprocess, checkpoint_file, finish, hub_error,
+                   is_hub, load_into, load_state_dict, resolve_weights, seeded, strip_prefixes)
 
 #: encoder name -> (open_clip architecture of the local/random model, published weights)
 MODELS = {"quiltnet-b32": ("ViT-B-32", "hf-hub:wisdomik/QuiltNet-B-32")}
@@ -37,15 +37,6 @@ def _open_clip():
         raise EncoderError("this encoder needs open_clip. Fix: `pip install open_clip_torch==3.3.0` "
                            "(it is in tools/requirements.txt and envs/embed.yaml).") from None
     return open_clip
-
-
-def checkpoint_file(path: str) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        for f in _FILES:
-            if (p / f).is_file():
-                return p / f
-    return p
 
 
 def load_visual(name: str, visual: torch.nn.Module, path: Path) -> None:
@@ -79,7 +70,7 @@ def build(name: str, weights: str, seed: int):
         with seeded(seed):
             model = open_clip.create_model(arch)
         if weights != "random":
-            load_visual(name, model.visual, checkpoint_file(weights))
+            load_visual(name, model.visual, checkpoint_file(weights, _FILES))
     if not hasattr(model, "visual") or type(model).__name__ not in ("CLIP", "CustomTextCLIP"):
         raise EncoderError(f"encoder {name!r}: {type(model).__name__} models are not supported (image tower "
                            "expected). Fix: set `embedding.encoder` to a CLIP-type model.")

@@ -71,6 +71,6 @@ def check_weights(name: str, weights: str) -> str:
         pass
     if sp is not None and sp.gated and not os.environ.get("HF_TOKEN"):
         raise EncoderError(f"{weights} is gated and not in the local hub cache, and HF_TOKEN is not set. Fix: accept "
-                           "its terms on huggingface.co and export HF_TOKEN, or download it and set `embedding.weights` "
-                           "to the local copy.")
+                           "its terms on huggingface.co and export HF_TOKEN, or download it and set "
+                           "`embedding.weights` to the local copy.")
     return f"{weights}: not cached; each embedding job downloads it (needs network on the job's node)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import timm_generic
-from .base import EncoderSpec, Preprocess, finish, hub_error, is_hub, load_into, load_state_dict, resolve_weights, seeded
+from .base import EncoderSpec, Preprocess, finish, is_hub, load_into, load_state_dict, resolve_weights
 
 PREPROCESS = Preprocess(size=None)
 DEFAULT = "hf-hub:timm/resnet50.tv_in1k"
@@ -26,18 +26,10 @@ def truncate(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def build(name: str, weights: str, seed: int):
-    import timm
-
     weights = resolve_weights(name, weights, DEFAULT)
-    if is_hub(weights):
-        try:
-            model = timm.create_model(weights, pretrained=True, num_classes=0)
-        except Exception as exc:
-            raise hub_error(name, weights, exc) from None
-        model = truncate(model)
-    else:
-        with seeded(seed):
-            model = truncate(timm_generic.create("resnet50", "random", seed))
-        if weights != "random":
-            load_into(name, model, load_state_dict(weights), weights, ignore=("fc.", "layer4."))
+    local = weights != "random" and not is_hub(weights)
+    # a local ResNet50 state dict is loaded after truncation, so its layer4 and fc are dropped
+    model = truncate(timm_generic.create(name, "random" if local else weights, seed, arch="resnet50"))
+    if local:
+        load_into(name, model, load_state_dict(weights), weights, ignore=("fc.", "layer4."))
     return finish(name, model, PREPROCESS, 1024, weights, "resnet50-trunc")

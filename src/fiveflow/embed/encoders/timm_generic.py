@@ -11,8 +11,12 @@ from .base import (EncoderError, EncoderSpec, Preprocess, finish, hub_error, is_
 SPECS: dict[str, EncoderSpec] = {}
 
 
-def create(name: str, weights: str, seed: int, **kwargs):
-    """A timm model without its classifier (``num_classes=0``), weights loaded; raises EncoderError."""
+def create(name: str, weights: str, seed: int, arch: str | None = None, **kwargs):
+    """A timm model without its classifier (``num_classes=0``), weights loaded; raises EncoderError.
+
+    ``arch``: the timm architecture when it differs from the encoder ``name`` used in messages;
+    ``weights``: ``random``, ``hf-hub:<id>`` or a local checkpoint file.
+    """
     import timm
 
     if is_hub(weights):
@@ -22,7 +26,7 @@ def create(name: str, weights: str, seed: int, **kwargs):
             raise hub_error(name, weights, exc) from None
     try:
         with seeded(seed):
-            model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+            model = timm.create_model(arch or name, pretrained=False, num_classes=0, **kwargs)
     except RuntimeError as exc:  # "Unknown model (...)"
         raise EncoderError(f"unknown encoder {name!r} ({exc}). Fix: set `embedding.encoder` to a registered encoder "
                            "(`fiveflow encoders` lists them) or a timm model name.") from None

@@ -18,10 +18,9 @@ the terms on huggingface.co and export ``HF_TOKEN``). Offline, download the repo
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from .base import (IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, Preprocess, finish, hub_error, hub_id, is_hub, load_into,
-                   load_state_dict, resolve_weights, seeded)
+from . import timm_generic
+from .base import (IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, Preprocess, checkpoint_file, finish, hub_id, is_hub,
+                   resolve_weights)
 
 PREPROCESS = Preprocess(size=224, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 HUB = {"uni": "hf-hub:MahmoodLab/uni", "uni2-h": "hf-hub:MahmoodLab/UNI2-h"}
@@ -46,26 +45,9 @@ def architecture(name: str) -> tuple[str, dict]:
         reg_tokens=8, dynamic_img_size=True)
 
 
-def checkpoint_file(path: str) -> Path:
-    """The hub repo's ``pytorch_model.bin`` when ``path`` is its folder, else ``path`` itself."""
-    p = Path(path)
-    return p / "pytorch_model.bin" if p.is_dir() and (p / "pytorch_model.bin").is_file() else p
-
-
 def build(name: str, weights: str, seed: int):
-    import timm
-
     weights = resolve_weights(name, weights, HUB[name], f"the `pytorch_model.bin` of {hub_id(HUB[name])}")
     arch, kwargs = architecture(name)
-    if is_hub(weights):
-        try:
-            model = timm.create_model(weights, pretrained=True, num_classes=0, **kwargs)
-        except Exception as exc:  # offline node, gated without HF_TOKEN, unknown id
-            raise hub_error(name, weights, exc) from None
-    else:
-        with seeded(seed):
-            model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
-        if weights != "random":
-            path = checkpoint_file(weights)
-            load_into(name, model, load_state_dict(path), str(path))
+    local = weights != "random" and not is_hub(weights)
+    model = timm_generic.create(name, str(checkpoint_file(weights)) if local else weights, seed, arch=arch, **kwargs)
     return finish(name, model, PREPROCESS, model.num_features, weights, "uni")
