@@ -3,6 +3,12 @@
 Contents: ``state_dict`` (everything trainable; not the frozen text encoder), ``model_cfg``
 (the config's ``model`` section used to build it), ``feature_dim``, ``questions``,
 ``classes`` (the config's class entries), ``version`` (fiveflow's), and free-form ``extra``.
+
+With LoRA (``model.text_lora_r > 0``) the state dict holds the adapters (``text_lora.*lora_*``)
+but not the encoder's frozen base weights: loading rebuilds the encoder from
+``model.text_encoder`` and loads strictly (a hook on the LoRA encoder excuses exactly the base
+weights, so a missing adapter tensor is still an error). Checkpoints from before LoRA have no
+``text_lora_*`` keys in ``model_cfg`` and load as frozen (r = 0).
 """
 from __future__ import annotations
 

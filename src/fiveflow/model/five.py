@@ -4,7 +4,9 @@
 unless ``learn_logit_scale`` is on (then ``log s`` is a trainable parameter).
 
 The frozen text encoder is held by reference and is *not* part of ``state_dict`` (it is
-re-created from ``model.text_encoder`` when a checkpoint is loaded).
+re-created from ``model.text_encoder`` when a checkpoint is loaded). With LoRA
+(``model.text_lora_r > 0``) the encoder is the submodule ``text_lora``: its adapters train at the
+text-side learning rate and only its ``lora_`` tensors are in ``state_dict``.
 """
 from __future__ import annotations
 
@@ -16,17 +18,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from .aggregator import TFSAggregator
-from .text import FrozenTextEncoder
+from .text import FrozenTextEncoder, LoraTextEncoder
 
 PROMPT_INIT_STD = 0.01
 
 
 class FiVEModel(nn.Module):
-    def __init__(self, feature_dim: int, text_encoder: FrozenTextEncoder, questions: Sequence[str],
+    def __init__(self, feature_dim: int, text_encoder: FrozenTextEncoder | LoraTextEncoder, questions: Sequence[str],
                  dim: int = 512, heads: int = 8, n_prompts: int = 16, prompt_mode: str = "vector",
                  logit_scale: float = 300.0, learn_logit_scale: bool = False) -> None:
         super().__init__()
-        self.text_encoder = text_encoder  # plain attribute: not a submodule, not saved
+        if isinstance(text_encoder, nn.Module):
+            self.text_lora: LoraTextEncoder | None = text_encoder  # submodule: LoRA tensors train and are saved
+            self._frozen_text = None
+        else:
+            self.text_lora = None
+            self._frozen_text = text_encoder  # plain attribute: not a submodule, not saved
         self.questions = list(questions)
         self.dim = dim
         self.prompt_mode = prompt_mode
@@ -48,6 +55,11 @@ class FiVEModel(nn.Module):
 
     # -- helpers -------------------------------------------------------------------------
     @property
+    def text_encoder(self) -> FrozenTextEncoder | LoraTextEncoder:
+        """The text encoder (frozen and shared, or the LoRA submodule ``text_lora``)."""
+        return self.text_lora if self.text_lora is not None else self._frozen_text
+
+    @property
     def device(self) -> torch.device:
         return self.text_proj.weight.device
 
@@ -56,7 +68,7 @@ class FiVEModel(nn.Module):
 
     # -- text side -------------------------------------------------------------------------
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Unit vectors ``[len(texts), d]`` for strings (frozen cached encoder + trainable projection)."""
+        """Unit vectors ``[len(texts), d]`` for strings (encoder, frozen and cached or LoRA, + trainable projection)."""
         vec = self.text_encoder.encode(list(texts)).to(self.device)
         return F.normalize(self.text_proj(vec), dim=-1)
 
@@ -91,8 +103,17 @@ def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], dev
     """Create a FiVE model from the config's ``model`` section."""
     from .text import get_text_encoder
 
-    enc = get_text_encoder(model_cfg["text_encoder"], model_cfg["text_max_tokens"],
-                           model_cfg["text_mask_padding"], device)
+    # checkpoints written before LoRA existed have no text_lora_* keys: frozen encoder (r = 0)
+    r = int(model_cfg.get("text_lora_r", 0) or 0)
+    if r > 0:
+        enc = LoraTextEncoder(
+            model_cfg["text_encoder"], model_cfg["text_max_tokens"], model_cfg["text_mask_padding"], device,
+            r=r, alpha=float(model_cfg.get("text_lora_alpha", 32)),
+            dropout=float(model_cfg.get("text_lora_dropout", 0.05)),
+            targets=list(model_cfg.get("text_lora_targets", ["query", "key", "value", "dense"])))
+    else:
+        enc = get_text_encoder(model_cfg["text_encoder"], model_cfg["text_max_tokens"],
+                               model_cfg["text_mask_padding"], device)
     model = FiVEModel(
         feature_dim=feature_dim, text_encoder=enc, questions=questions, dim=model_cfg["dim"],
         heads=model_cfg["heads"], n_prompts=model_cfg["n_prompts"], prompt_mode=model_cfg["prompt_mode"],
