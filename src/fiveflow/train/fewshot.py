@@ -11,7 +11,7 @@ from ..model import load_checkpoint
 from .common import LOGGER_NAME, log_to, resolve_device
 from .data import BagStore
 from .draws import run_draws
-from .loop import fit, predict_probs
+from .loop import fit, fit_key, predict_probs
 from .predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
 METHOD = "FiVE"
@@ -41,8 +41,14 @@ def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, 
     logger = log if isinstance(log, logging.Logger) else logging.getLogger(LOGGER_NAME)
 
     def fit_predict(store, slide_ids, y, test_ids, seed, device):
-        model, _ = load_checkpoint(ckpt, device)
-        summary = fit(model, store, list(zip(slide_ids, y.tolist())), texts, ft, seed, f"{shots}-shot", logger)
+        model, payload = load_checkpoint(ckpt, device)
+        items = list(zip(slide_ids, y.tolist()))
+        key = fit_key(stage="finetune", pretrained=payload["extra"].get("config_sha256"), model=payload["model_cfg"],
+                      optim=ft, seed=seed, items=items, texts=texts, device=torch.device(device).type)
+        base = Path(out_parquet or ckpt)
+        resume = base.with_name(f".{base.name}.seed{seed}.resume")  # one per draw
+        summary = fit(model, store, items, texts, ft, seed, f"{shots}-shot", logger, resume=resume, run_key=key)
+        resume.unlink(missing_ok=True)
         logger.info("%d-shot draw (seed %d): %d updates, %d/%d empty steps skipped, %.1fs", shots, seed,
                     summary["n_updates"], summary["n_empty_skipped"], summary["n_empty"], summary["seconds"])
         return predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])[:, 1]

@@ -7,15 +7,20 @@ text->image direction can compare them (the image->text term is unchanged).
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 import math
 import time
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io import atomic_path
 from ..model.five import FiVEModel
 from .data import Bag, BagStore
 from .descriptions import all_variants, draw_dropped_questions, n_variants, perturb_descriptions
@@ -67,6 +72,24 @@ def slide_embedding(model: FiVEModel, bag: Bag, bank: torch.Tensor, ratio: float
     return F.normalize(out.float(), dim=-1) if out.dtype != torch.float32 else out
 
 
+def slides_embedding(model: FiVEModel, bags: Sequence[Bag], bank: torch.Tensor, ratio: float, max_instances: int,
+                     train: bool, rng: np.random.Generator | None) -> torch.Tensor:
+    """Batched :func:`slide_embedding`: unit vectors ``[B, d]`` (float32) for several bags in one forward.
+
+    Each bag is sampled in turn with the same ``rng`` (so the draws equal calling
+    :func:`slide_embedding` per bag in sequence); bags of different lengths are padded with the
+    model's learned ``pad_token`` and masked (:meth:`FiVEModel.encode_slides`).
+    """
+    feats, poss = [], []
+    for bag in bags:
+        idx = torch.from_numpy(sample_instances(bag.n, ratio, max_instances, train, rng))
+        feats.append(bag.features[idx].to(model.device, non_blocking=True))
+        poss.append(bag.pos[idx].to(model.device, non_blocking=True))
+    with _autocast(model.device):
+        out = model.encode_slides(feats, poss, bank)
+    return F.normalize(out.float(), dim=-1) if out.dtype != torch.float32 else out
+
+
 def _keep(n_questions: int, dropped: Sequence[int]) -> list[int]:
     d = set(dropped)
     return [i for i in range(n_questions) if i not in d]
@@ -84,11 +107,20 @@ def _symmetric_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], texts: Sequence[str],
-        optim_cfg: dict, seed: int, label: str = "train", logger: logging.Logger | None = None) -> dict:
+        optim_cfg: dict, seed: int, label: str = "train", logger: logging.Logger | None = None,
+        resume: str | Path | None = None, run_key: str | None = None,
+        on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train ``model`` so each slide of ``items`` (slide_id, index into ``texts``) matches its text.
 
     ``texts`` are the candidate descriptions (pre-training: the unique fine-grained
     descriptions of the training patients; fine-tuning: the class texts). Returns a summary.
+
+    ``resume``: a file where the full training state (model, optimiser, step, every random
+    stream, the summary so far) is written atomically after each epoch. When it exists and
+    was written for the same ``run_key`` (see :func:`fit_key`), training continues from it,
+    and the result is identical to an uninterrupted run (same seed, same device). A state
+    written for another key is ignored (and overwritten). The caller removes the file once the
+    final model is saved. ``on_epoch(epoch)`` is called after each epoch's state is saved.
     """
     logger = logger or log
     # separate streams: slide order, text perturbation, instance sampling; so the order and
@@ -115,8 +147,23 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     t0 = time.perf_counter()
     summary = {"label": label, "n_slides": n, "n_texts": len(texts), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                "n_updates": 0, "n_forward": 0, "n_empty": 0, "n_empty_skipped": 0, "epoch_loss": []}
-    step = 0
-    for epoch in range(epochs):
+    step, start_epoch = 0, 0
+    streams = (order_rng, text_rng, rng)
+    if resume is not None:
+        state = load_train_state(resume, run_key, logger)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for g, st in zip(streams, state["numpy_rngs"]):
+                g.bit_generator.state = st
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            step, start_epoch = int(state["step"]), int(state["epoch"])
+            summary.update(state["summary"])
+            t0 -= float(state["summary"].get("seconds", 0.0))
+            logger.info("%s: resumed after epoch %d/%d from %s", label, start_epoch, epochs, resume)
+    for epoch in range(start_epoch, epochs):
         order = order_rng.permutation(n)
         losses: list[float] = []
         for g0 in range(0, n, accumulate):
@@ -133,10 +180,54 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
         summary["epoch_loss"].append(mean_loss)
         logger.info("%s epoch %d/%d loss %.4f lr %.2e (%d texts, %.1fs)", label, epoch + 1, epochs, mean_loss, lr,
                     len(texts), time.perf_counter() - t0)
+        if resume is not None and epoch + 1 < epochs:
+            summary["seconds"] = time.perf_counter() - t0
+            save_train_state(resume, run_key, epoch + 1, step, model, optimizer, streams, summary)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     model.eval()
     summary["seconds"] = time.perf_counter() - t0
     summary["final_loss"] = summary["epoch_loss"][-1] if summary["epoch_loss"] else float("nan")
     return summary
+
+
+def fit_key(**parts) -> str:
+    """SHA-256 of everything that determines a training run (config sections, seed, slides,
+    texts, model shape): checkpoints carry it, and a resume state is only used for the same key."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def save_train_state(path: str | Path, run_key: str | None, epoch: int, step: int, model: FiVEModel,
+                     optimizer: torch.optim.Optimizer, streams: Sequence[np.random.Generator], summary: dict) -> None:
+    """Write the state needed to continue training after ``epoch`` epochs (atomically)."""
+    state = {
+        "run_key": run_key, "epoch": int(epoch), "step": int(step),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "numpy_rngs": [g.bit_generator.state for g in streams],
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "summary": copy.deepcopy(summary),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_train_state(path: str | Path, run_key: str | None, logger: logging.Logger) -> dict | None:
+    """The saved state when ``path`` exists, is readable and was written for ``run_key``; else None."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a torn or foreign file: start over rather than fail
+        logger.warning("ignoring unreadable training state %s (%s); starting from scratch", p, exc)
+        return None
+    if not isinstance(state, dict) or state.get("run_key") != run_key:
+        logger.warning("ignoring training state %s: it was written for other settings or data; starting from scratch", p)
+        return None
+    return state
 
 
 def _group_per_slide(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,

@@ -11,7 +11,7 @@ from ..model import build_model, load_questions, save_checkpoint
 from .common import log_to, resolve_device, seed_everything, set_threads
 from .data import BagStore
 from .descriptions import split_segments
-from .loop import fit
+from .loop import fit, fit_key
 from .predictions import read_split
 
 
@@ -29,11 +29,21 @@ def training_descriptions(split: pd.DataFrame, labels: pd.DataFrame, logger: log
     return train[~missing].reset_index(drop=True)
 
 
+def resume_path(out: str | Path) -> Path:
+    """Where a training job keeps its per-epoch state: next to its output, hidden."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.resume")
+
+
 def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[str, str], cfg: dict,
-             out_ckpt: str | Path, threads: int = 1, log: str | os.PathLike | logging.Logger | None = None) -> dict:
+             out_ckpt: str | Path, threads: int = 1, log: str | os.PathLike | logging.Logger | None = None,
+             on_epoch=None) -> dict:
     """Pre-train on the training split's fine-grained labels and save the checkpoint atomically.
 
-    Returns a summary: slide/description counts, per-epoch losses, seconds, empty steps.
+    The training state is saved after every epoch (:func:`resume_path`); a rerun after a
+    kill continues from the last epoch and ends with the same checkpoint as an uninterrupted
+    run. The checkpoint's ``extra.config_sha256`` identifies the settings and data it was
+    trained on. Returns a summary: slide/description counts, per-epoch losses, seconds, empty steps.
     """
     with log_to(log) as logger:
         set_threads(threads)
@@ -56,9 +66,14 @@ def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[
         model = build_model(cfg["model"], feature_dim, questions, device)
         logger.info("pretrain: %d slides, %d descriptions, feature dim %d, device %s",
                     len(items), len(texts), feature_dim, device)
-        summary = fit(model, store, items, texts, cfg["train"]["pretrain"], seed, "pretrain", logger)
+        key = fit_key(stage="pretrain", model=cfg["model"], optim=cfg["train"]["pretrain"], seed=seed, items=items,
+                      texts=texts, questions=questions, feature_dim=feature_dim, device=device.type)
+        resume = resume_path(out_ckpt)
+        summary = fit(model, store, items, texts, cfg["train"]["pretrain"], seed, "pretrain", logger,
+                      resume=resume, run_key=key, on_epoch=on_epoch)
         summary.update(n_dropped_slides=int((split["split"] == "train").sum()) - len(items), device=str(device))
         save_checkpoint(model, cfg["model"], cfg["classes"], feature_dim, out_ckpt,
-                        extra={"summary": summary, "train_slides": [s for s, _ in items]})
+                        extra={"summary": summary, "train_slides": [s for s, _ in items], "config_sha256": key})
+        resume.unlink(missing_ok=True)
         logger.info("pretrain: done in %.1fs, final loss %.4f -> %s", summary["seconds"], summary["final_loss"], out_ckpt)
         return summary
