@@ -6,8 +6,14 @@ FIVE_METHOD.md section 3:
 2. one self-attention block over instances (residual) plus an outer residual with the input;
    ``g`` = mean of the real instance tokens;
 3. one cross-attention block, queries = prompt bank, keys/values = instance tokens (masked),
-   no query residual (authors); mean over prompts -> ``c``;
+   no query residual (authors; ``cross_residual=True`` adds one); mean over prompts -> ``c``;
 4. slide = Linear(2d -> d)([c, g]), L2-normalised.
+
+Padding (``mask [B, N]``, True = real instance): by default padded positions are masked
+everywhere (self-attention keys, ``g``, cross-attention keys), so padding never changes a
+slide's embedding. ``attend_to_padding=True`` reproduces the authors' quirk: pads are NOT
+masked in the self-attention block (real tokens attend to them as keys); they stay masked in
+``g`` and in cross-attention.
 """
 from __future__ import annotations
 
@@ -45,11 +51,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class TFSAggregator(nn.Module):
-    def __init__(self, dim: int = 512, heads: int = 8, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int = 512, heads: int = 8, mlp_ratio: float = 4.0,
+                 attend_to_padding: bool = False, cross_residual: bool = False) -> None:
         super().__init__()
+        self.attend_to_padding = bool(attend_to_padding)
         self.pos = FourierPositionEncoding(dim)
         self.self_block = SelfAttentionBlock(dim, heads, mlp_ratio)
-        self.cross_block = CrossAttentionBlock(dim, heads, mlp_ratio)
+        self.cross_block = CrossAttentionBlock(dim, heads, mlp_ratio, residual=cross_residual)
         self.head = nn.Linear(2 * dim, dim)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
@@ -58,7 +66,9 @@ class TFSAggregator(nn.Module):
         if mask is not None and bool(mask.all()):
             mask = None
         h = x + self.pos(pos)
-        tokens = x + self.self_block(h, mask)  # block residuals + outer residual with the input
+        # authors' quirk (attend_to_padding): pads are unmasked keys in self-attention only
+        self_mask = None if self.attend_to_padding else mask
+        tokens = x + self.self_block(h, self_mask)  # block residuals + outer residual with the input
         g = masked_mean(tokens, mask)
         queries = bank.unsqueeze(0).expand(x.shape[0], -1, -1)
         c = self.cross_block(queries, tokens, mask).mean(1)

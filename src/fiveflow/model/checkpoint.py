@@ -8,7 +8,8 @@ With LoRA (``model.text_lora_r > 0``) the state dict holds the adapters (``text_
 but not the encoder's frozen base weights: loading rebuilds the encoder from
 ``model.text_encoder`` and loads strictly (a hook on the LoRA encoder excuses exactly the base
 weights, so a missing adapter tensor is still an error). Checkpoints from before LoRA have no
-``text_lora_*`` keys in ``model_cfg`` and load as frozen (r = 0).
+``text_lora_*`` keys in ``model_cfg`` and load as frozen (r = 0). Checkpoints from before the
+learned pad vector have no ``pad_token``: it is filled with zeros (its initial value).
 """
 from __future__ import annotations
 
@@ -40,5 +41,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Rebuild the model from its own saved ``model_cfg``; returns ``(model, payload)``."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(payload["model_cfg"], payload["feature_dim"], payload["questions"], device)
-    model.load_state_dict(payload["state_dict"])
+    state = dict(payload["state_dict"])
+    # Checkpoints written before FiVEModel.pad_token existed lack it. Fill it with zeros (its
+    # initial value) so the strict load below still catches every other missing tensor. The
+    # pad vector only matters when bags of different lengths are batched.
+    if "pad_token" not in state:
+        state["pad_token"] = torch.zeros_like(model.pad_token, device="cpu")
+    model.load_state_dict(state)
     return model, payload

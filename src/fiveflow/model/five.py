@@ -7,6 +7,10 @@ The frozen text encoder is held by reference and is *not* part of ``state_dict``
 re-created from ``model.text_encoder`` when a checkpoint is loaded). With LoRA
 (``model.text_lora_r > 0``) the encoder is the submodule ``text_lora``: its adapters train at the
 text-side learning rate and only its ``lora_`` tensors are in ``state_dict``.
+
+Batching slides of different lengths (:meth:`FiVEModel.encode_slides`) pads each projected bag
+to the longest with the learned ``pad_token`` (model space d) and masks the pads; with
+``model.attend_to_padding`` (authors' quirk) the self-attention block still attends to them.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ PROMPT_INIT_STD = 0.01
 class FiVEModel(nn.Module):
     def __init__(self, feature_dim: int, text_encoder: FrozenTextEncoder | LoraTextEncoder, questions: Sequence[str],
                  dim: int = 512, heads: int = 8, n_prompts: int = 16, prompt_mode: str = "vector",
-                 logit_scale: float = 300.0, learn_logit_scale: bool = False) -> None:
+                 logit_scale: float = 300.0, learn_logit_scale: bool = False,
+                 attend_to_padding: bool = False, cross_residual: bool = False) -> None:
         super().__init__()
         if isinstance(text_encoder, nn.Module):
             self.text_lora: LoraTextEncoder | None = text_encoder  # submodule: LoRA tensors train and are saved
@@ -38,7 +43,12 @@ class FiVEModel(nn.Module):
         self.dim = dim
         self.prompt_mode = prompt_mode
         self.feature_proj: nn.Module = nn.Identity() if feature_dim == dim else nn.Linear(feature_dim, dim)
-        self.aggregator = TFSAggregator(dim, heads)
+        self.aggregator = TFSAggregator(dim, heads, attend_to_padding=attend_to_padding,
+                                        cross_residual=cross_residual)
+        # learned pad vector (model space, after feature_proj); used only when bags of different
+        # lengths are batched (encode_slides). Zero init consumes no RNG, so initialisation of
+        # every other parameter is unchanged.
+        self.pad_token = nn.Parameter(torch.zeros(dim))
         self.text_proj = nn.Linear(text_encoder.hidden_size, dim, bias=False)
         if prompt_mode == "vector":
             self.prompts = nn.Parameter(torch.randn(n_prompts, dim) * PROMPT_INIT_STD)
@@ -94,6 +104,35 @@ class FiVEModel(nn.Module):
         """``features [B, N, D]``, ``pos [B, N, 2]``, ``mask [B, N]`` -> unit slide vectors ``[B, d]``."""
         return self.aggregator(self.feature_proj(features), pos, bank, mask)
 
+    def encode_slides(self, features_list: Sequence[torch.Tensor], pos_list: Sequence[torch.Tensor],
+                      bank: torch.Tensor) -> torch.Tensor:
+        """Batch bags of different lengths: ``[N_i, D]`` features and ``[N_i, 2]`` positions -> ``[B, d]`` unit vectors.
+
+        Each bag is projected to model space, padded to the longest with ``pad_token`` (pad
+        positions 0) and aggregated with a boolean mask ``[B, N]`` (True = real instance).
+        Bags of equal length (and B = 1) are stacked without padding or mask, exactly as
+        :meth:`encode_slide`.
+        """
+        if len(features_list) != len(pos_list) or not len(features_list):
+            raise ValueError(f"encode_slides needs as many position tensors as bags (>= 1), got "
+                             f"{len(features_list)} and {len(pos_list)}")
+        lengths = [int(f.shape[0]) for f in features_list]
+        n = max(lengths)
+        if all(k == n for k in lengths):
+            return self.encode_slide(torch.stack(list(features_list)), torch.stack(list(pos_list)), bank)
+        xs, ps = [], []
+        for f, p in zip(features_list, pos_list):
+            x = self.feature_proj(f)
+            extra = n - x.shape[0]
+            if extra:
+                x = torch.cat([x, self.pad_token.to(x.dtype).unsqueeze(0).expand(extra, -1)])
+                p = torch.cat([p, p.new_zeros(extra, p.shape[-1])])
+            xs.append(x)
+            ps.append(p)
+        x = torch.stack(xs)
+        mask = torch.arange(n, device=x.device).unsqueeze(0) < torch.tensor(lengths, device=x.device).unsqueeze(1)
+        return self.aggregator(x, torch.stack(ps), bank, mask)
+
     def logits(self, slide: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``s * cos`` between unit slide vectors ``[B, d]`` and unit text vectors ``[T, d]``."""
         return self.logit_scale() * slide @ text.t()
@@ -118,5 +157,8 @@ def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], dev
         feature_dim=feature_dim, text_encoder=enc, questions=questions, dim=model_cfg["dim"],
         heads=model_cfg["heads"], n_prompts=model_cfg["n_prompts"], prompt_mode=model_cfg["prompt_mode"],
         logit_scale=float(model_cfg["logit_scale"]), learn_logit_scale=bool(model_cfg["learn_logit_scale"]),
+        # .get: checkpoints written before these flags existed build with the defaults
+        attend_to_padding=bool(model_cfg.get("attend_to_padding", False)),
+        cross_residual=bool(model_cfg.get("cross_residual", False)),
     )
     return model.to(device)

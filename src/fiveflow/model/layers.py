@@ -72,14 +72,16 @@ class SelfAttentionBlock(nn.Module):
 
 
 class CrossAttentionBlock(nn.Module):
-    """Pre-LN cross-attention block WITHOUT the residual from the queries (as the authors).
+    """Pre-LN cross-attention block, by default WITHOUT the residual from the queries (as the authors).
 
     ``y = attn(ln_q(q), ln_kv(kv))`` replaces the queries; the MLP sub-block keeps its own
-    residual: ``y + mlp(ln_2(y))``.
+    residual: ``y + mlp(ln_2(y))``. With ``residual=True`` (``model.cross_residual``) the block is a
+    standard pre-LN residual block: ``y = q + attn(...)`` before the MLP sub-block.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, residual: bool = False) -> None:
         super().__init__()
+        self.residual = bool(residual)
         self.ln_q = nn.LayerNorm(dim)
         self.ln_kv = nn.LayerNorm(dim)
         self.attn = MultiHeadAttention(dim, heads)
@@ -88,4 +90,6 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         y = self.attn(self.ln_q(q), self.ln_kv(kv), key_mask)
+        if self.residual:
+            y = q + y
         return y + self.mlp(self.ln_2(y))

@@ -1,7 +1,7 @@
 """AdamW with two learning rates and a warm-up + cosine schedule (FIVE_METHOD.md section 4).
 
-Text side (text projection, learnable prompts, logit scale if learnt) trains at ``lr``; the
-image side (feature projection and TFS aggregator) at ``lr * aggregator_lr_mult``. The floor
+Text side (text projection, learnable prompts, LoRA adapters, logit scale if learnt) trains at ``lr``; the
+image side (feature projection, pad vector and TFS aggregator) at ``lr * aggregator_lr_mult``. The floor
 ``min_lr`` is scaled by the same multiplier so both groups follow the same curve. Weight
 decay applies to matrices (``ndim >= 2``), not to biases, LayerNorm gains or the scale.
 """
@@ -21,7 +21,7 @@ def build_optimizer(model: nn.Module, optim_cfg: dict) -> torch.optim.AdamW:
     mult = float(optim_cfg["aggregator_lr_mult"])
     wd = float(optim_cfg["weight_decay"])
     min_lr = float(optim_cfg["min_lr"])
-    image_prefixes = ("feature_proj.", "aggregator.")
+    image_prefixes = ("feature_proj.", "aggregator.", "pad_token")
     buckets: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
