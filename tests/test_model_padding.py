@@ -163,7 +163,7 @@ def test_faithful_preset_validates_and_sets_authors_values():
         "text_encoder": "emilyalsentzer/Bio_ClinicalBERT", "text_max_tokens": 308, "text_mask_padding": False,
         "text_lora_r": 8, "text_lora_alpha": 32, "text_lora_dropout": 0.05,
         "text_lora_targets": ["query", "key", "value", "dense"], "attend_to_padding": True,
-        "cross_residual": False, "n_prompts": 16, "dim": 512, "heads": 8,
+        "cross_residual": False, "feature_norm": "none", "n_prompts": 16, "dim": 512, "heads": 8,
     }
     for k, v in expected_model.items():
         assert cfg["model"][k] == v, f"model.{k}"
@@ -209,3 +209,52 @@ def test_old_checkpoint_without_pad_token_loads(tmp_path):
     torch.save(payload, tmp_path / "broken.pt")
     with pytest.raises(RuntimeError):
         load_checkpoint(tmp_path / "broken.pt")
+
+
+# -- feature standardisation (model.feature_norm) ----------------------------------------------
+def test_feature_stats_match_numpy(tmp_path):
+    import h5py
+
+    from fiveflow.train.data import BagStore
+
+    rng = np.random.default_rng(0)
+    paths, arrays = {}, []
+    for i, n in enumerate((7, 30, 12)):
+        f = (rng.normal(3.0, 2.0, (n, FEAT)) * rng.uniform(0.1, 5, FEAT)).astype(np.float32)
+        arrays.append(f)
+        paths[f"s{i}"] = str(tmp_path / f"s{i}.h5")
+        with h5py.File(paths[f"s{i}"], "w") as h:
+            h["features"] = f
+            h["coords"] = np.stack([np.arange(n), np.zeros(n)], 1).astype(np.int64)
+    mean, std = BagStore(paths).feature_stats(["s0", "s1", "s2", "s1"])  # duplicates count once
+    allf = np.concatenate(arrays).astype(np.float64)
+    np.testing.assert_allclose(mean.numpy(), allf.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std.numpy(), allf.std(0), rtol=1e-4)
+
+
+def test_standardized_model_ignores_per_dimension_offset_and_scale(tmp_path):
+    """With feature_norm=standardize and statistics fitted on the same bags, a per-dimension affine
+    change of the features (another encoder's offsets and scales) leaves the slide embedding as is."""
+    torch.manual_seed(1)
+    feats = torch.randn(40, FEAT)
+    pos = torch.rand(40, 2)
+    a, b = torch.rand(FEAT) * 10 + 0.1, torch.randn(FEAT) * 50
+    outs = []
+    for x in (feats, feats * a + b):
+        m = _model(feature_norm="standardize")
+        m.set_feature_stats(x.mean(0), x.std(0, unbiased=False))
+        with torch.no_grad():
+            outs.append(m.encode_slide(x[None], pos[None], m.prompt_bank(None)))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+    raw = _model(feature_norm="none")
+    with torch.no_grad():
+        r = [raw.encode_slide(x[None], pos[None], raw.prompt_bank(None)) for x in (feats, feats * a + b)]
+    assert not torch.allclose(r[0], r[1], atol=1e-3)  # without it the offsets change the slide
+    # the statistics travel in the checkpoint
+    m = _model(feature_norm="standardize")
+    m.set_feature_stats(feats.mean(0) + 1, feats.std(0) + 1)
+    save_checkpoint(m, dict(MODEL_CFG, feature_norm="standardize"), [], FEAT, tmp_path / "m.pt")
+    back, _ = load_checkpoint(tmp_path / "m.pt")
+    assert back.feature_norm == "standardize" and torch.equal(back.feature_mean, m.feature_mean)
+    with pytest.raises(ValueError, match="feature_norm"):
+        _model(feature_norm="zscore")

@@ -245,3 +245,24 @@ def test_symmetric_fit_runs(tiny):
     res = fit(model, BagStore(coh["bag_paths"]), items, texts, dict(cfg["train"]["pretrain"], epochs=2, accumulate=3,
                                                                     symmetric_loss=True), seed=0)
     assert res["n_updates"] + res["n_empty_skipped"] // 3 == 4 and np.isfinite(res["final_loss"])
+
+
+def test_class_text_ablation_pretrains_on_class_texts(tiny):
+    import torch
+
+    from fiveflow.train.fewshot import ABLATION_METHODS, run_zeroshot
+    from fiveflow.train.pretrain import pretrain
+
+    out, coh, cfg = tiny
+    s = pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "abl.pt", targets="class_texts")
+    assert s["n_texts"] == 2  # the two class texts, not the fine-grained descriptions
+    payload = torch.load(out / "abl.pt", weights_only=False)
+    assert payload["extra"]["targets"] == "class_texts"
+    fine = pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "fine.pt")
+    assert fine["n_texts"] > 2 and fine["n_slides"] == s["n_slides"]  # same slides, other targets
+    assert torch.load(out / "fine.pt", weights_only=False)["extra"]["config_sha256"] != payload["extra"]["config_sha256"]
+    pred = run_zeroshot(out / "abl.pt", out / "split.csv", coh["bag_paths"], cfg, None,
+                        method=ABLATION_METHODS["class_texts"])
+    assert set(pred["method"]) == {"FiVE-classtexts"}
+    with pytest.raises(ValueError, match="targets"):
+        pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "x.pt", targets="classes")

@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fiveflow.config import ConfigError, resolve_path, validate_config  # noqa: E402
 from fiveflow.reports import backend_name  # noqa: E402
+from fiveflow.train.fewshot import ABLATION_METHODS  # noqa: E402
 from fiveflow.workflow import Cohort, precomputed_sources  # noqa: E402
 
 try:
@@ -35,6 +36,9 @@ if config["embedding"].get("precomputed"):
     except (ValueError, FileNotFoundError) as _err:
         raise WorkflowError(str(_err)) from None
 TRAIN_GPU = 0 if config["train"]["device"] == "cpu" else 1
+# FiVE and its ablations: method name -> pre-trained checkpoint (predictions/{method}_{shots}.parquet)
+FIVE_CKPTS = {"FiVE": f"{R}/models/pretrain.pt"}
+FIVE_CKPTS.update({ABLATION_METHODS[a]: f"{R}/models/pretrain_{a}.pt" for a in config["ablations"]})
 # Only the sections training reads, so that e.g. a tiling change does not look like a training change.
 TRAIN_CFG = {k: config[k] for k in ("classes", "split", "fewshot", "model", "train", "baselines")}
 
@@ -42,7 +46,9 @@ TRAIN_CFG = {k: config[k] for k in ("classes", "split", "fewshot", "model", "tra
 wildcard_constraints:
     # only the cohort's own slide ids (sanitised, so no path separators can sneak in)
     slide="|".join(re.escape(s) for s in SLIDES),
-    shots="[0-9]+",
+    shots="[1-9][0-9]*",  # 0 shots = zero-shot, its own rule
+    five="|".join(re.escape(m) for m in FIVE_CKPTS),
+    ablation="|".join(re.escape(a) for a in config["ablations"]) or "(?!)",
 
 
 def slide_qc_notice(summary_csv):
@@ -60,8 +66,8 @@ def bag_paths():
 
 
 def prediction_files():
-    files = [f"{R}/predictions/FiVE_0.parquet"]
-    files += expand(f"{R}/predictions/FiVE_{{shots}}.parquet", shots=SHOTS)
+    files = expand(f"{R}/predictions/{{m}}_0.parquet", m=list(FIVE_CKPTS))
+    files += expand(f"{R}/predictions/{{m}}_{{shots}}.parquet", m=list(FIVE_CKPTS), shots=SHOTS)
     files += expand(f"{R}/predictions/{{b}}_{{shots}}.parquet", b=BASELINES, shots=SHOTS)
     return files
 

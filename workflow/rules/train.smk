@@ -52,20 +52,45 @@ rule pretrain:
         "../scripts/pretrain.py"
 
 
-rule zeroshot:
-    """Zero-shot predictions: cosine to the class texts straight after pre-training."""
+rule pretrain_ablation:
+    """Ablation: the same pre-training with class texts as targets instead of fine-grained descriptions."""
     input:
-        ckpt=f"{R}/models/pretrain.pt",
         split=f"{R}/splits/split.csv",
+        labels=f"{R}/reports/labels.parquet",
         bags=bag_paths(),
     output:
-        f"{R}/predictions/FiVE_0.parquet",
+        f"{R}/models/pretrain_{{ablation}}.pt",
     params:
         cfg=TRAIN_CFG,
     log:
-        f"{LOGS}/zeroshot.log",
+        f"{LOGS}/pretrain_{{ablation}}.log",
     benchmark:
-        f"{BENCH}/zeroshot.tsv"
+        f"{BENCH}/pretrain_{{ablation}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=TRAIN_GPU,
+    script:
+        "../scripts/pretrain.py"
+
+
+rule zeroshot:
+    """Zero-shot predictions: cosine to the class texts straight after pre-training."""
+    input:
+        ckpt=lambda wc: FIVE_CKPTS[wc.five],
+        split=f"{R}/splits/split.csv",
+        bags=bag_paths(),
+    output:
+        f"{R}/predictions/{{five}}_0.parquet",
+    params:
+        cfg=TRAIN_CFG,
+    log:
+        f"{LOGS}/zeroshot/{{five}}.log",
+    benchmark:
+        f"{BENCH}/zeroshot/{{five}}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 1
@@ -80,18 +105,18 @@ rule zeroshot:
 rule fewshot:
     """Few-shot fine-tuning of the pre-trained model on the class texts, all draws of one shot count."""
     input:
-        ckpt=f"{R}/models/pretrain.pt",
+        ckpt=lambda wc: FIVE_CKPTS[wc.five],
         split=f"{R}/splits/split.csv",
         draws=f"{R}/splits/fewshot_draws.csv",
         bags=bag_paths(),
     output:
-        f"{R}/predictions/FiVE_{{shots}}.parquet",
+        f"{R}/predictions/{{five}}_{{shots}}.parquet",
     params:
         cfg=TRAIN_CFG,
     log:
-        f"{LOGS}/fewshot/{{shots}}.log",
+        f"{LOGS}/fewshot/{{five}}_{{shots}}.log",
     benchmark:
-        f"{BENCH}/fewshot/{{shots}}.tsv"
+        f"{BENCH}/fewshot/{{five}}_{{shots}}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 1

@@ -6,8 +6,9 @@ from fiveflow.workflow import bag_map
 
 def main(smk, log):
     pred = run_fewshot(smk.input.ckpt, smk.input.split, smk.input.draws, bag_map(smk.input.bags), smk.params.cfg,
-                       int(smk.wildcards.shots), smk.output[0], threads=smk.threads)
-    log.info("few-shot %s: %d predictions", smk.wildcards.shots, len(pred))
+                       int(smk.wildcards.shots), smk.output[0], threads=smk.threads,
+                       method=smk.wildcards.five)
+    log.info("%s few-shot %s: %d predictions", smk.wildcards.five, smk.wildcards.shots, len(pred))
 
 
 run_script(snakemake, main)  # noqa: F821

@@ -5,7 +5,8 @@ from fiveflow.workflow import bag_map
 
 
 def main(smk, log):
-    pred = run_zeroshot(smk.input.ckpt, smk.input.split, bag_map(smk.input.bags), smk.params.cfg, smk.output[0])
+    pred = run_zeroshot(smk.input.ckpt, smk.input.split, bag_map(smk.input.bags), smk.params.cfg, smk.output[0],
+                        method=smk.wildcards.five)
     log.info("zero-shot: %d predictions", len(pred))
 
 

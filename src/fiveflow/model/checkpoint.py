@@ -47,5 +47,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     # pad vector only matters when bags of different lengths are batched.
     if "pad_token" not in state:
         state["pad_token"] = torch.zeros_like(model.pad_token, device="cpu")
+    # ... and before feature standardisation: identity statistics (feature_norm was "none")
+    for key, init in (("feature_mean", torch.zeros_like), ("feature_std", torch.ones_like)):
+        if key not in state:
+            state[key] = init(getattr(model, key), device="cpu")
     model.load_state_dict(state)
     return model, payload

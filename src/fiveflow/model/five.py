@@ -25,14 +25,20 @@ from .aggregator import TFSAggregator
 from .text import FrozenTextEncoder, LoraTextEncoder
 
 PROMPT_INIT_STD = 0.01
+#: model.feature_norm: none (the authors: raw features) | standardize (z-score each feature
+#: dimension with the pre-training instances' mean and std)
+FEATURE_NORMS = ("none", "standardize")
 
 
 class FiVEModel(nn.Module):
     def __init__(self, feature_dim: int, text_encoder: FrozenTextEncoder | LoraTextEncoder, questions: Sequence[str],
                  dim: int = 512, heads: int = 8, n_prompts: int = 16, prompt_mode: str = "vector",
                  logit_scale: float = 300.0, learn_logit_scale: bool = False,
-                 attend_to_padding: bool = False, cross_residual: bool = False) -> None:
+                 attend_to_padding: bool = False, cross_residual: bool = False,
+                 feature_norm: str = "none") -> None:
         super().__init__()
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"model.feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
         if isinstance(text_encoder, nn.Module):
             self.text_lora: LoraTextEncoder | None = text_encoder  # submodule: LoRA tensors train and are saved
             self._frozen_text = None
@@ -49,6 +55,11 @@ class FiVEModel(nn.Module):
         # lengths are batched (encode_slides). Zero init consumes no RNG, so initialisation of
         # every other parameter is unchanged.
         self.pad_token = nn.Parameter(torch.zeros(dim))
+        # per-dimension standardisation of the patch features (model.feature_norm); statistics are
+        # set once from the pre-training bags (set_feature_stats) and travel in the checkpoint
+        self.feature_norm = feature_norm
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
         self.text_proj = nn.Linear(text_encoder.hidden_size, dim, bias=False)
         if prompt_mode == "vector":
             self.prompts = nn.Parameter(torch.randn(n_prompts, dim) * PROMPT_INIT_STD)
@@ -99,10 +110,21 @@ class FiVEModel(nn.Module):
         return F.normalize(torch.cat(parts), dim=-1)
 
     # -- image side ------------------------------------------------------------------------
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-dimension mean and standard deviation of the training instances (``[D]`` each)."""
+        self.feature_mean.copy_(mean.to(self.feature_mean))
+        self.feature_std.copy_(std.to(self.feature_std).clamp_min(1e-6))
+
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Patch features ``[..., D]`` -> model space ``[..., d]`` (standardised first when configured)."""
+        if self.feature_norm == "standardize":
+            features = (features - self.feature_mean) / self.feature_std
+        return self.feature_proj(features)
+
     def encode_slide(self, features: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
         """``features [B, N, D]``, ``pos [B, N, 2]``, ``mask [B, N]`` -> unit slide vectors ``[B, d]``."""
-        return self.aggregator(self.feature_proj(features), pos, bank, mask)
+        return self.aggregator(self.project_features(features), pos, bank, mask)
 
     def encode_slides(self, features_list: Sequence[torch.Tensor], pos_list: Sequence[torch.Tensor],
                       bank: torch.Tensor) -> torch.Tensor:
@@ -122,7 +144,7 @@ class FiVEModel(nn.Module):
             return self.encode_slide(torch.stack(list(features_list)), torch.stack(list(pos_list)), bank)
         xs, ps = [], []
         for f, p in zip(features_list, pos_list):
-            x = self.feature_proj(f)
+            x = self.project_features(f)
             extra = n - x.shape[0]
             if extra:
                 x = torch.cat([x, self.pad_token.to(x.dtype).unsqueeze(0).expand(extra, -1)])
@@ -160,5 +182,6 @@ def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], dev
         # .get: checkpoints written before these flags existed build with the defaults
         attend_to_padding=bool(model_cfg.get("attend_to_padding", False)),
         cross_residual=bool(model_cfg.get("cross_residual", False)),
+        feature_norm=str(model_cfg.get("feature_norm", "none")),
     )
     return model.to(device)

@@ -330,6 +330,14 @@ def normalize_answer(answer: str | None) -> NormalizedAnswer:
     return NormalizedAnswer(labels=labels, phrases=phrases, flag=flag, raw=raw)
 
 
-def canonical_description(labels: dict[str, str]) -> str:
-    """The short canonical description for categorical labels (the offline backend's text)."""
-    return SEP.join(CANONICAL[f].get(labels[f], UNKNOWN) for f in FIELDS)
+def canonical_description(labels: dict[str, str], histology: str = "") -> str:
+    """The short canonical description for categorical labels (the offline backend's text).
+
+    ``histology`` (e.g. "keratinizing squamous cell carcinoma"), when given, follows the grade in
+    the first answer ("Well differentiated keratinizing squamous cell carcinoma"), the way an
+    LLM answers "What is the differentiation of the lesion?"; it is dropped when the grade is
+    unknown (that answer stays ``Unknown``)."""
+    phrases = [CANONICAL[f].get(labels[f], UNKNOWN) for f in FIELDS]
+    if histology and phrases[0] != UNKNOWN:
+        phrases[0] = f"{phrases[0]} {histology}"
+    return SEP.join(phrases)

@@ -48,7 +48,7 @@ from .offline_text import (
     synoptic_value,
 )
 
-MODEL_NAME = "rules-v3"
+MODEL_NAME = "rules-v4"
 
 # ----------------------------------------------------------------------------- fields
 
@@ -532,6 +532,48 @@ def _differentiation(cls: list[Clause]) -> tuple[str, list[Hit]]:
     return levels_to_differentiation(levels), hits
 
 
+_HIST_TYPE = re.compile(r"\bhistologic(?:al)?\s+type\s*[:.-]?\s*(.+)", re.I)
+_HIST_MOD = (r"(?:(?:non-?)?keratini[sz]ing|basaloid|(?:non-?)?muci(?:nous|genous)|papillary|micropapillary|acinar|"
+             r"solid|lepidic|mixed|sarcomatoid|clear\s+cell|invasive|infiltrating)")
+_HIST_NAME = re.compile(
+    r"\b((?:" + _HIST_MOD + r"\s+){0,3}(?:adenocarcinoma|squamous\s+cell\s+carcinoma|adenosquamous\s+carcinoma|"
+    r"large\s+cell\s+carcinoma|carcinoma)(?:\s*,\s*[a-z-]+(?:\s+[a-z-]+)?\s+(?:type|pattern|predominant|features))?)",
+    re.I)
+_HIST_DROP = re.compile(r"\b(?:invasive|infiltrating|of\s+(?:the\s+)?lung|primary|residual|metastatic|"
+                        r"well|moderately|poorly|differentiated|grade)\b|[-,]\s*$", re.I)
+
+
+def _clean_histology(value: str) -> str:
+    value = re.split(r"[.;(]|\s{2}", value)[0]
+    value = re.sub(r"\s+of\s+(?:the\s+)?lung\b", "", value, flags=re.I)
+    m = _HIST_NAME.search(value)
+    value = m.group(1) if m else ""
+    value = _HIST_DROP.sub(" ", value)
+    value = re.sub(r"\s+,", ",", re.sub(r"\s+", " ", value)).strip(" ,-").lower()
+    return value if re.search(r"carcinoma", value) and len(value.split()) <= 8 else ""
+
+
+def _histology(cls: list[Clause]) -> str:
+    """The histologic type as the report names it ("keratinizing squamous cell carcinoma",
+    "adenocarcinoma, solid type"): a "Histologic type:" line first, else the first tumour
+    name in the diagnosis (never gross description or lymph-node text); "" when none."""
+    for c in cls:
+        m = _HIST_TYPE.search(c.text)
+        if m and not c.lymph:
+            found = _clean_histology(m.group(1))
+            if found:
+                return found
+    for c in cls:
+        if c.gross or c.lymph or re.search(r"\bmetasta|\blymph", c.text, re.I):
+            continue
+        m = _HIST_NAME.search(c.text)
+        if m:
+            found = _clean_histology(m.group(1))
+            if found and found != "carcinoma":
+                return found
+    return ""
+
+
 # ----------------------------------------------------------------------------- API
 
 @dataclass
@@ -540,15 +582,17 @@ class OfflineResult:
 
     labels: dict[str, str]
     evidence: dict[str, list[Hit]] = field(default_factory=dict)
+    histology: str = ""
 
     @property
     def phrases(self) -> list[str]:
-        return canonical_description(self.labels).split("; ")
+        return self.answer.split("; ")
 
     @property
     def answer(self) -> str:
-        """The six phrases joined by '; ' (what an LLM backend would return)."""
-        return canonical_description(self.labels)
+        """The six phrases joined by '; ' (what an LLM backend would return); the first one names
+        the histologic type after the grade when the report gives both."""
+        return canonical_description(self.labels, self.histology)
 
 
 _EXTRACTORS = {
@@ -568,7 +612,7 @@ def extract(text: str) -> OfflineResult:
     evidence: dict[str, list[Hit]] = {}
     for f in FIELDS:
         labels[f], evidence[f] = _EXTRACTORS[f](cls)
-    return OfflineResult(labels=labels, evidence=evidence)
+    return OfflineResult(labels=labels, evidence=evidence, histology=_histology(cls))
 
 
 def answer_report(text: str) -> str:

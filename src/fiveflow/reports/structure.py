@@ -2,7 +2,7 @@
 
 Backends (``reports.backend``):
 
-* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v3``.
+* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v4``.
 * ``openai``: :mod:`fiveflow.reports.llm` against any OpenAI-compatible server (``reports.openai``).
 * ``precomputed``: answers already made elsewhere (e.g. the FiVE authors' GPT-4 answers), a CSV
   with ``patient_id`` (or ``patient_filename``) and ``answer`` (``reports.precomputed``).
@@ -79,7 +79,7 @@ def _run_offline(texts: list[str]) -> list[tuple[dict[str, str], str, str, str]]
     rows = []
     for t in tqdm(texts, desc="offline rules", unit="report", disable=None):
         res = offline.extract(t)
-        rows.append((res.labels, canonical_description(res.labels), res.answer, ""))
+        rows.append((res.labels, res.answer, res.answer, ""))
     return rows
 
 

@@ -84,5 +84,19 @@ class BagStore:
             self._bytes -= old.features.numel() * 4
         return bag
 
+    def feature_stats(self, slide_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and std over every instance of ``slide_ids`` (float64 sums, streamed)."""
+        total, sq, n = None, None, 0
+        for sid in dict.fromkeys(slide_ids):
+            f = self.get(sid).features.double()
+            total = f.sum(0) if total is None else total + f.sum(0)
+            sq = (f * f).sum(0) if sq is None else sq + (f * f).sum(0)
+            n += f.shape[0]
+        if not n:
+            raise ValueError("feature_stats: no instances")
+        mean = total / n
+        std = (sq / n - mean * mean).clamp_min(0).sqrt()
+        return mean.float(), std.float()
+
     def feature_dim(self, slide_id: str) -> int:
         return int(self.get(slide_id).features.shape[1])

@@ -15,10 +15,12 @@ from .loop import fit, fit_key, predict_probs
 from .predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
 METHOD = "FiVE"
+#: method name of the ablation pre-trained on class texts instead of fine-grained descriptions
+ABLATION_METHODS = {"class_texts": "FiVE-classtexts"}
 
 
 def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
-                 out_parquet: str | Path | None, log=None) -> pd.DataFrame:
+                 out_parquet: str | Path | None, log=None, method: str = METHOD) -> pd.DataFrame:
     """Classify the test split by cosine to the class texts straight after pre-training."""
     with log_to(log) as logger:
         names, texts = class_names_texts(cfg)
@@ -28,11 +30,12 @@ def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, s
         pre = cfg["train"]["pretrain"]
         probs = predict_probs(model, store, test["slide_id"].tolist(), texts, pre["instance_ratio"], pre["max_instances"])
         logger.info("zero-shot: %d test slides", len(test))
-        return write_predictions([prediction_frame(METHOD, 0, 0, test, probs[:, 1], names)], out_parquet)
+        return write_predictions([prediction_frame(method, 0, 0, test, probs[:, 1], names)], out_parquet)
 
 
 def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
-                shots: int, out_parquet: str | Path | None, threads: int = 1, log=None) -> pd.DataFrame:
+                shots: int, out_parquet: str | Path | None, threads: int = 1, log=None,
+                method: str = METHOD) -> pd.DataFrame:
     """For every draw of ``shots``: reload the checkpoint, fine-tune on the drawn slides' class
     texts (seeded by the draw's recorded seed), predict the test split."""
     _, texts = class_names_texts(cfg)
@@ -53,5 +56,5 @@ def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, 
                     summary["n_updates"], summary["n_empty_skipped"], summary["n_empty"], summary["seconds"])
         return predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])[:, 1]
 
-    return run_draws(METHOD, fit_predict, split_csv, draws_csv, bag_paths, cfg, shots, out_parquet, threads, log,
+    return run_draws(method, fit_predict, split_csv, draws_csv, bag_paths, cfg, shots, out_parquet, threads, log,
                      position=position)
