@@ -2,7 +2,7 @@
 
 A training step here is exactly what ``fiveflow.train.loop.fit`` does for one slide with
 ``accumulate: 1``: ``optimizer.zero_grad`` -> the package's own per-slide step
-(``loop._group_per_slide``: question dropping, prompt bank, instance sampling with the config's
+(``loop.train_group``: question dropping, prompt bank, instance sampling with the config's
 ``instance_ratio`` / ``max_instances``, TFS aggregation under the loop's autocast (bf16 on CUDA),
 text projection, cosine logits, cross-entropy, backward) -> ``optimizer.step`` (the package's
 AdamW with two learning rates, ``schedule.build_optimizer``). The model is the real one
@@ -71,7 +71,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from fiveflow.model import build_model, load_questions  # noqa: E402
 from fiveflow.train.data import Bag, relative_positions  # noqa: E402
 from fiveflow.train.descriptions import draw_dropped_questions, perturb_descriptions  # noqa: E402
-from fiveflow.train.loop import _group_per_slide  # noqa: E402
+from fiveflow.train.loop import train_group  # noqa: E402
 from fiveflow.train.sampling import n_sampled  # noqa: E402
 from fiveflow.train.schedule import build_optimizer  # noqa: E402
 
@@ -80,7 +80,7 @@ TEXT_SEED = 1  # with the 6 questions this seed drops 2 of them (bank = 4 questi
 
 
 class OneBag:
-    """The one thing ``_group_per_slide`` asks of a ``BagStore``: ``get(slide_id) -> Bag``."""
+    """The one thing ``train_group`` asks of a ``BagStore``: ``get(slide_id) -> Bag``."""
 
     def __init__(self, bag: Bag) -> None:
         self.bag = bag
@@ -143,7 +143,7 @@ def child(n: int, ratio: float, device: str, args) -> dict:
         sync(dev)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        used = _group_per_slide(model, store, [(SLIDE, target)], texts, len(questions), ratio, max_inst,
+        used = train_group(model, store, [(SLIDE, target)], texts, len(questions), ratio, max_inst,
                                 np.random.default_rng(TEXT_SEED), sample_rng, True, summary, losses)
         optimizer.step()
         sync(dev)

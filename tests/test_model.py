@@ -143,3 +143,52 @@ def test_checkpoint_roundtrip(model, tmp_path):
         a = model.encode_slide(x, p, model.prompt_bank(None))
         b = loaded.encode_slide(x, p, loaded.prompt_bank(None))
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_dropping_questions_removes_exactly_those_from_bank_and_texts(model, monkeypatch):
+    """One training step drops the same questions from the prompt bank and from every candidate."""
+    import numpy as np
+
+    from fiveflow.train import loop
+    from fiveflow.train.data import Bag
+
+    full = model.prompt_bank(None)
+    kept = model.prompt_bank([0, 2, 4, 5])
+    assert torch.allclose(kept, full[[0, 2, 4, 5, 6, 7, 8]], atol=1e-6)  # questions 1 and 3 gone, prompts kept
+
+    seen = {}
+    monkeypatch.setattr(loop, "draw_dropped_questions", lambda n, rng: [1, 3])
+    real_bank, real_texts = model.prompt_bank, model.encode_texts
+    monkeypatch.setattr(model, "prompt_bank", lambda keep=None: seen.setdefault("keep", keep) and real_bank(keep))
+    monkeypatch.setattr(model, "encode_texts", lambda texts: seen.setdefault("texts", list(texts)) and real_texts(texts))
+
+    class Store:
+        def get(self, sid):
+            return Bag(torch.randn(12, 48), torch.rand(12, 2))
+
+    texts = ["Well; STAS present; Vascular invasion present; Pleura present; Unknown; R0",
+             "Well; STAS absent; Vascular invasion present; Pleura absent; Unknown; R0",
+             "Poor; Unknown; No vascular invasion; Unknown; Adjacent present; R1"]
+    summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
+    loop.train_group(model, Store(), [("s", 1)], texts, 6, 1.0, 100, np.random.default_rng(0),
+                     np.random.default_rng(1), False, summary, [])
+    assert seen["keep"] == [0, 2, 4, 5]
+    # questions 1 and 3 removed, Unknown removed, texts 0 and 1 became identical and merged
+    assert len(seen["texts"]) == 2
+    assert sorted(seen["texts"][0].split("; ")) == sorted(["Well", "Vascular invasion present", "R0"])
+    assert sorted(seen["texts"][1].split("; ")) == sorted(["Poor", "No vascular invasion", "Adjacent present", "R1"])
+
+
+def test_merge_before_or_after_shuffling():
+    import numpy as np
+
+    from fiveflow.train.descriptions import perturb_descriptions
+
+    texts = ["A; B; C; Unknown; D; E", "A; B; C; X; D; E", "A; B; Unknown; Y; D; E"]
+    for seed in range(20):  # dropping question 3: texts 0 and 1 keep the same answers
+        merged, remap = perturb_descriptions(texts, [3], np.random.default_rng(seed))
+        assert len(merged) == 2 and remap == [0, 0, 1]
+        assert sorted(merged[0].split("; ")) == ["A", "B", "C", "D", "E"]
+    # the listed order (shuffle, then merge strings) keeps them apart whenever the shuffles differ
+    apart = [len(perturb_descriptions(texts, [3], np.random.default_rng(s), merge_shuffled=True)[0]) for s in range(20)]
+    assert max(apart) == 3 and min(apart) >= 2

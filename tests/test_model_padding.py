@@ -169,7 +169,7 @@ def test_faithful_preset_validates_and_sets_authors_values():
         assert cfg["model"][k] == v, f"model.{k}"
     optim = {"epochs": 100, "lr": 3.0e-6, "aggregator_lr_mult": 10, "weight_decay": 1e-3, "warmup_epochs": 5,
              "min_lr": 3e-8, "accumulate": 16}
-    pre = dict(optim, instance_ratio=1.0, max_instances=16384, symmetric_loss=False)
+    pre = dict(optim, instance_ratio=1.0, max_instances=16384, symmetric_loss=False, merge_shuffled=True)
     fine = dict(optim, instance_ratio=0.25, faithful_empty_steps=True)
     for section, expected in (("pretrain", pre), ("finetune", fine)):
         for k, v in expected.items():

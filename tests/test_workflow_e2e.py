@@ -97,6 +97,8 @@ def test_outputs_complete(finished_run):
         assert col in table.columns
     assert set(table["method"]) >= {"FiVE", "meanpool"}
     assert set(table.loc[table["method"] == "FiVE", "shots"]) == {0, 1, 2}
+    # the ablation without fine-grained pre-training (ablations: [class_texts]) has the same rows
+    assert set(table.loc[table["method"] == "FiVE-classtexts", "shots"]) == {0, 1, 2}
     assert table["acc_mean"].between(0, 1).all()
     assert (results / "tables" / "fewshot.md").read_text().startswith("| Method")
     assert "tabular" in (results / "tables" / "fewshot.tex").read_text()

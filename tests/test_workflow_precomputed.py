@@ -51,6 +51,7 @@ def write_cohort(work: Path, real_h5: Path) -> None:
     cfg["train"]["pretrain"].update(epochs=2)
     cfg["train"]["finetune"].update(epochs=2)
     cfg["baselines"] = ["meanpool"]
+    cfg["ablations"] = []
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 

@@ -51,21 +51,32 @@ def perturb_description(description: str, dropped: Sequence[int], rng: np.random
 
 
 def perturb_descriptions(descriptions: Sequence[str], dropped: Sequence[int], rng: np.random.Generator | None,
-                         shuffle: bool = True) -> tuple[list[str], list[int]]:
+                         shuffle: bool = True, merge_shuffled: bool = False) -> tuple[list[str], list[int]]:
     """Perturb every candidate and merge duplicates.
 
     Returns ``(texts, remap)``: the unique current texts (first-occurrence order) and, for each
     input description i, the index of its text in ``texts`` (new target = ``remap[old target]``).
+
+    Descriptions that keep the same segments merge before shuffling (each unique text is then
+    shuffled once), so two patients whose remaining answers agree are one candidate, whatever
+    order a shuffle would give them. ``merge_shuffled=True`` is the order FIVE_METHOD.md lists:
+    shuffle each description, then merge identical strings; the same answers in another order
+    stay separate candidates, one of them a wrong answer for the loss.
     """
+    if merge_shuffled:
+        items = [perturb_description(d, dropped, rng, shuffle) for d in descriptions]
+    else:
+        items = [perturb_description(d, dropped, None, shuffle=False) for d in descriptions]
     texts: list[str] = []
     where: dict[str, int] = {}
     remap: list[int] = []
-    for d in descriptions:
-        t = perturb_description(d, dropped, rng, shuffle)
+    for t in items:
         if t not in where:
             where[t] = len(texts)
             texts.append(t)
         remap.append(where[t])
+    if shuffle and not merge_shuffled:
+        texts = [perturb_description(t, (), rng, True) for t in texts]
     return texts, remap
 
 

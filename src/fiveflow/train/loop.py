@@ -133,6 +133,7 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     ratio, max_inst = float(optim_cfg["instance_ratio"]), int(optim_cfg["max_instances"])
     faithful_empty = bool(optim_cfg.get("faithful_empty_steps", False))
     symmetric = bool(optim_cfg.get("symmetric_loss", False))
+    merge_shuffled = bool(optim_cfg.get("merge_shuffled", False))
     nq = len(model.questions)
     n = len(items)
     if n == 0 and epochs > 0:
@@ -171,8 +172,9 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
             lr = set_lr(optimizer, step, total, warmup)
             step += 1
             optimizer.zero_grad(set_to_none=True)
-            used = (_group_symmetric if symmetric else _group_per_slide)(
-                model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary, losses)
+            used = (train_group_symmetric if symmetric else train_group)(
+                model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary, losses,
+                merge_shuffled)
             if used:
                 optimizer.step()
                 summary["n_updates"] += 1
@@ -230,12 +232,15 @@ def load_train_state(path: str | Path, run_key: str | None, logger: logging.Logg
     return state
 
 
-def _group_per_slide(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
-                     losses) -> bool:
+def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
+                losses, merge_shuffled: bool = False) -> bool:
+    """Forward and backward for one accumulation group, one slide per forward, each with its own
+    dropped questions (the authors' batch of 1 per GPU). Returns whether any gradient was made
+    (False when every step of the group was an empty, skipped step)."""
     used = False
     for slide_id, target in group:
         dropped = draw_dropped_questions(nq, text_rng)
-        cand, remap = perturb_descriptions(texts, dropped, text_rng)
+        cand, remap = perturb_descriptions(texts, dropped, text_rng, merge_shuffled=merge_shuffled)
         if len(cand) < 2:
             summary["n_empty"] += 1
             if not faithful_empty:  # every candidate merged into one: the loss would be 0
@@ -252,10 +257,11 @@ def _group_per_slide(model, store, group, texts, nq, ratio, max_inst, text_rng, 
     return used
 
 
-def _group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
-                     losses) -> bool:
+def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
+                          losses, merge_shuffled: bool = False) -> bool:
+    """Like :func:`train_group` with the symmetric image<->text loss: the group shares one draw."""
     dropped = draw_dropped_questions(nq, text_rng)
-    cand, remap = perturb_descriptions(texts, dropped, text_rng)
+    cand, remap = perturb_descriptions(texts, dropped, text_rng, merge_shuffled=merge_shuffled)
     if len(cand) < 2:
         summary["n_empty"] += len(group)
         if not faithful_empty:
