@@ -2,6 +2,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fiveflow.evaluate.report import evaluate_predictions, to_latex, to_markdown
 
@@ -40,7 +41,8 @@ def test_tables_and_plot(tmp_path):
     g = runs[(runs.method == "FiVE") & (runs.shots == 4)]
     assert np.isclose(g["acc"].mean(), table.loc[(table.method == "FiVE") & (table.shots == 4), "acc_mean"].item())
     md = out.md.read_text()
-    assert md.count("\n") == 2 + 5 and "±" in md
+    # paper layout: one table per metric, one row per method in each
+    assert md.count("| FiVE |") == 2 and md.count("| meanpool |") == 2 and "±" in md
     assert "\\toprule" in out.tex.read_text()
     assert out.plot.read_bytes()[:4] == b"\x89PNG"
 
@@ -49,3 +51,81 @@ def test_renderers_handle_nan():
     t = pd.DataFrame([dict(method="m", shots=1, n_runs=1, acc_mean=0.5, acc_std=float("nan"), auc_mean=float("nan"),
                            auc_std=float("nan"), f1_mean=0.5, f1_std=0.0)])
     assert "n/a" in to_markdown(t) and "n/a" in to_latex(t)
+
+
+# --- issue 7: paper-layout tables and the ablation table ------------------------------------------
+
+import re  # noqa: E402
+
+from fiveflow.evaluate.report import ablation_markdown, ablation_table, method_order  # noqa: E402
+
+
+def _summary():
+    rows = []
+    for method, vals in (("meanpool", {1: 0.70, 4: 0.80}), ("FiVE", {0: 0.60, 1: 0.75, 4: 0.85}),
+                         ("clam_sb", {1: 0.72, 4: 0.86}), ("FiVE-classtexts", {0: 0.55, 1: 0.74, 4: 0.80})):
+        for s, v in vals.items():
+            rows.append(dict(method=method, shots=s, n_runs=3, acc_mean=v, acc_std=0.01, auc_mean=v + 0.05,
+                             auc_std=0.02, f1_mean=v, f1_std=0.01))
+    return pd.DataFrame(rows)
+
+
+def _md_block(md, title):
+    block = md.split(f"| Method ({title}) |")[1].split("\n\n")[0].splitlines()
+    block[0] = "| Method |" + block[0]
+    header = [c.strip() for c in block[0].strip("|").split("|")]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in block[2:]]
+    return header, body
+
+
+def test_markdown_paper_layout_bolds_best_per_column():
+    md = to_markdown(_summary())
+    header, body = _md_block(md, "accuracy, %")
+    assert header == ["Method", "zero-shot", "1-shot", "4-shot"]
+    assert [r[0] for r in body] == ["FiVE", "FiVE-classtexts", "meanpool", "clam_sb"]
+    assert method_order(["transmil", "dsmil", "abmil", "FiVE-x", "zzz", "FiVE"]) == [
+        "FiVE", "FiVE-x", "abmil", "dsmil", "transmil", "zzz"]
+    bold = {(r[0], header[j]) for r in body for j, c in enumerate(r) if c.startswith("**")}
+    assert bold == {("FiVE", "zero-shot"), ("FiVE", "1-shot"), ("clam_sb", "4-shot")}
+    assert body[2][1] == "-" and body[3][1] == "-"  # baselines have no zero-shot
+    assert body[0][1] == "**60.00 ± 1.00**"
+    _, auc = _md_block(md, "ROC AUC, %")
+    assert auc[0][1] == "**65.00 ± 2.00**"
+    assert md.count("**") == 2 * 2 * 3 and md.startswith("| Method")  # 3 bold cells per block
+
+
+def test_latex_paper_layout_bolds_best_per_column():
+    tex = to_latex(_summary())
+    assert "Method & zero-shot & 1-shot & 4-shot" in tex and r"\toprule" in tex
+    assert "clam\\_sb" in tex  # escaped
+    acc = tex.split("Accuracy")[1].split("ROC AUC")[0]
+    assert len(re.findall(r"\\textbf\{", acc)) == 3
+    row = next(line for line in acc.splitlines() if line.startswith("FiVE &"))
+    assert row.startswith(r"FiVE & \textbf{60.00 $\pm$ 1.00} & \textbf{75.00 $\pm$ 1.00} & 85.00")
+    assert next(line for line in acc.splitlines() if line.startswith("meanpool")).startswith("meanpool & - &")
+
+
+def test_ablation_table_has_difference_rows(tmp_path):
+    t = _summary()
+    abl = ablation_table(t)
+    assert list(abl.columns) == ["row", "shots", "n_runs", "acc_mean", "acc_std"]
+    diff = abl[abl["row"] == "difference (FiVE - FiVE-classtexts)"].set_index("shots")["acc_mean"]
+    assert diff.to_dict() == pytest.approx({0: 0.05, 1: 0.01, 4: 0.05})
+    assert set(abl["row"]) == {"FiVE", "FiVE-classtexts", "difference (FiVE - FiVE-classtexts)"}
+    md = ablation_markdown(abl)
+    assert "| difference (FiVE - FiVE-classtexts) | +5.00 | +1.00 | +5.00 |" in md
+    assert "| FiVE | 60.00 ± 1.00 | 75.00 ± 1.00 | 85.00 ± 1.00 |" in md
+    # through evaluate_predictions, with runs: paired std of the differences
+    files = fake_predictions(tmp_path)
+    df = pd.read_parquet(files[2])  # FiVE 4 shots, 3 runs
+    df["method"], df["prob"] = "FiVE-classtexts", 1 - df["prob"]
+    df.to_parquet(tmp_path / "abl.parquet")
+    out = SimpleNamespace(csv=tmp_path / "f.csv", md=tmp_path / "f.md", tex=tmp_path / "f.tex", runs=tmp_path / "r.csv",
+                          plot=tmp_path / "p.png", ablation_csv=tmp_path / "a.csv", ablation_md=tmp_path / "a.md")
+    evaluate_predictions(files + [str(tmp_path / "abl.parquet")], out, classes=["LUAD", "LUSC"], n_boot=50)
+    a = pd.read_csv(out.ablation_csv)
+    d = a[a["row"].str.startswith("difference")]
+    assert d["shots"].tolist() == [4] and d["acc_mean"].item() > 0.3 and not np.isnan(d["acc_std"].item())
+    assert "difference (FiVE - FiVE-classtexts)" in out.ablation_md.read_text()
+    csv = pd.read_csv(out.csv)
+    assert {"bacc_mean", "acc_ci_low", "auc_ci_high", "f1opt_ci_low"} <= set(csv.columns)

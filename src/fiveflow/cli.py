@@ -211,7 +211,8 @@ def cmd_evaluate(args) -> int:
     cfg = _cfg(args)
     out = Path(args.out)
     outs = SimpleNamespace(csv=out / "tables/fewshot.csv", md=out / "tables/fewshot.md", tex=out / "tables/fewshot.tex",
-                           runs=out / "tables/fewshot_runs.csv", plot=out / "plots/fewshot.png")
+                           runs=out / "tables/fewshot_runs.csv", plot=out / "plots/fewshot.png",
+                           ablation_csv=out / "tables/ablation.csv", ablation_md=out / "tables/ablation.md")
     table = evaluate_predictions([str(p) for p in args.predictions], outs, classes=[c["name"] for c in cfg["classes"]])
     print(table.to_string(index=False))
     return 0

@@ -2,7 +2,8 @@
 
 
 rule evaluate:
-    """Few-shot table (csv/md/tex), per-run metrics and the accuracy-vs-shots plot."""
+    """Few-shot table (csv/md/tex, bootstrap CIs in the csv), per-run metrics, the ablation table
+    and the accuracy-vs-shots plot."""
     input:
         preds=prediction_files(),
     output:
@@ -11,8 +12,12 @@ rule evaluate:
         tex=f"{R}/tables/fewshot.tex",
         runs=f"{R}/tables/fewshot_runs.csv",
         plot=report(f"{R}/plots/fewshot.png", caption="../report/plot.rst", category="3. Results"),
+        ablation_csv=f"{R}/tables/ablation.csv",
+        ablation_md=report(f"{R}/tables/ablation.md", caption="../report/ablation.rst", category="3. Results"),
     params:
         classes=[c["name"] for c in config["classes"]],
+        n_boot=config.get("evaluate", {}).get("n_boot", 1000),
+        boot_seed=config.get("evaluate", {}).get("boot_seed", 0),
     log:
         f"{LOGS}/evaluate.log",
     benchmark:

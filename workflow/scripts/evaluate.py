@@ -4,7 +4,8 @@ from fiveflow.smk import run_script
 
 
 def main(smk, log):
-    table = evaluate_predictions(list(smk.input.preds), smk.output, classes=smk.params.classes)
+    table = evaluate_predictions(list(smk.input.preds), smk.output, classes=smk.params.classes,
+                                 n_boot=int(smk.params.n_boot), seed=int(smk.params.boot_seed))
     log.info("\n%s", table.to_string(index=False))
 
 

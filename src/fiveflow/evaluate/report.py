@@ -9,6 +9,11 @@ from ..io import atomic_path, atomic_write_text
 from .metrics import per_run_metrics, summarize
 
 METRICS = ("acc", "auc", "f1")
+# row order of the paper tables: FiVE, its ablations (``FiVE-*``, alphabetical), the baselines in
+# this order, then any other method alphabetically
+BASELINE_ORDER = ("meanpool", "abmil", "clam_sb", "dsmil", "transmil")
+BLOCKS = (("acc", "Accuracy (%)"), ("auc", "ROC AUC (%)"))
+MD_TITLES = {"acc": "accuracy, %", "auc": "ROC AUC, %"}
 
 
 def load_predictions(files: list[str]) -> pd.DataFrame:
@@ -24,23 +29,143 @@ def _fmt(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if not pd.isna(std) else f"{100 * mean:.2f}"
 
 
+def method_order(methods) -> list[str]:
+    def key(m):
+        m = str(m)
+        if m == "FiVE":
+            return (0, 0, m)
+        if m.startswith("FiVE-"):
+            return (1, 0, m)
+        if m in BASELINE_ORDER:
+            return (2, BASELINE_ORDER.index(m), m)
+        return (3, 0, m)
+
+    return sorted({str(m) for m in methods}, key=key)
+
+
+def shot_label(shots: int) -> str:
+    return "zero-shot" if int(shots) == 0 else f"{int(shots)}-shot"
+
+
+def _grid(table: pd.DataFrame, metric: str):
+    """methods, shots, {(method, shots): (mean, std)} and the set of bold cells (best displayed
+    mean per shots column; ties all bold)."""
+    methods = method_order(table["method"])
+    shots = sorted({int(s) for s in table["shots"]})
+    cells = {(str(r["method"]), int(r["shots"])): (r[f"{metric}_mean"], r[f"{metric}_std"])
+             for _, r in table.iterrows()}
+    bold = set()
+    for s in shots:
+        vals = {m: round(100 * cells[(m, s)][0], 2) for m in methods
+                if (m, s) in cells and not pd.isna(cells[(m, s)][0])}
+        if vals:
+            best = max(vals.values())
+            bold |= {(m, s) for m, v in vals.items() if v == best}
+    return methods, shots, cells, bold
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    head = "| Method | Shots | Runs | Accuracy (%) | AUC (%) | Macro F1 (%) |\n|---|---:|---:|---:|---:|---:|\n"
-    body = "".join(
-        f"| {r.method} | {r.shots} | {r.n_runs} | {_fmt(r.acc_mean, r.acc_std)} | {_fmt(r.auc_mean, r.auc_std)} "
-        f"| {_fmt(r.f1_mean, r.f1_std)} |\n" for r in table.itertuples()
-    )
-    return head + body
+    """Paper layout: one table per metric (accuracy, AUC; named in the first header cell, tables
+    separated by a blank line), methods as rows, shots as columns,
+    cells "mean ± std" in %, "-" where a method has no such shots, best mean per column in bold."""
+    parts = []
+    for metric, title in BLOCKS:
+        methods, shots, cells, bold = _grid(table, metric)
+        lines = [f"| Method ({MD_TITLES[metric]}) | " + " | ".join(shot_label(s) for s in shots) + " |",
+                 "|---|" + "---:|" * len(shots)]
+        for m in methods:
+            row = []
+            for s in shots:
+                if (m, s) not in cells:
+                    row.append("-")
+                    continue
+                txt = _fmt(*cells[(m, s)])
+                row.append(f"**{txt}**" if (m, s) in bold else txt)
+            lines.append(f"| {m} | " + " | ".join(row) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        text = text.replace(a, b)
+    return text
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    lines = [r"\begin{tabular}{lrrccc}", r"\toprule",
-             r"Method & Shots & Runs & Accuracy (\%) & AUC (\%) & Macro F1 (\%) \\", r"\midrule"]
-    for r in table.itertuples():
-        cells = [_fmt(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std")).replace("±", r"$\pm$") for m in METRICS]
-        lines.append(f"{r.method} & {r.shots} & {r.n_runs} & " + " & ".join(cells) + r" \\")
+    """The :func:`to_markdown` layout as a booktabs tabular (best per column in ``\\textbf{}``)."""
+    shots = sorted({int(s) for s in table["shots"]})
+    lines = [r"\begin{tabular}{l" + "c" * len(shots) + "}", r"\toprule",
+             "Method & " + " & ".join(shot_label(s) for s in shots) + r" \\"]
+    for metric, title in BLOCKS:
+        methods, _, cells, bold = _grid(table, metric)
+        lines += [r"\midrule", rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\textit{{{_tex_escape(title)}}}}} \\",
+                  r"\midrule"]
+        prev = None
+        for m in methods:
+            group = "five" if m == "FiVE" or m.startswith("FiVE-") else "other"
+            if prev == "five" and group == "other":
+                lines.append(r"\midrule")
+            prev = group
+            row = []
+            for s in shots:
+                if (m, s) not in cells:
+                    row.append("-")
+                    continue
+                txt = _fmt(*cells[(m, s)]).replace("±", r"$\pm$")
+                row.append(rf"\textbf{{{txt}}}" if (m, s) in bold else txt)
+            lines.append(_tex_escape(m) + " & " + " & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
+
+
+def ablation_table(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long format: one row per (row, shots) with ``acc_mean, acc_std, n_runs``; rows are FiVE, every
+    ``FiVE-*`` method and ``difference (FiVE - <ablation>)``. A difference's mean is the difference
+    of the mean accuracies; its std is the std (ddof 0) of the per-run paired differences when both
+    methods have the same runs (the runs share their few-shot draws), else NaN."""
+    cols = ["row", "shots", "n_runs", "acc_mean", "acc_std"]
+    methods = [m for m in method_order(table["method"]) if m == "FiVE" or m.startswith("FiVE-")]
+    t = table[table["method"].astype(str).isin(methods)]
+    rows = [{"row": str(r["method"]), "shots": int(r["shots"]), "n_runs": int(r["n_runs"]),
+             "acc_mean": r["acc_mean"], "acc_std": r["acc_std"]} for _, r in t.iterrows()]
+    five = {int(r["shots"]): r for _, r in t[t["method"] == "FiVE"].iterrows()}
+    for abl in (m for m in methods if m != "FiVE"):
+        for _, r in t[t["method"] == abl].iterrows():
+            s = int(r["shots"])
+            if s not in five:
+                continue
+            std = float("nan")
+            if runs is not None:
+                a = runs[(runs["method"] == "FiVE") & (runs["shots"] == s)].set_index("run")["acc"]
+                b = runs[(runs["method"] == abl) & (runs["shots"] == s)].set_index("run")["acc"]
+                if len(a) and set(a.index) == set(b.index):
+                    std = float((a - b.loc[a.index]).std(ddof=0))
+            rows.append({"row": f"difference (FiVE - {abl})", "shots": s, "n_runs": int(r["n_runs"]),
+                         "acc_mean": five[s]["acc_mean"] - r["acc_mean"], "acc_std": std})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def ablation_markdown(abl: pd.DataFrame) -> str:
+    """Rows as in :func:`ablation_table`, shots as columns, accuracy (%) mean ± std ("-": missing)."""
+    shots = sorted({int(s) for s in abl["shots"]})
+    order = list(dict.fromkeys(abl["row"]))
+    cells = {(r["row"], int(r["shots"])): r for _, r in abl.iterrows()}
+    lines = ["**Accuracy (%), FiVE and its ablations**", "",
+             "| | " + " | ".join(shot_label(s) for s in shots) + " |", "|---|" + "---:|" * len(shots)]
+    for name in order:
+        row = []
+        for s in shots:
+            r = cells.get((name, s))
+            if r is None:
+                row.append("-")
+            elif name.startswith("difference"):
+                v = 100 * r["acc_mean"]
+                row.append(f"{v:+.2f}" + (f" ± {100 * r['acc_std']:.2f}" if not pd.isna(r["acc_std"]) else ""))
+            else:
+                row.append(_fmt(r["acc_mean"], r["acc_std"]))
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
@@ -72,11 +197,12 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
     plt.close(fig)
 
 
-def evaluate_predictions(files: list[str], out, classes: list[str]) -> pd.DataFrame:
-    """``out`` has attributes csv, md, tex, runs, plot (the Snakemake output object works)."""
+def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """``out`` has attributes csv, md, tex, runs, plot and optionally ablation_csv, ablation_md
+    (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the bootstrap CIs."""
     pred = load_predictions(files)
     runs = per_run_metrics(pred, classes=classes)
-    table = summarize(pred, classes=classes, runs=runs)
+    table = summarize(pred, classes=classes, runs=runs, n_boot=n_boot, seed=seed)
     table = table.sort_values(["method", "shots"]).reset_index(drop=True)
     with atomic_path(out.csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -85,4 +211,12 @@ def evaluate_predictions(files: list[str], out, classes: list[str]) -> pd.DataFr
     with atomic_path(out.runs) as tmp:
         runs.to_csv(tmp, index=False, float_format="%.4f")
     plot_fewshot(table, out.plot)
+    abl_csv, abl_md = getattr(out, "ablation_csv", None), getattr(out, "ablation_md", None)
+    if abl_csv is not None or abl_md is not None:
+        abl = ablation_table(table, runs)
+        if abl_csv is not None:
+            with atomic_path(abl_csv) as tmp:
+                abl.to_csv(tmp, index=False, float_format="%.4f")
+        if abl_md is not None:
+            atomic_write_text(abl_md, ablation_markdown(abl))
     return table
