@@ -137,7 +137,7 @@ rule baseline:
     output:
         f"{R}/predictions/{{baseline}}_{{shots}}.parquet",
     wildcard_constraints:
-        baseline="meanpool|abmil",
+        baseline="meanpool|abmil|clam_sb|dsmil|transmil",
     params:
         cfg=TRAIN_CFG,
     log:

@@ -1,0 +1,78 @@
+"""One training loop shared by the attention-MIL baselines (abmil, clam_sb, dsmil, transmil).
+
+A model's ``forward(x [N, D])`` returns a dict with at least ``logits`` (``[n_classes]``) and
+``attention`` (``[N]``, per-instance weights for heatmaps), plus model-specific tensors. It may
+also return ``probs`` (``[n_classes]``), used at prediction time instead of ``softmax(logits)``
+(DSMIL averages its bag and max-instance probabilities).
+
+Loss per bag = ``bag_weight * CE(logits, y) + (1 - bag_weight) * extra_loss(out, y)`` when
+``extra_loss`` is given, else ``CE(logits, y)``. Adam, one bag per step, every instance used,
+bag order reshuffled each epoch by ``np.random.default_rng(seed)``; ``torch.manual_seed(seed)``
+makes initialisation and dropout deterministic on CPU.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..train.data import BagStore
+
+ExtraLoss = Callable[[dict, torch.Tensor], torch.Tensor]
+
+
+def train_mil(model: nn.Module, store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, seed: int, device,
+              epochs: int, lr: float, weight_decay: float, extra_loss: ExtraLoss | None = None,
+              bag_weight: float = 1.0, betas: tuple[float, float] = (0.9, 0.999)) -> nn.Module:
+    """Train ``model`` in place on the bags ``train_ids`` with labels ``train_y``; return it (eval mode)."""
+    device = torch.device(device or "cpu")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+    labels = [torch.tensor([int(v)], device=device) for v in np.asarray(train_y)]
+    model.train()
+    for _ in range(int(epochs)):
+        for i in rng.permutation(len(train_ids)):
+            out = model(store.get(train_ids[i]).features.to(device))
+            loss = F.cross_entropy(out["logits"].unsqueeze(0), labels[i])
+            if extra_loss is not None:
+                loss = bag_weight * loss + (1.0 - bag_weight) * extra_loss(out, labels[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_mil(model: nn.Module, store: BagStore, ids: Sequence[str], device=None,
+                positive: int = 1) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(P(class positive) [len(ids)], [attention [N_i] per bag])`` with the model in eval mode."""
+    device = torch.device(device or "cpu")
+    model.eval()
+    probs, attention = [], []
+    for s in ids:
+        out = model(store.get(s).features.to(device))
+        p = out["probs"] if "probs" in out else torch.softmax(out["logits"], -1)
+        probs.append(float(p[positive]))
+        attention.append(out["attention"].detach().float().cpu().numpy())
+    return np.array(probs, dtype=np.float64), attention
+
+
+def fit_predict_mil(build: Callable[[int], nn.Module], store: BagStore, train_ids: Sequence[str], train_y: np.ndarray,
+                    test_ids: Sequence[str], seed: int, device, epochs: int, lr: float, weight_decay: float,
+                    extra_loss: Callable[[nn.Module], ExtraLoss] | None = None, bag_weight: float = 1.0,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> np.ndarray:
+    """Seed, build ``build(in_dim)``, :func:`train_mil`, and return P(positive) for ``test_ids``.
+
+    ``extra_loss`` here is a factory ``model -> extra_loss(out, y)`` (e.g. a bound method).
+    """
+    torch.manual_seed(seed)
+    model = build(store.feature_dim(train_ids[0]))
+    train_mil(model, store, train_ids, train_y, seed, device, epochs, lr, weight_decay,
+              extra_loss(model) if extra_loss is not None else None, bag_weight, betas)
+    return predict_mil(model, store, test_ids, device)[0]
