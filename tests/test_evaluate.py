@@ -129,3 +129,75 @@ def test_ablation_table_has_difference_rows(tmp_path):
     assert "difference (FiVE - FiVE-classtexts)" in out.ablation_md.read_text()
     csv = pd.read_csv(out.csv)
     assert {"bacc_mean", "acc_ci_low", "auc_ci_high", "f1opt_ci_low"} <= set(csv.columns)
+
+
+# --- ROC curves and confusion matrices -------------------------------------------------------------
+
+from fiveflow.evaluate.plots import confusion_counts, default_confusion_shots, plot_confusion, plot_roc  # noqa: E402
+
+
+def _plot_predictions():
+    """2 methods x shots {0, 2} x 2 runs x 10 slides, fixed seed."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for method in ("FiVE", "meanpool"):
+        for shots in (0, 2):
+            for run in range(2):
+                for i in range(10):
+                    label = "LUSC" if i % 2 else "LUAD"
+                    p = float(np.clip((0.75 if label == "LUSC" else 0.25) + rng.normal(0, 0.3), 0, 1))
+                    rows.append(dict(method=method, shots=shots, run=run, slide_id=f"s{i}", patient_id=f"p{i}",
+                                     label=label, prob=p, pred="LUSC" if p >= 0.5 else "LUAD"))
+    return pd.DataFrame(rows)
+
+
+def _assert_nonblank_png(path):
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    img = mpimg.imread(str(path))
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    assert float(img[..., :3].std()) > 0.05
+    assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporaries
+
+
+def test_confusion_counts_matches_sklearn():
+    from sklearn.metrics import confusion_matrix
+
+    pred = _plot_predictions()
+    classes = ["LUAD", "LUSC"]
+    cm = confusion_counts(pred, classes)
+    assert cm.shape == (2, 2) and cm.sum() == len(pred)
+    np.testing.assert_array_equal(cm, confusion_matrix(pred["label"], pred["pred"], labels=classes))
+    g = pred[(pred.method == "FiVE") & (pred.shots == 2)]
+    np.testing.assert_array_equal(confusion_counts(g, classes[::-1]),
+                                  confusion_matrix(g["label"], g["pred"], labels=classes[::-1]))
+    # labels outside `classes` are ignored, like sklearn's labels=
+    odd = pd.concat([g, g.head(1).assign(label="other")])
+    np.testing.assert_array_equal(confusion_counts(odd, classes), confusion_counts(g, classes))
+    assert default_confusion_shots(pred) == [0, 2]
+    assert default_confusion_shots(pred[pred.shots == 2]) == [2]
+
+
+def test_roc_and_confusion_plots(tmp_path):
+    pred = _plot_predictions()
+    classes = ["LUAD", "LUSC"]
+    plot_roc(pred, classes, tmp_path / "a/roc.png")
+    plot_confusion(pred, classes, tmp_path / "a/confusion.png")
+    plot_roc(pred, classes, tmp_path / "b/roc2.png", shots=2)
+    for name in ("a/roc.png", "a/confusion.png", "b/roc2.png"):
+        _assert_nonblank_png(tmp_path / name)
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []  # figures closed
+    # through evaluate_predictions, when the output object names them
+    files = []
+    for (m, s), g in pred.groupby(["method", "shots"]):
+        files.append(str(tmp_path / f"{m}_{s}.parquet"))
+        g.to_parquet(files[-1])
+    out = SimpleNamespace(csv=tmp_path / "t/f.csv", md=tmp_path / "t/f.md", tex=tmp_path / "t/f.tex",
+                          runs=tmp_path / "t/runs.csv", plot=tmp_path / "p/f.png", roc=tmp_path / "p/roc.png",
+                          confusion=tmp_path / "p/confusion.png")
+    evaluate_predictions(files, out, classes=classes, n_boot=20)
+    _assert_nonblank_png(out.roc)
+    _assert_nonblank_png(out.confusion)

@@ -212,7 +212,8 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     outs = SimpleNamespace(csv=out / "tables/fewshot.csv", md=out / "tables/fewshot.md", tex=out / "tables/fewshot.tex",
                            runs=out / "tables/fewshot_runs.csv", plot=out / "plots/fewshot.png",
-                           ablation_csv=out / "tables/ablation.csv", ablation_md=out / "tables/ablation.md")
+                           ablation_csv=out / "tables/ablation.csv", ablation_md=out / "tables/ablation.md",
+                           roc=out / "plots/roc.png", confusion=out / "plots/confusion.png")
     table = evaluate_predictions([str(p) for p in args.predictions], outs, classes=[c["name"] for c in cfg["classes"]])
     print(table.to_string(index=False))
     return 0

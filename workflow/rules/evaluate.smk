@@ -2,8 +2,8 @@
 
 
 rule evaluate:
-    """Few-shot table (csv/md/tex, bootstrap CIs in the csv), per-run metrics, the ablation table
-    and the accuracy-vs-shots plot."""
+    """Few-shot table (csv/md/tex, bootstrap CIs in the csv), per-run metrics, the ablation table,
+    the accuracy-vs-shots plot, ROC curves and confusion matrices."""
     input:
         preds=prediction_files(),
     output:
@@ -14,6 +14,8 @@ rule evaluate:
         plot=report(f"{R}/plots/fewshot.png", caption="../report/plot.rst", category="3. Results"),
         ablation_csv=f"{R}/tables/ablation.csv",
         ablation_md=report(f"{R}/tables/ablation.md", caption="../report/ablation.rst", category="3. Results"),
+        roc=report(f"{R}/plots/roc.png", caption="../report/roc.rst", category="3. Results"),
+        confusion=report(f"{R}/plots/confusion.png", caption="../report/confusion.rst", category="3. Results"),
     params:
         classes=[c["name"] for c in config["classes"]],
         n_boot=config.get("evaluate", {}).get("n_boot", 1000),

@@ -198,8 +198,9 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
 
 
 def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """``out`` has attributes csv, md, tex, runs, plot and optionally ablation_csv, ablation_md
-    (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the bootstrap CIs."""
+    """``out`` has attributes csv, md, tex, runs, plot and optionally ablation_csv, ablation_md, roc,
+    confusion (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the
+    bootstrap CIs."""
     pred = load_predictions(files)
     runs = per_run_metrics(pred, classes=classes)
     table = summarize(pred, classes=classes, runs=runs, n_boot=n_boot, seed=seed)
@@ -211,6 +212,14 @@ def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int 
     with atomic_path(out.runs) as tmp:
         runs.to_csv(tmp, index=False, float_format="%.4f")
     plot_fewshot(table, out.plot)
+    roc_png, confusion_png = getattr(out, "roc", None), getattr(out, "confusion", None)
+    if roc_png is not None or confusion_png is not None:
+        from .plots import plot_confusion, plot_roc  # plots imports this module
+
+        if roc_png is not None:
+            plot_roc(pred, classes, roc_png)
+        if confusion_png is not None:
+            plot_confusion(pred, classes, confusion_png)
     abl_csv, abl_md = getattr(out, "ablation_csv", None), getattr(out, "ablation_md", None)
     if abl_csv is not None or abl_md is not None:
         abl = ablation_table(table, runs)
