@@ -32,7 +32,7 @@ from .. import __version__
 from ..io import atomic_path, file_sha256
 from . import backend_name, llm, offline
 from .inputs import patient_ids, read_report_inputs, read_table
-from .normalize import FIELDS, SEP, UNKNOWN, canonical_description, normalize_answer
+from .normalize import FIELDS, SEP, UNKNOWN, normalize_answer
 from .prompts import Prompt, load_prompt
 
 LOG = logging.getLogger("fiveflow.reports")

@@ -127,7 +127,6 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     # the dropped questions do not depend on whether empty steps are skipped or kept
     order_rng, text_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     torch.manual_seed(seed)
-    device = model.device
     epochs = int(optim_cfg["epochs"])
     accumulate = int(optim_cfg["accumulate"])
     ratio, max_inst = float(optim_cfg["instance_ratio"]), int(optim_cfg["max_instances"])
