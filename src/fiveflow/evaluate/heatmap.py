@@ -1,0 +1,196 @@
+"""Attention heatmaps over slide thumbnails, from stored attention and tile coordinates only.
+
+A MIL model's per-tile attention (``predict_mil`` returns one array per bag, aligned with the bag's
+rows, i.e. with ``coords/{slide}.parquet``) is saved once per (method, slide) with
+:func:`save_attention`; :func:`attention_grid` paints it onto the thumbnail's pixel grid and
+:func:`render_heatmap` overlays it on the slide thumbnail. Nothing here needs the model again.
+
+Geometry: ``coords`` are level-0 top-left corners, a tile covers ``tile_size_level0`` level-0 px
+(``patch_size_level0`` in the tiling metadata and bag attrs), and the thumbnail of a
+``slide_wh = (W0, H0)`` slide is ``thumb_wh = (W, H)`` px, scaled independently along each axis
+(``W / W0``, ``H / H0``), as the QC thumbnails are (``read_thumbnail``: longest edge = ``size``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import atomic_path
+
+ATTENTION_META_KEY = b"fiveflow_attention"
+
+
+def normalise_attention(attention: np.ndarray, method: str = "rank") -> np.ndarray:
+    """Attention scaled to [0, 1]: ``rank`` (percentile of each score among the slide's tiles, ties
+    averaged, as CLAM's heatmaps do) or ``minmax``. A constant attention map gives 0.5 everywhere."""
+    a = np.asarray(attention, dtype=np.float64).ravel()
+    if a.size == 0:
+        return a.astype(np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("attention contains NaN or inf")
+    lo, hi = a.min(), a.max()
+    if hi == lo:
+        return np.full(a.shape, 0.5, dtype=np.float32)
+    if method == "rank":
+        from scipy.stats import rankdata
+
+        return ((rankdata(a, method="average") - 1.0) / (a.size - 1)).astype(np.float32)
+    if method == "minmax":
+        return ((a - lo) / (hi - lo)).astype(np.float32)
+    raise ValueError(f"normalise must be 'rank' or 'minmax', not {method!r}")
+
+
+def tile_footprints(coords: np.ndarray, tile_size_level0: float, slide_wh: tuple[int, int],
+                    thumb_wh: tuple[int, int]) -> np.ndarray:
+    """``[N, 4]`` int64 ``x0, y0, x1, y1`` (end-exclusive) of each tile in thumbnail pixels, clipped
+    to the thumbnail. Edges are rounded, so tiles that touch at level 0 touch in the thumbnail;
+    every tile inside the slide covers at least one pixel."""
+    c = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    (w0, h0), (w, h) = slide_wh, thumb_wh
+    if min(w0, h0, w, h) <= 0:
+        raise ValueError(f"slide_wh {slide_wh} and thumb_wh {thumb_wh} must be positive")
+    sx, sy = w / w0, h / h0
+    x0 = np.rint(c[:, 0] * sx).astype(np.int64)
+    y0 = np.rint(c[:, 1] * sy).astype(np.int64)
+    x1 = np.maximum(np.rint((c[:, 0] + tile_size_level0) * sx).astype(np.int64), x0 + 1)
+    y1 = np.maximum(np.rint((c[:, 1] + tile_size_level0) * sy).astype(np.int64), y0 + 1)
+    return np.stack([np.clip(x0, 0, w), np.clip(y0, 0, h), np.clip(x1, 0, w), np.clip(y1, 0, h)], axis=1)
+
+
+def attention_grid(coords: np.ndarray, attention: np.ndarray, tile_size_level0: float,
+                   slide_wh: tuple[int, int], thumb_wh: tuple[int, int], normalise: str = "rank") -> np.ndarray:
+    """``[H, W]`` float32 map in thumbnail pixels: each tile's normalised attention (see
+    :func:`normalise_attention`) over its footprint, the mean where footprints overlap, NaN where
+    there is no tile.
+
+    Vectorised for any layout (regular grid, overlapping or irregular tiles): each rectangle adds
+    its value and a count of one at its corners of a 2-D difference array, and two cumulative
+    sums turn the corners into filled rectangles -- O(N + H * W), no loop over tiles.
+    """
+    coords = np.asarray(coords).reshape(-1, 2)
+    attention = np.asarray(attention).ravel()
+    if len(coords) != len(attention):
+        raise ValueError(f"{len(coords)} coordinates but {len(attention)} attention scores")
+    w, h = int(thumb_wh[0]), int(thumb_wh[1])
+    if len(coords) == 0:
+        return np.full((h, w), np.nan, dtype=np.float32)
+    v = normalise_attention(attention, normalise).astype(np.float64)
+    fp = tile_footprints(coords, tile_size_level0, slide_wh, (w, h))
+    keep = (fp[:, 2] > fp[:, 0]) & (fp[:, 3] > fp[:, 1])  # tiles wholly outside the thumbnail
+    x0, y0, x1, y1 = fp[keep].T
+    v = v[keep]
+    total = np.zeros((h + 1, w + 1), dtype=np.float64)
+    count = np.zeros((h + 1, w + 1), dtype=np.int64)
+    for ys, xs, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
+        np.add.at(total, (ys, xs), sign * v)
+        np.add.at(count, (ys, xs), sign)
+    total = total.cumsum(0).cumsum(1)[:h, :w]
+    count = count.cumsum(0).cumsum(1)[:h, :w]
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    covered = count > 0
+    out[covered] = np.clip(total[covered] / count[covered], 0.0, 1.0)  # clip: float cancellation
+    return out
+
+
+def _resize_nearest(grid: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    h, w = hw
+    if grid.shape == (h, w):
+        return grid
+    rows = np.minimum((np.arange(h) + 0.5) * grid.shape[0] / h, grid.shape[0] - 1).astype(np.int64)
+    cols = np.minimum((np.arange(w) + 0.5) * grid.shape[1] / w, grid.shape[1] - 1).astype(np.int64)
+    return grid[rows[:, None], cols[None, :]]
+
+
+def overlay(thumbnail_rgb: np.ndarray, grid: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """``[H, W, 3]`` uint8: the thumbnail blended with ``cmap(grid)`` where the grid is not NaN
+    (the grid is resized to the thumbnail by nearest neighbour if their sizes differ)."""
+    from matplotlib import colormaps
+
+    rgb = np.asarray(thumbnail_rgb)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    rgb = rgb[..., :3].astype(np.float32)
+    if rgb.max(initial=0) <= 1.0 and np.asarray(thumbnail_rgb).dtype.kind == "f":
+        rgb = rgb * 255.0
+    g = _resize_nearest(np.asarray(grid, dtype=np.float32), rgb.shape[:2])
+    valid = np.isfinite(g)
+    colours = colormaps[cmap](np.where(valid, g, 0.0))[..., :3].astype(np.float32) * 255.0
+    out = rgb.copy()
+    out[valid] = (1.0 - alpha) * rgb[valid] + alpha * colours[valid]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def render_heatmap(thumbnail_rgb: np.ndarray, grid: np.ndarray, out_png: str | Path, alpha: float = 0.5,
+                   cmap: str = "jet", title: str | None = None, dpi: int = 100) -> Path:
+    """Write the thumbnail with the attention ``grid`` overlaid (tiles only; the rest is the plain
+    thumbnail) and a colour bar, at the thumbnail's own resolution, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    img = overlay(thumbnail_rgb, grid, alpha, cmap)
+    h, w = img.shape[:2]
+    bar_in, title_in = 0.9, (0.35 if title else 0.05)
+    fig = plt.figure(figsize=(w / dpi + bar_in, h / dpi + title_in), dpi=dpi)
+    try:
+        fw, fh = fig.get_size_inches()
+        ax = fig.add_axes((0.0, 0.0, (w / dpi) / fw, (h / dpi) / fh))
+        ax.imshow(img, interpolation="nearest")
+        ax.set_axis_off()
+        cax = fig.add_axes(((w / dpi + 0.15) / fw, 0.1, 0.18 / fw, 0.8 * (h / dpi) / fh))
+        bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap=cmap), cax=cax)
+        bar.set_label("attention (normalised)")
+        if title:
+            fig.text(0.01, 1.0 - 0.05 / fh, title, ha="left", va="top", fontsize=9)
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(out_png)
+
+
+def save_attention(path: str | Path, slide_id: str, coords: np.ndarray, attention: np.ndarray, method: str,
+                   **meta: Any) -> Path:
+    """A parquet of ``x, y`` (int64 level-0) and raw ``attention`` (float32) for one (method, slide),
+    with key-value metadata ``fiveflow_attention`` = JSON of ``slide_id``, ``method``, ``n_tiles`` and
+    any extra ``meta`` (e.g. ``tile_size_level0``, ``slide_wh``, ``fold``), written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    coords = np.asarray(coords).reshape(-1, 2)
+    attention = np.asarray(attention, dtype=np.float32).ravel()
+    if len(coords) != len(attention):
+        raise ValueError(f"{slide_id}: {len(coords)} coordinates but {len(attention)} attention scores")
+    table = pa.table({"x": pa.array(coords[:, 0].astype(np.int64)), "y": pa.array(coords[:, 1].astype(np.int64)),
+                      "attention": pa.array(attention)})
+    info = {"slide_id": str(slide_id), "method": str(method), "n_tiles": int(len(attention)), **meta}
+    table = table.replace_schema_metadata({ATTENTION_META_KEY: json.dumps(info, default=_jsonable).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def load_attention(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(coords [N, 2] int64, attention [N] float32, metadata)`` as written by :func:`save_attention`."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(ATTENTION_META_KEY)
+    if raw is None:
+        raise ValueError(f"{path}: not an attention file (no {ATTENTION_META_KEY.decode()} metadata)")
+    coords = np.stack([table.column("x").to_numpy(), table.column("y").to_numpy()], axis=1).astype(np.int64)
+    return coords.reshape(-1, 2), table.column("attention").to_numpy().astype(np.float32), json.loads(raw)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
