@@ -138,3 +138,18 @@ def test_dsmil_losses_and_prediction():
 def test_registry_lists_all():
     assert set(BASELINES) == {"meanpool", "abmil", "clam_sb", "dsmil", "transmil"}
     assert BASELINES["transmil"] is transmil.fit_predict
+
+
+def test_standardization_removes_per_dimension_offsets_and_scales(task, monkeypatch):
+    """Features are z-scored with the draw's training statistics: an encoder whose features are a
+    per-dimension affine map of these gives the same predictions (up to float rounding)."""
+    from fiveflow.baselines import dsmil
+
+    store, tr, ytr, te, _ = task
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0.2, 20, DIM).astype(np.float32), rng.normal(0, 100, DIM).astype(np.float32)
+    shifted = DictStore({k: v.features.numpy() * a + b for k, v in store.bags.items()})
+    monkeypatch.setattr(dsmil, "EPOCHS", 5)
+    p1 = dsmil.fit_predict(store, tr, ytr, te, seed=0)
+    p2 = dsmil.fit_predict(shifted, tr, ytr, te, seed=0)
+    np.testing.assert_allclose(p1, p2, atol=1e-3)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.data import BagStore
+from ..train.data import BagStore, feature_stats
 
 ExtraLoss = Callable[[dict, torch.Tensor], torch.Tensor]
 
@@ -63,16 +63,33 @@ def predict_mil(model: nn.Module, store: BagStore, ids: Sequence[str], device=No
     return np.array(probs, dtype=np.float64), attention
 
 
+class Standardized(nn.Module):
+    """``model((x - mean) / std)``: per-dimension z-scoring with the training bags' statistics,
+    as the mean-pooling baseline and FiVE (``model.feature_norm``) do, so every method sees the
+    same inputs (raw ReLU features share one dominant direction; DSMIL was at chance on them)."""
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float().clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return self.model((x - self.mean) / self.std)
+
+
 def fit_predict_mil(build: Callable[[int], nn.Module], store: BagStore, train_ids: Sequence[str], train_y: np.ndarray,
                     test_ids: Sequence[str], seed: int, device, epochs: int, lr: float, weight_decay: float,
                     extra_loss: Callable[[nn.Module], ExtraLoss] | None = None, bag_weight: float = 1.0,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> np.ndarray:
+                    betas: tuple[float, float] = (0.9, 0.999), standardize: bool = True) -> np.ndarray:
     """Seed, build ``build(in_dim)``, :func:`train_mil`, and return P(positive) for ``test_ids``.
 
     ``extra_loss`` here is a factory ``model -> extra_loss(out, y)`` (e.g. a bound method).
+    ``standardize`` z-scores features with the statistics of the draw's training bags.
     """
     torch.manual_seed(seed)
-    model = build(store.feature_dim(train_ids[0]))
+    inner = build(store.feature_dim(train_ids[0]))
+    model = Standardized(inner, *feature_stats(store, train_ids)) if standardize else inner
     train_mil(model, store, train_ids, train_y, seed, device, epochs, lr, weight_decay,
-              extra_loss(model) if extra_loss is not None else None, bag_weight, betas)
+              extra_loss(inner) if extra_loss is not None else None, bag_weight, betas)
     return predict_mil(model, store, test_ids, device)[0]

@@ -85,18 +85,24 @@ class BagStore:
         return bag
 
     def feature_stats(self, slide_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dimension mean and std over every instance of ``slide_ids`` (float64 sums, streamed)."""
-        total, sq, n = None, None, 0
-        for sid in dict.fromkeys(slide_ids):
-            f = self.get(sid).features.double()
-            total = f.sum(0) if total is None else total + f.sum(0)
-            sq = (f * f).sum(0) if sq is None else sq + (f * f).sum(0)
-            n += f.shape[0]
-        if not n:
-            raise ValueError("feature_stats: no instances")
-        mean = total / n
-        std = (sq / n - mean * mean).clamp_min(0).sqrt()
-        return mean.float(), std.float()
+        """Per-dimension mean and std over every instance of ``slide_ids`` (see :func:`feature_stats`)."""
+        return feature_stats(self, slide_ids)
 
     def feature_dim(self, slide_id: str) -> int:
         return int(self.get(slide_id).features.shape[1])
+
+
+def feature_stats(store, slide_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every instance of ``slide_ids`` (each slide once; float64
+    sums, one bag at a time). ``store`` is anything with ``get(slide_id) -> Bag``."""
+    total, sq, n = None, None, 0
+    for sid in dict.fromkeys(slide_ids):
+        f = store.get(sid).features.double()
+        total = f.sum(0) if total is None else total + f.sum(0)
+        sq = (f * f).sum(0) if sq is None else sq + (f * f).sum(0)
+        n += f.shape[0]
+    if not n:
+        raise ValueError("feature_stats: no instances")
+    mean = total / n
+    std = (sq / n - mean * mean).clamp_min(0).sqrt()
+    return mean.float(), std.float()
