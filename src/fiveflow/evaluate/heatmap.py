@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path
+from .figures import pyplot, save_figure
 
 ATTENTION_META_KEY = b"fiveflow_attention"
 
@@ -127,17 +128,13 @@ def render_heatmap(thumbnail_rgb: np.ndarray, grid: np.ndarray, out_png: str | P
                    cmap: str = "jet", title: str | None = None, dpi: int = 100) -> Path:
     """Write the thumbnail with the attention ``grid`` overlaid (tiles only; the rest is the plain
     thumbnail) and a colour bar, at the thumbnail's own resolution, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     img = overlay(thumbnail_rgb, grid, alpha, cmap)
     h, w = img.shape[:2]
     bar_in, title_in = 0.9, (0.35 if title else 0.05)
-    fig = plt.figure(figsize=(w / dpi + bar_in, h / dpi + title_in), dpi=dpi)
+    fig = pyplot().figure(figsize=(w / dpi + bar_in, h / dpi + title_in), dpi=dpi)
     try:
         fw, fh = fig.get_size_inches()
         ax = fig.add_axes((0.0, 0.0, (w / dpi) / fw, (h / dpi) / fh))
@@ -148,10 +145,10 @@ def render_heatmap(thumbnail_rgb: np.ndarray, grid: np.ndarray, out_png: str | P
         bar.set_label("attention (normalised)")
         if title:
             fig.text(0.01, 1.0 - 0.05 / fh, title, ha="left", va="top", fontsize=9)
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+    except BaseException:
+        pyplot().close(fig)
+        raise
+    save_figure(fig, out_png, dpi=dpi)
     return Path(out_png)
 
 

@@ -12,26 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path
+from .figures import pyplot, save_figure
 from .report import method_order, shot_label
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out_png: str | Path) -> None:
-    plt = _pyplot()
-    try:
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-    finally:
-        plt.close(fig)
 
 
 def _shot_list(pred: pd.DataFrame, shots) -> list[int]:
@@ -61,7 +43,7 @@ def plot_roc(pred: pd.DataFrame, classes: list[str], out_png: str | Path, shots=
     predictions of all that method's runs pooled; AUC (of the pooled predictions) in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     positive = str(classes[1])
     shot_list = _shot_list(pred, shots)
     n = max(len(shot_list), 1)
@@ -89,7 +71,7 @@ def plot_roc(pred: pd.DataFrame, classes: list[str], out_png: str | Path, shots=
             ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("ROC curves on held-out patients (predictions of all runs pooled)")
     fig.tight_layout()
-    _save(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def default_confusion_shots(pred: pd.DataFrame) -> list[int]:
@@ -107,7 +89,7 @@ def plot_confusion(pred: pd.DataFrame, classes: list[str], out_png: str | Path, 
     """Grid of confusion matrices: rows = methods, columns = shot counts (default: zero-shot if
     present and the largest shot count). Cells: counts summed over runs and the row-normalised %
     (share of the true class); empty panel where a method lacks those shots."""
-    plt = _pyplot()
+    plt = pyplot()
     shot_list = default_confusion_shots(pred) if shots is None else _shot_list(pred, shots)
     methods = method_order(pred["method"])
     nr, nc = max(len(methods), 1), max(len(shot_list), 1)
@@ -139,4 +121,4 @@ def plot_confusion(pred: pd.DataFrame, classes: list[str], out_png: str | Path, 
             ax.set_title(f"{method}, {shot_label(s)} ({n_runs} run{'s' * (n_runs != 1)})", fontsize=9)
     fig.suptitle("Confusion matrices (counts summed over runs, % of true class)", fontsize=10)
     fig.tight_layout()
-    _save(fig, out_png)
+    save_figure(fig, out_png)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_path, atomic_write_text
+from .figures import pyplot, save_figure
 from .metrics import per_run_metrics, summarize
 
 METRICS = ("acc", "auc", "f1")
@@ -169,12 +170,7 @@ def ablation_markdown(abl: pd.DataFrame) -> str:
 
 
 def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
     for ax, metric, title in zip(axes, ("acc", "auc"), ("Accuracy", "ROC AUC")):
         for method, g in table.groupby("method"):
             few = g[g["shots"] > 0].sort_values("shots")
@@ -192,9 +188,7 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
         ax.set_title(f"{title} on held-out patients")
     axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

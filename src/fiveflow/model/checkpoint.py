@@ -37,18 +37,19 @@ def save_checkpoint(model: FiVEModel, model_cfg: dict, classes: list, feature_di
         torch.save(payload, tmp)
 
 
+#: state-dict entries added after checkpoints were first written, with their initial values
+_ADDED_LATER = {"pad_token": torch.zeros_like, "feature_mean": torch.zeros_like, "feature_std": torch.ones_like}
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[FiVEModel, dict]:
     """Rebuild the model from its own saved ``model_cfg``; returns ``(model, payload)``."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(payload["model_cfg"], payload["feature_dim"], payload["questions"], device)
     state = dict(payload["state_dict"])
-    # Checkpoints written before FiVEModel.pad_token existed lack it. Fill it with zeros (its
-    # initial value) so the strict load below still catches every other missing tensor. The
-    # pad vector only matters when bags of different lengths are batched.
-    if "pad_token" not in state:
-        state["pad_token"] = torch.zeros_like(model.pad_token, device="cpu")
-    # ... and before feature standardisation: identity statistics (feature_norm was "none")
-    for key, init in (("feature_mean", torch.zeros_like), ("feature_std", torch.ones_like)):
+    # Tensors that older checkpoints lack get their initial values, so the strict load below
+    # still catches every other missing tensor: the pad vector (only used when bags of different
+    # lengths are batched) and the feature statistics (identity: feature_norm was "none").
+    for key, init in _ADDED_LATER.items():
         if key not in state:
             state[key] = init(getattr(model, key), device="cpu")
     model.load_state_dict(state)

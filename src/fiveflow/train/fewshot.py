@@ -12,6 +12,7 @@ from .common import LOGGER_NAME, log_to, resolve_device
 from .data import BagStore
 from .draws import run_draws
 from .loop import fit, fit_key, predict_probs
+from .pretrain import resume_path
 from .predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
 METHOD = "FiVE"
@@ -48,8 +49,7 @@ def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, 
         items = list(zip(slide_ids, y.tolist()))
         key = fit_key(stage="finetune", pretrained=payload["extra"].get("config_sha256"), model=payload["model_cfg"],
                       optim=ft, seed=seed, items=items, texts=texts, device=torch.device(device).type)
-        base = Path(out_parquet or ckpt)
-        resume = base.with_name(f".{base.name}.seed{seed}.resume")  # one per draw
+        resume = resume_path(out_parquet or ckpt, f".seed{seed}")  # one per draw
         summary = fit(model, store, items, texts, ft, seed, f"{shots}-shot", logger, resume=resume, run_key=key)
         resume.unlink(missing_ok=True)
         logger.info("%d-shot draw (seed %d): %d updates, %d/%d empty steps skipped, %.1fs", shots, seed,

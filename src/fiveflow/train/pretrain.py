@@ -29,10 +29,11 @@ def training_descriptions(split: pd.DataFrame, labels: pd.DataFrame, logger: log
     return train[~missing].reset_index(drop=True)
 
 
-def resume_path(out: str | Path) -> Path:
-    """Where a training job keeps its per-epoch state: next to its output, hidden."""
+def resume_path(out: str | Path, tag: str = "") -> Path:
+    """Where a training job keeps its per-epoch state: next to its output, hidden; ``tag``
+    tells apart several runs writing one output (the few-shot draws)."""
     out = Path(out)
-    return out.with_name(f".{out.name}.resume")
+    return out.with_name(f".{out.name}{tag}.resume")
 
 
 TARGETS = ("descriptions", "class_texts")
