@@ -15,6 +15,7 @@ include: "workflow/rules/slides.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/reports.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/mizero.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -192,3 +192,41 @@ def test_merge_before_or_after_shuffling():
     # the listed order (shuffle, then merge strings) keeps them apart whenever the shuffles differ
     apart = [len(perturb_descriptions(texts, [3], np.random.default_rng(s), merge_shuffled=True)[0]) for s in range(20)]
     assert max(apart) == 3 and min(apart) >= 2
+
+
+def test_attention_weights_reproduce_the_forward_pass():
+    """``MultiHeadAttention.weights`` are the probabilities ``forward`` applies (masked keys get 0)."""
+    import torch
+
+    from fiveflow.model.layers import MultiHeadAttention
+
+    torch.manual_seed(0)
+    att = MultiHeadAttention(16, 4)
+    q, kv = torch.randn(2, 3, 16), torch.randn(2, 7, 16)
+    mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
+    w = att.weights(q, kv, mask)
+    assert w.shape == (2, 4, 3, 7) and torch.allclose(w.sum(-1), torch.ones(2, 4, 3))
+    assert float(w[1, ..., 5:].detach().abs().max()) == 0.0
+    v = att.kv(kv).view(2, 7, 2, 4, 4).permute(2, 0, 3, 1, 4)[1]  # [B, h, K, dh]
+    manual = att.out((w @ v).transpose(1, 2).reshape(2, 3, 16))
+    torch.testing.assert_close(manual, att(q, kv, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_instance_attention_is_a_distribution_and_ignores_padding():
+    import torch
+
+    from fiveflow.model.aggregator import TFSAggregator
+
+    torch.manual_seed(0)
+    for tfs in (True, False):
+        agg = TFSAggregator(16, 4, tfs=tfs).eval()
+        x, pos, bank = torch.randn(1, 9, 16), torch.rand(1, 9, 2), torch.randn(5, 16)
+        a = agg.instance_attention(x, pos, bank)
+        assert a.shape == (1, 9) and torch.allclose(a.sum(), torch.tensor(1.0), atol=1e-5) and bool((a > 0).all())
+        # padded copy: same weights on the real instances, zero on the pads
+        xp = torch.cat([x, torch.randn(1, 3, 16)], 1)
+        pp = torch.cat([pos, torch.zeros(1, 3, 2)], 1)
+        mask = torch.tensor([[True] * 9 + [False] * 3])
+        b = agg.instance_attention(xp, pp, bank, mask)
+        torch.testing.assert_close(b[:, :9], a, atol=1e-5, rtol=1e-4)
+        assert float(b[:, 9:].abs().max()) == 0.0

@@ -250,7 +250,8 @@ def test_symmetric_fit_runs(tiny):
 def test_class_text_ablation_pretrains_on_class_texts(tiny):
     import torch
 
-    from fiveflow.train.fewshot import ABLATION_METHODS, run_zeroshot
+    from fiveflow.train.ablations import ablation_method
+    from fiveflow.train.fewshot import run_zeroshot
     from fiveflow.train.pretrain import pretrain
 
     out, coh, cfg = tiny
@@ -262,7 +263,58 @@ def test_class_text_ablation_pretrains_on_class_texts(tiny):
     assert fine["n_texts"] > 2 and fine["n_slides"] == s["n_slides"]  # same slides, other targets
     assert torch.load(out / "fine.pt", weights_only=False)["extra"]["config_sha256"] != payload["extra"]["config_sha256"]
     pred = run_zeroshot(out / "abl.pt", out / "split.csv", coh["bag_paths"], cfg, None,
-                        method=ABLATION_METHODS["class_texts"])
+                        method=ablation_method("class_texts"))
     assert set(pred["method"]) == {"FiVE-classtexts"}
     with pytest.raises(ValueError, match="targets"):
         pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "x.pt", targets="classes")
+
+
+def test_ablations_parse_apply_and_validate():
+    from fiveflow.config import ConfigError, validate_config
+    from fiveflow.train.ablations import ablation_for_method, apply_ablation, parse_ablation
+
+    assert parse_ablation("no_tfs").method == "FiVE-noTFS"
+    assert parse_ablation("ratio_0.25").method == "FiVE-ratio0.25"
+    assert parse_ablation("ratio_0.50").method == "FiVE-ratio0.5"
+    cfg = {"model": {"tfs": True, "dim": 8}, "train": {"pretrain": {"instance_ratio": 1.0}, "finetune": {"instance_ratio": 0.25}}}
+    out, targets = apply_ablation(cfg, "no_tfs")
+    assert out["model"]["tfs"] is False and cfg["model"]["tfs"] is True and targets == "descriptions"
+    out, targets = apply_ablation(cfg, "ratio_0.25")
+    assert out["train"]["pretrain"]["instance_ratio"] == 0.25 and out["train"]["finetune"]["instance_ratio"] == 0.25
+    assert apply_ablation(cfg, "class_texts")[1] == "class_texts"
+    assert apply_ablation(cfg, None) == (cfg, "descriptions")
+    assert ablation_for_method("FiVE-noTFS", ["class_texts", "no_tfs"]).name == "no_tfs"
+    assert ablation_for_method("FiVE", ["class_texts"]) is None
+    for bad in ("ratio_2", "tfs_off"):
+        with pytest.raises(ValueError, match="Fix"):
+            parse_ablation(bad)
+    import yaml
+    from pathlib import Path
+    base = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    for bad, msg in ((["ratio_1.5"], "sampling ratio"), (["ratio_0.5", "ratio_0.50"], "same ablation"), (["nope"], "ablations")):
+        with pytest.raises(ConfigError, match=msg):
+            validate_config({**base, "ablations": bad})
+
+
+def test_no_tfs_ablation_pretrains_without_cross_attention(tiny):
+    import torch
+
+    from fiveflow.model import load_checkpoint
+    from fiveflow.train.ablations import apply_ablation
+    from fiveflow.train.fewshot import run_zeroshot
+    from fiveflow.train.pretrain import pretrain
+
+    out, coh, cfg = tiny
+    acfg, targets = apply_ablation(cfg, "no_tfs")
+    pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], acfg, out / "notfs.pt", targets=targets)
+    model, payload = load_checkpoint(out / "notfs.pt", "cpu")
+    assert payload["model_cfg"]["tfs"] is False and not hasattr(model.aggregator, "cross_block")
+    assert not any(k.startswith("aggregator.cross_block") for k in payload["state_dict"])
+    # the prompt bank no longer reaches the slide embedding
+    bag = torch.randn(1, 20, model.dim)
+    pos = torch.rand(1, 20, 2)
+    a = model.aggregator(bag, pos, model.prompt_bank(None))
+    b = model.aggregator(bag, pos, torch.randn(3, model.dim))
+    torch.testing.assert_close(a, b)
+    pred = run_zeroshot(out / "notfs.pt", out / "split.csv", coh["bag_paths"], acfg, None, method="FiVE-noTFS")
+    assert set(pred["method"]) == {"FiVE-noTFS"} and pred["prob"].between(0, 1).all()

@@ -136,8 +136,45 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     if int(tiling.get("overlap") or 0) >= int(tiling.get("patch_size") or 1):
         problems.append(f"{source}: `tiling.overlap` ({tiling.get('overlap')}) must be smaller than `tiling.patch_size` "
                         f"({tiling.get('patch_size')}). Fix: lower the overlap (e.g. patch_size // 2 for 50%).")
+    problems += _mizero_problems(cfg, source, root)
+    problems += _ablation_problems(cfg, source)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _ablation_problems(cfg: dict, source: str) -> list[str]:
+    from .train.ablations import parse_ablation
+
+    out, methods = [], {}
+    for name in cfg.get("ablations") or []:
+        try:
+            a = parse_ablation(name)
+        except ValueError as exc:
+            out.append(f"{source}: `ablations`: {exc}")
+            continue
+        if a.method in methods:  # e.g. ratio_0.5 and ratio_0.50
+            out.append(f"{source}: `ablations`: {methods[a.method]!r} and {name!r} are the same ablation. Fix: keep one.")
+        methods[a.method] = name
+    return out
+
+
+def _mizero_problems(cfg: dict, source: str, root: Path) -> list[str]:
+    """MI-Zero needs an encoder with a text tower when required, and its prompt file when it will run."""
+    from .embed.text_towers import TEXT_TOWER_ENCODERS, has_text_tower
+
+    mz = cfg.get("mizero") or {}
+    encoder = cfg["embedding"]["encoder"]
+    enabled = mz.get("enabled", "auto")
+    if enabled is True and not has_text_tower(encoder):
+        return [f"{source}: `mizero.enabled` is true but `embedding.encoder` {encoder!r} has no supported text tower. "
+                f"Fix: set `embedding.encoder` to one of {', '.join(TEXT_TOWER_ENCODERS)}, or `mizero.enabled` to "
+                "auto or false."]
+    prompts = mz.get("prompts")
+    runs = enabled is True or (enabled == "auto" and has_text_tower(encoder))
+    if runs and prompts and not resolve_path(prompts, root).is_file():
+        return [f"{source}: `mizero.prompts`: file not found: {resolve_path(prompts, root)}. Fix: point it at a "
+                "prompt YAML (e.g. resources/prompts/mizero-lung.yaml) or set `mizero.enabled: false`."]
+    return []
 
 
 def resolve_path(value: str | Path, root: str | Path = PROJECT_ROOT) -> Path:

@@ -7,8 +7,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fiveflow.config import ConfigError, resolve_path, validate_config  # noqa: E402
+from fiveflow.embed.text_towers import has_text_tower  # noqa: E402
 from fiveflow.reports import backend_name  # noqa: E402
-from fiveflow.train.fewshot import ABLATION_METHODS  # noqa: E402
+from fiveflow.train.ablations import parse_ablation  # noqa: E402
 from fiveflow.workflow import Cohort, precomputed_sources  # noqa: E402
 
 try:
@@ -38,9 +39,18 @@ if config["embedding"].get("precomputed"):
 TRAIN_GPU = 0 if config["train"]["device"] == "cpu" else 1
 # FiVE and its ablations: method name -> pre-trained checkpoint (predictions/{method}_{shots}.parquet)
 FIVE_CKPTS = {"FiVE": f"{R}/models/pretrain.pt"}
-FIVE_CKPTS.update({ABLATION_METHODS[a]: f"{R}/models/pretrain_{a}.pt" for a in config["ablations"]})
+ABLATIONS = {a: parse_ablation(a) for a in config["ablations"]}
+FIVE_CKPTS.update({ab.method: f"{R}/models/pretrain_{a}.pt" for a, ab in ABLATIONS.items()})
+# ablation method (e.g. FiVE-noTFS) -> its config entry (e.g. no_tfs); FiVE itself has none
+ABLATION_OF = {ab.method: a for a, ab in ABLATIONS.items()}
 # Only the sections training reads, so that e.g. a tiling change does not look like a training change.
 TRAIN_CFG = {k: config[k] for k in ("classes", "split", "fewshot", "model", "train", "baselines")}
+# MI-Zero zero-shot baseline: auto = when the encoder has a text tower (validate_config refuses true without one)
+_MZ = {"enabled": "auto", "topk": 50, "prompts": "resources/prompts/mizero-lung.yaml", **(config.get("mizero") or {})}
+MIZERO = has_text_tower(ENCODER) if _MZ["enabled"] == "auto" else bool(_MZ["enabled"])
+MIZERO_PROMPTS = str(resolve_path(_MZ["prompts"], Path(ROOT)))
+MIZERO_CFG = {"classes": config["classes"], "mizero": _MZ, "train": {"device": config["train"]["device"]},
+              "embedding": {k: config["embedding"][k] for k in ("encoder", "weights", "seed")}}
 
 
 wildcard_constraints:
@@ -69,6 +79,8 @@ def prediction_files():
     files = expand(f"{R}/predictions/{{m}}_0.parquet", m=list(FIVE_CKPTS))
     files += expand(f"{R}/predictions/{{m}}_{{shots}}.parquet", m=list(FIVE_CKPTS), shots=SHOTS)
     files += expand(f"{R}/predictions/{{b}}_{{shots}}.parquet", b=BASELINES, shots=SHOTS)
+    if MIZERO:
+        files.append(f"{R}/predictions/MI-Zero_0.parquet")
     return files
 
 

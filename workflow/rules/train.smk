@@ -53,7 +53,8 @@ rule pretrain:
 
 
 rule pretrain_ablation:
-    """Ablation: the same pre-training with class texts as targets instead of fine-grained descriptions."""
+    """Ablation (fiveflow.train.ablations): the same pre-training with one thing changed (class-text targets,
+    no TFS cross-attention, another instance sampling ratio)."""
     input:
         split=f"{R}/splits/split.csv",
         labels=f"{R}/reports/labels.parquet",
@@ -87,6 +88,7 @@ rule zeroshot:
         f"{R}/predictions/{{five}}_0.parquet",
     params:
         cfg=TRAIN_CFG,
+        ablation=lambda wc: ABLATION_OF.get(wc.five),
     log:
         f"{LOGS}/zeroshot/{{five}}.log",
     benchmark:

@@ -1,12 +1,14 @@
-"""Snakemake script: FiVE pre-training on fine-grained descriptions (or, for the ablation, class texts)."""
+"""Snakemake script: FiVE pre-training on fine-grained descriptions, or one of its ablations."""
 from fiveflow.smk import run_script
+from fiveflow.train.ablations import apply_ablation
 from fiveflow.train.pretrain import pretrain
 from fiveflow.workflow import bag_map
 
 
 def main(smk, log):
-    targets = smk.wildcards.get("ablation", "descriptions")  # pretrain_ablation: class_texts
-    summary = pretrain(smk.input.split, smk.input.labels, bag_map(smk.input.bags), smk.params.cfg,
+    # rule pretrain_ablation: e.g. class_texts, no_tfs, ratio_0.25 (see fiveflow.train.ablations)
+    cfg, targets = apply_ablation(smk.params.cfg, smk.wildcards.get("ablation"))
+    summary = pretrain(smk.input.split, smk.input.labels, bag_map(smk.input.bags), cfg,
                        smk.output[0], threads=smk.threads, log=log, targets=targets)
     log.info("pretrain summary: %s", summary)
 

@@ -9,6 +9,14 @@ FIVE_METHOD.md section 3:
    no query residual (authors; ``cross_residual=True`` adds one); mean over prompts -> ``c``;
 4. slide = Linear(2d -> d)([c, g]), L2-normalised.
 
+``tfs=False`` (``model.tfs``, the ablation "TFS cross-attention off") drops step 3: no prompt
+bank enters the slide, ``slide = Linear(d -> d)(g)``, L2-normalised.
+
+:meth:`TFSAggregator.instance_attention` gives one weight per instance for heatmaps: the
+cross-attention of the prompt bank over the instances, averaged over heads and prompts (sums to
+1 over the real instances); with ``tfs=False``, the self-attention each instance receives,
+averaged over heads and queries.
+
 Padding (``mask [B, N]``, True = real instance): by default padded positions are masked
 everywhere (self-attention keys, ``g``, cross-attention keys), so padding never changes a
 slide's embedding. ``attend_to_padding=True`` reproduces the authors' quirk: pads are NOT
@@ -52,24 +60,51 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 class TFSAggregator(nn.Module):
     def __init__(self, dim: int = 512, heads: int = 8, mlp_ratio: float = 4.0,
-                 attend_to_padding: bool = False, cross_residual: bool = False) -> None:
+                 attend_to_padding: bool = False, cross_residual: bool = False, tfs: bool = True) -> None:
         super().__init__()
         self.attend_to_padding = bool(attend_to_padding)
+        self.tfs = bool(tfs)
         self.pos = FourierPositionEncoding(dim)
         self.self_block = SelfAttentionBlock(dim, heads, mlp_ratio)
-        self.cross_block = CrossAttentionBlock(dim, heads, mlp_ratio, residual=cross_residual)
-        self.head = nn.Linear(2 * dim, dim)
+        if self.tfs:
+            self.cross_block = CrossAttentionBlock(dim, heads, mlp_ratio, residual=cross_residual)
+        self.head = nn.Linear(2 * dim if self.tfs else dim, dim)
+
+    def _tokens(self, x: torch.Tensor, pos: torch.Tensor,
+                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(h, tokens, self_mask)``: position-encoded input, self-attended tokens, the self-attention key mask."""
+        h = x + self.pos(pos)
+        # authors' quirk (attend_to_padding): pads are unmasked keys in self-attention only
+        self_mask = None if self.attend_to_padding else mask
+        return h, x + self.self_block(h, self_mask), self_mask  # block residuals + outer residual with the input
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x [B, N, d]``, ``pos [B, N, 2]`` in [0, 1], ``bank [P, d]``, ``mask [B, N]`` -> ``[B, d]`` unit vectors."""
         if mask is not None and bool(mask.all()):
             mask = None
-        h = x + self.pos(pos)
-        # authors' quirk (attend_to_padding): pads are unmasked keys in self-attention only
-        self_mask = None if self.attend_to_padding else mask
-        tokens = x + self.self_block(h, self_mask)  # block residuals + outer residual with the input
+        _, tokens, _ = self._tokens(x, pos, mask)
         g = masked_mean(tokens, mask)
+        if not self.tfs:
+            return F.normalize(self.head(g), dim=-1)
         queries = bank.unsqueeze(0).expand(x.shape[0], -1, -1)
         c = self.cross_block(queries, tokens, mask).mean(1)
         return F.normalize(self.head(torch.cat([c, g], dim=-1)), dim=-1)
+
+    def instance_attention(self, x: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-instance attention ``[B, N]`` for heatmaps (see the module docstring); 0 on padding."""
+        if mask is not None and bool(mask.all()):
+            mask = None
+        h, tokens, self_mask = self._tokens(x, pos, mask)
+        if self.tfs:
+            queries = bank.unsqueeze(0).expand(x.shape[0], -1, -1)
+            blk = self.cross_block
+            w = blk.attn.weights(blk.ln_q(queries), blk.ln_kv(tokens), mask)  # [B, heads, P, N]
+        else:
+            y = self.self_block.ln_1(h)
+            w = self.self_block.attn.weights(y, y, self_mask)  # [B, heads, N, N]
+            if mask is not None:  # only real instances count as queries
+                w = w * mask[:, None, :, None].to(w.dtype)
+                return w.sum(2).mean(1) / mask.sum(1, keepdim=True).clamp_min(1).to(w.dtype)
+        return w.mean(dim=(1, 2))

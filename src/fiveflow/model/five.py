@@ -35,7 +35,7 @@ class FiVEModel(nn.Module):
                  dim: int = 512, heads: int = 8, n_prompts: int = 16, prompt_mode: str = "vector",
                  logit_scale: float = 300.0, learn_logit_scale: bool = False,
                  attend_to_padding: bool = False, cross_residual: bool = False,
-                 feature_norm: str = "none") -> None:
+                 feature_norm: str = "none", tfs: bool = True) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
             raise ValueError(f"model.feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
@@ -50,7 +50,7 @@ class FiVEModel(nn.Module):
         self.prompt_mode = prompt_mode
         self.feature_proj: nn.Module = nn.Identity() if feature_dim == dim else nn.Linear(feature_dim, dim)
         self.aggregator = TFSAggregator(dim, heads, attend_to_padding=attend_to_padding,
-                                        cross_residual=cross_residual)
+                                        cross_residual=cross_residual, tfs=tfs)
         # learned pad vector (model space, after feature_proj); used only when bags of different
         # lengths are batched (encode_slides). Zero init consumes no RNG, so initialisation of
         # every other parameter is unchanged.
@@ -155,6 +155,15 @@ class FiVEModel(nn.Module):
         mask = torch.arange(n, device=x.device).unsqueeze(0) < torch.tensor(lengths, device=x.device).unsqueeze(1)
         return self.aggregator(x, torch.stack(ps), bank, mask)
 
+    @torch.no_grad()
+    def instance_attention(self, features: torch.Tensor, pos: torch.Tensor,
+                           bank: torch.Tensor | None = None) -> torch.Tensor:
+        """One bag ``features [N, D]``, ``pos [N, 2]`` -> per-instance attention ``[N]`` (sums to 1 with TFS),
+        over every instance; ``bank`` defaults to the full prompt bank (every question)."""
+        bank = self.prompt_bank(None) if bank is None else bank
+        x = self.project_features(features.to(self.device)).unsqueeze(0)
+        return self.aggregator.instance_attention(x, pos.to(self.device).unsqueeze(0), bank)[0]
+
     def logits(self, slide: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``s * cos`` between unit slide vectors ``[B, d]`` and unit text vectors ``[T, d]``."""
         return self.logit_scale() * slide @ text.t()
@@ -183,5 +192,6 @@ def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], dev
         attend_to_padding=bool(model_cfg.get("attend_to_padding", False)),
         cross_residual=bool(model_cfg.get("cross_residual", False)),
         feature_norm=str(model_cfg.get("feature_norm", "none")),
+        tfs=bool(model_cfg.get("tfs", True)),
     )
     return model.to(device)

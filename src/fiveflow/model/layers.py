@@ -42,12 +42,25 @@ class MultiHeadAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _heads(self, q: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, nq, d = q.shape
         nk = kv.shape[1]
         h = self.heads
         qh = self.q(q).view(b, nq, h, d // h).transpose(1, 2)
         k, v = self.kv(kv).view(b, nk, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        return qh, k, v
+
+    def weights(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention probabilities ``[B, heads, Q, K]`` that :meth:`forward` applies (masked keys get 0)."""
+        qh, k, _ = self._heads(q, kv)
+        scores = qh @ k.transpose(-2, -1) / (qh.shape[-1] ** 0.5)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return torch.softmax(scores.float(), dim=-1)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, nq, d = q.shape
+        qh, k, v = self._heads(q, kv)
         attn_mask = None
         if key_mask is not None and not bool(key_mask.all()):
             attn_mask = key_mask[:, None, None, :]  # [B, 1, 1, K], True = attend

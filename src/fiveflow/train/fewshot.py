@@ -16,8 +16,6 @@ from .pretrain import resume_path
 from .predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
 METHOD = "FiVE"
-#: method name of the ablation pre-trained on class texts instead of fine-grained descriptions
-ABLATION_METHODS = {"class_texts": "FiVE-classtexts"}
 
 
 def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
