@@ -6,7 +6,8 @@ import pytest
 from conftest import PROJECT_ROOT
 from fiveflow.cli import build_parser
 
-SUBCOMMANDS = ["demo", "tile", "embed", "encoders", "import-bags", "reports", "split", "train", "fewshot", "evaluate", "doctor"]
+SUBCOMMANDS = ["demo", "tile", "embed", "encoders", "import-bags", "reports", "split", "train", "fewshot", "evaluate", "doctor",
+               "download"]
 
 
 def test_every_subcommand_has_help(capsys):

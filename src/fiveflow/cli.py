@@ -237,6 +237,19 @@ def cmd_import_bags(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    """Download a GDC manifest's files into OUT (resumable, md5-verified). Exit 0: all present; 1: some failed."""
+    from .download import GDC_DATA_URL, download_manifest
+
+    table = download_manifest(args.manifest, args.out, jobs=args.jobs, base_url=args.base_url or GDC_DATA_URL,
+                              token_env=args.token_env, retries=args.retries)
+    for r in table.itertuples():
+        print(f"{r.file_id}\t{r.filename}\t{r.status}" + (f"\t{r.error}" if r.error else ""))
+    counts = table["status"].value_counts().to_dict()
+    print(f"{len(table)} files -> {args.out} ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    return 1 if counts.get("failed") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fiveflow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -338,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--encoder", default=None,
                     help="encoder name to record (default: dsmil-resnet18 for CSVs; the h5's own, else unknown)")
     sp.set_defaults(config_optional=True)
+    sp = add("download", cmd_download, "download the files of a GDC manifest into OUT: resumable, md5-verified, "
+             "at most --jobs at a time; writes OUT/gdc_download_summary.tsv (exit 1: some file failed)")
+    sp.add_argument("--manifest", required=True, help="GDC manifest TSV (id filename md5 size state) from the GDC portal")
+    sp.add_argument("--out", required=True, help="folder to save the files in, under their manifest file names")
+    sp.add_argument("--jobs", type=int, default=4, help="concurrent transfers (default: 4)")
+    sp.add_argument("--retries", type=int, default=5, help="consecutive failed attempts per file before giving up "
+                    "(default: 5; exponential backoff)")
+    sp.add_argument("--base-url", default=None, help="data endpoint (default: https://api.gdc.cancer.gov/data)")
+    sp.add_argument("--token-env", default="GDC_TOKEN", help="environment variable holding a GDC token for "
+                    "controlled-access files (default: GDC_TOKEN; the token is never read from the command line)")
     return p
 
 

@@ -1,0 +1,341 @@
+"""Download files from the GDC data API: resumable (HTTP Range), verified (size + md5), retried, atomic.
+
+A file is streamed into a hidden ``.NAME.partial`` next to its destination. An interrupted transfer
+(connection cut, job killed) resumes from the partial's length with ``Range: bytes=N-``; a server that
+ignores the range (200) restarts from byte 0. When the transfer ends, size then md5 are checked and only
+a verified file is renamed onto its final name, so the final name never holds a partial or corrupt file.
+A mismatch deletes the partial and downloads once more from scratch; a second mismatch is an error
+naming the file. A verified file leaves a small ``.NAME.md5ok`` stamp so reruns skip it without rehashing.
+"""
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import requests
+
+from .manifest import ManifestRow, read_manifest
+
+GDC_DATA_URL = "https://api.gdc.cancer.gov/data"
+TOKEN_HEADER = "X-Auth-Token"
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+SUMMARY_NAME = "gdc_download_summary.tsv"
+_PROGRESS_MIN_BYTES = 64 << 20
+
+log = logging.getLogger("fiveflow.download")
+_sleep = time.sleep  # tests replace it to record the backoff without waiting
+
+
+class DownloadError(RuntimeError):
+    """A file could not be downloaded or verified; the message names the file and the fix."""
+
+
+class _Retryable(Exception):
+    def __init__(self, msg: str, retry_after: float | None = None):
+        super().__init__(msg)
+        self.retry_after = retry_after
+
+
+@dataclass
+class DownloadResult:
+    file_id: str
+    filename: str
+    status: str  # downloaded | skipped | failed
+    bytes_fetched: int = 0
+    resumed_from: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+def partial_path(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.partial"
+
+
+def stamp_path(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.md5ok"
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stamp_ok(dest: Path, md5: str, size: int) -> bool:
+    """``dest`` has the right size and md5; the md5 is computed once, then cached in a stamp (size, mtime)."""
+    try:
+        st = dest.stat()
+    except FileNotFoundError:
+        return False
+    if st.st_size != size:
+        return False
+    want = {"md5": md5.lower(), "size": size, "mtime_ns": st.st_mtime_ns}
+    try:
+        if json.loads(stamp_path(dest).read_text()) == want:
+            return True
+    except (OSError, ValueError):
+        pass
+    if file_md5(dest) != md5.lower():
+        return False
+    _write_stamp(dest, md5, size)
+    return True
+
+
+def _write_stamp(dest: Path, md5: str, size: int) -> None:
+    st = dest.stat()
+    tmp = stamp_path(dest).with_name(stamp_path(dest).name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"md5": md5.lower(), "size": size, "mtime_ns": st.st_mtime_ns}))
+    os.replace(tmp, stamp_path(dest))
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path, label: str) -> Iterator[None]:
+    """One writer per destination: a second process downloading the same file fails at once."""
+    lock = dest.parent / f".{dest.name}.lock"
+    fh = open(lock, "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DownloadError(f"{label}: another process is downloading {dest} (lock {lock}); "
+                                "wait for it or stop it") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # still holding it: the next writer creates a fresh one
+    finally:
+        fh.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _server_total(r: requests.Response) -> int | None:
+    """The full file length the server announced (206: Content-Range ``/total``; 200: Content-Length)."""
+    try:
+        if r.status_code == 206:
+            return int(r.headers.get("Content-Range", "").rsplit("/", 1)[1])
+        return int(r.headers["Content-Length"])
+    except (IndexError, KeyError, ValueError):
+        return None
+
+
+def _fail_status(code: int, label: str, token_env: str, have_token: bool) -> DownloadError:
+    if code == 404:
+        return DownloadError(f"{label}: not found on the GDC (HTTP 404): check the id in the manifest (the file may "
+                             "have been removed or superseded; export a fresh manifest from the GDC portal)")
+    if code in (401, 403):
+        fix = (f"the token in ${token_env} was refused: it may have expired (tokens last 30 days); download a new "
+               "one from the GDC portal (Username > Download Token)") if have_token else \
+              (f"the file is controlled-access: set ${token_env} to a GDC token (GDC portal: Username > Download "
+               "Token; needs dbGaP authorisation)")
+        return DownloadError(f"{label}: access denied (HTTP {code}): {fix}")
+    return DownloadError(f"{label}: HTTP {code} from the GDC data endpoint")
+
+
+def _progress(total: int, initial: int, name: str, show: bool | None):
+    if show is None:
+        show = total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=name[:40], disable=not show, leave=False)
+
+
+def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, size: int, label: str, *,
+           retries: int, backoff: float, max_backoff: float, timeout: float, chunk_size: int,
+           token_env: str, show_progress: bool | None, name: str) -> tuple[int, int, int]:
+    """Stream ``url`` into ``partial`` until it holds ``size`` bytes (or the server says it is done).
+
+    Returns (bytes fetched, offset resumed from, requests made). Network errors and 408/429/5xx are
+    retried with exponential backoff (``Retry-After`` honoured); ``retries`` counts consecutive failed
+    attempts, so a long transfer that keeps making progress is not given up.
+    """
+    fetched = requests_made = failures = 0
+    resumed_from = partial.stat().st_size if partial.exists() else 0
+    while True:
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > size:
+            log.warning("%s: partial file is larger than expected (%d > %d bytes): starting over", label, have, size)
+            partial.unlink()
+            have = 0
+        if have == size and size > 0:
+            return fetched, resumed_from, requests_made
+        before = have
+        req_headers = dict(headers)
+        if have:
+            req_headers["Range"] = f"bytes={have}-"
+            log.info("%s: resuming at byte %d of %d", label, have, size)
+        try:
+            requests_made += 1
+            with session.get(url, headers=req_headers, stream=True, timeout=timeout) as r:
+                if r.status_code == 416 and have:
+                    return fetched, resumed_from, requests_made  # nothing left to send: verify what we have
+                if r.status_code in RETRY_STATUS:
+                    raise _Retryable(f"HTTP {r.status_code}", _retry_after(r.headers.get("Retry-After")))
+                if r.status_code >= 400:
+                    raise _fail_status(r.status_code, label, token_env, TOKEN_HEADER in headers)
+                if r.status_code == 206 and have:
+                    start = r.headers.get("Content-Range", "").replace("bytes", "").strip().split("-")[0]
+                    if start != str(have):
+                        partial.unlink(missing_ok=True)
+                        raise _Retryable(f"server answered range {r.headers.get('Content-Range')!r} to "
+                                         f"bytes={have}-: starting over")
+                    mode = "ab"
+                else:  # 200: the whole file (a server that ignores Range restarts from byte 0)
+                    if have:
+                        log.info("%s: the server ignored the range request: restarting from byte 0", label)
+                    have, mode = 0, "wb"
+                with open(partial, mode) as fh, _progress(size, have, name, show_progress) as bar:
+                    for chunk in r.iter_content(chunk_size):
+                        fh.write(chunk)
+                        fetched += len(chunk)
+                        bar.update(len(chunk))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            got = partial.stat().st_size
+            if got >= size or got == _server_total(r):
+                return fetched, resumed_from, requests_made  # complete, or all the server has: verify
+            raise _Retryable(f"connection ended after {got} of {size} bytes")
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                _Retryable) as exc:
+            grew = partial.exists() and partial.stat().st_size > before
+            failures = 1 if grew else failures + 1  # progress resets the count of consecutive failures
+            if failures > retries:
+                raise DownloadError(f"{label}: giving up after {failures} failed attempts in a row "
+                                    f"({type(exc).__name__}: {exc}); rerun to resume from the partial file "
+                                    f"{partial}") from None
+            wait = min(max_backoff, backoff * 2 ** (failures - 1))
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                wait = min(max_backoff, max(wait, exc.retry_after))
+            log.warning("%s: %s; retry %d/%d in %.1f s", label, exc, failures, retries, wait)
+            _sleep(wait)
+
+
+def download_file(file_id: str, dest: str | os.PathLike, md5: str, size: int, *, base_url: str = GDC_DATA_URL,
+                  token_env: str = "GDC_TOKEN", retries: int = 5, backoff: float = 2.0, max_backoff: float = 120.0,
+                  timeout: float = 60.0, session: requests.Session | None = None, chunk_size: int = 1 << 20,
+                  progress: bool | None = None, filename: str | None = None) -> DownloadResult:
+    """Download GDC file ``file_id`` to ``dest``, verified against ``md5`` and ``size``.
+
+    Skips a ``dest`` that is already verified; resumes a partial; re-downloads once on a size/md5
+    mismatch, then raises :class:`DownloadError` naming the file. 404/401/403 fail at once. The token,
+    when ``$token_env`` is set, goes only into the ``X-Auth-Token`` header (never into logs or errors).
+    """
+    dest = Path(dest)
+    name = filename or dest.name
+    label = f"GDC file {file_id} ({name})"
+    md5 = md5.lower()
+    size = int(size)
+    t0 = time.perf_counter()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest, label):
+        if dest.exists():
+            if _stamp_ok(dest, md5, size):
+                log.info("%s: already present and verified: skipped", label)
+                return DownloadResult(file_id, name, "skipped", seconds=time.perf_counter() - t0)
+            log.warning("%s: %s exists but its size or md5 is wrong: downloading it again", label, dest)
+            dest.unlink()
+            stamp_path(dest).unlink(missing_ok=True)
+        headers = {"Accept-Encoding": "identity"}  # byte ranges of the stored file, not of a compressed stream
+        token = os.environ.get(token_env, "").strip() if token_env else ""
+        if token:
+            headers[TOKEN_HEADER] = token
+        url = f"{base_url.rstrip('/')}/{file_id}"
+        partial = partial_path(dest)
+        own = session is None
+        sess = requests.Session() if own else session
+        total_fetched = total_requests = 0
+        resumed_from = 0
+        try:
+            for round_ in (1, 2):
+                fetched, resumed, n = _fetch(sess, url, headers, partial, size, label, retries=retries,
+                                             backoff=backoff, max_backoff=max_backoff, timeout=timeout,
+                                             chunk_size=chunk_size, token_env=token_env,
+                                             show_progress=progress, name=name)
+                total_fetched += fetched
+                total_requests += n
+                if round_ == 1:
+                    resumed_from = resumed
+                got_size = partial.stat().st_size if partial.exists() else 0
+                got_md5 = file_md5(partial) if got_size == size else "(not computed: wrong size)"
+                if got_size == size and got_md5 == md5:
+                    os.replace(partial, dest)
+                    _write_stamp(dest, md5, size)
+                    log.info("%s: %d bytes verified (md5 %s)%s", label, size, md5,
+                             f", resumed at byte {resumed_from}" if resumed_from else "")
+                    return DownloadResult(file_id, name, "downloaded", total_fetched, resumed_from, total_requests,
+                                          time.perf_counter() - t0)
+                partial.unlink(missing_ok=True)
+                problem = (f"expected {size} bytes, md5 {md5}; got {got_size} bytes, md5 {got_md5}")
+                if round_ == 1:
+                    log.warning("%s: verification failed (%s): downloading once more from scratch", label, problem)
+            raise DownloadError(f"{label}: verification failed twice ({problem}); the file on the server does not "
+                                "match the manifest: export a fresh manifest from the GDC portal, or report the file "
+                                "to the GDC help desk")
+        finally:
+            if own:
+                sess.close()
+
+
+def download_manifest(manifest: str | os.PathLike | Iterable[ManifestRow], out_dir: str | os.PathLike, jobs: int = 4,
+                      summary: str | os.PathLike | None = "", **kwargs):
+    """Download every file of a GDC manifest into ``out_dir`` with at most ``jobs`` transfers at a time.
+
+    A failing file is recorded (status ``failed`` and its error) and does not stop or touch the others.
+    Returns the per-file table (pandas DataFrame) and writes it as a TSV to ``summary`` (default
+    ``out_dir/gdc_download_summary.tsv``; ``None``: no file). ``kwargs`` go to :func:`download_file`.
+    """
+    import pandas as pd
+
+    from ..io import atomic_path
+
+    rows = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be at least 1 (got {jobs})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one(row: ManifestRow) -> DownloadResult:
+        t0 = time.perf_counter()
+        try:
+            return download_file(row.id, out / row.filename, row.md5, row.size, **kwargs)
+        except Exception as exc:  # one bad file must not stop the others
+            log.error("%s", exc)
+            return DownloadResult(row.id, row.filename, "failed", seconds=time.perf_counter() - t0,
+                                  error=str(exc))
+
+    with ThreadPoolExecutor(max_workers=int(jobs), thread_name_prefix="gdc") as pool:
+        results = list(pool.map(one, rows))
+    table = pd.DataFrame([asdict(r) for r in results])
+    if summary is not None:
+        dest = Path(summary) if summary else out / SUMMARY_NAME
+        with atomic_path(dest) as tmp:
+            table.to_csv(tmp, sep="\t", index=False)
+    counts = table["status"].value_counts().to_dict()
+    log.info("GDC download: %d files -> %s (%s)", len(table), out, ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return table
