@@ -11,6 +11,7 @@ demo: setup  ## set up, run the whole pipeline on the demo cohort, write results
 	$(SNAKEMAKE) --cores 1 --report results/report.html
 
 test: setup  ## set up and run the test suite (unit + end-to-end workflow tests)
+	@bash tools/system-deps.sh  # Debian packages for the SLURM and report tests (installs as root)
 	.venv/bin/python -m pytest -ra
 
 lint: setup
