@@ -205,4 +205,6 @@ def test_host_memory_does_not_grow_with_the_slide(tmp_path):
     assert large["tiles"] == 16 * small["tiles"] == 4096
     pixels_mb = (large["tiles"] - small["tiles"]) * 128 * 128 * 3 / 2**20
     growth_mb = ((large["peak_kb"] - large["before_kb"]) - (small["peak_kb"] - small["before_kb"])) / 1024
-    assert pixels_mb > 150 and growth_mb < 40, (pixels_mb, growth_mb, out)
+    # Holding the extra tiles would add >= pixels_mb (180 MB). The probe's own noise is large: 8 identical runs
+    # measured 23-43 MB (glibc arenas, reader caches), so the bound is a quarter of the pixels, not a fixed 40 MB.
+    assert pixels_mb > 150 and growth_mb < pixels_mb / 4, (pixels_mb, growth_mb, out)

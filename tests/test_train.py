@@ -318,3 +318,40 @@ def test_no_tfs_ablation_pretrains_without_cross_attention(tiny):
     torch.testing.assert_close(a, b)
     pred = run_zeroshot(out / "notfs.pt", out / "split.csv", coh["bag_paths"], acfg, None, method="FiVE-noTFS")
     assert set(pred["method"]) == {"FiVE-noTFS"} and pred["prob"].between(0, 1).all()
+
+
+def test_no_patient_of_a_fewshot_training_draw_is_in_its_test_split(tmp_path):
+    """Through the one driver every few-shot method uses (run_draws): for every shot count and draw, the
+    patients the method is trained on and the patients it is scored on are disjoint, also for patients
+    with two slides, and the test slides are exactly the held-out split."""
+    import h5py
+
+    from fiveflow.train.draws import run_draws
+
+    for seed in range(3):
+        samples = _samples(n_patients=30, seed=seed)
+        split = make_split(samples, 0.375, seed, tmp_path / f"split{seed}.csv")
+        make_fewshot_draws(split, [1, 2, 4, 8], 3, seed, tmp_path / f"draws{seed}.csv")
+        bags = {}
+        for sid in split["slide_id"]:
+            bags[sid] = str(tmp_path / f"{sid}.h5")
+            with h5py.File(bags[sid], "w") as fh:
+                fh["features"] = np.ones((3, 4), np.float32)
+                fh["coords"] = np.zeros((3, 2), np.int64)
+        patient = dict(zip(split["slide_id"], split["patient_id"]))
+        held_out = set(split.loc[split["split"] == "test", "slide_id"])
+        seen = []
+
+        def fit_predict(store, train_ids, y, test_ids, s, device):
+            train_p, test_p = {patient[i] for i in train_ids}, {patient[i] for i in test_ids}
+            assert not train_p & test_p, f"patients in both the draw and the test split: {train_p & test_p}"
+            assert set(test_ids) == held_out and not set(train_ids) & held_out
+            seen.append(len(train_ids))
+            return np.full(len(test_ids), 0.5)
+
+        cfg = {"classes": [{"name": "LUAD", "text": "a"}, {"name": "LUSC", "text": "b"}], "train": {"device": "cpu"}}
+        for shots in (1, 2, 4, 8):
+            pred = run_draws("probe", fit_predict, tmp_path / f"split{seed}.csv", tmp_path / f"draws{seed}.csv", bags,
+                             cfg, shots, None)
+            assert set(pred["slide_id"]) == held_out and pred["run"].nunique() == 3
+        assert seen == [2 * k for k in (1, 2, 4, 8) for _ in range(3)]
