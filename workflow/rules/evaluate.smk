@@ -2,20 +2,22 @@
 
 
 rule evaluate:
-    """Few-shot table (csv/md/tex, bootstrap CIs in the csv), per-run metrics, the ablation table,
+    """Few-shot table (csv/md/tex/html, bootstrap CIs in the csv), per-run metrics, the ablation table,
     the accuracy-vs-shots plot, ROC curves and confusion matrices."""
     input:
         preds=prediction_files(),
     output:
-        csv=report(f"{R}/tables/fewshot.csv", caption="../report/table.rst", category="3. Results"),
+        csv=report(f"{R}/tables/fewshot.csv", caption="../report/table_csv.rst", category="3. Results", subcategory="Tables"),
+        html=report(f"{R}/tables/fewshot.html", caption="../report/table.rst", category="3. Results", subcategory="Tables"),
         md=f"{R}/tables/fewshot.md",
         tex=f"{R}/tables/fewshot.tex",
         runs=f"{R}/tables/fewshot_runs.csv",
-        plot=report(f"{R}/plots/fewshot.png", caption="../report/plot.rst", category="3. Results"),
+        plot=report(f"{R}/plots/fewshot.png", caption="../report/plot.rst", category="3. Results", subcategory="Plots"),
         ablation_csv=f"{R}/tables/ablation.csv",
-        ablation_md=report(f"{R}/tables/ablation.md", caption="../report/ablation.rst", category="3. Results"),
-        roc=report(f"{R}/plots/roc.png", caption="../report/roc.rst", category="3. Results"),
-        confusion=report(f"{R}/plots/confusion.png", caption="../report/confusion.rst", category="3. Results"),
+        ablation_md=f"{R}/tables/ablation.md",
+        ablation_html=report(f"{R}/tables/ablation.html", caption="../report/ablation.rst", category="3. Results", subcategory="Tables"),
+        roc=report(f"{R}/plots/roc.png", caption="../report/roc.rst", category="3. Results", subcategory="Plots"),
+        confusion=report(f"{R}/plots/confusion.png", caption="../report/confusion.rst", category="3. Results", subcategory="Plots"),
     params:
         classes=[c["name"] for c in config["classes"]],
         n_boot=config.get("evaluate", {}).get("n_boot", 1000),

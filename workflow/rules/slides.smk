@@ -43,10 +43,10 @@ rule qc_montage:
         coords=expand(f"{R}/coords/{{slide}}.parquet", slide=SLIDES),
     output:
         montage=report(
-            f"{R}/qc/montage.png", caption="../report/montage.rst", category="1. Slides"
+            f"{R}/qc/montage.png", caption="../report/montage.rst", category="1. Slides", subcategory="Cohort QC"
         ),
         summary=report(
-            f"{R}/qc/tiling_summary.csv", caption="../report/tiling_summary.rst", category="1. Slides"
+            f"{R}/qc/tiling_summary.csv", caption="../report/tiling_summary.rst", category="1. Slides", subcategory="Cohort QC"
         ),
     log:
         f"{LOGS}/qc_montage.log",

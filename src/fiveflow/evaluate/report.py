@@ -169,6 +169,65 @@ def ablation_markdown(abl: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+HTML_STYLE = ("body{font-family:sans-serif;margin:1em;color:#111}"
+              "table{border-collapse:collapse;margin:0 0 1.5em 0}"
+              "caption{text-align:left;font-weight:bold;padding:4px 0}"
+              "th,td{border:1px solid #999;padding:4px 10px}td{text-align:right}"
+              "td:first-child,th:first-child{text-align:left}"
+              "thead th{background:#dbe7f3}tbody tr:nth-child(even){background:#f3f3f3}")
+
+
+def _html_page(title: str, tables: list[tuple[str, list[str], list[list[tuple[str, bool]]]]]) -> str:
+    """A small stand-alone HTML page (the Snakemake report shows .html results inline, not .md/.csv).
+    ``tables``: (caption, header, rows of (text, bold) cells)."""
+    from html import escape
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
+             f"<style>{HTML_STYLE}</style></head><body>"]
+    for caption, header, rows in tables:
+        parts.append(f"<table><caption>{escape(caption)}</caption><thead><tr>"
+                     + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td><b>{escape(t)}</b></td>" if b else f"<td>{escape(t)}</td>"
+                                          for t, b in row) + "</tr>")
+        parts.append("</tbody></table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def to_html(table: pd.DataFrame) -> str:
+    """The :func:`to_markdown` layout (accuracy and ROC AUC tables, best per column in bold) as HTML."""
+    tables = []
+    for metric, title in BLOCKS:
+        methods, shots, cells, bold = _grid(table, metric)
+        rows = [[(m, False)] + [("-", False) if (m, s) not in cells else (_fmt(*cells[(m, s)]), (m, s) in bold)
+                                for s in shots] for m in methods]
+        tables.append((f"Few-shot {title}, held-out patients (mean ± std over draws)",
+                       ["Method"] + [shot_label(s) for s in shots], rows))
+    return _html_page("Few-shot results", tables)
+
+
+def ablation_html(abl: pd.DataFrame) -> str:
+    """The :func:`ablation_markdown` table as HTML."""
+    shots = sorted({int(s) for s in abl["shots"]})
+    cells = {(r["row"], int(r["shots"])): r for _, r in abl.iterrows()}
+    rows = []
+    for name in dict.fromkeys(abl["row"]):
+        row = [(name, False)]
+        for s in shots:
+            r = cells.get((name, s))
+            if r is None:
+                row.append(("-", False))
+            elif name.startswith("difference"):
+                sd = f" ± {100 * r['acc_std']:.2f}" if not pd.isna(r["acc_std"]) else ""
+                row.append((f"{100 * r['acc_mean']:+.2f}{sd}", False))
+            else:
+                row.append((_fmt(r["acc_mean"], r["acc_std"]), False))
+        rows.append(row)
+    header = [""] + [shot_label(s) for s in shots]
+    return _html_page("Ablation", [("Accuracy (%), FiVE and its ablations", header, rows)])
+
+
 def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
     fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
     for ax, metric, title in zip(axes, ("acc", "auc"), ("Accuracy", "ROC AUC")):
@@ -192,8 +251,8 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
 
 
 def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """``out`` has attributes csv, md, tex, runs, plot and optionally ablation_csv, ablation_md, roc,
-    confusion (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the
+    """``out`` has attributes csv, md, tex, runs, plot and optionally html, ablation_csv, ablation_md,
+    ablation_html, roc, confusion (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the
     bootstrap CIs."""
     pred = load_predictions(files)
     runs = per_run_metrics(pred, classes=classes)
@@ -203,6 +262,8 @@ def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int 
         table.to_csv(tmp, index=False, float_format="%.4f")
     atomic_write_text(out.md, to_markdown(table))
     atomic_write_text(out.tex, to_latex(table))
+    if getattr(out, "html", None) is not None:
+        atomic_write_text(out.html, to_html(table))
     with atomic_path(out.runs) as tmp:
         runs.to_csv(tmp, index=False, float_format="%.4f")
     plot_fewshot(table, out.plot)
@@ -215,11 +276,14 @@ def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int 
         if confusion_png is not None:
             plot_confusion(pred, classes, confusion_png)
     abl_csv, abl_md = getattr(out, "ablation_csv", None), getattr(out, "ablation_md", None)
-    if abl_csv is not None or abl_md is not None:
+    abl_html = getattr(out, "ablation_html", None)
+    if abl_csv is not None or abl_md is not None or abl_html is not None:
         abl = ablation_table(table, runs)
         if abl_csv is not None:
             with atomic_path(abl_csv) as tmp:
                 abl.to_csv(tmp, index=False, float_format="%.4f")
         if abl_md is not None:
             atomic_write_text(abl_md, ablation_markdown(abl))
+        if abl_html is not None:
+            atomic_write_text(abl_html, ablation_html(abl))
     return table
