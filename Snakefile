@@ -11,12 +11,20 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/cohort.smk"
+
+
+if COHORT.source == "gdc" and GDC_DOWNLOAD:
+
+    include: "workflow/rules/download.smk"
+
+
 include: "workflow/rules/slides.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/reports.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/mizero.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/heatmaps.smk"
 
 
 rule all:

@@ -7,7 +7,7 @@ from conftest import PROJECT_ROOT
 from fiveflow.cli import build_parser
 
 SUBCOMMANDS = ["demo", "tile", "embed", "encoders", "import-bags", "reports", "split", "train", "fewshot", "evaluate", "doctor",
-               "download"]
+               "download", "heatmap"]
 
 
 def test_every_subcommand_has_help(capsys):

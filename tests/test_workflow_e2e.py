@@ -107,6 +107,13 @@ def test_outputs_complete(finished_run):
     assert {"patient_id", "differentiation", "margins", "description", "backend", "prompt_version"} <= set(labels.columns)
     split = pd.read_csv(results / "splits" / "split.csv")
     assert split.groupby("patient_id")["split"].nunique().max() == 1  # patient-level
+    # attention of run 0 per test slide, and heatmaps at the largest shot count (one PNG per test slide)
+    n_test = int((split["split"] == "test").sum())
+    for method in ("FiVE", "FiVE-classtexts", "meanpool"):
+        assert len(list((results / "attention" / f"{method}_2").glob("*.parquet"))) == n_test
+        assert len(list((results / "heatmaps" / method).glob("*.png"))) == n_test
+        assert (results / "heatmaps" / f"{method}.png").stat().st_size > 1000
+    assert len(list((results / "attention" / "FiVE_0").glob("*.parquet"))) == n_test
     # no temp files left behind by the killed run
     assert not [p for p in results.rglob("*.tmp")]
 
@@ -125,3 +132,12 @@ def test_html_report(finished_run):
     assert r.returncode == 0, r.stderr[-3000:]
     html = out.read_text(errors="replace")
     assert out.stat().st_size > 10_000 and "fewshot" in html
+    # grouped by stage, every result captioned; headless Chromium shows the table and the plots
+    from fiveflow.evaluate.report_screenshot import report_results
+    from test_report_html import assert_report_renders
+
+    entries, categories = report_results(out)
+    assert {"1. Slides", "2. Reports", "3. Results"} <= set(categories)  # the menu sorts them: pipeline order
+    assert all(e["caption"].strip() and "{{" not in e["caption"] for e in entries.values())
+    assert_report_renders(out, results / "report_screenshots", table="fewshot.html",
+                          plots=("fewshot.png", "roc.png", "confusion.png"))

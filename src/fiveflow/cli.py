@@ -250,6 +250,19 @@ def cmd_download(args) -> int:
     return 1 if counts.get("failed") else 0
 
 
+def cmd_heatmap(args) -> int:
+    """Render one stored attention file over its slide's thumbnail."""
+    from .evaluate.heatmaps_run import render_slide
+
+    cfg = _cfg(args)
+    size = args.thumbnail_size or (int(cfg["tiling"]["thumbnail_size"]) if cfg else 1024)
+    positive = cfg["classes"][1]["name"] if cfg else None
+    meta = render_slide(args.attention, args.slide, args.out, thumbnail_size=size, normalise=args.normalise,
+                        alpha=args.alpha, positive=positive)
+    print(f"{meta['slide_id']}: {meta['n_tiles']} tiles ({meta.get('method')}, {meta.get('kind', 'attention')}) -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fiveflow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="override embedding.precision")
     sp.add_argument("--overwrite", action="store_true",
                     help="re-embed slides whose bag is already complete (default: skip them, so a rerun resumes)")
+    sp = add("heatmap", cmd_heatmap, "render a stored attention file (results/attention/METHOD_SHOTS/SLIDE.parquet) "
+             "over the slide's thumbnail as a PNG heatmap")
+    sp.add_argument("--attention", required=True, metavar="FILE", help="attention parquet written by training")
+    sp.add_argument("--slide", required=True, metavar="SLIDE", help="the slide file the bag was made from")
+    sp.add_argument("--out", required=True, metavar="PNG", help="output PNG")
+    sp.add_argument("--thumbnail-size", type=int, default=None, help="thumbnail longest edge (default: tiling.thumbnail_size)")
+    sp.add_argument("--normalise", choices=["rank", "minmax"], default="rank", help="within-slide scaling (default: rank)")
+    sp.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
+    sp.set_defaults(config_optional=True)
     sp = add("encoders", cmd_encoders, "list the registered patch encoders, their output size and preprocessing")
     sp.set_defaults(config_optional=True)
     help_ = ("pathology reports: `extract` answers the six FiVE questions per patient and writes the labels "

@@ -106,6 +106,25 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     cohort = cfg["cohort"]
     if cohort["source"] == "demo" and "demo" not in cohort:
         problems.append(f"{source}: `cohort.source` is demo but `cohort.demo` is missing. Fix: add the demo section.")
+    if cohort["source"] == "gdc":
+        if "gdc" not in cohort:
+            problems.append(f"{source}: `cohort.source` is gdc but `cohort.gdc` is missing. Fix: add the gdc section "
+                            "(see config/tcga_lung.yaml).")
+        else:
+            for cls_name, files in cohort["gdc"]["manifests"].items():
+                for f in [files] if isinstance(files, str) else files:
+                    if not resolve_path(f, root).is_file():
+                        problems.append(f"{source}: `cohort.gdc.manifests.{cls_name}`: file not found: "
+                                        f"{resolve_path(f, root)}. Fix: download the manifest from the GDC portal "
+                                        "(cart > Download > Manifest) and point to it.")
+            lab = cohort["gdc"].get("labels")
+            if lab and not resolve_path(lab, root).is_file():
+                problems.append(f"{source}: `cohort.gdc.labels`: file not found: {resolve_path(lab, root)}. "
+                                "Fix: correct the path or set it to null (labels then come from the manifests).")
+        val = cohort.get("reports")
+        if not val or not resolve_path(val, root).exists():
+            problems.append(f"{source}: `cohort.reports`: reports table not found ({val!r}). Fix: point it at the "
+                            "TCGA-Reports CSV (patient_filename, text).")
     if cohort["source"] == "samples":
         for key in ("samples", "reports"):
             val = cohort.get(key)

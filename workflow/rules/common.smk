@@ -18,12 +18,29 @@ except ConfigError as _err:
     raise WorkflowError(f"invalid configuration:\n{_err}") from None
 
 ROOT = str(Path(workflow.basedir))
+# envs/*.post-deploy.sh install the package from here into each conda env (--use-conda / --sdm conda)
+os.environ.setdefault("FIVEFLOW_ROOT", ROOT)
 R = config["results_dir"]
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
 ENCODER = config["embedding"]["encoder"]
-COHORT = Cohort.from_config(config, Path(workflow.basedir))
+try:
+    COHORT = Cohort.from_config(config, Path(workflow.basedir))
+except (ValueError, FileNotFoundError) as _err:
+    raise WorkflowError(str(_err)) from None
 SLIDES = COHORT.slide_ids
+# cohort.source gdc: the manifests (inputs of the samples sheet) and the slide files the download rule fetches
+GDC_INPUTS = []
+if COHORT.source == "gdc":
+    from fiveflow.download.manifest import ManifestRow  # noqa: E402
+
+    _gdc = config["cohort"]["gdc"]
+    GDC_INPUTS = sorted({str(resolve_path(f, Path(workflow.basedir)))
+                         for fs in _gdc["manifests"].values() for f in ([fs] if isinstance(fs, str) else fs)})
+    GDC_DIR = str(resolve_path(_gdc["slide_dir"], Path(workflow.basedir)))
+    GDC_DOWNLOAD = bool(_gdc.get("download", True))
+    GDC_BASE_URL = _gdc.get("base_url")
+    GDC_ROWS = {r.filename: ManifestRow(r.file_id, r.filename, r.md5, int(r.size)) for r in COHORT.gdc.itertuples()}
 SHOTS = [int(s) for s in config["fewshot"]["shots"]]
 BASELINES = list(config["baselines"])
 EMBED_GPU = 0 if config["embedding"]["device"] == "cpu" else 1
@@ -51,11 +68,22 @@ MIZERO = has_text_tower(ENCODER) if _MZ["enabled"] == "auto" else bool(_MZ["enab
 MIZERO_PROMPTS = str(resolve_path(_MZ["prompts"], Path(ROOT)))
 MIZERO_CFG = {"classes": config["classes"], "mizero": _MZ, "train": {"device": config["train"]["device"]},
               "embedding": {k: config["embedding"][k] for k in ("encoder", "weights", "seed")}}
+# Attention heatmaps: method -> the shot count whose run 0 is drawn (MI-Zero is zero-shot only).
+# No slides to take thumbnails from when the features were imported (embedding.precomputed): no heatmaps.
+HEATMAPS = {"shots": None, "max_slides": 12, "normalise": "rank", "alpha": 0.5, **(config.get("heatmaps") or {})}
+HEATMAP_SHOTS = int(HEATMAPS["shots"] or max(SHOTS))
+if HEATMAP_SHOTS not in SHOTS:
+    raise WorkflowError(f"invalid configuration: `heatmaps.shots` {HEATMAP_SHOTS} is not one of `fewshot.shots` "
+                        f"{SHOTS}. Fix: pick one of them, or null for the largest.")
+HEATMAP_METHODS = {} if PRECOMPUTED else {
+    **{m: HEATMAP_SHOTS for m in FIVE_CKPTS}, **{b: HEATMAP_SHOTS for b in BASELINES}, **({"MI-Zero": 0} if MIZERO else {})}
 
 
 wildcard_constraints:
-    # only the cohort's own slide ids (sanitised, so no path separators can sneak in)
-    slide="|".join(re.escape(s) for s in SLIDES),
+    # sanitised ids (fiveflow.io.sanitize_id: no path separators, never hidden), never the cohort-level files
+    # next to the per-slide ones (qc/montage.png); an id outside the cohort fails in slide_path. Not an
+    # alternation of the ids: Snakemake substitutes the constraint text per file, quadratic for 1,000+ slides.
+    slide=r"(?!(montage|tiling_summary)$)[A-Za-z0-9_-][A-Za-z0-9._-]*",
     shots="[1-9][0-9]*",  # 0 shots = zero-shot, its own rule
     five="|".join(re.escape(m) for m in FIVE_CKPTS),
     ablation="|".join(re.escape(a) for a in config["ablations"]) or "(?!)",
@@ -91,4 +119,4 @@ def final_targets():
         f"{R}/tables/fewshot.tex",
         f"{R}/plots/fewshot.png",
         f"{R}/reports/labels.parquet",
-    ] + ([] if PRECOMPUTED else [f"{R}/qc/montage.png"])
+    ] + ([] if PRECOMPUTED else [f"{R}/qc/montage.png"]) + [f"{R}/heatmaps/{m}.png" for m in HEATMAP_METHODS]

@@ -10,6 +10,7 @@ rule mizero:
         prompts=MIZERO_PROMPTS,
     output:
         f"{R}/predictions/MI-Zero_0.parquet",
+        attention=directory(f"{R}/attention/MI-Zero_0"),
     params:
         cfg=MIZERO_CFG,
         root=ROOT,

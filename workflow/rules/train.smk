@@ -86,6 +86,7 @@ rule zeroshot:
         bags=bag_paths(),
     output:
         f"{R}/predictions/{{five}}_0.parquet",
+        attention=directory(f"{R}/attention/{{five}}_0"),
     params:
         cfg=TRAIN_CFG,
         ablation=lambda wc: ABLATION_OF.get(wc.five),
@@ -113,6 +114,7 @@ rule fewshot:
         bags=bag_paths(),
     output:
         f"{R}/predictions/{{five}}_{{shots}}.parquet",
+        attention=directory(f"{R}/attention/{{five}}_{{shots}}"),
     params:
         cfg=TRAIN_CFG,
     log:
@@ -138,6 +140,7 @@ rule baseline:
         bags=bag_paths(),
     output:
         f"{R}/predictions/{{baseline}}_{{shots}}.parquet",
+        attention=directory(f"{R}/attention/{{baseline}}_{{shots}}"),
     wildcard_constraints:
         baseline="meanpool|abmil|clam_sb|dsmil|transmil",
     params:

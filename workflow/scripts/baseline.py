@@ -6,7 +6,8 @@ from fiveflow.workflow import bag_map
 
 def main(smk, log):
     pred = run_baseline(smk.wildcards.baseline, smk.input.split, smk.input.draws, bag_map(smk.input.bags),
-                        smk.params.cfg, int(smk.wildcards.shots), smk.output[0], threads=smk.threads)
+                        smk.params.cfg, int(smk.wildcards.shots), smk.output[0], threads=smk.threads,
+                        attention_dir=smk.output.attention)
     log.info("%s %s-shot: %d predictions", smk.wildcards.baseline, smk.wildcards.shots, len(pred))
 
 

@@ -6,7 +6,7 @@ from fiveflow.workflow import bag_map
 
 def main(smk, log):
     pred = run_mizero(smk.input.split, bag_map(smk.input.bags), smk.params.cfg, smk.output[0], log=log,
-                      root=smk.params.root)
+                      root=smk.params.root, attention_dir=smk.output.attention)
     log.info("MI-Zero: %d predictions", len(pred))
 
 

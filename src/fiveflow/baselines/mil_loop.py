@@ -12,7 +12,9 @@ makes initialisation and dropout deterministic on CPU.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +24,30 @@ from torch import nn
 from ..train.data import BagStore, feature_stats
 
 ExtraLoss = Callable[[dict, torch.Tensor], torch.Tensor]
+
+# Per-instance scores of the last prediction, for heatmaps: each baseline's ``fit_predict`` returns
+# P(positive) only (its tested contract); inside :func:`collect_attention` it also appends its
+# ``[attention [N_i] per test bag]`` here.
+_ATTENTION_SINK: ContextVar[list | None] = ContextVar("fiveflow_attention_sink", default=None)
+
+
+@contextmanager
+def collect_attention() -> Iterator[list]:
+    """``with collect_attention() as sink: prob = fit_predict(...)`` -> ``sink[-1]`` is the list of
+    per-test-bag instance scores of that prediction (empty when the method posts none)."""
+    sink: list = []
+    token = _ATTENTION_SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _ATTENTION_SINK.reset(token)
+
+
+def post_attention(attentions: list[np.ndarray]) -> None:
+    """Hand per-test-bag instance scores to an enclosing :func:`collect_attention` (no-op outside one)."""
+    sink = _ATTENTION_SINK.get()
+    if sink is not None:
+        sink.append([np.asarray(a, dtype=np.float32) for a in attentions])
 
 
 def train_mil(model: nn.Module, store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, seed: int, device,
@@ -92,4 +118,6 @@ def fit_predict_mil(build: Callable[[int], nn.Module], store: BagStore, train_id
     model = Standardized(inner, *feature_stats(store, train_ids)) if standardize else inner
     train_mil(model, store, train_ids, train_y, seed, device, epochs, lr, weight_decay,
               extra_loss(inner) if extra_loss is not None else None, bag_weight, betas)
-    return predict_mil(model, store, test_ids, device)[0]
+    probs, attention = predict_mil(model, store, test_ids, device)
+    post_attention(attention)
+    return probs

@@ -181,8 +181,9 @@ def image_weights_sha256(encoder: str, weights: str, seed: int) -> str:
 
 
 def run_mizero(split_csv: str | Path, bag_paths: dict[str, str], cfg: dict, out_parquet: str | Path | None,
-               log=None, root: str | Path | None = None) -> pd.DataFrame:
-    """MI-Zero predictions of the test split -> ``predictions/MI-Zero_0.parquet`` (method ``MI-Zero``, shots 0)."""
+               log=None, root: str | Path | None = None, attention_dir: str | Path | None = None) -> pd.DataFrame:
+    """MI-Zero predictions of the test split -> ``predictions/MI-Zero_0.parquet`` (method ``MI-Zero``, shots 0);
+    with ``attention_dir``, each test slide's instance cosine to the positive class (:func:`heatmap_scores`)."""
     from ..config import resolve_path
     from ..embed.text_towers import load_text_tower
 
@@ -205,7 +206,7 @@ def run_mizero(split_csv: str | Path, bag_paths: dict[str, str], cfg: dict, out_
         logger.info("MI-Zero: encoder %s (%s), %s prompts per class from %s, top-k %d", encoder, weights,
                     [len(p) for p in per_class], prompt_file, int(settings["topk"]))
         del tower
-        probs = []
+        probs, scores = [], []
         for sid in test["slide_id"]:
             path = bag_paths[sid]
             check_bag(path, encoder, expected, class_emb.shape[1], logger)
@@ -215,6 +216,16 @@ def run_mizero(split_csv: str | Path, bag_paths: dict[str, str], cfg: dict, out_
                                f"{class_emb.shape[1]}-d embeddings. Fix: re-embed with the configured encoder.")
             probs.append(slide_probs(torch.from_numpy(feats).to(device), class_emb.to(device),
                                      int(settings["topk"])).cpu().numpy())
+            if attention_dir is not None:
+                scores.append(heatmap_scores(torch.from_numpy(feats).to(device), class_emb.to(device),
+                                             int(settings["topk"])).float().cpu().numpy())
         probs = np.stack(probs).astype(np.float64)
         logger.info("MI-Zero: %d test slides", len(test))
+        if attention_dir is not None:
+            from ..evaluate.heatmap import save_run_attention
+
+            ids = test["slide_id"].tolist()
+            n = len(save_run_attention(attention_dir, bag_paths, ids, scores, probs[:, 1], METHOD, "instance_cosine",
+                                       logger, labels=dict(zip(ids, test["label"])), shots=0, run=0, seed=None))
+            logger.info("MI-Zero: instance scores of %d/%d test slides -> %s", n, len(ids), attention_dir)
         return write_predictions([prediction_frame(METHOD, 0, 0, test, probs[:, 1], names)], out_parquet)

@@ -133,7 +133,7 @@ def render_heatmap(thumbnail_rgb: np.ndarray, grid: np.ndarray, out_png: str | P
 
     img = overlay(thumbnail_rgb, grid, alpha, cmap)
     h, w = img.shape[:2]
-    bar_in, title_in = 0.9, (0.35 if title else 0.05)
+    bar_in, title_in = 0.9, (0.2 + 0.16 * (title.count("\n") + 1) if title else 0.05)
     fig = pyplot().figure(figsize=(w / dpi + bar_in, h / dpi + title_in), dpi=dpi)
     try:
         fw, fh = fig.get_size_inches()
@@ -191,3 +191,65 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, np.ndarray):
         return v.tolist()
     return str(v)
+
+
+# ---------------------------------------------------------------- storing a run's attention
+
+ATTENTION_KINDS = ("attention", "instance_logit", "instance_cosine")
+
+
+def bag_geometry(bag_path: str | Path) -> tuple[np.ndarray, tuple[int, int], float] | None:
+    """``(coords [N, 2] level-0, slide_wh, tile_size_level0)`` of a feature bag, or None when the bag
+    lacks what a heatmap needs (no ``coords``, or no ``slide_width``/``slide_height``/``patch_size_level0``
+    attributes, as bags imported from other tools may)."""
+    import h5py
+
+    from ..embed.bags import COORDS, COORDS_KIND, COORDS_ROW_INDEX
+
+    with h5py.File(bag_path, "r") as fh:
+        if COORDS not in fh:
+            return None
+        attrs = dict(fh.attrs)
+        cattrs = dict(fh[COORDS].attrs)
+        if str(cattrs.get(COORDS_KIND, attrs.get(COORDS_KIND, ""))) == COORDS_ROW_INDEX:
+            return None
+        coords = np.asarray(fh[COORDS][()])
+    tile = attrs.get("patch_size_level0", cattrs.get("patch_size_level0"))
+    w, h = attrs.get("slide_width"), attrs.get("slide_height")
+    if tile is None or w is None or h is None:
+        return None
+    if coords.ndim == 3 and coords.shape[0] == 1:
+        coords = coords[0]
+    return coords.reshape(-1, 2).astype(np.int64), (int(w), int(h)), float(tile)
+
+
+def save_run_attention(attention_dir: str | Path, bag_paths: dict[str, str], slide_ids: list[str],
+                       attentions: list[np.ndarray], probs: np.ndarray, method: str, kind: str, logger=None,
+                       labels: dict[str, str] | None = None, **meta: Any) -> list[Path]:
+    """Write ``attention_dir/{slide}.parquet`` (:func:`save_attention`) for each test slide of one run,
+    with ``kind``, ``slide_wh``, ``tile_size_level0``, ``prob`` (P(positive)), ``label`` and ``meta``
+    (``shots``, ``run``, ``seed``). A bag without the geometry a heatmap needs is logged and skipped."""
+    import logging
+
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, not {kind!r}")
+    if len(attentions) != len(slide_ids):
+        raise ValueError(f"{method}: {len(attentions)} attention maps for {len(slide_ids)} test slides")
+    logger = logger or logging.getLogger(__name__)
+    out_dir = Path(attention_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for sid, att, p in zip(slide_ids, attentions, np.asarray(probs, dtype=np.float64)):
+        geo = bag_geometry(bag_paths[sid])
+        if geo is None:
+            logger.warning("%s: bag %s has no level-0 coords/slide size/tile size attributes (imported?): "
+                           "no %s heatmap for it", sid, bag_paths[sid], method)
+            continue
+        coords, slide_wh, tile = geo
+        att = np.asarray(att, dtype=np.float32).ravel()
+        if len(att) != len(coords):
+            raise ValueError(f"{sid}: {len(att)} attention scores but {len(coords)} rows in {bag_paths[sid]}")
+        extra = {"label": labels[sid]} if labels and sid in labels else {}
+        written.append(save_attention(out_dir / f"{sid}.parquet", sid, coords, att, method, kind=kind,
+                                      slide_wh=list(slide_wh), tile_size_level0=tile, prob=float(p), **extra, **meta))
+    return written

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -18,9 +19,23 @@ from .predictions import class_names_texts, prediction_frame, read_split, test_r
 METHOD = "FiVE"
 
 
+@torch.no_grad()
+def instance_attentions(model, store: BagStore, slide_ids) -> list[np.ndarray]:
+    """FiVE's cross-attention of the full prompt bank over every instance of each bag, ``[N_i]`` each."""
+    model.eval()
+    bank = model.prompt_bank(None)
+    out = []
+    for sid in slide_ids:
+        bag = store.get(sid)
+        out.append(model.instance_attention(bag.features, bag.pos, bank).float().cpu().numpy())
+    return out
+
+
 def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
-                 out_parquet: str | Path | None, log=None, method: str = METHOD) -> pd.DataFrame:
-    """Classify the test split by cosine to the class texts straight after pre-training."""
+                 out_parquet: str | Path | None, log=None, method: str = METHOD,
+                 attention_dir: str | Path | None = None) -> pd.DataFrame:
+    """Classify the test split by cosine to the class texts straight after pre-training (and, with
+    ``attention_dir``, save each test slide's instance attention there for heatmaps)."""
     with log_to(log) as logger:
         names, texts = class_names_texts(cfg)
         test = test_rows(read_split(split_csv, names))
@@ -29,14 +44,23 @@ def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, s
         pre = cfg["train"]["pretrain"]
         probs = predict_probs(model, store, test["slide_id"].tolist(), texts, pre["instance_ratio"], pre["max_instances"])
         logger.info("zero-shot: %d test slides", len(test))
+        if attention_dir is not None:
+            from ..evaluate.heatmap import save_run_attention
+
+            ids = test["slide_id"].tolist()
+            n = len(save_run_attention(attention_dir, bag_paths, ids, instance_attentions(model, store, ids),
+                                       probs[:, 1], method, "attention", logger, labels=dict(zip(ids, test["label"])),
+                                       shots=0, run=0, seed=None))
+            logger.info("zero-shot attention of %d/%d test slides -> %s", n, len(ids), attention_dir)
         return write_predictions([prediction_frame(method, 0, 0, test, probs[:, 1], names)], out_parquet)
 
 
 def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
                 shots: int, out_parquet: str | Path | None, threads: int = 1, log=None,
-                method: str = METHOD) -> pd.DataFrame:
+                method: str = METHOD, attention_dir: str | Path | None = None, attention_runs=(0,)) -> pd.DataFrame:
     """For every draw of ``shots``: reload the checkpoint, fine-tune on the drawn slides' class
-    texts (seeded by the draw's recorded seed), predict the test split."""
+    texts (seeded by the draw's recorded seed), predict the test split. With ``attention_dir``, the
+    fine-tuned model's instance attention of the runs ``attention_runs`` is saved for heatmaps."""
     _, texts = class_names_texts(cfg)
     ft = cfg["train"]["finetune"]
     position = torch.load(str(ckpt), map_location="cpu", weights_only=False)["model_cfg"]["position"]
@@ -52,7 +76,10 @@ def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, 
         resume.unlink(missing_ok=True)
         logger.info("%d-shot draw (seed %d): %d updates, %d/%d empty steps skipped, %.1fs", shots, seed,
                     summary["n_updates"], summary["n_empty_skipped"], summary["n_empty"], summary["seconds"])
-        return predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])[:, 1]
+        prob = predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])[:, 1]
+        if attention_dir is None:
+            return prob
+        return prob, instance_attentions(model, store, list(test_ids))  # after predicting: same predictions
 
     return run_draws(method, fit_predict, split_csv, draws_csv, bag_paths, cfg, shots, out_parquet, threads, log,
-                     position=position)
+                     position=position, attention_dir=attention_dir, attention_runs=attention_runs)
