@@ -17,6 +17,7 @@ class Cohort:
     reports_csv: str
     paths: dict[str, str] = field(default_factory=dict)
     mpp: dict[str, float | None] = field(default_factory=dict)  # per-slide mpp overrides from the sheet
+    gdc: object = None  # source gdc: the slide table from the manifests (fiveflow.cohort.gdc.gdc_table)
 
     @property
     def slide_ids(self) -> list[str]:
@@ -42,9 +43,15 @@ class Cohort:
             cases = demo_cases(int(demo["n_slides"]), int(demo["seed"]))
             paths = {c.slide_id: f"{results}/demo/slides/{c.slide_id}.tif" for c in cases}
             return cls("demo", f"{results}/demo/samples.csv", f"{results}/demo/reports.csv", paths)
+        classes = [c["name"] for c in cfg["classes"]]
+        if cohort["source"] == "gdc":
+            from .cohort.gdc import gdc_table
+
+            table = gdc_table(cohort["gdc"], classes, root)
+            return cls("gdc", f"{results}/cohort/samples.csv", str(resolve_path(cohort["reports"], root)),
+                       dict(zip(table["slide_id"], table["path"])), gdc=table)
         from .samples import read_samples
 
-        classes = [c["name"] for c in cfg["classes"]]
         sheet = resolve_path(cohort["samples"], root)
         # with imported features (`embedding.precomputed`) the slide files themselves are not needed
         df = read_samples(sheet, classes=classes, check_files=not cfg["embedding"].get("precomputed"))
@@ -66,6 +73,14 @@ def precomputed_sources(folder: str | Path, slide_ids: list[str]) -> dict[str, s
     from .embed.importers import sources_by_slide
 
     found = sources_by_slide(folder)
+    # TCGA files are often named by the whole GDC file name (`TCGA-..-DX1.<uuid>.csv`) while the cohort
+    # uses the slide barcode: match those on the part before the first dot when that is unambiguous
+    short: dict[str, list[str]] = {}
+    for fid in found:
+        short.setdefault(fid.split(".")[0], []).append(fid)
+    for s in slide_ids:
+        if s not in found and len(short.get(s, [])) == 1:
+            found[s] = found[short[s][0]]
     missing = [s for s in slide_ids if s not in found]
     if missing:
         raise ValueError(f"`embedding.precomputed` ({folder}) has no features for {len(missing)} of {len(slide_ids)} "

@@ -42,3 +42,28 @@ rule demo_tables:
         runtime=5,
     script:
         "../scripts/demo_tables.py"
+
+
+rule gdc_samples:
+    """Samples sheet of a GDC cohort (cohort.source gdc): slides from the manifests, merged across releases on
+    file name, labels from the manifest class or the clinical table, TCGA patient barcodes."""
+    input:
+        manifests=GDC_INPUTS,
+    output:
+        f"{R}/cohort/samples.csv",
+    params:
+        gdc=config["cohort"].get("gdc"),
+        classes=[c["name"] for c in config["classes"]],
+        root=ROOT,
+    log:
+        f"{LOGS}/gdc_samples.log",
+    benchmark:
+        f"{BENCH}/gdc_samples.tsv"
+    conda:
+        "../../envs/cohort.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/gdc_samples.py"

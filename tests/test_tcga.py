@@ -1,0 +1,106 @@
+"""TCGA-lung from GDC manifests (issue 8): the cohort table, config/tcga_lung.yaml, the full DAG."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT, shared_path
+from fiveflow.cohort.gdc import gdc_table, patient_of
+
+HEADER = "id\tfilename\tmd5\tsize\tstate\n"
+
+
+def _manifest(path: Path, rows) -> Path:
+    path.write_text(HEADER + "".join(f"{i}\t{f}\t{m * 32}\t{s}\treleased\n" for i, f, m, s in rows))
+    return path
+
+
+def test_releases_merge_on_file_name_and_the_last_wins(tmp_path):
+    old = _manifest(tmp_path / "old.txt", [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10),
+                                           ("id2", "TCGA-AA-0002-01Z-00-DX1.u2.svs", "b", 20)])
+    new = _manifest(tmp_path / "new.txt", [("id9", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "c", 10),  # new id + md5
+                                           ("id3", "TCGA-AA-0001-01Z-00-DX2.u3.svs", "d", 30)])
+    sq = _manifest(tmp_path / "sq.txt", [("id4", "TCGA-BB-0004-01Z-00-DX1.u4.svs", "e", 40)])
+    gdc = {"manifests": {"LUAD": [str(old), str(new)], "LUSC": str(sq)}, "slide_dir": "slides"}
+    t = gdc_table(gdc, ["LUAD", "LUSC"], tmp_path)
+    assert t["slide_id"].tolist() == ["TCGA-AA-0001-01Z-00-DX1", "TCGA-AA-0001-01Z-00-DX2",
+                                      "TCGA-AA-0002-01Z-00-DX1", "TCGA-BB-0004-01Z-00-DX1"]
+    first = t.iloc[0]
+    assert (first.file_id, first.md5, first.manifest) == ("id9", "c" * 32, str(new))  # the later release
+    assert t["patient_id"].tolist() == ["TCGA-AA-0001", "TCGA-AA-0001", "TCGA-AA-0002", "TCGA-BB-0004"]
+    assert t["label"].tolist() == ["LUAD", "LUAD", "LUAD", "LUSC"]
+    assert t["path"].iloc[3] == str(tmp_path / "slides" / "TCGA-BB-0004-01Z-00-DX1.u4.svs")
+
+
+def test_labels_table_overrides_and_conflicts_are_errors(tmp_path):
+    a = _manifest(tmp_path / "a.txt", [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10),
+                                       ("id2", "TCGA-AA-0002-01Z-00-DX1.u2.svs", "b", 20)])
+    b = _manifest(tmp_path / "b.txt", [("id3", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10)])
+    with pytest.raises(ValueError, match=r"TCGA-AA-0001-01Z-00-DX1.u1.svs is listed under class LUAD .* and under LUSC"):
+        gdc_table({"manifests": {"LUAD": str(a), "LUSC": str(b)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+    with pytest.raises(ValueError, match="not in `classes`"):
+        gdc_table({"manifests": {"KIRC": str(a)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+    lab = tmp_path / "clinical.csv"
+    pd.DataFrame({"slide_file_name": ["TCGA-AA-0002-01Z-00-DX1.u2.svs"], "cancer_type": ["LUSC"]}).to_csv(lab, index=False)
+    t = gdc_table({"manifests": {"LUAD": str(a)}, "labels": str(lab), "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+    assert t.set_index("slide_id")["label"].to_dict() == {"TCGA-AA-0001-01Z-00-DX1": "LUAD", "TCGA-AA-0002-01Z-00-DX1": "LUSC"}
+    pd.DataFrame({"file": ["x"], "cancer_type": ["LUSC"]}).to_csv(lab, index=False)
+    with pytest.raises(ValueError, match=r"clinical.csv: missing column\(s\) \['slide_file_name'\]"):
+        gdc_table({"manifests": {"LUAD": str(a)}, "labels": str(lab), "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+
+
+def test_two_files_of_one_barcode_keep_their_full_names(tmp_path):
+    a = _manifest(tmp_path / "a.txt", [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10),
+                                       ("id2", "TCGA-AA-0001-01Z-00-DX1.u2.svs", "b", 20)])
+    t = gdc_table({"manifests": {"LUAD": str(a)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+    assert t["slide_id"].tolist() == ["TCGA-AA-0001-01Z-00-DX1.u1", "TCGA-AA-0001-01Z-00-DX1.u2"]
+    assert set(t["patient_id"]) == {"TCGA-AA-0001"} and patient_of("slide-7") == "slide-7"
+
+
+def test_dsmil_csvs_named_by_gdc_file_match_the_slide_barcodes(tmp_path):
+    from fiveflow.workflow import precomputed_sources
+
+    for name in ("TCGA-AA-0001-01Z-00-DX1.u1", "TCGA-AA-0002-01Z-00-DX1"):
+        pd.DataFrame([[0.1, 0.2], [0.3, 0.4]]).to_csv(tmp_path / f"{name}.csv", index=False)
+    got = precomputed_sources(tmp_path, ["TCGA-AA-0001-01Z-00-DX1", "TCGA-AA-0002-01Z-00-DX1"])
+    assert Path(got["TCGA-AA-0001-01Z-00-DX1"]).name == "TCGA-AA-0001-01Z-00-DX1.u1.csv"
+    with pytest.raises(ValueError, match="no features for 1 of 1"):
+        precomputed_sources(tmp_path, ["TCGA-AA-0003-01Z-00-DX1"])
+
+
+def _tcga_config() -> dict:
+    shared_path("manifests/gdc_manifest.2023-10-03-TCGA-LUAD.txt")
+    return yaml.safe_load((PROJECT_ROOT / "config" / "tcga_lung.yaml").read_text())
+
+
+def test_real_manifests_give_the_tcga_lung_cohort():
+    cfg = _tcga_config()
+    t = gdc_table(cfg["cohort"]["gdc"], ["LUAD", "LUSC"], PROJECT_ROOT)
+    assert len(t) == 1053 and t["slide_id"].is_unique  # 2020 and 2023 releases merged: 1,042 shared + 11 new
+    assert t["label"].value_counts().to_dict() == {"LUAD": 541, "LUSC": 512}
+    assert t["patient_id"].nunique() == 956 and t["patient_id"].str.fullmatch(r"TCGA-\w\w-\w{4}").all()
+    new = pd.read_csv(shared_path("manifests/gdc_manifest.2023-10-03-TCGA-LUAD.txt"), sep="\t")
+    row = t.set_index("filename").loc[new["filename"].iloc[0]]
+    assert (row.file_id, row.md5) == (new["id"].iloc[0], new["md5"].iloc[0])  # the 2023 ids win
+    # reports are keyed by the same patient barcodes
+    rep = pd.read_csv(shared_path("reports/tcga_lung_reports_dev.csv"))
+    assert rep["patient_id"].isin(t["patient_id"]).mean() > 0.85  # 0.897: some reported patients have no DX slide
+
+
+def test_full_dag_from_the_real_manifests(tmp_path):
+    """`snakemake -n --configfile config/tcga_lung.yaml` plans every slide: download, tile, embed
+    (the time is measured by benchmarks/bench_dag.py, not asserted here)."""
+    _tcga_config()
+    out = subprocess.run(["bash", "tools/snakemake.sh", "-n", "--configfile", "config/tcga_lung.yaml", "--quiet", "rules",
+                          "--config", f"results_dir={tmp_path}/results"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", text, re.M)}
+    assert counts["gdc_download"] == counts["tile"] == counts["embed"] == 1053, counts
+    assert counts["pretrain"] == 1 and counts["fewshot"] == 4 * 5 and counts["baseline"] == 5 * 5, counts
