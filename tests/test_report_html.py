@@ -309,3 +309,36 @@ def test_every_caption_renders_cleanly():
     for smk in (PROJECT_ROOT / "workflow" / "rules").glob("*.smk"):
         for name in re.findall(r'caption="\.\./report/([^"]+)"', smk.read_text()):
             assert (REPORT_DIR / name).is_file(), (smk.name, name)
+
+
+def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
+    """The fallback when the screenshot run lays the page out differently from the run that measured the
+    <img> (the report's side panel open): the plot is found at another size and place, a blank or
+    another picture is not."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from fiveflow.evaluate.report_screenshot import multiscale_match
+
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+    ax.plot([1, 2, 4, 8], [0.5, 0.7, 0.9, 1.0], "o-")
+    ax.set_title("accuracy vs shots")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    src = np.asarray(Image.open(buf).convert("RGB"))
+    shot = np.full((900, 1400, 3), 255, np.uint8)
+    shot[:, :500] = (90, 95, 105)  # a side panel
+    drawn = np.asarray(Image.fromarray(src).resize((700, 280), Image.BICUBIC))
+    shot[300:580, 560:1260] = drawn
+    score, at, width = multiscale_match(shot, src)
+    assert score > 0.9 and abs(at[0] - 560) <= 8 and abs(at[1] - 300) <= 8 and abs(width - 700) <= 12
+    blank = np.full_like(shot, 255)
+    blank[:, :500] = (90, 95, 105)
+    assert multiscale_match(blank, src)[0] < 0.5

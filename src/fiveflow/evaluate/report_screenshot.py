@@ -266,6 +266,40 @@ def displayed_match(screenshot: np.ndarray, source: np.ndarray, size: tuple[int,
     return best, where
 
 
+def multiscale_match(screenshot: np.ndarray, source: np.ndarray, min_width: int = 120) -> tuple[float, tuple[int, int], int]:
+    """Best normalised cross-correlation of ``source`` anywhere in ``screenshot`` at any drawn width from
+    ``min_width`` px to the screenshot's width (aspect kept), as ``(score, (left, top), width)``: a coarse
+    pass over widths 32 px apart on blurred grey levels (thin plot lines survive a slightly wrong scale),
+    then a fine pass 2 px apart around the best. For when the page lays the image out differently in the
+    screenshot run than in the run that measured it (the report's side panel open in one, not the other)."""
+    import cv2
+
+    def grey(a: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+    shot, src = grey(screenshot), grey(source)
+    sh, sw = shot.shape
+
+    def score(width: int, sigma: float) -> tuple[float, tuple[int, int]]:
+        height = int(round(src.shape[0] * width / src.shape[1]))
+        if height < 8 or height > sh or width > sw or width < 8:
+            return 0.0, (0, 0)
+        tmpl = cv2.GaussianBlur(cv2.resize(src, (width, height), interpolation=cv2.INTER_AREA), (0, 0), sigma)
+        if float(tmpl.std()) == 0.0:
+            return 0.0, (0, 0)
+        res = cv2.matchTemplate(cv2.GaussianBlur(shot, (0, 0), sigma), tmpl, cv2.TM_CCOEFF_NORMED)
+        _, best, _, at = cv2.minMaxLoc(res)
+        return float(best), (int(at[0]), int(at[1]))
+
+    coarse = max(range(min_width, sw + 1, 32), key=lambda w: score(w, 4.0)[0], default=min_width)
+    best = (0.0, (0, 0), coarse)
+    for width in range(max(min_width, coarse - 32), min(sw, coarse + 32) + 1, 2):
+        sc, at = score(width, 1.5)
+        if sc > best[0]:
+            best = (sc, at, width)
+    return best
+
+
 def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     left, top, width, height = box
     return rgb[max(top, 0):top + height, max(left, 0):left + width]
@@ -294,6 +328,10 @@ def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -
             match, at = displayed_match(shot, load_rgb(decode_data_uri(entry["data_uri"])), (rect[2], rect[3]),
                                         region=shown.pane, near_left=rect[0])
             stats["img_size"], stats["img_found_at"], stats["img_match"] = rect[2:], list(at), round(match, 4)
+            if match < min_match:  # laid out elsewhere in this run (e.g. the side panel open): look everywhere
+                source = load_rgb(decode_data_uri(entry["data_uri"]))
+                match, at, width = multiscale_match(shot, source)
+                stats.update(img_found_at=list(at), img_match=round(match, 4), img_drawn_width=width)
             if match < min_match:
                 raise ReportCheckError(f"{shown.png}: {shown.path} is not on screen at the size the page drew it "
                                        f"(best correlation {match:.3f} < {min_match}; {stats})")
