@@ -1,15 +1,31 @@
-"""The workflow on a real one-node SLURM cluster, through the project's SLURM profile.
+"""The whole tiny demo workflow on a real one-node SLURM cluster, through the project's SLURM profile.
 
 ``tests/slurm_cluster.py`` starts munge, slurmctld and slurmd on this machine (Debian
 ``slurm-wlm`` + ``munge``, as root; ``tools/system-deps.sh`` installs them). The tiny demo cohort
-then runs to the feature bags of two slides and the structured reports with ``--executor slurm``
-and ``profiles/slurm`` plus local overrides for this cluster (its partition, no account, no
-accounting so ``squeue`` for the status, no GPUs, no conda), and the same targets run locally in
-another folder: SLURM job ids must
-appear in Snakemake's log, the per-job SLURM logs and the controller's log, and the outputs must
-equal the local run's. Without the packages (or root) the cluster test skips locally and fails
-in CI (``CI=true``). Every Snakemake call that submits runs under a hard timeout: without
-accounting a misconfigured run would poll ``sacct`` forever.
+(8 slides, the minimum) with the least work per stage (``small_config``: one 1-shot draw, one
+epoch of pre-training and of fine-tuning, no ablations, the meanpool baseline only, no bootstrap,
+CPU) then runs to ``rule all`` (tables, plots, heatmaps, labels, QC montage) with ``--executor
+slurm`` and ``profiles/slurm`` plus local overrides for this cluster (its partition, no account,
+no accounting so ``squeue`` for the status, no GPUs, no conda): 35 jobs, every one through
+``sbatch`` (only ``all`` runs locally). The same configuration runs locally (``--cores 2``) in
+another folder. Every Snakemake job must have a SLURM job id, and the ids must appear in the
+per-job SLURM logs and the controller's log (submitted and completed); every output (bags, coords,
+labels, splits, predictions, attention scores, tables, the checkpoint's state dict) must equal the
+local run's exactly (training is deterministic on the CPU).
+
+Time on two cores: about 250-270 s through SLURM, 100 s locally (6.5 min for the module). A job
+costs 9-11 s on the node for 3-4 s of work (the batch script starts Snakemake, which starts it
+again through ``srun``), the plugin sleeps 5 s before each ``sbatch`` (two submitting threads) and
+Snakemake notices finished jobs only at its next status check. Of the settings the plugin offers,
+only ``slurm-init-seconds-before-status-checks`` matters here: it is the interval after a round in
+which a job finished (the plugin's default, 40 s, would add up to 40 s to each of the ~13 rounds:
+estimated from its code, not measured); it grows by 10 s for each round without one. ``seconds-between-status-checks`` is replaced by the
+plugin's own interval after the first round, ``latency-wait`` only counts when an output is
+missing, and ``jobs`` (50) never limits 2 CPUs. 1 s and 2 s measured the same within the noise
+(272 s and 249 s, one run each). Without the packages (or root) the cluster test skips locally and
+fails in CI (``CI=true``). The SLURM run has a hard timeout (``SUBMIT_TIMEOUT``, about 2x the
+measured time): without accounting a misconfigured run would poll forever; the cluster is stopped
+when the run fails.
 """
 from __future__ import annotations
 
@@ -17,6 +33,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +51,14 @@ SLURM_PROFILE = PROJECT_ROOT / "profiles" / "slurm" / "config.yaml"
 WORKSTATION_PROFILE = PROJECT_ROOT / "profiles" / "workstation" / "config.yaml"
 GPU_RULES = ("embed", "pretrain", "pretrain_ablation", "zeroshot", "fewshot")
 DRY_TARGETS = ("models/pretrain.pt", "splits/split.csv", "reports/labels.parquet")
-N_SLIDES = 2  # slides taken to their feature bags on the cluster (of the tiny cohort's 8)
-SUBMIT_TIMEOUT = 420  # seconds: a hard limit for the SLURM run (about 2.5 minutes here)
+SUBMIT_TIMEOUT = 600  # seconds: a hard limit for the SLURM run (250-270 s measured here)
+# Rules of the small configuration below; every job of them goes through sbatch (only `all` is local).
+CLUSTER_RULES = {"demo_tables", "demo_slide", "tile", "embed", "reports", "qc_montage", "split", "pretrain",
+                 "fewshot", "baseline", "zeroshot", "evaluate", "heatmaps"}
+FINAL_OUTPUTS = ("tables/fewshot.csv", "tables/fewshot.md", "plots/fewshot.png", "plots/roc.png",
+                 "heatmaps/FiVE.png", "heatmaps/meanpool.png", "reports/labels.parquet", "qc/*.png")
+# Status polling: a check 1 s after each round in which a job finished (the plugin's default is 40 s).
+FAST_POLLING = {"slurm-init-seconds-before-status-checks": 1}
 
 
 # --- the profiles (cheap) --------------------------------------------------------------------------
@@ -128,14 +151,15 @@ def test_cluster_left_by_a_killed_run_is_cleaned_up(tmp_path):
         proc.kill()  # SIGKILL: no atexit, no teardown
         proc.wait(timeout=30)
     assert CONF.read_text().startswith(HEADER)
-    assert subprocess.run(["pgrep", "-x", "slurmctld"]).returncode == 0
+    assert subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     c = SlurmCluster(tmp_path / "next")
     try:
         c.start()
         assert subprocess.run(["sbatch", "--wrap", "true", "-o", "/dev/null"], capture_output=True).returncode == 0
     finally:
         c.stop()
-    assert subprocess.run(["pgrep", "-x", "slurmctld|slurmd"]).returncode == 1
+    for daemon in ("slurmctld", "slurmd"):
+        assert subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode == 1, daemon
     assert subprocess.run(["pgrep", "-f", "^munged -F --force"], capture_output=True).returncode == 1
     assert (CONF.read_bytes() if CONF.exists() else None) == had_conf
 
@@ -165,40 +189,34 @@ def overlay_profile(dest: Path, partition: str) -> Path:
     prof.update({
         "slurm-no-account": True,  # no accounting database
         "slurm-status-command": "squeue",  # sacct needs accounting; squeue knows jobs for MinJobAge
-        "slurm-init-seconds-before-status-checks": 2,
         "slurm-keep-successful-logs": True,  # the per-job logs are evidence below
         "retries": 0,
-        "latency-wait": 5,
+        **FAST_POLLING,
     })
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
     return dest
 
 
-def cpu_config(results: Path) -> dict:
+def small_config(results: Path) -> dict:
+    """The tiny cohort (8 slides, the minimum) with the least work per stage, on the CPU."""
     cfg = tiny_config(results)
     cfg["embedding"]["device"] = "cpu"
     cfg["train"]["device"] = "cpu"
+    cfg["fewshot"].update(shots=[1], runs=1)
+    cfg["train"]["pretrain"]["epochs"] = 1
+    cfg["train"]["finetune"]["epochs"] = 1
+    cfg["ablations"] = []
+    cfg["baselines"] = ["meanpool"]
+    cfg["evaluate"]["n_boot"] = 0
     return cfg
 
 
-def cluster_targets(cfg: dict) -> list[str]:
-    """Feature bags of the first slides and the structured reports: 8 jobs (cohort tables, per slide
-    synthesis, tiling and embedding, reports). Each SLURM job starts Snakemake twice (batch script,
-    then srun), 10-20 s on two cores, so the whole cohort to pre-training (29 jobs) would take 7 min."""
-    from fiveflow.workflow import Cohort
-
-    slides = Cohort.from_config(cfg, PROJECT_ROOT).slide_ids[:N_SLIDES]
-    enc = cfg["embedding"]["encoder"]
-    return [f"features/{enc}/{s}.h5" for s in slides] + ["reports/labels.parquet"]
-
-
-def run_to_targets(work: Path, *args: str, timeout: int) -> str:
+def run_workflow_to_end(work: Path, *args: str, timeout: int) -> str:
+    """The whole workflow (``rule all``) in ``work``; Snakemake's log."""
     work.mkdir(parents=True, exist_ok=True)
-    cfg = cpu_config(work / "results")
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = ["timeout", "-k", "20", str(timeout),
-           *workflow_cmd(work, *args, "--nocolor", *[str(work / "results" / t) for t in cluster_targets(cfg)])]
+    (work / "config.yaml").write_text(yaml.safe_dump(small_config(work / "results")))
+    cmd = ["timeout", "-k", "20", str(timeout), *workflow_cmd(work, *args, "--nocolor")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
     log = r.stdout + r.stderr
     assert r.returncode == 0, f"exit {r.returncode} ({'timed out' if r.returncode == 124 else 'failed'}):\n{log[-6000:]}"
@@ -209,20 +227,41 @@ def run_to_targets(work: Path, *args: str, timeout: int) -> str:
 def slurm_and_local(cluster, tmp_path_factory):
     base = tmp_path_factory.mktemp("slurm_run")
     profile = overlay_profile(base / "profile", cluster.partition)
+    start = time.monotonic()
     try:
-        slurm_log = run_to_targets(base / "slurm", "--profile", str(profile), "--executor", "slurm",
-                                   timeout=SUBMIT_TIMEOUT)
+        slurm_log = run_workflow_to_end(base / "slurm", "--profile", str(profile), "--executor", "slurm",
+                                        timeout=SUBMIT_TIMEOUT)
     except AssertionError as err:
         raise AssertionError(f"{err}\n--- cluster logs\n{cluster.logs()}") from None
-    local_log = run_to_targets(base / "local", "--cores", "2", timeout=600)
+    middle = time.monotonic()
+    local_log = run_workflow_to_end(base / "local", "--cores", "2", timeout=600)
+    print(f"\nwhole tiny workflow: {middle - start:.0f} s through SLURM, {time.monotonic() - middle:.0f} s locally")
     return base / "slurm", base / "local", slurm_log, local_log, cluster.controller_log()
+
+
+def job_stats(log: str) -> dict[str, int]:
+    """Rule -> number of jobs, from the first "Job stats" table of a Snakemake log."""
+    table = log.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def test_jobs_went_through_sbatch(slurm_and_local):
     slurm_dir, _, log, _, ctld = slurm_and_local
-    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log))
-    assert len(submitted) == 3 * N_SLIDES + 2, log[-4000:]  # (demo_slide, tile, embed) per slide + tables, reports
-    ids = set(submitted.values())
+    stats = job_stats(log)
+    assert set(stats) == CLUSTER_RULES | {"all"}, set(stats) ^ (CLUSTER_RULES | {"all"})
+    # (demo_slide, tile, embed) x 8 slides, heatmaps x 2 methods, the other 9 rules once: 35 sbatch jobs
+    assert sum(stats.values()) - stats["all"] == 3 * 8 + 2 + 9, stats
+    finished = dict(re.findall(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$", log, re.M))
+    assert sorted(finished.values()) == sorted(r for r, n in stats.items() for _ in range(n)), finished
+    assert set(re.findall(r"^localrule (\w+):", log, re.M)) == {"all"}  # nothing else ran outside SLURM
+    submitted = {job: (slurm_id, Path(path)) for job, slurm_id, path in
+                 re.findall(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.$", log, re.M)}
+    remote = {job for job, rule in finished.items() if rule != "all"}
+    assert set(submitted) == remote, (remote ^ set(submitted), log[-4000:])
+    for job, (slurm_id, path) in submitted.items():  # .snakemake/slurm_logs/rule_<rule>/[<wildcards>/]<id>.log
+        assert path.stem == slurm_id and f"rule_{finished[job]}" in path.parts, (job, finished[job], path)
+    ids = {slurm_id for slurm_id, _ in submitted.values()}
+    assert len(ids) == len(remote)
     # the controller accepted every one of them as a batch job ...
     accepted = set(re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", ctld))
     assert ids <= accepted, (ids - accepted, ctld[-3000:])
@@ -232,25 +271,56 @@ def test_jobs_went_through_sbatch(slurm_and_local):
     # one SLURM log per job, named by its SLURM job id, from the jobstep executor inside the job
     logs = {p.stem: p for p in (slurm_dir / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert ids <= set(logs), (ids - set(logs), sorted(logs))
-    embed_log = next(p for p in logs.values() if "rule_embed" in p.parts).read_text(errors="replace")
-    assert "--executor slurm-jobstep" in embed_log and "Finished jobid" in embed_log, embed_log[-3000:]
+    for rule in ("embed", "pretrain", "evaluate"):
+        text = next(p for p in logs.values() if f"rule_{rule}" in p.parts).read_text(errors="replace")
+        assert "--executor slurm-jobstep" in text and "Finished jobid" in text, (rule, text[-3000:])
+
+
+def result_files(results: Path) -> set[Path]:
+    """Every output file under ``results`` but the per-job logs and benchmarks (they hold times and hosts)."""
+    return {p.relative_to(results) for p in results.rglob("*")
+            if p.is_file() and p.relative_to(results).parts[0] not in ("logs", "benchmarks")}
+
+
+def read_table(work: Path, rel: Path) -> pd.DataFrame:
+    """A CSV/Parquet output with the run's own folder in its paths (e.g. qc's slide_path) replaced by <work>."""
+    df = (pd.read_parquet if rel.suffix == ".parquet" else pd.read_csv)(work / "results" / rel)
+    for col in df.columns[df.dtypes == object]:
+        df[col] = df[col].map(lambda v: v.replace(str(work), "<work>") if isinstance(v, str) else v)
+    return df
 
 
 def test_slurm_outputs_equal_local(slurm_and_local):
+    import torch
+
     from fiveflow.embed.bags import read_bag
 
     slurm_dir, local_dir, _, _, _ = slurm_and_local
     s_res, l_res = slurm_dir / "results", local_dir / "results"
-    bags = sorted(p.relative_to(s_res) for p in (s_res / "features").rglob("*.h5"))
-    assert len(bags) == N_SLIDES and bags == sorted(p.relative_to(l_res) for p in (l_res / "features").rglob("*.h5"))
+    files = result_files(s_res)
+    assert files == result_files(l_res), files ^ result_files(l_res)
+    for final in FINAL_OUTPUTS:  # rule all's targets are there
+        assert any(f.match(final) for f in files), (final, sorted(map(str, files)))
+    bags = sorted(f for f in files if f.parts[0] == "features")
+    assert len(bags) == 8, bags
     for rel in bags:
         fs, cs, _ = read_bag(s_res / rel)
         fl, cl, _ = read_bag(l_res / rel)
         np.testing.assert_array_equal(fs, fl, err_msg=str(rel))
         np.testing.assert_array_equal(cs, cl, err_msg=str(rel))
-        coords = Path("coords", rel.name).with_suffix(".parquet")
-        pd.testing.assert_frame_equal(pd.read_parquet(s_res / coords), pd.read_parquet(l_res / coords))
-    for rel in ("demo/samples.csv", "demo/reports.csv"):
-        pd.testing.assert_frame_equal(pd.read_csv(s_res / rel), pd.read_csv(l_res / rel))
-    pd.testing.assert_frame_equal(pd.read_parquet(s_res / "reports/labels.parquet"),
-                                  pd.read_parquet(l_res / "reports/labels.parquet"))
+    tables = sorted(f for f in files if f.suffix in (".csv", ".parquet")
+                    and f.parts[0] in ("attention", "coords", "demo", "qc", "reports", "splits", "predictions", "tables"))
+    for rel in ("reports/labels.parquet", "splits/split.csv", "splits/fewshot_draws.csv", "tables/fewshot.csv",
+                "predictions/FiVE_1.parquet", "predictions/meanpool_1.parquet"):
+        assert Path(rel) in tables, rel
+    for rel in tables:
+        pd.testing.assert_frame_equal(read_table(slurm_dir, rel), read_table(local_dir, rel), check_exact=True,
+                                      obj=str(rel))
+    checkpoints = sorted(f for f in files if f.suffix == ".pt")
+    assert Path("models/pretrain.pt") in checkpoints, checkpoints
+    for rel in checkpoints:
+        s = torch.load(s_res / rel, map_location="cpu", weights_only=False)["state_dict"]
+        loc = torch.load(l_res / rel, map_location="cpu", weights_only=False)["state_dict"]
+        assert s.keys() == loc.keys(), rel
+        for k in s:
+            assert torch.equal(s[k], loc[k]), (rel, k)

@@ -104,3 +104,20 @@ def test_full_dag_from_the_real_manifests(tmp_path):
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", text, re.M)}
     assert counts["gdc_download"] == counts["tile"] == counts["embed"] == 1053, counts
     assert counts["pretrain"] == 1 and counts["fewshot"] == 4 * 5 and counts["baseline"] == 5 * 5, counts
+
+
+def test_cohort_level_files_are_never_taken_for_slides(tmp_path):
+    """The slide wildcard is a generic id pattern (an alternation of 1,000+ ids was quadratic), so it must
+    still refuse the cohort-level files next to the per-slide ones (qc/montage.png, qc/tiling_summary.csv)."""
+    out = subprocess.run(["bash", "tools/snakemake.sh", "-n", "--config", f"results_dir={tmp_path}/results"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert "InputFunctionException" not in text and "slide=montage" not in text, text[-3000:]
+    pattern = re.compile(r"(?!(?:montage|tiling_summary)(?:[.]|$))[A-Za-z0-9_-][A-Za-z0-9._-]*")
+    common = (PROJECT_ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert pattern.pattern in common  # the constraint tested here is the workflow's
+    for name in ("montage", "tiling_summary"):
+        assert not pattern.fullmatch(name)
+    for sid in ("TCGA-49-4506-01Z-00-DX3", "DEMO-0001-01Z-00-DX1", "slide_7.b", "montage2"):
+        assert pattern.fullmatch(sid)

@@ -83,7 +83,7 @@ wildcard_constraints:
     # sanitised ids (fiveflow.io.sanitize_id: no path separators, never hidden), never the cohort-level files
     # next to the per-slide ones (qc/montage.png); an id outside the cohort fails in slide_path. Not an
     # alternation of the ids: Snakemake substitutes the constraint text per file, quadratic for 1,000+ slides.
-    slide=r"(?!(montage|tiling_summary)$)[A-Za-z0-9_-][A-Za-z0-9._-]*",
+    slide=r"(?!(?:montage|tiling_summary)(?:[.]|$))[A-Za-z0-9_-][A-Za-z0-9._-]*",
     shots="[1-9][0-9]*",  # 0 shots = zero-shot, its own rule
     five="|".join(re.escape(m) for m in FIVE_CKPTS),
     ablation="|".join(re.escape(a) for a in config["ablations"]) or "(?!)",
