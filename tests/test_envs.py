@@ -534,3 +534,22 @@ def test_checker_reports_a_missing_package(tmp_path):
     a, b = parse_rules(smk)
     assert a.conda is None and a.script == script
     assert b.conda == env_file and b.script == script
+
+
+def test_every_stage_env_installs_fiveflow_after_deploy():
+    """Snakemake runs envs/<env>.post-deploy.sh in a freshly built env (next to <env>.yaml, same stem): it
+    must install the checkout the workflow names in FIVEFLOW_ROOT, without dependencies (the env pins
+    those), for every env a rule script runs in (they all import fiveflow)."""
+    import re as _re
+
+    root = Path(__file__).resolve().parents[1]
+    envs = {p.stem for p in (root / "envs").glob("*.yaml")} - {"snakemake"}
+    assert envs, "no stage envs"
+    for name in sorted(envs):
+        script = root / "envs" / f"{name}.post-deploy.sh"
+        assert script.is_file(), f"{script} missing: conda jobs of this env could not import fiveflow"
+        text = script.read_text()
+        assert text.startswith("#!"), script  # Snakemake takes the interpreter from the shebang
+        assert _re.search(r"pip install --no-deps .*-e \"\$\{FIVEFLOW_ROOT", text), script
+    common = (root / "workflow" / "rules" / "common.smk").read_text()
+    assert 'os.environ.setdefault("FIVEFLOW_ROOT", ROOT)' in common
