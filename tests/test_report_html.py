@@ -342,3 +342,19 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
     blank = np.full_like(shot, 255)
     blank[:, :500] = (90, 95, 105)
     assert multiscale_match(blank, src)[0] < 0.5
+    # drawn wider than the window (as a 3-panel ROC plot beside the open side panel): half off screen
+    from fiveflow.evaluate.report_screenshot import find_displayed
+
+    wide = blank.copy()
+    fig, ax = plt.subplots(figsize=(16, 6.4), dpi=100)  # a large PNG the page scales down, as reports do
+    ax.plot([1, 2, 4, 8], [0.5, 0.7, 0.9, 1.0], "o-")
+    ax.set_title("accuracy vs shots")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    src = np.asarray(Image.open(buf).convert("RGB"))
+    big = np.asarray(Image.fromarray(src).resize((1100, 440), Image.BICUBIC))
+    wide[300:740, 560:1400] = big[:, :840]
+    score, at, width = find_displayed(wide, src)
+    assert score > 0.9 and abs(at[0] - 560) <= 8 and abs(width - 1100) <= 30
+    assert find_displayed(blank, src)[0] < 0.5

@@ -287,7 +287,14 @@ def multiscale_match(screenshot: np.ndarray, source: np.ndarray, min_width: int 
         tmpl = cv2.GaussianBlur(cv2.resize(src, (width, height), interpolation=cv2.INTER_AREA), (0, 0), sigma)
         if float(tmpl.std()) == 0.0:
             return 0.0, (0, 0)
-        res = cv2.matchTemplate(cv2.GaussianBlur(shot, (0, 0), sigma), tmpl, cv2.TM_CCOEFF_NORMED)
+        view = cv2.GaussianBlur(shot, (0, 0), sigma)
+        res = cv2.matchTemplate(view, tmpl, cv2.TM_CCOEFF_NORMED)
+        # a flat window (blank page) has no variance: OpenCV's normalised score is meaningless there
+        mean = cv2.boxFilter(view, cv2.CV_64F, (width, height), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+        sq = cv2.boxFilter(view.astype(np.float64) ** 2, cv2.CV_64F, (width, height), anchor=(0, 0),
+                           borderType=cv2.BORDER_CONSTANT)
+        std = np.sqrt(np.maximum(sq - mean ** 2, 0.0))[: res.shape[0], : res.shape[1]]
+        res = np.where(np.isfinite(res) & (std > 2.0), res, 0.0).astype(np.float32)
         _, best, _, at = cv2.minMaxLoc(res)
         return float(best), (int(at[0]), int(at[1]))
 
@@ -298,6 +305,16 @@ def multiscale_match(screenshot: np.ndarray, source: np.ndarray, min_width: int 
         if sc > best[0]:
             best = (sc, at, width)
     return best
+
+
+def find_displayed(screenshot: np.ndarray, source: np.ndarray, min_match: float = 0.7) -> tuple[float, tuple[int, int], int]:
+    """:func:`multiscale_match` of the whole image, else of its left half (a plot drawn wider than the
+    window runs off the right edge, its left half stays on screen); ``width`` is the whole image's."""
+    match, at, width = multiscale_match(screenshot, source)
+    if match < min_match:
+        match, at, width = multiscale_match(screenshot, source[:, : source.shape[1] // 2])
+        width *= 2
+    return match, at, width
 
 
 def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -329,8 +346,7 @@ def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -
                                         region=shown.pane, near_left=rect[0])
             stats["img_size"], stats["img_found_at"], stats["img_match"] = rect[2:], list(at), round(match, 4)
             if match < min_match:  # laid out elsewhere in this run (e.g. the side panel open): look everywhere
-                source = load_rgb(decode_data_uri(entry["data_uri"]))
-                match, at, width = multiscale_match(shot, source)
+                match, at, width = find_displayed(shot, load_rgb(decode_data_uri(entry["data_uri"])), min_match)
                 stats.update(img_found_at=list(at), img_match=round(match, 4), img_drawn_width=width)
             if match < min_match:
                 raise ReportCheckError(f"{shown.png}: {shown.path} is not on screen at the size the page drew it "
