@@ -7,16 +7,17 @@ import pytest
 from fiveflow.evaluate.report import evaluate_predictions, to_latex, to_markdown
 
 
-def fake_predictions(tmp_path):
+def fake_predictions(tmp_path, methods=(("FiVE", [0, 1, 4]), ("meanpool", [1, 4])), noise=0.25):
+    """Prediction parquets per (method, shots): 20 slides, 3 runs (1 for zero-shot), seeded probabilities."""
     rng = np.random.default_rng(0)
     files = []
-    for method, shots_list in (("FiVE", [0, 1, 4]), ("meanpool", [1, 4])):
+    for method, shots_list in methods:
         for shots in shots_list:
             rows = []
             for run in range(1 if shots == 0 else 3):
                 for i in range(20):
                     label = "LUSC" if i % 2 else "LUAD"
-                    p = float(np.clip((0.8 if label == "LUSC" else 0.2) + rng.normal(0, 0.25), 0, 1))
+                    p = float(np.clip((0.8 if label == "LUSC" else 0.2) + rng.normal(0, noise), 0, 1))
                     rows.append(dict(method=method, shots=shots, run=run, slide_id=f"s{i}", patient_id=f"p{i}",
                                      label=label, prob=p, pred="LUSC" if p >= 0.5 else "LUAD"))
             f = tmp_path / f"{method}_{shots}.parquet"

@@ -86,23 +86,9 @@ def parse_tables(html: str):
 
 
 def fake_predictions(tmp_path: Path) -> list[str]:
-    import pandas as pd
+    from test_evaluate import fake_predictions as make
 
-    rng = np.random.default_rng(0)
-    files = []
-    for method, shots_list in (("FiVE", [0, 1, 4]), ("FiVE-classtexts", [0, 1, 4]), ("meanpool", [1, 4])):
-        for shots in shots_list:
-            rows = []
-            for run in range(1 if shots == 0 else 3):
-                for i in range(20):
-                    label = "LUSC" if i % 2 else "LUAD"
-                    p = float(np.clip((0.8 if label == "LUSC" else 0.2) + rng.normal(0, 0.3), 0, 1))
-                    rows.append(dict(method=method, shots=shots, run=run, slide_id=f"s{i}", patient_id=f"p{i}",
-                                     label=label, prob=p, pred="LUSC" if p >= 0.5 else "LUAD"))
-            f = tmp_path / f"{method}_{shots}.parquet"
-            pd.DataFrame(rows).to_parquet(f)
-            files.append(str(f))
-    return files
+    return make(tmp_path, (("FiVE", [0, 1, 4]), ("FiVE-classtexts", [0, 1, 4]), ("meanpool", [1, 4])), noise=0.3)
 
 
 def test_fewshot_and_ablation_html(tmp_path):

@@ -37,7 +37,12 @@ def slide_id_from_path(path: str | os.PathLike) -> str:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, read in 1 MB blocks."""
-    h = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest (``hashlib`` algorithm name, e.g. sha256, md5) of a file's bytes, read in 1 MB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)

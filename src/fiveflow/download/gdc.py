@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Iterable, Iterator
 
 import requests
 
+from ..io import file_digest
 from .manifest import ManifestRow, read_manifest
 
 GDC_DATA_URL = "https://api.gdc.cancer.gov/data"
@@ -68,11 +68,7 @@ def stamp_path(dest: Path) -> Path:
 
 
 def file_md5(path: str | os.PathLike) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _stamp_ok(dest: Path, md5: str, size: int) -> bool:
