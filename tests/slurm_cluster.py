@@ -94,6 +94,30 @@ def slurm_conf(work: Path, node: str, cpus: int, mem_mb: int, partition: str = P
     ])
 
 
+def _stale_conf() -> dict[str, str] | None:
+    """The settings of a configuration this module wrote and a killed run left behind (else None)."""
+    if not CONF.exists() or not CONF.read_text(errors="replace").startswith(HEADER):
+        return None
+    return dict(line.split("=", 1) for line in CONF.read_text().splitlines() if "=" in line and " " not in line)
+
+
+def stale_backup() -> Path | None:
+    """The backed-up original of a configuration a killed run left behind (None: there was none)."""
+    conf = _stale_conf()
+    if conf is None:
+        return None
+    backup = Path(conf.get("StateSaveLocation", "/nonexistent")).parent / "slurm.conf.orig"
+    return backup if backup.exists() else None
+
+
+def original_conf() -> bytes | None:
+    """What /etc/slurm/slurm.conf holds once every test cluster, live or left by a killed run, is stopped."""
+    if _stale_conf() is not None:
+        backup = stale_backup()
+        return backup.read_bytes() if backup is not None else None
+    return CONF.read_bytes() if CONF.exists() else None
+
+
 class SlurmCluster:
     def __init__(self, work: Path, partition: str = PARTITION, ready_timeout: float = 60, lock_timeout: float = 900):
         self.work = Path(work)
@@ -144,9 +168,9 @@ class SlurmCluster:
 
     def _clean_stale(self) -> None:
         """A test run killed hard (SIGKILL) left its cluster behind: stop its daemons, take its backup."""
-        if not CONF.exists() or not CONF.read_text(errors="replace").startswith(HEADER):
+        conf = _stale_conf()
+        if conf is None:
             return
-        conf = dict(line.split("=", 1) for line in CONF.read_text().splitlines() if "=" in line and " " not in line)
         old_work = Path(conf.get("StateSaveLocation", "/nonexistent")).parent
         for pidfile in (conf.get("SlurmdPidFile"), conf.get("SlurmctldPidFile"), old_work / "munged.pid"):
             try:
@@ -159,8 +183,8 @@ class SlurmCluster:
                         time.sleep(0.1)
             except (TypeError, OSError, ValueError, IndexError):
                 pass
-        old_backup = old_work / "slurm.conf.orig"
-        if old_backup.exists():
+        old_backup = stale_backup()
+        if old_backup is not None:
             shutil.copy2(old_backup, CONF)
         else:
             CONF.unlink()

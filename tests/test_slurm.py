@@ -42,7 +42,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT_ROOT, workflow_cmd
-from slurm_cluster import CONF, HEADER, ClusterError, SlurmCluster, missing_requirements
+from slurm_cluster import CONF, HEADER, ClusterError, SlurmCluster, missing_requirements, original_conf
 from test_workflow_e2e import tiny_config
 
 pytestmark = pytest.mark.e2e
@@ -139,7 +139,9 @@ def require_cluster_support() -> None:
 def test_cluster_left_by_a_killed_run_is_cleaned_up(tmp_path):
     """A test session killed hard leaves its daemons and slurm.conf: the next start stops and restores them."""
     require_cluster_support()
-    had_conf = CONF.read_bytes() if CONF.exists() else None
+    # The configuration from before any test cluster: a machine image taken while a test run had its
+    # cluster up carries that run's slurm.conf, which the next start must also clean up (CI, stop 13).
+    had_conf = original_conf()
     code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
             f"from slurm_cluster import SlurmCluster; SlurmCluster(Path({str(tmp_path / 'killed')!r})).start(); "
             "print('up', flush=True); time.sleep(600)")
@@ -162,6 +164,35 @@ def test_cluster_left_by_a_killed_run_is_cleaned_up(tmp_path):
         assert subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode == 1, daemon
     assert subprocess.run(["pgrep", "-f", "^munged -F --force"], capture_output=True).returncode == 1
     assert (CONF.read_bytes() if CONF.exists() else None) == had_conf
+
+
+@pytest.mark.parametrize("backup", ["none", "original"])
+def test_stale_conf_from_a_machine_image_is_replaced_by_its_backup(tmp_path, backup):
+    """A slurm.conf of this module's, left by a run whose machine image was taken with its cluster up
+    (its work folder and daemons gone, or its backup kept), is restored to the backup or removed."""
+    require_cluster_support()
+    saved = CONF.read_bytes() if CONF.exists() else None
+    old = tmp_path / "old_run"
+    (old / "state").mkdir(parents=True)
+    original = b"# a site's own slurm.conf\nClusterName=site\n"
+    if backup == "original":
+        (old / "slurm.conf.orig").write_bytes(original)
+    CONF.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        CONF.write_text(HEADER + f"\nStateSaveLocation={old / 'state'}\nSlurmdPidFile={old / 'slurmd.pid'}\n")
+        assert original_conf() == (original if backup == "original" else None)
+        c = SlurmCluster(tmp_path / "new")
+        try:
+            c.start()
+            assert CONF.read_text().startswith(HEADER) and str(tmp_path / "new") in CONF.read_text()
+        finally:
+            c.stop()
+        assert (CONF.read_bytes() if CONF.exists() else None) == (original if backup == "original" else None)
+    finally:
+        if saved is None:
+            CONF.unlink(missing_ok=True)
+        else:
+            CONF.write_bytes(saved)
 
 
 @pytest.fixture(scope="module")
