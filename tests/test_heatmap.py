@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fiveflow.evaluate.heatmap import (attention_grid, load_attention, normalise_attention, render_heatmap,
+from fiveflow.evaluate.heatmap import (attention_grid, is_flat, load_attention, normalise_attention, render_heatmap,
                                        save_attention, tile_footprints)
 
 
@@ -60,6 +60,10 @@ def test_nan_outside_tiles_and_values_in_unit_interval():
 
 def test_constant_attention_and_rank_ties():
     assert np.all(normalise_attention(np.ones(5)) == 0.5)
+    # equal up to float32 round-off (a collapsed DSMIL: 1/N each): flat, not rank-amplified noise
+    near = np.float32(1 / 48) + np.array([0, 1e-9, -1e-9, 2e-9], dtype=np.float32)
+    assert is_flat(near) and np.all(normalise_attention(near) == 0.5)
+    assert not is_flat(np.array([0.02, 0.0201])) and is_flat(np.zeros(3))
     r = normalise_attention(np.array([1.0, 1.0, 3.0, 0.0]))
     assert np.allclose(r, [0.5, 0.5, 1.0, 0.0])
     with pytest.raises(ValueError):
@@ -229,7 +233,7 @@ def small_demo_slide(tmp_path_factory):
     return case, path
 
 
-def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path):
+def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path, caplog):
     from fiveflow.cli import main
     from fiveflow.evaluate.heatmaps_run import heatmap_title, render_method
 
@@ -251,6 +255,17 @@ def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path):
     assert main(["heatmap", "--attention", str(att_dir / f"{case.slide_id}.parquet"), "--slide", str(slide),
                  "--out", str(tmp_path / "cli.png"), "--thumbnail-size", "256"]) == 0
     assert (tmp_path / "cli.png").stat().st_size > 1000
+    # flat scores (every tile the same): rendered, flagged in the title and the log
+    save_attention(tmp_path / "flat" / f"{case.slide_id}.parquet", case.slide_id, coords,
+                   np.full(len(coords), 1 / len(coords)), "dsmil", **meta)
+    with caplog.at_level("WARNING"):
+        render_method(tmp_path / "flat", {case.slide_id: str(slide)}, tmp_path / "p3", tmp_path / "m3.png",
+                      thumbnail_size=256)
+    assert "1 of 1 slides have flat scores" in caplog.text
+    assert heatmap_title({"slide_id": "s", "method": "dsmil", **meta, "flat": True}).endswith(
+        "FLAT: all tiles scored the same")
+    assert heatmap_title({"slide_id": "s", "method": "FiVE", **meta, "kind": "instance_evidence"}).endswith(
+        "8-shot run 0  (tile evidence)")
     # attention of another slide size: a clear error, no PNG
     save_attention(tmp_path / "bad" / "x.parquet", case.slide_id, coords, np.ones(len(coords)), "abmil",
                    **{**meta, "slide_wh": [4096, 4096]})
@@ -338,6 +353,44 @@ def demo_bags(tmp_path_factory):
     return out, train, test
 
 
+def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path):
+    """Save one run's per-tile scores as the workflow does, paint them, and compare with the layout:
+    per-slide tumour-vs-other tile ROC AUCs, and the tumour fraction under hot (top decile of the rank
+    grid) and cold (bottom half) thumbnail pixels. Renders the first test slide to ``tmp_path/one.png``."""
+    from sklearn.metrics import roc_auc_score
+
+    from fiveflow.evaluate.heatmap import attention_grid, save_run_attention
+    from fiveflow.evaluate.heatmaps_run import render_slide, slide_heatmap
+
+    out, train, test = demo_bags
+    paths = {c.slide_id: str(out / f"{c.slide_id}.h5") for c in train + test}
+    save_run_attention(tmp_path / "att", paths, [c.slide_id for c in test], scores, prob, method, kind,
+                       labels={c.slide_id: c.label for c in train + test}, shots=HOT_TRAIN_PER_CLASS, run=0, seed=0)
+    aucs, hot_on_tumour, cold_on_tumour = [], [], []
+    for c, a in zip(test, scores):
+        f = tmp_path / "att" / f"{c.slide_id}.parquet"
+        thumb, grid, meta = slide_heatmap(f, out / f"{c.slide_id}.tif", thumbnail_size=512)
+        assert meta["kind"] == kind
+        coords = load_attention(f)[0]
+        tumour = tumour_tiles(c, coords, meta["tile_size_level0"])
+        if not 0 < tumour.sum() < len(tumour):
+            continue
+        aucs.append(roc_auc_score(tumour, a))
+        truth = attention_grid(coords, tumour.astype(float), meta["tile_size_level0"], HOT_WH,
+                               (thumb.shape[1], thumb.shape[0]), normalise="minmax")
+        hot, cold = grid >= 0.9, grid <= 0.5
+        hot_on_tumour.append(float(truth[hot].mean()))
+        cold_on_tumour.append(float(truth[cold].mean()))
+    render_slide(tmp_path / "att" / f"{test[0].slide_id}.parquet", out / f"{test[0].slide_id}.tif",
+                 tmp_path / "one.png", thumbnail_size=512)
+    print(f"\n{method} ({kind}) on {len(test)} test slides ({len(aucs)} with tumour and other tiles): per-slide "
+          f"AUC {np.round(aucs, 2)} mean {np.mean(aucs):.3f} median {np.median(aucs):.3f}; hot px on tumour "
+          f"{np.mean(hot_on_tumour):.3f}, cold px on tumour {np.mean(cold_on_tumour):.3f}; slide accuracy "
+          f"{np.mean((np.asarray(prob) > 0.5) == np.array([c.label == 'LUSC' for c in test])):.2f}")
+    assert (tmp_path / "one.png").stat().st_size > 1000
+    return np.array(aucs), np.mean(hot_on_tumour), np.mean(cold_on_tumour)
+
+
 @pytest.mark.e2e
 def test_abmil_heatmap_is_hot_on_the_tumour(demo_bags, tmp_path):
     """Per-slide ROC AUC of ABMIL attention for tumour vs other tiles, over test slides with both.
@@ -347,11 +400,8 @@ def test_abmil_heatmap_is_hot_on_the_tumour(demo_bags, tmp_path):
     (top decile of the rank grid) mostly (> 80%) on tumour tiles and more than cold ones (bottom half).
     Takes ~2-10 minutes (26 demo slides rendered, tiled and embedded)."""
     import torch
-    from sklearn.metrics import roc_auc_score
 
     from fiveflow.baselines import abmil, with_attention
-    from fiveflow.evaluate.heatmap import attention_grid, save_run_attention
-    from fiveflow.evaluate.heatmaps_run import render_slide, slide_heatmap
     from fiveflow.train.data import BagStore
 
     out, train, test = demo_bags
@@ -366,33 +416,57 @@ def test_abmil_heatmap_is_hot_on_the_tumour(demo_bags, tmp_path):
                                                        [c.slide_id for c in test], 0, "cpu")
     finally:
         torch.set_num_threads(threads)
-    save_run_attention(tmp_path / "att", paths, [c.slide_id for c in test], att, prob, "abmil", "attention",
-                       labels={c.slide_id: c.label for c in cases}, shots=HOT_TRAIN_PER_CLASS, run=0, seed=0)
-    aucs, hot_on_tumour, cold_on_tumour = [], [], []
-    for c, a in zip(test, att):
-        f = tmp_path / "att" / f"{c.slide_id}.parquet"
-        thumb, grid, meta = slide_heatmap(f, out / f"{c.slide_id}.tif", thumbnail_size=512)
-        coords = load_attention(f)[0]
-        tumour = tumour_tiles(c, coords, meta["tile_size_level0"])
-        if not 0 < tumour.sum() < len(tumour):
-            continue
-        aucs.append(roc_auc_score(tumour, a))
-        truth = attention_grid(coords, tumour.astype(float), meta["tile_size_level0"], HOT_WH,
-                               (thumb.shape[1], thumb.shape[0]), normalise="minmax")
-        hot, cold = grid >= 0.9, grid <= 0.5
-        hot_on_tumour.append(float(truth[hot].mean()))
-        cold_on_tumour.append(float(truth[cold].mean()))
-    render_slide(tmp_path / "att" / f"{test[0].slide_id}.parquet", out / f"{test[0].slide_id}.tif",
-                 tmp_path / "one.png", thumbnail_size=512)
-    print(f"\nABMIL on {len(test)} test slides ({len(aucs)} with tumour and other tiles): per-slide AUC "
-          f"{np.round(aucs, 2)} mean {np.mean(aucs):.3f}; hot px on tumour {np.mean(hot_on_tumour):.3f}, "
-          f"cold px on tumour {np.mean(cold_on_tumour):.3f}; slide accuracy "
-          f"{np.mean((prob > 0.5) == np.array([c.label == 'LUSC' for c in test])):.2f}")
+    aucs, hot, cold = hot_region_stats(demo_bags, att, prob, "abmil", "attention", tmp_path)
     assert len(aucs) >= 6  # most slides the Scene called mixed keep both kinds of tiles after tissue masking
     # chance: mean and median ~0.5 (per-slide AUC sd ~0.1 with 30-60 tiles, so ~0.04 for the mean of 7)
     assert np.mean(aucs) > 0.6 and np.median(aucs) > 0.65
-    assert np.mean(hot_on_tumour) > 0.8 and np.mean(hot_on_tumour) > np.mean(cold_on_tumour)
-    assert (tmp_path / "one.png").stat().st_size > 1000
+    assert hot > 0.8 and hot > cold
+
+
+@pytest.mark.e2e
+def test_five_evidence_heatmap_is_hot_on_the_tumour(demo_bags, tmp_path):
+    """FiVE's default heatmap score (``heatmaps.five_score: evidence``) on the same slides: a FiVE model
+    of the default configuration trained on the class texts of the 8 + 8 training slides (20 epochs of
+    the few-shot schedule, from scratch: the test has no reports to pre-train on), then each test tile's
+    logit margin for its slide's predicted class. Margins fixed before this test first ran, from the
+    full demo (32 slides, 6144 x 4608, 0.5 mpp; the same from-scratch training, 5/10/20/40 epochs):
+    evidence mean AUC 0.80-0.83, median 0.88-0.92, while the cross-attention swung from 0.12 to 0.89
+    with the epoch count. Asserted: mean > 0.65, median > 0.7, hot pixels > 80% tumour and more than
+    cold ones."""
+    import torch
+
+    from conftest import PROJECT_ROOT
+    from fiveflow.config import load_config
+    from fiveflow.model import build_model, load_questions
+    from fiveflow.train.data import BagStore
+    from fiveflow.train.fewshot import instance_evidences
+    from fiveflow.train.loop import fit, predict_probs
+    from fiveflow.train.predictions import class_names_texts
+
+    out, train, test = demo_bags
+    paths = {c.slide_id: str(out / f"{c.slide_id}.h5") for c in train + test}
+    cfg = load_config(PROJECT_ROOT / "config.yaml")
+    names, texts = class_names_texts(cfg)
+    store = BagStore(paths, cfg["model"]["position"])
+    items = [(c.slide_id, names.index(c.label)) for c in train]
+    ft = {**cfg["train"]["finetune"], "epochs": 20}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = build_model(cfg["model"], store.feature_dim(items[0][0]), load_questions(), "cpu")
+        if model.feature_norm == "standardize":
+            model.set_feature_stats(*store.feature_stats([s for s, _ in items]))
+        fit(model, store, items, texts, ft, 0, "8-shot")
+        ids = [c.slide_id for c in test]
+        probs = predict_probs(model, store, ids, texts, ft["instance_ratio"], ft["max_instances"])
+        scores = instance_evidences(model, store, ids, texts, probs)
+    finally:
+        torch.set_num_threads(threads)
+    aucs, hot, cold = hot_region_stats(demo_bags, scores, probs[:, 1], "FiVE", "instance_evidence", tmp_path)
+    assert len(aucs) >= 6
+    assert np.mean(aucs) > 0.65 and np.median(aucs) > 0.7
+    assert hot > 0.8 and hot > cold
 
 
 # ---------------------------------------------------------------- MI-Zero's instance cosines
@@ -441,7 +515,11 @@ def test_mizero_saves_instance_cosines_and_same_predictions(tmp_path, tiny_clip)
 # ---------------------------------------------------------------- FiVE zero-shot and few-shot attention
 
 def test_five_zeroshot_and_fewshot_save_attention_and_same_predictions(tmp_path):
+    """Run 0's per-tile scores (``heatmaps.five_score``: evidence by default, or cross-attention) are
+    saved without changing a prediction; the evidence equals each tile's own logit margin."""
     import h5py
+    import pandas as pd
+    import torch
     import yaml
 
     from conftest import PROJECT_ROOT
@@ -470,11 +548,38 @@ def test_five_zeroshot_and_fewshot_save_attention_and_same_predictions(tmp_path)
     run_fewshot(*args, tmp_path / "draws.csv", coh["bag_paths"], cfg, 1, tmp_path / "f1.parquet")
     run_fewshot(*args, tmp_path / "draws.csv", coh["bag_paths"], cfg, 1, tmp_path / "f2.parquet",
                 attention_dir=tmp_path / "af")
-    assert (tmp_path / "z1.parquet").read_bytes() == (tmp_path / "z2.parquet").read_bytes()
-    assert (tmp_path / "f1.parquet").read_bytes() == (tmp_path / "f2.parquet").read_bytes()
+    run_zeroshot(*args, coh["bag_paths"], cfg, tmp_path / "z3.parquet", attention_dir=tmp_path / "azc",
+                 five_score="attention")
+    run_fewshot(*args, tmp_path / "draws.csv", coh["bag_paths"], cfg, 1, tmp_path / "f3.parquet",
+                attention_dir=tmp_path / "afc", five_score="attention")
+    for a, b in (("z1", "z2"), ("z1", "z3"), ("f1", "f2"), ("f1", "f3")):
+        assert (tmp_path / f"{a}.parquet").read_bytes() == (tmp_path / f"{b}.parquet").read_bytes(), (a, b)
     test_ids = sorted(split.loc[split["split"] == "test", "slide_id"])
-    for d, shots in (("az", 0), ("af", 1)):
+    zero = pd.read_parquet(tmp_path / "z1.parquet").set_index("slide_id")
+    for d, shots, kind in (("az", 0, "instance_evidence"), ("af", 1, "instance_evidence"),
+                           ("azc", 0, "attention"), ("afc", 1, "attention")):
         assert sorted(p.stem for p in (tmp_path / d).glob("*.parquet")) == test_ids
         coords, att, meta = load_attention(tmp_path / d / f"{test_ids[0]}.parquet")
-        assert meta["method"] == "FiVE" and meta["kind"] == "attention" and meta["shots"] == shots
-        assert len(att) == len(coords) and np.all(np.isfinite(att)) and np.all(att >= 0)
+        assert meta["method"] == "FiVE" and meta["kind"] == kind and meta["shots"] == shots
+        assert len(att) == len(coords) and np.all(np.isfinite(att))
+        if kind == "attention":
+            assert np.all(att >= 0) and abs(att.sum() - 1) < 1e-4  # cross-attention: a distribution over tiles
+    # zero-shot evidence: the margin for the predicted class of each tile alone, from the same checkpoint
+    from fiveflow.model import load_checkpoint
+    from fiveflow.train.data import BagStore
+    from fiveflow.train.predictions import class_names_texts
+
+    model, payload = load_checkpoint(tmp_path / "pre.pt", "cpu")
+    model.eval()
+    store = BagStore(coh["bag_paths"], payload["model_cfg"]["position"])
+    names, texts = class_names_texts(cfg)
+    text = model.encode_texts(texts)
+    for sid in test_ids:
+        _, att, meta = load_attention(tmp_path / "az" / f"{sid}.parquet")
+        bag = store.get(sid)
+        assert meta["prob"] == pytest.approx(zero.loc[sid, "prob"])
+        pred = int(meta["prob"] > 0.5)  # argmax of the two-class softmax
+        with torch.no_grad():
+            lg = torch.cat([model.logits(model.encode_slide(bag.features[i:i + 1, None], bag.pos[i:i + 1, None],
+                                                             model.prompt_bank(None)), text) for i in range(bag.n)])
+        np.testing.assert_allclose(att, (lg[:, pred] - lg[:, 1 - pred]).numpy(), rtol=1e-4, atol=1e-4)

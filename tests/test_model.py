@@ -230,3 +230,27 @@ def test_instance_attention_is_a_distribution_and_ignores_padding():
         b = agg.instance_attention(xp, pp, bank, mask)
         torch.testing.assert_close(b[:, :9], a, atol=1e-5, rtol=1e-4)
         assert float(b[:, 9:].detach().abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("tfs", [True, False])
+def test_instance_evidence_is_each_tile_alone_scored_for_the_target_class(tfs):
+    """The heatmap score: tile i alone as a one-instance slide, logit(target) - max logit(others);
+    the same in any chunk size, the negative for the other class of two, and a clear error otherwise."""
+    cfg = {**MODEL_CFG, "tfs": tfs}
+    torch.manual_seed(0)
+    m = build_model(cfg, feature_dim=48, questions=FIVE_QUESTIONS, device="cpu").eval()
+    feats, pos = torch.randn(11, 48), torch.rand(11, 2)
+    with torch.no_grad():
+        text2 = m.encode_texts(["adenocarcinoma", "squamous cell carcinoma"])
+        text3 = m.encode_texts(["adenocarcinoma", "squamous cell carcinoma", "small cell carcinoma"])
+        bank = m.prompt_bank(None)
+        alone = torch.cat([m.encode_slide(feats[i:i + 1][None], pos[i:i + 1][None], bank) for i in range(11)])
+    lg = m.logits(alone, text3)
+    ev = m.instance_evidence(feats, pos, text3, 2)
+    torch.testing.assert_close(ev, lg[:, 2] - lg[:, :2].max(1).values, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(m.instance_evidence(feats, pos, text3, 2, chunk=3), ev, atol=1e-5, rtol=1e-5)
+    e0, e1 = m.instance_evidence(feats, pos, text2, 0), m.instance_evidence(feats, pos, text2, 1)
+    torch.testing.assert_close(e0, -e1)
+    assert float(ev.std()) > 0  # tiles differ
+    with pytest.raises(ValueError, match="target 2 for 2 class texts"):
+        m.instance_evidence(feats, pos, text2, 2)

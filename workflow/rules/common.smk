@@ -70,7 +70,8 @@ MIZERO_CFG = {"classes": config["classes"], "mizero": _MZ, "train": {"device": c
               "embedding": {k: config["embedding"][k] for k in ("encoder", "weights", "seed")}}
 # Attention heatmaps: method -> the shot count whose run 0 is drawn (MI-Zero is zero-shot only).
 # No slides to take thumbnails from when the features were imported (embedding.precomputed): no heatmaps.
-HEATMAPS = {"shots": None, "max_slides": 12, "normalise": "rank", "alpha": 0.5, **(config.get("heatmaps") or {})}
+HEATMAPS = {"shots": None, "max_slides": 12, "normalise": "rank", "alpha": 0.5, "five_score": "evidence",
+            **(config.get("heatmaps") or {})}
 HEATMAP_SHOTS = int(HEATMAPS["shots"] or max(SHOTS))
 if HEATMAP_SHOTS not in SHOTS:
     raise WorkflowError(f"invalid configuration: `heatmaps.shots` {HEATMAP_SHOTS} is not one of `fewshot.shots` "

@@ -18,6 +18,7 @@ rule heatmaps:
         max_slides=HEATMAPS["max_slides"],
         normalise=HEATMAPS["normalise"],
         alpha=HEATMAPS["alpha"],
+        five_score=HEATMAPS["five_score"],  # for the caption (the scores come from the training jobs)
         positive=config["classes"][1]["name"],
         shots=lambda wc: HEATMAP_METHODS[wc.method],
     log:

@@ -90,6 +90,7 @@ rule zeroshot:
     params:
         cfg=TRAIN_CFG,
         ablation=lambda wc: ABLATION_OF.get(wc.five),
+        five_score=HEATMAPS["five_score"],
     log:
         f"{LOGS}/zeroshot/{{five}}.log",
     benchmark:
@@ -117,6 +118,7 @@ rule fewshot:
         attention=directory(f"{R}/attention/{{five}}_{{shots}}"),
     params:
         cfg=TRAIN_CFG,
+        five_score=HEATMAPS["five_score"],
     log:
         f"{LOGS}/fewshot/{{five}}_{{shots}}.log",
     benchmark:

@@ -24,16 +24,32 @@ from .figures import pyplot, save_figure
 ATTENTION_META_KEY = b"fiveflow_attention"
 
 
+# Scores whose spread is below this fraction of their magnitude carry no signal (float32 round-off):
+# e.g. a DSMIL whose query layer collapsed gives exactly 1/N to every tile.
+FLAT_RTOL = 1e-5
+
+
+def is_flat(attention: np.ndarray) -> bool:
+    """True when the scores are all equal up to round-off (``FLAT_RTOL`` of their magnitude): rank
+    normalisation would otherwise paint that noise as a map."""
+    a = np.asarray(attention, dtype=np.float64).ravel()
+    if a.size == 0:
+        return True
+    lo, hi = float(a.min()), float(a.max())
+    return hi - lo <= FLAT_RTOL * max(abs(hi), abs(lo))
+
+
 def normalise_attention(attention: np.ndarray, method: str = "rank") -> np.ndarray:
     """Attention scaled to [0, 1]: ``rank`` (percentile of each score among the slide's tiles, ties
-    averaged, as CLAM's heatmaps do) or ``minmax``. A constant attention map gives 0.5 everywhere."""
+    averaged, as CLAM's heatmaps do) or ``minmax``. A constant attention map (:func:`is_flat`: equal
+    up to round-off) gives 0.5 everywhere."""
     a = np.asarray(attention, dtype=np.float64).ravel()
     if a.size == 0:
         return a.astype(np.float32)
     if not np.all(np.isfinite(a)):
         raise ValueError("attention contains NaN or inf")
     lo, hi = a.min(), a.max()
-    if hi == lo:
+    if is_flat(a):
         return np.full(a.shape, 0.5, dtype=np.float32)
     if method == "rank":
         from scipy.stats import rankdata
@@ -195,7 +211,10 @@ def _jsonable(v: Any) -> Any:
 
 # ---------------------------------------------------------------- storing a run's attention
 
-ATTENTION_KINDS = ("attention", "instance_logit", "instance_cosine")
+# attention: attention weights (MIL baselines, FiVE's cross-attention); instance_logit: meanpool's probe
+# on each tile; instance_cosine: MI-Zero's tile-to-class-text cosine; instance_evidence: FiVE's logit
+# margin of each tile alone for the slide's predicted class.
+ATTENTION_KINDS = ("attention", "instance_logit", "instance_cosine", "instance_evidence")
 
 
 def bag_geometry(bag_path: str | Path) -> tuple[np.ndarray, tuple[int, int], float] | None:

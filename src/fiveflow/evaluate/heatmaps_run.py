@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .figures import pyplot, save_figure
-from .heatmap import attention_grid, load_attention, overlay, render_heatmap
+from .heatmap import attention_grid, is_flat, load_attention, overlay, render_heatmap
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def slide_thumbnail(slide_path: str | Path, size: int) -> tuple[np.ndarray, tupl
 
 
 def heatmap_title(meta: dict, positive: str | None = None) -> str:
-    """``slide  true LABEL  P(positive)=0.87  method  k-shot (run r)``."""
+    """``slide  true LABEL  P(positive)=0.87  method  k-shot (run r)``, plus ``(tile evidence)`` for FiVE's
+    evidence scores (:meth:`FiVEModel.instance_evidence`)."""
     shots = int(meta.get("shots", 0) or 0)
     parts = [str(meta["slide_id"])]
     if meta.get("label") is not None:
@@ -45,6 +46,10 @@ def heatmap_title(meta: dict, positive: str | None = None) -> str:
         parts.append(f"P({positive or 'positive'})={float(meta['prob']):.2f}")
     parts.append(str(meta.get("method", "")))
     parts.append(f"{shots}-shot run {int(meta.get('run', 0) or 0)}" if shots else "zero-shot")
+    if meta.get("kind") == "instance_evidence":
+        parts.append("(tile evidence)")
+    if meta.get("flat"):
+        parts.append("FLAT: all tiles scored the same")
     return "  ".join(parts)
 
 
@@ -62,6 +67,7 @@ def slide_heatmap(attention_file: str | Path, slide_path: str | Path, thumbnail_
                          "that wrote it (fiveflow writes it from the bag attributes).")
     grid = attention_grid(coords, attention, float(meta["tile_size_level0"]), slide_wh,
                           (thumb.shape[1], thumb.shape[0]), normalise)
+    meta = {**meta, "flat": is_flat(attention)}
     return thumb, grid, meta
 
 
@@ -84,19 +90,24 @@ def render_method(attention_dir: str | Path, slide_paths: dict[str, str], out_di
     files = sorted(Path(attention_dir).glob("*.parquet"))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, panels = [], []
+    written, panels, flat = [], [], 0
     for f in files:
         sid = f.stem
         if sid not in slide_paths:
             raise KeyError(f"{f}: slide {sid!r} is not in the cohort's slide list. Fix: delete {attention_dir} "
                            "and re-run the rule that wrote it.")
         thumb, grid, meta = slide_heatmap(f, slide_paths[sid], thumbnail_size, normalise)
+        flat += bool(meta["flat"])
         title = heatmap_title(meta, positive)
         written.append(render_heatmap(thumb, grid, out_dir / f"{sid}.png", alpha=alpha,
                                       title=_wrapped(title, thumb.shape[1])))
         if len(panels) < max_slides:
             panels.append((overlay(thumb, grid, alpha), title))
     logger.info("%s: %d heatmaps -> %s", attention_dir, len(written), out_dir)
+    if flat:
+        logger.warning("%s: %d of %d slides have flat scores (every tile the same): their heatmaps show no "
+                       "signal (e.g. a MIL model whose attention collapsed to uniform; try another run or shot "
+                       "count via heatmaps.shots)", attention_dir, flat, len(written))
     write_montage(panels, montage_png, Path(attention_dir).name)
     return written
 

@@ -164,6 +164,26 @@ class FiVEModel(nn.Module):
         x = self.project_features(features.to(self.device)).unsqueeze(0)
         return self.aggregator.instance_attention(x, pos.to(self.device).unsqueeze(0), bank)[0]
 
+    @torch.no_grad()
+    def instance_evidence(self, features: torch.Tensor, pos: torch.Tensor, text: torch.Tensor, target: int,
+                          bank: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+        """Per-instance class evidence ``[N]`` for heatmaps: each instance alone, as a one-instance slide
+        through the same aggregator and prompt bank, scored against the unit class texts ``text [C, d]``:
+        its logit for class ``target`` minus the largest logit of the other classes (> 0: the tile on its
+        own would be called ``target``). Unlike :meth:`instance_attention` it says which class a tile
+        supports, not only where the prompt bank looked. ``chunk`` instances at a time (same result)."""
+        if not 0 <= int(target) < text.shape[0] or text.shape[0] < 2:
+            raise ValueError(f"instance_evidence: target {target} for {text.shape[0]} class texts (need >= 2)")
+        bank = self.prompt_bank(None) if bank is None else bank
+        others = [c for c in range(text.shape[0]) if c != int(target)]
+        feats, pos = features.to(self.device), pos.to(self.device)
+        out = []
+        for i in range(0, feats.shape[0], max(int(chunk), 1)):
+            slides = self.encode_slide(feats[i:i + chunk, None], pos[i:i + chunk, None], bank)  # [n, d]
+            lg = self.logits(slides, text.to(slides.dtype))
+            out.append(lg[:, int(target)] - lg[:, others].max(dim=1).values)
+        return torch.cat(out) if out else feats.new_zeros(0)
+
     def logits(self, slide: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``s * cos`` between unit slide vectors ``[B, d]`` and unit text vectors ``[T, d]``."""
         return self.logit_scale() * slide @ text.t()

@@ -19,6 +19,18 @@ from .predictions import class_names_texts, prediction_frame, read_split, test_r
 METHOD = "FiVE"
 
 
+# What FiVE stores per tile for heatmaps (config ``heatmaps.five_score``) -> the attention file's ``kind``.
+FIVE_SCORES = {"evidence": "instance_evidence", "attention": "attention"}
+
+
+def five_score_kind(score: str) -> str:
+    if score not in FIVE_SCORES:
+        raise ValueError(f"heatmaps.five_score must be one of {sorted(FIVE_SCORES)}, not {score!r}. Fix: "
+                         "evidence (each tile's logit margin for the predicted class) or attention (the "
+                         "prompt bank's cross-attention).")
+    return FIVE_SCORES[score]
+
+
 @torch.no_grad()
 def instance_attentions(model, store: BagStore, slide_ids) -> list[np.ndarray]:
     """FiVE's cross-attention of the full prompt bank over every instance of each bag, ``[N_i]`` each."""
@@ -31,11 +43,36 @@ def instance_attentions(model, store: BagStore, slide_ids) -> list[np.ndarray]:
     return out
 
 
+@torch.no_grad()
+def instance_evidences(model, store: BagStore, slide_ids, texts, probs: np.ndarray) -> list[np.ndarray]:
+    """Each tile's evidence for its slide's predicted class (``argmax`` of the slide's row of ``probs
+    [n_slides, n_texts]``; :meth:`FiVEModel.instance_evidence`), ``[N_i]`` each."""
+    model.eval()
+    bank = model.prompt_bank(None)
+    text = model.encode_texts(list(texts))
+    probs = np.asarray(probs)
+    if probs.shape != (len(slide_ids), len(texts)):
+        raise ValueError(f"instance_evidences: probabilities {probs.shape} for {len(slide_ids)} slides x {len(texts)} texts")
+    out = []
+    for sid, row in zip(slide_ids, probs):
+        bag = store.get(sid)
+        out.append(model.instance_evidence(bag.features, bag.pos, text, int(np.argmax(row)), bank).float().cpu().numpy())
+    return out
+
+
+def instance_scores(model, store: BagStore, slide_ids, texts, probs: np.ndarray, score: str) -> list[np.ndarray]:
+    """The per-tile heatmap scores ``heatmaps.five_score`` names, after the slides were predicted."""
+    five_score_kind(score)
+    if score == "evidence":
+        return instance_evidences(model, store, slide_ids, texts, probs)
+    return instance_attentions(model, store, slide_ids)
+
+
 def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
                  out_parquet: str | Path | None, log=None, method: str = METHOD,
-                 attention_dir: str | Path | None = None) -> pd.DataFrame:
+                 attention_dir: str | Path | None = None, five_score: str = "evidence") -> pd.DataFrame:
     """Classify the test split by cosine to the class texts straight after pre-training (and, with
-    ``attention_dir``, save each test slide's instance attention there for heatmaps)."""
+    ``attention_dir``, save each test slide's per-tile ``five_score`` there for heatmaps)."""
     with log_to(log) as logger:
         names, texts = class_names_texts(cfg)
         test = test_rows(read_split(split_csv, names))
@@ -48,8 +85,9 @@ def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, s
             from ..evaluate.heatmap import save_run_attention
 
             ids = test["slide_id"].tolist()
-            n = len(save_run_attention(attention_dir, bag_paths, ids, instance_attentions(model, store, ids),
-                                       probs[:, 1], method, "attention", logger, labels=dict(zip(ids, test["label"])),
+            scores = instance_scores(model, store, ids, texts, probs, five_score)
+            n = len(save_run_attention(attention_dir, bag_paths, ids, scores, probs[:, 1], method,
+                                       five_score_kind(five_score), logger, labels=dict(zip(ids, test["label"])),
                                        shots=0, run=0, seed=None))
             logger.info("zero-shot attention of %d/%d test slides -> %s", n, len(ids), attention_dir)
         return write_predictions([prediction_frame(method, 0, 0, test, probs[:, 1], names)], out_parquet)
@@ -57,10 +95,12 @@ def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, s
 
 def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
                 shots: int, out_parquet: str | Path | None, threads: int = 1, log=None,
-                method: str = METHOD, attention_dir: str | Path | None = None, attention_runs=(0,)) -> pd.DataFrame:
+                method: str = METHOD, attention_dir: str | Path | None = None, attention_runs=(0,),
+                five_score: str = "evidence") -> pd.DataFrame:
     """For every draw of ``shots``: reload the checkpoint, fine-tune on the drawn slides' class
     texts (seeded by the draw's recorded seed), predict the test split. With ``attention_dir``, the
-    fine-tuned model's instance attention of the runs ``attention_runs`` is saved for heatmaps."""
+    fine-tuned model's per-tile ``five_score`` of the runs ``attention_runs`` is saved for heatmaps."""
+    kind = five_score_kind(five_score)
     _, texts = class_names_texts(cfg)
     ft = cfg["train"]["finetune"]
     position = torch.load(str(ckpt), map_location="cpu", weights_only=False)["model_cfg"]["position"]
@@ -76,10 +116,12 @@ def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, 
         resume.unlink(missing_ok=True)
         logger.info("%d-shot draw (seed %d): %d updates, %d/%d empty steps skipped, %.1fs", shots, seed,
                     summary["n_updates"], summary["n_empty_skipped"], summary["n_empty"], summary["seconds"])
-        prob = predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])[:, 1]
+        probs = predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])
         if attention_dir is None:
-            return prob
-        return prob, instance_attentions(model, store, list(test_ids))  # after predicting: same predictions
+            return probs[:, 1]
+        # after predicting: the same predictions with or without heatmap scores
+        return probs[:, 1], instance_scores(model, store, list(test_ids), texts, probs, five_score)
 
     return run_draws(method, fit_predict, split_csv, draws_csv, bag_paths, cfg, shots, out_parquet, threads, log,
-                     position=position, attention_dir=attention_dir, attention_runs=attention_runs)
+                     position=position, attention_dir=attention_dir, attention_runs=attention_runs,
+                     attention_kind=kind)
