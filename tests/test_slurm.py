@@ -316,7 +316,7 @@ def result_files(results: Path) -> set[Path]:
 def read_table(work: Path, rel: Path) -> pd.DataFrame:
     """A CSV/Parquet output with the run's own folder in its paths (e.g. qc's slide_path) replaced by <work>."""
     df = (pd.read_parquet if rel.suffix == ".parquet" else pd.read_csv)(work / "results" / rel)
-    for col in df.columns[df.dtypes == object]:
+    for col in df.columns[df.dtypes == "object"]:
         df[col] = df[col].map(lambda v: v.replace(str(work), "<work>") if isinstance(v, str) else v)
     return df
 

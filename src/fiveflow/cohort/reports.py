@@ -190,7 +190,7 @@ class _Facts:
     def node_stations(self) -> list[tuple[str, int, int]]:
         c, r = self.c, self.r
         side = "R" if c.laterality == "right" else "L"
-        pool = [f"level 7 (subcarinal)", f"level 10{side} (hilar)", f"level 11{side} (interlobar)",
+        pool = ["level 7 (subcarinal)", f"level 10{side} (hilar)", f"level 11{side} (interlobar)",
                 f"level 4{side}", "level 5 (aortopulmonary window)" if side == "L" else "level 2R", "level 9"]
         r.shuffle(pool)
         k = min(len(pool), max(2, min(4, c.nodes_examined // 3)))
@@ -344,7 +344,7 @@ def _uk_narrative(f: _Facts) -> str:
 
 
 def _eu_short(f: _Facts) -> str:
-    c, r = f.c, f.r
+    c = f.c
     parts = [f"Diagnosis: 1. Resection material from the {c.laterality} {c.lobe} lobe of the lung with a "
              f"{f.pick('peripheral', 'central', 'hilar')}, {c.subtype} "
              f"{'adenocarcinoma' if c.label == 'LUAD' else 'squamous cell carcinoma'}, {c.tumor_size_cm:.1f} cm in size"]
