@@ -235,7 +235,7 @@ def small_demo_slide(tmp_path_factory):
 
 def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path, caplog):
     from fiveflow.cli import main
-    from fiveflow.evaluate.heatmaps_run import heatmap_title, render_method
+    from fiveflow.evaluate.heatmaps_run import MONTAGE_TITLE_CHARS, heatmap_title, render_method, wrap_title
 
     case, slide = small_demo_slide
     xs, ys = np.meshgrid(np.arange(0, 1536 - 255, 256), np.arange(0, 1024 - 255, 256))
@@ -266,6 +266,10 @@ def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path, caplog):
         "FLAT: all tiles scored the same")
     assert heatmap_title({"slide_id": "s", "method": "FiVE", **meta, "kind": "instance_evidence"}).endswith(
         "8-shot run 0  (tile evidence)")
+    long = heatmap_title({"slide_id": case.slide_id, "method": "FiVE", **meta, "kind": "instance_evidence"}, "LUSC")
+    assert wrap_title(long, MONTAGE_TITLE_CHARS).split("\n") == [
+        f"{case.slide_id}  true {case.label}", "P(LUSC)=0.87  FiVE  8-shot run 0", "(tile evidence)"]
+    assert all(len(line) <= MONTAGE_TITLE_CHARS for line in wrap_title(long, MONTAGE_TITLE_CHARS).split("\n"))
     # attention of another slide size: a clear error, no PNG
     save_attention(tmp_path / "bad" / "x.parquet", case.slide_id, coords, np.ones(len(coords)), "abmil",
                    **{**meta, "slide_wh": [4096, 4096]})

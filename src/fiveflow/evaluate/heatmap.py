@@ -158,7 +158,7 @@ def render_heatmap(thumbnail_rgb: np.ndarray, grid: np.ndarray, out_png: str | P
         ax.set_axis_off()
         cax = fig.add_axes(((w / dpi + 0.15) / fw, 0.1, 0.18 / fw, 0.8 * (h / dpi) / fh))
         bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap=cmap), cax=cax)
-        bar.set_label("attention (normalised)")
+        bar.set_label("tile score (normalised)")
         if title:
             fig.text(0.01, 1.0 - 0.05 / fh, title, ha="left", va="top", fontsize=9)
     except BaseException:

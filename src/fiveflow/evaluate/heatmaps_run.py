@@ -112,6 +112,22 @@ def render_method(attention_dir: str | Path, slide_paths: dict[str, str], out_di
     return written
 
 
+# A montage panel is 3.6 in wide: about 40 characters of a 7-pt title fit; longer titles overlap the neighbours'.
+MONTAGE_TITLE_CHARS = 40
+
+
+def wrap_title(title: str, max_chars: int) -> str:
+    """The title's parts (separated by two spaces) on as few lines as keep each within ``max_chars``
+    (a part longer than that gets its own line)."""
+    lines: list[str] = []
+    for part in title.split("  "):
+        if lines and len(lines[-1]) + 2 + len(part) <= max_chars:
+            lines[-1] += "  " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def _wrapped(title: str, width_px: int) -> str:
     """The title on two lines (before ``P(``) when the image is too narrow for one (~6 px a character)."""
     return title.replace("  P(", "\nP(") if len(title) * 6 > width_px + 90 else title
@@ -137,9 +153,9 @@ def write_montage(panels: list[tuple[np.ndarray, str]], out_png: str | Path, nam
             ax.set_axis_off()
         for ax, (img, title) in zip(axes.ravel(), panels):
             ax.imshow(img, interpolation="nearest")
-            ax.set_title(title.replace("  P(", "\nP("), fontsize=7)
+            ax.set_title(wrap_title(title, MONTAGE_TITLE_CHARS), fontsize=7)
         fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap="jet"), ax=axes.ravel().tolist(), shrink=0.6,
-                     label="attention (normalised within slide)")
+                     label="tile score (normalised within slide)")
     except BaseException:
         plt.close(fig)
         raise
