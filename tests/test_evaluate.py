@@ -58,7 +58,7 @@ def test_renderers_handle_nan():
 
 import re  # noqa: E402
 
-from fiveflow.evaluate.report import ablation_markdown, ablation_table, method_order  # noqa: E402
+from fiveflow.evaluate.report import ablation_latex, ablation_markdown, ablation_table, method_order  # noqa: E402
 
 
 def _summary():
@@ -116,18 +116,25 @@ def test_ablation_table_has_difference_rows(tmp_path):
     md = ablation_markdown(abl)
     assert "| difference (FiVE - FiVE-classtexts) | +5.00 | +1.00 | +5.00 |" in md
     assert "| FiVE | 60.00 ± 1.00 | 75.00 ± 1.00 | 85.00 ± 1.00 |" in md
+    tex = ablation_latex(abl).splitlines()
+    assert tex[:3] == [r"\begin{tabular}{lccc}", r"\toprule", r"Accuracy (\%) & zero-shot & 1-shot & 4-shot \\"]
+    assert r"FiVE & 60.00 $\pm$ 1.00 & 75.00 $\pm$ 1.00 & 85.00 $\pm$ 1.00 \\" in tex
+    i = tex.index(r"difference (FiVE - FiVE-classtexts) & +5.00 & +1.00 & +5.00 \\")
+    assert tex[i - 1] == r"\midrule" and tex[-2:] == [r"\bottomrule", r"\end{tabular}"]
     # through evaluate_predictions, with runs: paired std of the differences
     files = fake_predictions(tmp_path)
     df = pd.read_parquet(files[2])  # FiVE 4 shots, 3 runs
     df["method"], df["prob"] = "FiVE-classtexts", 1 - df["prob"]
     df.to_parquet(tmp_path / "abl.parquet")
     out = SimpleNamespace(csv=tmp_path / "f.csv", md=tmp_path / "f.md", tex=tmp_path / "f.tex", runs=tmp_path / "r.csv",
-                          plot=tmp_path / "p.png", ablation_csv=tmp_path / "a.csv", ablation_md=tmp_path / "a.md")
+                          plot=tmp_path / "p.png", ablation_csv=tmp_path / "a.csv", ablation_md=tmp_path / "a.md",
+                          ablation_tex=tmp_path / "a.tex")
     evaluate_predictions(files + [str(tmp_path / "abl.parquet")], out, classes=["LUAD", "LUSC"], n_boot=50)
     a = pd.read_csv(out.ablation_csv)
     d = a[a["row"].str.startswith("difference")]
     assert d["shots"].tolist() == [4] and d["acc_mean"].item() > 0.3 and not np.isnan(d["acc_std"].item())
     assert "difference (FiVE - FiVE-classtexts)" in out.ablation_md.read_text()
+    assert r"difference (FiVE - FiVE-classtexts) & - & - & +83.33 $\pm$ 4.71 \\" in out.ablation_tex.read_text()
     csv = pd.read_csv(out.csv)
     assert {"bacc_mean", "acc_ci_low", "auc_ci_high", "f1opt_ci_low"} <= set(csv.columns)
 

@@ -2,7 +2,7 @@
 
 
 rule evaluate:
-    """Few-shot table (csv/md/tex/html, bootstrap CIs in the csv), per-run metrics, the ablation table,
+    """Few-shot table (csv/md/tex/html, bootstrap CIs in the csv), per-run metrics, the ablation table (csv/md/tex/html),
     the accuracy-vs-shots plot, ROC curves and confusion matrices."""
     input:
         preds=prediction_files(),
@@ -15,6 +15,7 @@ rule evaluate:
         plot=report(f"{R}/plots/fewshot.png", caption="../report/plot.rst", category="3. Results", subcategory="Plots"),
         ablation_csv=f"{R}/tables/ablation.csv",
         ablation_md=f"{R}/tables/ablation.md",
+        ablation_tex=f"{R}/tables/ablation.tex",
         ablation_html=report(f"{R}/tables/ablation.html", caption="../report/ablation.rst", category="3. Results", subcategory="Tables"),
         roc=report(f"{R}/plots/roc.png", caption="../report/roc.rst", category="3. Results", subcategory="Plots"),
         confusion=report(f"{R}/plots/confusion.png", caption="../report/confusion.rst", category="3. Results", subcategory="Plots"),

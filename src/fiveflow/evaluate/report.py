@@ -147,26 +147,50 @@ def ablation_table(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.
     return pd.DataFrame(rows, columns=cols)
 
 
-def ablation_markdown(abl: pd.DataFrame) -> str:
-    """Rows as in :func:`ablation_table`, shots as columns, accuracy (%) mean ± std ("-": missing)."""
+def _ablation_grid(abl: pd.DataFrame) -> tuple[list[int], list[tuple[str, list[str]]]]:
+    """``(shots, [(row name, cell texts)])`` of :func:`ablation_table`: accuracy (%) "mean ± std" for
+    methods, a signed "+d ± sd" for differences, "-" where missing."""
     shots = sorted({int(s) for s in abl["shots"]})
-    order = list(dict.fromkeys(abl["row"]))
     cells = {(r["row"], int(r["shots"])): r for _, r in abl.iterrows()}
-    lines = ["**Accuracy (%), FiVE and its ablations**", "",
-             "| | " + " | ".join(shot_label(s) for s in shots) + " |", "|---|" + "---:|" * len(shots)]
-    for name in order:
+    rows = []
+    for name in dict.fromkeys(abl["row"]):
         row = []
         for s in shots:
             r = cells.get((name, s))
             if r is None:
                 row.append("-")
             elif name.startswith("difference"):
-                v = 100 * r["acc_mean"]
-                row.append(f"{v:+.2f}" + (f" ± {100 * r['acc_std']:.2f}" if not pd.isna(r["acc_std"]) else ""))
+                row.append(f"{100 * r['acc_mean']:+.2f}"
+                           + (f" ± {100 * r['acc_std']:.2f}" if not pd.isna(r["acc_std"]) else ""))
             else:
                 row.append(_fmt(r["acc_mean"], r["acc_std"]))
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+        rows.append((name, row))
+    return shots, rows
+
+
+def ablation_markdown(abl: pd.DataFrame) -> str:
+    """Rows as in :func:`ablation_table`, shots as columns, accuracy (%) mean ± std ("-": missing)."""
+    shots, rows = _ablation_grid(abl)
+    lines = ["**Accuracy (%), FiVE and its ablations**", "",
+             "| | " + " | ".join(shot_label(s) for s in shots) + " |", "|---|" + "---:|" * len(shots)]
+    lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in rows]
     return "\n".join(lines) + "\n"
+
+
+def ablation_latex(abl: pd.DataFrame) -> str:
+    """The :func:`ablation_markdown` table as a booktabs tabular, the difference rows under a rule."""
+    shots, rows = _ablation_grid(abl)
+    lines = [r"\begin{tabular}{l" + "c" * len(shots) + "}", r"\toprule",
+             r"Accuracy (\%) & " + " & ".join(shot_label(s) for s in shots) + r" \\", r"\midrule"]
+    ruled = False
+    for name, row in rows:
+        if name.startswith("difference") and not ruled:
+            lines.append(r"\midrule")
+            ruled = True
+        cells = [c.replace("±", r"$\pm$") for c in row]
+        lines.append(_tex_escape(name) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
 
 
 HTML_STYLE = ("body{font-family:sans-serif;margin:1em;color:#111}"
@@ -209,23 +233,10 @@ def to_html(table: pd.DataFrame) -> str:
 
 def ablation_html(abl: pd.DataFrame) -> str:
     """The :func:`ablation_markdown` table as HTML."""
-    shots = sorted({int(s) for s in abl["shots"]})
-    cells = {(r["row"], int(r["shots"])): r for _, r in abl.iterrows()}
-    rows = []
-    for name in dict.fromkeys(abl["row"]):
-        row = [(name, False)]
-        for s in shots:
-            r = cells.get((name, s))
-            if r is None:
-                row.append(("-", False))
-            elif name.startswith("difference"):
-                sd = f" ± {100 * r['acc_std']:.2f}" if not pd.isna(r["acc_std"]) else ""
-                row.append((f"{100 * r['acc_mean']:+.2f}{sd}", False))
-            else:
-                row.append((_fmt(r["acc_mean"], r["acc_std"]), False))
-        rows.append(row)
+    shots, rows = _ablation_grid(abl)
     header = [""] + [shot_label(s) for s in shots]
-    return _html_page("Ablation", [("Accuracy (%), FiVE and its ablations", header, rows)])
+    return _html_page("Ablation", [("Accuracy (%), FiVE and its ablations", header,
+                                    [[(name, False)] + [(c, False) for c in row] for name, row in rows])])
 
 
 def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
@@ -252,7 +263,7 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
 
 def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """``out`` has attributes csv, md, tex, runs, plot and optionally html, ablation_csv, ablation_md,
-    ablation_html, roc, confusion (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the
+    ablation_html, ablation_tex, roc, confusion (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the
     bootstrap CIs."""
     pred = load_predictions(files)
     runs = per_run_metrics(pred, classes=classes)
@@ -276,8 +287,8 @@ def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int 
         if confusion_png is not None:
             plot_confusion(pred, classes, confusion_png)
     abl_csv, abl_md = getattr(out, "ablation_csv", None), getattr(out, "ablation_md", None)
-    abl_html = getattr(out, "ablation_html", None)
-    if abl_csv is not None or abl_md is not None or abl_html is not None:
+    abl_html, abl_tex = getattr(out, "ablation_html", None), getattr(out, "ablation_tex", None)
+    if any(f is not None for f in (abl_csv, abl_md, abl_html, abl_tex)):
         abl = ablation_table(table, runs)
         if abl_csv is not None:
             with atomic_path(abl_csv) as tmp:
@@ -286,4 +297,6 @@ def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int 
             atomic_write_text(abl_md, ablation_markdown(abl))
         if abl_html is not None:
             atomic_write_text(abl_html, ablation_html(abl))
+        if abl_tex is not None:
+            atomic_write_text(abl_tex, ablation_latex(abl))
     return table
