@@ -96,26 +96,25 @@ def slurm_conf(work: Path, node: str, cpus: int, mem_mb: int, partition: str = P
 
 def _stale_conf() -> dict[str, str] | None:
     """The settings of a configuration this module wrote and a killed run left behind (else None)."""
-    if not CONF.exists() or not CONF.read_text(errors="replace").startswith(HEADER):
+    text = CONF.read_text(errors="replace") if CONF.exists() else ""
+    if not text.startswith(HEADER):
         return None
-    return dict(line.split("=", 1) for line in CONF.read_text().splitlines() if "=" in line and " " not in line)
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and " " not in line)
 
 
-def stale_backup() -> Path | None:
-    """The backed-up original of a configuration a killed run left behind (None: there was none)."""
-    conf = _stale_conf()
-    if conf is None:
-        return None
+def _backup_of(conf: dict[str, str]) -> Path | None:
+    """The original configuration the run that wrote ``conf`` backed up (None: there was none)."""
     backup = Path(conf.get("StateSaveLocation", "/nonexistent")).parent / "slurm.conf.orig"
     return backup if backup.exists() else None
 
 
 def original_conf() -> bytes | None:
     """What /etc/slurm/slurm.conf holds once every test cluster, live or left by a killed run, is stopped."""
-    if _stale_conf() is not None:
-        backup = stale_backup()
-        return backup.read_bytes() if backup is not None else None
-    return CONF.read_bytes() if CONF.exists() else None
+    conf = _stale_conf()
+    if conf is None:
+        return CONF.read_bytes() if CONF.exists() else None
+    backup = _backup_of(conf)
+    return backup.read_bytes() if backup is not None else None
 
 
 class SlurmCluster:
@@ -183,7 +182,7 @@ class SlurmCluster:
                         time.sleep(0.1)
             except (TypeError, OSError, ValueError, IndexError):
                 pass
-        old_backup = stale_backup()
+        old_backup = _backup_of(conf)
         if old_backup is not None:
             shutil.copy2(old_backup, CONF)
         else:

@@ -342,11 +342,11 @@ def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -
             raise ReportCheckError(f"{shown.path}: the <img> in the report did not load ({shown.attrs})")
         if mime in ("image/png", "image/jpeg"):
             rect = [int(v) for v in shown.attrs.get("imgrect", "0,0,0,0").split(",")]
-            match, at = displayed_match(shot, load_rgb(decode_data_uri(entry["data_uri"])), (rect[2], rect[3]),
-                                        region=shown.pane, near_left=rect[0])
+            source = load_rgb(decode_data_uri(entry["data_uri"]))
+            match, at = displayed_match(shot, source, (rect[2], rect[3]), region=shown.pane, near_left=rect[0])
             stats["img_size"], stats["img_found_at"], stats["img_match"] = rect[2:], list(at), round(match, 4)
             if match < min_match:  # laid out elsewhere in this run (e.g. the side panel open): look everywhere
-                match, at, width = find_displayed(shot, load_rgb(decode_data_uri(entry["data_uri"])), min_match)
+                match, at, width = find_displayed(shot, source, min_match)
                 stats.update(img_found_at=list(at), img_match=round(match, 4), img_drawn_width=width)
             if match < min_match:
                 raise ReportCheckError(f"{shown.png}: {shown.path} is not on screen at the size the page drew it "
