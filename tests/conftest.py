@@ -26,6 +26,14 @@ def run_workflow(work: Path, *args: str, timeout: int = 600):
     return subprocess.run(workflow_cmd(work, *args), capture_output=True, text=True, timeout=timeout)
 
 
+def job_stats(log: str) -> dict[str, int]:
+    """Rule -> number of jobs, from the first "Job stats" table of a Snakemake log or dry run."""
+    import re
+
+    table = log.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
 def shared_path(rel: str) -> Path:
     """Path to a file in ../shared/data: fail when FIVEFLOW_REQUIRE_SHARED_DATA=1, else skip if absent."""
     p = SHARED_DATA / rel

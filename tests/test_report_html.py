@@ -312,13 +312,16 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
 
     from fiveflow.evaluate.report_screenshot import multiscale_match
 
-    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
-    ax.plot([1, 2, 4, 8], [0.5, 0.7, 0.9, 1.0], "o-")
-    ax.set_title("accuracy vs shots")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    src = np.asarray(Image.open(buf).convert("RGB"))
+    def plot_rgb(figsize):
+        fig, ax = plt.subplots(figsize=figsize, dpi=100)
+        ax.plot([1, 2, 4, 8], [0.5, 0.7, 0.9, 1.0], "o-")
+        ax.set_title("accuracy vs shots")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    src = plot_rgb((8, 3.2))
     shot = np.full((900, 1400, 3), 255, np.uint8)
     shot[:, :500] = (90, 95, 105)  # a side panel
     drawn = np.asarray(Image.fromarray(src).resize((700, 280), Image.BICUBIC))
@@ -332,13 +335,7 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
     from fiveflow.evaluate.report_screenshot import find_displayed
 
     wide = blank.copy()
-    fig, ax = plt.subplots(figsize=(16, 6.4), dpi=100)  # a large PNG the page scales down, as reports do
-    ax.plot([1, 2, 4, 8], [0.5, 0.7, 0.9, 1.0], "o-")
-    ax.set_title("accuracy vs shots")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    src = np.asarray(Image.open(buf).convert("RGB"))
+    src = plot_rgb((16, 6.4))  # a large PNG the page scales down, as reports do
     big = np.asarray(Image.fromarray(src).resize((1100, 440), Image.BICUBIC))
     wide[300:740, 560:1400] = big[:, :840]
     score, at, width = find_displayed(wide, src)

@@ -41,7 +41,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, workflow_cmd
+from conftest import PROJECT_ROOT, job_stats, workflow_cmd
 from slurm_cluster import CONF, HEADER, ClusterError, SlurmCluster, missing_requirements, original_conf
 from test_workflow_e2e import tiny_config
 
@@ -268,12 +268,6 @@ def slurm_and_local(cluster, tmp_path_factory):
     local_log = run_workflow_to_end(base / "local", "--cores", "2", timeout=600)
     print(f"\nwhole tiny workflow: {middle - start:.0f} s through SLURM, {time.monotonic() - middle:.0f} s locally")
     return base / "slurm", base / "local", slurm_log, local_log, cluster.controller_log()
-
-
-def job_stats(log: str) -> dict[str, int]:
-    """Rule -> number of jobs, from the first "Job stats" table of a Snakemake log."""
-    table = log.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def test_jobs_went_through_sbatch(slurm_and_local):

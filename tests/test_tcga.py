@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, shared_path
+from conftest import PROJECT_ROOT, job_stats, shared_path
 from fiveflow.cohort.gdc import gdc_table, patient_of
 
 HEADER = "id\tfilename\tmd5\tsize\tstate\n"
@@ -101,7 +101,7 @@ def test_full_dag_from_the_real_manifests(tmp_path):
                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout + out.stderr
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", text, re.M)}
+    counts = job_stats(text)
     assert counts["gdc_download"] == counts["tile"] == counts["embed"] == 1053, counts
     assert counts["pretrain"] == 1 and counts["fewshot"] == 4 * 5 and counts["baseline"] == 5 * 5, counts
 
