@@ -295,7 +295,7 @@ def test_bracketed_abbreviations_and_margin_keys(text, field, expected):
     assert labels(text)[field] == expected
 
 
-# -- histologic type after the grade in the first answer (rules-v4) ---------------------------
+# -- histologic type: extracted as data; in the first answer only on request (name_histotype) --
 @pytest.mark.parametrize("text, expected", [
     ("Histologic type: Adenocarcinoma of lung, solid type. Histologic grade: G3: Poorly differentiated.",
      "adenocarcinoma, solid type"),
@@ -309,11 +309,19 @@ def test_histology(text, expected):
     assert offline.extract(text).histology == expected
 
 
+def test_histology_is_not_named_by_default():
+    res = offline.extract("Keratinizing squamous cell carcinoma, well differentiated.")
+    assert res.histology == "keratinizing squamous cell carcinoma"  # kept as data
+    assert res.phrases[0] == "Well differentiated"
+    assert "squamous" not in res.answer.lower() and "keratin" not in res.answer.lower()
+    assert offline.answer_report("Keratinizing squamous cell carcinoma, well differentiated.") == res.answer
+
+
 def test_histology_follows_the_grade_only_when_the_grade_is_known():
-    known = offline.extract("Keratinizing squamous cell carcinoma, well differentiated.")
+    known = offline.extract("Keratinizing squamous cell carcinoma, well differentiated.", name_histotype=True)
     assert known.phrases[0] == "Well differentiated keratinizing squamous cell carcinoma"
     assert normalize_answer(known.answer).labels["differentiation"] == "well"
-    unknown = offline.extract("Keratinizing squamous cell carcinoma. Grade cannot be assessed.")
+    unknown = offline.extract("Keratinizing squamous cell carcinoma. Grade cannot be assessed.", name_histotype=True)
     assert unknown.histology and unknown.phrases[0] == "Unknown"
 
 

@@ -22,7 +22,8 @@ OCR_CSV = "reports/tcga_lung_100_ocr.csv"
 # Floors leave a few points for rule edits; adjacent invasion is loosely answered by GPT-4
 # (lymph nodes, bronchi, other lobes), so its floor is only a sanity check.
 # Issue 5's bar for the rules backend: every question >= 0.75 and the mean >= 0.85 (regression floors, a
-# little under what rules-v3 and rules-v4 (same fields; v4 adds the histologic type to the description) reach: 0.965 0.962 0.889 0.920 0.756 0.944).
+# little under what rules-v3 to rules-v5 (same fields; v4 appended the histologic type to the description, v5 names
+# it only with reports.name_histotype) reach: 0.965 0.962 0.889 0.920 0.756 0.944).
 AGREEMENT_FLOOR = {"differentiation": 0.93, "stas": 0.93, "vascular_invasion": 0.85,
                    "pleural_invasion": 0.88, "adjacent_invasion": 0.75, "margins": 0.91}
 CONTRACT = ["patient_id", *FIELDS, "description", "backend", "model", "prompt_version"]

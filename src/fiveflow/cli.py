@@ -132,6 +132,8 @@ def cmd_reports(args) -> int:
         cfg["precomputed"] = args.answers
     if args.answer_column:
         cfg["answer_column"] = args.answer_column
+    if args.name_histotype is not None:
+        cfg["name_histotype"] = args.name_histotype
     if backend_name(cfg["backend"]) == "precomputed" and not cfg.get("precomputed"):
         raise ValueError("--backend import needs --answers CSV (patient_id or patient_filename, and answer: "
                          "six phrases joined by ';')")
@@ -329,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--answers", help="answers table for --backend import (CSV/TSV/Parquet/XLSX with patient_id or "
                     "patient_filename, and the answers)")
     sp.add_argument("--answer-column", help="column of --answers holding the six answers joined by ';' (default: answer)")
+    sp.add_argument("--name-histotype", action=argparse.BooleanOptionalAction, default=None,
+                    help="rules backend: name the histologic type after the grade in the first answer (an extension "
+                         "that puts the class label into the descriptions; model rules-v5+histotype). Default: "
+                         "reports.name_histotype of --config, else off (the six answers only, as the FiVE authors')")
     sp.add_argument("--dry-run", action="store_true",
                     help="with --backend openai: print how many requests and about how many tokens the run would "
                          "spend (cached answers excluded); send nothing, write nothing")

@@ -23,6 +23,9 @@ rule reports:
         ),
     params:
         reports=config["reports"],
+        # explicit, so a change reruns the rule (and reads in the job's params): true = the rules backend names
+        # the histologic type, the class label, in the descriptions (model rules-v5+histotype); false = FiVE's six answers
+        name_histotype=bool(config["reports"].get("name_histotype", False)),
     log:
         f"{LOGS}/reports.log",
     benchmark:

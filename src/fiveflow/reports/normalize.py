@@ -333,10 +333,11 @@ def normalize_answer(answer: str | None) -> NormalizedAnswer:
 def canonical_description(labels: dict[str, str], histology: str = "") -> str:
     """The short canonical description for categorical labels (the offline backend's text).
 
+    Without ``histology`` (the default use) the six phrases answer the questions only. A
     ``histology`` (e.g. "keratinizing squamous cell carcinoma"), when given, follows the grade in
-    the first answer ("Well differentiated keratinizing squamous cell carcinoma"), the way an
-    LLM answers "What is the differentiation of the lesion?"; it is dropped when the grade is
-    unknown (that answer stays ``Unknown``)."""
+    the first answer ("Well differentiated keratinizing squamous cell carcinoma"); it is dropped
+    when the grade is unknown (that answer stays ``Unknown``). Naming the type is an opt-in
+    extension (``reports.name_histotype``): it puts the class label into the description."""
     phrases = [CANONICAL[f].get(labels[f], UNKNOWN) for f in FIELDS]
     if histology and phrases[0] != UNKNOWN:
         phrases[0] = f"{phrases[0]} {histology}"

@@ -28,7 +28,10 @@ Staging-manual definitions copied into reports ("pT2: Tumor with any of the foll
 features: ...; invades the visceral pleura; ...") are removed before reading.
 
 The result is categorical labels plus the evidence (clause snippets) behind each, and six
-short canonical phrases (:data:`fiveflow.reports.normalize.CANONICAL`).
+short canonical phrases (:data:`fiveflow.reports.normalize.CANONICAL`). The phrases answer the six
+questions only, as the FiVE authors' GPT-4 descriptions do: the histologic type the report states is
+kept as data (:attr:`OfflineResult.histology`) but named in the description only on request
+(``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v5+histotype``).
 """
 from __future__ import annotations
 
@@ -48,7 +51,16 @@ from .offline_text import (
     synoptic_value,
 )
 
-MODEL_NAME = "rules-v4"
+#: rules-v5: the descriptions answer the six questions only (rules-v4 appended the histologic type to the
+#: first answer: the class label leaked into pre-training). Bump it whenever the labels or descriptions change.
+MODEL_NAME = "rules-v5"
+#: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
+HISTOTYPE_SUFFIX = "+histotype"
+
+
+def model_name(name_histotype: bool = False) -> str:
+    """The ``model`` recorded with the labels: ``rules-v5``, or ``rules-v5+histotype`` with the opt-in."""
+    return MODEL_NAME + (HISTOTYPE_SUFFIX if name_histotype else "")
 
 # ----------------------------------------------------------------------------- fields
 
@@ -578,11 +590,16 @@ def _histology(cls: list[Clause]) -> str:
 
 @dataclass
 class OfflineResult:
-    """Labels for the six fields, the evidence behind them, and the six canonical phrases."""
+    """Labels for the six fields, the evidence behind them, and the six canonical phrases.
+
+    ``histology`` is the histologic type the report names (data, e.g. for audits); it enters the
+    description only when ``name_histotype`` is set (an opt-in extension: it puts the class label
+    into the pre-training texts, which the FiVE authors' descriptions do not do)."""
 
     labels: dict[str, str]
     evidence: dict[str, list[Hit]] = field(default_factory=dict)
     histology: str = ""
+    name_histotype: bool = False
 
     @property
     def phrases(self) -> list[str]:
@@ -590,9 +607,10 @@ class OfflineResult:
 
     @property
     def answer(self) -> str:
-        """The six phrases joined by '; ' (what an LLM backend would return); the first one names
-        the histologic type after the grade when the report gives both."""
-        return canonical_description(self.labels, self.histology)
+        """The six phrases joined by '; ' (what an LLM backend would return). The first is the grade
+        only ("Moderately differentiated"); with ``name_histotype`` the histologic type follows the
+        grade when the report gives both ("Well differentiated keratinizing squamous cell carcinoma")."""
+        return canonical_description(self.labels, self.histology if self.name_histotype else "")
 
 
 _EXTRACTORS = {
@@ -605,16 +623,18 @@ _EXTRACTORS = {
 }
 
 
-def extract(text: str) -> OfflineResult:
-    """Raw report text -> :class:`OfflineResult` (labels, evidence, canonical phrases)."""
+def extract(text: str, *, name_histotype: bool = False) -> OfflineResult:
+    """Raw report text -> :class:`OfflineResult` (labels, evidence, canonical phrases).
+
+    ``name_histotype`` only changes the description (see :class:`OfflineResult`), never the labels."""
     cls = clauses(text or "")
     labels: dict[str, str] = {}
     evidence: dict[str, list[Hit]] = {}
     for f in FIELDS:
         labels[f], evidence[f] = _EXTRACTORS[f](cls)
-    return OfflineResult(labels=labels, evidence=evidence, histology=_histology(cls))
+    return OfflineResult(labels=labels, evidence=evidence, histology=_histology(cls), name_histotype=name_histotype)
 
 
-def answer_report(text: str) -> str:
+def answer_report(text: str, *, name_histotype: bool = False) -> str:
     """Raw report text -> the six canonical answer phrases joined by '; '."""
-    return extract(text).answer
+    return extract(text, name_histotype=name_histotype).answer

@@ -2,7 +2,9 @@
 
 Backends (``reports.backend``):
 
-* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v4``.
+* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v5``. The
+  descriptions answer the six questions only; ``reports.name_histotype: true`` (an opt-in extension that
+  leaks the class label) names the histologic type after the grade, and ``model`` = ``rules-v5+histotype``.
 * ``openai``: :mod:`fiveflow.reports.llm` against any OpenAI-compatible server (``reports.openai``).
 * ``precomputed``: answers already made elsewhere (e.g. the FiVE authors' GPT-4 answers), a CSV
   with ``patient_id`` (or ``patient_filename``) and ``answer`` (``reports.precomputed``).
@@ -75,10 +77,10 @@ def read_precomputed(path: str | os.PathLike, answer_column: str = "answer") -> 
     return out.reset_index(drop=True)
 
 
-def _run_offline(texts: list[str]) -> list[tuple[dict[str, str], str, str, str]]:
+def _run_offline(texts: list[str], name_histotype: bool = False) -> list[tuple[dict[str, str], str, str, str]]:
     rows = []
     for t in tqdm(texts, desc="offline rules", unit="report", disable=None):
-        res = offline.extract(t)
+        res = offline.extract(t, name_histotype=name_histotype)
         rows.append((res.labels, res.answer, res.answer, ""))
     return rows
 
@@ -118,7 +120,7 @@ def structure_reports(
     """Structure every patient's report into the six FiVE answers; write the labels Parquet.
 
     ``cfg`` is the ``reports`` section of config.yaml (keys: ``backend``, ``precomputed``,
-    ``openai``). ``questions`` overrides resources/questions/five-v1.yaml; ``client`` injects an
+    ``openai``, ``name_histotype``: the rules backend names the histologic type only when true). ``questions`` overrides resources/questions/five-v1.yaml; ``client`` injects an
     OpenAI-compatible client (tests). ``reports_csv`` may be any input
     :func:`fiveflow.reports.inputs.read_report_inputs` accepts (``id_column``/``text_column`` name
     a table's columns). Reports that could not be used (``status`` empty/no_text/unreadable) are
@@ -162,10 +164,17 @@ def _structure(
     statuses, reasons = reports["status"].tolist(), reports["reason"].tolist()
     empty = [st != "ok" or not t.strip() for st, t in zip(statuses, texts)]
     meta: dict[str, Any] = {"backend": backend, "prompt_version": prompt.version, "prompt_sha256": prompt.sha256}
+    name_histotype = bool((cfg or {}).get("name_histotype", False))
+    if name_histotype and backend != "offline":
+        log.warning("reports.name_histotype applies to the rules backend only; the %s backend ignores it", backend)
 
     if backend == "offline":
-        model, version, phash = offline.MODEL_NAME, prompt.version, prompt.sha256
-        rows = _run_offline(texts)
+        model, version, phash = offline.model_name(name_histotype), prompt.version, prompt.sha256
+        meta["name_histotype"] = name_histotype
+        if name_histotype:
+            log.warning("reports.name_histotype: the descriptions name the histologic type (the class label) after "
+                        "the grade: an extension, not the FiVE method (model %s)", model)
+        rows = _run_offline(texts, name_histotype)
     elif backend == "openai":
         lcfg = llm.LLMConfig.from_cfg(cfg.get("openai"))
         model, version, phash = lcfg.model, prompt.version, prompt.sha256

@@ -2,8 +2,9 @@
 
 Two classes; each slide's bag is Gaussian noise in which a spatially contiguous subset of
 instances (20-40 %) carries a class direction plus a differentiation-grade direction. Each
-patient's description (six ';'-separated answers) names the grade and class-typical
-morphology, so fine-grained labels correlate with both the class and the image signal.
+patient's description (six ';'-separated answers) names the grade (never the class: like the
+authors' GPT-4 descriptions, it does not name the diagnosis), so fine-grained labels correlate with
+the grade part of the image signal, and the class must be learnt from the pixels.
 """
 from __future__ import annotations
 
@@ -14,14 +15,8 @@ import numpy as np
 import pandas as pd
 
 GRADES = ("well", "moderate", "poor")
-DIFF_PHRASES = {
-    0: ("Well-differentiated adenocarcinoma with acinar glands",
-        "Moderately differentiated adenocarcinoma with papillary and acinar growth",
-        "Poorly differentiated adenocarcinoma with solid growth and mucin"),
-    1: ("Well-differentiated squamous cell carcinoma with keratin pearls",
-        "Moderately differentiated keratinizing squamous cell carcinoma",
-        "Poorly differentiated non-keratinizing squamous cell carcinoma"),
-}
+_GRADE_PHRASES = ("Well differentiated", "Moderately differentiated", "Poorly differentiated")
+DIFF_PHRASES = {0: _GRADE_PHRASES, 1: _GRADE_PHRASES}  # per class, the same: the type is never named
 OTHER_ANSWERS = (  # (phrase, categorical value) choices for questions 2-6, with probabilities
     ((("Unknown", "unknown"), 0.9), (("Spread through air spaces present", "present"), 0.1)),
     ((("Vascular invasion present", "present"), 0.35), (("No vascular invasion", "absent"), 0.35), (("Unknown", "unknown"), 0.3)),
