@@ -114,20 +114,27 @@ def test_cross_residual_flag():
     torch.manual_seed(0)
     default = TFSAggregator(dim=32, heads=4).eval()
     torch.manual_seed(0)
-    no_res = TFSAggregator(dim=32, heads=4, cross_residual=False).eval()
+    no_res = TFSAggregator(dim=32, heads=4, cross_residual="mlp").eval()
     torch.manual_seed(0)
-    res = TFSAggregator(dim=32, heads=4, cross_residual=True).eval()
+    res = TFSAggregator(dim=32, heads=4, cross_residual="full").eval()
+    torch.manual_seed(0)
+    legacy = TFSAggregator(dim=32, heads=4, cross_residual=True).eval()  # old boolean: True -> full
     x, pos, bank = torch.randn(2, 7, 32), torch.rand(2, 7, 2), torch.randn(5, 32)
     assert torch.equal(default(x, pos, bank), no_res(x, pos, bank))
+    assert torch.equal(legacy(x, pos, bank), res(x, pos, bank))
     assert not torch.allclose(res(x, pos, bank), no_res(x, pos, bank), atol=1e-3)
     # the residual is exactly q + attn(...) before the MLP sub-block
     blk = res.cross_block
     q = bank.unsqueeze(0).expand(2, -1, -1)
     y = q + blk.attn(blk.ln_q(q), blk.ln_kv(x), None)
     assert torch.allclose(blk(q, x), y + blk.mlp(blk.ln_2(y)), atol=1e-6)
-    # build_model wires the flag (and defaults to the authors' no-residual block)
-    assert not _model().aggregator.cross_block.residual
-    assert _model(cross_residual=True).aggregator.cross_block.residual
+    # build_model wires the flag (default mlp) and maps the legacy booleans of old configs
+    assert _model().aggregator.cross_block.residual == "mlp"
+    assert _model(cross_residual=False).aggregator.cross_block.residual == "mlp"
+    assert _model(cross_residual=True).aggregator.cross_block.residual == "full"
+    assert _model(cross_residual="none").aggregator.cross_block.residual == "none"
+    with pytest.raises(ValueError, match="cross_residual"):
+        _model(cross_residual="query")
 
 
 @torch.no_grad()
@@ -163,17 +170,22 @@ def test_faithful_preset_validates_and_sets_authors_values():
         "text_encoder": "emilyalsentzer/Bio_ClinicalBERT", "text_max_tokens": 308, "text_mask_padding": False,
         "text_lora_r": 8, "text_lora_alpha": 32, "text_lora_dropout": 0.05,
         "text_lora_targets": ["query", "key", "value", "dense"], "attend_to_padding": True,
-        "cross_residual": False, "feature_norm": "none", "n_prompts": 16, "dim": 512, "heads": 8,
+        "cross_residual": "none", "pad_to_max_instances": True, "position_encoding": "sinusoid",
+        "position_in_cross_keys": True, "feature_norm": "none", "n_prompts": 16, "dim": 512, "heads": 8,
     }
     for k, v in expected_model.items():
         assert cfg["model"][k] == v, f"model.{k}"
     optim = {"epochs": 100, "lr": 3.0e-6, "aggregator_lr_mult": 10, "weight_decay": 1e-3, "warmup_epochs": 5,
              "min_lr": 3e-8, "accumulate": 16}
-    pre = dict(optim, instance_ratio=1.0, max_instances=16384, symmetric_loss=False, merge_shuffled=True)
-    fine = dict(optim, instance_ratio=0.25, faithful_empty_steps=True)
+    quirks = {"sampling": "integer_interval", "label_smoothing": 0.1, "lr_floor": "absolute", "drop_last_group": True,
+              "text_grad_candidates": 96}
+    # merge_shuffled false: the authors merge identical descriptions first, then shuffle (FIVE_METHOD.md section 4)
+    pre = dict(optim, **quirks, instance_ratio=1.0, max_instances=16384, symmetric_loss=False, merge_shuffled=False)
+    fine = dict(optim, **quirks, instance_ratio=0.25, faithful_empty_steps=True)
     for section, expected in (("pretrain", pre), ("finetune", fine)):
         for k, v in expected.items():
             assert cfg["train"][section][k] == v, f"train.{section}.{k}"
+    assert cfg["train"]["zeroshot_epoch"] == "best_on_test" and cfg["reports"]["name_histotype"] is False
     # every preset value line says which FIVE_METHOD.md section it comes from
     for line in (PROJECT_ROOT / "config" / "presets" / "five_faithful.yaml").read_text().splitlines():
         s = line.strip()
@@ -183,7 +195,9 @@ def test_faithful_preset_validates_and_sets_authors_values():
 
 def test_default_config_keeps_our_defaults():
     base = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
-    assert base["model"]["attend_to_padding"] is False and base["model"]["cross_residual"] is False
+    m = base["model"]
+    assert m["attend_to_padding"] is False and m["cross_residual"] == "mlp" and m["pad_to_max_instances"] is False
+    assert m["position_encoding"] == "fourier" and m["position_in_cross_keys"] is False
 
 
 def test_old_checkpoint_without_pad_token_loads(tmp_path):
@@ -195,7 +209,9 @@ def test_old_checkpoint_without_pad_token_loads(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
     assert torch.equal(loaded.pad_token, torch.zeros(32))
-    assert not loaded.aggregator.attend_to_padding and not loaded.aggregator.cross_block.residual
+    assert not loaded.aggregator.attend_to_padding and loaded.aggregator.cross_block.residual == "mlp"
+    assert not loaded.pad_to_max_instances and loaded.aggregator.position_encoding == "fourier"
+    assert not loaded.aggregator.position_in_cross_keys
     x, p = torch.randn(1, 7, FEAT), torch.rand(1, 7, 2)
     with torch.no_grad():
         assert torch.allclose(m.encode_slide(x, p, m.prompt_bank(None)),

@@ -157,8 +157,18 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
                         f"({tiling.get('patch_size')}). Fix: lower the overlap (e.g. patch_size // 2 for 50%).")
     problems += _mizero_problems(cfg, source, root)
     problems += _ablation_problems(cfg, source)
+    problems += _model_problems(cfg, source)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _model_problems(cfg: dict, source: str) -> list[str]:
+    model = cfg.get("model") or {}
+    if model.get("position_encoding") == "sinusoid" and model.get("position", "coords") != "index":
+        return [f"{source}: `model.position_encoding` is sinusoid (the authors' 1-D encoding of row index / N) but "
+                f"`model.position` is {model.get('position', 'coords')!r}. Fix: set `model.position: index`, or use "
+                "`model.position_encoding: fourier` with coordinates."]
+    return []
 
 
 def _ablation_problems(cfg: dict, source: str) -> list[str]:
