@@ -45,11 +45,30 @@ On a machine with a CUDA GPU the same configurations also run on it (``--device 
 default, runs CPU and, when ``torch.cuda.is_available()``, CUDA); the RESULT line reports CPU
 (``device=cpu``) and adds ``cuda_step_s_*`` / ``cuda_peak_mb_*`` keys when CUDA ran.
 
+LoRA text step (``--only lora`` runs just this part): the text encoder with LoRA adapters
+(``model.text_lora_r`` 8, the config's ``text_encoder``, the offline MiniLM by default, at
+``text_max_tokens`` 308) trains, so every candidate text runs through it at every step. One
+training step (``loop.train_group`` + AdamW, as above, on a 1k-instance bag) over ``--lora-texts``
+(786, the authors' pre-training descriptions) synthetic 6-answer descriptions, each long enough
+that it is truncated to exactly 308 tokens (checked), with ``text_grad_candidates`` =
+``--lora-grad`` (96: 96 random candidates are encoded with gradients, the other 690 under
+``no_grad`` in batches); and the same step with only 96 candidates (all with gradients). The
+text-perturbation seed is one that drops no question, so every candidate keeps its full length.
+Each runs once in its own fresh subprocess, after a small warm-up step (3 candidates, 1 with
+gradients: the process's first step allocates about 1 GB of one-time buffers, which would
+otherwise dominate the smaller case's peak, and it creates the AdamW state); the peak memory is measured as above (CPU: ``VmHWM`` after the step minus
+``VmRSS`` just before it, the peak reset first; CUDA: ``max_memory_allocated``). Acceptance:
+``lora_peak_ratio`` = peak(786) / peak(96) <= 1.5, i.e. memory is set by the gradient subset,
+not by the number of candidates.
+
 Usage: ``.venv/bin/python benchmarks/bench_train.py [--sizes 1024,4096,16384]
-[--ratios 0.25,0.5,1.0] [--dim 512] [--steps 3] [--max-seconds 60] [--threads 2] [--device auto]``
+[--ratios 0.25,0.5,1.0] [--dim 512] [--steps 3] [--max-seconds 60] [--threads 2] [--device auto]
+[--only all|steps|lora] [--lora-texts 786] [--lora-grad 96]``
 
 Last line: ``RESULT step_s_1k=... step_s_4k=... step_s_16k=... peak_mb_1k=... peak_mb_4k=...
-peak_mb_16k=... mem_growth_16k_vs_1k=... instances_ratio_16k_vs_1k=... device=cpu``
+peak_mb_16k=... mem_growth_16k_vs_1k=... instances_ratio_16k_vs_1k=... lora_step_s_786=...
+lora_step_s_96=... lora_peak_mb_786=... lora_peak_mb_96=... lora_peak_ratio=... device=cpu``
+(``--only steps``: without the ``lora_*`` keys; ``--only lora``: only those and ``device``)
 """
 from __future__ import annotations
 
@@ -77,6 +96,10 @@ from fiveflow.train.schedule import build_optimizer  # noqa: E402
 
 SLIDE = "bench-slide"
 TEXT_SEED = 1  # with the 6 questions this seed drops 2 of them (bank = 4 questions + 16 prompts)
+LORA_TOKENS = 308  # the authors' fixed text context
+LORA_WORDS = ("tumour cells show glandular papillary acinar solid pattern with mucin necrosis stroma "
+              "invasion margin pleura vessel lymph node grade nuclear atypia mitoses high low moderate "
+              "focal diffuse present absent clear cell lining spaces").split()
 
 
 class OneBag:
@@ -177,14 +200,120 @@ def child(n: int, ratio: float, device: str, args) -> dict:
             "empty": summary["n_empty"], "losses": [round(x, 3) for x in losses]}
 
 
-def run_child(n: int, ratio: float, device: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", f"{n},{ratio},{device}", "--dim", str(args.dim),
+def long_descriptions(n_texts: int, n_questions: int, words_per_answer: int = 60) -> list[str]:
+    """Distinct synthetic descriptions, one long answer per question (no Unknown), > 308 tokens each."""
+    rng = np.random.default_rng(0)
+    return ["; ".join(f"case {t} answer {q} " + " ".join(rng.choice(LORA_WORDS, words_per_answer))
+                      for q in range(n_questions)) for t in range(n_texts)]
+
+
+def no_drop_seed(n_questions: int) -> int:
+    """The first text-perturbation seed whose draw drops no question (candidates keep their length)."""
+    return next(s for s in range(1000) if not draw_dropped_questions(n_questions, np.random.default_rng(s)))
+
+
+def lora_child(n_texts: int, grad: int, device: str, args) -> dict:
+    """One LoRA training step over ``n_texts`` 308-token candidates, ``grad`` of them with gradients."""
+    torch.set_num_threads(args.threads)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    model_cfg = dict(cfg["model"], text_lora_r=8, text_max_tokens=LORA_TOKENS)
+    optim_cfg = dict(cfg["train"]["pretrain"], instance_ratio=1.0, accumulate=1, text_grad_candidates=grad)
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    questions = load_questions()
+    texts = long_descriptions(n_texts, len(questions))
+    model = build_model(model_cfg, args.dim, questions, dev)
+    enc = model.text_encoder
+    lengths = [len(ids) for ids in enc.tokenizer(texts, truncation=False)["input_ids"]]
+    if min(lengths) < LORA_TOKENS or enc.max_tokens != LORA_TOKENS:
+        raise RuntimeError(f"candidates must be truncated to {LORA_TOKENS} tokens: shortest {min(lengths)}, "
+                           f"context {enc.max_tokens}")
+    optimizer = build_optimizer(model, optim_cfg)
+    model.train()
+    rng = np.random.default_rng(0)
+    n = 1024
+    store = OneBag(Bag(torch.from_numpy(rng.standard_normal((n, args.dim), dtype=np.float32)),
+                       torch.from_numpy(relative_positions(rng.integers(0, 100_000, size=(n, 2)),
+                                                           cfg["model"]["position"]))))
+    summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
+    losses: list[float] = []
+    seed = no_drop_seed(len(questions))
+    max_inst = int(optim_cfg["max_instances"])
+    # warm-up: a 3-candidate step, 1 with gradients and 2 without, so both paths have run once and the
+    # AdamW state exists (the process's first step allocates ~1 GB of one-time buffers and takes ~15 s)
+    # at learning rate 0, so the weights of the measured step are the initial ones
+    t0 = time.perf_counter()
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0
+    optimizer.zero_grad(set_to_none=True)
+    train_group(model, store, [(SLIDE, 1)], texts[:3], len(questions), 1.0, max_inst, np.random.default_rng(seed),
+                np.random.default_rng(1), False, summary, [], grad_candidates=1, cand_rng=np.random.default_rng(2))
+    optimizer.step()
+    for g, lr in zip(optimizer.param_groups, lrs):
+        g["lr"] = lr
+    sync(dev)
+    warm = time.perf_counter() - t0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        reset = reset_peak_rss()
+        base = status_kb("VmRSS" if reset else "VmHWM") * 1024
+    sync(dev)
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    used = train_group(model, store, [(SLIDE, 1)], texts, len(questions), 1.0, max_inst,
+                       np.random.default_rng(seed), np.random.default_rng(1), False, summary, losses,
+                       grad_candidates=grad, cand_rng=np.random.default_rng(2))
+    optimizer.step()
+    sync(dev)
+    step_s = time.perf_counter() - t0
+    if not used:
+        raise RuntimeError("the LoRA training step did not run a forward/backward pass")
+    if dev.type == "cuda":
+        peak, how = torch.cuda.max_memory_allocated() - base, "max_memory_allocated"
+    else:
+        peak, how = status_kb("VmHWM") * 1024 - base, "VmHWM-VmRSS" if reset else "VmHWM-VmHWM"
+    return {"n_texts": n_texts, "grad": min(grad, n_texts) if grad else n_texts, "device": device,
+            "warmup_s": warm, "step_s": step_s, "peak_mb": peak / 2 ** 20, "mem": how, "tokens": LORA_TOKENS,
+            "loss": round(losses[0], 4)}
+
+
+def run_child(n: int, ratio: float, device: str, args, lora: bool = False) -> dict:
+    spec = ["--lora-child" if lora else "--child", f"{n},{ratio},{device}"]
+    cmd = [sys.executable, __file__, *spec, "--dim", str(args.dim),
            "--steps", str(args.steps), "--max-seconds", str(args.max_seconds), "--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         sys.stderr.write(out.stderr)
-        raise RuntimeError(f"configuration N={n} ratio={ratio} on {device} failed (exit {out.returncode})")
+        what = f"LoRA step with {n} texts ({ratio} with gradients)" if lora else f"configuration N={n} ratio={ratio}"
+        raise RuntimeError(f"{what} on {device} failed (exit {out.returncode})")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def lora_part(devices: list[str], args) -> list[str]:
+    """Run the two LoRA configurations per device; return their RESULT fields."""
+    big, k = args.lora_texts, args.lora_grad
+    print(f"LoRA text step (r 8, {LORA_TOKENS}-token candidates, text_grad_candidates {k}), one step each, "
+          f"{args.threads} CPU threads")
+    print(f"{'device':>6} {'texts':>6} {'w/grad':>6} {'step_s':>8} {'peak_mb':>9}  memory")
+    fields: list[str] = []
+    for dev in devices:
+        res = {}
+        for n in (big, k):
+            d = run_child(n, k, dev, args, lora=True)
+            res[n] = d
+            print(f"{dev:>6} {n:>6} {d['grad']:>6} {d['step_s']:>8.1f} {d['peak_mb']:>9.1f}  {d['mem']}", flush=True)
+        ratio = res[big]["peak_mb"] / res[k]["peak_mb"]
+        print(f"{dev} LoRA: {big} vs {k} candidates -> peak memory x{ratio:.2f} "
+              f"({'ok, <= 1.5' if ratio <= 1.5 else 'ABOVE 1.5'}), step time x{res[big]['step_s'] / res[k]['step_s']:.2f}")
+        pre = "" if dev == "cpu" else f"{dev}_"
+        for key, fmt in (("step_s", ".4g"), ("peak_mb", ".1f")):
+            for n in (big, k):
+                fields.append(f"{pre}lora_{key}_{n}={res[n][key]:{fmt}}")
+        fields.append(f"{pre}lora_peak_ratio={ratio:.3f}")
+    return fields
 
 
 def kname(n: int) -> str:
@@ -200,17 +329,32 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="cap on timed seconds per configuration")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--only", default="all", choices=["all", "steps", "lora"],
+                    help="steps = the instance sweep only; lora = the LoRA text step only")
+    ap.add_argument("--lora-texts", type=int, default=786, help="candidate texts of the LoRA step")
+    ap.add_argument("--lora-grad", type=int, default=96, help="text_grad_candidates of the LoRA step")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--lora-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         n, ratio, device = args.child.split(",")
         print(json.dumps(child(int(n), float(ratio), device, args)))
+        return
+    if args.lora_child:
+        n, grad, device = args.lora_child.split(",")
+        print(json.dumps(lora_child(int(n), int(float(grad)), device, args)))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = [float(r) for r in args.ratios.split(",")]
     devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
                "cpu": ["cpu"], "cuda": ["cuda"]}[args.device]
+    t_all = time.perf_counter()
+    if args.only == "lora":
+        fields = lora_part(devices, args)
+        print(f"total {time.perf_counter() - t_all:.0f}s")
+        print("RESULT " + " ".join(fields + [f"device={'cpu' if 'cpu' in devices else 'cuda'}"]))
+        return
     big = max(sizes)
     configs = [(n, 1.0) for n in sizes] + [(big, r) for r in ratios if r != 1.0]
     print(f"FiVE training step (forward + backward + AdamW), feature dim {args.dim}, "
@@ -218,7 +362,6 @@ def main() -> None:
     print(f"{'device':>6} {'N':>6} {'ratio':>5} {'M':>6} {'warmup_s':>9} {'step_s':>8} {'steps':>5} "
           f"{'peak_mb':>8} {'ms/1k M':>8} {'MB/1k M':>8}  memory")
     res: dict[tuple, dict] = {}
-    t_all = time.perf_counter()
     for dev in devices:
         for n, r in configs:
             d = run_child(n, r, dev, args)
@@ -226,7 +369,6 @@ def main() -> None:
             print(f"{dev:>6} {n:>6} {r:>5.2f} {d['m']:>6} {d['warmup_s']:>9.3f} {d['step_s']:>8.3f} {d['steps']:>5} "
                   f"{d['peak_mb']:>8.1f} {1e6 * d['step_s'] / d['m']:>8.2f} {1024 * d['peak_mb'] / d['m']:>8.2f}  {d['mem']}",
                   flush=True)
-    print(f"total {time.perf_counter() - t_all:.0f}s")
     for dev in devices:
         sweep = sorted((res[(dev, big, r)] for r in ratios if (dev, big, r) in res), key=lambda d: d["m"])
         if len(sweep) > 1:
@@ -255,6 +397,9 @@ def main() -> None:
                 fields.append(f"cuda_{key}_{kname(n)}={res[('cuda', n, 1.0)][key]:.4g}")
         s, b = res[("cuda", min(sizes), 1.0)], res[("cuda", big, 1.0)]
         fields.append(f"cuda_mem_growth_{kname(big)}_vs_{kname(min(sizes))}={b['peak_mb'] / s['peak_mb']:.3f}")
+    if args.only == "all":
+        fields += lora_part(devices, args)
+    print(f"total {time.perf_counter() - t_all:.0f}s")
     fields.append(f"device={'cpu' if 'cpu' in devices else 'cuda'}")
     print("RESULT " + " ".join(fields))
 

@@ -1,6 +1,7 @@
 """The training loop shared by pre-training and few-shot fine-tuning, and batch-free prediction.
 
-One slide per forward pass (no padding needed), gradients accumulated over ``accumulate``
+One slide per forward pass (no padding needed, unless ``model.pad_to_max_instances`` pads every
+bag to the stage's ``max_instances`` as the authors), gradients accumulated over ``accumulate``
 slides per optimiser step. Every forward draws its own dropped questions (authors: batch 1
 per GPU). With ``symmetric_loss`` the slides of one accumulation group share one draw so the
 text->image direction can compare them (the image->text term is unchanged).
@@ -24,7 +25,7 @@ from ..io import atomic_path
 from ..model.five import FiVEModel
 from .data import Bag, BagStore
 from .descriptions import all_variants, draw_dropped_questions, n_variants, perturb_descriptions
-from .sampling import sample_instances
+from .sampling import SAMPLING_MODES, sample_instances
 from .schedule import build_optimizer, set_lr
 
 log = logging.getLogger("fiveflow.train")
@@ -58,22 +59,23 @@ def _autocast(device: torch.device):
 
 
 def slide_embedding(model: FiVEModel, bag: Bag, bank: torch.Tensor, ratio: float, max_instances: int,
-                    train: bool, rng: np.random.Generator | None) -> torch.Tensor:
+                    train: bool, rng: np.random.Generator | None, sampling: str = "segments") -> torch.Tensor:
     """Sample a bag's instances and aggregate them into a unit vector ``[1, d]`` (float32).
 
     Only the aggregator runs under autocast (bf16 on CUDA); text embeddings and the cosine
     logits stay float32, since at s = 300 bf16 rounding of a cosine would move logits by ~1.
     """
-    idx = torch.from_numpy(sample_instances(bag.n, ratio, max_instances, train, rng))
+    idx = torch.from_numpy(sample_instances(bag.n, ratio, max_instances, train, rng, sampling))
     feats = bag.features[idx].unsqueeze(0).to(model.device, non_blocking=True)
     pos = bag.pos[idx].unsqueeze(0).to(model.device, non_blocking=True)
     with _autocast(model.device):
-        out = model.encode_slide(feats, pos, bank)
+        # model.pad_to_max_instances: padded to this stage's max_instances, pads at M / N (FiVEModel docstring)
+        out = model.encode_slide(feats, pos, bank, max_instances=max_instances, bag_size=bag.n)
     return F.normalize(out.float(), dim=-1) if out.dtype != torch.float32 else out
 
 
 def slides_embedding(model: FiVEModel, bags: Sequence[Bag], bank: torch.Tensor, ratio: float, max_instances: int,
-                     train: bool, rng: np.random.Generator | None) -> torch.Tensor:
+                     train: bool, rng: np.random.Generator | None, sampling: str = "segments") -> torch.Tensor:
     """Batched :func:`slide_embedding`: unit vectors ``[B, d]`` (float32) for several bags in one forward.
 
     Each bag is sampled in turn with the same ``rng`` (so the draws equal calling
@@ -82,11 +84,11 @@ def slides_embedding(model: FiVEModel, bags: Sequence[Bag], bank: torch.Tensor, 
     """
     feats, poss = [], []
     for bag in bags:
-        idx = torch.from_numpy(sample_instances(bag.n, ratio, max_instances, train, rng))
+        idx = torch.from_numpy(sample_instances(bag.n, ratio, max_instances, train, rng, sampling))
         feats.append(bag.features[idx].to(model.device, non_blocking=True))
         poss.append(bag.pos[idx].to(model.device, non_blocking=True))
     with _autocast(model.device):
-        out = model.encode_slides(feats, poss, bank)
+        out = model.encode_slides(feats, poss, bank, max_instances=max_instances, bag_sizes=[b.n for b in bags])
     return F.normalize(out.float(), dim=-1) if out.dtype != torch.float32 else out
 
 
@@ -95,9 +97,10 @@ def _keep(n_questions: int, dropped: Sequence[int]) -> list[int]:
     return [i for i in range(n_questions) if i not in d]
 
 
-def _symmetric_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean of image->text CE and multi-positive text->image CE over the group's slides."""
-    i2t = F.cross_entropy(logits, targets)
+def _symmetric_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean of image->text CE (label-smoothed by ``label_smoothing``) and multi-positive
+    text->image CE over the group's slides."""
+    i2t = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     lt = logits.t()  # [T, G]
     present = torch.unique(targets)
     pos = targets.unsqueeze(0) == present.unsqueeze(1)  # [P, G]
@@ -121,11 +124,23 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     and the result is identical to an uninterrupted run (same seed, same device). A state
     written for another key is ignored (and overwritten). The caller removes the file once the
     final model is saved. ``on_epoch(epoch)`` is called after each epoch's state is saved.
+
+    The authors' training quirks, each behind a key of ``optim_cfg`` (absent = ours):
+    ``sampling`` (``segments`` | ``integer_interval``, :func:`sample_instances`; evaluation by
+    :func:`predict_probs` should get the same), ``label_smoothing`` (of the image->text
+    cross-entropy), ``lr_floor`` (:func:`build_optimizer`), ``drop_last_group`` (an incomplete
+    accumulation group at the end of an epoch is discarded: no forward, no step; the schedule
+    then counts ``n // accumulate`` steps per epoch) and ``text_grad_candidates`` (with LoRA:
+    candidates per step encoded with gradients, :meth:`FiVEModel.text_vectors`; 0 = all).
     """
     logger = logger or log
     # separate streams: slide order, text perturbation, instance sampling; so the order and
     # the dropped questions do not depend on whether empty steps are skipped or kept
-    order_rng, text_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    seeds = np.random.SeedSequence(seed)
+    order_rng, text_rng, rng = (np.random.default_rng(s) for s in seeds.spawn(3))
+    # a fourth stream (spawn key 3, so the three above are unchanged): which candidate texts carry
+    # gradients through a LoRA encoder; never drawn from with a frozen encoder
+    cand_rng = np.random.default_rng(seeds.spawn(1)[0])
     torch.manual_seed(seed)
     epochs = int(optim_cfg["epochs"])
     accumulate = int(optim_cfg["accumulate"])
@@ -133,12 +148,29 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     faithful_empty = bool(optim_cfg.get("faithful_empty_steps", False))
     symmetric = bool(optim_cfg.get("symmetric_loss", False))
     merge_shuffled = bool(optim_cfg.get("merge_shuffled", False))
+    # the authors' quirks (FIVE_METHOD.md 3-4); .get: older configs lack the keys
+    sampling = str(optim_cfg.get("sampling", "segments"))
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"{label}: sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+    label_smoothing = float(optim_cfg.get("label_smoothing", 0.0))
+    drop_last = bool(optim_cfg.get("drop_last_group", False))
+    grad_cands = int(optim_cfg.get("text_grad_candidates", 96))
     nq = len(model.questions)
     n = len(items)
     if n == 0 and epochs > 0:
         raise ValueError(f"{label}: no training slides")
     lr = 0.0
-    steps_per_epoch = math.ceil(n / accumulate) if n else 0
+    # drop_last_group: only whole groups run (and count in the schedule); the rest is discarded
+    steps_per_epoch = (n // accumulate if drop_last else math.ceil(n / accumulate)) if n else 0
+    n_run = steps_per_epoch * accumulate if drop_last else n  # slides of an epoch that are trained on
+    if drop_last and epochs and n and steps_per_epoch == 0:
+        logger.warning("%s: drop_last_group is on and %d training slide(s) are fewer than accumulate (%d): every "
+                       "epoch is one incomplete accumulation group, which is discarded, so this run makes 0 "
+                       "optimiser updates and the model is returned untrained. Fix: lower accumulate to at most "
+                       "%d, or set drop_last_group: false.", label, n, accumulate, n)
+    elif drop_last and epochs and n % accumulate:
+        logger.info("%s: drop_last_group: %d of %d slides per epoch (an incomplete group of accumulate %d) are "
+                    "discarded", label, n % accumulate, n, accumulate)
     total, warmup = epochs * steps_per_epoch, int(optim_cfg["warmup_epochs"]) * steps_per_epoch
     optimizer = build_optimizer(model, optim_cfg)
     if epochs and n:
@@ -146,9 +178,10 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     model.train()
     t0 = time.perf_counter()
     summary = {"label": label, "n_slides": n, "n_texts": len(texts), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
-               "n_updates": 0, "n_forward": 0, "n_empty": 0, "n_empty_skipped": 0, "epoch_loss": []}
+               "n_updates": 0, "n_forward": 0, "n_empty": 0, "n_empty_skipped": 0, "n_discarded_groups": 0,
+               "n_discarded_slides": 0, "epoch_loss": []}
     step, start_epoch = 0, 0
-    streams = (order_rng, text_rng, rng)
+    streams = (order_rng, text_rng, rng, cand_rng)
     if resume is not None:
         state = load_train_state(resume, run_key, logger)
         if state is not None:
@@ -166,17 +199,21 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     for epoch in range(start_epoch, epochs):
         order = order_rng.permutation(n)
         losses: list[float] = []
-        for g0 in range(0, n, accumulate):
+        for g0 in range(0, n_run, accumulate):
             group = [items[i] for i in order[g0:g0 + accumulate]]
             lr = set_lr(optimizer, step, total, warmup)
             step += 1
             optimizer.zero_grad(set_to_none=True)
             used = (train_group_symmetric if symmetric else train_group)(
                 model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary, losses,
-                merge_shuffled)
+                merge_shuffled, sampling=sampling, label_smoothing=label_smoothing, grad_candidates=grad_cands,
+                cand_rng=cand_rng)
             if used:
                 optimizer.step()
                 summary["n_updates"] += 1
+        if n_run < n:
+            summary["n_discarded_groups"] += 1
+            summary["n_discarded_slides"] += n - n_run
         mean_loss = float(np.mean(losses)) if losses else float("nan")
         summary["epoch_loss"].append(mean_loss)
         logger.info("%s epoch %d/%d loss %.4f lr %.2e (%d texts, %.1fs)", label, epoch + 1, epochs, mean_loss, lr,
@@ -231,11 +268,25 @@ def load_train_state(path: str | Path, run_key: str | None, logger: logging.Logg
     return state
 
 
+def _encode_candidates(model: FiVEModel, cand: Sequence[str], grad_candidates: int,
+                       cand_rng: np.random.Generator | None) -> torch.Tensor:
+    """The step's candidate texts as unit vectors; with LoRA only ``grad_candidates`` random ones
+    carry gradients through the encoder (0 = all). A frozen encoder is cached: the flag does nothing."""
+    if getattr(model, "text_lora", None) is None or not grad_candidates:
+        return model.encode_texts(cand)
+    return model.encode_texts(cand, grad_subset=grad_candidates, rng=cand_rng)
+
+
 def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
-                losses, merge_shuffled: bool = False) -> bool:
+                losses, merge_shuffled: bool = False, *, sampling: str = "segments", label_smoothing: float = 0.0,
+                grad_candidates: int = 0, cand_rng: np.random.Generator | None = None) -> bool:
     """Forward and backward for one accumulation group, one slide per forward, each with its own
     dropped questions (the authors' batch of 1 per GPU). Returns whether any gradient was made
-    (False when every step of the group was an empty, skipped step)."""
+    (False when every step of the group was an empty, skipped step).
+
+    ``sampling``: instance sampling mode; ``label_smoothing``: of the cross-entropy;
+    ``grad_candidates`` / ``cand_rng``: with LoRA, how many candidate texts carry gradients and
+    the stream that picks them (:meth:`FiVEModel.text_vectors`; 0 = all)."""
     used = False
     for slide_id, target in group:
         dropped = draw_dropped_questions(nq, text_rng)
@@ -246,9 +297,10 @@ def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, 
                 summary["n_empty_skipped"] += 1
                 continue
         bank = model.prompt_bank(_keep(nq, dropped))
-        slide = slide_embedding(model, store.get(slide_id), bank, ratio, max_inst, True, rng)
-        logits = model.logits(slide, model.encode_texts(cand))
-        loss = F.cross_entropy(logits, torch.tensor([remap[target]], device=model.device))
+        slide = slide_embedding(model, store.get(slide_id), bank, ratio, max_inst, True, rng, sampling)
+        logits = model.logits(slide, _encode_candidates(model, cand, grad_candidates, cand_rng))
+        loss = F.cross_entropy(logits, torch.tensor([remap[target]], device=model.device),
+                               label_smoothing=label_smoothing)
         (loss / len(group)).backward()
         losses.append(float(loss.detach()))
         summary["n_forward"] += 1
@@ -257,7 +309,9 @@ def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, 
 
 
 def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
-                          losses, merge_shuffled: bool = False) -> bool:
+                          losses, merge_shuffled: bool = False, *, sampling: str = "segments",
+                          label_smoothing: float = 0.0, grad_candidates: int = 0,
+                          cand_rng: np.random.Generator | None = None) -> bool:
     """Like :func:`train_group` with the symmetric image<->text loss: the group shares one draw."""
     dropped = draw_dropped_questions(nq, text_rng)
     cand, remap = perturb_descriptions(texts, dropped, text_rng, merge_shuffled=merge_shuffled)
@@ -267,10 +321,11 @@ def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_
             summary["n_empty_skipped"] += len(group)
             return False
     bank = model.prompt_bank(_keep(nq, dropped))
-    slides = torch.cat([slide_embedding(model, store.get(s), bank, ratio, max_inst, True, rng) for s, _ in group])
-    logits = model.logits(slides, model.encode_texts(cand))
+    slides = torch.cat([slide_embedding(model, store.get(s), bank, ratio, max_inst, True, rng, sampling)
+                        for s, _ in group])
+    logits = model.logits(slides, _encode_candidates(model, cand, grad_candidates, cand_rng))
     targets = torch.tensor([remap[t] for _, t in group], device=model.device)
-    loss = _symmetric_loss(logits, targets)
+    loss = _symmetric_loss(logits, targets, label_smoothing)
     loss.backward()
     losses.append(float(loss.detach()))
     summary["n_forward"] += len(group)
@@ -279,17 +334,18 @@ def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_
 
 @torch.no_grad()
 def predict_probs(model: FiVEModel, store: BagStore, slide_ids: Sequence[str], texts: Sequence[str],
-                  ratio: float, max_instances: int) -> np.ndarray:
+                  ratio: float, max_instances: int, sampling: str = "segments") -> np.ndarray:
     """Softmax over ``texts`` at the logit scale for each slide, ``[n_slides, n_texts]``.
 
-    Evaluation uses the full prompt bank, the texts as given and segment-centre sampling.
+    Evaluation uses the full prompt bank, the texts as given and segment-centre sampling
+    (the centre of each ``sampling`` segment: pass the training stage's ``sampling``).
     """
     model.eval()
     bank = model.prompt_bank(None)
     text = model.encode_texts(list(texts))
     out = []
     for sid in slide_ids:
-        slide = slide_embedding(model, store.get(sid), bank, ratio, max_instances, False, None)
+        slide = slide_embedding(model, store.get(sid), bank, ratio, max_instances, False, None, sampling)
         out.append(model.logits(slide, text).double().cpu())
     # float64 softmax: at s = 300 float32 probabilities saturate to exactly 0/1 and tie in AUC
     return torch.softmax(torch.cat(out), dim=-1).numpy() if out else np.zeros((0, len(texts)))

@@ -1,9 +1,12 @@
 """AdamW with two learning rates and a warm-up + cosine schedule (FIVE_METHOD.md section 4).
 
 Text side (text projection, learnable prompts, LoRA adapters, logit scale if learnt) trains at ``lr``; the
-image side (feature projection, pad vector and TFS aggregator) at ``lr * aggregator_lr_mult``. The floor
-``min_lr`` is scaled by the same multiplier so both groups follow the same curve. Weight
-decay applies to matrices (``ndim >= 2``), not to biases, LayerNorm gains or the scale.
+image side (feature projection, pad vector and TFS aggregator) at ``lr * aggregator_lr_mult``. The
+learnable prompts are text side: they train at the base rate, as in the authors' code. The cosine
+floor follows ``lr_floor``: ``scaled`` (default) = ``min_lr`` times the group's multiplier, so both
+groups follow the same curve; ``absolute`` (authors) = ``min_lr`` for every group, so the image
+side ends at the same rate as the text side. Weight decay applies to matrices (``ndim >= 2``),
+not to biases, LayerNorm gains or the scale.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from torch import nn
 
 BETAS = (0.9, 0.98)
 EPS = 1e-8
+LR_FLOORS = ("scaled", "absolute")
 
 
 def build_optimizer(model: nn.Module, optim_cfg: dict) -> torch.optim.AdamW:
@@ -21,6 +25,9 @@ def build_optimizer(model: nn.Module, optim_cfg: dict) -> torch.optim.AdamW:
     mult = float(optim_cfg["aggregator_lr_mult"])
     wd = float(optim_cfg["weight_decay"])
     min_lr = float(optim_cfg["min_lr"])
+    floor = str(optim_cfg.get("lr_floor", "scaled"))  # older configs lack the key
+    if floor not in LR_FLOORS:
+        raise ValueError(f"lr_floor must be one of {LR_FLOORS}, got {floor!r}")
     image_prefixes = ("feature_proj.", "aggregator.", "pad_token")
     buckets: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
@@ -31,7 +38,8 @@ def build_optimizer(model: nn.Module, optim_cfg: dict) -> torch.optim.AdamW:
     groups = []
     for (image, decay), params in sorted(buckets.items()):
         m = mult if image else 1.0
-        groups.append({"params": params, "lr": lr * m, "base_lr": lr * m, "min_lr": min_lr * m,
+        groups.append({"params": params, "lr": lr * m, "base_lr": lr * m,
+                       "min_lr": min_lr * m if floor == "scaled" else min_lr,
                        "weight_decay": wd if decay else 0.0})
     return torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS)
 
