@@ -1,3 +1,4 @@
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -42,8 +43,12 @@ def test_tables_and_plot(tmp_path):
     g = runs[(runs.method == "FiVE") & (runs.shots == 4)]
     assert np.isclose(g["acc"].mean(), table.loc[(table.method == "FiVE") & (table.shots == 4), "acc_mean"].item())
     md = out.md.read_text()
-    # paper layout: one table per metric, one row per method in each
-    assert md.count("| FiVE |") == 2 and md.count("| meanpool |") == 2 and "±" in md
+    # paper layout: one table per metric (accuracy, AUC, the authors' F1, ours), one row per method in each
+    assert md.count("| FiVE |") == 4 and md.count("| meanpool |") == 4 and "±" in md
+    assert "| Method (authors' F1: positive class, ROC-optimal threshold, %) |" in md
+    assert "| Method (our F1: macro at 0.5, %) |" in md
+    f1auth = csv.set_index(["method", "shots"]).loc[("meanpool", 4), "f1auth_mean"]
+    assert f"{100 * f1auth:.2f} ±" in md.split("authors' F1")[1].split("our F1")[0]
     assert "\\toprule" in out.tex.read_text()
     assert out.plot.read_bytes()[:4] == b"\x89PNG"
 
@@ -67,7 +72,7 @@ def _summary():
                          ("clam_sb", {1: 0.72, 4: 0.86}), ("FiVE-classtexts", {0: 0.55, 1: 0.74, 4: 0.80})):
         for s, v in vals.items():
             rows.append(dict(method=method, shots=s, n_runs=3, acc_mean=v, acc_std=0.01, auc_mean=v + 0.05,
-                             auc_std=0.02, f1_mean=v, f1_std=0.01))
+                             auc_std=0.02, f1_mean=v, f1_std=0.01, f1auth_mean=v - 0.01, f1auth_std=0.01))
     return pd.DataFrame(rows)
 
 
@@ -92,7 +97,10 @@ def test_markdown_paper_layout_bolds_best_per_column():
     assert body[0][1] == "**60.00 ± 1.00**"
     _, auc = _md_block(md, "ROC AUC, %")
     assert auc[0][1] == "**65.00 ± 2.00**"
-    assert md.count("**") == 2 * 2 * 3 and md.startswith("| Method")  # 3 bold cells per block
+    _, f1auth = _md_block(md, "authors' F1: positive class, ROC-optimal threshold, %")
+    assert f1auth[0][1] == "**59.00 ± 1.00**"
+    assert md.count("**") == 2 * 4 * 3 and md.startswith("| Method")  # 3 bold cells in each of 4 blocks
+    assert "†" not in md  # no optimistic rows, no footnote
 
 
 def test_latex_paper_layout_bolds_best_per_column():
@@ -136,7 +144,7 @@ def test_ablation_table_has_difference_rows(tmp_path):
     assert "difference (FiVE - FiVE-classtexts)" in out.ablation_md.read_text()
     assert r"difference (FiVE - FiVE-classtexts) & - & - & +83.33 $\pm$ 4.71 \\" in out.ablation_tex.read_text()
     csv = pd.read_csv(out.csv)
-    assert {"bacc_mean", "acc_ci_low", "auc_ci_high", "f1opt_ci_low"} <= set(csv.columns)
+    assert {"bacc_mean", "acc_ci_low", "auc_ci_high", "f1auth_ci_low", "note"} <= set(csv.columns)
 
 
 # --- ROC curves and confusion matrices -------------------------------------------------------------
@@ -209,3 +217,92 @@ def test_roc_and_confusion_plots(tmp_path):
     evaluate_predictions(files, out, classes=classes, n_boot=20)
     _assert_nonblank_png(out.roc)
     _assert_nonblank_png(out.confusion)
+
+
+# --- optimistic rows (train.zeroshot_epoch: best_on_test) -------------------------------------------
+
+from fiveflow.evaluate.optimistic import OPTIMISTIC, display_name, is_optimistic, optimistic_note  # noqa: E402
+from fiveflow.evaluate.report import footnotes, to_html  # noqa: E402
+
+NOTE = "epoch chosen on the test set: optimistic"
+
+
+def test_optimistic_registry():
+    assert OPTIMISTIC == {"-bestepoch": NOTE}
+    assert is_optimistic("FiVE-bestepoch") and is_optimistic("FiVE+histotype-bestepoch")
+    assert not any(is_optimistic(m) for m in ("FiVE", "FiVE-noTFS", "meanpool", "-bestepoch"))
+    assert optimistic_note("FiVE-bestepoch") == NOTE and optimistic_note("FiVE") == ""
+    assert display_name("FiVE-bestepoch") == "FiVE-bestepoch †" and display_name("abmil") == "abmil"
+
+
+def test_optimistic_row_is_labelled_in_every_table_and_never_bold():
+    t = _summary()
+    best = t[(t.method == "FiVE") & (t.shots == 0)].assign(method="FiVE-bestepoch", acc_mean=0.95, auc_mean=0.97,
+                                                           f1_mean=0.95, f1auth_mean=0.95)
+    t = pd.concat([t, best], ignore_index=True)
+    note = f"{NOTE} (epoch 7 of 10)"
+    t["note"] = [note if m == "FiVE-bestepoch" else "" for m in t["method"]]
+    assert method_order(t["method"])[:3] == ["FiVE", "FiVE-bestepoch", "FiVE-classtexts"]  # right after FiVE
+    assert footnotes(t) == [f"† FiVE-bestepoch: {note}"]
+    md = to_markdown(t)
+    header, body = _md_block(md, "accuracy, %")
+    assert [r[0] for r in body][:2] == ["FiVE", "FiVE-bestepoch †"]
+    assert body[1][1] == "95.00 ± 1.00" and body[0][1] == "**60.00 ± 1.00**"  # the honest FiVE keeps the bold
+    assert md.rstrip().endswith(f"† FiVE-bestepoch: {note}") and md.count("| FiVE-bestepoch † |") == 4
+    tex = to_latex(t)
+    # acc, authors' F1, our F1 (its AUC is 97)
+    assert tex.count(r"FiVE-bestepoch$^\dagger$ & 95.00 $\pm$ 1.00") == 3
+    assert r"\textbf{95.00" not in tex and r"\textbf{97.00" not in tex
+    assert r"\multicolumn{4}{l}{\footnotesize $^\dagger$ FiVE-bestepoch: " + note + "}" in tex
+    assert tex.index(r"\bottomrule") < tex.index(r"\footnotesize") < tex.index(r"\end{tabular}")
+    html = to_html(t)
+    assert html.count("<td>FiVE-bestepoch †</td><td>95.00 ± 1.00</td>") == 3
+    assert f"<p class='note'>† FiVE-bestepoch: {note}</p>" in html
+    # the ablation table is FiVE and its ablations only
+    assert "FiVE-bestepoch" not in set(ablation_table(t)["row"])
+
+
+def test_bestepoch_predictions_get_the_note_and_epoch_through_evaluate(tmp_path):
+    from fiveflow.evaluate.optimistic import SELECTION_KEY
+    from fiveflow.train.predictions import write_predictions
+
+    files = fake_predictions(tmp_path)
+    zero = pd.read_parquet(files[0])  # FiVE zero-shot
+    write_predictions([zero.assign(method="FiVE-bestepoch")], tmp_path / "FiVE-bestepoch_0.parquet",
+                      metadata={SELECTION_KEY: {"method": "FiVE-bestepoch", "epoch": 3, "n_epochs": 5}})
+    out = SimpleNamespace(csv=tmp_path / "t/f.csv", md=tmp_path / "t/f.md", tex=tmp_path / "t/f.tex",
+                          html=tmp_path / "t/f.html", runs=tmp_path / "t/runs.csv", plot=tmp_path / "p/f.png",
+                          ablation_csv=tmp_path / "t/a.csv")
+    evaluate_predictions(files + [str(tmp_path / "FiVE-bestepoch_0.parquet")], out, classes=["LUAD", "LUSC"], n_boot=0)
+    csv = pd.read_csv(out.csv, keep_default_na=False).set_index(["method", "shots"])
+    assert csv.loc[("FiVE-bestepoch", 0), "note"] == f"{NOTE} (epoch 3 of 5)"
+    assert (csv.drop(index=("FiVE-bestepoch", 0))["note"] == "").all()
+    for f in (out.md, out.tex, out.html):
+        assert "FiVE-bestepoch" in f.read_text() and f"{NOTE} (epoch 3 of 5)" in f.read_text(), f.name
+    assert "FiVE-bestepoch" not in out.ablation_csv.read_text()
+
+
+def test_every_table_says_which_protocol_fives_rows_ran_under(tmp_path):
+    """FiVE's rows carry the protocol label (authors' settings or fiveflow's, with the deviating keys)
+    in the csv and a note under the md / tex / html tables; baselines are labelled as such."""
+    import yaml
+
+    from conftest import PROJECT_ROOT
+    from fiveflow.protocol import deviations, protocol_label
+
+    cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
+    proto = {"label": protocol_label(cfg), "deviations": [s.key for s, _ in deviations(cfg)]}
+    files = fake_predictions(tmp_path, methods=(("FiVE", [0, 1]), ("FiVE+histotype-noTFS", [1]), ("meanpool", [1])))
+    out = SimpleNamespace(csv=tmp_path / "t/f.csv", md=tmp_path / "t/f.md", tex=tmp_path / "t/f.tex",
+                          html=tmp_path / "t/f.html", runs=tmp_path / "t/r.csv", plot=tmp_path / "p/f.png")
+    evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0, protocol=proto)
+    table = pd.read_csv(out.csv, keep_default_na=False)
+    labels = dict(zip(table["method"], table["protocol"]))
+    assert labels == {"FiVE": proto["label"], "FiVE+histotype-noTFS": proto["label"], "meanpool": "baseline"}
+    assert proto["label"].startswith("fiveflow (") and "model.cross_residual" in proto["deviations"]
+    for path in (out.md, out.tex, out.html):
+        text = Path(path).read_text()
+        assert f"protocol {proto['label']}" in text and "model.cross_residual" in text.replace("\\_", "_")
+    # the authors' settings: the note says so and names no key
+    evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0, protocol={"label": "authors", "deviations": []})
+    assert "FiVE rows: protocol authors\n" in Path(out.md).read_text()

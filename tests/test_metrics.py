@@ -28,14 +28,14 @@ def test_roc_optimal_threshold_is_youden():
     assert thr == pytest.approx(best) == pytest.approx(0.45)
     m = compute_metrics(Y, P)
     assert m["threshold_opt"] == pytest.approx(0.45)
-    assert m["f1_opt"] == pytest.approx(f1_score(Y, (P >= 0.45).astype(int), average="macro"))
-    assert m["f1_opt"] >= m["f1"]
+    # the authors' F1: binary F1 of the positive class at that threshold (not macro)
+    assert m["f1_authors"] == pytest.approx(f1_score(Y, (P >= 0.45).astype(int), average="binary"))
 
 
 def test_threshold_half_counts_as_positive_and_single_class():
     assert compute_metrics([1, 0], [0.5, 0.49])["acc"] == 1.0
     m = compute_metrics([1, 1, 1], [0.9, 0.2, 0.7])
-    assert np.isnan(m["auc"]) and np.isnan(m["f1_opt"]) and m["acc"] == pytest.approx(2 / 3)
+    assert np.isnan(m["auc"]) and np.isnan(m["f1_authors"]) and m["acc"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         compute_metrics([0, 1], [0.1])
 
@@ -57,7 +57,7 @@ def test_summarize_per_run_then_mean_std():
     frames.append(_pred("meanpool", 4, 0, Y, P))
     table = summarize(pd.concat(frames, ignore_index=True))  # positive class inferred from pred/prob
     assert list(table.columns)[:11] == ["method", "shots", "n_runs", "acc_mean", "acc_std", "auc_mean", "auc_std",
-                                        "f1_mean", "f1_std", "f1opt_mean", "f1opt_std"]
+                                        "f1_mean", "f1_std", "f1auth_mean", "f1auth_std"]
     five = table[table.method == "FiVE"].iloc[0]
     assert five.n_runs == 3 and five.acc_mean == pytest.approx(np.mean(accs)) and five.acc_std == pytest.approx(np.std(accs))
     mp = table[table.method == "meanpool"].iloc[0]
@@ -86,7 +86,7 @@ def test_every_metric_matches_sklearn():
         assert m["bacc"] == pytest.approx(balanced_accuracy_score(y, hard))
         assert m["auc"] == pytest.approx(roc_auc_score(y, p))
         assert m["f1"] == pytest.approx(f1_score(y, hard, average="macro"))
-        assert m["f1_opt"] == pytest.approx(f1_score(y, (p >= thr).astype(int), average="macro"))
+        assert m["f1_authors"] == pytest.approx(f1_score(y, (p >= thr).astype(int), average="binary"))
     m = compute_metrics(Y2, P2)
     assert m["bacc"] != pytest.approx(m["acc"])  # the case discriminates
 
@@ -121,7 +121,7 @@ def test_bootstrap_ci_contains_estimate_narrows_and_is_reproducible():
         table = summarize(g, classes=["LUAD", "LUSC"], n_boot=500, seed=1)
         r = table.iloc[0]
         assert list(table.columns) == SUMMARY_COLUMNS and set(CI_COLUMNS) <= set(table.columns)
-        for col in ("acc", "bacc", "auc", "f1", "f1opt"):
+        for col in ("acc", "bacc", "auc", "f1", "f1auth"):
             assert r[f"{col}_ci_low"] <= r[f"{col}_mean"] <= r[f"{col}_ci_high"], col
         assert r.n_slides == n and r.n_boot == 500 and r.auc_boot_skipped == 0
         widths[n] = {c: r[f"{c}_ci_high"] - r[f"{c}_ci_low"] for c in ("acc", "auc", "f1")}
@@ -151,3 +151,28 @@ def test_per_run_metric_is_not_a_prefix_average():
     assert runs["acc"].item() == pytest.approx(0.5) == pytest.approx(accuracy_score(y, p >= 0.5))
     assert runs["acc"].item() != pytest.approx(prefix_avg)
     assert summarize(_pred("FiVE", 1, 0, y, p), classes=["LUAD", "LUSC"], n_boot=0).acc_mean.item() == 0.5
+
+
+def test_weighted_authors_f1_is_sklearn_binary_f1_at_the_roc_optimal_threshold():
+    """The bootstrap kernel's f1_authors on each resample = sklearn's binary F1 of the positive class at
+    that resample's own ROC-optimal threshold (not macro F1, not F1 at 0.5)."""
+    rng = np.random.default_rng(11)
+    y, p = rng.integers(0, 2, 40), np.round(rng.random(40), 2)
+    w = bootstrap_counts(y, 25, seed=4)
+    got = weighted_metrics(y, p, w)["f1_authors"]
+    differs = 0
+    for b in range(len(w)):
+        yb, pb = np.repeat(y, w[b]), np.repeat(p, w[b])
+        thr = roc_optimal_threshold(yb, pb)
+        ref = f1_score(yb, (pb >= thr).astype(int), average="binary", pos_label=1)
+        assert got[b] == pytest.approx(ref), b
+        differs += ref != pytest.approx(f1_score(yb, (pb >= thr).astype(int), average="macro"))
+    assert differs > 20  # the case tells binary from macro F1
+
+
+def test_summary_notes_optimistic_rows_only():
+    pred = pd.concat([_pred("FiVE", 0, 0, Y, P), _pred("FiVE-bestepoch", 0, 0, Y, P)], ignore_index=True)
+    table = summarize(pred, classes=["LUAD", "LUSC"], n_boot=0).set_index("method")
+    assert table.loc["FiVE", "note"] == ""
+    assert table.loc["FiVE-bestepoch", "note"] == "epoch chosen on the test set: optimistic"
+    assert list(table.reset_index().columns) == SUMMARY_COLUMNS and SUMMARY_COLUMNS[-1] == "note"

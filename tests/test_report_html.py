@@ -97,9 +97,11 @@ def test_fewshot_and_ablation_html(tmp_path):
     out = SimpleNamespace(csv=t / "f.csv", md=t / "f.md", tex=t / "f.tex", runs=t / "r.csv", plot=t / "f.png",
                           html=t / "f.html", ablation_csv=t / "a.csv", ablation_html=t / "a.html")
     table = evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0)
-    tables = parse_tables(out.html.read_text())
-    assert len(tables) == 2  # accuracy, ROC AUC
-    for tab, metric in zip(tables, ("acc", "auc")):
+    html = out.html.read_text()
+    tables = parse_tables(html)
+    assert len(tables) == 4  # accuracy, ROC AUC, the authors' F1, ours
+    assert "F1, authors&#x27; definition (%): positive class at the ROC-optimal threshold" in html
+    for tab, metric in zip(tables, ("acc", "auc", "f1auth", "f1")):
         header, *rows = tab
         assert [c for c, _ in header] == ["Method", "zero-shot", "1-shot", "4-shot"]
         assert [r[0][0] for r in rows] == ["FiVE", "FiVE-classtexts", "meanpool"]

@@ -215,3 +215,24 @@ def test_demo_reports_state_the_type_but_descriptions_do_not():
     assert share_naming(texts)[1] == 1.0  # the generator writes realistic reports: every one names the type
     assert share_naming(offline.answer_report(t) for t in texts)[0] == 0
     assert share_naming(offline.answer_report(t, name_histotype=True) for t in texts)[1] > 0.5
+
+
+def test_histotype_opt_in_renames_fives_rows_in_every_table():
+    """With reports.name_histotype FiVE and its description-trained ablations get their own names, and
+    the ablation table compares against that row, so nothing made with the leak reads as FiVE."""
+    import pandas as pd
+
+    from fiveflow.evaluate.report import ablation_table, method_order
+    from fiveflow.train.ablations import five_method, is_five, parse_ablation
+
+    assert five_method({}) == five_method({"reports": {"name_histotype": False}}) == "FiVE"
+    base = five_method({"reports": {"name_histotype": True}})
+    assert base == "FiVE+histotype" and is_five(base)
+    assert parse_ablation("no_tfs", base).method == "FiVE+histotype-noTFS"
+    assert parse_ablation("ratio_0.25", base).method == "FiVE+histotype-ratio0.25"
+    assert parse_ablation("class_texts", base).method == "FiVE-classtexts"  # no descriptions: no leak
+    table = pd.DataFrame({"method": [base, "FiVE+histotype-noTFS", "meanpool"], "shots": [1, 1, 1],
+                          "n_runs": [3, 3, 3], "acc_mean": [0.9, 0.7, 0.6], "acc_std": [0.0, 0.0, 0.0]})
+    assert method_order(table["method"]) == [base, "FiVE+histotype-noTFS", "meanpool"]
+    abl = ablation_table(table)
+    assert "difference (FiVE+histotype - FiVE+histotype-noTFS)" in set(abl["row"])

@@ -121,8 +121,27 @@ def test_fewshot_draws_respect_shots_and_train_only(tmp_path):
     again = make_fewshot_draws(split, [1, 2, 4], 3, 0, None)
     pd.testing.assert_frame_equal(draws, again)
     pd.testing.assert_frame_equal(draws, pd.read_csv(tmp_path / "draws.csv"))
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(ValueError, match="asks for 50 slides per class"):
         make_fewshot_draws(split, [50], 1, 0, None)
+
+
+def test_fewshot_draws_take_16_shots_or_refuse_naming_the_class():
+    """16 shots (config/tcga_lung.yaml) are drawn when every class has 16 training slides, patient-distinct
+    while patients last; otherwise the draws refuse, naming each short class, its counts and the fix."""
+    split = make_split(_samples(n_patients=40), 0.375, 0, None)  # train: LUAD 16 slides / 12 patients, LUSC 14 / 12
+    with pytest.raises(ValueError) as err:
+        make_fewshot_draws(split, [1, 2, 4, 8, 16], 3, 0, None)
+    msg = str(err.value)
+    assert "asks for 16 slides per class" in msg and "class 'LUSC' has 14 training slide(s) (from 12 patient(s))" in msg
+    assert "'LUAD'" not in msg  # LUAD can supply 16
+    assert "lower fewshot.shots to at most 14" in msg and "split.test_fraction" in msg
+    big = make_split(_samples(n_patients=80), 0.25, 0, None)
+    draws = make_fewshot_draws(big, [1, 2, 4, 8, 16], 2, 0, None)
+    lab = big.set_index("slide_id")
+    for (k, run), g in draws.groupby(["shots", "run"]):
+        assert lab.loc[g["slide_id"], "label"].value_counts().to_dict() == {"LUAD": k, "LUSC": k}
+        assert lab.loc[g["slide_id"], "patient_id"].is_unique and g["slide_id"].is_unique
+    assert sorted(draws["shots"].unique()) == [1, 2, 4, 8, 16]
 
 
 def test_load_bag_accepts_feats(tmp_path):
@@ -189,7 +208,7 @@ def test_end_to_end_tiny(tiny, monkeypatch):
         assert disk["prob"].between(0, 1).all() and set(disk["pred"]) <= {"LUAD", "LUSC"}
         assert ((disk["prob"] >= 0.5) == (disk["pred"] == "LUSC")).all()
     table = summarize(pd.concat([zs, fs, *bl]), classes=["LUAD", "LUSC"])
-    assert len(table) == 4 and {"acc_mean", "f1opt_std"} <= set(table.columns)
+    assert len(table) == 4 and {"acc_mean", "f1auth_std"} <= set(table.columns)
     # determinism: the same draw gives the same predictions
     again = run_fewshot(out / "pretrain.pt", out / "split.csv", out / "draws.csv", coh["bag_paths"], cfg, 2, None)
     pd.testing.assert_frame_equal(fs, again)

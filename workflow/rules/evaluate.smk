@@ -23,6 +23,8 @@ rule evaluate:
         classes=[c["name"] for c in config["classes"]],
         n_boot=config.get("evaluate", {}).get("n_boot", 1000),
         boot_seed=config.get("evaluate", {}).get("boot_seed", 0),
+        # which settings FiVE's rows ran under: the authors' or fiveflow's (fiveflow.protocol), named in every table
+        protocol=PROTOCOL,
     log:
         f"{LOGS}/evaluate.log",
     benchmark:

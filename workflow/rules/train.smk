@@ -28,7 +28,8 @@ rule split:
 
 
 rule pretrain:
-    """FiVE pre-training on the fine-grained report descriptions of the training patients."""
+    """FiVE pre-training on the fine-grained report descriptions of the training patients (with
+    train.zeroshot_epoch: best_on_test also zero-shot on the test split after every epoch, kept in the checkpoint)."""
     input:
         split=f"{R}/splits/split.csv",
         labels=f"{R}/reports/labels.parquet",
@@ -37,6 +38,7 @@ rule pretrain:
         f"{R}/models/pretrain.pt",
     params:
         cfg=TRAIN_CFG,
+        zeroshot_each_epoch=ZEROSHOT_EPOCH == "best_on_test",
     log:
         f"{LOGS}/pretrain.log",
     benchmark:
@@ -104,6 +106,32 @@ rule zeroshot:
         gpu=TRAIN_GPU,
     script:
         "../scripts/zeroshot.py"
+
+
+rule zeroshot_bestepoch:
+    """train.zeroshot_epoch: best_on_test: FiVE's zero-shot predictions at the pre-training epoch with the best test
+    accuracy (the authors' model selection; an optimistic row, labelled in every table). CPU only: pre-training kept
+    every epoch's test probabilities in the checkpoint. Requested only with that setting (prediction_files)."""
+    input:
+        ckpt=FIVE_CKPTS[FIVE_METHOD],
+        split=f"{R}/splits/split.csv",
+    output:
+        f"{R}/predictions/{bestepoch_method(FIVE_METHOD)}_0.parquet",
+    params:
+        cfg=TRAIN_CFG,
+        method=bestepoch_method(FIVE_METHOD),
+    log:
+        f"{LOGS}/zeroshot/{bestepoch_method(FIVE_METHOD)}.log",
+    benchmark:
+        f"{BENCH}/zeroshot/{bestepoch_method(FIVE_METHOD)}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/zeroshot_bestepoch.py"
 
 
 rule fewshot:

@@ -8,8 +8,12 @@ from fiveflow.workflow import bag_map
 def main(smk, log):
     # rule pretrain_ablation: e.g. class_texts, no_tfs, ratio_0.25 (see fiveflow.train.ablations)
     cfg, targets = apply_ablation(smk.params.cfg, smk.wildcards.get("ablation"))
+    # train.zeroshot_epoch: best_on_test (rule pretrain only, not the ablations): zero-shot on the test split
+    # after every epoch, for the optimistic FiVE-bestepoch row
+    each_epoch = bool(smk.params.get("zeroshot_each_epoch", False)) and not smk.wildcards.get("ablation")
     summary = pretrain(smk.input.split, smk.input.labels, bag_map(smk.input.bags), cfg,
-                       smk.output[0], threads=smk.threads, log=log, targets=targets)
+                       smk.output[0], threads=smk.threads, log=log, targets=targets,
+                       zeroshot_each_epoch=each_epoch)
     log.info("pretrain summary: %s", summary)
 
 

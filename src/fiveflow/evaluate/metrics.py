@@ -1,8 +1,10 @@
 """Slide-level metrics, each computed once over all predictions of a run (FIVE_METHOD.md 5).
 
 The authors average metrics of running prefixes of the prediction list; that is a bug and is
-not reproduced. ``f1_opt`` follows DSMIL: the threshold on the ROC curve that minimises
-``fpr - tpr`` (Youden's J), then macro F1 at that threshold.
+not reproduced. Two F1 scores are reported side by side: ``f1`` is ours, macro F1 (the mean of
+both classes' F1) at probability 0.5; ``f1_authors`` is the authors' (DSMIL's convention), the
+binary F1 of the positive class (the second class) at the ROC-optimal threshold, the threshold on
+the ROC curve that minimises ``fpr - tpr`` (Youden's J).
 
 Confidence intervals (:func:`bootstrap_ci`): the test slides of a (method, shots) group are
 resampled with replacement, stratified by class (each class keeps its size, so every resample has
@@ -10,7 +12,7 @@ both classes when the test set has), ``n_boot`` times from ``np.random.default_r
 same resample is applied to every run of the group, each run's metric is recomputed on it and
 averaged over runs; the interval is the percentile interval of those averages. Groups with the same
 test slides get the same resamples (paired). Resamples with a single class (only possible with
-``stratify=False`` or a single-class test set) have no AUC / f1_opt: they are skipped for those
+``stratify=False`` or a single-class test set) have no AUC / f1_authors: they are skipped for those
 metrics and counted in ``auc_boot_skipped``.
 """
 from __future__ import annotations
@@ -19,14 +21,18 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
-METRIC_KEYS = ("acc", "bacc", "auc", "f1", "f1_opt")
+from .optimistic import optimistic_note
+
+METRIC_KEYS = ("acc", "bacc", "auc", "f1", "f1_authors")
 # (key in compute_metrics / per-run table, column stem in the summary)
-SUMMARY_METRICS = (("acc", "acc"), ("bacc", "bacc"), ("auc", "auc"), ("f1", "f1"), ("f1_opt", "f1opt"))
+SUMMARY_METRICS = (("acc", "acc"), ("bacc", "bacc"), ("auc", "auc"), ("f1", "f1"), ("f1_authors", "f1auth"))
 BASE_COLUMNS = ["method", "shots", "n_runs", "acc_mean", "acc_std", "auc_mean", "auc_std", "f1_mean", "f1_std",
-                "f1opt_mean", "f1opt_std"]
+                "f1auth_mean", "f1auth_std"]
 CI_COLUMNS = [f"{c}_ci_{s}" for _, c in SUMMARY_METRICS for s in ("low", "high")]
-# the historical columns first (readers index them by name or position), new ones appended
-SUMMARY_COLUMNS = BASE_COLUMNS + ["bacc_mean", "bacc_std"] + CI_COLUMNS + ["n_slides", "n_boot", "auc_boot_skipped"]
+# the historical columns first (readers index them by name or position), new ones appended; ``note``:
+# why a row is not comparable with the others ("" for most; fiveflow.evaluate.optimistic)
+SUMMARY_COLUMNS = BASE_COLUMNS + ["bacc_mean", "bacc_std"] + CI_COLUMNS + ["n_slides", "n_boot", "auc_boot_skipped",
+                                                                           "note"]
 
 
 def roc_optimal_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
@@ -37,8 +43,9 @@ def roc_optimal_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
 
 def compute_metrics(y_true, prob) -> dict:
     """``acc`` (prob >= 0.5, i.e. argmax), ``bacc`` (balanced accuracy: mean recall over the classes
-    present), ``auc``, ``f1`` (macro, at 0.5), ``f1_opt`` (macro, at the ROC-optimal threshold), plus
-    ``threshold_opt`` and ``n``. AUC and f1_opt are NaN when only one class is present."""
+    present), ``auc``, ``f1`` (ours: macro, at 0.5), ``f1_authors`` (the authors': binary F1 of the
+    positive class at the ROC-optimal threshold ``threshold_opt``), plus ``threshold_opt`` and ``n``.
+    AUC, threshold_opt and f1_authors are NaN when only one class is present."""
     y = np.asarray(y_true).astype(int)
     p = np.asarray(prob, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 1:
@@ -52,9 +59,10 @@ def compute_metrics(y_true, prob) -> dict:
     if len(np.unique(y)) == 2:
         thr = roc_optimal_threshold(y, p)
         out.update(auc=float(roc_auc_score(y, p)), threshold_opt=thr,
-                   f1_opt=float(f1_score(y, (p >= thr).astype(int), average="macro", labels=[0, 1], zero_division=0)))
+                   f1_authors=float(f1_score(y, (p >= thr).astype(int), average="binary", pos_label=1,
+                                             zero_division=0)))
     else:
-        out.update(auc=float("nan"), threshold_opt=float("nan"), f1_opt=float("nan"))
+        out.update(auc=float("nan"), threshold_opt=float("nan"), f1_authors=float("nan"))
     return out
 
 
@@ -121,12 +129,15 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, n
     npos, nneg = wp.sum(1), wn.sum(1)
     ntot = npos + nneg
     with np.errstate(divide="ignore", invalid="ignore"):
+        def f1_positive(tp, fp):  # binary F1 of the positive class (0 when it is undefined, as sklearn)
+            d = 2 * tp + fp + (npos - tp)
+            return np.where(d > 0, 2 * tp / np.where(d > 0, d, 1), 0.0)
+
         def f1_macro(tp, fp):
             fn, tn = npos - tp, nneg - fp
-            d1, d0 = 2 * tp + fp + fn, 2 * tn + fn + fp
-            f1p = np.where(d1 > 0, 2 * tp / np.where(d1 > 0, d1, 1), 0.0)
+            d0 = 2 * tn + fn + fp
             f1n = np.where(d0 > 0, 2 * tn / np.where(d0 > 0, d0, 1), 0.0)
-            return (f1p + f1n) / 2
+            return (f1_positive(tp, fp) + f1n) / 2
 
         tp = wp @ (pp >= 0.5).astype(np.float64)
         fp = wn @ (pn >= 0.5).astype(np.float64)
@@ -146,15 +157,15 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, n
         fps = wn @ (pn[:, None] >= thr[None, :]).astype(np.float64)
         j = np.argmin(fps / nneg[:, None] - tps / npos[:, None], axis=1)
         rows = np.arange(len(w))
-        f1_opt = np.where(two, f1_macro(tps[rows, j], fps[rows, j]), np.nan)
-    return {"acc": acc, "bacc": bacc, "auc": auc, "f1": f1, "f1_opt": f1_opt}
+        f1_authors = np.where(two, f1_positive(tps[rows, j], fps[rows, j]), np.nan)
+    return {"acc": acc, "bacc": bacc, "auc": auc, "f1": f1, "f1_authors": f1_authors}
 
 
 def bootstrap_ci(group: pd.DataFrame, positive: str, n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
                  stratify: bool = True) -> dict:
     """Bootstrap percentile intervals for one (method, shots) group of predictions (module doc).
 
-    Returns ``{<col>_ci_low, <col>_ci_high}`` for acc, bacc, auc, f1, f1opt plus ``n_slides``,
+    Returns ``{<col>_ci_low, <col>_ci_high}`` for acc, bacc, auc, f1, f1auth plus ``n_slides``,
     ``n_boot`` and ``auc_boot_skipped`` (resamples without both classes)."""
     slides = group.drop_duplicates("slide_id").sort_values("slide_id", kind="stable")
     ids = slides["slide_id"].to_numpy()
@@ -185,7 +196,8 @@ def summarize(pred: pd.DataFrame, classes: list[str] | None = None, positive: st
               runs: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
               stratify: bool = True) -> pd.DataFrame:
     """Per (method, shots): metrics per run, then mean and std (population, ddof=0) over runs, and
-    bootstrap percentile intervals over test slides (:func:`bootstrap_ci`; ``n_boot=0`` skips them).
+    bootstrap percentile intervals over test slides (:func:`bootstrap_ci`; ``n_boot=0`` skips them);
+    ``note`` is the optimistic-row note of :mod:`fiveflow.evaluate.optimistic` ("" for honest rows).
 
     ``runs`` (the output of :func:`per_run_metrics`) may be passed to avoid computing it twice.
     """
@@ -204,5 +216,6 @@ def summarize(pred: pd.DataFrame, classes: list[str] | None = None, positive: st
             row[f"{col}_std"] = float(ok.std()) if len(ok) else float("nan")
         if n_boot > 0:
             row.update(bootstrap_ci(groups[(method, shots)], positive, n_boot, seed, ci, stratify))
+        row["note"] = optimistic_note(method)
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import pyplot, save_figure
+from .optimistic import display_name
 from .report import method_order, shot_label
 
 
@@ -58,7 +59,7 @@ def plot_roc(pred: pd.DataFrame, classes: list[str], out_png: str | Path, shots=
             p = gm["prob"].to_numpy(dtype=np.float64)
             fpr, tpr, _ = roc_curve(y, p)
             n_runs = gm["run"].nunique() if "run" in gm else 1
-            ax.plot(fpr, tpr, lw=1.5, label=f"{method} (AUC {roc_auc_score(y, p):.3f}, {n_runs} run{'s' * (n_runs != 1)})")
+            ax.plot(fpr, tpr, lw=1.5, label=f"{display_name(method)} (AUC {roc_auc_score(y, p):.3f}, {n_runs} run{'s' * (n_runs != 1)})")
         ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.0)
@@ -103,7 +104,7 @@ def plot_confusion(pred: pd.DataFrame, classes: list[str], out_png: str | Path, 
             g = pred[(pred["method"].astype(str) == method) & (pred["shots"].astype(int) == s)]
             if g.empty:
                 ax.axis("off")
-                ax.set_title(f"{method}, {shot_label(s)}: none", fontsize=9)
+                ax.set_title(f"{display_name(method)}, {shot_label(s)}: none", fontsize=9)
                 continue
             cm = confusion_counts(g, classes)
             rows = cm.sum(axis=1, keepdims=True)
@@ -118,7 +119,7 @@ def plot_confusion(pred: pd.DataFrame, classes: list[str], out_png: str | Path, 
             ax.set_xlabel("predicted", fontsize=8)
             ax.set_ylabel("true", fontsize=8)
             n_runs = g["run"].nunique() if "run" in g else 1
-            ax.set_title(f"{method}, {shot_label(s)} ({n_runs} run{'s' * (n_runs != 1)})", fontsize=9)
+            ax.set_title(f"{display_name(method)}, {shot_label(s)} ({n_runs} run{'s' * (n_runs != 1)})", fontsize=9)
     fig.suptitle("Confusion matrices (counts summed over runs, % of true class)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out_png)

@@ -1,20 +1,81 @@
-"""Few-shot tables (csv / Markdown / LaTeX), per-run metrics and the accuracy-vs-shots plot."""
+"""Few-shot tables (csv / Markdown / LaTeX / HTML), per-run metrics and the accuracy-vs-shots plot.
+
+Optimistic rows (:mod:`fiveflow.evaluate.optimistic`, e.g. ``FiVE-bestepoch``) carry a dagger after
+their name and a footnote with the registry's note under the tables (``note`` in the csv); they never
+take the bold best-per-column cell.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from ..io import atomic_path, atomic_write_text
+from ..train.ablations import BASE, HISTOTYPE, is_five
 from .figures import pyplot, save_figure
 from .metrics import per_run_metrics, summarize
+from .optimistic import (DAGGER, SELECTION_KEY, base_method, display_name, is_optimistic, optimistic_note,
+                         selection_detail)
 
-METRICS = ("acc", "auc", "f1")
+METRICS = ("acc", "auc", "f1auth", "f1")
 # row order of the paper tables: FiVE, its ablations (``FiVE-*``, alphabetical), the baselines in
-# this order, then any other method alphabetically
+# this order, then any other method alphabetically; an optimistic row right after its honest one
+# FiVE's own rows first: FiVE, then FiVE+histotype (descriptions naming the type: reports.name_histotype)
+FIVE_BASES = (BASE, BASE + HISTOTYPE)
 BASELINE_ORDER = ("meanpool", "abmil", "clam_sb", "dsmil", "transmil")
-BLOCKS = (("acc", "Accuracy (%)"), ("auc", "ROC AUC (%)"))
-MD_TITLES = {"acc": "accuracy, %", "auc": "ROC AUC, %"}
+# one table per metric (a metric whose ``<stem>_mean`` column the summary lacks is left out): the
+# authors' F1 (binary, positive class, ROC-optimal threshold) beside ours (macro at 0.5)
+BLOCKS = (("acc", "Accuracy (%)"), ("auc", "ROC AUC (%)"),
+          ("f1auth", "F1, authors' definition (%): positive class at the ROC-optimal threshold"),
+          ("f1", "F1, ours (%): macro F1 at probability 0.5"))
+MD_TITLES = {"acc": "accuracy, %", "auc": "ROC AUC, %", "f1auth": "authors' F1: positive class, ROC-optimal threshold, %",
+             "f1": "our F1: macro at 0.5, %"}
+
+
+def _blocks(table: pd.DataFrame) -> list[tuple[str, str]]:
+    return [(m, t) for m, t in BLOCKS if f"{m}_mean" in table.columns]
+
+
+def footnotes(table: pd.DataFrame) -> list[str]:
+    """``† <method>: <note>`` for every optimistic method of ``table`` (its ``note`` column, else the
+    registry's note), in table order."""
+    notes = {}
+    for _, r in table.iterrows():
+        m = str(r["method"])
+        if is_optimistic(m):
+            note = r.get("note")
+            notes.setdefault(m, note if isinstance(note, str) and note else optimistic_note(m))
+    return [f"{DAGGER} {m}: {notes[m]}" for m in method_order(notes)]
+
+
+def protocol_note(table: pd.DataFrame) -> str | None:
+    """The line under every table that says which protocol FiVE's rows ran under (``protocol`` column,
+    :mod:`fiveflow.protocol`): the authors' settings, or fiveflow's with the deviating keys named."""
+    if "protocol" not in table.columns:
+        return None
+    five = table[[is_five(str(m)) for m in table["method"]]]
+    labels = sorted({str(x) for x in five["protocol"].dropna() if str(x)})
+    if not labels:
+        return None
+    keys = sorted({k for x in five.get("deviations", pd.Series(dtype=str)).dropna() for k in str(x).split() if k})
+    text = f"FiVE rows: protocol {', '.join(labels)}"
+    if keys:
+        text += (" from the authors' settings (config/presets/five_faithful.yaml restores them): "
+                 + ", ".join(keys))
+    return text
+
+
+def with_protocol(table: pd.DataFrame, protocol: dict | None) -> pd.DataFrame:
+    """Add ``protocol`` (label) and ``deviations`` (space-separated config keys) columns: FiVE's rows carry
+    ``protocol`` (:func:`fiveflow.protocol.protocol_label`), the baselines ``baseline`` (their own recipes)."""
+    if protocol is None:
+        return table
+    table = table.copy()
+    five = [is_five(str(m)) for m in table["method"]]
+    table["protocol"] = [protocol["label"] if f else "baseline" for f in five]
+    table["deviations"] = [" ".join(protocol.get("deviations", [])) if f else "" for f in five]
+    return table
 
 
 def load_predictions(files: list[str]) -> pd.DataFrame:
@@ -24,6 +85,35 @@ def load_predictions(files: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def selections(files: list[str]) -> dict[str, dict]:
+    """``method -> selection record`` of the prediction files that carry one (:data:`SELECTION_KEY`
+    metadata, e.g. the epoch ``FiVE-bestepoch`` was chosen at)."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for f in files:
+        meta = pq.read_schema(f).metadata or {}
+        raw = meta.get(SELECTION_KEY.encode())
+        if raw:
+            rec = json.loads(raw)
+            out[str(rec.get("method"))] = rec
+    return out
+
+
+def add_selection_notes(table: pd.DataFrame, files: list[str]) -> pd.DataFrame:
+    """Append the chosen epoch of each selected method (:func:`selections`) to its ``note``."""
+    sel = selections(files)
+    if not sel or "note" not in table.columns:
+        return table
+    table = table.copy()
+    for i, m in table["method"].astype(str).items():
+        detail = selection_detail(sel.get(m, {}))
+        if detail:
+            note = table.at[i, "note"] or optimistic_note(m)
+            table.at[i, "note"] = f"{note} ({detail})" if note else detail
+    return table
+
+
 def _fmt(mean: float, std: float) -> str:
     if pd.isna(mean):
         return "n/a"
@@ -31,15 +121,18 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def method_order(methods) -> list[str]:
-    def key(m):
-        m = str(m)
-        if m == "FiVE":
-            return (0, 0, m)
-        if m.startswith("FiVE-"):
+    def honest_key(m):
+        if m in FIVE_BASES:
+            return (0, FIVE_BASES.index(m), m)
+        if is_five(m):
             return (1, 0, m)
         if m in BASELINE_ORDER:
             return (2, BASELINE_ORDER.index(m), m)
         return (3, 0, m)
+
+    def key(m):
+        m = str(m)
+        return (*honest_key(base_method(m)), is_optimistic(m), m)
 
     return sorted({str(m) for m in methods}, key=key)
 
@@ -50,7 +143,7 @@ def shot_label(shots: int) -> str:
 
 def _grid(table: pd.DataFrame, metric: str):
     """methods, shots, {(method, shots): (mean, std)} and the set of bold cells (best displayed
-    mean per shots column; ties all bold)."""
+    mean per shots column among the honest rows; ties all bold)."""
     methods = method_order(table["method"])
     shots = sorted({int(s) for s in table["shots"]})
     cells = {(str(r["method"]), int(r["shots"])): (r[f"{metric}_mean"], r[f"{metric}_std"])
@@ -58,7 +151,7 @@ def _grid(table: pd.DataFrame, metric: str):
     bold = set()
     for s in shots:
         vals = {m: round(100 * cells[(m, s)][0], 2) for m in methods
-                if (m, s) in cells and not pd.isna(cells[(m, s)][0])}
+                if (m, s) in cells and not pd.isna(cells[(m, s)][0]) and not is_optimistic(m)}
         if vals:
             best = max(vals.values())
             bold |= {(m, s) for m, v in vals.items() if v == best}
@@ -66,11 +159,12 @@ def _grid(table: pd.DataFrame, metric: str):
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """Paper layout: one table per metric (accuracy, AUC; named in the first header cell, tables
-    separated by a blank line), methods as rows, shots as columns,
-    cells "mean ± std" in %, "-" where a method has no such shots, best mean per column in bold."""
+    """Paper layout: one table per metric (accuracy, AUC, the authors' F1, our F1; named in the first
+    header cell, tables separated by a blank line), methods as rows, shots as columns,
+    cells "mean ± std" in %, "-" where a method has no such shots, best mean per column in bold;
+    optimistic rows marked with a dagger, explained under the last table."""
     parts = []
-    for metric, title in BLOCKS:
+    for metric, title in _blocks(table):
         methods, shots, cells, bold = _grid(table, metric)
         lines = [f"| Method ({MD_TITLES[metric]}) | " + " | ".join(shot_label(s) for s in shots) + " |",
                  "|---|" + "---:|" * len(shots)]
@@ -82,8 +176,11 @@ def to_markdown(table: pd.DataFrame) -> str:
                     continue
                 txt = _fmt(*cells[(m, s)])
                 row.append(f"**{txt}**" if (m, s) in bold else txt)
-            lines.append(f"| {m} | " + " | ".join(row) + " |")
+            lines.append(f"| {display_name(m)} | " + " | ".join(row) + " |")
         parts.append("\n".join(lines) + "\n")
+    notes = footnotes(table) + [n for n in [protocol_note(table)] if n]
+    if notes:
+        parts.append("\n\n".join(notes) + "\n")
     return "\n".join(parts)
 
 
@@ -94,17 +191,18 @@ def _tex_escape(text: str) -> str:
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    """The :func:`to_markdown` layout as a booktabs tabular (best per column in ``\\textbf{}``)."""
+    """The :func:`to_markdown` layout as a booktabs tabular (best per column in ``\\textbf{}``, an
+    optimistic row's name followed by ``$^\\dagger$``, its footnote as the tabular's last row)."""
     shots = sorted({int(s) for s in table["shots"]})
     lines = [r"\begin{tabular}{l" + "c" * len(shots) + "}", r"\toprule",
              "Method & " + " & ".join(shot_label(s) for s in shots) + r" \\"]
-    for metric, title in BLOCKS:
+    for metric, title in _blocks(table):
         methods, _, cells, bold = _grid(table, metric)
         lines += [r"\midrule", rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\textit{{{_tex_escape(title)}}}}} \\",
                   r"\midrule"]
         prev = None
         for m in methods:
-            group = "five" if m == "FiVE" or m.startswith("FiVE-") else "other"
+            group = "five" if is_five(m) else "other"
             if prev == "five" and group == "other":
                 lines.append(r"\midrule")
             prev = group
@@ -115,34 +213,45 @@ def to_latex(table: pd.DataFrame) -> str:
                     continue
                 txt = _fmt(*cells[(m, s)]).replace("±", r"$\pm$")
                 row.append(rf"\textbf{{{txt}}}" if (m, s) in bold else txt)
-            lines.append(_tex_escape(m) + " & " + " & ".join(row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
+            name = _tex_escape(m) + (r"$^\dagger$" if is_optimistic(m) else "")
+            lines.append(name + " & " + " & ".join(row) + r" \\")
+    lines.append(r"\bottomrule")
+    for note in footnotes(table):
+        text = _tex_escape(note[len(DAGGER):].strip())
+        lines.append(rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\footnotesize $^\dagger$ {text}}} \\")
+    proto = protocol_note(table)
+    if proto:
+        lines.append(rf"\multicolumn{{{len(shots) + 1}}}{{p{{0.9\linewidth}}}}{{\footnotesize {_tex_escape(proto)}}} \\")
+    lines += [r"\end{tabular}", ""]
     return "\n".join(lines)
 
 
 def ablation_table(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Long format: one row per (row, shots) with ``acc_mean, acc_std, n_runs``; rows are FiVE, every
-    ``FiVE-*`` method and ``difference (FiVE - <ablation>)``. A difference's mean is the difference
+    ``FiVE-*`` method (ablations; not the optimistic rows, which are no ablation) and
+    ``difference (FiVE - <ablation>)``. A difference's mean is the difference
     of the mean accuracies; its std is the std (ddof 0) of the per-run paired differences when both
     methods have the same runs (the runs share their few-shot draws), else NaN."""
     cols = ["row", "shots", "n_runs", "acc_mean", "acc_std"]
-    methods = [m for m in method_order(table["method"]) if m == "FiVE" or m.startswith("FiVE-")]
+    methods = [m for m in method_order(table["method"]) if is_five(m) and not is_optimistic(m)]
+    # the reference row: FiVE, or FiVE+histotype when the descriptions named the type (reports.name_histotype)
+    base = next((m for m in methods if m in FIVE_BASES), FIVE_BASES[0])
     t = table[table["method"].astype(str).isin(methods)]
     rows = [{"row": str(r["method"]), "shots": int(r["shots"]), "n_runs": int(r["n_runs"]),
              "acc_mean": r["acc_mean"], "acc_std": r["acc_std"]} for _, r in t.iterrows()]
-    five = {int(r["shots"]): r for _, r in t[t["method"] == "FiVE"].iterrows()}
-    for abl in (m for m in methods if m != "FiVE"):
+    five = {int(r["shots"]): r for _, r in t[t["method"] == base].iterrows()}
+    for abl in (m for m in methods if m != base):
         for _, r in t[t["method"] == abl].iterrows():
             s = int(r["shots"])
             if s not in five:
                 continue
             std = float("nan")
             if runs is not None:
-                a = runs[(runs["method"] == "FiVE") & (runs["shots"] == s)].set_index("run")["acc"]
+                a = runs[(runs["method"] == base) & (runs["shots"] == s)].set_index("run")["acc"]
                 b = runs[(runs["method"] == abl) & (runs["shots"] == s)].set_index("run")["acc"]
                 if len(a) and set(a.index) == set(b.index):
                     std = float((a - b.loc[a.index]).std(ddof=0))
-            rows.append({"row": f"difference (FiVE - {abl})", "shots": s, "n_runs": int(r["n_runs"]),
+            rows.append({"row": f"difference ({base} - {abl})", "shots": s, "n_runs": int(r["n_runs"]),
                          "acc_mean": five[s]["acc_mean"] - r["acc_mean"], "acc_std": std})
     return pd.DataFrame(rows, columns=cols)
 
@@ -201,9 +310,10 @@ HTML_STYLE = ("body{font-family:sans-serif;margin:1em;color:#111}"
               "thead th{background:#dbe7f3}tbody tr:nth-child(even){background:#f3f3f3}")
 
 
-def _html_page(title: str, tables: list[tuple[str, list[str], list[list[tuple[str, bool]]]]]) -> str:
+def _html_page(title: str, tables: list[tuple[str, list[str], list[list[tuple[str, bool]]]]],
+               notes: list[str] = ()) -> str:
     """A small stand-alone HTML page (the Snakemake report shows .html results inline, not .md/.csv).
-    ``tables``: (caption, header, rows of (text, bold) cells)."""
+    ``tables``: (caption, header, rows of (text, bold) cells); ``notes``: footnote paragraphs after them."""
     from html import escape
 
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
@@ -215,20 +325,22 @@ def _html_page(title: str, tables: list[tuple[str, list[str], list[list[tuple[st
             parts.append("<tr>" + "".join(f"<td><b>{escape(t)}</b></td>" if b else f"<td>{escape(t)}</td>"
                                           for t, b in row) + "</tr>")
         parts.append("</tbody></table>")
+    parts += [f"<p class='note'>{escape(n)}</p>" for n in notes]
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
 def to_html(table: pd.DataFrame) -> str:
-    """The :func:`to_markdown` layout (accuracy and ROC AUC tables, best per column in bold) as HTML."""
+    """The :func:`to_markdown` layout (one table per metric, best per column in bold, optimistic rows
+    with a dagger and their footnote under the tables) as HTML."""
     tables = []
-    for metric, title in BLOCKS:
+    for metric, title in _blocks(table):
         methods, shots, cells, bold = _grid(table, metric)
-        rows = [[(m, False)] + [("-", False) if (m, s) not in cells else (_fmt(*cells[(m, s)]), (m, s) in bold)
+        rows = [[(display_name(m), False)] + [("-", False) if (m, s) not in cells else (_fmt(*cells[(m, s)]), (m, s) in bold)
                                 for s in shots] for m in methods]
         tables.append((f"Few-shot {title}, held-out patients (mean ± std over draws)",
                        ["Method"] + [shot_label(s) for s in shots], rows))
-    return _html_page("Few-shot results", tables)
+    return _html_page("Few-shot results", tables, footnotes(table) + [n for n in [protocol_note(table)] if n])
 
 
 def ablation_html(abl: pd.DataFrame) -> str:
@@ -246,10 +358,12 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
             few = g[g["shots"] > 0].sort_values("shots")
             if len(few):
                 ax.errorbar(few["shots"], few[f"{metric}_mean"], yerr=few[f"{metric}_std"].fillna(0),
-                            marker="o", capsize=3, label=method)
+                            marker="o", capsize=3, label=display_name(method))
             zero = g[g["shots"] == 0]
             if len(zero):
-                ax.axhline(zero[f"{metric}_mean"].iloc[0], ls="--", lw=1, color="grey", label=f"{method} zero-shot")
+                optimistic = is_optimistic(method)
+                ax.axhline(zero[f"{metric}_mean"].iloc[0], ls=":" if optimistic else "--", lw=1, color="grey",
+                           label=f"{display_name(method)} zero-shot" + (" (optimistic)" if optimistic else ""))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("shots (slides per class)")
         ax.set_ylabel(title)
@@ -261,14 +375,17 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
     save_figure(fig, out_png)
 
 
-def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0,
+                         protocol: dict | None = None) -> pd.DataFrame:
     """``out`` has attributes csv, md, tex, runs, plot and optionally html, ablation_csv, ablation_md,
     ablation_html, ablation_tex, roc, confusion (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the
-    bootstrap CIs."""
+    bootstrap CIs. ``protocol`` (``{"label": ..., "deviations": [keys]}``, :mod:`fiveflow.protocol`) labels FiVE's
+    rows with the settings they ran under (columns ``protocol``, ``deviations`` and a note under each table)."""
     pred = load_predictions(files)
     runs = per_run_metrics(pred, classes=classes)
     table = summarize(pred, classes=classes, runs=runs, n_boot=n_boot, seed=seed)
-    table = table.sort_values(["method", "shots"]).reset_index(drop=True)
+    table = add_selection_notes(table.sort_values(["method", "shots"]).reset_index(drop=True), files)
+    table = with_protocol(table, protocol)
     with atomic_path(out.csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     atomic_write_text(out.md, to_markdown(table))

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..evaluate.optimistic import SELECTION_KEY, bestepoch_method, optimistic_note
 from ..model import load_checkpoint
 from .common import LOGGER_NAME, log_to, resolve_device
 from .data import BagStore
 from .draws import run_draws
 from .loop import fit, fit_key, predict_probs
-from .pretrain import resume_path
+from .pretrain import EPOCH_EVAL_KEY, resume_path
 from .predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
 METHOD = "FiVE"
@@ -79,7 +80,8 @@ def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, s
         model, payload = load_checkpoint(ckpt, resolve_device(cfg["train"]["device"]))
         store = BagStore(bag_paths, payload["model_cfg"]["position"])
         pre = cfg["train"]["pretrain"]
-        probs = predict_probs(model, store, test["slide_id"].tolist(), texts, pre["instance_ratio"], pre["max_instances"])
+        probs = predict_probs(model, store, test["slide_id"].tolist(), texts, pre["instance_ratio"], pre["max_instances"],
+                              sampling=pre.get("sampling", "segments"))
         logger.info("zero-shot: %d test slides", len(test))
         if attention_dir is not None:
             from ..evaluate.heatmap import save_run_attention
@@ -91,6 +93,44 @@ def run_zeroshot(ckpt: str | Path, split_csv: str | Path, bag_paths: dict[str, s
                                        shots=0, run=0, seed=None))
             logger.info("zero-shot attention of %d/%d test slides -> %s", n, len(ids), attention_dir)
         return write_predictions([prediction_frame(method, 0, 0, test, probs[:, 1], names)], out_parquet)
+
+
+def run_zeroshot_bestepoch(ckpt: str | Path, split_csv: str | Path, cfg: dict, out_parquet: str | Path | None,
+                           log=None, method: str | None = None) -> pd.DataFrame:
+    """The authors' zero-shot model selection (``train.zeroshot_epoch: best_on_test``): the predictions of
+    the pre-training epoch with the best accuracy on the test split (ties: the earliest), method
+    ``FiVE-bestepoch``. Optimistic by construction (the epoch is chosen on the slides it is scored on;
+    :mod:`fiveflow.evaluate.optimistic` labels it in every table); the honest ``FiVE`` zero-shot row is
+    the final epoch. Reads the per-epoch test probabilities pre-training stored in the checkpoint
+    (``extra["zeroshot_epochs"]``), so it needs neither the bags nor a GPU. The chosen epoch and every
+    epoch's accuracy go into the parquet metadata ``fiveflow_selection``."""
+    with log_to(log) as logger:
+        names, _ = class_names_texts(cfg)
+        test = test_rows(read_split(split_csv, names))
+        payload = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+        ev = (payload.get("extra") or {}).get(EPOCH_EVAL_KEY)
+        if not ev or not ev.get("epochs"):
+            raise ValueError(f"{ckpt}: the checkpoint holds no per-epoch zero-shot test predictions. Fix: pre-train "
+                             "with train.zeroshot_epoch: best_on_test (the pretrain rule then reruns), or set it to "
+                             "final.")
+        pos = {str(sid): i for i, sid in enumerate(ev["slide_ids"])}
+        missing = sorted(set(test["slide_id"]) - set(pos))
+        if missing:
+            raise ValueError(f"{ckpt}: pre-training evaluated another test split ({len(missing)} test slide(s) "
+                             f"without per-epoch predictions, e.g. {missing[:5]}). Fix: rerun the pretrain rule.")
+        probs = np.asarray(ev["prob"], dtype=np.float64)[:, [pos[sid] for sid in test["slide_id"]]]
+        y = (test["label"].astype(str) == names[1]).to_numpy()
+        acc = ((probs >= 0.5) == y[None, :]).mean(axis=1)  # the accuracy of compute_metrics, per epoch
+        best = int(np.argmax(acc))  # the first maximum: the earliest of tied epochs
+        epochs = [int(e) for e in ev["epochs"]]
+        method = method or bestepoch_method(METHOD)
+        selection = {"method": method, "epoch": epochs[best], "n_epochs": len(epochs),
+                     "criterion": "best accuracy on the test split (ties: the earliest epoch)",
+                     "epochs": epochs, "accuracy": [float(a) for a in acc], "note": optimistic_note(method)}
+        logger.info("%s: epoch %d of %d has the best test accuracy %.4f (final epoch: %.4f); %s", method,
+                    epochs[best], len(epochs), acc[best], acc[-1], optimistic_note(method) or "selected on the test set")
+        return write_predictions([prediction_frame(method, 0, 0, test, probs[best], names)], out_parquet,
+                                 metadata={SELECTION_KEY: selection})
 
 
 def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, bag_paths: dict[str, str], cfg: dict,
@@ -116,7 +156,8 @@ def run_fewshot(ckpt: str | Path, split_csv: str | Path, draws_csv: str | Path, 
         resume.unlink(missing_ok=True)
         logger.info("%d-shot draw (seed %d): %d updates, %d/%d empty steps skipped, %.1fs", shots, seed,
                     summary["n_updates"], summary["n_empty_skipped"], summary["n_empty"], summary["seconds"])
-        probs = predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"])
+        probs = predict_probs(model, store, list(test_ids), texts, ft["instance_ratio"], ft["max_instances"],
+                              sampling=ft.get("sampling", "segments"))
         if attention_dir is None:
             return probs[:, 1]
         # after predicting: the same predictions with or without heatmap scores

@@ -1,6 +1,7 @@
 """Prediction tables (CONTRACTS.md ``predictions/{method}_{shots}.parquet``) and split helpers."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -54,11 +55,23 @@ def prediction_frame(method: str, shots: int, run: int, rows: pd.DataFrame, prob
     })[PRED_COLUMNS]
 
 
-def write_predictions(frames: Sequence[pd.DataFrame], out_parquet: str | Path | None) -> pd.DataFrame:
+def write_predictions(frames: Sequence[pd.DataFrame], out_parquet: str | Path | None,
+                      metadata: dict | None = None) -> pd.DataFrame:
+    """Concatenate ``frames`` and write them atomically; ``metadata`` (key -> JSON-able value) goes into
+    the parquet file's key-value metadata (e.g. ``fiveflow_selection``, the epoch a row was chosen at)."""
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PRED_COLUMNS)
     if out_parquet is not None:
         with atomic_path(out_parquet) as tmp:
-            df.to_parquet(tmp, index=False)
+            if metadata:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                meta = {**(table.schema.metadata or {}),
+                        **{str(k).encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}}
+                pq.write_table(table.replace_schema_metadata(meta), tmp)
+            else:
+                df.to_parquet(tmp, index=False)
     return df
 
 

@@ -76,20 +76,42 @@ def _draw_class(slides: pd.DataFrame, shots: int, rng: np.random.Generator) -> l
     return chosen
 
 
+def check_shots(train: pd.DataFrame, shots) -> None:
+    """Refuse shot counts the training split cannot supply: a draw takes ``shots`` distinct training
+    slides of every class, so each class needs at least ``max(shots)`` training slides. The error
+    names every class that falls short, its training slides (and patients), and the fix."""
+    if not len(shots):
+        return
+    k = max(int(s) for s in shots)
+    short = []
+    for c, g in train.groupby("label", sort=True):
+        if len(g) < k:
+            short.append(f"class {c!r} has {len(g)} training slide(s) (from {g['patient_id'].nunique()} patient(s))")
+    if short:
+        raise ValueError(f"fewshot.shots asks for {k} slides per class, but " + "; ".join(short)
+                         + f". Fix: lower fewshot.shots to at most {min(train.groupby('label').size())}, or enlarge "
+                           "the training split (a smaller split.test_fraction, or more slides of that class).")
+
+
 def make_fewshot_draws(split: pd.DataFrame, shots: list[int], runs: int, seed: int,
                        out_csv: str | Path | None) -> pd.DataFrame:
-    """For each (shots, run): ``shots`` training slides per class, with the draw's seed recorded."""
+    """For each (shots, run): ``shots`` training slides per class, with the draw's seed recorded.
+
+    Slides of one class come from distinct patients while patients last (a class with fewer training
+    patients than shots also gets further slides of the same patients, with a warning); a shot count
+    above a class's number of training slides is refused (:func:`check_shots`)."""
     train = split[split["split"] == "train"].astype({"slide_id": str, "patient_id": str, "label": str})
     labels = sorted(train["label"].unique())
     if len(labels) < 2:
         raise ValueError(f"the training split holds {len(labels)} class(es); few-shot needs two")
+    check_shots(train, shots)
+    for c, g in train.groupby("label", sort=True):
+        few = [int(k) for k in shots if g["patient_id"].nunique() < int(k)]
+        if few:
+            log.warning("class %r has %d training patients: draws of %s shots repeat patients", c,
+                        g["patient_id"].nunique(), few)
     rows = []
     for k in shots:
-        for c in labels:
-            n_c = int((train["label"] == c).sum())
-            if n_c < k:
-                raise ValueError(f"class {c!r} has {n_c} training slides, fewer than {k} shots. "
-                                 "Fix: lower fewshot.shots or split.test_fraction.")
         for run in range(int(runs)):
             s = draw_seed(seed, k, run)
             rng = np.random.default_rng(s)
