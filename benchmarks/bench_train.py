@@ -180,24 +180,32 @@ def child(n: int, ratio: float, device: str, args) -> dict:
     cand, _ = perturb_descriptions(texts, dropped, text_rng)
     model.text_encoder.encode([questions[i] for i in range(len(questions)) if i not in set(dropped)] + cand)
     # baseline: everything the step needs is in memory; the step's own allocations come on top
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        reset = reset_peak_rss()
-        base = status_kb("VmRSS" if reset else "VmHWM") * 1024
+    mark = memory_mark(dev)
     warm = step()
     n_steps = max(1, min(args.steps, int(args.max_seconds // max(warm, 1e-6))))
     times = [step() for _ in range(n_steps)]
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-        how = "max_memory_allocated"
-    else:
-        peak = status_kb("VmHWM") * 1024 - base
-        how = "VmHWM-VmRSS" if reset else "VmHWM-VmHWM"
+    peak, how = memory_peak(dev, mark)
     return {"n": n, "ratio": ratio, "m": n_sampled(n, ratio, max_inst), "device": device, "warmup_s": warm,
             "step_s": statistics.median(times), "steps": n_steps, "peak_mb": peak / 2 ** 20, "mem": how,
             "empty": summary["n_empty"], "losses": [round(x, 3) for x in losses]}
+
+
+def memory_mark(dev: torch.device) -> tuple[int, bool]:
+    """``(baseline bytes, peak reset?)`` before a measured step: CUDA's allocated memory after resetting
+    its peak; on a CPU the RSS after resetting the high-water mark (its old value where that fails)."""
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated(), True
+    reset = reset_peak_rss()
+    return status_kb("VmRSS" if reset else "VmHWM") * 1024, reset
+
+
+def memory_peak(dev: torch.device, mark: tuple[int, bool]) -> tuple[int, str]:
+    """``(peak bytes above the baseline, how it was measured)`` after the step of :func:`memory_mark`."""
+    base, reset = mark
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated() - base, "max_memory_allocated"
+    return status_kb("VmHWM") * 1024 - base, "VmHWM-VmRSS" if reset else "VmHWM-VmHWM"
 
 
 def long_descriptions(n_texts: int, n_questions: int, words_per_answer: int = 60) -> list[str]:
@@ -254,12 +262,7 @@ def lora_child(n_texts: int, grad: int, device: str, args) -> dict:
         g["lr"] = lr
     sync(dev)
     warm = time.perf_counter() - t0
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        reset = reset_peak_rss()
-        base = status_kb("VmRSS" if reset else "VmHWM") * 1024
+    mark = memory_mark(dev)
     sync(dev)
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
@@ -271,10 +274,7 @@ def lora_child(n_texts: int, grad: int, device: str, args) -> dict:
     step_s = time.perf_counter() - t0
     if not used:
         raise RuntimeError("the LoRA training step did not run a forward/backward pass")
-    if dev.type == "cuda":
-        peak, how = torch.cuda.max_memory_allocated() - base, "max_memory_allocated"
-    else:
-        peak, how = status_kb("VmHWM") * 1024 - base, "VmHWM-VmRSS" if reset else "VmHWM-VmHWM"
+    peak, how = memory_peak(dev, mark)
     return {"n_texts": n_texts, "grad": min(grad, n_texts) if grad else n_texts, "device": device,
             "warmup_s": warm, "step_s": step_s, "peak_mb": peak / 2 ** 20, "mem": how, "tokens": LORA_TOKENS,
             "loss": round(losses[0], 4)}

@@ -45,6 +45,18 @@ def shared_path(rel: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls: one torch thread is much faster than contended OpenMP threads on a busy CPU
+    (modules use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def cmu_slide() -> Path:
     return shared_path("slides/CMU-1-Small-Region.svs")

