@@ -58,3 +58,20 @@ def test_embed_subcommand_resumes_and_lists_encoders(small_slide, tmp_path, caps
     assert main(["encoders"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in specs())
+
+
+def test_evaluate_subcommand_labels_fives_protocol(tmp_path, monkeypatch):
+    """`fiveflow evaluate` labels FiVE's rows with the protocol of its --config, as the workflow does."""
+    import pandas as pd
+    import yaml
+
+    from fiveflow.cli import main
+    from fiveflow.protocol import table_protocol
+    from test_evaluate import fake_predictions
+
+    files = fake_predictions(tmp_path, methods=(("FiVE", [0, 1]), ("meanpool", [1])))
+    monkeypatch.chdir(PROJECT_ROOT)
+    assert main(["evaluate", *files, "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "tables" / "fewshot.csv", keep_default_na=False)
+    expected = table_protocol(yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text()))["label"]
+    assert dict(zip(table["method"], table["protocol"])) == {"FiVE": expected, "meanpool": "baseline"}

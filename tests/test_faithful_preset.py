@@ -202,7 +202,7 @@ def test_each_model_setting_of_the_preset_changes_the_slide_embedding(key):
 
     cfg = _tiny_preset()
     a, b = embed(cfg), embed(_neutral(cfg, key))
-    assert not torch.allclose(a, b, atol=1e-6), f"{key}: the preset's value changes nothing"
+    assert not torch.allclose(a, b, atol=1e-6), f"{key} (FIVE_METHOD section 3): the preset's value changes nothing"
 
 
 @pytest.mark.parametrize("key", TRAIN_FLAGS)
@@ -240,4 +240,4 @@ def test_each_training_setting_of_the_preset_changes_training(tmp_path, key):
     same_weights = all(torch.equal(wa[k], wb[k]) for k in wa)
     same_summary = (sa["n_updates"], sa["n_empty_skipped"], np.round(sa["epoch_loss"], 10).tolist()) == \
         (sb["n_updates"], sb["n_empty_skipped"], np.round(sb["epoch_loss"], 10).tolist())
-    assert not (same_weights and same_summary), f"{key}: the preset's value changes nothing"
+    assert not (same_weights and same_summary), f"{key} (FIVE_METHOD section 3-4): the preset's value changes nothing"

@@ -216,7 +216,10 @@ def cmd_evaluate(args) -> int:
                            runs=out / "tables/fewshot_runs.csv", plot=out / "plots/fewshot.png",
                            ablation_csv=out / "tables/ablation.csv", ablation_md=out / "tables/ablation.md",
                            roc=out / "plots/roc.png", confusion=out / "plots/confusion.png")
-    table = evaluate_predictions([str(p) for p in args.predictions], outs, classes=[c["name"] for c in cfg["classes"]])
+    from .protocol import table_protocol
+
+    table = evaluate_predictions([str(p) for p in args.predictions], outs, classes=[c["name"] for c in cfg["classes"]],
+                                 protocol=table_protocol(cfg))  # FiVE's rows say which settings they ran under
     print(table.to_string(index=False))
     return 0
 

@@ -121,3 +121,9 @@ def protocol_label(cfg: Mapping) -> str:
 def describe_deviations(cfg: Mapping) -> list[str]:
     """One line per deviation: ``key = value (authors: x; section n)``."""
     return [f"{s.key} = {v!r} (authors: {s.authors!r}; FIVE_METHOD section {s.section})" for s, v in deviations(cfg)]
+
+
+def table_protocol(cfg: Mapping) -> dict:
+    """What the evaluation prints for FiVE's rows: ``{"label": protocol_label, "deviations": [keys]}``
+    (the workflow's evaluate rule and ``fiveflow evaluate`` both pass it to ``evaluate_predictions``)."""
+    return {"label": protocol_label(cfg), "deviations": [s.key for s, _ in deviations(cfg)]}

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from fiveflow.config import ConfigError, resolve_path, validate_config  # noqa: E402
 from fiveflow.embed.text_towers import has_text_tower  # noqa: E402
 from fiveflow.evaluate.optimistic import bestepoch_method  # noqa: E402
-from fiveflow.protocol import deviations, protocol_label  # noqa: E402
+from fiveflow.protocol import table_protocol  # noqa: E402
 from fiveflow.reports import backend_name  # noqa: E402
 from fiveflow.train.ablations import five_method, parse_ablation  # noqa: E402
 from fiveflow.workflow import Cohort, precomputed_sources  # noqa: E402
@@ -68,7 +68,7 @@ ABLATION_OF = {ab.method: a for a, ab in ABLATIONS.items()}
 # FiVE itself (not an ablation): the one method with the best-epoch zero-shot row
 FIVE_METHOD = FIVE_BASE
 # the protocol label and deviating keys every table prints for FiVE's rows (fiveflow.protocol)
-PROTOCOL = {"label": protocol_label(config), "deviations": [s.key for s, _ in deviations(config)]}
+PROTOCOL = table_protocol(config)
 # train.zeroshot_epoch: best_on_test adds FiVE's zero-shot row at the pre-training epoch best on the test split
 # (the authors' selection; optimistic, labelled so in every table: fiveflow.evaluate.optimistic)
 ZEROSHOT_EPOCH = config["train"].get("zeroshot_epoch", "final")
