@@ -268,15 +268,6 @@ def load_train_state(path: str | Path, run_key: str | None, logger: logging.Logg
     return state
 
 
-def _encode_candidates(model: FiVEModel, cand: Sequence[str], grad_candidates: int,
-                       cand_rng: np.random.Generator | None) -> torch.Tensor:
-    """The step's candidate texts as unit vectors; with LoRA only ``grad_candidates`` random ones
-    carry gradients through the encoder (0 = all). A frozen encoder is cached: the flag does nothing."""
-    if getattr(model, "text_lora", None) is None or not grad_candidates:
-        return model.encode_texts(cand)
-    return model.encode_texts(cand, grad_subset=grad_candidates, rng=cand_rng)
-
-
 def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
                 losses, merge_shuffled: bool = False, *, sampling: str = "segments", label_smoothing: float = 0.0,
                 grad_candidates: int = 0, cand_rng: np.random.Generator | None = None) -> bool:
@@ -298,7 +289,7 @@ def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, 
                 continue
         bank = model.prompt_bank(_keep(nq, dropped))
         slide = slide_embedding(model, store.get(slide_id), bank, ratio, max_inst, True, rng, sampling)
-        logits = model.logits(slide, _encode_candidates(model, cand, grad_candidates, cand_rng))
+        logits = model.logits(slide, model.encode_texts(cand, grad_subset=grad_candidates, rng=cand_rng))
         loss = F.cross_entropy(logits, torch.tensor([remap[target]], device=model.device),
                                label_smoothing=label_smoothing)
         (loss / len(group)).backward()
@@ -323,7 +314,7 @@ def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_
     bank = model.prompt_bank(_keep(nq, dropped))
     slides = torch.cat([slide_embedding(model, store.get(s), bank, ratio, max_inst, True, rng, sampling)
                         for s, _ in group])
-    logits = model.logits(slides, _encode_candidates(model, cand, grad_candidates, cand_rng))
+    logits = model.logits(slides, model.encode_texts(cand, grad_subset=grad_candidates, rng=cand_rng))
     targets = torch.tensor([remap[t] for _, t in group], device=model.device)
     loss = _symmetric_loss(logits, targets, label_smoothing)
     loss.backward()
