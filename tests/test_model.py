@@ -160,7 +160,8 @@ def test_dropping_questions_removes_exactly_those_from_bank_and_texts(model, mon
     monkeypatch.setattr(loop, "draw_dropped_questions", lambda n, rng: [1, 3])
     real_bank, real_texts = model.prompt_bank, model.encode_texts
     monkeypatch.setattr(model, "prompt_bank", lambda keep=None: seen.setdefault("keep", keep) and real_bank(keep))
-    monkeypatch.setattr(model, "encode_texts", lambda texts: seen.setdefault("texts", list(texts)) and real_texts(texts))
+    monkeypatch.setattr(model, "encode_texts", 
+                        lambda texts, **kw: seen.setdefault("texts", list(texts)) and real_texts(texts, **kw))
 
     class Store:
         def get(self, sid):
