@@ -456,3 +456,20 @@ def test_cli_unusable_input_exits_nonzero_with_one_line(tmp_path):
     blank = write_pyramid_tiff(tmp_path / "blank.tif", tissue_image(tissue_box=None))
     r = _cli("--slide", str(blank), "--out", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 1 and "no tissue" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_tile_size_advice_matches_the_direction(small_slide, tmp_path):
+    """A tile finer than one slide pixel needs a larger target_mpp (the fix said to lower it); a tile larger
+    than the slide needs a smaller one."""
+    with pytest.raises(SlideError) as exc:
+        tile_slide(small_slide, "s", cfg(target_mpp=0.001), tmp_path / "a.parquet")
+    assert "Fix: raise `tiling.target_mpp`" in str(exc.value) and "lower" not in str(exc.value)
+    with pytest.raises(SlideError, match=r"Fix: lower `tiling.patch_size` or `tiling.target_mpp`"):
+        tile_slide(small_slide, "s", cfg(target_mpp=100.0), tmp_path / "b.parquet")
+
+
+def test_overlap_advice_matches_the_direction(small_slide, tmp_path):
+    with pytest.raises(SlideError, match=r"Fix: set `tiling.overlap` to 0 or more"):
+        tile_slide(small_slide, "s", cfg(overlap=-8), tmp_path / "a.parquet")
+    with pytest.raises(SlideError, match=r"Fix: lower `tiling.overlap`"):
+        tile_slide(small_slide, "s", cfg(overlap=128), tmp_path / "b.parquet")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -171,6 +173,9 @@ def cmd_split(args) -> int:
     from .train.splits import make_fewshot_draws, make_split
 
     cfg = _cfg(args)
+    if not Path(args.samples).exists():  # read_samples' own message names the config key, not this argument
+        raise FileNotFoundError(f"samples sheet not found: {args.samples}. Fix: give the path of an existing "
+                                "samples sheet (fiveflow split SAMPLES).")
     samples = read_samples(args.samples, classes=[c["name"] for c in cfg["classes"]], check_files=False)
     split = make_split(samples, float(cfg["split"]["test_fraction"]), int(cfg["split"]["seed"]), Path(args.out) / "split.csv")
     fs = cfg["fewshot"]
@@ -268,6 +273,48 @@ def cmd_heatmap(args) -> int:
     return 0
 
 
+#: (option, args attribute) of the outputs: an OS error under one of them is fixed by choosing another
+OUTPUT_OPTIONS = (("--out", "out"), ("--output", "output"))
+
+
+def _number(text: str, kind, low: float | None, high: float | None = None, low_open: bool = False) -> int | float:
+    """Parse a number option; argparse turns the ArgumentTypeError into a one-line usage error (exit 2)."""
+    what = "an integer" if kind is int else "a number"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if low is not None and (value <= low if low_open else value < low):
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use {what} {bound}"
+                                         + (f" and <= {high:g}" if high is not None else ""))
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use {what} <= {high:g}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (an mpp)."""
+    return _number(text, float, 0, low_open=True)
+
+
+def unit_float(text: str) -> float:
+    """A finite number in [0, 1] (an opacity)."""
+    return _number(text, float, 0, 1)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count or a size)."""
+    return _number(text, int, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    return _number(text, int, 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fiveflow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -282,24 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "write the synthetic demo cohort (slides, reports, samples sheet)")
     sp.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
-    sp.add_argument("--n-slides", type=int, default=None, help="override cohort.demo.n_slides")
+    sp.add_argument("--n-slides", type=positive_int, default=None, help="override cohort.demo.n_slides")
     sp = add("tile", cmd_tile, "tissue-mask and tile slides at a physical size; writes OUT/coords/ID.parquet, "
              "OUT/qc/ID.png and OUT/qc/tissue/ID.geojson (exit 1: a slide had no tissue; 2: a slide was unusable)")
     sp.add_argument("--slide", action="append", required=True, metavar="PATH",
                     help="slide file in any OpenSlide format (repeat to tile several in one process)")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
-    sp.add_argument("--mpp", type=float, default=None,
+    sp.add_argument("--mpp", type=positive_float, default=None,
                     help="level-0 microns per pixel, overriding the slide's metadata (default: from the metadata)")
-    sp.add_argument("--target-mpp", type=float, default=None, help="tile resolution (default: tiling.target_mpp)")
-    sp.add_argument("--patch-px", type=int, default=None, help="tile edge in px at --target-mpp (default: tiling.patch_size)")
+    sp.add_argument("--target-mpp", type=positive_float, default=None, help="tile resolution (default: tiling.target_mpp)")
+    sp.add_argument("--patch-px", type=positive_int, default=None, help="tile edge in px at --target-mpp (default: tiling.patch_size)")
     sp.set_defaults(config_optional=True)
     sp = add("embed", cmd_embed, "embed tiled slides into feature bags OUT/features/ENCODER/*.h5")
     sp.add_argument("slides", nargs="+", help="slide files already tiled into OUT/coords")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
     sp.add_argument("--encoder", help="override embedding.encoder (see `fiveflow encoders`)")
     sp.add_argument("--weights", help="override embedding.weights: random | default | FILE | hf-hub:ID")
-    sp.add_argument("--batch-size", dest="batch_size", type=int, help="override embedding.batch_size")
-    sp.add_argument("--workers", dest="num_workers", type=int, help="override embedding.num_workers")
+    sp.add_argument("--batch-size", dest="batch_size", type=positive_int, help="override embedding.batch_size")
+    sp.add_argument("--workers", dest="num_workers", type=nonnegative_int, help="override embedding.num_workers")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override embedding.device")
     sp.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="override embedding.precision")
     sp.add_argument("--overwrite", action="store_true",
@@ -309,9 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--attention", required=True, metavar="FILE", help="attention parquet written by training")
     sp.add_argument("--slide", required=True, metavar="SLIDE", help="the slide file the bag was made from")
     sp.add_argument("--out", required=True, metavar="PNG", help="output PNG")
-    sp.add_argument("--thumbnail-size", type=int, default=None, help="thumbnail longest edge (default: tiling.thumbnail_size)")
+    sp.add_argument("--thumbnail-size", type=positive_int, default=None, help="thumbnail longest edge (default: tiling.thumbnail_size)")
     sp.add_argument("--normalise", choices=["rank", "minmax"], default="rank", help="within-slide scaling (default: rank)")
-    sp.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
+    sp.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
     sp.set_defaults(config_optional=True)
     sp = add("encoders", cmd_encoders, "list the registered patch encoders, their output size and preprocessing")
     sp.set_defaults(config_optional=True)
@@ -351,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_reports_agree)
     sp.add_argument("--pred", required=True, help="labels table to judge (e.g. labels.parquet)")
     sp.add_argument("--ref", required=True, help="reference labels table or answers CSV")
-    sp.add_argument("--show", type=int, default=20, help="disagreeing (patient, field) pairs to list (default: 20)")
+    sp.add_argument("--show", type=nonnegative_int, default=20, help="disagreeing (patient, field) pairs to list (default: 20)")
     sp = add("split", cmd_split, "patient-level train/test split and few-shot draws")
     sp.add_argument("samples", help="samples sheet (slide_id, patient_id, label, path)")
     sp.add_argument("--out", default="results/splits", help="output folder (default: results/splits)")
@@ -360,15 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--labels", required=True, help="labels parquet from `fiveflow reports`")
     sp.add_argument("--bags", required=True, help="folder of feature bags {slide}.h5")
     sp.add_argument("--out", default="results/models/pretrain.pt", help="checkpoint to write")
-    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--threads", type=positive_int, default=2)
     sp = add("fewshot", cmd_fewshot, "few-shot fine-tuning (or zero-shot with --shots 0) and test predictions")
     sp.add_argument("--ckpt", required=True, help="pre-trained checkpoint")
     sp.add_argument("--split", required=True, help="split.csv")
     sp.add_argument("--draws", help="fewshot_draws.csv (not needed for --shots 0)")
     sp.add_argument("--bags", required=True, help="folder of feature bags {slide}.h5")
-    sp.add_argument("--shots", type=int, required=True, help="slides per class (0 = zero-shot)")
+    sp.add_argument("--shots", type=nonnegative_int, required=True, help="slides per class (0 = zero-shot)")
     sp.add_argument("--out", required=True, help="predictions parquet to write")
-    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--threads", type=positive_int, default=2)
     sp = add("evaluate", cmd_evaluate, "metrics, tables (csv/md/tex) and plots from prediction files")
     sp.add_argument("predictions", nargs="+", help="prediction parquet files")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
@@ -386,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
              "at most --jobs at a time; writes OUT/gdc_download_summary.tsv (exit 1: some file failed)")
     sp.add_argument("--manifest", required=True, help="GDC manifest TSV (id filename md5 size state) from the GDC portal")
     sp.add_argument("--out", required=True, help="folder to save the files in, under their manifest file names")
-    sp.add_argument("--jobs", type=int, default=4, help="concurrent transfers (default: 4)")
-    sp.add_argument("--retries", type=int, default=5, help="consecutive failed attempts per file before giving up "
+    sp.add_argument("--jobs", type=positive_int, default=4, help="concurrent transfers (default: 4)")
+    sp.add_argument("--retries", type=nonnegative_int, default=5, help="consecutive failed attempts per file before giving up "
                     "(default: 5; exponential backoff)")
     sp.add_argument("--base-url", default=None, help="data endpoint (default: https://api.gdc.cancer.gov/data)")
     sp.add_argument("--token-env", default="GDC_TOKEN", help="environment variable holding a GDC token for "
@@ -404,8 +451,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"fiveflow {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"fiveflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `fiveflow encoders | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return 141
+    except (ValueError, RuntimeError, OSError) as exc:  # the user's files and folders (OSError: not a bug)
+        from .errors import user_error_line
+
+        line = user_error_line(exc, [(opt, getattr(args, dest, None)) for opt, dest in OUTPUT_OPTIONS])
+        if line is None:
+            raise  # an unexpected error is a bug: its traceback is the report
+        print(f"fiveflow {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -2,11 +2,12 @@
 
 Errors name the offending key (dotted path) and say how to fix it, e.g.::
 
-    config.yaml: key `tiling.target_mpp`: 'abc' is not of type 'number'. Fix: set a number > 0.
+    config.yaml: key `tiling.target_mpp`: 'abc' is not of type 'number'. Fix: use a number, > 0.
 """
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,24 +80,76 @@ def _explain(err: jsonschema.ValidationError, schema: dict, source: str) -> str:
     if err.validator == "required":
         return f"{source}: {err.message} under `{key}`. Fix: add it (see the commented default config.yaml)."
     node = _subschema(schema, schema, path)
-    hint = node.get("description")
+    about = node.get("description")  # what the key is: context for the fix, not the fix itself
+    hint = None
     if err.validator == "enum":
         hint = "use one of: " + ", ".join(map(str, err.validator_value))
-    elif not hint and err.validator == "type":
-        hint = f"use a value of type {err.validator_value}"
-    elif not hint and err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        hint = f"use a value within the allowed range ({err.validator} {err.validator_value})"
+    elif err.validator == "type":
+        bounds = _bounds(node).strip()
+        hint = f"use {_type_words(err.validator_value)}" + (f", {bounds}" if bounds else "")
+    elif err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        hint = f"use a value{_bounds(node)}"
+    if hint and about:
+        hint = f"{hint} ({about})"
+    hint = hint or about
     fix = f" Fix: {hint}." if hint else ""
     return f"{source}: key `{key}`: {err.message}.{fix}"
+
+
+_TYPE_WORDS = {"string": "a string", "number": "a number", "integer": "an integer", "boolean": "true or false",
+               "array": "a list", "object": "a mapping", "null": "null"}
+
+
+def _type_words(types) -> str:
+    return " or ".join(_TYPE_WORDS.get(t, t) for t in ([types] if isinstance(types, str) else types))
+
+
+def _non_finite(node: Any, path: tuple = ()) -> list[tuple[tuple, float]]:
+    """(key path, value) of every NaN or infinite number in ``node`` (JSON Schema's bounds let NaN through)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(path, node)]
+    if isinstance(node, dict):
+        return [hit for k, v in node.items() for hit in _non_finite(v, (*path, k))]
+    if isinstance(node, list):
+        return [hit for i, v in enumerate(node) for hit in _non_finite(v, (*path, i))]
+    return []
+
+
+def _accepts_numbers(node: dict) -> bool:
+    types = node.get("type")
+    if types is None:
+        return True
+    return bool({"number", "integer"} & set([types] if isinstance(types, str) else types))
+
+
+def _bounds(node: dict) -> str:
+    """`` >= 0 and <= 1`` for a schema with those bounds ('' without bounds)."""
+    ops = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+    parts = [f"{op} {node[k]}" for k, op in ops if k in node]
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def _yaml_number(v: float) -> str:
+    return ".nan" if math.isnan(v) else (".inf" if v > 0 else "-.inf")
 
 
 def validate_config(config: dict, source: str = "config.yaml", root: str | Path | None = None) -> dict:
     """Validate ``config``; raise :class:`ConfigError` listing every problem. Returns ``config``."""
     schema = load_schema()
+    bad = _non_finite(config)
+    msgs = []
+    bad = [(p, v) for p, v in bad if _accepts_numbers(_subschema(schema, schema, list(p)))]
+    for path, value in bad:  # (elsewhere the schema's type check reports the number)
+        node = _subschema(schema, schema, list(path))
+        hint = node.get("description")
+        msgs.append(f"{source}: key `{_dotted(path)}`: {_yaml_number(value)} is not a finite number. "
+                    f"Fix: set a finite number{_bounds(node)}{f' ({hint})' if hint else ''}.")
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ConfigError("\n".join(_explain(e, schema, source) for e in errors))
+    errors = [e for e in errors if not any(tuple(e.absolute_path)[:len(p)] == p for p, _ in bad)]
+    msgs += [_explain(e, schema, source) for e in errors]
+    if msgs:
+        raise ConfigError("\n".join(msgs))
     _check_semantics(config, source, Path(root) if root else PROJECT_ROOT)
     return config
 
@@ -211,16 +264,41 @@ def resolve_path(value: str | Path, root: str | Path = PROJECT_ROOT) -> Path:
     return p if p.is_absolute() else Path(root) / p
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem (context from line K)`` on one line (PyYAML's own text spans four)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if mark is None:
+        return f": {problem}"
+    out = f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        out += f" ({' '.join(str(context).split())}" + (f" from line {cmark.line + 1})" if cmark else ")")
+    return out
+
+
+def load_config(path: str | Path, option: str = "--config") -> dict:
+    """Read a YAML config file and validate it. ``option``: how the user named the file (``--config`` for
+    the fiveflow command, ``--configfile`` for Snakemake), for the fix in error messages."""
     path = Path(path)
     try:
         with open(path) as fh:
             cfg = yaml.safe_load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}. Fix: pass --configfile with an existing file.") from None
+        raise ConfigError(f"config file not found: {path}. Fix: pass {option} with an existing file.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file. Fix: pass {option} with the path of a YAML file "
+                          "(e.g. config.yaml).") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the config file: permission denied. Fix: check its permissions "
+                          f"(ls -l {path}), or pass {option} with a copy you can read.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start}). Fix: pass {option} with a "
+                          "YAML config file saved as UTF-8.") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}. Fix: correct the YAML there (indent with "
+                          "spaces, a ':' after each key, close every quote and bracket).") from None
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level.")
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level. Fix: start from the commented "
+                          "default config.yaml.")
     return validate_config(cfg, source=str(path))

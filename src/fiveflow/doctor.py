@@ -4,7 +4,27 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import sys
 from pathlib import Path
+
+
+def find_tool(name: str) -> tuple[str, str] | None:
+    """``(path, where)`` of an executable: first next to this Python (its virtual environment's ``bin``,
+    which need not be on PATH, e.g. when fiveflow is run as ``/path/.venv/bin/fiveflow``), then on PATH."""
+    here = Path(sys.executable).parent  # not resolved: a venv's python is a symlink to the base interpreter
+    beside = shutil.which(name, path=str(here))
+    if beside:
+        return beside, "next to this Python"
+    found = shutil.which(name)
+    return (found, "on PATH") if found else None
+
+
+def _tool(name: str) -> str:
+    found = find_tool(name)
+    if found is None:
+        raise FileNotFoundError(f"not found next to {sys.executable} nor on PATH. Fix: run tools/setup.sh (it "
+                                f"installs {name} into .venv), or install {name} into this Python's environment")
+    return f"{found[0]} ({found[1]})"
 
 
 def _check(name: str, fn) -> bool:
@@ -46,7 +66,7 @@ def run_doctor(config_path: str) -> int:
         return str(p)
 
     ok &= _check("offline text encoder", _text)
-    ok &= _check("snakemake on PATH", lambda: shutil.which("snakemake") or (_ for _ in ()).throw(FileNotFoundError("not found")))
+    ok &= _check("snakemake", lambda: _tool("snakemake"))
 
     cfg = {}
 

@@ -193,7 +193,10 @@ def load_attention(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, 
     """``(coords [N, 2] int64, attention [N] float32, metadata)`` as written by :func:`save_attention`."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    from ..errors import reading
+
+    with reading(path, "attention parquet", "point at a file training wrote (results/attention/METHOD_SHOTS/SLIDE.parquet)"):
+        table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(ATTENTION_META_KEY)
     if raw is None:
         raise ValueError(f"{path}: not an attention file (no {ATTENTION_META_KEY.decode()} metadata)")
@@ -224,8 +227,11 @@ def bag_geometry(bag_path: str | Path) -> tuple[np.ndarray, tuple[int, int], flo
     import h5py
 
     from ..embed.bags import COORDS, COORDS_KIND, COORDS_ROW_INDEX
+    from ..errors import reading
 
-    with h5py.File(bag_path, "r") as fh:
+    with reading(bag_path, "HDF5 feature bag", "delete it and embed (or import) that slide again"):
+        fh = h5py.File(bag_path, "r")
+    with fh:
         if COORDS not in fh:
             return None
         attrs = dict(fh.attrs)

@@ -78,8 +78,16 @@ def with_protocol(table: pd.DataFrame, protocol: dict | None) -> pd.DataFrame:
     return table
 
 
+def _read_predictions(f: str) -> pd.DataFrame:
+    from ..errors import reading
+
+    with reading(f, "predictions parquet", "point at the prediction files training wrote "
+                 "(results/predictions/METHOD_SHOTS.parquet), or make this one again"):
+        return pd.read_parquet(f)
+
+
 def load_predictions(files: list[str]) -> pd.DataFrame:
-    frames = [pd.read_parquet(f) for f in files]
+    frames = [_read_predictions(f) for f in files]
     if not frames:
         raise ValueError("no prediction files to evaluate")
     return pd.concat(frames, ignore_index=True)

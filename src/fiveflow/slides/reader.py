@@ -33,13 +33,28 @@ class SlideInfo:
         return self.mpp * self.level_downsamples[level]
 
 
+def _permission_denied(path: Path, detail: str = "") -> SlideError:
+    return SlideError(f"{path}: cannot read the slide: permission denied{detail}. Fix: check the permissions of the "
+                      f"file (ls -l {path}) and of any companion files or folder of its format: the user running "
+                      "fiveflow needs read access (chmod a+r, or ask the owner).")
+
+
 def open_slide(path: str | Path) -> openslide.OpenSlide:
     """Open ``path`` with OpenSlide, or raise :class:`SlideError` naming the file, the reason and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise SlideError(f"{path}: slide file not found. Fix: check the path in your samples sheet.")
+        raise SlideError(f"{path}: slide file not found. Fix: check the path (the samples sheet's `path` column, or "
+                         "`fiveflow tile --slide`; relative sheet paths are from the sheet's folder).")
     if path.stat().st_size == 0:
         raise SlideError(f"{path}: the file is empty (0 bytes). Fix: re-download it and check its md5 against the manifest.")
+    try:  # OpenSlide reports an unreadable file as an unknown format: tell a permission problem apart first
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise _permission_denied(path) from None
+    except OSError as exc:
+        raise SlideError(f"{path}: cannot read the slide ({exc.strerror or exc}). Fix: check the file and the disk "
+                         "or network file system it is on, then run again.") from None
     try:
         slide = openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
@@ -49,6 +64,8 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
             "the manifest) or remove it from the samples sheet."
         ) from None
     except (openslide.OpenSlideError, OSError) as exc:
+        if "permission denied" in str(exc).lower():  # e.g. a MIRAX slide's data folder
+            raise _permission_denied(path, f" ({exc})") from None
         raise SlideError(
             f"{path}: OpenSlide cannot read this slide ({exc}). Fix: re-download the file (check its md5 "
             "against the manifest) or remove it from the samples sheet."
@@ -104,8 +121,8 @@ def resolve_mpp(slide: openslide.OpenSlide, path: str | Path, override: float | 
             if power and _is_number(power) and float(power) > 0 else "")
     raise SlideError(
         f"{path}: no microns-per-pixel in the slide's metadata, so tiles cannot be cut at a physical size.{hint} "
-        "Fix: put the scan resolution in the samples sheet's `mpp` column for this slide (or pass --mpp), "
-        "or set `tiling.assume_mpp` for every slide without metadata."
+        "Fix: give the slide's scan resolution in the samples sheet's `mpp` column (workflow) or with "
+        "`fiveflow tile --mpp`, or set `tiling.assume_mpp` for every slide without metadata."
     )
 
 

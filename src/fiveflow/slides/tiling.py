@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..errors import reading
 from ..io import atomic_path
 from .reader import SlideError, SlideInfo, best_level, open_slide, read_level_region, slide_info
 
 META_KEY = b"fiveflow"
+#: what to do about a coordinates file that cannot be read
+COORDS_FIX = "delete it and tile the slide again (`fiveflow tile` or the workflow)"
 DEFAULT_MASK = dict(method="otsu", mpp=8.0, white_threshold=220, reject_pen=["green", "blue", "black"],
                     fill_holes_mm2=0.1, min_component_mm2=0.01)
 # Level-0 pixels read per strip when a level must be reduced on the fly (bounded memory).
@@ -180,15 +183,23 @@ def _tile_open_slide(slide, meta: TilingMeta, cfg: dict, out_parquet, out_qc, ou
     patch = int(cfg["patch_size"])
     overlap = int(cfg.get("overlap") or 0)
     if not 0 <= overlap < patch:
+        fix = "lower `tiling.overlap`" if overlap >= patch else "set `tiling.overlap` to 0 or more"
         raise SlideError(f"{path}: tiling.overlap {overlap} must be >= 0 and smaller than patch_size {patch}. "
-                         "Fix: lower `tiling.overlap`.")
+                         f"Fix: {fix}.")
     size0 = int(round(patch * target_mpp / info.mpp))
     stride0 = max(1, int(round((patch - overlap) * target_mpp / info.mpp)))
-    if size0 < 1 or size0 > min(info.width, info.height):
+    if size0 < 1:  # finer than one level-0 pixel: the tile must cover more of the slide
+        raise SlideError(
+            f"{path}: a {patch} px tile at {target_mpp} mpp is {size0} level-0 px (less than one pixel of the "
+            f"slide, scanned at {info.mpp:.3f} mpp). Fix: raise `tiling.target_mpp` (microns per pixel of the "
+            "tiles: e.g. 0.5 for 20x, 1.0 for 10x) or `tiling.patch_size` (`fiveflow tile`: --target-mpp, "
+            "--patch-px), or correct the slide's mpp if it is wrong."
+        )
+    if size0 > min(info.width, info.height):  # larger than the slide: the tile must cover less of it
         raise SlideError(
             f"{path}: a {patch} px tile at {target_mpp} mpp is {size0} level-0 px, "
             f"but the slide is {info.width}x{info.height} px at {info.mpp:.3f} mpp. "
-            "Fix: lower `tiling.patch_size` or `tiling.target_mpp`."
+            "Fix: lower `tiling.patch_size` or `tiling.target_mpp` (`fiveflow tile`: --patch-px, --target-mpp)."
         )
     mcfg = mask_settings(cfg)
     mask_mpp_wanted = max(float(mcfg["mpp"]), info.mpp)
@@ -276,7 +287,8 @@ def read_coords(path: str | Path):
     """Coordinates table (pandas) and its tiling metadata (a dict of :class:`TilingMeta` fields)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    with reading(path, "coordinates parquet", COORDS_FIX):
+        table = pq.read_table(path)
     return table.to_pandas(), read_meta(path, table)
 
 
@@ -284,7 +296,11 @@ def read_meta(path: str | Path, table=None) -> dict:
     """Only the tiling metadata of a coordinates file (cheap: reads the parquet footer)."""
     import pyarrow.parquet as pq
 
-    schema = table.schema if table is not None else pq.read_schema(path)
+    if table is not None:
+        schema = table.schema
+    else:
+        with reading(path, "coordinates parquet", COORDS_FIX):
+            schema = pq.read_schema(path)
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise ValueError(f"{path}: no fiveflow tiling metadata; regenerate it with `fiveflow tile`.")

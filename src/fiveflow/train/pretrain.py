@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import reading
 from ..io import atomic_write_text
 from ..model import build_model, load_questions, save_checkpoint
 from .common import log_to, resolve_device, seed_everything, set_threads
@@ -179,7 +180,9 @@ def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[
         set_threads(threads)
         device = resolve_device(cfg["train"]["device"])
         split = read_split(split_csv)
-        train = training_descriptions(split, pd.read_parquet(labels_parquet), logger)
+        with reading(labels_parquet, "labels parquet", "point at the labels parquet `fiveflow reports` wrote"):
+            labels = pd.read_parquet(labels_parquet)
+        train = training_descriptions(split, labels, logger)
         questions = load_questions()
         if targets == "class_texts":
             names, texts = class_names_texts(cfg)

@@ -176,6 +176,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd: Any = load_file(str(path))
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise EncoderError(f"{path}: cannot read this checkpoint: permission denied. Fix: check its permissions "
+                           f"(ls -l {path}): the user running fiveflow needs read access.") from None
     except Exception as exc:  # truncated download, pickle with code objects, wrong file
         raise EncoderError(f"{path}: cannot read this checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
                            "Fix: re-download it, or set `embedding.weights` to a .pt/.pth/.safetensors file.") from None
