@@ -98,3 +98,59 @@ def test_snakemake_refuses_a_bad_config(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "tiling.patch_size" in r.stdout + r.stderr
+
+
+def test_llm_failure_share_and_rule_retries_are_range_checked():
+    validate_config(cfg(reports__openai__max_failed_share=0.25, reports__openai__rule_retries=0))
+    for bad in (1, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="reports.openai.max_failed_share"):
+            validate_config(cfg(reports__openai__max_failed_share=bad))
+    with pytest.raises(ConfigError, match="reports.openai.rule_retries"):
+        validate_config(cfg(reports__openai__rule_retries=-1))
+
+
+@pytest.mark.parametrize("key, value", [("tiling__target_mpp", float("nan")), ("tiling__min_tissue", float("inf")),
+                                        ("train__pretrain__lr", float("nan")), ("split__test_fraction", float("-inf")),
+                                        ("tiling__assume_mpp", float("nan"))])
+def test_nan_and_infinity_are_refused_with_the_key_and_the_fix(key, value):
+    """JSON Schema's bounds let NaN through (NaN <= 0 is false): `target_mpp: .nan` used to pass."""
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg(**{key: value}))
+    msg = str(exc.value)
+    assert f"key `{key.replace('__', '.')}`" in msg and "is not a finite number. Fix: set a finite number" in msg
+    assert len(msg.splitlines()) == 1  # one problem, not also a schema message for the same key
+
+
+def test_nan_in_a_yaml_file_names_the_key(tmp_path):
+    text = (PROJECT_ROOT / "config.yaml").read_text().replace("  target_mpp: 1.0 ", "  target_mpp: .nan ", 1)
+    assert ".nan" in text
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=r"c\.yaml: key `tiling\.target_mpp`: \.nan is not a finite number\. "
+                                          r"Fix: set a finite number > 0\."):
+        load_config(f)
+
+
+def test_load_config_fix_names_the_option_of_the_interface(tmp_path):
+    """`fiveflow` reads the file given by --config (--configfile is Snakemake's option)."""
+    with pytest.raises(ConfigError, match="pass --config with an existing file") as exc:
+        load_config(tmp_path / "absent.yaml")
+    assert "--configfile" not in str(exc.value)
+    with pytest.raises(ConfigError, match="pass --configfile with an existing file"):
+        load_config(tmp_path / "absent.yaml", option="--configfile")
+    with pytest.raises(ConfigError, match="a folder, not a config file"):
+        load_config(tmp_path)
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(binary)
+
+
+def test_yaml_syntax_error_is_one_line_with_its_line(tmp_path):
+    """PyYAML's message spans four lines; the CLI error must be one line (the fix says where)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tiling:\n  x: 1\n   y: 2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad)
+    msg = str(exc.value)
+    assert "\n" not in msg and "not valid YAML at line 3, column 5" in msg and "Fix: " in msg

@@ -14,7 +14,7 @@ import pytest
 
 from fiveflow.reports import llm
 from fiveflow.reports.llm import (
-    LLMBatchError, LLMConfig, LLMError, MissingAPIKeyError, answer_reports, cache_key, report_cache_key,
+    LLMBatchError, LLMConfig, LLMError, LLMFailuresError, MissingAPIKeyError, answer_reports, cache_key, report_cache_key,
 )
 from fiveflow.reports.normalize import FIELDS
 from fiveflow.reports.prompts import load_prompt
@@ -490,15 +490,18 @@ def test_key_never_in_outputs_cache_or_logs_and_labels_are_stable(server, cfg, t
     assert SECRET not in caplog.text and SECRET not in captured.out and SECRET not in captured.err
 
 
-def test_a_failed_report_is_recorded_in_the_labels_and_retried_alone(server, cfg, tmp_path):
-    """A report whose requests keep failing does not stop the stage: it is flagged, kept, and retried next run."""
+def test_a_failed_report_fails_the_run_is_recorded_in_the_labels_and_retried_alone(server, cfg, tmp_path):
+    """A report whose requests keep failing fails the stage after the labels are written (flagged), and only
+    it is retried by the next run (issue 16: LLM failures are failures)."""
     server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad request"}}) if "BOOM" in report \
         else None
     reports = tmp_path / "r.csv"
     pd.DataFrame({"patient_id": ["A", "B", "C"],
                   "text": ["Tumor one.", "Tumor two BOOM.", "Tumor three."]}).to_csv(reports, index=False)
     opts = {"backend": "openai", "openai": {**dataclasses.asdict(cfg)}}
-    df = structure_reports(reports, tmp_path / "l.parquet", opts).set_index("patient_id")
+    with pytest.raises(LLMFailuresError, match=r"1 of 3 report\(s\)"):
+        structure_reports(reports, tmp_path / "l.parquet", opts)
+    df = pd.read_parquet(tmp_path / "l.parquet").set_index("patient_id")  # written, for inspection
     assert df.loc["B", "flag"] == "llm_failed" and (df.loc["B", list(FIELDS)] == "unknown").all()
     assert df.loc["A", "flag"] != "llm_failed" and df.loc["A", "differentiation"] == "moderate"
     first = len(server.requests)
@@ -506,6 +509,95 @@ def test_a_failed_report_is_recorded_in_the_labels_and_retried_alone(server, cfg
     df = structure_reports(reports, tmp_path / "l.parquet", opts).set_index("patient_id")
     assert [r["report"] for r in server.requests[first:]] == ["Tumor two BOOM."]  # only the failed one again
     assert df.loc["B", "flag"] != "llm_failed"
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: every request is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_an_unreachable_server_fails_the_run_with_the_labels_written(cfg, tmp_path, capsys):
+    """Every request refused: no silent all-Unknown labels. structure_reports raises after writing the labels
+    (every row flagged llm_failed); the CLI prints one line and exits 2."""
+    import yaml
+
+    from fiveflow.cli import main
+
+    reports = tmp_path / "r.csv"
+    pd.DataFrame({"patient_id": ["A", "B", "C"], "text": ["Tumor one.", "Tumor two.", ""]}).to_csv(reports, index=False)
+    down = dataclasses.replace(cfg, base_url=_closed_port_url(), max_retries=1)
+    opts = {"backend": "openai", "openai": dataclasses.asdict(down)}
+    out = tmp_path / "l.parquet"
+    with pytest.raises(LLMFailuresError) as info:
+        structure_reports(reports, out, opts)
+    err = info.value
+    assert isinstance(err, RuntimeError) and (err.n_failed, err.n_total) == (2, 2)
+    msg = str(err)
+    assert "2 of 2 report(s)" in msg and "APIConnectionError" in msg and str(out) in msg and "llm_failed" in msg
+    assert "cached" in msg and "rerun retries only" in msg and "reports.openai.max_failed_share" in msg
+    assert "\n" not in msg and SECRET not in msg
+    df = pd.read_parquet(out).set_index("patient_id")
+    assert list(df["flag"]) == ["llm_failed", "llm_failed", "empty_report"]
+    assert (df.loc[["A", "B"], list(FIELDS)] == "unknown").all().all()
+    assert not list(Path(down.cache_dir).glob("*.json"))  # nothing cached: a rerun asks again
+
+    full = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    full["reports"].update(backend="openai")
+    full["reports"]["openai"].update(model=down.model, base_url=down.base_url, api_key_env=KEY_ENV, max_retries=0,
+                                     cache_dir=down.cache_dir)
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump(full))
+    capsys.readouterr()
+    rc = main(["reports", "extract", "--input", str(reports), "--config", str(conf), "--output",
+               str(tmp_path / "cli.parquet")])
+    captured = capsys.readouterr()
+    assert rc == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fiveflow reports: error: 2 of 2 report(s)"), captured.err
+    assert (tmp_path / "cli.parquet").is_file() and "patients ->" not in captured.out
+
+
+def test_a_tolerated_share_of_failures_passes_with_a_warning(server, cfg, tmp_path, caplog):
+    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad request"}}) if "BOOM" in report \
+        else None
+    reports = tmp_path / "r.csv"
+    pd.DataFrame({"patient_id": ["A", "B", "C"],
+                  "text": ["Tumor one.", "Tumor two BOOM.", "Tumor three."]}).to_csv(reports, index=False)
+    opts = {"backend": "openai", "openai": {**dataclasses.asdict(cfg), "max_failed_share": 0.5}}
+    with caplog.at_level(logging.WARNING):
+        df = structure_reports(reports, tmp_path / "l.parquet", opts).set_index("patient_id")
+    assert df.loc["B", "flag"] == "llm_failed" and df.loc["A", "flag"] == ""
+    assert "1 of 3 report(s)" in caplog.text and "max_failed_share" in caplog.text
+    # over the share: 2 of 3 > 0.5
+    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad"}}) if "one" not in report \
+        else None
+    pd.DataFrame({"patient_id": ["A", "B", "C"],
+                  "text": ["Tumor one.", "Tumor two BOOM.", "Tumor four."]}).to_csv(reports, index=False)
+    with pytest.raises(LLMFailuresError, match=r"2 of 3 report\(s\)"):
+        structure_reports(reports, tmp_path / "l.parquet", opts)
+
+
+def test_malformed_answers_do_not_fail_the_run(server, cfg, tmp_path):
+    """A reply still not six phrases after the repair request is kept, repaired and flagged: not a failure."""
+    server.fault_for = lambda report, n: ("reply", "I cannot answer that.", "stop") if "odd" in report else None
+    reports = tmp_path / "r.csv"
+    pd.DataFrame({"patient_id": ["A", "B"], "text": ["Tumor one.", "Tumor odd."]}).to_csv(reports, index=False)
+    df = structure_reports(reports, tmp_path / "l.parquet", {"backend": "openai", "openai": dataclasses.asdict(cfg)})
+    assert df.set_index("patient_id").loc["B", "flag"].startswith("padded")
+
+
+def test_max_failed_share_and_rule_retries_are_checked():
+    assert LLMConfig.from_cfg({}).max_failed_share == 0.0 and LLMConfig.from_cfg({}).rule_retries == 2
+    assert LLMConfig.from_cfg({"max_failed_share": 0.1, "rule_retries": 0}).max_failed_share == 0.1
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="max_failed_share"):
+            LLMConfig.from_cfg({"max_failed_share": bad})
+    with pytest.raises(ValueError, match="rule_retries"):
+        LLMConfig.from_cfg({"rule_retries": -1})
 
 
 def test_dry_run_estimates_without_sending(server, cfg, tmp_path, capsys):
@@ -524,3 +616,39 @@ def test_dry_run_estimates_without_sending(server, cfg, tmp_path, capsys):
                  "--config", str(conf), "--output", str(tmp_path / "l.parquet")]) == 0
     out = capsys.readouterr().out
     assert "2 request(s) would be sent" in out and not server.requests and not (tmp_path / "l.parquet").exists()
+
+
+@pytest.mark.e2e
+def test_workflow_reports_rule_fails_and_retries_when_the_server_is_unreachable(cfg, tmp_path):
+    """The Snakemake `reports` rule fails (no labels left behind) when the LLM server is down, after
+    `reports.openai.rule_retries` restarts; the answers cache survives for the rerun."""
+    import yaml
+
+    from conftest import PROJECT_ROOT, run_workflow
+
+    work = tmp_path
+    (work / "slides").mkdir()
+    rows = []
+    for i in range(4):
+        (work / "slides" / f"S{i}.svs").write_bytes(b"")  # never read: only the reports rule runs
+        rows.append((f"P{i}", f"S{i}", ["LUAD", "LUSC"][i % 2], f"slides/S{i}.svs"))
+    pd.DataFrame(rows, columns=["patient_id", "slide_id", "label", "path"]).to_csv(work / "samples.csv", index=False)
+    pd.DataFrame({"patient_id": [f"P{i}" for i in range(4)],
+                  "text": [f"Carcinoma {i}. Well differentiated." for i in range(4)]}).to_csv(work / "reports.csv",
+                                                                                             index=False)
+    full = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
+    full["results_dir"] = str(work / "results")
+    full["cohort"].update(source="samples", samples=str(work / "samples.csv"), reports=str(work / "reports.csv"))
+    full["reports"].update(backend="openai")
+    full["reports"]["openai"].update(model="fake-gpt", base_url=_closed_port_url(), api_key_env=KEY_ENV,
+                                     max_retries=0, rule_retries=1, cache_dir=str(work / "results" / "cache"))
+    (work / "config.yaml").write_text(yaml.safe_dump(full))
+    labels = work / "results" / "reports" / "labels.parquet"
+    r = run_workflow(work, "--cores", "1", str(labels), timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert not labels.exists()  # Snakemake removed the failed job's output
+    assert out.count("Trying to restart job") == 1, out[-3000:]  # rule_retries: 1 -> two attempts
+    log = (work / "results" / "logs" / "reports.log").read_text()
+    assert log.count("4 of 4 report(s) got no LLM answer") == 2 and "max_failed_share" in log
+    assert SECRET not in out + log

@@ -4,6 +4,13 @@ REPORT_ENVVARS = (
     if backend_name(config["reports"]["backend"]) == "openai"
     else []
 )
+# openai: a run in which reports failed for good fails the job (the labels are removed by Snakemake, the cached
+# answers stay); restarting it retries only the failed reports. Other backends: the profile's retries (None).
+REPORT_RETRIES = (
+    int(config["reports"].get("openai", {}).get("rule_retries", 2))
+    if backend_name(config["reports"]["backend"]) == "openai"
+    else None
+)
 if REPORT_ENVVARS:
 
     # Snakemake checks these are set before running and passes them to cluster jobs;
@@ -32,6 +39,7 @@ rule reports:
         f"{BENCH}/reports.tsv"
     conda:
         "../../envs/reports.yaml"
+    retries: REPORT_RETRIES
     threads: 1
     resources:
         mem_mb=1000,

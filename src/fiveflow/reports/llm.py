@@ -116,6 +116,11 @@ class LLMConfig:
     max_backoff_s: float = 60.0
     timeout_s: float = 120.0
     structured: str = "auto"
+    # Read by structure_reports, not here: the share of reports (sent to the LLM) that may end ``failed``
+    # before the run fails (0 = none; ``malformed`` replies do not count); and how often the workflow
+    # restarts a failed ``reports`` job (Snakemake ``retries``). Neither changes an answer or the cache key.
+    max_failed_share: float = 0.0
+    rule_retries: int = 2
 
     @classmethod
     def from_cfg(cls, cfg: dict | None, **overrides: Any) -> "LLMConfig":
@@ -133,6 +138,11 @@ class LLMConfig:
             raise ValueError(f"reports.openai.structured must be one of {', '.join(STRUCTURED_MODES)}, got {out.structured!r}")
         if not out.timeout_s or out.timeout_s <= 0:
             raise ValueError("reports.openai.timeout_s must be > 0")
+        if isinstance(out.max_failed_share, bool) or not 0 <= float(out.max_failed_share) < 1:
+            raise ValueError(f"reports.openai.max_failed_share must be >= 0 and < 1 (a share of the reports), "
+                             f"got {out.max_failed_share!r}")
+        if isinstance(out.rule_retries, bool) or int(out.rule_retries) != out.rule_retries or out.rule_retries < 0:
+            raise ValueError(f"reports.openai.rule_retries must be an integer >= 0, got {out.rule_retries!r}")
         return out
 
 
@@ -198,6 +208,17 @@ class LLMBatchError(LLMError):
     def __init__(self, message: str, batch: AnswerBatch):
         super().__init__(message)
         self.batch = batch
+
+
+class LLMFailuresError(LLMError):
+    """More reports failed for good (status ``failed``, after the client's retries) than
+    ``reports.openai.max_failed_share`` tolerates. Raised by
+    :func:`fiveflow.reports.structure.structure_reports` after the labels were written with those rows
+    flagged ``llm_failed``; ``.n_failed``, ``.n_total`` (reports sent to the LLM) and ``.labels`` say what."""
+
+    def __init__(self, message: str, n_failed: int, n_total: int, labels: str | os.PathLike):
+        super().__init__(message)
+        self.n_failed, self.n_total, self.labels = n_failed, n_total, Path(labels)
 
 
 @dataclass(frozen=True)

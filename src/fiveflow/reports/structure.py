@@ -6,14 +6,21 @@ Backends (``reports.backend``):
   descriptions answer the six questions only; ``reports.name_histotype: true`` (an opt-in extension that
   leaks the class label) names the histologic type after the grade, and ``model`` = ``rules-v5+histotype``.
 * ``openai``: :mod:`fiveflow.reports.llm` against any OpenAI-compatible server (``reports.openai``).
+  A report whose requests fail for good (after the client's retries) gets the flag ``llm_failed`` and
+  all fields unknown; when more than ``reports.openai.max_failed_share`` (default 0) of the reports
+  sent failed, the labels are written anyway (for inspection) and then
+  :class:`fiveflow.reports.llm.LLMFailuresError` is raised, so the CLI and the workflow rule fail
+  and a rerun retries only the failures (succeeded answers are cached). A ``malformed`` reply (still
+  not six phrases after the repair request) is not a failure: it is kept, repaired and flagged.
 * ``precomputed``: answers already made elsewhere (e.g. the FiVE authors' GPT-4 answers), a CSV
-  with ``patient_id`` (or ``patient_filename``) and ``answer`` (``reports.precomputed``).
+  with ``patient_id`` (or ``patient_filename``) and ``answer`` (``reports.precomputed``), matched to
+  the reports by patient id after the same id cleaning (:mod:`fiveflow.ids`).
 
 Whatever the backend, the answers go through :func:`fiveflow.reports.normalize.normalize_answer`
 (offline answers are canonical already), so the categorical columns mean the same everywhere.
 Extra columns next to the contract's: ``answer_raw`` (the backend's answer as given),
 ``flag`` (empty, or what was repaired: ``empty``, ``padded:N``, ``merged:N``, ``lines``,
-``empty_report``, ``missing_answer``, ``no_text``, ``unreadable``), and the report input's
+``empty_report``, ``missing_answer``, ``no_text``, ``unreadable``, ``llm_failed``), and the report input's
 ``status`` (``ok``, ``empty``, ``no_text``, ``unreadable``) and ``reason`` (why it was not usable).
 Reports are read by :mod:`fiveflow.reports.inputs` (tables, or folders of .txt/.pdf files).
 """
@@ -62,10 +69,15 @@ def read_reports(
 
 
 def read_precomputed(path: str | os.PathLike, answer_column: str = "answer") -> pd.DataFrame:
-    """Answers table (CSV/TSV/Parquet/Excel) -> DataFrame(patient_id, answer); the first answer per patient wins."""
+    """Answers table (CSV/TSV/Parquet/Excel) -> DataFrame(patient_id, answer); the first answer per patient wins.
+
+    Read strictly like the reports (:func:`fiveflow.reports.inputs.read_table`) and with their id
+    policy (:func:`fiveflow.reports.inputs.patient_ids`), so an answer for ``José 01`` matches the
+    report of ``José 01`` (both ``Jose_01``).
+    """
     path = Path(path)
     df = read_table(path)
-    ids = patient_ids(df, path)
+    ids = patient_ids(df, path, kind="answers patient")
     if answer_column not in df.columns:
         raise ValueError(f"{path}: needs an `{answer_column}` column (six answers joined by ';'); found columns: "
                          f"{list(df.columns)}. Fix: set reports.answer_column to the column holding the answers.")
@@ -125,6 +137,8 @@ def structure_reports(
     :func:`fiveflow.reports.inputs.read_report_inputs` accepts (``id_column``/``text_column`` name
     a table's columns). Reports that could not be used (``status`` empty/no_text/unreadable) are
     kept as rows with every field unknown, their status and the reason. Returns the table written.
+    With the ``openai`` backend, raises :class:`fiveflow.reports.llm.LLMFailuresError` after writing
+    the table when more reports failed than ``reports.openai.max_failed_share`` tolerates.
     """
     log, handler = _with_logger(log)
     level = LOG.level
@@ -164,6 +178,7 @@ def _structure(
     statuses, reasons = reports["status"].tolist(), reports["reason"].tolist()
     empty = [st != "ok" or not t.strip() for st, t in zip(statuses, texts)]
     meta: dict[str, Any] = {"backend": backend, "prompt_version": prompt.version, "prompt_sha256": prompt.sha256}
+    failed: list[llm.LLMAnswer] = []  # openai: reports whose requests failed for good
     name_histotype = bool((cfg or {}).get("name_histotype", False))
     if name_histotype and backend != "offline":
         log.warning("reports.name_histotype applies to the rules backend only; the %s backend ignores it", backend)
@@ -189,12 +204,15 @@ def _structure(
         for i, a in zip(idx, got):
             if a.status == "failed":  # all fields unknown; the raw reply (or the error) kept for the audit
                 rows[i] = (rows[i][0], rows[i][1], (a.raw_replies[-1] if a.raw_replies else a.error), "llm_failed")
-        if got.failures:
-            log.warning("%d report(s) got no usable LLM answer (flag llm_failed / malformed); a rerun retries only them",
-                        len(got.failures))
+        failed = [a for a in got if a.status == "failed"]  # per patient; malformed replies are kept (flagged)
+        n_malformed = sum(a.status == "malformed" for a in got)
+        if n_malformed:
+            log.warning("%d report(s) got a malformed LLM answer even after the repair request: kept, repaired and "
+                        "flagged (see the `flag` column); a rerun asks again", n_malformed)
         sm = got.summary
         meta.update(temperature=lcfg.temperature, n_cached=sum(a.cached for a in got), requests=sm.requests,
-                    prompt_tokens=sm.prompt_tokens, completion_tokens=sm.completion_tokens, n_failed=len(got.failures))
+                    prompt_tokens=sm.prompt_tokens, completion_tokens=sm.completion_tokens, n_failed=len(failed),
+                    n_malformed=n_malformed, max_failed_share=float(lcfg.max_failed_share))
     else:
         src = cfg.get("precomputed")
         if not src:
@@ -234,6 +252,8 @@ def _structure(
     df = pd.DataFrame.from_records(records, columns=COLUMNS)
     meta.update(model=model, n_patients=len(df), fiveflow_version=__version__)
     _write_parquet(df, out_parquet, meta)
+    if failed:
+        _check_failures(failed, len(idx), lcfg, out_parquet, log)
 
     repaired = df["flag"].str.match(r"^(?:padded|merged|lines)").sum()
     if repaired:
@@ -251,6 +271,25 @@ def _structure(
     for f in FIELDS:
         log.info("  %-18s %s", f, json.dumps(df[f].value_counts().to_dict()))
     return df
+
+
+def _check_failures(failed: list[llm.LLMAnswer], n_total: int, lcfg: llm.LLMConfig, out: Path,
+                    log: logging.Logger) -> None:
+    """Raise :class:`fiveflow.reports.llm.LLMFailuresError` when more reports ended ``failed`` than
+    ``reports.openai.max_failed_share`` tolerates (default 0: any); else warn. The labels are written already."""
+    n, share = len(failed), float(lcfg.max_failed_share)
+    first = " ".join(str(failed[0].error).split())[:400].rstrip(".")  # redacted by the requester; one line
+    if n / n_total > share:
+        raise llm.LLMFailuresError(
+            f"{n} of {n_total} report(s) got no LLM answer (failed after the client's retries); first error: "
+            f"{first}. The labels were written to {out} with those rows flagged llm_failed (all fields unknown) "
+            f"for inspection. Answers that succeeded are cached in {lcfg.cache_dir}, so a rerun retries only the "
+            f"failures: fix the server (reports.openai.base_url, model, key) and run again. To accept a share of "
+            f"failed reports instead, set reports.openai.max_failed_share (now {share:g}; e.g. 0.05).",
+            n, n_total, out)
+    log.warning("%d of %d report(s) got no LLM answer (within reports.openai.max_failed_share=%g): their labels are "
+                "all unknown (flag llm_failed); first error: %s. A rerun retries only them (in the workflow: "
+                "--forcerun reports)", n, n_total, share, first)
 
 
 def _write_parquet(df: pd.DataFrame, out: Path, meta: dict) -> None:
