@@ -114,6 +114,44 @@ def test_bad_csv_is_a_clear_error(tmp_path, text, match):
     assert not (tmp_path / "bag.h5").exists()
 
 
+def _clam_h5(path, feats, **attrs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        fh["features"] = feats
+        fh["coords"] = np.stack([np.arange(len(feats)) * 256, np.zeros(len(feats))], axis=1).astype(np.int64)
+        fh.attrs.update(attrs)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["clam", "fiveflow"])
+def test_incomplete_source_h5_is_refused(tmp_path, kind):
+    """A source bag whose writer was killed (``complete`` False) is not imported as if it were whole (issue 16)."""
+    feats = np.ones((6, 4), np.float32)
+    if kind == "clam":  # TRIDENT-style writers mark progress the same way
+        src = _clam_h5(tmp_path / "h5_files" / "s1.h5", feats, complete=False)
+    else:  # a fiveflow bag from another results folder, its attribute flipped as a killed writer leaves it
+        src = write_bag(tmp_path / "other" / "s1.h5", feats, np.zeros((6, 2)), {"encoder": "uni"})
+        with h5py.File(src, "a") as fh:
+            fh.attrs["complete"] = False
+    with pytest.raises(BagError, match="incomplete") as exc:
+        import_h5_bag(src, tmp_path / "bags" / "s1.h5")
+    msg = str(exc.value)
+    assert str(src) in msg and "Fix: re-run the extraction that wrote it" in msg
+    assert not (tmp_path / "bags" / "s1.h5").exists()
+    with pytest.raises(BagError, match="incomplete"):  # the folder import too
+        import_folder(src.parent, tmp_path / "bags")
+
+
+def test_h5_with_nonfinite_rows_is_refused(tmp_path):
+    feats = np.ones((6, 4), np.float32)
+    feats[2, 1], feats[4, 0] = np.nan, -np.inf
+    src = _clam_h5(tmp_path / "s1.h5", feats)
+    with pytest.raises(BagError, match=r"2 row\(s\) with NaN/inf values \(first: row 2\)") as exc:
+        import_h5_bag(src, tmp_path / "bags" / "s1.h5")
+    assert str(src) in str(exc.value) and "Fix:" in str(exc.value)
+    assert not (tmp_path / "bags" / "s1.h5").exists()
+
+
 def test_folder_import_skips_dsmil_bag_lists_and_resumes(tmp_path):
     ds = tmp_path / "datasets" / "lung"
     dsmil_csv(ds / "LUAD" / "s1.csv", seed=1)
@@ -176,3 +214,12 @@ def test_cli_end_to_end(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     r = _cli(tmp_path / "missing", "--out", tmp_path / "bags")
     assert r.returncode == 2 and "no such file or folder" in r.stderr
+
+
+def test_dsmil_csv_with_more_fields_than_header_names_is_refused(tmp_path):
+    """pandas took the first field of every row for an index: one feature silently dropped (issue 16)."""
+    src = tmp_path / "slide-1.csv"
+    src.write_text("0,1\n1.0,2.0,3.0\n4.0,5.0,6.0\n")
+    with pytest.raises(BagError, match=r"slide-1\.csv: the rows have 3 fields but the header names 2"):
+        import_dsmil_csv(src, tmp_path / "bag.h5")
+    assert not (tmp_path / "bag.h5").exists()

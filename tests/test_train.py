@@ -153,6 +153,36 @@ def test_load_bag_accepts_feats(tmp_path):
     assert feats.dtype == np.float32 and feats.shape == (4, 3) and coords.shape == (4, 2)
 
 
+def test_load_bag_refuses_an_incomplete_bag(tmp_path):
+    """A bag whose writer was killed (``complete`` False) never reaches training or evaluation (issue 16)."""
+    from fiveflow.embed.bags import BagError, write_bag
+    from fiveflow.train.data import BagStore
+
+    bag = write_bag(tmp_path / "s1.h5", np.ones((4, 3)), np.zeros((4, 2)), {"encoder": "x"})
+    with h5py.File(bag, "a") as fh:
+        fh.attrs["complete"] = False
+    for read in (lambda: load_bag(bag), lambda: BagStore({"s1": str(bag)}).get("s1")):
+        with pytest.raises(BagError, match="incomplete") as exc:
+            read()
+        msg = str(exc.value)
+        assert str(bag) in msg and "fiveflow embed" in msg and "delete" in msg
+
+
+def test_load_bag_refuses_nonfinite_features(tmp_path):
+    from fiveflow.embed.bags import BagError, write_bag
+
+    feats = np.ones((5, 3), np.float32)
+    feats[3, 2] = np.inf
+    feats[1, 0] = np.nan
+    bag = write_bag(tmp_path / "s1.h5", feats, np.zeros((5, 2)))
+    with pytest.raises(BagError, match=r"2 row\(s\) with NaN/inf values \(first: row 1\)") as exc:
+        load_bag(bag)
+    assert str(bag) in str(exc.value) and "fiveflow embed" in str(exc.value)
+    big = np.full((3, 2), 3e38, np.float32)  # finite, though their float32 sum would overflow
+    feats, _ = load_bag(write_bag(tmp_path / "big.h5", big, np.zeros((3, 2))))
+    assert np.isfinite(feats).all()
+
+
 def test_lr_schedule_warmup_then_cosine_to_floor():
     lrs = [lr_factor(s, 100, 10, 1e-3, 1e-5) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)

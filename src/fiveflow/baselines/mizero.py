@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from ..embed import embed_settings
-from ..embed.bags import BagError, bag_attrs, read_bag
+from ..embed.bags import BagError, bag_attrs, read_usable_bag
 from ..train.common import log_to, resolve_device
 from ..train.predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
@@ -210,7 +210,7 @@ def run_mizero(split_csv: str | Path, bag_paths: dict[str, str], cfg: dict, out_
         for sid in test["slide_id"]:
             path = bag_paths[sid]
             check_bag(path, encoder, expected, class_emb.shape[1], logger)
-            feats, _, _ = read_bag(path)
+            feats, _, _ = read_usable_bag(path)
             if feats.shape[1] != class_emb.shape[1]:
                 raise BagError(f"{path}: {feats.shape[1]}-d features, but the {encoder!r} text tower gives "
                                f"{class_emb.shape[1]}-d embeddings. Fix: re-embed with the configured encoder.")

@@ -137,6 +137,43 @@ def is_complete(path: str | os.PathLike, **expect: Any) -> bool:
     return all(str(attrs.get(k)) == str(v) for k, v in expect.items())
 
 
+#: the fix named when a bag fiveflow reads for training or evaluation is unusable
+REMAKE_FIX = ("Fix: delete {path} and make it again: re-run `fiveflow embed` (or the workflow) for that slide, "
+              "or re-import it (`fiveflow import-bags`) when it came from another tool.")
+
+
+def check_complete(path: str | os.PathLike, attrs: dict[str, Any], fix: str) -> None:
+    """Refuse a bag whose ``complete`` attribute is present and false (its writer was killed).
+
+    Files of tools that do not record it (CLAM, DSMIL) pass; fiveflow's bags always carry it.
+    """
+    if "complete" in attrs and not bool(attrs["complete"]):
+        raise BagError(f"{path}: incomplete feature bag (attribute complete=False: the job writing it was "
+                       f"interrupted, so rows may be missing or zero). {fix}")
+
+
+def check_finite(path: str | os.PathLike, feats: np.ndarray, fix: str) -> None:
+    """Refuse features with NaN/inf, naming how many rows and the first.
+
+    One float64 sum over the array (exact: a float32 matrix cannot overflow it, NaN/inf propagate);
+    the per-row scan runs only when that sum is not finite.
+    """
+    if feats.size and np.isfinite(np.sum(feats, dtype=np.float64)):
+        return
+    rows = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+    if len(rows):
+        raise BagError(f"{path}: {len(rows)} row(s) with NaN/inf values (first: row {rows[0]}). {fix}")
+
+
+def read_usable_bag(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """:func:`read_bag` for training and evaluation: also refuses an incomplete bag and NaN/inf features."""
+    feats, coords, attrs = read_bag(path)
+    fix = REMAKE_FIX.format(path=path)
+    check_complete(path, attrs, fix)
+    check_finite(path, feats, fix)
+    return feats, coords, attrs
+
+
 def read_bag(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """``(features [N, D] float32, coords [N, 2] int64 or None, attrs)`` of any CLAM/TRIDENT-style h5.
 
@@ -145,6 +182,9 @@ def read_bag(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, di
     path = Path(path)
     try:
         fh = h5py.File(path, "r")
+    except PermissionError:
+        raise BagError(f"{path}: cannot read the feature bag: permission denied. Fix: check its permissions "
+                       f"(ls -l {path}): the user running fiveflow needs read access (chmod a+r, or ask the owner).") from None
     except OSError as exc:
         raise BagError(f"{path}: not a readable HDF5 feature bag ({exc}). Fix: re-create or re-import it.") from None
     with fh:

@@ -24,8 +24,8 @@ import pandas as pd
 
 from .. import __version__
 from ..io import atomic_path, file_sha256, sanitize_id
-from .bags import (COORDS, COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, FEATURES, BagError, is_complete, read_bag,
-                   row_index_coords, write_bag)
+from .bags import (COORDS, COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, FEATURES, BagError, check_complete,
+                   check_finite, is_complete, read_bag, row_index_coords, write_bag)
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,7 @@ def _check_features(path: Path, feats: np.ndarray) -> None:
     if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
         raise BagError(f"{path}: no feature rows (shape {feats.shape}). "
                        "Fix: re-extract features for this slide or leave it out.")
-    bad = ~np.isfinite(feats).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise BagError(f"{path}: {len(rows)} row(s) with NaN/inf values (first: row {rows[0]}). "
-                       "Fix: re-extract features for this slide.")
+    check_finite(path, feats, "Fix: re-extract features for this slide.")
 
 
 def _source_attrs(path: Path, fmt: str, slide_id: str, encoder: str, feats: np.ndarray, coords_kind: str) -> dict:
@@ -80,7 +76,13 @@ def read_dsmil_csv(csv_path: str | os.PathLike) -> np.ndarray:
     except pd.errors.EmptyDataError:
         raise BagError(f"{path}: empty file. Fix: re-extract features for this slide or leave it out.") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise BagError(f"{path}: not a readable CSV ({exc}). Fix: point at DSMIL's per-slide feature CSVs.") from None
+        why = " ".join(str(exc).split())  # pandas' tokenizer message ends in a newline
+        raise BagError(f"{path}: not a readable CSV ({why}). Fix: every row needs one value per header column, "
+                       "as DSMIL's compute_feats.py writes them; re-extract features for this slide.") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas made the extra leading field(s) of every row an index
+        raise BagError(f"{path}: the rows have {df.shape[1] + df.index.nlevels} fields but the header names "
+                       f"{df.shape[1]} (a trailing comma, or a column without a name). "
+                       "Fix: write one header name per feature column (0,1,...), or re-extract features.")
     expected = [str(i) for i in range(df.shape[1])]
     if list(df.columns) != expected:
         found = ",".join(map(str, df.columns[:8])) + (",..." if df.shape[1] > 8 else "")
@@ -116,6 +118,8 @@ def import_h5_bag(h5_path: str | os.PathLike, out_h5: str | os.PathLike, slide_i
     """
     path = Path(h5_path)
     feats, coords, src = read_bag(path)
+    # a writer that marks progress (fiveflow, TRIDENT-style) and was killed: rows may be missing or zero
+    check_complete(path, src, "Fix: re-run the extraction that wrote it (or leave this slide out).")
     _check_features(path, feats)
     kind = str(src.get(COORDS_KIND, COORDS_LEVEL0_PX))
     if coords is None:

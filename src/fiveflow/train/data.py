@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..embed.bags import read_bag, row_index_coords
+from ..embed.bags import read_usable_bag, row_index_coords
 
 log = logging.getLogger(__name__)
 
 def load_bag(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one bag: features float32 ``[N, D]`` and coords int ``[N, 2]`` (any CLAM/TRIDENT-style h5).
 
-    A bag without ``coords`` gets its row index as x (and 0 as y), with a warning.
+    A bag without ``coords`` gets its row index as x (and 0 as y), with a warning. An incomplete bag
+    (``complete`` attribute false: its writer was killed) or NaN/inf features raise
+    :class:`fiveflow.embed.bags.BagError` naming the file and the fix.
     """
-    feats, coords, _ = read_bag(path)
+    feats, coords, _ = read_usable_bag(path)
     if feats.shape[0] == 0:
         raise ValueError(f"{path}: expected a non-empty [N, D] feature matrix, got shape {feats.shape}")
     if coords is None:
