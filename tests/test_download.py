@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -13,6 +15,11 @@ import pytest
 
 from conftest import PROJECT_ROOT, shared_path
 from fiveflow.download import DownloadError, ManifestRow, download_file, download_manifest, gdc, read_manifest
+
+
+def gid(name: str) -> str:
+    """A stable GDC-style file id (a UUID) for a test file name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
 CHUNK = 8192  # client chunk size; cuts fall on chunk boundaries so the resume offset is exact
@@ -55,13 +62,15 @@ class FakeGDC:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
-    def add(self, file_id: str, data: bytes, **rules) -> ManifestRow:
+    def add(self, name: str, data: bytes, **rules) -> ManifestRow:
+        """Serve ``data`` as ``NAME.svs`` under the file id ``gid(NAME)``."""
+        file_id = gid(name)
         self.files[file_id] = data
         self.rules[file_id] = rules
-        return ManifestRow(file_id, f"{file_id}.svs", hashlib.md5(data).hexdigest(), len(data), "released")
+        return ManifestRow(file_id, f"{name}.svs", hashlib.md5(data).hexdigest(), len(data), "released")
 
-    def gets(self, file_id: str) -> list[dict]:
-        return [h for p, h in self.requests if p == f"/data/{file_id}"]
+    def gets(self, name: str) -> list[dict]:
+        return [h for p, h in self.requests if p == f"/data/{gid(name)}"]
 
     def serve(self, h: BaseHTTPRequestHandler):
         file_id = h.path.rsplit("/", 1)[-1]
@@ -205,9 +214,9 @@ def test_md5_mismatch_once_is_repaired(fake, tmp_path):
 
 
 def test_404_names_the_file_and_is_not_retried(fake, tmp_path, no_wait):
-    row = ManifestRow("no-such-id", "TCGA-XX-0000-01Z-00-DX1.svs", "0" * 32, 10)
+    row = ManifestRow(gid("no-such-id"), "TCGA-XX-0000-01Z-00-DX1.svs", "0" * 32, 10)
     dest = tmp_path / row.filename
-    with pytest.raises(DownloadError, match=r"no-such-id \(TCGA-XX-0000-01Z-00-DX1.svs\).*404"):
+    with pytest.raises(DownloadError, match=rf"{row.id} \(TCGA-XX-0000-01Z-00-DX1.svs\).*404"):
         get(fake, row, dest)
     assert len(fake.gets("no-such-id")) == 1 and no_wait == []
     assert not dest.exists() and leftovers(tmp_path) == []
@@ -258,9 +267,85 @@ def test_present_file_is_skipped_and_md5_is_cached(fake, tmp_path, monkeypatch):
     assert get(fake, row, dest).status == "downloaded" and dest.read_bytes() == data
 
 
+@pytest.mark.parametrize("which, target_exists", [("partial", True), ("partial", False), ("lock", True),
+                                                  ("lock", False)])
+def test_a_link_planted_at_the_partial_or_lock_is_refused(fake, tmp_path, which, target_exists):
+    """A symlink at .NAME.partial / .NAME.lock must not let the download write (or create) a file elsewhere."""
+    row = fake.add("f-link", payload(30_000, seed=40))
+    out = tmp_path / "slides"
+    out.mkdir()
+    outside = tmp_path / "elsewhere" / "precious.txt"
+    outside.parent.mkdir()
+    if target_exists:
+        outside.write_bytes(b"precious bytes\n")
+    link = out / f".{row.filename}.{which}"
+    link.symlink_to(outside)
+    with pytest.raises(DownloadError) as err:
+        get(fake, row, out / row.filename)
+    msg = str(err.value)
+    assert str(link) in msg and "symbolic link" in msg and "remove" in msg, msg
+    if target_exists:
+        assert outside.read_bytes() == b"precious bytes\n"
+    else:
+        assert not outside.exists()
+    assert link.is_symlink() and not (out / row.filename).exists() and fake.gets("f-link") == []
+    link.unlink()  # the fix the message names
+    assert get(fake, row, out / row.filename).status == "downloaded"
+
+
+def test_the_md5_stamp_is_not_written_through_a_planted_link(fake, tmp_path):
+    row = fake.add("f-stamp", payload(20_000, seed=41))
+    out = tmp_path / "slides"
+    out.mkdir()
+    outside = tmp_path / "precious.txt"
+    outside.write_bytes(b"precious bytes\n")
+    (out / f".{row.filename}.md5ok.{os.getpid()}.tmp").symlink_to(outside)  # the stamp's temp name was predictable
+    assert get(fake, row, out / row.filename).status == "downloaded"
+    assert outside.read_bytes() == b"precious bytes\n"
+    stamp = out / f".{row.filename}.md5ok"
+    assert stamp.is_file() and not stamp.is_symlink() and row.md5 in stamp.read_text()
+
+
+def test_a_directory_at_the_destination_is_reported(fake, tmp_path):
+    row = fake.add("f-dir", payload(10_000, seed=42))
+    (tmp_path / row.filename).mkdir()
+    with pytest.raises(DownloadError, match=rf"{row.filename} is a directory.*move or remove"):
+        get(fake, row, tmp_path / row.filename)
+    assert fake.gets("f-dir") == []
+
+
+BAD_IDS = ["../../status", "../v0/files", f"{gid('x')}/../../status", "c6e36f24-46f3-4e20-8154-970e749aa0c",
+           "c6e36f24-46f3-4e20-8154-970e749aa0ca?x=1", "c6e36f24-46f3-4e20-8154-970e749aa0ca\n",
+           "%2e%2e%2fstatus", "c6e36f24_46f3_4e20_8154_970e749aa0ca", "zzzzzzzz-46f3-4e20-8154-970e749aa0ca"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_a_file_id_that_is_not_a_uuid_never_reaches_the_server(fake, tmp_path, bad, monkeypatch):
+    """A crafted id (``../``, query, encoded dots) would send the token to another path of the GDC host."""
+    monkeypatch.setenv("GDC_TOKEN", "tok-SECRET")
+    with pytest.raises(DownloadError, match="not a GDC file id.*UUID") as err:
+        download_file(bad, tmp_path / "x.svs", "0" * 32, 10, base_url=fake.url, retries=0)
+    assert repr(bad) in str(err.value) and "tok-SECRET" not in str(err.value)
+    assert fake.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_manifest_ids_must_be_uuids(fake, tmp_path):
+    good = fake.add("f-good", payload(1_000, seed=43))
+    m = tmp_path / "m.txt"
+    m.write_text("id\tfilename\tmd5\tsize\tstate\n" f"{good.id}\t{good.filename}\t{good.md5}\t{good.size}\treleased\n"
+                 f"../../status\tB.svs\t{'b' * 32}\t2\treleased\n")
+    with pytest.raises(ValueError, match=r"m\.txt, line 3: id '\.\./\.\./status' is not a GDC file id.*UUID"):
+        read_manifest(m)
+    with pytest.raises(ValueError, match="line 3"):
+        download_manifest(m, tmp_path / "out", base_url=fake.url)
+    assert fake.requests == []
+    m.write_text("id\tfilename\tmd5\tsize\n" f"{good.id.upper()}\t{good.filename}\t{good.md5}\t{good.size}\n")
+    assert read_manifest(m)[0].id == good.id.upper()  # hex digits in either case are a UUID
+
+
 def test_manifest_download_is_bounded_and_isolates_failures(fake, tmp_path):
     rows = [fake.add(f"f{i}", payload(64_000, seed=10 + i), delay=0.01) for i in range(6)]
-    rows.append(ManifestRow("gone", "gone.svs", "1" * 32, 5))
+    rows.append(ManifestRow(gid("gone"), "gone.svs", "1" * 32, 5))
     manifest = tmp_path / "manifest.txt"
     manifest.write_text("id\tfilename\tmd5\tsize\tstate\n" +
                         "".join(f"{r.id}\t{r.filename}\t{r.md5}\t{r.size}\treleased\n" for r in rows))
@@ -269,7 +354,7 @@ def test_manifest_download_is_bounded_and_isolates_failures(fake, tmp_path):
     assert fake.max_active <= 2
     status = dict(zip(table["filename"], table["status"]))
     assert status.pop("gone.svs") == "failed" and set(status.values()) == {"downloaded"}
-    assert "gone" in table.set_index("filename").loc["gone.svs", "error"]
+    assert gid("gone") in table.set_index("filename").loc["gone.svs", "error"]
     for r in rows[:-1]:
         assert hashlib.md5((out / r.filename).read_bytes()).hexdigest() == r.md5
     assert not (out / "gone.svs").exists() and leftovers(out) == []
@@ -286,7 +371,7 @@ def test_cli_download(fake, tmp_path):
     manifest.write_text(f"id\tfilename\tmd5\tsize\tstate\n{row.id}\t{row.filename}\t{row.md5}\t{row.size}\treleased\n")
     assert main(["download", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--base-url", fake.url]) == 0
     assert (tmp_path / "o" / row.filename).stat().st_size == row.size
-    manifest.write_text(manifest.read_text() + f"missing\tx.svs\t{'2' * 32}\t3\treleased\n")
+    manifest.write_text(manifest.read_text() + f"{gid('missing')}\tx.svs\t{'2' * 32}\t3\treleased\n")
     assert main(["download", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--base-url", fake.url,
                  "--retries", "0"]) == 1
 
@@ -296,13 +381,14 @@ def test_read_manifest_errors_name_the_file_and_line(tmp_path):
     m.write_text("id\tfilename\tsize\n")
     with pytest.raises(ValueError, match=r"m.txt: missing column\(s\) md5"):
         read_manifest(m)
-    m.write_text("id\tfilename\tmd5\tsize\tstate\na\tA.svs\tnothex\t1\treleased\n")
+    a, b = gid("a"), gid("b")
+    m.write_text(f"id\tfilename\tmd5\tsize\tstate\n{a}\tA.svs\tnothex\t1\treleased\n")
     with pytest.raises(ValueError, match=r"m.txt, line 2: md5 'nothex' of A.svs"):
         read_manifest(m)
-    m.write_text(f"id\tfilename\tmd5\tsize\na\tA.svs\t{'a' * 32}\t1\nb\tA.svs\t{'b' * 32}\t2\n")
+    m.write_text(f"id\tfilename\tmd5\tsize\n{a}\tA.svs\t{'a' * 32}\t1\n{b}\tA.svs\t{'b' * 32}\t2\n")
     with pytest.raises(ValueError, match="line 3: file name A.svs repeats line 2"):
         read_manifest(m)
-    m.write_text(f"id\tfilename\tmd5\tsize\na\t../x.svs\t{'a' * 32}\t1\n")
+    m.write_text(f"id\tfilename\tmd5\tsize\n{a}\t../x.svs\t{'a' * 32}\t1\n")
     with pytest.raises(ValueError, match="bad file name"):
         read_manifest(m)
     with pytest.raises(FileNotFoundError, match="GDC manifest not found"):
@@ -331,3 +417,17 @@ def test_snakemake_rule_downloads_through_the_fake_server(fake, tmp_path):
         assert (tmp_path / "slides" / r.filename).read_bytes() == fake.files[r.id]
         assert "downloaded" in (tmp_path / "logs" / "gdc_download" / f"{r.filename}.log").read_text()
     assert fake.max_active == 1
+
+
+@pytest.mark.parametrize("row, match", [
+    (f"b\tB.svs\t{'b' * 32}\t2\treleased\textra", r"m\.txt: line 3: 6 tab-separated field\(s\) where the header"),
+    (f"b\tB.svs\t{'b' * 32}", r"m\.txt: line 3: 3 tab-separated field\(s\)"),
+])
+def test_read_manifest_rejects_rows_with_the_wrong_field_count(tmp_path, row, match):
+    m = tmp_path / "m.txt"
+    m.write_text(f"id\tfilename\tmd5\tsize\tstate\na\tA.svs\t{'a' * 32}\t1\treleased\n{row}\n")
+    with pytest.raises(ValueError, match=match):
+        read_manifest(m)
+    m.write_bytes(b"id\tfilename\x00\x01")
+    with pytest.raises(ValueError, match=r"m\.txt: binary content"):
+        read_manifest(m)

@@ -5,7 +5,15 @@ A file is streamed into a hidden ``.NAME.partial`` next to its destination. An i
 ignores the range (200) restarts from byte 0. When the transfer ends, size then md5 are checked and only
 a verified file is renamed onto its final name, so the final name never holds a partial or corrupt file.
 A mismatch deletes the partial and downloads once more from scratch; a second mismatch is an error
-naming the file. A verified file leaves a small ``.NAME.md5ok`` stamp so reruns skip it without rehashing.
+naming the file. A verified file leaves a small ``.NAME.md5ok`` stamp so reruns skip it without rehashing,
+and a ``.NAME.lock`` (held with ``flock``) keeps a second process off the same file meanwhile.
+
+These hidden files are opened through :mod:`fiveflow.io` (:func:`~fiveflow.io.open_output`,
+:func:`~fiveflow.io.atomic_write_text`): a symbolic link (or a directory, a pipe) at one of their names
+is refused with a :class:`DownloadError` naming it and the fix (remove the link), never written
+through, so a link planted in the slide folder cannot overwrite or create a file elsewhere. File ids
+must be UUIDs (:func:`~fiveflow.download.manifest.is_gdc_file_id`) and are URL-escaped, so an id can
+only ever address ``{base_url}/{uuid}``.
 """
 from __future__ import annotations
 
@@ -21,11 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+from urllib.parse import quote
 
 import requests
 
-from ..io import file_digest
-from .manifest import ManifestRow, read_manifest
+from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest, open_output
+from .manifest import GDC_ID_HINT, ManifestRow, is_gdc_file_id, read_manifest
 
 GDC_DATA_URL = "https://api.gdc.cancer.gov/data"
 TOKEN_HEADER = "X-Auth-Token"
@@ -93,16 +102,14 @@ def _stamp_ok(dest: Path, md5: str, size: int) -> bool:
 
 def _write_stamp(dest: Path, md5: str, size: int) -> None:
     st = dest.stat()
-    tmp = stamp_path(dest).with_name(stamp_path(dest).name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"md5": md5.lower(), "size": size, "mtime_ns": st.st_mtime_ns}))
-    os.replace(tmp, stamp_path(dest))
+    atomic_write_text(stamp_path(dest), json.dumps({"md5": md5.lower(), "size": size, "mtime_ns": st.st_mtime_ns}))
 
 
 @contextlib.contextmanager
 def _exclusive(dest: Path, label: str) -> Iterator[None]:
     """One writer per destination: a second process downloading the same file fails at once."""
     lock = dest.parent / f".{dest.name}.lock"
-    fh = open(lock, "a")
+    fh = open_output(lock, "a")  # never through a planted link (it would create or touch a file elsewhere)
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -206,7 +213,7 @@ def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, si
                     if have:
                         log.info("%s: the server ignored the range request: restarting from byte 0", label)
                     have, mode = 0, "wb"
-                with open(partial, mode) as fh, _progress(size, have, name, show_progress) as bar:
+                with open_output(partial, mode) as fh, _progress(size, have, name, show_progress) as bar:
                     for chunk in r.iter_content(chunk_size):
                         fh.write(chunk)
                         fetched += len(chunk)
@@ -241,15 +248,36 @@ def download_file(file_id: str, dest: str | os.PathLike, md5: str, size: int, *,
     Skips a ``dest`` that is already verified; resumes a partial; re-downloads once on a size/md5
     mismatch, then raises :class:`DownloadError` naming the file. 404/401/403 fail at once. The token,
     when ``$token_env`` is set, goes only into the ``X-Auth-Token`` header (never into logs or errors).
+    ``file_id`` must be a UUID (anything else raises :class:`DownloadError` before any request); a
+    symbolic link at the hidden ``.NAME.partial``/``.NAME.lock`` or a directory at ``dest`` raises
+    :class:`DownloadError` naming the path and the fix.
     """
     dest = Path(dest)
     name = filename or dest.name
+    if not is_gdc_file_id(file_id):
+        raise DownloadError(f"GDC file {file_id!r} ({name}): not a GDC file id; {GDC_ID_HINT}. Fix: use the id "
+                            "column of a manifest exported from the GDC portal")
     label = f"GDC file {file_id} ({name})"
+    try:
+        return _download(file_id, dest, md5, size, label, name, base_url=base_url, token_env=token_env,
+                         retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout, session=session,
+                         chunk_size=chunk_size, progress=progress)
+    except UnsafePathError as exc:
+        raise DownloadError(f"{label}: {exc}") from None
+
+
+def _download(file_id: str, dest: Path, md5: str, size: int, label: str, name: str, *, base_url: str,
+              token_env: str, retries: int, backoff: float, max_backoff: float, timeout: float,
+              session: requests.Session | None, chunk_size: int, progress: bool | None) -> DownloadResult:
     md5 = md5.lower()
     size = int(size)
     t0 = time.perf_counter()
+    if dest.is_dir():
+        raise DownloadError(f"{label}: {dest} is a directory, where the file is to be saved. Fix: move or remove "
+                            "that directory")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest, label):
+        check_plain_target(partial_path(dest))  # before anything reads its size or appends to it
         if dest.exists():
             if _stamp_ok(dest, md5, size):
                 log.info("%s: already present and verified: skipped", label)
@@ -261,7 +289,7 @@ def download_file(file_id: str, dest: str | os.PathLike, md5: str, size: int, *,
         token = os.environ.get(token_env, "").strip() if token_env else ""
         if token:
             headers[TOKEN_HEADER] = token
-        url = f"{base_url.rstrip('/')}/{file_id}"
+        url = f"{base_url.rstrip('/')}/{quote(file_id, safe='')}"
         partial = partial_path(dest)
         own = session is None
         sess = requests.Session() if own else session
@@ -280,6 +308,7 @@ def download_file(file_id: str, dest: str | os.PathLike, md5: str, size: int, *,
                 got_size = partial.stat().st_size if partial.exists() else 0
                 got_md5 = file_md5(partial) if got_size == size else "(not computed: wrong size)"
                 if got_size == size and got_md5 == md5:
+                    check_plain_target(partial)  # still the file written above, not a link swapped in
                     os.replace(partial, dest)
                     _write_stamp(dest, md5, size)
                     log.info("%s: %d bytes verified (md5 %s)%s", label, size, md5,
