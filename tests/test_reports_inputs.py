@@ -164,3 +164,89 @@ def test_real_ocr_csv_via_text_column():
     got = read_report_inputs(shared_path("reports/tcga_lung_100_ocr.csv"), id_column="pdf_file_name_path")
     assert len(got) == 100 and got["text"].str.len().median() > 200
     assert got["status"].value_counts().to_dict() == {"ok": 83, "empty": 17}  # 17 OCR texts are blank
+
+
+# ----------------------------------------------------------------------------- issue 16: hostile inputs
+
+UNQUOTED = ("patient_id,text\nTCGA-AA-0001,Adenocarcinoma, grade 2, pleura free\n"
+            "TCGA-AA-0002,Squamous cell carcinoma, grade 3, pleura invaded\n")
+
+
+def test_unquoted_commas_in_a_reports_csv_are_an_error_not_an_index(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(UNQUOTED)  # pandas made the ids the index and the text fragments the ids
+    with pytest.raises(ValueError, match=r"bad\.csv: line 2: 4 comma-separated field\(s\).*quote fields"):
+        read_report_inputs(bad)
+    bad.write_text("patient_id,text\nP1,fine,\n")  # a trailing comma
+    with pytest.raises(ValueError, match=r"bad\.csv: line 2: 3 .*trailing comma"):
+        read_report_inputs(bad)
+
+
+def test_cli_reports_extract_of_a_ragged_csv_exits_2_and_writes_nothing(tmp_path, capsys):
+    from fiveflow.cli import main
+
+    bad, out = tmp_path / "bad.csv", tmp_path / "out" / "labels.parquet"
+    bad.write_text(UNQUOTED)
+    assert main(["reports", "extract", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.csv: line 2:" in err[0] and "quote" in err[0], err
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_quoted_csv_with_commas_and_line_breaks_keeps_the_source_lines(tmp_path):
+    (tmp_path / "q.csv").write_text('patient_id,text\n\nP1,"Adenocarcinoma, grade 2\nPleura free."\nP2,x\n')
+    got = read_report_inputs(tmp_path / "q.csv")
+    assert got["text"].tolist() == ["Adenocarcinoma, grade 2\nPleura free.", "x"]
+    assert got["source"].tolist() == ["q.csv:3", "q.csv:5"]  # physical lines of the file
+
+
+def test_report_patient_ids_follow_the_samples_id_policy(tmp_path):
+    from fiveflow.samples import read_samples
+
+    (tmp_path / "s1.svs").write_bytes(b"x")
+    (tmp_path / "samples.csv").write_text("patient_id,label,path\nJosé 01,LUAD,s1.svs\n")
+    sample_pid = read_samples(tmp_path / "samples.csv")["patient_id"].tolist()
+    pd.DataFrame({"patient_id": ["José 01"], "text": [REPORT]}).to_csv(tmp_path / "r.csv", index=False)
+    assert read_report_inputs(tmp_path / "r.csv")["patient_id"].tolist() == sample_pid == ["Jose_01"]
+    d = tmp_path / "reports"
+    d.mkdir()
+    (d / "José 01.txt").write_text(REPORT)
+    assert read_report_inputs(d)["patient_id"].tolist() == sample_pid
+    labels = structure_reports(tmp_path / "r.csv", tmp_path / "labels.parquet", {"backend": "offline"})
+    assert labels["patient_id"].tolist() == sample_pid and labels.loc[0, "differentiation"] == "well"
+
+
+def test_report_ids_that_collide_once_cleaned_are_an_error(tmp_path):
+    pd.DataFrame({"patient_id": ["A B", "A B", "A_B"], "text": ["x", "y", "z"]}).to_csv(tmp_path / "r.csv",
+                                                                                        index=False)
+    with pytest.raises(ValueError, match=r"r\.csv: report patient ids 'A B' \(line 2\) and 'A_B' \(line 4\) "
+                                         r"both become 'A_B'"):
+        read_report_inputs(tmp_path / "r.csv")
+    d = tmp_path / "reports"
+    d.mkdir()
+    (d / "José.txt").write_text("x")
+    (d / "Jose.txt").write_text("y")
+    with pytest.raises(ValueError, match=r"reports: report patient ids 'Jose' \(Jose\.txt\) and 'José' "
+                                         r"\(José\.txt\) both become 'Jose'"):
+        read_report_inputs(d)
+    (d / "Jose.txt").unlink()
+    (d / "TCGA-05-4244.a.txt").write_text("one")  # one patient, several reports: not a collision
+    (d / "tcga-05-4244-01Z-00-DX1.txt").write_text("two")
+    got = read_report_inputs(d).set_index("patient_id")
+    assert got.loc["TCGA-05-4244", "text"] == "one\n\ntwo" and got.loc["Jose", "text"] == "x"
+
+
+def test_precomputed_answers_match_reports_by_the_cleaned_id(tmp_path):
+    pd.DataFrame({"patient_id": ["José 01", "P2"], "text": [REPORT, REPORT]}).to_csv(tmp_path / "r.csv", index=False)
+    answers = tmp_path / "answers.csv"
+    answers.write_text("patient_id,answer\nJose\u0301 01,well differentiated;no STAS;absent;absent;absent;negative\n"
+                       "P2,poorly differentiated;STAS;present;present;present;positive\n")
+    df = structure_reports(tmp_path / "r.csv", tmp_path / "l.parquet",
+                           {"backend": "precomputed", "precomputed": str(answers)})
+    assert df["patient_id"].tolist() == ["Jose_01", "P2"] and df["flag"].tolist() == ["", ""]
+    assert df["differentiation"].tolist() == ["well", "poor"]
+    answers.write_text("patient_id,answer\nP2,well, no STAS\n")
+    with pytest.raises(ValueError, match=r"answers\.csv: line 2: 3 comma"):
+        structure_reports(tmp_path / "r.csv", tmp_path / "l2.parquet",
+                          {"backend": "precomputed", "precomputed": str(answers)})
+    assert not (tmp_path / "l2.parquet").exists()

@@ -15,8 +15,15 @@ from fiveflow.cohort.gdc import gdc_table, patient_of
 HEADER = "id\tfilename\tmd5\tsize\tstate\n"
 
 
+def _uid(name: str) -> str:
+    """A GDC-style file id (a UUID; manifests must hold UUIDs) standing for ``name``."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
 def _manifest(path: Path, rows) -> Path:
-    path.write_text(HEADER + "".join(f"{i}\t{f}\t{m * 32}\t{s}\treleased\n" for i, f, m, s in rows))
+    path.write_text(HEADER + "".join(f"{_uid(i)}\t{f}\t{m * 32}\t{s}\treleased\n" for i, f, m, s in rows))
     return path
 
 
@@ -31,7 +38,7 @@ def test_releases_merge_on_file_name_and_the_last_wins(tmp_path):
     assert t["slide_id"].tolist() == ["TCGA-AA-0001-01Z-00-DX1", "TCGA-AA-0001-01Z-00-DX2",
                                       "TCGA-AA-0002-01Z-00-DX1", "TCGA-BB-0004-01Z-00-DX1"]
     first = t.iloc[0]
-    assert (first.file_id, first.md5, first.manifest) == ("id9", "c" * 32, str(new))  # the later release
+    assert (first.file_id, first.md5, first.manifest) == (_uid("id9"), "c" * 32, str(new))  # the later release
     assert t["patient_id"].tolist() == ["TCGA-AA-0001", "TCGA-AA-0001", "TCGA-AA-0002", "TCGA-BB-0004"]
     assert t["label"].tolist() == ["LUAD", "LUAD", "LUAD", "LUSC"]
     assert t["path"].iloc[3] == str(tmp_path / "slides" / "TCGA-BB-0004-01Z-00-DX1.u4.svs")
@@ -121,3 +128,28 @@ def test_cohort_level_files_are_never_taken_for_slides(tmp_path):
         assert not pattern.fullmatch(name)
     for sid in ("TCGA-49-4506-01Z-00-DX3", "DEMO-0001-01Z-00-DX1", "slide_7.b", "montage2"):
         assert pattern.fullmatch(sid)
+
+
+def _uuid(i: int) -> str:
+    return f"{i:08x}-46f3-4e20-8154-970e749aa0ca"
+
+
+def test_clinical_table_is_read_strictly(tmp_path):
+    a = _manifest(tmp_path / "a.txt", [(_uuid(1), "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10)])
+    lab = tmp_path / "clinical.csv"
+    lab.write_text("slide_file_name,cancer_type,note\nTCGA-AA-0001-01Z-00-DX1.u1.svs,LUSC,big, central\n")
+    with pytest.raises(ValueError, match=r"clinical\.csv: line 2: 4 comma-separated field\(s\).*quote fields"):
+        gdc_table({"manifests": {"LUAD": str(a)}, "labels": str(lab), "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+    lab.write_text('slide_file_name,cancer_type,note\nTCGA-AA-0001-01Z-00-DX1.u1.svs,LUSC,"big, central"\n')
+    t = gdc_table({"manifests": {"LUAD": str(a)}, "labels": str(lab), "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+    assert t["label"].tolist() == ["LUSC"]
+
+
+def test_file_names_that_clean_to_one_slide_id_are_an_error(tmp_path):
+    a = _manifest(tmp_path / "a.txt", [(_uuid(1), "slide 1.svs", "a", 10), (_uuid(2), "slide_1.svs", "b", 20)])
+    with pytest.raises(ValueError, match=r"slide ids 'slide 1' \(.*a\.txt: slide 1\.svs\) and 'slide_1' "
+                                         r"\(.*a\.txt: slide_1\.svs\) both become 'slide_1'"):
+        gdc_table({"manifests": {"LUAD": str(a)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
+    a = _manifest(tmp_path / "a.txt", [(_uuid(1), "x.svs", "a", 10), (_uuid(2), "x.tif", "b", 20)])
+    with pytest.raises(ValueError, match=r"files \['x.svs', 'x.tif'\] would all be slide 'x'"):
+        gdc_table({"manifests": {"LUAD": str(a)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)

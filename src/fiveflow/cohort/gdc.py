@@ -5,10 +5,12 @@
 md5s but keep file names and sizes, so rows are matched on **file name**; the manifest listed last
 wins (its id and md5 are the ones downloaded and verified). A file listed under two classes is an
 error. An optional clinical table (``cohort.gdc.labels``) overrides the class of the slides it
-lists (matched on file name too).
+lists (matched on file name too); it is read strictly (:func:`fiveflow.tables.read_delimited`: CSV,
+or TSV for ``.tsv``/``.tab``).
 
 Slide id: the file name up to its first dot (the TCGA slide barcode, e.g.
-``TCGA-49-4506-01Z-00-DX3``), the full stem when two files share a barcode. Patient id: the first
+``TCGA-49-4506-01Z-00-DX3``), the full stem when two files share a barcode, cleaned by the one id
+policy (:func:`fiveflow.ids.clean_ids`; two file names that clean to one id are an error). Patient id: the first
 three barcode fields (``TCGA-49-4506``), which is what TCGA reports are keyed by. Slides live at
 ``cohort.gdc.slide_dir/{file name}``; missing ones are downloaded by rule ``gdc_download``.
 
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import sanitize_id
+from ..ids import clean_ids
+from ..tables import read_delimited
 
 _TCGA_PATIENT = re.compile(r"^(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})")
 COLUMNS = ["slide_id", "patient_id", "label", "path", "file_id", "filename", "md5", "size", "manifest"]
@@ -71,7 +74,7 @@ def gdc_table(gdc: dict, classes: list[str], root: str | Path) -> pd.DataFrame:
     if labels:
         table = resolve_path(labels, root)
         fcol, lcol = gdc.get("labels_file_column", "slide_file_name"), gdc.get("labels_column", "cancer_type")
-        lab = pd.read_csv(table, dtype=str, keep_default_na=False)
+        lab = read_delimited(table, what="clinical table (`cohort.gdc.labels`)")
         missing = [c for c in (fcol, lcol) if c not in lab.columns]
         if missing:
             raise ValueError(f"{table}: missing column(s) {missing}; found {list(lab.columns)}. Fix: set "
@@ -85,7 +88,12 @@ def gdc_table(gdc: dict, classes: list[str], root: str | Path) -> pd.DataFrame:
     short = df["filename"].str.split(".").str[0]
     dup = short.duplicated(keep=False)
     stem = df["filename"].map(lambda n: Path(n).stem)
-    df["slide_id"] = [sanitize_id(s) for s in short.where(~dup, stem)]
+    df["slide_id"] = clean_ids(short.where(~dup, stem), "slide", "`cohort.gdc.manifests`",
+                               lines=[f"{m}: {f}" for m, f in zip(df["manifest"], df["filename"])])
+    twice = df.loc[df["slide_id"].duplicated(keep=False)]
+    if len(twice):
+        raise ValueError(f"files {twice['filename'].tolist()[:4]} would all be slide {twice['slide_id'].iloc[0]!r} "
+                         "(the same name up to the extension). Fix: keep one of them in the manifests.")
     df["patient_id"] = [patient_of(s) for s in df["slide_id"]]
     slide_dir = resolve_path(gdc.get("slide_dir") or "data/gdc/slides", root)
     df["path"] = [str(slide_dir / f) for f in df["filename"]]

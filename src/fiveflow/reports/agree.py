@@ -50,7 +50,7 @@ def read_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         raise FileNotFoundError(f"labels file not found: {path}. Fix: give a labels parquet from "
                                 f"`fiveflow reports extract`, or an answers CSV")
     df = read_table(path)
-    ids = patient_ids(df, path)
+    ids = patient_ids(df, path, kind="labels patient")
     missing = [f for f in FIELDS if f not in df.columns]
     if not missing:
         out = pd.DataFrame({"patient_id": ids.to_numpy(),

@@ -2,15 +2,21 @@
 
 Accepted inputs (:func:`read_report_inputs`):
 
-* a table: CSV, TSV (``.tsv``/``.tab``) or Parquet, with a patient id column and a text column.
-  Ids: ``--id-column``, else ``patient_id``, else ``patient_filename`` cut at its first '.' (the
-  TCGA-Reports naming ``TCGA-XX-XXXX.<uuid>``). Text: ``--text-column``, else ``text``, else
-  ``ocr_text``.
+* a table: CSV, TSV (``.tsv``/``.tab``), Parquet or Excel, with a patient id column and a text
+  column. Ids: ``--id-column``, else ``patient_id``, else ``patient_filename`` cut at its first '.'
+  (the TCGA-Reports naming ``TCGA-XX-XXXX.<uuid>``). Text: ``--text-column``, else ``text``, else
+  ``ocr_text``. CSV/TSV are read strictly (:func:`fiveflow.tables.read_delimited`): a row with more
+  or fewer fields than the header is an error naming the line, so a text with commas must be quoted
+  (``"Adenocarcinoma, grade 2"``), as spreadsheet programs and pandas write it.
 * a folder of report files (``.txt`` and/or ``.pdf``, not searched recursively), or one such file.
   The patient id comes from the file name: its ``TCGA-XX-XXXX`` prefix when it has one (so
   ``TCGA-05-4244.3a84....txt`` and ``TCGA-05-4244-01Z-00-DX1.pdf`` are both ``TCGA-05-4244``),
-  else the sanitised file name stem (:func:`fiveflow.io.sanitize_id`). PDFs are read through their
-  text layer with ``pypdf``; scanned PDFs need OCR first.
+  else the file name stem. PDFs are read through their text layer with ``pypdf``; scanned PDFs
+  need OCR first.
+
+Patient ids, from a table or from file names, are cleaned by the same policy as the samples sheet's
+(:func:`fiveflow.ids.clean_ids`: ``José 01`` -> ``Jose_01``), so reports and slides meet; two
+different ids that clean to the same one (``A B`` and ``A_B``) are an error.
 
 One bad report never stops the batch: it is kept as a row whose ``status`` says what is wrong
 (``empty``: no text; ``no_text``: a PDF without a text layer; ``unreadable``: a file that could not
@@ -32,7 +38,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import sanitize_id
+from ..ids import clean_id, clean_ids
+from ..tables import TableError, read_delimited
 
 LOG = logging.getLogger("fiveflow.reports")
 
@@ -48,8 +55,12 @@ _TCGA = re.compile(r"^(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})(?![A-Za-z0-9])", re.I
 
 # ----------------------------------------------------------------------------- ids
 
-def patient_ids(df: pd.DataFrame, path: Path, id_column: str | None = None) -> pd.Series:
-    """Patient ids of a table: ``id_column``, else ``patient_id``, else ``patient_filename`` before its first '.'."""
+def patient_ids(df: pd.DataFrame, path: Path, id_column: str | None = None, kind: str = "report patient") -> pd.Series:
+    """Cleaned patient ids of a table: ``id_column``, else ``patient_id``, else ``patient_filename`` before its first '.'.
+
+    Cleaned by :func:`fiveflow.ids.clean_ids` (``kind`` names them in errors): two different ids
+    that clean to the same one are an error naming both and their lines.
+    """
     if id_column is not None:
         if id_column not in df.columns:
             raise ValueError(f"{path}: no column {id_column!r} (given as the patient id column); "
@@ -70,18 +81,30 @@ def patient_ids(df: pd.DataFrame, path: Path, id_column: str | None = None) -> p
     ids = ids.astype("string").str.strip()
     bad = ids.isna() | (ids == "")
     if bad.any():
-        raise ValueError(f"{path}: {int(bad.sum())} row(s) have an empty patient id (first at data row "
-                         f"{int(bad.to_numpy().argmax()) + 1}). Fix: fill in or drop those rows")
-    return ids.astype(str)
+        raise ValueError(f"{path}: {int(bad.sum())} row(s) have an empty patient id (first at "
+                         f"{_where(df, int(bad.to_numpy().argmax()))}). Fix: fill in or drop those rows")
+    lines = [_where(df, i) for i in range(len(df))]
+    return pd.Series(clean_ids(ids.astype(str), kind, path, lines=lines), index=df.index, dtype=object)
 
 
-def patient_id_from_filename(path: str | os.PathLike) -> str:
-    """``TCGA-XX-XXXX`` when the file name starts with one, else the sanitised file name stem."""
+def _where(df: pd.DataFrame, i: int) -> str:
+    """Where row ``i`` of a table is: its line (CSV/TSV, from :func:`read_table`), else its data row."""
+    lines = df.attrs.get("lines")
+    return f"line {lines[i]}" if lines is not None and len(lines) == len(df) else f"data row {i + 1}"
+
+
+def raw_patient_id_from_filename(path: str | os.PathLike) -> str:
+    """``TCGA-XX-XXXX`` when the file name starts with one, else the file name stem (not cleaned)."""
     name = Path(path).name
     m = _TCGA.match(name)
     if m:
         return m.group(1).upper()
-    return sanitize_id(Path(name).stem)
+    return Path(name).stem
+
+
+def patient_id_from_filename(path: str | os.PathLike) -> str:
+    """``TCGA-XX-XXXX`` when the file name starts with one, else the cleaned file name stem."""
+    return clean_id(raw_patient_id_from_filename(path))
 
 
 # ----------------------------------------------------------------------------- single files
@@ -129,6 +152,8 @@ def read_pdf(path: Path) -> tuple[str, str, str]:
             if not ok:
                 return "", "unreadable", "the PDF is password-protected; save an unprotected copy"
         pages = [(page.extract_text() or "") for page in reader.pages]
+    except PermissionError as exc:  # not a broken PDF: re-downloading would not help
+        return "", "unreadable", f"cannot read the file ({exc.strerror or exc}); check its permissions"
     except Exception as exc:  # noqa: BLE001 - a broken PDF may fail anywhere inside pypdf
         return "", "unreadable", f"not a readable PDF ({type(exc).__name__}: {exc}); re-export or re-download it"
     finally:
@@ -147,7 +172,11 @@ def _read_file(path: Path) -> tuple[str, str, str]:
 # ----------------------------------------------------------------------------- tables
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A CSV/TSV/Parquet/Excel table as strings ("" for missing); the format comes from the extension."""
+    """A CSV/TSV/Parquet/Excel table as strings ("" for missing); the format comes from the extension.
+
+    CSV/TSV go through the strict :func:`fiveflow.tables.read_delimited` (a ragged row is a
+    ``TableError`` naming the line; ``df.attrs["lines"]`` holds each row's line number).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
@@ -159,11 +188,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if sep is None or sep == "excel":
             df = pd.read_parquet(path) if sep is None else pd.read_excel(path, dtype=str)
             return df.astype(object).where(df.notna(), "").astype(str)
-        try:
-            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-        except UnicodeDecodeError:
-            LOG.warning("%s: not UTF-8; read as cp1252 (Windows-1252)", path)
-            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="cp1252")
+        return read_delimited(path, sep, what=f"{kind} table")
+    except TableError:
+        raise  # names the file, the line and the fix already
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the file is empty; expected a header line with patient id and text columns") from None
     except ImportError as exc:  # pandas' Excel reader needs openpyxl
@@ -193,12 +220,14 @@ def _table_rows(path: Path, id_column: str | None, text_column: str | None, need
     ids = patient_ids(df, path, id_column)
     col = _text_column(df, path, text_column, need_text)
     text = df[col].astype(str) if col else pd.Series([""] * len(df), index=df.index, dtype=object)
-    first = 2 if TABLE_SUFFIXES[path.suffix.lower()] else 0  # CSV line numbers (header = 1); Parquet row index
+    # CSV/TSV: the physical line of each row (header = 1); Excel: the sheet row; Parquet: the row index
+    first = 2 if TABLE_SUFFIXES[path.suffix.lower()] == "excel" else 0
+    where = df.attrs.get("lines") if "lines" in df.attrs else [i + first for i in range(len(df))]
     blank = text.str.strip().eq("")
     out = pd.DataFrame({
         "patient_id": ids.to_numpy(),
         "text": text.where(~blank, "").to_numpy(),
-        "source": [f"{path.name}:{i + first}" for i in range(len(df))],
+        "source": [f"{path.name}:{w}" for w in where],
         "status": "ok",
         "reason": "",
     })
@@ -209,13 +238,11 @@ def _table_rows(path: Path, id_column: str | None, text_column: str | None, need
 
 # ----------------------------------------------------------------------------- folders
 
-def _file_rows(files: list[Path]) -> pd.DataFrame:
+def _file_rows(files: list[Path], where: Path) -> pd.DataFrame:
+    pids = clean_ids([raw_patient_id_from_filename(f) for f in files], "report patient", where,
+                     lines=[f.name for f in files])
     rows = []
-    for f in files:
-        try:
-            pid = patient_id_from_filename(f)
-        except ValueError as exc:
-            raise ValueError(f"{f}: {exc}") from None
+    for f, pid in zip(files, pids):
         text, status, reason = _read_file(f)
         if status != "ok":
             LOG.warning("%s: %s (%s)", f, status, reason)
@@ -266,13 +293,13 @@ def read_report_inputs(
             raise ValueError(f"{path}: a folder with no .txt or .pdf report files (found: "
                              f"{', '.join(seen) if seen else 'nothing'}). Fix: put one report per patient in "
                              f".txt or .pdf files named by patient id, or give a table of reports instead")
-        df = _file_rows(files)
+        df = _file_rows(files, path)
     else:
         suffix = path.suffix.lower()
         if suffix in TABLE_SUFFIXES:
             df = _table_rows(path, id_column, text_column, need_text)
         elif suffix in FILE_SUFFIXES:
-            df = _file_rows([path])
+            df = _file_rows([path], path.parent)
         else:
             raise ValueError(f"{path}: unsupported report input {suffix or '(no extension)'!r}. Fix: give a "
                              f"table ({', '.join(TABLE_SUFFIXES)}), a .txt/.pdf report, or a folder of them")
