@@ -343,3 +343,13 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
     score, at, width = find_displayed(wide, src)
     assert score > 0.9 and abs(at[0] - 560) <= 8 and abs(width - 1100) <= 30
     assert find_displayed(blank, src)[0] < 0.5
+    # taller than the window at its natural size (the CI e2e run's 792 x 1776 px confusion grid): cut at the
+    # top and bottom, its left part under the side panel; found by a band of its right half (0.38 whole)
+    tall_src = np.vstack([plot_rgb((8, 3.2)), plot_rgb((8, 3.2))[:, ::-1], plot_rgb((8, 3.2))[::-1],
+                          plot_rgb((8, 3.2))])  # 800 x 1280 px, four different panels
+    tall = blank.copy()
+    tall[:, 300:1100] = tall_src[200:1100]
+    tall[:, :500] = (90, 95, 105)  # the panel covers the left 200 px of the plot
+    score, at, width = find_displayed(tall, tall_src)
+    assert score > 0.9 and abs(width - 800) <= 30, (score, at, width)
+    assert find_displayed(blank, tall_src)[0] < 0.5
