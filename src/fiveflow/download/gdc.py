@@ -1,6 +1,7 @@
 """Download files from the GDC data API: resumable (HTTP Range), verified (size + md5), retried, atomic.
 
-A file is streamed into a hidden ``.NAME.partial`` next to its destination. An interrupted transfer
+A file is streamed into a hidden ``.NAME.partial`` next to its destination (the transfer, shared with
+the URL downloader :mod:`.fetch`, is :func:`fiveflow.download.http._fetch`). An interrupted transfer
 (connection cut, job killed) resumes from the partial's length with ``Range: bytes=N-``; a server that
 ignores the range (200) restarts from byte 0. When the transfer ends, size then md5 are checked and only
 a verified file is renamed onto its final name, so the final name never holds a partial or corrupt file.
@@ -17,63 +18,29 @@ only ever address ``{base_url}/{uuid}``.
 """
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import fcntl
 import json
 import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 from urllib.parse import quote
 
 import requests
 
-from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest, open_output
+from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
+from .http import (RETRY_STATUS, DownloadError, DownloadResult, _exclusive, _fetch, _progress,  # noqa: F401
+                   _retry_after, _server_total, partial_path, stamp_path)
 from .manifest import GDC_ID_HINT, ManifestRow, is_gdc_file_id, read_manifest
 
 GDC_DATA_URL = "https://api.gdc.cancer.gov/data"
 TOKEN_HEADER = "X-Auth-Token"
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 SUMMARY_NAME = "gdc_download_summary.tsv"
-_PROGRESS_MIN_BYTES = 64 << 20
 
 log = logging.getLogger("fiveflow.download")
-_sleep = time.sleep  # tests replace it to record the backoff without waiting
-
-
-class DownloadError(RuntimeError):
-    """A file could not be downloaded or verified; the message names the file and the fix."""
-
-
-class _Retryable(Exception):
-    def __init__(self, msg: str, retry_after: float | None = None):
-        super().__init__(msg)
-        self.retry_after = retry_after
-
-
-@dataclass
-class DownloadResult:
-    file_id: str
-    filename: str
-    status: str  # downloaded | skipped | failed
-    bytes_fetched: int = 0
-    resumed_from: int = 0
-    attempts: int = 0
-    seconds: float = 0.0
-    error: str = ""
-
-
-def partial_path(dest: Path) -> Path:
-    return dest.parent / f".{dest.name}.partial"
-
-
-def stamp_path(dest: Path) -> Path:
-    return dest.parent / f".{dest.name}.md5ok"
+_sleep = time.sleep  # tests replace it to record the backoff without waiting (passed to _fetch at call time)
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -105,48 +72,6 @@ def _write_stamp(dest: Path, md5: str, size: int) -> None:
     atomic_write_text(stamp_path(dest), json.dumps({"md5": md5.lower(), "size": size, "mtime_ns": st.st_mtime_ns}))
 
 
-@contextlib.contextmanager
-def _exclusive(dest: Path, label: str) -> Iterator[None]:
-    """One writer per destination: a second process downloading the same file fails at once."""
-    lock = dest.parent / f".{dest.name}.lock"
-    fh = open_output(lock, "a")  # never through a planted link (it would create or touch a file elsewhere)
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DownloadError(f"{label}: another process is downloading {dest} (lock {lock}); "
-                                "wait for it or stop it") from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)  # still holding it: the next writer creates a fresh one
-    finally:
-        fh.close()
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _server_total(r: requests.Response) -> int | None:
-    """The full file length the server announced (206: Content-Range ``/total``; 200: Content-Length)."""
-    try:
-        if r.status_code == 206:
-            return int(r.headers.get("Content-Range", "").rsplit("/", 1)[1])
-        return int(r.headers["Content-Length"])
-    except (IndexError, KeyError, ValueError):
-        return None
-
-
 def _fail_status(code: int, label: str, token_env: str, have_token: bool) -> DownloadError:
     if code == 404:
         return DownloadError(f"{label}: not found on the GDC (HTTP 404): check the id in the manifest (the file may "
@@ -158,85 +83,6 @@ def _fail_status(code: int, label: str, token_env: str, have_token: bool) -> Dow
                "Token; needs dbGaP authorisation)")
         return DownloadError(f"{label}: access denied (HTTP {code}): {fix}")
     return DownloadError(f"{label}: HTTP {code} from the GDC data endpoint")
-
-
-def _progress(total: int, initial: int, name: str, show: bool | None):
-    if show is None:
-        show = total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=name[:40], disable=not show, leave=False)
-
-
-def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, size: int, label: str, *,
-           retries: int, backoff: float, max_backoff: float, timeout: float, chunk_size: int,
-           token_env: str, show_progress: bool | None, name: str) -> tuple[int, int, int]:
-    """Stream ``url`` into ``partial`` until it holds ``size`` bytes (or the server says it is done).
-
-    Returns (bytes fetched, offset resumed from, requests made). Network errors and 408/429/5xx are
-    retried with exponential backoff (``Retry-After`` honoured); ``retries`` counts consecutive failed
-    attempts, so a long transfer that keeps making progress is not given up.
-    """
-    fetched = requests_made = failures = 0
-    resumed_from = partial.stat().st_size if partial.exists() else 0
-    while True:
-        have = partial.stat().st_size if partial.exists() else 0
-        if have > size:
-            log.warning("%s: partial file is larger than expected (%d > %d bytes): starting over", label, have, size)
-            partial.unlink()
-            have = 0
-        if have == size and size > 0:
-            return fetched, resumed_from, requests_made
-        before = have
-        req_headers = dict(headers)
-        if have:
-            req_headers["Range"] = f"bytes={have}-"
-            log.info("%s: resuming at byte %d of %d", label, have, size)
-        try:
-            requests_made += 1
-            with session.get(url, headers=req_headers, stream=True, timeout=timeout) as r:
-                if r.status_code == 416 and have:
-                    return fetched, resumed_from, requests_made  # nothing left to send: verify what we have
-                if r.status_code in RETRY_STATUS:
-                    raise _Retryable(f"HTTP {r.status_code}", _retry_after(r.headers.get("Retry-After")))
-                if r.status_code >= 400:
-                    raise _fail_status(r.status_code, label, token_env, TOKEN_HEADER in headers)
-                if r.status_code == 206 and have:
-                    start = r.headers.get("Content-Range", "").replace("bytes", "").strip().split("-")[0]
-                    if start != str(have):
-                        partial.unlink(missing_ok=True)
-                        raise _Retryable(f"server answered range {r.headers.get('Content-Range')!r} to "
-                                         f"bytes={have}-: starting over")
-                    mode = "ab"
-                else:  # 200: the whole file (a server that ignores Range restarts from byte 0)
-                    if have:
-                        log.info("%s: the server ignored the range request: restarting from byte 0", label)
-                    have, mode = 0, "wb"
-                with open_output(partial, mode) as fh, _progress(size, have, name, show_progress) as bar:
-                    for chunk in r.iter_content(chunk_size):
-                        fh.write(chunk)
-                        fetched += len(chunk)
-                        bar.update(len(chunk))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            got = partial.stat().st_size
-            if got >= size or got == _server_total(r):
-                return fetched, resumed_from, requests_made  # complete, or all the server has: verify
-            raise _Retryable(f"connection ended after {got} of {size} bytes")
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                _Retryable) as exc:
-            grew = partial.exists() and partial.stat().st_size > before
-            failures = 1 if grew else failures + 1  # progress resets the count of consecutive failures
-            if failures > retries:
-                raise DownloadError(f"{label}: giving up after {failures} failed attempts in a row "
-                                    f"({type(exc).__name__}: {exc}); rerun to resume from the partial file "
-                                    f"{partial}") from None
-            wait = min(max_backoff, backoff * 2 ** (failures - 1))
-            if isinstance(exc, _Retryable) and exc.retry_after is not None:
-                wait = min(max_backoff, max(wait, exc.retry_after))
-            log.warning("%s: %s; retry %d/%d in %.1f s", label, exc, failures, retries, wait)
-            _sleep(wait)
 
 
 def download_file(file_id: str, dest: str | os.PathLike, md5: str, size: int, *, base_url: str = GDC_DATA_URL,
@@ -291,6 +137,11 @@ def _download(file_id: str, dest: Path, md5: str, size: int, label: str, name: s
             headers[TOKEN_HEADER] = token
         url = f"{base_url.rstrip('/')}/{quote(file_id, safe='')}"
         partial = partial_path(dest)
+        have_token = TOKEN_HEADER in headers
+
+        def fail_status(code: int) -> DownloadError:
+            return _fail_status(code, label, token_env, have_token)
+
         own = session is None
         sess = requests.Session() if own else session
         total_fetched = total_requests = 0
@@ -299,8 +150,8 @@ def _download(file_id: str, dest: Path, md5: str, size: int, label: str, name: s
             for round_ in (1, 2):
                 fetched, resumed, n = _fetch(sess, url, headers, partial, size, label, retries=retries,
                                              backoff=backoff, max_backoff=max_backoff, timeout=timeout,
-                                             chunk_size=chunk_size, token_env=token_env,
-                                             show_progress=progress, name=name)
+                                             chunk_size=chunk_size, fail_status=fail_status,
+                                             show_progress=progress, name=name, sleep=_sleep)
                 total_fetched += fetched
                 total_requests += n
                 if round_ == 1:
