@@ -205,3 +205,40 @@ def test_import_backend_reads_an_excel_column(tmp_path):
     assert df.loc["P2", "pleural_invasion"] == "present" and (df["backend"] == "precomputed").all()
     with pytest.raises(ValueError, match="answer_column"):
         structure_reports(reports, tmp_path / "m.parquet", {"backend": "import", "precomputed": str(answers)})
+
+
+def test_answers_from_several_files_and_only_the_cohort_patients(tmp_path, caplog):
+    """Issue 17: the authors' answers come as two workbooks (reports.precomputed is a list, the first file wins for
+    a patient answered twice), and a corpus of every TCGA project is cut to the cohort's patients."""
+    src = write_csv(tmp_path / "reports.csv", [
+        {"patient_id": "P1", "text": REPORT_A}, {"patient_id": "P2", "text": REPORT_B},
+        {"patient_id": "OTHER", "text": REPORT_B},
+    ])
+    a = write_csv(tmp_path / "a.csv", [{"patient_id": "P1", "answer": "Poorly differentiated; a; b; c; d; e"}])
+    b = write_csv(tmp_path / "b.csv", [{"patient_id": "P1", "answer": "Well differentiated; a; b; c; d; e"},
+                                        {"patient_id": "P2", "answer": "Moderately differentiated; a; b; c; d; e"}])
+    cfg = {"backend": "import", "precomputed": [str(a), str(b)]}
+    with caplog.at_level(logging.INFO, logger="fiveflow.reports"):
+        df = structure_reports(src, tmp_path / "l.parquet", cfg, patients={"P1", "P2", "P7"})
+    check_contract(df)
+    assert df["patient_id"].tolist() == ["P1", "P2"]
+    assert df["differentiation"].tolist() == ["poor", "moderate"]
+    assert "2 of 3 patient(s) are in the cohort" in caplog.text and "answered in more than one file" in caplog.text
+    meta = pq.read_schema(tmp_path / "l.parquet").metadata
+    assert b"a.csv, b.csv" in meta[b"fiveflow.reports"]
+    again = structure_reports(src, tmp_path / "l2.parquet", {"backend": "import", "precomputed": [str(b), str(a)]})
+    assert again["prompt_sha256"].iloc[0] != df["prompt_sha256"].iloc[0]  # the files, in order, identify the answers
+    with pytest.raises(ValueError, match=r"none of its 3 patient id\(s\) is a patient of the cohort"):
+        structure_reports(src, tmp_path / "l3.parquet", {"backend": "offline"}, patients={"X1"})
+
+
+def test_reports_are_read_from_a_zip_archive(tmp_path):
+    """TCGA-Reports ships as TCGA_Reports.csv.zip: read from its one CSV member, never unpacked to disk."""
+    import zipfile
+
+    csv_text = "patient_filename,text\nTCGA-05-4244.3a84,\"" + REPORT_A.replace('"', '""') + "\"\n"
+    with zipfile.ZipFile(tmp_path / "TCGA_Reports.csv.zip", "w") as zf:
+        zf.writestr("TCGA_Reports.csv", csv_text)
+    df = structure_reports(tmp_path / "TCGA_Reports.csv.zip", tmp_path / "l.parquet", {"backend": "offline"})
+    assert df["patient_id"].tolist() == ["TCGA-05-4244"] and df["status"].eq("ok").all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["TCGA_Reports.csv.zip", "l.parquet"]

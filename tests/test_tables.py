@@ -128,3 +128,25 @@ def test_control_characters_inside_utf8_values_are_kept(tmp_path):
     # Word's soft line break (\x0b) and OCR page breaks (\x0c) occur in real report texts
     df = read_delimited(write(tmp_path, "r.csv", 'patient_id,text\nP1,"page 1\x0cpage 2\x0bend"\n'))
     assert df.loc[0, "text"] == "page 1\x0cpage 2\x0bend"
+
+
+def test_a_zip_of_one_table_is_read_from_its_member(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "r.csv.zip", "w") as zf:
+        zf.writestr("inner/R.tsv", "a\tb\n1\t2\n")
+        zf.writestr("__MACOSX/._R.tsv", "junk")
+    df = read_delimited(tmp_path / "r.csv.zip")
+    assert df.to_dict("records") == [{"a": "1", "b": "2"}]  # the member's .tsv sets the delimiter
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as zf:
+        zf.writestr("a.csv", "a\n1\n")
+        zf.writestr("b.csv", "a\n2\n")
+    with pytest.raises(TableError, match=r"two\.zip: a zip archive with 2 CSV/TSV members \(a\.csv, b\.csv\)"):
+        read_delimited(tmp_path / "two.zip")
+    (tmp_path / "cut.zip").write_bytes((tmp_path / "r.csv.zip").read_bytes()[:40])
+    with pytest.raises(TableError, match=r"cut\.zip: not a readable zip archive .*download it again"):
+        read_delimited(tmp_path / "cut.zip")
+    with zipfile.ZipFile(tmp_path / "ragged.zip", "w") as zf:
+        zf.writestr("t.csv", "a,b\n1,2,3\n")
+    with pytest.raises(TableError, match=r"ragged\.zip:t\.csv: line 2"):
+        read_delimited(tmp_path / "ragged.zip")

@@ -12,6 +12,9 @@ Text is decoded as UTF-8 (a byte-order mark is dropped), else as cp1252 (Windows
 warning. Line numbers are physical lines of the file, 1-based, the header being line 1; a row
 whose quoted field spans lines is numbered by its first line. The line of each data row is kept in
 ``df.attrs["lines"]``.
+
+A ``.zip`` archive holding one CSV/TSV (TCGA-Reports ships as ``TCGA_Reports.csv.zip``) is read from
+its single table member, without unpacking it to disk; messages name ``archive.zip:member``.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import logging
 import os
 import re
 import unicodedata
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -78,9 +82,14 @@ def read_delimited(path: str | os.PathLike, delimiter: str | None = None, *, wha
     row's (first) physical line number.
     """
     path = Path(path)
-    delimiter = delimiter or delimiter_for(path)
     try:
-        data = path.read_bytes()
+        if path.suffix.lower() == ".zip":
+            data, member = _zip_member(path, what)
+            delimiter = delimiter or delimiter_for(member)
+            path = Path(f"{path}:{member}")  # named so in every message below
+        else:
+            data = path.read_bytes()
+            delimiter = delimiter or delimiter_for(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except IsADirectoryError:
@@ -98,6 +107,22 @@ def read_delimited(path: str | os.PathLike, delimiter: str | None = None, *, wha
         return _parse(text, path, delimiter, what)
     finally:
         csv.field_size_limit(old_limit)
+
+
+def _zip_member(path: Path, what: str) -> tuple[bytes, str]:
+    """(bytes, name) of the one CSV/TSV member of a zip archive; anything else is a :class:`TableError`."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")
+                     and Path(i.filename).suffix.lower() in (".csv", *TAB_SUFFIXES)]
+            if len(names) != 1:
+                raise TableError(f"{path}: a zip archive with {len(names)} CSV/TSV members "
+                                 f"({', '.join(names[:5]) or 'none'}), where one {what} was expected. Fix: give the "
+                                 "table itself, or an archive holding only it")
+            return zf.read(names[0]), names[0]
+    except zipfile.BadZipFile as exc:
+        raise TableError(f"{path}: not a readable zip archive ({exc}). Fix: download it again (it may be truncated), "
+                         "or give the unpacked table") from None
 
 
 def _parse(text: str, path: Path, delimiter: str, what: str) -> pd.DataFrame:

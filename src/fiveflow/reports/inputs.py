@@ -2,7 +2,7 @@
 
 Accepted inputs (:func:`read_report_inputs`):
 
-* a table: CSV, TSV (``.tsv``/``.tab``), Parquet or Excel, with a patient id column and a text
+* a table: CSV, TSV (``.tsv``/``.tab``), a zip archive of one CSV/TSV, Parquet or Excel, with a patient id column and a text
   column. Ids: ``--id-column``, else ``patient_id``, else ``patient_filename`` cut at its first '.'
   (the TCGA-Reports naming ``TCGA-XX-XXXX.<uuid>``). Text: ``--text-column``, else ``text``, else
   ``ocr_text``. CSV/TSV are read strictly (:func:`fiveflow.tables.read_delimited`): a row with more
@@ -46,7 +46,7 @@ LOG = logging.getLogger("fiveflow.reports")
 COLUMNS = ["patient_id", "text", "source", "status", "reason"]
 STATUSES = ("ok", "empty", "no_text", "unreadable")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".parquet": None, ".pq": None, ".xlsx": "excel",
-                  ".xls": "excel"}
+                  ".xls": "excel", ".zip": "zip"}
 FILE_SUFFIXES = (".txt", ".pdf")
 ID_COLUMNS = ("patient_id", "patient_filename")
 TEXT_COLUMNS = ("text", "ocr_text")
@@ -183,12 +183,12 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{path}: unsupported table {suffix or '(no extension)'!r}. "
                          f"Fix: give a {'/'.join(TABLE_SUFFIXES)} file")
     sep = TABLE_SUFFIXES[suffix]
-    kind = {None: "Parquet", "excel": "Excel", "\t": "TSV"}.get(sep, "CSV")
+    kind = {None: "Parquet", "excel": "Excel", "\t": "TSV", "zip": "zipped CSV/TSV"}.get(sep, "CSV")
     try:
         if sep is None or sep == "excel":
             df = pd.read_parquet(path) if sep is None else pd.read_excel(path, dtype=str)
             return df.astype(object).where(df.notna(), "").astype(str)
-        return read_delimited(path, sep, what=f"{kind} table")
+        return read_delimited(path, None if sep == "zip" else sep, what=f"{kind} table")
     except TableError:
         raise  # names the file, the line and the fix already
     except pd.errors.EmptyDataError:

@@ -26,6 +26,7 @@ Reports are read by :mod:`fiveflow.reports.inputs` (tables, or folders of .txt/.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..config import answer_files
 from ..io import atomic_path, file_sha256
 from . import backend_name, llm, offline
 from .inputs import patient_ids, read_report_inputs, read_table
@@ -68,13 +70,24 @@ def read_reports(
     return read_report_inputs(path, id_column, text_column, need_text=need_text)
 
 
-def read_precomputed(path: str | os.PathLike, answer_column: str = "answer") -> pd.DataFrame:
-    """Answers table (CSV/TSV/Parquet/Excel) -> DataFrame(patient_id, answer); the first answer per patient wins.
+def read_precomputed(path: str | os.PathLike | list | tuple, answer_column: str = "answer") -> pd.DataFrame:
+    """Answers table(s) (CSV/TSV/Parquet/Excel) -> DataFrame(patient_id, answer); the first answer per patient wins.
 
+    ``path`` may be a list of files (e.g. the FiVE authors' LUAD and LUSC workbooks), read in order.
     Read strictly like the reports (:func:`fiveflow.reports.inputs.read_table`) and with their id
     policy (:func:`fiveflow.reports.inputs.patient_ids`), so an answer for ``José 01`` matches the
     report of ``José 01`` (both ``Jose_01``).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        parts = [read_precomputed(p, answer_column) for p in answer_files(path)]
+        if not parts:
+            raise ValueError("reports.precomputed: an empty list. Fix: give the answers file(s)")
+        out = pd.concat(parts, ignore_index=True)
+        dup = out["patient_id"].duplicated()
+        if dup.any():
+            LOG.warning("%s: %d patient(s) answered in more than one file; keeping the first file's answer",
+                        ", ".join(str(p) for p in path), int(dup.sum()))
+        return out[~dup].reset_index(drop=True)
     path = Path(path)
     df = read_table(path)
     ids = patient_ids(df, path, kind="answers patient")
@@ -128,6 +141,7 @@ def structure_reports(
     client: Any = None,
     id_column: str | None = None,
     text_column: str | None = None,
+    patients: Any = None,
 ) -> pd.DataFrame:
     """Structure every patient's report into the six FiVE answers; write the labels Parquet.
 
@@ -139,6 +153,9 @@ def structure_reports(
     kept as rows with every field unknown, their status and the reason. Returns the table written.
     With the ``openai`` backend, raises :class:`fiveflow.reports.llm.LLMFailuresError` after writing
     the table when more reports failed than ``reports.openai.max_failed_share`` tolerates.
+    ``patients`` (ids, cleaned like the samples sheet's): structure only these patients' reports (the
+    workflow passes the cohort's, so a corpus of all TCGA projects costs nothing for the others); a
+    table none of whose ids is among them is an error.
     """
     log, handler = _with_logger(log)
     level = LOG.level
@@ -146,7 +163,7 @@ def structure_reports(
         LOG.setLevel(logging.INFO)
     try:
         return _structure(Path(reports_csv), Path(out_parquet), cfg, log, questions, client,
-                          id_column=id_column, text_column=text_column)
+                          id_column=id_column, text_column=text_column, patients=patients)
     finally:
         if handler is not None:
             LOG.removeHandler(handler)
@@ -165,7 +182,7 @@ def estimate_llm_cost(reports: str | os.PathLike, cfg: dict, questions: str | os
 
 def _structure(
     reports_csv: Path, out_parquet: Path, cfg: dict, log: logging.Logger, questions: Any, client: Any,
-    *, id_column: str | None = None, text_column: str | None = None,
+    *, id_column: str | None = None, text_column: str | None = None, patients: Any = None,
 ) -> pd.DataFrame:
     backend = backend_name((cfg or {}).get("backend", "offline"))
     if backend not in BACKENDS:
@@ -174,6 +191,15 @@ def _structure(
     prompt: Prompt = load_prompt(questions)
     reports = read_reports(reports_csv, need_text=backend != "precomputed", id_column=id_column,
                            text_column=text_column)
+    if patients is not None:  # a corpus of many cohorts (TCGA-Reports: ~9,500): only this cohort's patients
+        keep = reports["patient_id"].isin(set(patients))
+        log.info("%s: %d of %d patient(s) are in the cohort; the other reports are not structured", reports_csv,
+                 int(keep.sum()), len(reports))
+        if not keep.any():
+            raise ValueError(f"{reports_csv}: none of its {len(reports)} patient id(s) is a patient of the cohort "
+                             f"(e.g. {reports['patient_id'].head(3).tolist()} vs {sorted(set(patients))[:3]}). Fix: "
+                             "check the report table belongs to this cohort, and its id column (reports.id_column)")
+        reports = reports[keep].reset_index(drop=True)
     texts = reports["text"].tolist()
     statuses, reasons = reports["status"].tolist(), reports["reason"].tolist()
     empty = [st != "ok" or not t.strip() for st, t in zip(statuses, texts)]
@@ -214,12 +240,12 @@ def _structure(
                     prompt_tokens=sm.prompt_tokens, completion_tokens=sm.completion_tokens, n_failed=len(failed),
                     n_malformed=n_malformed, max_failed_share=float(lcfg.max_failed_share))
     else:
-        src = cfg.get("precomputed")
-        if not src:
+        srcs = answer_files(cfg.get("precomputed"))
+        if not srcs:
             raise ValueError("reports.precomputed: set it to a CSV with patient_id (or patient_filename) and answer "
-                             "columns when reports.backend is `precomputed`")
-        src = Path(src)
-        pre = read_precomputed(src, cfg.get("answer_column") or "answer")
+                             "columns (or a list of such files) when reports.backend is `import` (= precomputed)")
+        src = srcs[0] if len(srcs) == 1 else ", ".join(str(p) for p in srcs)
+        pre = read_precomputed(srcs, cfg.get("answer_column") or "answer")
         lookup = dict(zip(pre["patient_id"], pre["answer"]))
         answers = [lookup.get(p) for p in reports["patient_id"]]
         missing = sum(a is None for a in answers)
@@ -228,14 +254,16 @@ def _structure(
         extra = len(set(lookup) - set(reports["patient_id"]))
         if extra:
             log.info("%s: %d answer(s) for patients not in %s ignored", src, extra, reports_csv)
-        phash = file_sha256(src)  # answers made elsewhere: the hash of the answers file stands for the prompt
+        # answers made elsewhere: the hash of the answers file(s) stands for the prompt
+        phash = file_sha256(srcs[0]) if len(srcs) == 1 else hashlib.sha256(
+            "\n".join(file_sha256(p) for p in srcs).encode()).hexdigest()
         model, version = "precomputed", f"external:{phash[:12]}"
         rows = _from_answers(answers)
         empty = [False] * len(texts)
         for i, a in enumerate(answers):
             if a is None:
                 rows[i] = (rows[i][0], rows[i][1], "", "missing_answer")
-        meta["answers_file"] = src.name
+        meta["answers_file"] = ", ".join(p.name for p in srcs)
 
     records = []
     for pid, is_empty, status, reason, (labels, desc, raw, flag) in zip(
