@@ -11,6 +11,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/cohort.smk"
+include: "workflow/rules/fetch.smk"
 
 
 if COHORT.source == "gdc" and GDC_DOWNLOAD:

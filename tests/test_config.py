@@ -154,3 +154,23 @@ def test_yaml_syntax_error_is_one_line_with_its_line(tmp_path):
         load_config(bad)
     msg = str(exc.value)
     assert "\n" not in msg and "not valid YAML at line 3, column 5" in msg and "Fix: " in msg
+
+
+def test_a_downloaded_input_counts_as_present_and_downloads_are_checked():
+    """Issue 17: cohort.reports / reports.precomputed may name the `path` of a `downloads` entry (fetched by the
+    workflow); entries need an http(s) URL, a pinned checksum and distinct paths."""
+    c = cfg(cohort__source="samples", cohort__samples="config.yaml", cohort__reports="data/x/corpus.csv.zip",
+            reports__backend="import", reports__precomputed=["data/x/a.xlsx", "data/x/b.xlsx"])
+    with pytest.raises(ConfigError, match="cohort.reports`: file not found") as err:
+        validate_config(copy.deepcopy(c), root=PROJECT_ROOT)
+    assert "answers file not found ('data/x/a.xlsx')" in str(err.value)
+    entry = lambda p, **kw: {"url": "https://example.org/f", "checksum": "sha256:" + "a" * 64, "path": p, **kw}  # noqa: E731
+    c["downloads"] = {"corpus": entry("data/x/corpus.csv.zip"), "a": entry("data/x/a.xlsx", size=10),
+                      "b": entry("data/x/b.xlsx")}
+    validate_config(copy.deepcopy(c), root=PROJECT_ROOT)
+    for bad, match in [({"b": entry("data/x/a.xlsx")}, r"downloads.b.path` and `downloads.a.path` are the same file"),
+                       ({"b": {**entry("data/x/b.xlsx"), "checksum": "sha1:" + "a" * 40}}, "checksum"),
+                       ({"b": {**entry("data/x/b.xlsx"), "url": "file:///etc/passwd"}}, "url"),
+                       ({"b-c": entry("data/x/c")}, "b-c")]:
+        with pytest.raises(ConfigError, match=match):
+            validate_config({**copy.deepcopy(c), "downloads": {**c["downloads"], **bad}}, root=PROJECT_ROOT)

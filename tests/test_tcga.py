@@ -1,6 +1,7 @@
 """TCGA-lung from GDC manifests (issue 8): the cohort table, config/tcga_lung.yaml, the full DAG."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -99,18 +100,73 @@ def test_real_manifests_give_the_tcga_lung_cohort():
     assert rep["patient_id"].isin(t["patient_id"]).mean() > 0.85  # 0.897: some reported patients have no DX slide
 
 
-def test_full_dag_from_the_real_manifests(tmp_path):
-    """`snakemake -n --configfile config/tcga_lung.yaml` plans every slide: download, tile, embed
-    (the time is measured by benchmarks/bench_dag.py, not asserted here)."""
-    _tcga_config()
-    out = subprocess.run(["bash", "tools/snakemake.sh", "-n", "--configfile", "config/tcga_lung.yaml", "--quiet", "rules",
-                          "--config", f"results_dir={tmp_path}/results"],
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+def _fresh_clone(dest: Path) -> Path:
+    """The repository's files as a clone has them (tracked, plus new files not ignored), without .venv or ../shared."""
+    import shutil
+
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_ROOT,
+                         capture_output=True, check=True).stdout.decode()
+    for rel in filter(None, out.split("\0")):
+        src = PROJECT_ROOT / rel
+        if src.is_file():  # a tracked file deleted in the work tree is not copied
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def test_full_dag_from_a_fresh_clone_without_shared(tmp_path):
+    """Issue 17: a clone with no ../shared beside it plans the whole TCGA-lung cohort (1,053 slides: download,
+    tile, embed) and the downloads of the report corpus and the authors' answers, with no error (the time is
+    measured by benchmarks/bench_dag.py, not asserted here)."""
+    clone = _fresh_clone(tmp_path / "fiveflow")
+    assert not (tmp_path / "shared").exists() and not (clone / ".venv").exists()
+    env = {**os.environ, "PYTHONPATH": str(clone / "src")}  # the clone's package, not the checkout's
+    out = subprocess.run([str(PROJECT_ROOT / ".venv" / "bin" / "python"), "-m", "snakemake", "-n", "--quiet", "rules",
+                          "--configfile", "config/tcga_lung.yaml", "--cores", "1"],
+                         cwd=clone, capture_output=True, text=True, timeout=900, env=env)
     text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
     counts = job_stats(text)
     assert counts["gdc_download"] == counts["tile"] == counts["embed"] == 1053, counts
     assert counts["pretrain"] == 1 and counts["fewshot"] == 4 * 5 and counts["baseline"] == 5 * 5, counts
+    assert counts["fetch_tcga_reports"] == counts["fetch_five_answers_luad"] == counts["fetch_five_answers_lusc"] == 1
+    assert counts["reports"] == 1 and "shared/" not in text
+    cfg = yaml.safe_load((clone / "config" / "tcga_lung.yaml").read_text())
+    assert cfg["fewshot"]["shots"] == [1, 2, 4, 8, 16]
+
+
+def test_the_product_never_names_the_shared_folder():
+    """`git grep "shared/"` over what a user's clone has finds nothing (tests and benchmarks may use it)."""
+    out = subprocess.run(["git", "grep", "-n", "shared/", "--", "config", "workflow", "src", "README.md", "docs",
+                          "resources", "Snakefile", "envs", "profiles", "tools", "config.yaml"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert out.returncode == 1 and not out.stdout, out.stdout  # 1: no match
+
+
+def test_shipped_tcga_inputs_match_their_checksums_and_origins():
+    """resources/tcga_lung: every file is listed in SHA256SUMS and its README with that checksum, is byte-identical
+    to the development copy, and the class table is rebuilt byte for byte from the two 2023 manifests."""
+    import hashlib
+
+    from fiveflow.cohort.gdc import class_table_from_manifests
+
+    res = PROJECT_ROOT / "resources" / "tcga_lung"
+    sums = dict(reversed(line.split("  ", 1)) for line in (res / "SHA256SUMS").read_text().splitlines())
+    data = sorted(p.name for p in res.iterdir() if p.name not in ("SHA256SUMS", "README.md"))
+    assert sorted(sums) == data and len(data) == 5
+    readme = (res / "README.md").read_text()
+    for name, digest in sums.items():
+        body = (res / name).read_bytes()
+        assert hashlib.sha256(body).hexdigest() == digest, name
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}`"))
+        assert hashlib.md5(body).hexdigest() in row and f"{len(body):,}" in row, name
+        assert "github.com/" in row and re.search(r"@[0-9a-f]{7}", row), name  # a pinned public origin
+        assert body == shared_path(f"manifests/{name}").read_bytes(), name
+    cfg = _tcga_config()
+    listed = [f for fs in cfg["cohort"]["gdc"]["manifests"].values() for f in fs] + [cfg["cohort"]["gdc"]["labels"]]
+    assert sorted(Path(f).name for f in listed) == data and all(f.startswith("resources/tcga_lung/") for f in listed)
+    table = class_table_from_manifests({c: res / f"gdc_manifest.2023-10-03-TCGA-{c}.txt" for c in ("LUAD", "LUSC")})
+    assert table == (res / "classes_extended_info.csv").read_text()
 
 
 def test_cohort_level_files_are_never_taken_for_slides(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,14 @@ def validate_config(config: dict, source: str = "config.yaml", root: str | Path 
 def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     problems = []
     cohort = cfg["cohort"]
+    fetched = download_targets(cfg, root)  # files the workflow fetches (rules fetch_<name>) count as present
+    seen: dict[Path, str] = {}
+    for name, d in (cfg.get("downloads") or {}).items():
+        target = resolve_path(d["path"], root)
+        if target in seen:
+            problems.append(f"{source}: `downloads.{name}.path` and `downloads.{seen[target]}.path` are the same file "
+                            f"({target}). Fix: give each download its own path.")
+        seen[target] = name
     if cohort["source"] == "demo" and "demo" not in cohort:
         problems.append(f"{source}: `cohort.source` is demo but `cohort.demo` is missing. Fix: add the demo section.")
     if cohort["source"] == "gdc":
@@ -175,22 +184,27 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
                 problems.append(f"{source}: `cohort.gdc.labels`: file not found: {resolve_path(lab, root)}. "
                                 "Fix: correct the path or set it to null (labels then come from the manifests).")
         val = cohort.get("reports")
-        if not val or not resolve_path(val, root).exists():
+        if not val or not (resolve_path(val, root).exists() or resolve_path(val, root) in fetched):
             problems.append(f"{source}: `cohort.reports`: reports table not found ({val!r}). Fix: point it at the "
-                            "TCGA-Reports CSV (patient_filename, text).")
+                            "TCGA-Reports CSV (patient_filename, text), or at the `path` of a `downloads` entry "
+                            "that fetches it.")
     if cohort["source"] == "samples":
         for key in ("samples", "reports"):
             val = cohort.get(key)
             if not val:
                 problems.append(f"{source}: `cohort.{key}` must be a file path when `cohort.source` is samples.")
-            elif not (resolve_path(val, root).is_file() or (key == "reports" and resolve_path(val, root).is_dir())):
+            elif not (resolve_path(val, root).is_file() or (key == "reports" and resolve_path(val, root).is_dir())
+                      or (key == "reports" and resolve_path(val, root) in fetched)):
                 problems.append(f"{source}: `cohort.{key}`: file not found: {resolve_path(val, root)}. Fix: correct the path (relative paths are from {root}).")
     rep = cfg["reports"]
     backend = backend_name(rep["backend"])
     if backend == "precomputed":
         val = rep.get("precomputed")
-        if not val or not resolve_path(val, root).is_file():
-            problems.append(f"{source}: `reports.precomputed`: answers file not found ({val!r}). Fix: point it to a CSV with patient_id and answer.")
+        for one in ([val] if isinstance(val, str) or not val else val):
+            if not one or not (resolve_path(one, root).is_file() or resolve_path(one, root) in fetched):
+                problems.append(f"{source}: `reports.precomputed`: answers file not found ({one!r}). Fix: point it to "
+                                "a CSV with patient_id and answer, or at the `path` of a `downloads` entry that "
+                                "fetches it.")
     if backend == "openai" and "openai" not in rep:
         problems.append(f"{source}: `reports.backend` is openai but `reports.openai` is missing. Fix: add the openai section.")
     names = [c["name"] for c in cfg["classes"]]
@@ -262,6 +276,18 @@ def _mizero_problems(cfg: dict, source: str, root: Path) -> list[str]:
 def resolve_path(value: str | Path, root: str | Path = PROJECT_ROOT) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else Path(root) / p
+
+
+def answer_files(src: str | os.PathLike | list | tuple | None) -> list[Path]:
+    """``reports.precomputed`` as a list of paths (one file, or several read one after the other)."""
+    if not src:
+        return []
+    return [Path(p) for p in ([src] if isinstance(src, (str, os.PathLike)) else src)]
+
+
+def download_targets(cfg: dict, root: str | Path = PROJECT_ROOT) -> dict[Path, str]:
+    """Resolved ``downloads.*.path`` -> download name: the inputs the workflow fetches (rules ``fetch_<name>``)."""
+    return {resolve_path(d["path"], root): name for name, d in (cfg.get("downloads") or {}).items()}
 
 
 def _yaml_where(exc: yaml.YAMLError) -> str:

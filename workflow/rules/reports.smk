@@ -1,4 +1,6 @@
 # Stage 3: raw report text -> answers to the six FiVE questions -> fine-grained labels.
+from fiveflow.config import answer_files  # noqa: E402
+
 REPORT_ENVVARS = (
     [config["reports"].get("openai", {}).get("api_key_env", "OPENAI_API_KEY")]
     if backend_name(config["reports"]["backend"]) == "openai"
@@ -19,10 +21,20 @@ if REPORT_ENVVARS:
         *REPORT_ENVVARS,
 
 
+# backend import: the answers file(s), so that a `downloads` entry fetches them first
+REPORT_ANSWERS = (
+    [str(resolve_path(f, Path(ROOT))) for f in answer_files(config["reports"].get("precomputed"))]
+    if backend_name(config["reports"]["backend"]) == "precomputed"
+    else []
+)
+
+
 rule reports:
-    """Six FiVE answers per patient (offline rules, precomputed answers or an OpenAI-compatible LLM)."""
+    """Six FiVE answers per patient of the cohort (offline rules, precomputed answers or an OpenAI-compatible LLM)."""
     input:
         reports=COHORT.reports_csv,
+        samples=COHORT.samples_csv,  # only the cohort's patients are structured
+        answers=REPORT_ANSWERS,
         questions=str(resolve_path(config["reports"].get("questions", "resources/questions/five-v1.yaml"), Path(ROOT))),
     output:
         labels=report(
@@ -30,6 +42,7 @@ rule reports:
         ),
     params:
         reports=config["reports"],
+        classes=[c["name"] for c in config["classes"]],
         # explicit, so a change reruns the rule (and reads in the job's params): true = the rules backend names
         # the histologic type, the class label, in the descriptions (model rules-v5+histotype); false = FiVE's six answers
         name_histotype=bool(config["reports"].get("name_histotype", False)),

@@ -106,3 +106,35 @@ def write_samples(table: pd.DataFrame, out_csv: str | Path) -> None:
 
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
+
+
+CLASS_TABLE_COLUMNS = ["slide_file_name", "slide_id_short", "slide_id_hash", "case_id", "patient_id", "slide_md5sum",
+                       "cancer_type"]
+
+
+def class_table_from_manifests(manifests: dict[str, str | Path]) -> str:
+    """The per-slide class table (``classes_extended_info.csv`` of the TCGA-lung work) from one GDC manifest per class.
+
+    One row per manifest file: the file name, its barcode (before the first '.') and hash (between the first '.'
+    and ``.svs``), case (first 15 characters) and patient (first 12) barcodes, the manifest md5 and the class;
+    sorted by class then barcode; CSV text with '\\n' line ends. Rebuilds the shipped
+    ``resources/tcga_lung/classes_extended_info.csv`` byte for byte from the two 2023-10-03 manifests, so a
+    newer GDC export can be given its table the same way.
+    """
+    import csv
+    import io
+
+    from ..download.manifest import read_manifest
+
+    rows = []
+    for label, path in manifests.items():
+        for r in read_manifest(path):
+            short, _, rest = r.filename.partition(".")
+            rows.append([r.filename, short, rest[:-len(".svs")] if rest.endswith(".svs") else rest,
+                         r.filename[:15], r.filename[:12], r.md5, label])
+    rows.sort(key=lambda row: (row[6], row[1]))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CLASS_TABLE_COLUMNS)
+    w.writerows(rows)
+    return buf.getvalue()
