@@ -101,7 +101,7 @@ class Rule:
 def _directive_value(lines: list[str], i: int, inline: str) -> str | None:
     """The string literal of a directive: on the same line or the next non-blank one."""
     text = inline.strip() or next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
-    m = re.match(r"""^(['"])(.*?)\1\s*,?\s*(#.*)?$""", text)
+    m = re.match(r"""^f?(['"])(.*?)\1\s*,?\s*(#.*)?$""", text)
     return m.group(2) if m else None
 
 
@@ -111,15 +111,19 @@ def parse_rules(smk: Path) -> list[Rule]:
     lines = smk.read_text().splitlines()
     rules, cur, indent = [], None, 0
     for i, line in enumerate(lines):
-        m = re.match(r"^(\s*)rule\s+(\w+)\s*:", line)
-        if m:
-            cur, indent = Rule(m.group(2), smk), len(m.group(1))
+        m = re.match(r"^(\s*)rule(?:\s+(\w+))?\s*:", line)
+        if m:  # `rule NAME:`, or `rule:` named by its `name:` directive (rules made in a loop, e.g. fetch_<name>)
+            cur, indent = Rule(m.group(2) or f"{smk.stem}:{i + 1}", smk), len(m.group(1))
             rules.append(cur)
             continue
         if cur is None or not line.strip():
             continue
         if len(line) - len(line.lstrip()) <= indent and not line.lstrip().startswith("#"):
             cur = None
+            continue
+        if re.match(r"^\s*name\s*:", line):
+            value = _directive_value(lines, i, line.split(":", 1)[1])
+            cur.name = re.sub(r"\{[^}]*\}", "NAME", value or cur.name)  # f"fetch_{_name}" -> fetch_NAME
             continue
         d = re.match(r"^\s*(conda|script|shell|run|wrapper|notebook)\s*:(.*)$", line)
         if not d:
@@ -444,7 +448,7 @@ SCRIPT_RULES = [r for r in RULES if r.runs]
 
 def test_rules_found():
     names = {r.name for r in RULES}
-    assert {"tile", "embed", "reports", "pretrain", "evaluate", "gdc_download"} <= names, names
+    assert {"tile", "embed", "reports", "pretrain", "evaluate", "gdc_download", "fetch_NAME"} <= names, names
 
 
 @pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: r.name)
