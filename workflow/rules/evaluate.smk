@@ -2,7 +2,8 @@
 
 
 rule evaluate:
-    """Few-shot table (csv/md/tex/html, bootstrap CIs in the csv), per-run metrics, the ablation table (csv/md/tex/html),
+    """Few-shot table (csv/md/tex/html, bootstrap CIs in the csv; FiVE's paired differences in paired.csv and under the
+    md/tex/html tables), per-run metrics, the ablation table (csv/md/tex/html),
     the accuracy-vs-shots plot, ROC curves and confusion matrices."""
     input:
         preds=prediction_files(),
@@ -12,6 +13,7 @@ rule evaluate:
         md=f"{R}/tables/fewshot.md",
         tex=f"{R}/tables/fewshot.tex",
         runs=f"{R}/tables/fewshot_runs.csv",
+        paired=f"{R}/tables/paired.csv",  # FiVE minus each method per shots: mean difference, paired bootstrap CI
         plot=report(f"{R}/plots/fewshot.png", caption="../report/plot.rst", category="3. Results", subcategory="Plots"),
         ablation_csv=f"{R}/tables/ablation.csv",
         ablation_md=f"{R}/tables/ablation.md",

@@ -17,6 +17,7 @@ from .figures import pyplot, save_figure
 from .metrics import per_run_metrics, summarize
 from .optimistic import (DAGGER, SELECTION_KEY, base_method, display_name, is_optimistic, optimistic_note,
                          selection_detail)
+from .paired import MARK, paired_differences, paired_grid, paired_note
 
 METRICS = ("acc", "auc", "f1auth", "f1")
 # row order of the paper tables: FiVE, its ablations (``FiVE-*``, alphabetical), the baselines in
@@ -29,6 +30,7 @@ BASELINE_ORDER = ("meanpool", "abmil", "clam_sb", "dsmil", "transmil")
 BLOCKS = (("acc", "Accuracy (%)"), ("auc", "ROC AUC (%)"),
           ("f1auth", "F1, authors' definition (%): positive class at the ROC-optimal threshold"),
           ("f1", "F1, ours (%): macro F1 at probability 0.5"))
+PAIRED_TITLE = "accuracy, percentage points, paired 95% CI"
 MD_TITLES = {"acc": "accuracy, %", "auc": "ROC AUC, %", "f1auth": "authors' F1: positive class, ROC-optimal threshold, %",
              "f1": "our F1: macro at 0.5, %"}
 
@@ -210,11 +212,13 @@ def _grid(table: pd.DataFrame, metric: str):
     return methods, shots, cells, bold
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """Paper layout: one table per metric (accuracy, AUC, the authors' F1, our F1; named in the first
     header cell, tables separated by a blank line), methods as rows, shots as columns,
     cells "mean ± std" in %, "-" where a method has no such shots, best mean per column in bold;
-    optimistic rows marked with a dagger, explained under the last table."""
+    optimistic rows marked with a dagger, explained under the last table. ``paired``
+    (:func:`fiveflow.evaluate.paired.paired_differences`) adds the table of FiVE's paired accuracy
+    differences with their bootstrap CIs, ``*`` where the CI excludes 0."""
     parts = []
     for metric, title in _blocks(table):
         methods, shots, cells, bold = _grid(table, metric)
@@ -230,7 +234,15 @@ def to_markdown(table: pd.DataFrame) -> str:
                 row.append(f"**{txt}**" if (m, s) in bold else txt)
             lines.append(f"| {display_name(m)} | " + " | ".join(row) + " |")
         parts.append("\n".join(lines) + "\n")
+    if paired is not None and len(paired):
+        shots, rows = paired_grid(paired, "acc", sorted({int(s) for s in table["shots"]}))
+        lines = [f"| Paired difference ({PAIRED_TITLE}) | " + " | ".join(shot_label(s) for s in shots) + " |",
+                 "|---|" + "---:|" * len(shots)]
+        lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in rows]
+        parts.append("\n".join(lines) + "\n")
     notes = footnotes(table) + [n for n in [protocol_note(table)] if n]
+    if paired is not None and len(paired):
+        notes.append(paired_note(paired))
     if notes:
         parts.append("\n\n".join(notes) + "\n")
     return "\n".join(parts)
@@ -242,9 +254,10 @@ def _tex_escape(text: str) -> str:
     return text
 
 
-def to_latex(table: pd.DataFrame) -> str:
+def to_latex(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """The :func:`to_markdown` layout as a booktabs tabular (best per column in ``\\textbf{}``, an
-    optimistic row's name followed by ``$^\\dagger$``, its footnote as the tabular's last row)."""
+    optimistic row's name followed by ``$^\\dagger$``, its footnote as the tabular's last row; the
+    paired differences, when given, as the last block)."""
     shots = sorted({int(s) for s in table["shots"]})
     lines = [r"\begin{tabular}{l" + "c" * len(shots) + "}", r"\toprule",
              "Method & " + " & ".join(shot_label(s) for s in shots) + r" \\"]
@@ -267,6 +280,12 @@ def to_latex(table: pd.DataFrame) -> str:
                 row.append(rf"\textbf{{{txt}}}" if (m, s) in bold else txt)
             name = _tex_escape(m) + (r"$^\dagger$" if is_optimistic(m) else "")
             lines.append(name + " & " + " & ".join(row) + r" \\")
+    if paired is not None and len(paired):
+        _, rows = paired_grid(paired, "acc", shots)
+        lines += [r"\midrule", rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\textit{{Paired difference, "
+                  rf"{_tex_escape(PAIRED_TITLE)}}}}} \\", r"\midrule"]
+        lines += [_tex_escape(name).replace("−", "$-$") + " & " + " & ".join(c.replace("*", "$^*$") for c in row)
+                  + r" \\" for name, row in rows]
     lines.append(r"\bottomrule")
     for note in footnotes(table):
         text = _tex_escape(note[len(DAGGER):].strip())
@@ -274,6 +293,9 @@ def to_latex(table: pd.DataFrame) -> str:
     proto = protocol_note(table)
     if proto:
         lines.append(rf"\multicolumn{{{len(shots) + 1}}}{{p{{0.9\linewidth}}}}{{\footnotesize {_tex_escape(proto)}}} \\")
+    if paired is not None and len(paired):
+        text = _tex_escape(paired_note(paired)).replace("*", "$^*$")
+        lines.append(rf"\multicolumn{{{len(shots) + 1}}}{{p{{0.9\linewidth}}}}{{\footnotesize {text}}} \\")
     lines += [r"\end{tabular}", ""]
     return "\n".join(lines)
 
@@ -382,9 +404,9 @@ def _html_page(title: str, tables: list[tuple[str, list[str], list[list[tuple[st
     return "".join(parts)
 
 
-def to_html(table: pd.DataFrame) -> str:
+def to_html(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """The :func:`to_markdown` layout (one table per metric, best per column in bold, optimistic rows
-    with a dagger and their footnote under the tables) as HTML."""
+    with a dagger and their footnote under the tables, then the paired differences) as HTML."""
     tables = []
     for metric, title in _blocks(table):
         methods, shots, cells, bold = _grid(table, metric)
@@ -392,7 +414,14 @@ def to_html(table: pd.DataFrame) -> str:
                                 for s in shots] for m in methods]
         tables.append((f"Few-shot {title}, held-out patients (mean ± std over draws)",
                        ["Method"] + [shot_label(s) for s in shots], rows))
-    return _html_page("Few-shot results", tables, footnotes(table) + [n for n in [protocol_note(table)] if n])
+    notes = footnotes(table) + [n for n in [protocol_note(table)] if n]
+    if paired is not None and len(paired):
+        shots = sorted({int(s) for s in table["shots"]})
+        _, prow = paired_grid(paired, "acc", shots)
+        tables.append((f"Paired difference, {PAIRED_TITLE}", ["Pair"] + [shot_label(s) for s in shots],
+                       [[(name, False)] + [(c, c.endswith(MARK)) for c in row] for name, row in prow]))
+        notes.append(paired_note(paired))
+    return _html_page("Few-shot results", tables, notes)
 
 
 def ablation_html(abl: pd.DataFrame) -> str:
@@ -429,8 +458,9 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
 
 def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0,
                          protocol: dict | None = None) -> pd.DataFrame:
-    """``out`` has attributes csv, md, tex, runs, plot and optionally html, ablation_csv, ablation_md,
-    ablation_html, ablation_tex, roc, confusion (the Snakemake output object works). ``n_boot`` resamples with ``seed`` for the
+    """``out`` has attributes csv, md, tex, runs, plot and optionally html, paired (FiVE's paired differences,
+    :mod:`fiveflow.evaluate.paired`), ablation_csv, ablation_md, ablation_html, ablation_tex, roc, confusion (the
+    Snakemake output object works); md, tex and html show the paired accuracy differences too. ``n_boot`` resamples with ``seed`` for the
     bootstrap CIs. ``protocol`` (``{"label": ..., "deviations": [keys]}``, :mod:`fiveflow.protocol`) labels FiVE's
     rows with the settings they ran under (columns ``protocol``, ``deviations`` and a note under each table)."""
     pred = load_predictions(files)
@@ -438,12 +468,16 @@ def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int 
     table = summarize(pred, classes=classes, runs=runs, n_boot=n_boot, seed=seed)
     table = add_selection_notes(table.sort_values(["method", "shots"]).reset_index(drop=True), files)
     table = with_protocol(table, protocol)
+    paired = paired_differences(pred, classes=classes, n_boot=n_boot, seed=seed)
     with atomic_path(out.csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    atomic_write_text(out.md, to_markdown(table))
-    atomic_write_text(out.tex, to_latex(table))
+    if getattr(out, "paired", None) is not None:
+        with atomic_path(out.paired) as tmp:
+            paired.to_csv(tmp, index=False, float_format="%.4f")
+    atomic_write_text(out.md, to_markdown(table, paired))
+    atomic_write_text(out.tex, to_latex(table, paired))
     if getattr(out, "html", None) is not None:
-        atomic_write_text(out.html, to_html(table))
+        atomic_write_text(out.html, to_html(table, paired))
     with atomic_path(out.runs) as tmp:
         runs.to_csv(tmp, index=False, float_format="%.4f")
     plot_fewshot(table, out.plot)
