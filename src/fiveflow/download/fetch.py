@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
-from .http import DownloadError, DownloadResult, _exclusive, _fetch, partial_path, stamp_path
+from .http import DownloadError, DownloadResult, _exclusive, _fetch, keep_verified, partial_path, stamp_path
 
 log = logging.getLogger("fiveflow.download")
 _sleep = time.sleep  # tests replace it to record the backoff without waiting (passed to _fetch at call time)
@@ -172,13 +172,9 @@ def _download(url: str, dest: Path, checksum: Checksum, size: int | None, label:
 
     with _exclusive(dest, label):
         check_plain_target(partial)  # before anything reads its size or appends to it
-        if dest.exists():
-            if _verified(dest, checksum, size):
-                log.info("%s: already present and verified: skipped", label)
-                return DownloadResult(url, name, "skipped", seconds=time.perf_counter() - t0)
-            log.warning("%s: %s exists but its size or checksum is wrong: downloading it again", label, dest)
-            dest.unlink()
-            stamp_path(dest, "ok").unlink(missing_ok=True)
+        if keep_verified(dest, label, lambda: _verified(dest, checksum, size), stamp_path(dest, "ok"),
+                         "size or checksum"):
+            return DownloadResult(url, name, "skipped", seconds=time.perf_counter() - t0)
         headers = {"Accept-Encoding": "identity"}  # byte ranges of the stored file, not of a compressed stream
         own = session is None
         sess = requests.Session() if own else session

@@ -32,7 +32,7 @@ import requests
 
 from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
 from .http import (RETRY_STATUS, DownloadError, DownloadResult, _exclusive, _fetch, _progress,  # noqa: F401
-                   _retry_after, _server_total, partial_path, stamp_path)
+                   _retry_after, _server_total, keep_verified, partial_path, stamp_path)
 from .manifest import GDC_ID_HINT, ManifestRow, is_gdc_file_id, read_manifest
 
 GDC_DATA_URL = "https://api.gdc.cancer.gov/data"
@@ -124,13 +124,8 @@ def _download(file_id: str, dest: Path, md5: str, size: int, label: str, name: s
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest, label):
         check_plain_target(partial_path(dest))  # before anything reads its size or appends to it
-        if dest.exists():
-            if _stamp_ok(dest, md5, size):
-                log.info("%s: already present and verified: skipped", label)
-                return DownloadResult(file_id, name, "skipped", seconds=time.perf_counter() - t0)
-            log.warning("%s: %s exists but its size or md5 is wrong: downloading it again", label, dest)
-            dest.unlink()
-            stamp_path(dest).unlink(missing_ok=True)
+        if keep_verified(dest, label, lambda: _stamp_ok(dest, md5, size), stamp_path(dest), "size or md5"):
+            return DownloadResult(file_id, name, "skipped", seconds=time.perf_counter() - t0)
         headers = {"Accept-Encoding": "identity"}  # byte ranges of the stored file, not of a compressed stream
         token = os.environ.get(token_env, "").strip() if token_env else ""
         if token:

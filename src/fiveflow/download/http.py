@@ -83,6 +83,20 @@ def _exclusive(dest: Path, label: str) -> Iterator[None]:
         fh.close()
 
 
+def keep_verified(dest: Path, label: str, verified: Callable[[], bool], stamp: Path, what: str) -> bool:
+    """True when ``dest`` is present and ``verified()`` (skip the download); a present ``dest`` that fails the
+    check is removed with its ``stamp`` (and a warning naming ``what`` was wrong), so it is downloaded again."""
+    if not dest.exists():
+        return False
+    if verified():
+        log.info("%s: already present and verified: skipped", label)
+        return True
+    log.warning("%s: %s exists but its %s is wrong: downloading it again", label, dest, what)
+    dest.unlink()
+    stamp.unlink(missing_ok=True)
+    return False
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
