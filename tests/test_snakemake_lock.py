@@ -114,9 +114,16 @@ def test_int_and_term_sent_to_the_script_reach_snakemake(work, procs, sig, says)
         assert time.time() < deadline, run.log.read_text(errors="replace")  # deadlock when TERM comes earlier)
         time.sleep(0.1)
     os.kill(run.pid, sig)  # to the script only, as `kill` or a batch system would (a terminal signals both)
-    deadline = time.time() + 30
+    # Seen once in CI under heavy load: no message 30 s after SIGINT. Likely upstream: Snakemake runs short
+    # asyncio loops in its scheduler, and Python 3.11's asyncio.Runner takes SIGINT over meanwhile, dropping it
+    # when the task ends before the cancellation lands. The script forwards every signal it gets, so it is sent
+    # again every 10 s, at most twice; a script that forwarded nothing still fails.
+    deadline, resend, sent = time.time() + 30, time.time() + 10, 1
     while says not in run.log.read_text(errors="replace"):
         assert time.time() < deadline and run.poll() is None, run.log.read_text(errors="replace")
+        if time.time() > resend and sent < 3:
+            os.kill(run.pid, sig)
+            resend, sent = time.time() + 10, sent + 1
         time.sleep(0.1)
     (work / "go").touch()  # Snakemake lets its running job finish (as without the script), then stops
     run.wait(timeout=60)
