@@ -99,7 +99,12 @@ def test_fewshot_and_ablation_html(tmp_path):
     table = evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0)
     html = out.html.read_text()
     tables = parse_tables(html)
-    assert len(tables) == 4  # accuracy, ROC AUC, the authors' F1, ours
+    assert len(tables) == 5  # accuracy, ROC AUC, the authors' F1, ours, then FiVE's paired differences
+    header, *rows = tables[4]
+    assert [c for c, _ in header] == ["Pair", "zero-shot", "1-shot", "4-shot"]
+    assert [r[0][0] for r in rows] == ["FiVE − FiVE-classtexts", "FiVE − meanpool"]
+    assert rows[1][1] == ("-", False)  # meanpool has no zero-shot row to pair with
+    tables = tables[:4]
     assert "F1, authors&#x27; definition (%): positive class at the ROC-optimal threshold" in html
     for tab, metric in zip(tables, ("acc", "auc", "f1auth", "f1")):
         header, *rows = tab
