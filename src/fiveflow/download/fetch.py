@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
-from .http import DownloadError, DownloadResult, _exclusive, _fetch, keep_verified, partial_path, stamp_path
+from .http import DownloadError, DownloadResult, _exclusive, fetch_verified, keep_verified, partial_path, stamp_path
 
 log = logging.getLogger("fiveflow.download")
 _sleep = time.sleep  # tests replace it to record the backoff without waiting (passed to _fetch at call time)
@@ -176,39 +176,34 @@ def _download(url: str, dest: Path, checksum: Checksum, size: int | None, label:
                          "size or checksum"):
             return DownloadResult(url, name, "skipped", seconds=time.perf_counter() - t0)
         headers = {"Accept-Encoding": "identity"}  # byte ranges of the stored file, not of a compressed stream
-        own = session is None
-        sess = requests.Session() if own else session
-        total_fetched = total_requests = resumed_from = 0
-        try:
-            for round_ in (1, 2):
-                fetched, resumed, n = _fetch(sess, url, headers, partial, size, label, retries=retries,
-                                             backoff=backoff, max_backoff=max_backoff, timeout=timeout,
-                                             chunk_size=chunk_size, fail_status=fail_status, give_up=give_up,
-                                             show_progress=progress, name=name, sleep=_sleep)
-                total_fetched += fetched
-                total_requests += n
-                if round_ == 1:
-                    resumed_from = resumed
-                got_size = partial.stat().st_size if partial.exists() else 0
-                got = checksum.of_file(partial) if partial.exists() else "(nothing received)"
-                if got == checksum.hex and (size is None or got_size == size):
-                    check_plain_target(partial)  # still the file written above, not a link swapped in
-                    os.replace(partial, dest)
-                    _write_stamp(dest, checksum)
-                    log.info("%s: %d bytes verified (%s)%s", label, got_size, checksum,
-                             f", resumed at byte {resumed_from}" if resumed_from else "")
-                    return DownloadResult(url, name, "downloaded", total_fetched, resumed_from, total_requests,
-                                          time.perf_counter() - t0)
-                partial.unlink(missing_ok=True)
-                expected = f"{checksum}" + (f", {size} bytes" if size is not None else "")
-                problem = f"expected {expected}; got {checksum.algo}:{got}, {got_size} bytes"
-                if round_ == 1:
-                    log.warning("%s: verification failed (%s): downloading once more from scratch", label, problem)
+        actual: dict = {}
+
+        def check(part: Path) -> str | None:
+            got_size = part.stat().st_size if part.exists() else 0
+            got = checksum.of_file(part) if part.exists() else "(nothing received)"
+            actual.update(got=got, size=got_size)
+            if got == checksum.hex and (size is None or got_size == size):
+                return None
+            expected = f"{checksum}" + (f", {size} bytes" if size is not None else "")
+            return f"expected {expected}; got {checksum.algo}:{got}, {got_size} bytes"
+
+        def mismatch(problem: str) -> DownloadError:
+            got = actual["got"]
             pin = (f"pin {checksum.algo}:{got} in the config instead of {checksum}" if got != checksum.hex else
-                   f"the checksum matches but the size does not: correct the size to {got_size} (or drop it)")
-            raise DownloadError(_with_hint(
+                   f"the checksum matches but the size does not: correct the size to {actual['size']} (or drop it)")
+            return DownloadError(_with_hint(
                 f"{label}: verification failed twice ({problem}): the file at the URL changed or is corrupt. Fix: "
                 f"download it by hand and compare its checksum, or, if you trust the new file, {pin}", hint))
+
+        own = session is None
+        sess = requests.Session() if own else session
+        try:
+            fetched, resumed_from, n = fetch_verified(
+                sess, url, headers, partial, dest, size, label, check=check,
+                on_verified=lambda d: _write_stamp(d, checksum), verified_as=str(checksum), mismatch=mismatch,
+                retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout, chunk_size=chunk_size,
+                fail_status=fail_status, give_up=give_up, show_progress=progress, name=name, sleep=_sleep)
+            return DownloadResult(url, name, "downloaded", fetched, resumed_from, n, time.perf_counter() - t0)
         finally:
             if own:
                 sess.close()

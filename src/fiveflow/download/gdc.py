@@ -32,7 +32,7 @@ import requests
 
 from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
 from .http import (RETRY_STATUS, DownloadError, DownloadResult, _exclusive, _fetch, _progress,  # noqa: F401
-                   _retry_after, _server_total, keep_verified, partial_path, stamp_path)
+                   _retry_after, _server_total, fetch_verified, keep_verified, partial_path, stamp_path)
 from .manifest import GDC_ID_HINT, ManifestRow, is_gdc_file_id, read_manifest
 
 GDC_DATA_URL = "https://api.gdc.cancer.gov/data"
@@ -137,37 +137,27 @@ def _download(file_id: str, dest: Path, md5: str, size: int, label: str, name: s
         def fail_status(code: int) -> DownloadError:
             return _fail_status(code, label, token_env, have_token)
 
+        def check(part: Path) -> str | None:
+            got_size = part.stat().st_size if part.exists() else 0
+            got_md5 = file_md5(part) if got_size == size else "(not computed: wrong size)"
+            if got_size == size and got_md5 == md5:
+                return None
+            return f"expected {size} bytes, md5 {md5}; got {got_size} bytes, md5 {got_md5}"
+
+        def mismatch(problem: str) -> DownloadError:
+            return DownloadError(f"{label}: verification failed twice ({problem}); the file on the server does not "
+                                 "match the manifest: export a fresh manifest from the GDC portal, or report the file "
+                                 "to the GDC help desk")
+
         own = session is None
         sess = requests.Session() if own else session
-        total_fetched = total_requests = 0
-        resumed_from = 0
         try:
-            for round_ in (1, 2):
-                fetched, resumed, n = _fetch(sess, url, headers, partial, size, label, retries=retries,
-                                             backoff=backoff, max_backoff=max_backoff, timeout=timeout,
-                                             chunk_size=chunk_size, fail_status=fail_status,
-                                             show_progress=progress, name=name, sleep=_sleep)
-                total_fetched += fetched
-                total_requests += n
-                if round_ == 1:
-                    resumed_from = resumed
-                got_size = partial.stat().st_size if partial.exists() else 0
-                got_md5 = file_md5(partial) if got_size == size else "(not computed: wrong size)"
-                if got_size == size and got_md5 == md5:
-                    check_plain_target(partial)  # still the file written above, not a link swapped in
-                    os.replace(partial, dest)
-                    _write_stamp(dest, md5, size)
-                    log.info("%s: %d bytes verified (md5 %s)%s", label, size, md5,
-                             f", resumed at byte {resumed_from}" if resumed_from else "")
-                    return DownloadResult(file_id, name, "downloaded", total_fetched, resumed_from, total_requests,
-                                          time.perf_counter() - t0)
-                partial.unlink(missing_ok=True)
-                problem = (f"expected {size} bytes, md5 {md5}; got {got_size} bytes, md5 {got_md5}")
-                if round_ == 1:
-                    log.warning("%s: verification failed (%s): downloading once more from scratch", label, problem)
-            raise DownloadError(f"{label}: verification failed twice ({problem}); the file on the server does not "
-                                "match the manifest: export a fresh manifest from the GDC portal, or report the file "
-                                "to the GDC help desk")
+            fetched, resumed_from, n = fetch_verified(
+                sess, url, headers, partial, dest, size, label, check=check,
+                on_verified=lambda d: _write_stamp(d, md5, size), verified_as=f"md5 {md5}", mismatch=mismatch,
+                retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout, chunk_size=chunk_size,
+                fail_status=fail_status, show_progress=progress, name=name, sleep=_sleep)
+            return DownloadResult(file_id, name, "downloaded", fetched, resumed_from, n, time.perf_counter() - t0)
         finally:
             if own:
                 sess.close()

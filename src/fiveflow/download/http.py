@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 import requests
 
-from ..io import open_output
+from ..io import check_plain_target, open_output
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _PROGRESS_MIN_BYTES = 64 << 20
@@ -212,3 +212,35 @@ def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, si
                 wait = min(max_backoff, max(wait, exc.retry_after))
             log.warning("%s: %s; retry %d/%d in %.1f s", label, exc, failures, retries, wait)
             sleep(wait)
+
+
+def fetch_verified(session: requests.Session, url: str, headers: dict, partial: Path, dest: Path, size: int | None,
+                   label: str, *, check: Callable[[Path], str | None], on_verified: Callable[[Path], None],
+                   verified_as: str, mismatch: Callable[[str], DownloadError], **fetch_kw) -> tuple[int, int, int]:
+    """:func:`_fetch` ``url`` into ``partial``, then ``check(partial)`` (None: verified; else what is wrong).
+
+    A verified partial is renamed onto ``dest`` and ``on_verified(dest)`` stamps it; a bad one is deleted and
+    downloaded once more from scratch; a second bad one raises ``mismatch(problem)``. ``verified_as`` names
+    the check in the log (e.g. "md5 ..."). Returns (bytes fetched, offset the first round resumed from,
+    requests made); ``fetch_kw`` go to :func:`_fetch`.
+    """
+    total_fetched = total_requests = resumed_from = 0
+    for round_ in (1, 2):
+        fetched, resumed, n = _fetch(session, url, headers, partial, size, label, **fetch_kw)
+        total_fetched += fetched
+        total_requests += n
+        if round_ == 1:
+            resumed_from = resumed
+        problem = check(partial)
+        if problem is None:
+            got_size = partial.stat().st_size
+            check_plain_target(partial)  # still the file written above, not a link swapped in
+            os.replace(partial, dest)
+            on_verified(dest)
+            log.info("%s: %d bytes verified (%s)%s", label, got_size, verified_as,
+                     f", resumed at byte {resumed_from}" if resumed_from else "")
+            return total_fetched, resumed_from, total_requests
+        partial.unlink(missing_ok=True)
+        if round_ == 1:
+            log.warning("%s: verification failed (%s): downloading once more from scratch", label, problem)
+    raise mismatch(problem)
