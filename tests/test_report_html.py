@@ -358,3 +358,12 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
     score, at, width = find_displayed(tall, tall_src)
     assert score > 0.9 and abs(width - 800) <= 30, (score, at, width)
     assert find_displayed(blank, tall_src)[0] < 0.5
+    # a blank (white) image is found nowhere, however busy the screen: its resized, blurred template is flat
+    # up to float round-off, which normalised correlation would otherwise stretch into a perfect match (a
+    # CI run accepted a blank plot this way, 1.0 by the band fallback)
+    white = np.full_like(tall_src, 255)
+    busy = tall.copy()
+    busy[100:300, 600:1200] = np.random.default_rng(0).integers(0, 256, (200, 600, 3))
+    assert find_displayed(busy, white) == (0.0, (0, 0), find_displayed(busy, white)[2])
+    assert multiscale_match(busy, white[:480])[0] == 0.0
+    assert displayed_match(busy, white[:480], (600, 360))[0] == 0.0

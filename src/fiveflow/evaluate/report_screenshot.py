@@ -237,6 +237,8 @@ def displayed_match(screenshot: np.ndarray, source: np.ndarray, size: tuple[int,
     if w < 4 or h < 4 or shot.shape[0] < step * 4 or shot.shape[1] < step * 4:
         return 0.0, (left, top)
     tmpl = grey(source, (w, h))
+    if float(tmpl.std()) < 1.0:  # a flat image has no pattern to find: correlation would be round-off
+        return 0.0, (left, top)
     view = grey(shot, (shot.shape[1] // step, shot.shape[0] // step))
     vh, vw = view.shape
     best, where = 0.0, (left, top)
@@ -285,7 +287,7 @@ def multiscale_match(screenshot: np.ndarray, source: np.ndarray, min_width: int 
         if height < 8 or height > sh or width > sw or width < 8:
             return 0.0, (0, 0)
         tmpl = cv2.GaussianBlur(cv2.resize(src, (width, height), interpolation=cv2.INTER_AREA), (0, 0), sigma)
-        if float(tmpl.std()) == 0.0:
+        if float(tmpl.std()) < 1.0:  # a flat template (float round-off of a blank image) matches any noise
             return 0.0, (0, 0)
         view = cv2.GaussianBlur(shot, (0, 0), sigma)
         res = cv2.matchTemplate(view, tmpl, cv2.TM_CCOEFF_NORMED)
@@ -355,6 +357,8 @@ def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -
         if mime in ("image/png", "image/jpeg"):
             rect = [int(v) for v in shown.attrs.get("imgrect", "0,0,0,0").split(",")]
             source = load_rgb(decode_data_uri(entry["data_uri"]))
+            if is_blank(source):
+                raise ReportCheckError(f"{shown.path}: the image itself is blank (uniform; {image_stats(source)})")
             match, at = displayed_match(shot, source, (rect[2], rect[3]), region=shown.pane, near_left=rect[0])
             stats["img_size"], stats["img_found_at"], stats["img_match"] = rect[2:], list(at), round(match, 4)
             if match < min_match:  # laid out elsewhere in this run (e.g. the side panel open): look everywhere
