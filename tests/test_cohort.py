@@ -79,18 +79,67 @@ def test_too_few_slides_is_a_clear_error(bad):
 
 
 def test_attribute_values_and_distribution():
-    cs = demo_cases(400, 0)
-    allowed = {"differentiation": {"well", "moderate", "moderate_to_poor", "poor", "unknown"},
-               "stas": {"present", "absent", "unknown"}, "vascular_invasion": {"present", "absent", "unknown"},
-               "pleural_invasion": {"present", "absent", "unknown"}, "adjacent_invasion": {"present", "absent", "unknown"},
-               "margins": {"negative", "positive", "unknown"}}
-    for field, values in allowed.items():
+    """Issue 18: a patient's six facts are one row of the real answers' per-class table (resources/demo), drawn
+    with its count, so the demo's Unknown rates and class differences are the real ones."""
+    from fiveflow.cohort.facts import load_fact_table
+    from fiveflow.reports.normalize import ALLOWED, FIELDS
+
+    table = load_fact_table()
+    cs = demo_cases(1200, 0)
+    patients = list({c.patient_id: c for c in cs}.values())
+    for c in patients:
+        assert {f: getattr(c, f) for f in FIELDS} in table[c.label][0], c.patient_id
+    for field in FIELDS:
         seen = {getattr(c, field) for c in cs}
-        assert seen <= values and len(seen) >= 3, field
-    patients = {c.patient_id: c for c in cs}.values()
-    assert sum(p.stas == "unknown" for p in patients) / len(patients) > 0.8
-    lusc = [p.differentiation for p in patients if p.label == "LUSC"]
-    assert sum(d in ("well", "moderate") for d in lusc) / len(lusc) > 0.55
+        assert seen <= set(ALLOWED[field]) and len(seen) >= 3, field
+    for label in ("LUAD", "LUSC"):
+        facts, counts = table[label]
+        mine = [p for p in patients if p.label == label]
+        for field in FIELDS:
+            for value in ALLOWED[field]:
+                want = sum(n for f, n in zip(facts, counts) if f[field] == value) / sum(counts)
+                got = sum(getattr(p, field) == value for p in mine) / len(mine)
+                assert abs(got - want) < 4 * (want * (1 - want) / len(mine)) ** 0.5 + 1e-9, (label, field, value)
+    assert sum(p.stas == "unknown" for p in patients) / len(patients) > 0.9  # real: 94.7% LUAD, 98.0% LUSC
+
+
+def test_fact_draws_keep_the_joint_distribution():
+    """Facts are drawn together: the share of patients with both pleural and vascular invasion follows the
+    table's joint count, not the product of its marginals."""
+    import random
+
+    from fiveflow.cohort.facts import draw_facts, load_fact_table
+
+    facts, counts = load_fact_table()["LUAD"]
+    both = sum(n for f, n in zip(facts, counts) if f["pleural_invasion"] == f["vascular_invasion"] == "present")
+    rng = random.Random(5)
+    draws = [draw_facts(rng, "LUAD") for _ in range(20000)]
+    got = sum(d["pleural_invasion"] == d["vascular_invasion"] == "present" for d in draws) / len(draws)
+    assert abs(got - both / sum(counts)) < 0.012
+    with pytest.raises(ValueError, match="no rows for class 'XYZ'"):
+        draw_facts(rng, "XYZ")
+
+
+def test_shipped_fact_table_is_the_estimate_from_the_real_answers(tmp_path):
+    """resources/demo/report_facts.csv is what tools/estimate_report_facts.py makes from the 300 development
+    answers, byte for byte; a damaged table is refused with the line and the fix."""
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT, shared_path
+    from fiveflow.cohort.facts import load_fact_table
+
+    out = tmp_path / "facts.csv"
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "estimate_report_facts.py"),
+                           str(shared_path("reports/tcga_lung_reports_dev.csv")), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == (PROJECT_ROOT / "resources" / "demo" / "report_facts.csv").read_bytes()
+    assert "LUAD: 150 patients, 77 combinations" in proc.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text(out.read_text().replace("LUAD,poor,unknown", "LUAD,awful,unknown", 1))
+    with pytest.raises(ValueError, match=r"bad\.csv: line 2: bad value\(s\) in \['differentiation'\]"):
+        load_fact_table(bad)
 
 
 # ----------------------------------------------------------------------------- slides

@@ -23,29 +23,24 @@ from itertools import zip_longest
 from pathlib import Path
 
 from ..io import atomic_path
+from .facts import draw_facts
 
 LABELS = ("LUAD", "LUSC")
 MIN_SLIDES = 8
 TRUTH_COLUMNS = ("patient_id", "label", "differentiation", "stas", "vascular_invasion", "pleural_invasion",
                  "adjacent_invasion", "margins")
 
-# Attribute distributions (value, weight); reports leave `unknown` facts unstated.
-_DIFF = {
-    "LUAD": (("well", 20), ("moderate", 35), ("moderate_to_poor", 10), ("poor", 30), ("unknown", 5)),
-    "LUSC": (("well", 30), ("moderate", 40), ("moderate_to_poor", 10), ("poor", 15), ("unknown", 5)),
-}
-_STAS = (("unknown", 88), ("present", 6), ("absent", 6))
-_VASC = (("present", 30), ("absent", 45), ("unknown", 25))
-_PLEURA = (("present", 30), ("absent", 50), ("unknown", 20))
-_ADJ = (("unknown", 60), ("present", 12), ("absent", 28))
-_MARGINS = (("negative", 75), ("positive", 10), ("unknown", 15))
+# The six report facts of a patient are drawn jointly from the per-class distribution of real TCGA-lung answers
+# (resources/demo/report_facts.csv, fiveflow.cohort.facts); reports leave `unknown` facts unstated.
 _SUBTYPE = {
     "LUAD": {"well": ("lepidic", "acinar", "papillary"), "moderate": ("acinar", "papillary", "acinar"),
              "moderate_to_poor": ("acinar", "solid", "micropapillary"), "poor": ("solid", "acinar", "micropapillary"),
-             "unknown": ("acinar", "papillary")},
+             "unknown": ("acinar", "papillary"), "mixed": ("acinar", "solid", "papillary"),
+             "undifferentiated": ("solid",)},
     "LUSC": {"well": ("keratinizing",), "moderate": ("keratinizing", "keratinizing", "non-keratinizing"),
              "moderate_to_poor": ("non-keratinizing", "keratinizing"), "poor": ("non-keratinizing", "basaloid"),
-             "unknown": ("keratinizing", "non-keratinizing")},
+             "unknown": ("keratinizing", "non-keratinizing"), "mixed": ("keratinizing", "non-keratinizing"),
+             "undifferentiated": ("basaloid",)},
 }
 _ADJ_SITES = ("chest wall", "pericardium", "diaphragm", "mediastinal fat", "rib")
 
@@ -58,7 +53,7 @@ class DemoCase:
     slide_id: str               # e.g. "DEMO-0007-01Z-00-DX1"
     patient_id: str             # e.g. "DEMO-0007"
     label: str                  # "LUAD" | "LUSC"
-    differentiation: str        # well | moderate | moderate_to_poor | poor | unknown
+    differentiation: str        # well | moderate | moderate_to_poor | poor | mixed | undifferentiated | unknown
     stas: str                   # present | absent | unknown
     vascular_invasion: str      # present | absent | unknown
     pleural_invasion: str       # present | absent | unknown
@@ -88,11 +83,6 @@ def _derive(*parts: object) -> int:
     """A stable 31-bit integer from the parts (independent of Python's hash randomisation)."""
     h = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
-
-
-def _pick(rng: random.Random, table) -> str:
-    values, weights = zip(*table)
-    return rng.choices(values, weights=weights)[0]
 
 
 def _stage(size: float, pleura: str, adj: str, adj_site: str, pos: int, rng: random.Random) -> tuple[str, str, str]:
@@ -128,9 +118,8 @@ def _stage(size: float, pleura: str, adj: str, adj_site: str, pos: int, rng: ran
 
 def _patient_facts(seed: int, number: int, label: str) -> dict:
     rng = random.Random(f"fiveflow-demo-patient:{seed}:{number}")
-    diff = _pick(rng, _DIFF[label])
-    pleura = _pick(rng, _PLEURA)
-    adj = _pick(rng, _ADJ)
+    six = draw_facts(rng, label)  # jointly, from the real answers' per-class distribution
+    diff, pleura, adj = six["differentiation"], six["pleural_invasion"], six["adjacent_invasion"]
     adj_site = rng.choice(_ADJ_SITES) if adj != "unknown" else ""
     size = round(rng.uniform(1.0, 3.5) if rng.random() < 0.6 else rng.uniform(3.5, 8.0), 1)
     examined = rng.randint(3, 22)
@@ -139,8 +128,7 @@ def _patient_facts(seed: int, number: int, label: str) -> dict:
     laterality = rng.choice(("left", "right"))
     lobe = rng.choice(("upper", "lower") if laterality == "left" else ("upper", "middle", "lower"))
     return dict(
-        differentiation=diff, stas=_pick(rng, _STAS), vascular_invasion=_pick(rng, _VASC),
-        pleural_invasion=pleura, adjacent_invasion=adj, margins=_pick(rng, _MARGINS),
+        **six,
         patient_seed=_derive("report", seed, number),
         report_uuid=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         subtype=rng.choice(_SUBTYPE[label][diff]), laterality=laterality, lobe=lobe,
@@ -156,7 +144,8 @@ def demo_cases(n_slides: int, seed: int) -> list[DemoCase]:
 
     Slides are split as evenly as possible between LUAD and LUSC; in each class about one
     patient in eight has two slides (DX1, DX2), so patient-level splits matter. Patients
-    alternate between the classes. Pure and fast: no I/O, no numpy.
+    alternate between the classes. Fast: no numpy; the only file read is the small fact table
+    (:mod:`fiveflow.cohort.facts`, read once).
     """
     if isinstance(n_slides, bool) or not isinstance(n_slides, int) or n_slides < MIN_SLIDES:
         raise ValueError(f"demo cohort: n_slides must be an integer >= {MIN_SLIDES} (got {n_slides!r}); "

@@ -26,6 +26,9 @@ _GRADE = {
     "moderate": (("moderately differentiated", "moderately-differentiated"), "G2", "2", "II"),
     "moderate_to_poor": (("moderately to poorly differentiated", "moderately-poorly differentiated"), "G2-G3", "2-3", "II-III"),
     "poor": (("poorly differentiated", "poorly-differentiated"), "G3", "3", "III"),
+    # rare in real reports (1 of the 300 development answers is mixed): a heterogeneous tumour, G1 and G3 areas
+    "mixed": (("of mixed differentiation", "mixed differentiation"), "G1-G3", "1-3", "I-III"),
+    "undifferentiated": (("undifferentiated", "undifferentiated"), "G4", "4", "IV"),
 }
 
 
@@ -62,7 +65,7 @@ class _Facts:
             return self.pick("", "", "Histologic grade: Cannot be assessed.")
         words, g, n, roman = _GRADE[d]
         return self.pick(f"Histologic grade: {g}: {words[0].capitalize()}.", f"HISTOLOGIC GRADE: Grade {roman}, {words[0]}.",
-                         f"Grade: {words[1].capitalize()} ({g}).", f"Histologic grade: {words[0]} (grade {n} of 3).")
+                         f"Grade: {words[1].capitalize()} ({g}).", f"Histologic grade: {words[0]} (grade {n} of {4 if n == '4' else 3}).")
 
     # --- the five presence facts
     def pleura(self, style: str) -> str:

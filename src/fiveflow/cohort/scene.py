@@ -28,7 +28,8 @@ from .noise import fbm_grid, fbm_points, mix_key
 if TYPE_CHECKING:  # pragma: no cover
     from .demo import DemoCase
 
-GRADE_INDEX = {"well": 0, "moderate": 1, "moderate_to_poor": 2, "poor": 3, "unknown": 1}
+GRADE_INDEX = {"well": 0, "moderate": 1, "moderate_to_poor": 2, "poor": 3, "unknown": 1, "mixed": 2,
+               "undifferentiated": 3}
 
 # Optical densities (per unit stain amount) in RGB, natural log; rows are normalised.
 H_OD = np.array([0.65, 0.70, 0.29])
