@@ -375,3 +375,79 @@ def test_tables_need_every_slide_path(tmp_path, cases):
     with pytest.raises(KeyError):
         write_demo_tables(cases, {}, tmp_path / "s.csv", tmp_path / "r.csv", tmp_path / "t.csv")
     assert not any(tmp_path.iterdir())
+
+
+def _tissue_shares(case, difficulty, wh=(3072, 2304), mpp=1.0):
+    """(share of tissue that is normal lung, spread of the eosin stain vector) of one scene."""
+    from fiveflow.cohort.scene import Scene
+
+    sc = Scene(case, *wh, mpp, difficulty)
+    gx = (np.arange(96) + 0.5) / 96 * sc.wu
+    gy = (np.arange(72) + 0.5) / 72 * sc.hu
+    f = sc.fields(gx[None, :], gy[:, None])
+    inside = f["tis"] > 0
+    return float((f["nrm"][inside] > 0.5).mean()), sc.style
+
+
+def test_difficulty_knob_default_is_the_demo_and_harder_settings_move_the_pixels():
+    """``cohort.demo.difficulty``: the defaults draw exactly the scene without the knob (the demo unchanged);
+    a larger normal-lung range gives that much less tumour, and stain_jitter 0 gives every slide the same stain
+    while the default varies it."""
+    from fiveflow.cohort.scene import Difficulty, Scene
+
+    cases = demo_cases(12, 3)
+    for c in cases[:3]:
+        a, b = Scene(c, 3072, 2304, 1.0), Scene(c, 3072, 2304, 1.0, Difficulty.from_config({}))
+        assert a.normal_thr == b.normal_thr and np.array_equal(a.style.od, b.style.od)
+    easy = [_tissue_shares(c, None)[0] for c in cases]
+    hard = [_tissue_shares(c, Difficulty((0.7, 0.8)))[0] for c in cases]
+    # the threshold is a quantile on a coarser grid and nrm is a smoothstep: a few points off the drawn share
+    assert 0.1 < np.mean(easy) < 0.35 and 0.62 < np.mean(hard) < 0.88, (easy, hard)
+    assert all(h > e + 0.3 for e, h in zip(easy, hard))
+    flat = [_tissue_shares(c, Difficulty(stain_jitter=0.0))[1].od for c in cases[:4]]
+    assert all(np.allclose(flat[0][:2], o[:2]) for o in flat)
+    varied = [_tissue_shares(c, None)[1].od for c in cases[:4]]
+    assert not np.allclose(varied[0][:2], varied[1][:2])
+
+
+def test_difficulty_overlap_draws_the_other_class_in_patches_of_the_drawn_share():
+    """``overlap``: the mimicry field covers about the drawn share of the slide, and inside it the renderer
+    draws the other class's morphology: a LUAD slide gets squamous (eosinophilic, keratinised) patches, so
+    its tiles there differ from the same slide without overlap, while tiles outside every patch are
+    byte-identical."""
+    from fiveflow.cohort.render import TileRenderer
+    from fiveflow.cohort.scene import Difficulty, Scene
+
+    case = next(c for c in demo_cases(12, 0) if c.label == "LUAD")
+    plain = Scene(case, 3072, 2304, 1.0)
+    mixed = Scene(case, 3072, 2304, 1.0, Difficulty(overlap=(0.3, 0.3)))
+    assert plain.mimic_share == 0 and mixed.mimic_share == pytest.approx(0.3)
+    gx = (np.arange(96) + 0.5) / 96 * mixed.wu
+    gy = (np.arange(72) + 0.5) / 72 * mixed.hu
+    mim = mixed.fields(gx[None, :], gy[:, None])["mim"]
+    assert 0.2 < (mim > 0.5).mean() < 0.4 and not plain.fields(gx[None, :], gy[:, None])["mim"].any()
+    a, b = TileRenderer(plain, tile=256), TileRenderer(mixed, tile=256)
+    same = changed = 0
+    for oy in range(256, 2048, 256):
+        for ox in range(256, 2816, 256):
+            m = mixed.fields((ox + np.arange(0, 256, 16))[None, :] * 1.0, (oy + np.arange(0, 256, 16))[:, None] * 1.0)
+            ta, tb = a.render(0, ox, oy), b.render(0, ox, oy)
+            if m["mim"].max() == 0 and mixed.fields(np.array([[ox - 200.0, ox + 456.0]]),
+                                                    np.array([[oy - 200.0], [oy + 456.0]]))["mim"].max() == 0:
+                same += 1
+                assert np.array_equal(ta, tb)
+            elif (m["mim"] > 0.5).mean() > 0.5 and (m["tis"] > 0).mean() > 0.5 and (m["nrm"] < 0.5).mean() > 0.5:
+                changed += int(np.abs(ta.astype(int) - tb.astype(int)).mean() > 3)
+    assert same >= 3 and changed >= 3, (same, changed)
+
+
+@pytest.mark.parametrize("bad, message", [({"normal_lung": [0.5, 0.2]}, "low <= high"),
+                                          ({"overlap": [0.2, 0.6]}, "overlap"),
+                                          ({"normal_lung": [0.2, 1.0]}, "< 1"),
+                                          ({"stain_jitter": -1}, "stain_jitter"),
+                                          ({"tumour": 0.3}, "unknown keys")])
+def test_difficulty_rejects_bad_settings(bad, message):
+    from fiveflow.cohort.scene import Difficulty
+
+    with pytest.raises(ValueError, match=message):
+        Difficulty.from_config(bad)

@@ -290,13 +290,13 @@ def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path, caplog):
 HOT_CASES, HOT_WH, HOT_MPP, HOT_TILE, HOT_TRAIN_PER_CLASS, HOT_TEST = 48, (3072, 2304), 1.0, 224, 8, 10
 
 
-def tumour_tiles(case, coords, tile, slide_wh=HOT_WH, mpp=HOT_MPP, tissue=False):
+def tumour_tiles(case, coords, tile, slide_wh=HOT_WH, mpp=HOT_MPP, tissue=False, difficulty=None):
     """Per tile: True when at least half of a 4 x 4 grid of points in it is tissue (``tis > 0``) in the
     tumour region (``nrm < 0.5``), where the generator draws the class-specific morphology. With
     ``tissue``: also the per-tile tissue fraction."""
     from fiveflow.cohort.scene import Scene
 
-    scene = Scene(case, slide_wh[0], slide_wh[1], mpp)
+    scene = Scene(case, slide_wh[0], slide_wh[1], mpp, difficulty)
     g = (np.arange(4) + 0.5) / 4 * tile
     tum, tis = [], []
     for x, y in np.asarray(coords):
@@ -306,17 +306,17 @@ def tumour_tiles(case, coords, tile, slide_wh=HOT_WH, mpp=HOT_MPP, tissue=False)
     return (np.array(tum), np.array(tis)) if tissue else np.array(tum)
 
 
-def mixed_layout(case) -> bool:
+def mixed_layout(case, difficulty=None) -> bool:
     """The slide's tissue tiles (>= half tissue) are 20-80% tumour, by the Scene alone (no pixels)."""
     from fiveflow.slides.tiling import plan_grid
 
     coords = np.stack(plan_grid(*HOT_WH, HOT_TILE), 1)
-    tum, tis = tumour_tiles(case, coords, HOT_TILE, tissue=True)
+    tum, tis = tumour_tiles(case, coords, HOT_TILE, tissue=True, difficulty=difficulty)
     keep = tis >= 0.5
     return keep.sum() >= 10 and 0.2 <= tum[keep].mean() <= 0.8
 
 
-def hot_split(cases):
+def hot_split(cases, difficulty=None):
     train, test, used = [], [], set()
     for label in ("LUAD", "LUSC"):
         for p in dict.fromkeys(c.patient_id for c in cases if c.label == label):
@@ -325,13 +325,12 @@ def hot_split(cases):
             train.extend(c for c in cases if c.patient_id == p)
             used.add(p)
     for c in cases:
-        if len(test) < HOT_TEST and c.patient_id not in used and mixed_layout(c):
+        if len(test) < HOT_TEST and c.patient_id not in used and mixed_layout(c, difficulty):
             test.append(c)
     return train, test
 
 
-@pytest.fixture(scope="module")
-def demo_bags(tmp_path_factory):
+def _layout_bags(out, difficulty=None):
     import torch
 
     from fiveflow.cohort.demo import demo_cases, write_demo_slide
@@ -339,15 +338,14 @@ def demo_bags(tmp_path_factory):
     from fiveflow.embed.extract import embed_slide
     from fiveflow.slides.tiling import default_tiling, tile_slide
 
-    out = tmp_path_factory.mktemp("demo_layout")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         enc = build_encoder("demo", "random", 0)
-        train, test = hot_split(demo_cases(HOT_CASES, 0))
+        train, test = hot_split(demo_cases(HOT_CASES, 0), difficulty)
         for c in train + test:
             slide = out / f"{c.slide_id}.tif"
-            write_demo_slide(c, slide, *HOT_WH, HOT_MPP)
+            write_demo_slide(c, slide, *HOT_WH, HOT_MPP, difficulty=difficulty)
             meta = tile_slide(slide, c.slide_id, default_tiling(), out / f"{c.slide_id}.parquet")
             assert meta.status == "ok", meta.message
             embed_slide(slide, out / f"{c.slide_id}.parquet", enc, out / f"{c.slide_id}.h5", progress=False,
@@ -357,7 +355,13 @@ def demo_bags(tmp_path_factory):
     return out, train, test
 
 
-def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path):
+@pytest.fixture(scope="module")
+def demo_bags(tmp_path_factory):
+    """The demo's layout (its default difficulty: 15-30% of the tissue normal lung)."""
+    return _layout_bags(tmp_path_factory.mktemp("demo_layout"))
+
+
+def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path, difficulty=None):
     """Save one run's per-tile scores as the workflow does, paint them, and compare with the layout:
     per-slide tumour-vs-other tile ROC AUCs, and the tumour fraction under hot (top decile of the rank
     grid) and cold (bottom half) thumbnail pixels. Renders the first test slide to ``tmp_path/one.png``."""
@@ -376,7 +380,7 @@ def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path):
         thumb, grid, meta = slide_heatmap(f, out / f"{c.slide_id}.tif", thumbnail_size=512)
         assert meta["kind"] == kind
         coords = load_attention(f)[0]
-        tumour = tumour_tiles(c, coords, meta["tile_size_level0"])
+        tumour = tumour_tiles(c, coords, meta["tile_size_level0"], difficulty=difficulty)
         if not 0 < tumour.sum() < len(tumour):
             continue
         aucs.append(roc_auc_score(tumour, a))
@@ -395,34 +399,44 @@ def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path):
     return np.array(aucs), np.mean(hot_on_tumour), np.mean(cold_on_tumour)
 
 
-@pytest.mark.e2e
-def test_abmil_heatmap_is_hot_on_the_tumour(demo_bags, tmp_path):
-    """Per-slide ROC AUC of ABMIL attention for tumour vs other tiles, over test slides with both.
-    Measured: default 32-slide demo (6144 x 4608, 0.5 mpp), 8-shot runs 0-4: mean 0.73-0.83, median
-    0.84-0.90 (7 slides each); here (seed 0, 7 of 10 slides): mean 0.65, median 0.74 (one slide inverted,
-    AUC 0.02); hot pixels on tumour 0.93 vs cold 0.87. Margins: mean > 0.6, median > 0.65; hot pixels
-    (top decile of the rank grid) mostly (> 80%) on tumour tiles and more than cold ones (bottom half).
-    Takes ~2-10 minutes (26 demo slides rendered, tiled and embedded)."""
+def _abmil_attention(bags, seed=0):
     import torch
 
     from fiveflow.baselines import abmil, with_attention
     from fiveflow.train.data import BagStore
 
-    out, train, test = demo_bags
-    cases = train + test
-    paths = {c.slide_id: str(out / f"{c.slide_id}.h5") for c in cases}
+    out, train, test = bags
+    paths = {c.slide_id: str(out / f"{c.slide_id}.h5") for c in train + test}
     assert not {c.patient_id for c in train} & {c.patient_id for c in test} and len(test) == HOT_TEST
     y = np.array([int(c.label == "LUSC") for c in train])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        prob, att = with_attention(abmil.fit_predict)(BagStore(paths), [c.slide_id for c in train], y,
-                                                       [c.slide_id for c in test], 0, "cpu")
+        return with_attention(abmil.fit_predict)(BagStore(paths), [c.slide_id for c in train], y,
+                                                 [c.slide_id for c in test], seed, "cpu")
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason="ABMIL's attention does not single out the tumour on the demo layout "
+                   "(seeds 0-4: mean per-slide AUC 0.53-0.57, cold pixels more on tumour than hot ones); an "
+                   "XPASS means it now does: restate this test and the README")
+def test_abmil_heatmap_is_hot_on_the_tumour(demo_bags, tmp_path):
+    """Per-slide ROC AUC of ABMIL attention for tumour vs other tiles, over test slides with both, with the
+    margins this test had before issue 18 (mean > 0.6, median > 0.65, hot pixels > 80% on tumour and more
+    than cold ones). They no longer hold, for any seed, and the test records that (strict xfail):
+
+    measured on this layout with the issue-18 report-fact generator, ABMIL seeds 0-4: mean AUC 0.53-0.57,
+    median 0.45-0.51, hot pixels 0.84-0.88 on tumour but cold ones 0.93-0.94, slide accuracy 1.0 for every
+    seed. The earlier generator's 0.65 (seed 0) was seed luck (0.37 at seed 1). Most tissue tiles are tumour,
+    so any tile tells the class and nothing pushes the attention to the tumour; a layout with less tumour
+    (60-80% normal lung drawn) did not help (mean 0.44), because lacy alveolar lung falls out of the tissue
+    mask and the kept tiles stay mostly tumour (median 92%). FiVE's evidence score does localise (next
+    test). Takes ~2-10 minutes with the fixture (26 demo slides rendered, tiled and embedded)."""
+    prob, att = _abmil_attention(demo_bags)
     aucs, hot, cold = hot_region_stats(demo_bags, att, prob, "abmil", "attention", tmp_path)
-    assert len(aucs) >= 6  # most slides the Scene called mixed keep both kinds of tiles after tissue masking
-    # chance: mean and median ~0.5 (per-slide AUC sd ~0.1 with 30-60 tiles, so ~0.04 for the mean of 7)
+    assert len(aucs) >= 6
     assert np.mean(aucs) > 0.6 and np.median(aucs) > 0.65
     assert hot > 0.8 and hot > cold
 

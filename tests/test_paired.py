@@ -140,3 +140,40 @@ def test_evaluate_writes_paired_csv_and_shows_the_differences_in_every_table(pre
     assert "FiVE $-$ abmil" in tex and cell.replace("*", "$^*$") in tex and r"95\% CI" in tex
     assert "FiVE − abmil" in html and f"<b>{cell}</b>" in html
     assert "FiVE-bestepoch" not in set(got["method"])
+
+
+def test_benchmark_result_line_reads_the_tables_it_names(pred, tmp_path):
+    """benchmarks/bench_methods.py's RESULT numbers come from the run's own tables: FiVE's and the best
+    baseline's mean accuracy, the paired CI of FiVE minus that baseline, FiVE minus FiVE-classtexts, and
+    the best 1-shot accuracy of any method."""
+    import importlib.util
+
+    from conftest import PROJECT_ROOT
+    from fiveflow.evaluate.metrics import summarize
+
+    spec = importlib.util.spec_from_file_location("bench_methods", PROJECT_ROOT / "benchmarks" / "bench_methods.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(5)
+    slides = np.array([f"S{i:02d}" for i in range(24)])
+    labels = np.array(["LUAD"] * 13 + ["LUSC"] * 11)
+    extra = pd.DataFrame(_preds(rng, "meanpool", 4, range(5), slides, labels, 1.5)
+                         + _preds(rng, "FiVE-classtexts", 4, range(5), slides, labels, 0.9)
+                         + _preds(rng, "meanpool", 1, range(5), slides, labels, 3.0))
+    allp = pd.concat([pred, extra])
+    summarize(allp, ["LUAD", "LUSC"], n_boot=50).to_csv(tmp_path / "fewshot.csv", index=False)
+    paired = paired_differences(allp, classes=["LUAD", "LUSC"], n_boot=50)
+    paired.to_csv(tmp_path / "paired.csv", index=False)
+    res = bench.summarise(tmp_path, shots=4)
+    acc = lambda m, s: (allp[(allp.method == m) & (allp.shots == s)].pipe(  # noqa: E731
+        lambda g: (g.prob.ge(0.5) == g.label.eq("LUSC")).groupby(g.run).mean().mean()))
+    best = max(("abmil", "meanpool"), key=lambda m: acc(m, 4))
+    assert res["five_acc"] == pytest.approx(acc("FiVE", 4), abs=1e-4)
+    assert res["best_baseline"] == best and res["best_baseline_acc"] == pytest.approx(acc(best, 4), abs=1e-4)
+    row = paired[(paired.method == best) & (paired.shots == 4) & (paired.metric == "acc")].iloc[0]
+    assert (res["ci_low"], res["ci_high"]) == (row.ci_low, row.ci_high)
+    gap = paired[(paired.method == "FiVE-classtexts") & (paired.shots == 4) & (paired.metric == "acc")].iloc[0]
+    assert res["ablation_gap"] == pytest.approx(acc("FiVE", 4) - acc("FiVE-classtexts", 4)) == gap["diff"]
+    one = {m: acc(m, 1) for m in ("FiVE", "abmil", "meanpool")}  # not the optimistic FiVE-bestepoch (2.0 skill)
+    assert res["max_acc_1"] == pytest.approx(max(one.values()), abs=1e-4)
+    assert res["max_acc_1_method"] == max(one, key=one.get)

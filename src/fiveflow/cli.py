@@ -35,7 +35,8 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     cases = demo_cases(n, int(demo["seed"]))
     for c in cases:
-        write_demo_slide(c, out / "slides" / f"{c.slide_id}.tif", int(demo["width"]), int(demo["height"]), float(demo["mpp"]))
+        write_demo_slide(c, out / "slides" / f"{c.slide_id}.tif", int(demo["width"]), int(demo["height"]), float(demo["mpp"]),
+                         difficulty=demo.get("difficulty"))
         print(out / "slides" / f"{c.slide_id}.tif")
     write_demo_tables(cases, {c.slide_id: f"slides/{c.slide_id}.tif" for c in cases},
                       out / "samples.csv", out / "reports.csv", out / "truth.csv")

@@ -7,7 +7,8 @@ def main(smk, log):
     demo = smk.params.demo
     cases = {c.slide_id: c for c in demo_cases(int(demo["n_slides"]), int(demo["seed"]))}
     case = cases[smk.wildcards.slide]
-    write_demo_slide(case, smk.output[0], int(demo["width"]), int(demo["height"]), float(demo["mpp"]))
+    write_demo_slide(case, smk.output[0], int(demo["width"]), int(demo["height"]), float(demo["mpp"]),
+                     difficulty=demo.get("difficulty"))
     log.info("wrote %s (%s, %s)", smk.output[0], case.label, case.differentiation)
 
 

@@ -21,9 +21,13 @@ import uuid
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..io import atomic_path
 from .facts import draw_facts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .scene import Difficulty
 
 LABELS = ("LUAD", "LUSC")
 MIN_SLIDES = 8
@@ -177,20 +181,23 @@ def demo_cases(n_slides: int, seed: int) -> list[DemoCase]:
 
 
 def write_demo_slide(case: DemoCase, path: str | os.PathLike, width: int, height: int, mpp: float,
-                     tile: int = 256) -> None:
+                     tile: int = 256, difficulty: "Difficulty | dict | None" = None) -> None:
     """Write the case's slide as a JPEG-compressed, tiled, pyramidal BigTIFF at ``path``.
 
     Level 0 is ``width`` x ``height`` pixels of ``mpp`` microns, rendered tile by tile from a
     fixed per-slide seed (byte-identical for the same case and size); each further level is
     the 2x2 average of the one above (``subfiletype=1``), down to a longest side of at most
     512 px. Resolution tags are in pixels per centimetre, so OpenSlide and tiatoolbox report
-    ``mpp``. Memory does not grow with the slide area (:mod:`fiveflow.cohort.pyramid`). The
+    ``mpp``. ``difficulty`` (a :class:`~fiveflow.cohort.scene.Difficulty` or the config's
+    ``cohort.demo.difficulty`` dict; None = the demo's) sets how much class signal the pixels carry. Memory does not grow with the slide area (:mod:`fiveflow.cohort.pyramid`). The
     file appears atomically: nothing is left at ``path`` if writing fails.
     """
     from .pyramid import write_pyramid
     from .render import TileRenderer
-    from .scene import Scene
+    from .scene import Difficulty, Scene
 
+    if not isinstance(difficulty, Difficulty):
+        difficulty = Difficulty.from_config(difficulty)
     width, height, tile = int(width), int(height), int(tile)
     if tile <= 0 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16 (got {tile})")
@@ -199,7 +206,7 @@ def write_demo_slide(case: DemoCase, path: str | os.PathLike, width: int, height
     if not float(mpp) > 0:
         raise ValueError(f"mpp must be > 0 (got {mpp!r})")
     mpp = float(mpp)
-    renderer = TileRenderer(Scene(case, width, height, mpp), tile=tile)
+    renderer = TileRenderer(Scene(case, width, height, mpp, difficulty), tile=tile)
     with atomic_path(path) as tmp, _single_thread_blas():
         write_pyramid(tmp, lambda ox, oy: renderer.render(0, ox, oy), width, height, mpp, tile=tile,
                       description=f"fiveflow synthetic demo slide {case.slide_id}; mpp={mpp}")

@@ -339,10 +339,11 @@ class TileRenderer:
         nuc = Splats()
         over = _Overlay(T)
         self._excl = [self._vessel_xyr]
-        if st.is_lusc:
-            self._squamous(cov, nuc, over, bounds, xs, ys, ps)
-        else:
-            self._glandular(cov, nuc, over, bounds, xs, ys, ps)
+        own, other = (self._squamous, self._glandular) if st.is_lusc else (self._glandular, self._squamous)
+        own(cov, nuc, over, bounds, xs, ys, ps)
+        mimic = sc.mimic_share > 0 and float(self._lat["mim"].max()) > 0.0
+        if mimic:  # patches of the other class's morphology (Difficulty.overlap)
+            other(cov, nuc, over, bounds, xs, ys, ps, mimic=True)
         if cov.parts:
             cov.draw(dens, x0, y0, ps)
             c = dens[C]
@@ -351,6 +352,9 @@ class TileRenderer:
             membrane = smoothstep(0.3, 0.42, dominance) * fill \
                 * (1.0 - smoothstep(0.5, 0.5 + 0.12 * max(1.0, ps / 0.5), dominance))
             cyto = st.cyto_e if st.is_lusc else 0.5
+            if mimic:  # squamous cytoplasm where squamous cells are drawn
+                m = np.clip(up("mim"), 0, 1)
+                cyto = 0.5 + (st.cyto_e - 0.5) * ((1 - m) if st.is_lusc else m)
             dens[E] = dens[E] * (1 - fill) + fill * cyto * (0.6 + 0.1 * np.abs(n1)) + membrane * 0.3
             dens[H] = dens[H] * (1 - fill) + fill * 0.07 + membrane * 0.08
         # --- structures that replace what is below them
@@ -370,7 +374,13 @@ class TileRenderer:
         return self._compose(dens, pen, tile_key, f)
 
     # ------------------------------------------------------------------ class morphology
-    def _squamous(self, cov: Splats, nuc: Splats, over: "_Overlay", b, xs, ys, ps) -> None:
+    def _region(self, f: dict[str, np.ndarray], mimic: bool) -> np.ndarray | bool:
+        """Where a morphology function draws: its own class's outside the mimicry patches, the other's inside."""
+        if not mimic and self.scene.mimic_share <= 0:
+            return True
+        return f["mim"] >= 0.5 if mimic else f["mim"] < 0.5
+
+    def _squamous(self, cov: Splats, nuc: Splats, over: "_Overlay", b, xs, ys, ps, mimic: bool = False) -> None:
         st = self.st
         inv_pleura = self.scene.case.pleural_invasion == "present"
         # keratin pearls (cells are kept out of them)
@@ -378,10 +388,13 @@ class TileRenderer:
         if len(pr):
             f = self._at(pr.x, pr.y)
             ok = (f["tis"] > 0.03) & (f["nrm"] < 0.3) & (f["arch"] > st.nest_thr + 0.15) & (pr.u(2) < st.pearl_p) \
-                & (f["pleura"] < 0.1)
+                & (f["pleura"] < 0.1) & self._region(f, mimic)
             pr = pr.take(ok)
         lo, hi = st.pearl_radius
         prad = lo + (hi - lo) * pr.u(3) if len(pr) else np.zeros(0)
+        if mimic:  # drawn after the slide's own morphology: keep clear of its glands
+            keep = self._clear(pr.x, pr.y, prad)
+            pr, prad = pr.take(keep), prad[keep]
         self._excl.append(np.stack([pr.x, pr.y, prad * 1.1], 1))
         for i in range(len(pr)):
             self._pearl(nuc, over, float(pr.x[i]), float(pr.y[i]), float(prad[i]), xs, ys, ps,
@@ -389,11 +402,13 @@ class TileRenderer:
         # the squamous cells: polygonal mosaic, central vesicular nuclei
         c = self._cells(b, st.cell_spacing, 2, jitter=0.6)
         f = self._at(c.x, c.y)
-        ok = (f["tis"] > 0.0) & (c.u(2) > f["nrm"]) & (f["arch"] > st.nest_thr)
+        ok = (f["tis"] > 0.0) & (c.u(2) > f["nrm"]) & (f["arch"] > st.nest_thr) & self._region(f, mimic)
         if not inv_pleura:
             ok &= f["pleura"] < 0.5
         for i in range(len(pr)):
             ok &= np.hypot(c.x - pr.x[i], c.y - pr.y[i]) > prad[i] + 0.5 * st.cell_spacing
+        if mimic:
+            ok &= self._free(c.x, c.y)
         c = c.take(ok)
         if len(c) == 0:
             return
@@ -445,18 +460,22 @@ class TileRenderer:
         rad2 = R * 0.6 * hash_u01(np.arange(m), 4, key)
         nuc.add(cx + rad2 * np.cos(ang2), cy + rad2 * np.sin(ang2), 3.0, 1.1, ang2 + math.pi / 2, h=0.7, e=0.1)
 
-    def _glandular(self, cov: Splats, nuc: Splats, over: "_Overlay", b, xs, ys, ps) -> None:
+    def _glandular(self, cov: Splats, nuc: Splats, over: "_Overlay", b, xs, ys, ps, mimic: bool = False) -> None:
         st = self.st
         inv_pleura = self.scene.case.pleural_invasion == "present"
         g = self._cells(b, st.gland_spacing, 3, jitter=0.45)
         if len(g):
             f = self._at(g.x, g.y)
-            ok = (f["tis"] > 0.01) & (g.u(2) > f["nrm"]) & (f["arch"] < st.solid_thr - 0.03) & (g.u(3) < st.gland_p)
+            ok = (f["tis"] > 0.01) & (g.u(2) > f["nrm"]) & (f["arch"] < st.solid_thr - 0.03) & (g.u(3) < st.gland_p) \
+                & self._region(f, mimic)
             if not inv_pleura:
                 ok &= f["pleura"] < 0.3
             g = g.take(ok)
         lo, hi = st.lumen_radius
         lum = lo + (hi - lo) * g.u(4) if len(g) else np.zeros(0)
+        if mimic:  # drawn after the slide's own morphology: keep clear of its keratin pearls
+            keep = self._clear(g.x, g.y, lum + st.epi_thickness)
+            g, lum = g.take(keep), lum[keep]
         outer = lum + st.epi_thickness
         self._excl.append(np.stack([g.x, g.y, (outer * (1 + st.gland_irregular * 1.2) + 2.0)], 1))
         for i in range(len(g)):
@@ -465,11 +484,13 @@ class TileRenderer:
         c = self._cells(b, 11.5, 4, jitter=0.7)
         f = self._at(c.x, c.y)
         solid = f["arch"] > st.solid_thr
-        ok = (f["tis"] > 0.0) & (c.u(2) > f["nrm"]) & (solid | (c.u(3) < st.stray_p))
+        ok = (f["tis"] > 0.0) & (c.u(2) > f["nrm"]) & (solid | (c.u(3) < st.stray_p)) & self._region(f, mimic)
         if not inv_pleura:
             ok &= f["pleura"] < 0.5
         for i in range(len(g)):
             ok &= np.hypot(c.x - g.x[i], c.y - g.y[i]) > outer[i] * 1.2
+        if mimic:
+            ok &= self._free(c.x, c.y)
         c = c.take(ok)
         if len(c):
             rn = 3.3 * (1 + 0.1 * st.grade) * (0.8 + 0.45 * c.u(5))
@@ -531,6 +552,14 @@ class TileRenderer:
         nuc.add(nx, ny, 3.8 * big, 2.1 * big, ang, h=1.25 + 0.25 * hk, e=0.25)
 
     # ------------------------------------------------------------------ shared components
+    def _clear(self, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """True where a disc of radius ``r`` at (x, y) overlaps no gland, keratin pearl or vessel."""
+        ex = np.concatenate(self._excl, axis=0) if self._excl else np.zeros((0, 3))
+        if len(ex) == 0 or len(x) == 0:
+            return np.ones(len(x), bool)
+        d = np.hypot(x[:, None] - ex[None, :, 0], y[:, None] - ex[None, :, 1])
+        return np.all(d > ex[None, :, 2] + np.asarray(r)[:, None], axis=1)
+
     def _free(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """True where a point lies outside every gland, keratin pearl and vessel near the tile."""
         ex = np.concatenate(self._excl, axis=0) if self._excl else np.zeros((0, 3))

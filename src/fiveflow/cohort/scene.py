@@ -14,6 +14,7 @@ Smooth fields (:meth:`Scene.fields`), all at positions in microns:
 - ``mod``: slow stain-intensity modulation around 1.
 - ``pleura``/``wall``: membership (0..1) of the pleural band and of the chest-wall (skeletal
   muscle) band at the tissue edge; present only when the report states the attribute.
+- ``mim``: 1 where tumour is drawn with the other class's morphology (``Difficulty.overlap``), else 0.
 """
 from __future__ import annotations
 
@@ -61,6 +62,45 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Difficulty:
+    """How much class signal the pixels carry (``cohort.demo.difficulty``); the defaults are the demo's.
+
+    ``normal_lung``: the (low, high) range from which each slide's share of tissue that is non-tumour lung
+    is drawn (uniform); the rest is tumour, which alone shows the class. Alveolar lung is lacy, so much of it
+    falls out of the tissue mask: the tiles stay mostly tumour whatever this share (a weak knob).
+    ``overlap``: the (low, high) range of each slide's share of tumour drawn with the OTHER class's morphology
+    (squamous nests and keratin in an adenocarcinoma, glands in a squamous carcinoma: the mixed and
+    ambiguous areas real NSCLC has), in patches of a few hundred microns; (0, 0) = none. ``stain_jitter``: scale of the
+    per-slide stain variation (haematoxylin/eosin hue and intensity, the same for both classes: colour alone
+    says nothing about class, but it adds between-slide variation a classifier must see through); 0 = every
+    slide the same stain."""
+
+    normal_lung: tuple[float, float] = (0.15, 0.3)
+    stain_jitter: float = 1.0
+    overlap: tuple[float, float] = (0.0, 0.0)
+
+    @classmethod
+    def from_config(cls, d: dict | None) -> "Difficulty":
+        d = dict(d or {})
+        unknown = set(d) - {"normal_lung", "stain_jitter", "overlap"}
+        if unknown:
+            raise ValueError(f"cohort.demo.difficulty: unknown keys {sorted(unknown)} (normal_lung, stain_jitter, "
+                             f"overlap)")
+        olo, ohi = (float(v) for v in d.get("overlap", cls.overlap))
+        if not 0.0 <= olo <= ohi <= 0.5:
+            raise ValueError(f"cohort.demo.difficulty.overlap must be [low, high] with 0 <= low <= high <= 0.5 "
+                             f"(got {[olo, ohi]}; above 0.5 the other class's morphology would dominate)")
+        lo, hi = (float(v) for v in d.get("normal_lung", cls.normal_lung))
+        jitter = float(d.get("stain_jitter", cls.stain_jitter))
+        if not 0.0 <= lo <= hi < 1.0:
+            raise ValueError(f"cohort.demo.difficulty.normal_lung must be [low, high] with 0 <= low <= high < 1 "
+                             f"(got {[lo, hi]})")
+        if not 0.0 <= jitter <= 4.0:
+            raise ValueError(f"cohort.demo.difficulty.stain_jitter must be in [0, 4] (got {jitter})")
+        return cls((lo, hi), jitter, (olo, ohi))
+
+
+@dataclass(frozen=True)
 class Style:
     """Per-slide appearance parameters (drawn from the case's seed; class-specific morphology)."""
 
@@ -95,11 +135,12 @@ class Style:
         return self.label == "LUSC"
 
 
-def make_style(case: "DemoCase", rng: np.random.Generator) -> Style:
+def make_style(case: "DemoCase", rng: np.random.Generator, stain_jitter: float = 1.0) -> Style:
     g = GRADE_INDEX.get(case.differentiation, 1)
     # stain jitter: the same ranges for both classes, so colour alone says nothing about class
-    h = _unit(H_OD + rng.normal(0, 0.05, 3).clip(-0.1, 0.1)) * rng.uniform(0.75, 1.25)
-    e = _unit(E_OD + rng.normal(0, 0.06, 3).clip(-0.12, 0.12)) * rng.uniform(0.75, 1.25)
+    j = float(stain_jitter)
+    h = _unit(H_OD + rng.normal(0, 0.05 * j, 3).clip(-0.1 * j, 0.1 * j)) * rng.uniform(1 - 0.25 * j, 1 + 0.25 * j)
+    e = _unit(E_OD + rng.normal(0, 0.06 * j, 3).clip(-0.12 * j, 0.12 * j)) * rng.uniform(1 - 0.25 * j, 1 + 0.25 * j)
     od = np.stack([h, e, _unit(R_OD) * 1.1, _unit(D_OD)]).astype(np.float32)
     glass = np.array([243, 242, 244], float) + rng.uniform(-3, 2, 3)
     return Style(
@@ -148,18 +189,22 @@ class Band:
 class Scene:
     """Everything about one slide except pixels (see module docstring)."""
 
-    def __init__(self, case: "DemoCase", width: int, height: int, mpp: float):
+    def __init__(self, case: "DemoCase", width: int, height: int, mpp: float,
+                 difficulty: Difficulty | dict | None = None):
         self.case = case
+        self.difficulty = difficulty if isinstance(difficulty, Difficulty) else Difficulty.from_config(difficulty)
         self.width, self.height, self.mpp = int(width), int(height), float(mpp)
         self.wu, self.hu = self.width * self.mpp, self.height * self.mpp   # microns
         rng = np.random.default_rng([case.seed, 0xC0FFEE])
         self.key = mix_key(case.seed, 1)
-        self.style = make_style(case, rng)
+        self.mimic_share, self.mimic_thr = 0.0, np.inf   # set by _make_mimicry, last
+        self.style = make_style(case, rng, self.difficulty.stain_jitter)
         self._make_blobs(rng)
         self._calibrate(rng)
         self._make_bands(rng)
         self._make_vessels(rng)
         self._make_artefacts(rng)
+        self._make_mimicry(rng)
 
     # ------------------------------------------------------------------ construction
     def _make_blobs(self, rng: np.random.Generator) -> None:
@@ -199,11 +244,11 @@ class Scene:
         vals = self._tissue_raw(gx[None, :], gy[:, None]).ravel()
         self.threshold = float(np.quantile(vals, 1.0 - target))
         self.target_coverage = float(target)
-        # normal-lung threshold: about 15-30 % of the tissue is non-tumour lung
+        # normal-lung threshold: a drawn share of the tissue is non-tumour lung (demo: 15-30 %)
         inside = vals > self.threshold
         nv = self._normal_raw(np.broadcast_to(gx[None, :], (120, 160)).ravel()[inside],
                               np.broadcast_to(gy[:, None], (120, 160)).ravel()[inside])
-        self.normal_thr = float(np.quantile(nv, 1.0 - rng.uniform(0.15, 0.3))) if nv.size else 1.0
+        self.normal_thr = float(np.quantile(nv, 1.0 - rng.uniform(*self.difficulty.normal_lung))) if nv.size else 1.0
 
     def _normal_raw(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return _fbm(x, y, 700.0, mix_key(self.key, 3), octaves=2)
@@ -250,6 +295,21 @@ class Scene:
             self.fold = dict(nx=nx, ny=ny, c=nx * cx + ny * cy + rng.uniform(-0.2, 0.2) * self.blob0_radius,
                              half_width=rng.uniform(25.0, 60.0))
 
+    def _make_mimicry(self, rng: np.random.Generator) -> None:
+        """Patches of tumour drawn with the other class's morphology (``Difficulty.overlap``); drawn last, so
+        a cohort without them is the same as before the knob existed."""
+        lo, hi = self.difficulty.overlap
+        self.mimic_share = float(rng.uniform(lo, hi)) if hi > 0 else 0.0
+        self.mimic_thr = np.inf
+        if self.mimic_share > 0:
+            gx = (np.arange(160) + 0.5) / 160 * self.wu
+            gy = (np.arange(120) + 0.5) / 120 * self.hu
+            vals = self._mimic_raw(gx[None, :], gy[:, None]).ravel()
+            self.mimic_thr = float(np.quantile(vals, 1.0 - self.mimic_share))
+
+    def _mimic_raw(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return _fbm(x, y, 450.0, mix_key(self.key, 6), octaves=2)
+
     # ------------------------------------------------------------------ fields
     def _edge_distance(self, x: np.ndarray, y: np.ndarray, tis: np.ndarray) -> np.ndarray:
         """Approximate distance (microns) from inside points to the tissue edge: tis / |grad tis|."""
@@ -291,5 +351,9 @@ class Scene:
                     pleura = np.maximum(pleura, member)
                 else:
                     wall = np.maximum(wall, member)
+        if self.mimic_share > 0:
+            mim = smoothstep(-0.02, 0.02, self._mimic_raw(x, y) - self.mimic_thr).astype(np.float32)
+        else:
+            mim = np.zeros(np.shape(tis), np.float32)
         return {"tis": tis.astype(np.float32), "nrm": nrm.astype(np.float32), "arch": arch.astype(np.float32),
-                "mod": mod.astype(np.float32), "pleura": pleura, "wall": wall}
+                "mod": mod.astype(np.float32), "pleura": pleura, "wall": wall, "mim": mim}
