@@ -223,3 +223,22 @@ def test_dsmil_csv_with_more_fields_than_header_names_is_refused(tmp_path):
     with pytest.raises(BagError, match=r"slide-1\.csv: the rows have 3 fields but the header names 2"):
         import_dsmil_csv(src, tmp_path / "bag.h5")
     assert not (tmp_path / "bag.h5").exists()
+
+
+@pytest.mark.parametrize("defect", ["incomplete", "nan"])
+@pytest.mark.parametrize("export", ["dsmil", "clam"])
+def test_export_refuses_a_bag_it_would_pass_on_broken(tmp_path, defect, export):
+    """Exporting to DSMIL/CLAM reads the bag as training does: a half-written bag (``complete`` False) or one
+    with NaN features fails naming the file and the fix, and writes nothing (issue 16)."""
+    feats = np.ones((6, 4), np.float32)
+    if defect == "nan":
+        feats[3, 1] = np.nan
+    src = _clam_h5(tmp_path / "s1.h5", feats, **({"complete": False} if defect == "incomplete" else {}))
+    out = tmp_path / "out" / ("s1.csv" if export == "dsmil" else "s1.h5")
+    out.parent.mkdir()
+    fn = export_dsmil_csv if export == "dsmil" else export_clam_h5
+    with pytest.raises(BagError, match=("incomplete" if defect == "incomplete" else "NaN") + ".*Fix"):
+        fn(src, out)
+    assert list(out.parent.iterdir()) == []
+    ok = _clam_h5(tmp_path / "s2.h5", np.ones((6, 4), np.float32))
+    assert fn(ok, out).exists()

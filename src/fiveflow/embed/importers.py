@@ -25,7 +25,7 @@ import pandas as pd
 from .. import __version__
 from ..io import atomic_path, file_sha256, sanitize_id
 from .bags import (COORDS, COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, FEATURES, BagError, check_complete,
-                   check_finite, is_complete, read_bag, row_index_coords, write_bag)
+                   check_finite, is_complete, read_bag, read_usable_bag, row_index_coords, write_bag)
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +134,20 @@ def import_h5_bag(h5_path: str | os.PathLike, out_h5: str | os.PathLike, slide_i
 
 
 def export_dsmil_csv(bag_h5: str | os.PathLike, out_csv: str | os.PathLike) -> Path:
-    """A bag -> DSMIL's per-slide CSV: header ``0..D-1``, ``%.4f``, no index (what DSMIL's loaders read)."""
-    feats, _, _ = read_bag(bag_h5)
+    """A bag -> DSMIL's per-slide CSV: header ``0..D-1``, ``%.4f``, no index (what DSMIL's loaders read).
+    An incomplete bag or one with NaN/inf features is refused (:class:`BagError`), not passed on."""
+    feats, _, _ = read_usable_bag(bag_h5)
     with atomic_path(out_csv) as tmp:
         pd.DataFrame(feats).to_csv(tmp, index=False, float_format=_DSMIL_FLOAT_FORMAT)
     return Path(out_csv)
 
 
 def export_clam_h5(bag_h5: str | os.PathLike, out_h5: str | os.PathLike, feature_name: str = FEATURES) -> Path:
-    """A bag -> CLAM's h5 layout (``features`` and ``coords``); ``feature_name="feats"`` for STAMP/mopadi."""
+    """A bag -> CLAM's h5 layout (``features`` and ``coords``); ``feature_name="feats"`` for STAMP/mopadi.
+    An incomplete bag or one with NaN/inf features is refused (:class:`BagError`), not passed on."""
     if feature_name not in (FEATURES, "feats"):
         raise ValueError(f"feature_name must be 'features' (CLAM, TRIDENT) or 'feats' (STAMP), got {feature_name!r}")
-    feats, coords, attrs = read_bag(bag_h5)
+    feats, coords, attrs = read_usable_bag(bag_h5)
     if coords is None:
         coords = row_index_coords(len(feats))
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as fh:
