@@ -652,3 +652,39 @@ def test_workflow_reports_rule_fails_and_retries_when_the_server_is_unreachable(
     log = (work / "results" / "logs" / "reports.log").read_text()
     assert log.count("4 of 4 report(s) got no LLM answer") == 2 and "max_failed_share" in log
     assert SECRET not in out + log
+
+
+def test_circuit_breaker_stops_sending_to_a_dead_server(cfg, prompt, caplog):
+    """A refused connection for every request: after ``circuit_breaker`` reports in a row fail for good, the
+    rest are not sent (one request budget each before; none after), each ends failed with a reason naming the
+    setting, one ERROR line says so, and the run still raises as before. 0 = off: every report is tried."""
+    texts = [f"Tumor {i}." for i in range(30)]
+    down = dataclasses.replace(cfg, base_url=_closed_port_url(), max_retries=1, max_concurrency=1, circuit_breaker=3)
+    with caplog.at_level("ERROR"), pytest.raises(LLMBatchError) as info:
+        answer_reports(texts, down, prompt)
+    batch = info.value.batch
+    assert [a.status for a in batch] == ["failed"] * 30
+    s = batch.summary
+    assert s.requests == 3 * 2 and s.not_sent == 27 and s.failed == 30  # 3 reports x (1 try + 1 retry)
+    assert all("APIConnectionError" in a.error for a in batch[:3])
+    assert all(a.error.startswith("not sent: 3 reports in a row") and "circuit_breaker" in a.error for a in batch[3:])
+    assert sum("sending no more requests" in r.message for r in caplog.records) == 1
+    assert "27 not sent: circuit breaker" in s.line()
+    off = dataclasses.replace(down, circuit_breaker=0)
+    with pytest.raises(LLMBatchError) as info:
+        answer_reports(texts[:6], off, prompt)
+    assert info.value.batch.summary.requests == 12 and info.value.batch.summary.not_sent == 0
+
+
+def test_circuit_breaker_counts_only_failures_in_a_row(server, cfg, prompt):
+    """Failures between replies never open it: every other report fails for good (HTTP 400), none is skipped."""
+    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad"}}) if report.endswith("x.") \
+        else None
+    texts = [f"Tumor {i}{'x' if i % 2 else ''}." for i in range(12)]
+    c = dataclasses.replace(cfg, max_concurrency=1, circuit_breaker=2)
+    with pytest.raises(LLMBatchError) as info:
+        answer_reports(texts, c, prompt)
+    s = info.value.batch.summary
+    assert s.failed == 6 and s.answered == 6 and s.not_sent == 0
+    with pytest.raises(ValueError, match="circuit_breaker"):
+        LLMConfig.from_cfg({"circuit_breaker": -1})

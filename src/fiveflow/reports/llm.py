@@ -121,6 +121,10 @@ class LLMConfig:
     # restarts a failed ``reports`` job (Snakemake ``retries``). Neither changes an answer or the cache key.
     max_failed_share: float = 0.0
     rule_retries: int = 2
+    # After this many reports in a row failed for good (server down, key revoked, model gone), the rest are
+    # not sent: each ends ``failed`` at once ("not sent: ...") instead of waiting through its own retries.
+    # 0 = off. Any reply (even a malformed one) resets the count.
+    circuit_breaker: int = 8
 
     @classmethod
     def from_cfg(cls, cfg: dict | None, **overrides: Any) -> "LLMConfig":
@@ -143,6 +147,10 @@ class LLMConfig:
                              f"got {out.max_failed_share!r}")
         if isinstance(out.rule_retries, bool) or int(out.rule_retries) != out.rule_retries or out.rule_retries < 0:
             raise ValueError(f"reports.openai.rule_retries must be an integer >= 0, got {out.rule_retries!r}")
+        if isinstance(out.circuit_breaker, bool) or int(out.circuit_breaker) != out.circuit_breaker \
+                or out.circuit_breaker < 0:
+            raise ValueError(f"reports.openai.circuit_breaker must be an integer >= 0 (0 = off), "
+                             f"got {out.circuit_breaker!r}")
         return out
 
 
@@ -178,6 +186,7 @@ class RunSummary:
     answered: int = 0  # new well-formed answers (cached)
     malformed: int = 0
     failed: int = 0
+    not_sent: int = 0  # of the failed: not sent because the circuit breaker had opened
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -185,7 +194,8 @@ class RunSummary:
 
     def line(self) -> str:
         return (f"LLM run: {self.reports} report(s), {self.cache_hits} cached, {self.requests} request(s) "
-                f"({self.repairs} repair), {self.answered} answered, {self.malformed} malformed, {self.failed} failed, "
+                f"({self.repairs} repair), {self.answered} answered, {self.malformed} malformed, {self.failed} failed"
+                f"{f' ({self.not_sent} not sent: circuit breaker)' if self.not_sent else ''}, "
                 f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion, {self.seconds:.1f}s"
                 + (f", format {self.structured}" if self.structured else ""))
 
@@ -428,6 +438,8 @@ class _Requester:
         self._lock = threading.Lock()
         self.json_mode = cfg.structured in ("auto", "json")
         self.requests = self.repairs = self.prompt_tokens = self.completion_tokens = 0
+        self.failed_in_a_row, self.not_sent = 0, 0
+        self.open_reason: str | None = None  # set when the circuit breaker opens: nothing more is sent
 
     def _sleep_for(self, attempt: int, exc: BaseException) -> float:
         base = min(self.cfg.max_backoff_s, self.cfg.backoff_s * (2 ** attempt))
@@ -497,6 +509,28 @@ class _Requester:
         )
 
     def __call__(self, report: str) -> _Outcome:
+        with self._lock:
+            reason = self.open_reason
+            if reason is not None:
+                self.not_sent += 1
+        if reason is not None:
+            return _Outcome("failed", "", error=reason)
+        out = self._answer(report)
+        with self._lock:
+            if out.status != "failed":  # a reply came: the server is there
+                self.failed_in_a_row = 0
+            else:
+                self.failed_in_a_row += 1
+                n = self.cfg.circuit_breaker
+                if n and self.failed_in_a_row >= n and self.open_reason is None:
+                    self.open_reason = (f"not sent: {n} reports in a row failed for good before it "
+                                        f"(reports.openai.circuit_breaker), so the run stopped sending; last error: "
+                                        f"{out.error[:300]}")
+                    LOG.error("%d LLM reports in a row failed for good: sending no more requests this run "
+                              "(reports.openai.circuit_breaker: %d; 0 = off). Last error: %s", n, n, out.error[:300])
+        return out
+
+    def _answer(self, report: str) -> _Outcome:
         messages = self.messages(report, self.json_mode)
         replies: list[str] = []
         try:
@@ -614,6 +648,7 @@ def answer_reports(
                         **out.meta,
                     })
         summary.requests, summary.repairs = requester.requests, requester.repairs
+        summary.not_sent = requester.not_sent
         summary.prompt_tokens, summary.completion_tokens = requester.prompt_tokens, requester.completion_tokens
         summary.structured = "json" if requester.json_mode else "text"
     new = [found[k] for k in todo]
