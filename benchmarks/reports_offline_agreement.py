@@ -3,10 +3,13 @@
 Both sides are reduced to the categorical fields (fiveflow.reports.normalize); agreement is the
 fraction of reports (those with a GPT-4 answer) where the two give the same value, "unknown"
 included. Baseline: always predicting the field's most common GPT-4 value. Also reports the
-extractor's throughput.
+extractor's throughput. Scored on all reports, then on the development and the locked part of
+``fiveflow.reports.devsplit`` (patient-level, fixed): rules are developed on the development part
+only; the locked part's agreement is the estimate for unseen reports, ``gap`` the difference of the
+means. ``--show FIELD`` prints the development part's disagreements only.
 
 Usage: .venv/bin/python benchmarks/reports_offline_agreement.py [--show FIELD]
-Last line: RESULT diff_agree=... vasc_agree=... pleural_agree=... margins_agree=... (and more)
+Last line: RESULT diff_agree=... (all) ... diff_locked=... (locked part) ... dev_mean=... locked_mean=... gap=...
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from fiveflow.reports import offline
+from fiveflow.reports.devsplit import split_development
 from fiveflow.reports.normalize import FIELDS, normalize_answer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,28 +47,39 @@ def main() -> None:
     gpt = [normalize_answer(a).labels for a in df["answer"]]
 
     n = len(df)
-    result: dict[str, float] = {}
     print(f"{n} reports with a GPT-4 answer ({args.csv.name}); offline extractor {offline.MODEL_NAME}")
-    print(f"{'field':18s} {'agree':>6s} {'base':>6s} {'both_known':>10s} {'agree|known':>11s}")
-    for f in FIELDS:
-        pairs = [(g[f], o.labels[f]) for g, o in zip(gpt, ours)]
-        agree = sum(a == b for a, b in pairs) / n
-        majority = collections.Counter(a for a, _ in pairs).most_common(1)[0][0]
-        base = sum(a == majority for a, _ in pairs) / n
-        known = [(a, b) for a, b in pairs if a != "unknown" and b != "unknown"]
-        agree_known = sum(a == b for a, b in known) / len(known) if known else float("nan")
-        print(f"{f:18s} {agree:6.3f} {base:6.3f} {len(known):10d} {agree_known:11.3f}")
-        result[f"{SHORT[f]}_agree"] = agree
-        result[f"{SHORT[f]}_base"] = base
-        if args.show == f:
-            for i, (a, b) in enumerate(pairs):
-                if a != b:
-                    phrase = normalize_answer(df["answer"][i]).phrases[FIELDS.index(f)]
-                    print(f"   {df['patient_id'][i]}: gpt={a} ours={b} | {phrase[:100]}")
+    dev, locked = split_development(df)
+    parts = {"all": df.index, "development": dev.index, "locked": locked.index}
+    scores = {}
+    for name, idx in parts.items():
+        print(f"\n{name} part: {len(idx)} reports" + (" (scored only: rules are developed on the other part)"
+                                                       if name == "locked" else ""))
+        print(f"{'field':18s} {'agree':>6s} {'base':>6s} {'both_known':>10s} {'agree|known':>11s}")
+        scores[name] = {}
+        for f in FIELDS:
+            pairs = [(gpt[i][f], ours[i].labels[f]) for i in idx]
+            agree = sum(a == b for a, b in pairs) / len(pairs)
+            majority = collections.Counter(a for a, _ in pairs).most_common(1)[0][0]
+            base = sum(a == majority for a, _ in pairs) / len(pairs)
+            known = [(a, b) for a, b in pairs if a != "unknown" and b != "unknown"]
+            agree_known = sum(a == b for a, b in known) / len(known) if known else float("nan")
+            print(f"{f:18s} {agree:6.3f} {base:6.3f} {len(known):10d} {agree_known:11.3f}")
+            scores[name][f] = (agree, base)
+        print(f"{'mean':18s} {sum(v[0] for v in scores[name].values()) / len(FIELDS):6.3f}")
+    if args.show:
+        for i in df.index:
+            a, b = gpt[i][args.show], ours[i].labels[args.show]
+            if a != b and i in parts["development"]:  # the locked part's disagreements are not for reading
+                phrase = normalize_answer(df["answer"][i]).phrases[FIELDS.index(args.show)]
+                print(f"   {df['patient_id'][i]}: gpt={a} ours={b} | {phrase[:100]}")
     rate = n / secs if secs > 0 else float("inf")
-    keys = ["diff_agree", "vasc_agree", "pleural_agree", "margins_agree", "stas_agree", "adjacent_agree",
-            "diff_base", "vasc_base", "pleural_base", "margins_base"]
-    print("RESULT " + " ".join(f"{k}={result[k]:.3f}" for k in keys) + f" reports_per_s={rate:.1f} n={n}")
+    mean = {k: sum(v[0] for v in scores[k].values()) / len(FIELDS) for k in scores}
+    out = {f"{SHORT[f]}_agree": scores["all"][f][0] for f in FIELDS}
+    out.update({f"{SHORT[f]}_base": scores["all"][f][1] for f in FIELDS[:4] + FIELDS[5:]})
+    out.update({f"{SHORT[f]}_locked": scores["locked"][f][0] for f in FIELDS})
+    out.update(dev_mean=mean["development"], locked_mean=mean["locked"], gap=mean["development"] - mean["locked"])
+    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in out.items())
+          + f" reports_per_s={rate:.1f} n={n} n_dev={len(dev)} n_locked={len(locked)}")
 
 
 if __name__ == "__main__":
