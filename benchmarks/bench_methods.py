@@ -54,6 +54,42 @@ def summarise(tables: Path, shots: int = 8) -> dict:
     return res
 
 
+def ci_table(tables: Path, metric: str = "acc") -> str:
+    """Markdown: methods x shots, ``mean [95% CI]`` in percent (the CI: bootstrap over test slides pooled over
+    the draws, ``tables/fewshot.csv``), then FiVE minus each method with its paired 95% CI (``*``: excludes 0)."""
+    from fiveflow.evaluate.optimistic import is_optimistic
+
+    t = pd.read_csv(tables / "fewshot.csv")
+    t = t[~t["method"].map(is_optimistic)]
+    shots = sorted(t["shots"].unique())
+    methods = list(dict.fromkeys(t["method"]))
+    head = "| method | " + " | ".join("zero-shot" if k == 0 else f"{k}-shot" for k in shots) + " |"
+    lines = [head, "|---|" + "---:|" * len(shots)]
+    for m in methods:
+        cells = []
+        for k in shots:
+            r = t[(t["method"] == m) & (t["shots"] == k)]
+            cells.append("-" if r.empty else f"{100 * r[f'{metric}_mean'].iloc[0]:.1f} "
+                         f"[{100 * r[f'{metric}_ci_low'].iloc[0]:.1f}, {100 * r[f'{metric}_ci_high'].iloc[0]:.1f}]")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    p = pd.read_csv(tables / "paired.csv")
+    p = p[(p["metric"] == metric) & (p["reference"] == "FiVE")]
+    lines += ["", "| FiVE minus | " + " | ".join("zero-shot" if k == 0 else f"{k}-shot" for k in shots) + " |",
+              "|---|" + "---:|" * len(shots)]
+    for m in dict.fromkeys(p["method"]):
+        cells = []
+        for k in shots:
+            r = p[(p["method"] == m) & (p["shots"] == k)]
+            if r.empty:
+                cells.append("-")
+                continue
+            r = r.iloc[0]
+            star = "*" if (r["ci_low"] > 0 or r["ci_high"] < 0) else ""
+            cells.append(f"{100 * r['diff']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]{star}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cores", type=int, default=2)
@@ -65,6 +101,7 @@ def main() -> None:
     run = run_workflow(work, [ROOT / "config" / "benchmark.yaml"], cores=args.cores)
     tables = work / "results" / "tables"
     print((tables / "fewshot.md").read_text())
+    print(ci_table(tables))
     res = summarise(tables, args.shots)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -177,3 +177,10 @@ def test_benchmark_result_line_reads_the_tables_it_names(pred, tmp_path):
     one = {m: acc(m, 1) for m in ("FiVE", "abmil", "meanpool")}  # not the optimistic FiVE-bestepoch (2.0 skill)
     assert res["max_acc_1"] == pytest.approx(max(one.values()), abs=1e-4)
     assert res["max_acc_1_method"] == max(one, key=one.get)
+    md = bench.ci_table(tmp_path).splitlines()
+    five = next(line for line in md if line.startswith("| FiVE |"))
+    assert f"{100 * acc('FiVE', 4):.1f} [" in five and "FiVE-bestepoch" not in "\n".join(md)
+    paired_rows = md[md.index("") + 3:]  # after the blank line and the second table's header
+    gap_line = next(line for line in paired_rows if line.startswith("| FiVE-classtexts |"))
+    cell = f"{100 * gap['diff']:+.1f} [{100 * gap.ci_low:+.1f}, {100 * gap.ci_high:+.1f}]"
+    assert gap_line.split(" | ")[3].startswith(cell)  # columns: method, 0, 1, 4 shots
