@@ -688,3 +688,30 @@ def test_circuit_breaker_counts_only_failures_in_a_row(server, cfg, prompt):
     assert s.failed == 6 and s.answered == 6 and s.not_sent == 0
     with pytest.raises(ValueError, match="circuit_breaker"):
         LLMConfig.from_cfg({"circuit_breaker": -1})
+
+
+def test_authors_shape_prompt_sends_their_layout(server, cfg, prompt):
+    """resources/questions/five-authors-v1.yaml: the FiVE authors' request layout with our texts. On the wire:
+    no system message, every user turn is the instruction followed by a report, the worked examples as
+    alternating user/assistant turns, the real report last, temperature 0 and no response_format (their
+    ';'-joined text). Same instruction and examples as five-v1, its own version and hash (cache keys differ)."""
+    from fiveflow.reports.prompts import PROJECT_ROOT as ROOT
+    from fiveflow.reports.prompts import load_prompt as load
+
+    authors = load(ROOT / "resources" / "questions" / "five-authors-v1.yaml")
+    assert authors.shape == "authors" and prompt.shape == "system"
+    assert (authors.instruction, authors.examples) == (prompt.instruction, prompt.examples)
+    assert authors.sha256 != prompt.sha256 and report_cache_key("r", cfg, authors) != report_cache_key("r", cfg, prompt)
+    server.structured = "reject"  # would fail loudly if a response_format were sent
+    batch = answer_reports(["Tumor A."], cfg, authors)
+    assert [a.status for a in batch] == ["ok"]
+    (req,) = server.requests
+    msgs, body = req["body"]["messages"], req["body"]
+    assert "response_format" not in body and body["temperature"] == 0.0
+    assert [m["role"] for m in msgs] == ["user", "assistant"] * len(prompt.examples) + ["user"]
+    for m, (rep, ans) in zip(msgs[0::2], prompt.examples):
+        assert m["content"] == f"{prompt.instruction}\n\nPathology report:\n{rep}"
+    assert [m["content"] for m in msgs[1::2]] == [ans for _, ans in prompt.examples]
+    assert msgs[-1]["content"] == f"{prompt.instruction}\n\nPathology report:\nTumor A."
+    with pytest.raises(ValueError, match="structured: json does not apply"):
+        answer_reports(["Tumor B."], dataclasses.replace(cfg, structured="json"), authors)

@@ -436,7 +436,7 @@ class _Requester:
         self.cfg, self.prompt, self.client, self._secret = cfg, prompt, client, secret
         self._rng = random.Random()
         self._lock = threading.Lock()
-        self.json_mode = cfg.structured in ("auto", "json")
+        self.json_mode = cfg.structured in ("auto", "json") and prompt.shape == "system"
         self.requests = self.repairs = self.prompt_tokens = self.completion_tokens = 0
         self.failed_in_a_row, self.not_sent = 0, 0
         self.open_reason: str | None = None  # set when the circuit breaker opens: nothing more is sent
@@ -594,6 +594,10 @@ def answer_reports(
     :class:`DryRunEstimate`.
     """
     log = log or LOG
+    if prompt.shape != "system" and cfg.structured == "json":
+        raise ValueError(f"prompt {prompt.version} has the {prompt.shape!r} shape (';'-joined text answers, as the "
+                         f"FiVE authors asked): reports.openai.structured: json does not apply. Fix: set it to auto "
+                         f"or text, or use a prompt with the system shape (five-v1)")
     t0 = time.perf_counter()
     cache = AnswerCache(cfg.cache_dir)
     keys = [report_cache_key(t, cfg, prompt) for t in texts]
@@ -609,7 +613,7 @@ def answer_reports(
             todo[k] = t
     summary = RunSummary(reports=len(found) + len(todo), cache_hits=len(found))
     if dry_run:
-        json_mode = cfg.structured in ("auto", "json")
+        json_mode = cfg.structured in ("auto", "json") and prompt.shape == "system"
         est = DryRunEstimate(
             reports=summary.reports, cache_hits=len(found), requests=len(todo),
             est_prompt_tokens=sum(_estimate_tokens(_messages(prompt, t, json_mode)) for t in todo.values()),

@@ -15,6 +15,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 #: one file per prompt version; a new version is a new file, so old labels stay reproducible
 QUESTIONS_DIR = Path("resources") / "questions"
 DEFAULT_QUESTIONS = PROJECT_ROOT / QUESTIONS_DIR / "five-v1.yaml"
+#: how a prompt is laid out in chat messages: ``system`` = the instruction as the system message, then the
+#: worked examples and the report as user/assistant turns; ``authors`` = the FiVE authors' layout: no system
+#: message, every user turn is the instruction followed by a report (examples as alternating user/assistant
+#: turns, the real report last), answered as ';'-joined text
+SHAPES = ("system", "authors")
 
 
 @dataclass(frozen=True)
@@ -24,22 +29,30 @@ class Prompt:
     version: str
     questions: tuple[str, ...]  # the six questions as the FiVE model encodes them
     llm_questions: tuple[str, ...]  # the wording sent to the LLM
-    instruction: str  # the system message, questions filled in
+    instruction: str  # the system message (shape ``system``) or the head of every user turn (``authors``)
     examples: tuple[tuple[str, str], ...]  # worked (report, answer) pairs
+    shape: str = "system"  # one of SHAPES
 
     @property
     def sha256(self) -> str:
         """Hash of the full prompt content (recorded next to ``version`` for audits)."""
-        blob = json.dumps([self.version, self.instruction, self.examples], ensure_ascii=False)
+        content = [self.version, self.instruction, self.examples] + ([self.shape] if self.shape != "system" else [])
+        blob = json.dumps(content, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def messages(self, report: str) -> list[dict[str, str]]:
-        """Chat messages: system instruction, the worked examples as user/assistant turns, the report."""
-        msgs = [{"role": "system", "content": self.instruction}]
+        """Chat messages in the prompt's :data:`SHAPES` layout: the worked examples as user/assistant turns,
+        then the report; the instruction as the system message, or (``authors``) at the head of every user turn."""
+        if self.shape == "authors":
+            turn = lambda rep: {"role": "user", "content": f"{self.instruction}\n\nPathology report:\n{rep}"}  # noqa: E731
+            msgs = []
+        else:
+            turn = lambda rep: {"role": "user", "content": f"Pathology report:\n{rep}"}  # noqa: E731
+            msgs = [{"role": "system", "content": self.instruction}]
         for rep, ans in self.examples:
-            msgs.append({"role": "user", "content": f"Pathology report:\n{rep}"})
+            msgs.append(turn(rep))
             msgs.append({"role": "assistant", "content": ans})
-        msgs.append({"role": "user", "content": f"Pathology report:\n{report}"})
+        msgs.append(turn(report))
         return msgs
 
 
@@ -74,6 +87,9 @@ def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
     for _, ans in examples:
         if ans.count(";") != len(FIELDS) - 1:
             raise ValueError(f"{path}: worked answer must have {len(FIELDS)} ';'-separated phrases: {ans!r}")
+    shape = str(doc.get("shape", "system"))
+    if shape not in SHAPES:
+        raise ValueError(f"{path}: `shape` must be one of {', '.join(SHAPES)}, got {shape!r}")
     if path.parent.name == QUESTIONS_DIR.name and path.stem != str(doc["prompt_version"]):
         raise ValueError(f"{path}: prompt_version is {doc['prompt_version']!r} but the file is named {path.name}. "
                          "Fix: a new prompt version is a new file named <prompt_version>.yaml (keep the old one).")
@@ -83,4 +99,5 @@ def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
         llm_questions=llm_qs,
         instruction=instruction,
         examples=examples,
+        shape=shape,
     )
