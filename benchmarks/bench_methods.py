@@ -56,38 +56,27 @@ def summarise(tables: Path, shots: int = 8) -> dict:
 
 def ci_table(tables: Path, metric: str = "acc") -> str:
     """Markdown: methods x shots, ``mean [95% CI]`` in percent (the CI: bootstrap over test slides pooled over
-    the draws, ``tables/fewshot.csv``), then FiVE minus each method with its paired 95% CI (``*``: excludes 0)."""
+    the draws, ``tables/fewshot.csv``), then FiVE minus each method with its paired 95% CI (``*``: excludes 0;
+    cells as :func:`fiveflow.evaluate.paired.diff_text` writes them)."""
     from fiveflow.evaluate.optimistic import is_optimistic
+    from fiveflow.evaluate.paired import diff_text
 
     t = pd.read_csv(tables / "fewshot.csv")
     t = t[~t["method"].map(is_optimistic)]
     shots = sorted(t["shots"].unique())
-    methods = list(dict.fromkeys(t["method"]))
-    head = "| method | " + " | ".join("zero-shot" if k == 0 else f"{k}-shot" for k in shots) + " |"
-    lines = [head, "|---|" + "---:|" * len(shots)]
-    for m in methods:
-        cells = []
-        for k in shots:
-            r = t[(t["method"] == m) & (t["shots"] == k)]
-            cells.append("-" if r.empty else f"{100 * r[f'{metric}_mean'].iloc[0]:.1f} "
-                         f"[{100 * r[f'{metric}_ci_low'].iloc[0]:.1f}, {100 * r[f'{metric}_ci_high'].iloc[0]:.1f}]")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+
+    def grid(first: str, cells: dict, methods) -> list[str]:
+        lines = [f"| {first} | " + " | ".join("zero-shot" if k == 0 else f"{k}-shot" for k in shots) + " |",
+                 "|---|" + "---:|" * len(shots)]
+        return lines + [f"| {m} | " + " | ".join(cells.get((m, k), "-") for k in shots) + " |" for m in methods]
+
+    means = {(r["method"], r["shots"]): f"{100 * r[f'{metric}_mean']:.1f} [{100 * r[f'{metric}_ci_low']:.1f}, "
+             f"{100 * r[f'{metric}_ci_high']:.1f}]" for _, r in t.iterrows()}
     p = pd.read_csv(tables / "paired.csv")
     p = p[(p["metric"] == metric) & (p["reference"] == "FiVE")]
-    lines += ["", "| FiVE minus | " + " | ".join("zero-shot" if k == 0 else f"{k}-shot" for k in shots) + " |",
-              "|---|" + "---:|" * len(shots)]
-    for m in dict.fromkeys(p["method"]):
-        cells = []
-        for k in shots:
-            r = p[(p["method"] == m) & (p["shots"] == k)]
-            if r.empty:
-                cells.append("-")
-                continue
-            r = r.iloc[0]
-            star = "*" if (r["ci_low"] > 0 or r["ci_high"] < 0) else ""
-            cells.append(f"{100 * r['diff']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]{star}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    diffs = {(r["method"], r["shots"]): diff_text(r, digits=1) for _, r in p.iterrows()}
+    return "\n".join(grid("method", means, dict.fromkeys(t["method"])) + [""]
+                     + grid("FiVE minus", diffs, dict.fromkeys(p["method"])))
 
 
 def main() -> None:

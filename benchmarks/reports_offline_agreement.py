@@ -50,7 +50,7 @@ def main() -> None:
     print(f"{n} reports with a GPT-4 answer ({args.csv.name}); offline extractor {offline.MODEL_NAME}")
     dev, locked = split_development(df)
     parts = {"all": df.index, "development": dev.index, "locked": locked.index}
-    scores = {}
+    scores, mean = {}, {}
     for name, idx in parts.items():
         print(f"\n{name} part: {len(idx)} reports" + (" (scored only: rules are developed on the other part)"
                                                        if name == "locked" else ""))
@@ -65,7 +65,8 @@ def main() -> None:
             agree_known = sum(a == b for a, b in known) / len(known) if known else float("nan")
             print(f"{f:18s} {agree:6.3f} {base:6.3f} {len(known):10d} {agree_known:11.3f}")
             scores[name][f] = (agree, base)
-        print(f"{'mean':18s} {sum(v[0] for v in scores[name].values()) / len(FIELDS):6.3f}")
+        mean[name] = sum(v[0] for v in scores[name].values()) / len(FIELDS)
+        print(f"{'mean':18s} {mean[name]:6.3f}")
     if args.show:
         for i in df.index:
             a, b = gpt[i][args.show], ours[i].labels[args.show]
@@ -73,7 +74,6 @@ def main() -> None:
                 phrase = normalize_answer(df["answer"][i]).phrases[FIELDS.index(args.show)]
                 print(f"   {df['patient_id'][i]}: gpt={a} ours={b} | {phrase[:100]}")
     rate = n / secs if secs > 0 else float("inf")
-    mean = {k: sum(v[0] for v in scores[k].values()) / len(FIELDS) for k in scores}
     out = {f"{SHORT[f]}_agree": scores["all"][f][0] for f in FIELDS}
     out.update({f"{SHORT[f]}_base": scores["all"][f][1] for f in FIELDS[:4] + FIELDS[5:]})
     out.update({f"{SHORT[f]}_locked": scores["locked"][f][0] for f in FIELDS})

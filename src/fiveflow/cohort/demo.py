@@ -194,10 +194,8 @@ def write_demo_slide(case: DemoCase, path: str | os.PathLike, width: int, height
     """
     from .pyramid import write_pyramid
     from .render import TileRenderer
-    from .scene import Difficulty, Scene
+    from .scene import Scene
 
-    if not isinstance(difficulty, Difficulty):
-        difficulty = Difficulty.from_config(difficulty)
     width, height, tile = int(width), int(height), int(tile)
     if tile <= 0 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16 (got {tile})")

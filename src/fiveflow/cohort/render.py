@@ -552,21 +552,17 @@ class TileRenderer:
         nuc.add(nx, ny, 3.8 * big, 2.1 * big, ang, h=1.25 + 0.25 * hk, e=0.25)
 
     # ------------------------------------------------------------------ shared components
-    def _clear(self, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """True where a disc of radius ``r`` at (x, y) overlaps no gland, keratin pearl or vessel."""
-        ex = np.concatenate(self._excl, axis=0) if self._excl else np.zeros((0, 3))
-        if len(ex) == 0 or len(x) == 0:
-            return np.ones(len(x), bool)
-        d = np.hypot(x[:, None] - ex[None, :, 0], y[:, None] - ex[None, :, 1])
-        return np.all(d > ex[None, :, 2] + np.asarray(r)[:, None], axis=1)
-
-    def _free(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """True where a point lies outside every gland, keratin pearl and vessel near the tile."""
+    def _clear(self, x: np.ndarray, y: np.ndarray, r: np.ndarray | float) -> np.ndarray:
+        """True where a disc of radius ``r`` at (x, y) overlaps no gland, keratin pearl or vessel near the tile."""
         ex = np.concatenate(self._excl, axis=0) if self._excl else np.zeros((0, 3))
         if len(ex) == 0 or len(x) == 0:
             return np.ones(len(x), bool)
         d2 = (x[:, None] - ex[None, :, 0]) ** 2 + (y[:, None] - ex[None, :, 1]) ** 2
-        return np.all(d2 > (ex[None, :, 2] ** 2), axis=1)
+        return np.all(d2 > (ex[None, :, 2] + np.reshape(r, (-1, 1))) ** 2, axis=1)
+
+    def _free(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """True where a point lies outside every gland, keratin pearl and vessel near the tile."""
+        return self._clear(x, y, 0.0)
 
     def _shared(self, nuc: Splats, b, ps) -> None:
         st = self.st

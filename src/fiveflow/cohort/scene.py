@@ -236,11 +236,14 @@ class Scene:
         t -= 1.5 * (1.0 - smoothstep(0.0, 0.12 * min(self.wu, self.hu), edge))
         return t
 
+    def _calibration_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """160 x 120 cell centres over the slide (microns): where drawn shares are turned into thresholds."""
+        return (np.arange(160) + 0.5) / 160 * self.wu, (np.arange(120) + 0.5) / 120 * self.hu
+
     def _calibrate(self, rng: np.random.Generator) -> None:
         """Pick the tissue threshold so that tissue covers a drawn fraction of the slide."""
         target = rng.uniform(0.38, 0.55)
-        gx = (np.arange(160) + 0.5) / 160 * self.wu
-        gy = (np.arange(120) + 0.5) / 120 * self.hu
+        gx, gy = self._calibration_grid()
         vals = self._tissue_raw(gx[None, :], gy[:, None]).ravel()
         self.threshold = float(np.quantile(vals, 1.0 - target))
         self.target_coverage = float(target)
@@ -302,8 +305,7 @@ class Scene:
         self.mimic_share = float(rng.uniform(lo, hi)) if hi > 0 else 0.0
         self.mimic_thr = np.inf
         if self.mimic_share > 0:
-            gx = (np.arange(160) + 0.5) / 160 * self.wu
-            gy = (np.arange(120) + 0.5) / 120 * self.hu
+            gx, gy = self._calibration_grid()
             vals = self._mimic_raw(gx[None, :], gy[:, None]).ravel()
             self.mimic_thr = float(np.quantile(vals, 1.0 - self.mimic_share))
 

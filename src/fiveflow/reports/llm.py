@@ -408,6 +408,12 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+def _json_mode(cfg: LLMConfig, prompt: Prompt) -> bool:
+    """Whether to ask for JSON-schema output first: ``structured`` auto/json, and a prompt of the system shape
+    (the authors' shape asks for ';'-joined text)."""
+    return cfg.structured in ("auto", "json") and prompt.shape == "system"
+
+
 def _messages(prompt: Prompt, report: str, json_mode: bool) -> list[dict[str, str]]:
     """The prompt's chat messages; in JSON mode the system message also asks for the JSON object."""
     msgs = prompt.messages(report)
@@ -436,7 +442,7 @@ class _Requester:
         self.cfg, self.prompt, self.client, self._secret = cfg, prompt, client, secret
         self._rng = random.Random()
         self._lock = threading.Lock()
-        self.json_mode = cfg.structured in ("auto", "json") and prompt.shape == "system"
+        self.json_mode = _json_mode(cfg, prompt)
         self.requests = self.repairs = self.prompt_tokens = self.completion_tokens = 0
         self.failed_in_a_row, self.not_sent = 0, 0
         self.open_reason: str | None = None  # set when the circuit breaker opens: nothing more is sent
@@ -613,7 +619,7 @@ def answer_reports(
             todo[k] = t
     summary = RunSummary(reports=len(found) + len(todo), cache_hits=len(found))
     if dry_run:
-        json_mode = cfg.structured in ("auto", "json") and prompt.shape == "system"
+        json_mode = _json_mode(cfg, prompt)
         est = DryRunEstimate(
             reports=summary.reports, cache_hits=len(found), requests=len(todo),
             est_prompt_tokens=sum(_estimate_tokens(_messages(prompt, t, json_mode)) for t in todo.values()),
