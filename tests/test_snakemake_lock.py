@@ -71,6 +71,29 @@ def start(procs, cmd, work) -> subprocess.Popen:
     return p
 
 
+def kill_group(p: subprocess.Popen) -> None:
+    """SIGKILL ``p``'s whole process group (the script, its Snakemake, the job), as a power loss would end it,
+    and wait until every one of them has died. ``p.wait`` returns when ``p`` itself has: the others may still be
+    running for a moment after the signal on a loaded machine (a CI run failed on that race: the next run
+    rightly saw the killed Snakemake still alive and kept its lock)."""
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    deadline = time.time() + 30
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # ended while we looked
+            if int(fields[2]) == p.pid and fields[0] not in ("Z", "X"):
+                alive.append(stat.parent.name)
+        if not alive:
+            return
+        assert time.time() < deadline, f"processes of group {p.pid} still alive 30 s after SIGKILL: {alive}"
+        time.sleep(0.05)
+
+
 def wrapper(work: Path, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
     cmd = [WRAPPER, "-s", str(work / "Snakefile"), "--directory", str(work), "--cores", "1", *args]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
@@ -104,8 +127,7 @@ def test_a_run_killed_hard_leaves_a_lock_that_the_next_run_removes(work, procs):
     host = socket.gethostname()
     recorded = owner.read_text().split("\n")
     assert recorded[0].startswith(f"{host} {run.pid} ") and len(recorded) == 3  # the script, its Snakemake
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(timeout=30)
+    kill_group(run)
     assert locks(work)
     (work / "go").touch()
     again = wrapper(work)
@@ -134,8 +156,7 @@ def test_int_and_term_sent_to_the_script_reach_snakemake(work, procs, sig, says)
 
 def test_a_lock_not_made_through_the_script_stays_until_unlocked(work, procs):
     other = start(procs, [PYTHON, "-m", "snakemake", "--cores", "1"], work)
-    os.killpg(other.pid, signal.SIGKILL)
-    other.wait(timeout=30)
+    kill_group(other)
     held = locks(work)
     refused = wrapper(work)
     assert refused.returncode != 0 and locks(work) == held
