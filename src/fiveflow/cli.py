@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--answer-column", help="column of --answers holding the six answers joined by ';' (default: answer)")
     sp.add_argument("--name-histotype", action=argparse.BooleanOptionalAction, default=None,
                     help="rules backend: name the histologic type after the grade in the first answer (an extension "
-                         "that puts the class label into the descriptions; model rules-v5+histotype). Default: "
+                         "that puts the class label into the descriptions; model rules-v6+histotype). Default: "
                          "reports.name_histotype of --config, else off (the six answers only, as the FiVE authors')")
     sp.add_argument("--dry-run", action="store_true",
                     help="with --backend openai: print how many requests and about how many tokens the run would "

@@ -218,7 +218,7 @@ def normalize_margins(phrase: str) -> str:
 
 _W = r"(well|moderate(?:ly)?|poor(?:ly)?)"
 _GRADE_RANGE = re.compile(
-    rf"\b{_W}[\s-]*(?:differentiated)?\s*(?:-|to|/|or|and)\s*(?:very\s+)?(moderate(?:ly)?|poor(?:ly)?|un)(?=[\s-]*differentiat|\b)",
+    rf"\b{_W}[\s-]*(?:differentiated)?[\s-]*(?:to|-|/|or|and)[\s-]*(?:very\s+)?(moderate(?:ly)?|poor(?:ly)?|un)(?=[\s-]*differentiat|\b)",
     re.I,
 )
 _GRADE_WORD = re.compile(

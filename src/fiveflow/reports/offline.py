@@ -31,7 +31,7 @@ The result is categorical labels plus the evidence (clause snippets) behind each
 short canonical phrases (:data:`fiveflow.reports.normalize.CANONICAL`). The phrases answer the six
 questions only, as the FiVE authors' GPT-4 descriptions do: the histologic type the report states is
 kept as data (:attr:`OfflineResult.histology`) but named in the description only on request
-(``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v5+histotype``).
+(``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v6+histotype``).
 """
 from __future__ import annotations
 
@@ -53,13 +53,16 @@ from .offline_text import (
 
 #: rules-v5: the descriptions answer the six questions only (rules-v4 appended the histologic type to the
 #: first answer: the class label leaked into pre-training). Bump it whenever the labels or descriptions change.
-MODEL_NAME = "rules-v5"
+#: rules-v6: key words with one OCR'd letter wrong are read (:mod:`fiveflow.reports.ocr_lexicon`), a heading glued to
+#: the clause before it by "/" is cut off, short bracketed glosses are read as words, synoptic "Parietal pleura: involved",
+#: "Distance ... from closest margin: 2.5 cm" and R codes beside a lymph-node line are read.
+MODEL_NAME = "rules-v6"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
 
 
 def model_name(name_histotype: bool = False) -> str:
-    """The ``model`` recorded with the labels: ``rules-v5``, or ``rules-v5+histotype`` with the opt-in."""
+    """The ``model`` recorded with the labels: ``rules-v6``, or ``rules-v6+histotype`` with the opt-in."""
     return MODEL_NAME + (HISTOTYPE_SUFFIX if name_histotype else "")
 
 # ----------------------------------------------------------------------------- fields
@@ -176,7 +179,8 @@ _PLEURA = re.compile(
 )
 _PLEURA_VERB_BEFORE = re.compile(
     r"(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|penetrat\w*|through|into|"
-    r"negative|positive|free|uninvolved)\s+(?:\w+\s+){0,4}$",
+    r"negative|positive|free|uninvolved)\s+(?:\w+\s+){0,4}$|"
+    r"\b(?:invasion|extension|extends?|extending)\s+beyond\s+(?:the\s+)?elastic\s+(?:layer|lamina)\s+of\s+(?:the\s+)?$",
     re.I,
 )
 _PLEURA_STATUS_AFTER = re.compile(
@@ -302,9 +306,10 @@ _ADJ_BRONCHUS = re.compile(
 _ADJ_BARE_EXTENSION = re.compile(r"tumou?r\s+extension", re.I)
 _ADJ_CONFINED = re.compile(r"\b(?:confined|limited)\s+to\s+(?:the\s+)?(?:lung|pulmonary\s+parenchyma|lobe)\b", re.I)
 # A structure named as the subject of its own status: "CHEST WALL FREE OF TUMOR", "The attached
-# diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma".
+# diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma", or as the
+# key of a synoptic line ("Parietal pleura: involved by carcinoma").
 _ADJ_STATE = re.compile(
-    rf"\b{_ADJ_STRUCT}\s+(?:(?:is|are|was|were|appears?)\s+)?(?P<neg>not\s+)?"
+    rf"\b{_ADJ_STRUCT}(?:\s*:\s*|\s+(?:(?:is|are|was|were|appears?)\s+)?)(?P<neg>not\s+)?"
     r"(?:(?:entirely|completely|grossly|histologically|microscopically)\s+)?"
     r"(?:(?P<free>(?:free|clear)\s+of|negative\s+for|uninvolved\s+by)\s+(?:\w+\s+){0,2}?"
     r"(?:tumou?r|carcinoma|malignancy|neoplasm|neoplasia|disease)\b|(?P<free2>tumou?r-free|uninvolved)\b|"
@@ -396,7 +401,7 @@ _MARGIN_CUES: list[tuple[re.Pattern[str], str]] = [
 _MARGIN_POS_BEFORE = re.compile(
     r"\b(?:tumou?r|carcinoma|neoplasm|malignancy|adenocarcinoma|lesion)\s+(?:is\s+|are\s+)?(?:\w+\s+){0,2}?"
     r"(?:present\s+at|at|involv\w+|extends?\s+to|extending\s+to|reach\w*|transected\s+at)\s+"
-    r"(?:the\s+)?(?:inked\s+)?(?:\w+\s+){0,2}$",
+    r"(?:the\s+)?(?:inked\s+)?(?:\(?\w+\)?\s+){0,2}$",  # "extends to the parenchymal (stapled) margin"
     re.I,
 )
 _MARGIN_NEG_BEFORE = re.compile(
@@ -410,6 +415,7 @@ _MARGIN_SKIP_BEFORE = re.compile(
     r"designation|labeled)\b[^.]{0,40}$",
     re.I,
 )
+_MARGIN_DISTANCE = re.compile(r"\s*(?:\([^)]{0,20}\)\s*)?(?::|is|of)\s*(\d+(?:\.\d+)?)\s*(?:cm|mm)\b", re.I)
 _R_CODE = re.compile(r"(?<![A-Za-z0-9/#-])R\s?([012]|[xX])(?![A-Za-z0-9-])")
 _R_CONTEXT = re.compile(
     r"\bp?T\s?[0-4][a-c]?\b|\bresidual\s+tumou?r|\bR[\s-]*(?:classification|category|status)|\bcategory\s+of\b|"
@@ -430,8 +436,10 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
     full = ". ".join(c.text for c in cls)
     for m in _R_CODE.finditer(full):
         ctx = full[max(0, m.start() - 60): m.end() + 20]
-        if not _R_CONTEXT.search(ctx) or re.search(r"\b(?:station|level|lymph|node|LN|cassette|labeled)\b",
-                                                   full[max(0, m.start() - 25): m.end() + 15], re.I):
+        near = full[max(0, m.start() - 25): m.end() + 15]  # the words around the code, within its own sentence
+        near = re.split(r"\.\s", near[: m.start() - max(0, m.start() - 25)])[-1] + re.split(
+            r"\.\s", near[m.start() - max(0, m.start() - 25):])[0]
+        if not _R_CONTEXT.search(ctx) or re.search(r"\b(?:station|level|lymph|node|LN|cassette|labeled)\b", near, re.I):
             continue
         codes.append({"0": "negative", "1": "positive", "2": "positive"}.get(m.group(1).upper(), "unknown"))
         hits.append(Hit("margins", codes[-1], False, ctx))
@@ -444,6 +452,11 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
             if key_end >= 0 and re.search(r"\bin\s+situ\b|\(CIS\)", t[m.end(): key_end], re.I):
                 continue  # "Bronchial Margin Involvement by Carcinoma in situ (CIS): ..." is not the invasive margin
             before = scope_before(t, m.start())
+            distance = _MARGIN_DISTANCE.match(t[m.end():])
+            if distance and re.search(r"\bdistance\b", before, re.I) and float(distance.group(1)) > 0:
+                # "Distance of invasive carcinoma from closest margin: 2.5 cm": the tumour is clear of it
+                hits.append(Hit("margins", "negative", c.gross, t[max(0, m.start() - 50): m.end() + 30]))
+                continue
             if _MARGIN_SKIP_BEFORE.search(before) or lymph_context(t, m.start(), m.end()):
                 continue
             after = re.split(r"\.\s", t[m.end():])[0][:140]

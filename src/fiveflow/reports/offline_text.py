@@ -10,6 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from . import ocr_lexicon
 from .normalize import earliest_cue
 
 # ----------------------------------------------------------------------------- clauses
@@ -75,6 +76,7 @@ def clean_text(text: str) -> str:
     t = unicodedata.normalize("NFKC", str(text))
     t = t.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     t = re.sub(r"[\t\r\f\v]+", " ", t)
+    t = ocr_lexicon.correct(t)  # one-letter OCR errors of the rules' key words ("pieura", "vasculaz")
     t = re.sub(r"(?<=[a-z]{3})(?=[A-Z][a-z]{2})", " ", t)  # OCR-glued words: "diagnosisPoorly"
     for pat, rep in _OCR_FIXES:
         t = pat.sub(lambda m, rep=rep: m.group(0) if m.expand(rep).lower() == m.group(0).lower() else m.expand(rep), t)
@@ -126,8 +128,8 @@ def _strip_templates(t: str) -> str:
 
 
 def _split(text: str) -> list[str]:
-    parts = re.split(r"(?<=[.;!?])\s+(?=[\"'(\[]?[A-Z0-9#*-])|\ue000|;\s*|\s+-\s+|\s-(?=[A-Z])|\.\s*\.\s*", text)
-    return [p.strip(" .-") for p in parts if p and p.strip(" .-")]
+    parts = re.split(r"(?<=[.;!?])\s+(?=[\"'(\[/|]?[A-Z0-9#*-])|\ue000|;\s*|\s+-\s+|\s-(?=[A-Z])|\.\s*\.\s*", text)
+    return [p.strip(" .-/|") for p in parts if p and p.strip(" .-/|")]
 
 
 def clauses(text: str) -> list[Clause]:
@@ -213,9 +215,11 @@ def synoptic_value(clause: str, pos: int) -> str | None:
 
 
 def scope_before(clause: str, start: int) -> str:
-    """The sub-clause before position ``start`` (cut at punctuation and contrast words)."""
+    """The sub-clause before position ``start`` (cut at punctuation and contrast words). A short, closed
+    bracketed gloss is read as plain words ("extends to the parenchymal (stapled) margin")."""
+    before = re.sub(r"\(([^():]{1,25})\)", r" \1 ", clause[:start])
     return re.split(r"[,:()]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\bexcept\b|\band\s+(?=there\b)",
-                    clause[:start], flags=re.I)[-1][-80:]
+                    before, flags=re.I)[-1][-80:]
 
 
 def negated(clause: str, start: int, before: str | None = None) -> bool:

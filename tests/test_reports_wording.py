@@ -1,0 +1,216 @@
+"""The offline extractor on standard report wording: CAP lung-resection checklist lines and the common
+free-text phrasings of each finding, written from the CAP protocol and pathology usage (not copied from the
+development reports), each set in a neutral report. They test that the rules read the wording any institution
+uses, not just the development set's: negation and uncertainty scope, synoptic ``key: value`` lines,
+bracketed glosses, grade ranges, R codes. Plus the OCR lexicon (:mod:`fiveflow.reports.ocr_lexicon`)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fiveflow.reports import ocr_lexicon, offline
+
+TEMPLATE = ("FINAL DIAGNOSIS: LUNG, RIGHT UPPER LOBE, LOBECTOMY: INVASIVE CARCINOMA. TUMOR SIZE: 3.0 CM. {}\n"
+            "LYMPH NODES: 0/5.")
+
+# (field, wording, the answer a careful reader gives)
+BANK = [
+    ('differentiation', 'Histologic Grade: G1: Well differentiated.', 'well'),
+    ('differentiation', 'Histologic Grade: G2: Moderately differentiated.', 'moderate'),
+    ('differentiation', 'Histologic Grade: G3: Poorly differentiated.', 'poor'),
+    ('differentiation', 'Histologic Grade: GX: Cannot be assessed.', 'unknown'),
+    ('differentiation', 'Histologic grade: Not applicable.', 'unknown'),
+    ('differentiation', 'HISTOLOGIC GRADE: MODERATELY TO POORLY DIFFERENTIATED.', 'moderate_to_poor'),
+    ('differentiation', 'Grade: 3 of 3.', 'poor'),
+    ('differentiation', 'Tumor grade: Poorly differentiated (G3).', 'poor'),
+    ('differentiation', 'Squamous cell carcinoma, moderately differentiated, forming a 3.5 cm mass.', 'moderate'),
+    ('differentiation', 'Adenocarcinoma, poorly differentiated, with solid growth.', 'poor'),
+    ('differentiation', 'Well-differentiated adenocarcinoma, lepidic predominant.', 'well'),
+    ('differentiation', 'Invasive adenocarcinoma, acinar predominant, grade 2.', 'moderate'),
+    ('differentiation', 'Histologic grade: High grade.', 'poor'),
+    ('differentiation', 'Histologic Grade: G4: Undifferentiated.', 'undifferentiated'),
+    ('differentiation', 'Non-keratinizing squamous cell carcinoma, poorly-differentiated.', 'poor'),
+    ('stas', 'Spread Through Air Spaces (STAS): Not identified.', 'absent'),
+    ('stas', 'Spread through air spaces (STAS): Present.', 'present'),
+    ('stas', 'Tumor spread through air spaces is identified.', 'present'),
+    ('stas', 'No spread through air spaces is seen.', 'absent'),
+    ('stas', 'STAS: Cannot be determined.', 'unknown'),
+    ('vascular_invasion', 'Lymph-Vascular Invasion: Not identified.', 'absent'),
+    ('vascular_invasion', 'Lymph-Vascular Invasion: Present.', 'present'),
+    ('vascular_invasion', 'Lymph-vascular invasion: Indeterminate.', 'unknown'),
+    ('vascular_invasion', 'Lymphovascular invasion: not identified.', 'absent'),
+    ('vascular_invasion', 'Venous (large vessel) invasion: Absent.', 'absent'),
+    ('vascular_invasion', 'Arterial (large vessel) invasion: Present.', 'present'),
+    ('vascular_invasion', 'Lymphatic (small vessel) invasion: Not identified.', 'absent'),
+    ('vascular_invasion', 'Angiolymphatic invasion is present.', 'present'),
+    ('vascular_invasion', 'No angiolymphatic invasion is identified.', 'absent'),
+    ('vascular_invasion', 'There is no evidence of lymphovascular invasion.', 'absent'),
+    ('vascular_invasion', 'Vascular invasion is identified.', 'present'),
+    ('vascular_invasion', 'Focal vascular invasion is seen.', 'present'),
+    ('vascular_invasion', 'Definite lymphovascular invasion is not seen.', 'absent'),
+    ('vascular_invasion', 'Vascular invasion: absent.', 'absent'),
+    ('vascular_invasion', 'Lymphovascular space invasion: suspicious.', 'unknown'),
+    ('vascular_invasion', 'Blood vessel invasion: identified.', 'present'),
+    ('vascular_invasion', 'The tumor shows lymphovascular invasion.', 'present'),
+    ('vascular_invasion', 'Lymphovascular invasion (LVI): negative.', 'absent'),
+    ('vascular_invasion', 'LVI: Present', 'present'),
+    ('vascular_invasion', 'Perineural and lymphovascular invasion are not identified.', 'absent'),
+    ('vascular_invasion', 'Lymphovascular and perineural invasion are present.', 'present'),
+    ('pleural_invasion', 'Visceral Pleura Invasion: Not identified.', 'absent'),
+    ('pleural_invasion', 'Visceral Pleura Invasion: Present.', 'present'),
+    ('pleural_invasion', 'Visceral pleural invasion: Cannot be determined.', 'unknown'),
+    ('pleural_invasion', 'Visceral pleural invasion (PL1): present.', 'present'),
+    ('pleural_invasion', 'Pleural invasion: PL0.', 'absent'),
+    ('pleural_invasion', 'The tumor invades the visceral pleura.', 'present'),
+    ('pleural_invasion', 'The tumor does not invade the visceral pleura.', 'absent'),
+    ('pleural_invasion', 'The visceral pleura is free of tumor.', 'absent'),
+    ('pleural_invasion', 'The tumor extends to but does not penetrate the visceral pleural elastic layer.', 'absent'),
+    ('pleural_invasion', 'Tumor penetrates the visceral pleural elastic layer (PL1).', 'present'),
+    ('pleural_invasion', 'The pleura is uninvolved.', 'absent'),
+    ('pleural_invasion', 'Pleural involvement: absent.', 'absent'),
+    ('pleural_invasion', 'Elastic stain confirms visceral pleural invasion.', 'present'),
+    ('pleural_invasion', 'Visceral pleural invasion is not identified on elastic stain.', 'absent'),
+    ('pleural_invasion', 'Tumor involves the pleural surface.', 'present'),
+    ('pleural_invasion', 'No pleural invasion is identified.', 'absent'),
+    ('pleural_invasion', 'Pleura: Not involved.', 'absent'),
+    ('pleural_invasion', 'Pleura: involved by carcinoma.', 'present'),
+    ('adjacent_invasion', 'Direct Invasion of Adjacent Structures: Not identified.', 'absent'),
+    ('adjacent_invasion', 'Direct invasion of adjacent structures: Chest wall.', 'present'),
+    ('adjacent_invasion', 'Tumor Extension: Tumor invades the chest wall.', 'present'),
+    ('adjacent_invasion', 'The tumor invades the parietal pleura and chest wall.', 'present'),
+    ('adjacent_invasion', 'The tumor directly invades the pericardium.', 'present'),
+    ('adjacent_invasion', 'The tumor invades the diaphragm.', 'present'),
+    ('adjacent_invasion', 'The tumor infiltrates the mediastinal soft tissue.', 'present'),
+    ('adjacent_invasion', 'The chest wall is free of tumor.', 'absent'),
+    ('adjacent_invasion', 'Invasion of adjacent structures: absent.', 'absent'),
+    ('adjacent_invasion', 'The tumor is confined to the lung.', 'absent'),
+    ('adjacent_invasion', 'Tumor invades the main bronchus.', 'present'),
+    ('adjacent_invasion', 'Parietal pleura: involved by carcinoma.', 'present'),
+    ('adjacent_invasion', 'Tumor extension: Confined to lung.', 'absent'),
+    ('margins', 'Margins: Uninvolved by invasive carcinoma.', 'negative'),
+    ('margins', 'Margins: Involved by invasive carcinoma.', 'positive'),
+    ('margins', 'Bronchial Margin: Uninvolved by invasive carcinoma.', 'negative'),
+    ('margins', 'Bronchial margin: Involved by invasive carcinoma.', 'positive'),
+    ('margins', 'Margins: Cannot be assessed.', 'unknown'),
+    ('margins', 'All surgical margins are free of tumor.', 'negative'),
+    ('margins', 'The bronchial and vascular margins are negative for carcinoma.', 'negative'),
+    ('margins', 'Surgical margins are negative for malignancy.', 'negative'),
+    ('margins', 'The bronchial resection margin is positive for carcinoma.', 'positive'),
+    ('margins', 'Carcinoma is present at the bronchial margin.', 'positive'),
+    ('margins', 'Tumor extends to the parenchymal (stapled) margin.', 'positive'),
+    ('margins', 'Margins are clear.', 'negative'),
+    ('margins', 'Distance of invasive carcinoma from closest margin: 2.5 cm. Closest margin: bronchial.', 'negative'),
+    ('margins', 'Residual tumor (R): R0.', 'negative'),
+    ('margins', 'Residual tumor: R1.', 'positive'),
+    ('margins', 'Residual tumor: RX.', 'unknown'),
+    ('margins', 'Margins of resection are free of neoplasm.', 'negative'),
+    ('margins', 'Bronchial, vascular and parenchymal margins: free of tumor.', 'negative'),
+    ('margins', 'Resection margins: uninvolved.', 'negative'),
+    ('margins', 'The stapled parenchymal margin is free of tumor.', 'negative'),
+    ('margins', 'Margins: not involved.', 'negative'),
+    ('margins', 'Carcinoma is present at the inked margin.', 'positive'),
+    ('margins', 'Surgical margin status: negative.', 'negative'),
+    ('margins', 'Margin: tumor is 0.2 cm from the bronchial margin.', 'negative'),
+    ('vascular_invasion', 'No lymphovascular or pleural invasion is identified.', 'absent'),
+    ('pleural_invasion', 'No lymphovascular or pleural invasion is identified.', 'absent'),
+    ('vascular_invasion', 'Lymphovascular invasion cannot be excluded.', 'unknown'),
+    ('vascular_invasion', 'Suspicious for lymphovascular invasion.', 'unknown'),
+    ('vascular_invasion', 'Lymphovascular invasion is not definitively identified.', 'absent'),
+    ('pleural_invasion', 'Negative for pleural invasion by elastic stain.', 'absent'),
+    ('pleural_invasion', 'Pleural invasion: no.', 'absent'),
+    ('pleural_invasion', 'Pleural invasion: yes.', 'present'),
+    ('pleural_invasion', 'There is tumor invasion beyond the elastic layer of the visceral pleura.', 'present'),
+    ('pleural_invasion', 'Tumor abuts but does not invade the visceral pleura.', 'absent'),
+    ('pleural_invasion', 'Visceral pleural invasion is equivocal.', 'unknown'),
+    ('vascular_invasion', 'Vascular invasion: Yes.', 'present'),
+    ('vascular_invasion', 'Angiolymphatic invasion: Not identified.', 'absent'),
+    ('vascular_invasion', 'Intravascular tumor emboli are identified.', 'present'),
+    ('vascular_invasion', 'Tumor thrombus is present in a pulmonary vein.', 'present'),
+    ('vascular_invasion', 'Venous invasion: present (V1).', 'present'),
+    ('differentiation', 'Adenocarcinoma, poorly to moderately differentiated.', 'moderate_to_poor'),
+    ('differentiation', 'Squamous cell carcinoma, moderately-to-poorly differentiated.', 'moderate_to_poor'),
+    ('differentiation', 'Histologic grade: 2 of 3 (moderately differentiated).', 'moderate'),
+    ('differentiation', 'Differentiation: poor.', 'poor'),
+    ('differentiation', 'Differentiation: moderate.', 'moderate'),
+    ('stas', 'Spread through air spaces: present (focal).', 'present'),
+    ('stas', 'STAS is not identified.', 'absent'),
+    ('margins', 'The margins are free of carcinoma (closest margin bronchial, 1.5 cm).', 'negative'),
+    ('margins', 'Margin status: Negative for malignancy.', 'negative'),
+    ('margins', 'The tumor is 1 mm from the parenchymal margin.', 'negative'),
+    ('margins', 'Bronchial margin: Negative for tumor. Vascular margin: Negative for tumor.', 'negative'),
+    ('margins', 'Margins: Involved. Site of involvement: bronchial.', 'positive'),
+    ('adjacent_invasion', 'Tumor does not involve the chest wall.', 'absent'),
+    ('adjacent_invasion', 'Tumor invades into the mediastinal fat.', 'present'),
+    ('adjacent_invasion', 'No direct extension into adjacent structures is identified.', 'absent'),
+    ('adjacent_invasion', 'Rib: negative for tumor.', 'absent'),
+    ('adjacent_invasion', 'Chest wall invasion: present.', 'present'),
+    ('adjacent_invasion', 'Pericardium: not involved.', 'absent'),
+    ('adjacent_invasion', 'The resected diaphragm is uninvolved.', 'absent'),
+    ('adjacent_invasion', 'Tumor invades the superior vena cava.', 'present'),
+    ('adjacent_invasion', 'Direct invasion of adjacent structures: Cannot be assessed.', 'unknown'),
+    ('adjacent_invasion', 'Chest wall invasion: indeterminate.', 'unknown'),
+    ('adjacent_invasion', 'Involvement of the chest wall cannot be excluded.', 'unknown'),
+]
+
+
+@pytest.mark.parametrize("field, wording, expected", BANK, ids=[f"{f}:{w[:40]}" for f, w, _ in BANK])
+def test_standard_wording_is_read(field, wording, expected):
+    result = offline.extract(TEMPLATE.format(wording))
+    assert result.labels[field] == expected, (wording, result.evidence[field])
+
+
+def test_the_bank_covers_every_field_and_value():
+    covered = {(f, e) for f, _, e in BANK}
+    for f in ("vascular_invasion", "pleural_invasion", "adjacent_invasion", "stas"):
+        assert {(f, v) for v in ("present", "absent", "unknown")} <= covered, f
+    assert {("margins", v) for v in ("positive", "negative", "unknown")} <= covered
+    assert {("differentiation", v) for v in ("well", "moderate", "poor", "moderate_to_poor", "undifferentiated",
+                                              "unknown")} <= covered
+
+
+@pytest.mark.parametrize("ocr, word", [("pieura", "pleura"), ("P1EURA", "PLEURA"), ("vasculaz", "vascular"),
+                                       ("Negattive", "Negative"), ("ifferentiated", "differentiated"),
+                                       ("madiastinal", "mediastinal"), ("broncial", "bronchial"), ("cumor", "tumor"),
+                                       ("identifed", "identified"), ("moderatly", "moderately")])
+def test_the_lexicon_restores_one_letter_ocr_errors_keeping_case(ocr, word):
+    assert ocr_lexicon.correct(f"x {ocr}, y") == f"x {word}, y"
+
+
+@pytest.mark.parametrize("word", ["tumors", "tumour", "involves", "viscera", "plastic", "through", "though", "space",
+                                  "identifier", "plural", "prevent", "G3", "pT1a", "R0", "venous", "absent"])
+def test_the_lexicon_leaves_real_words_codes_and_terms_alone(word):
+    assert ocr_lexicon.correct(word) == word
+
+
+def test_a_word_one_edit_from_two_terms_is_left_alone():
+    # "invadex" is one letter from both "invades" and "invaded": ambiguous, so kept as it is
+    near = {t for t in ocr_lexicon.LEXICON if ocr_lexicon._distance_at_most_one("invadex", t)}
+    assert near == {"invades", "invaded"} and ocr_lexicon.term_for("invadex") is None
+    assert ocr_lexicon.term_for("margns") == "margins" and ocr_lexicon.term_for("margi") == "margin"
+
+
+REPORT = (
+    "FINAL DIAGNOSIS: RIGHT UPPER LOBE, LOBECTOMY: SQUAMOUS CELL CARCINOMA, MODERATELY DIFFERENTIATED. "
+    "Visceral pleural invasion: present. Lymphovascular invasion: not identified. Spread through air spaces: "
+    "not identified. The tumor invades the parietal pleura and chest wall. All margins are negative for carcinoma."
+)
+
+
+def test_corrupted_key_words_give_the_clean_answers():
+    clean = offline.extract(REPORT).labels
+    assert clean == {"differentiation": "moderate", "stas": "absent", "vascular_invasion": "absent",
+                     "pleural_invasion": "present", "adjacent_invasion": "present", "margins": "negative"}
+    rng = random.Random(0)
+    for _ in range(20):  # every key word with one letter dropped or doubled, at random places
+        def edit(w: str) -> str:
+            if w.lower().strip(".,:") not in ocr_lexicon.LEXICON or len(w) < 6:
+                return w
+            while True:
+                i = rng.randrange(1, len(w) - 2)
+                out = w[:i] + w[i + 1:] if rng.random() < 0.5 else w[:i] + w[i] + w[i:]
+                if out.lower().strip(".,:") not in ocr_lexicon.KNOWN:  # "through" -> "trough" is a real word
+                    return out
+        noisy = " ".join(edit(w) for w in REPORT.split(" "))
+        assert noisy != REPORT
+        assert offline.extract(noisy).labels == clean, noisy
