@@ -55,7 +55,7 @@ from .offline_text import (
 #: first answer: the class label leaked into pre-training). Bump it whenever the labels or descriptions change.
 #: rules-v6: key words with one OCR'd letter wrong are read (:mod:`fiveflow.reports.ocr_lexicon`), a heading glued to
 #: the clause before it by "/" is cut off, short bracketed glosses are read as words, synoptic "Parietal pleura: involved",
-#: "Distance ... from closest margin: 2.5 cm" and R codes beside a lymph-node line are read.
+#: "Distance ... from closest margin: 2.5 cm", R codes beside a lymph-node line and "does not show X" are read.
 MODEL_NAME = "rules-v6"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -179,7 +179,7 @@ _PLEURA = re.compile(
 )
 _PLEURA_VERB_BEFORE = re.compile(
     r"(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|penetrat\w*|through|into|"
-    r"negative|positive|free|uninvolved)\s+(?:\w+\s+){0,4}$|"
+    r"negative|positive|free|uninvolved|(?:present|seen|identified)\s+at)\s+(?:\w+\s+){0,4}$|"
     r"\b(?:invasion|extension|extends?|extending)\s+beyond\s+(?:the\s+)?elastic\s+(?:layer|lamina)\s+of\s+(?:the\s+)?$",
     re.I,
 )

@@ -230,8 +230,11 @@ def negated(clause: str, start: int, before: str | None = None) -> bool:
         # Negation scopes over a few words, and not across a statement of presence
         # ("... but not through pleura, tumor identified within lymphovascular space").
         gap = before[neg[-1].end():]
+        # ... but the verb the negation governs is part of it ("does not show lymphovascular invasion")
+        governed = re.sub(r"^\s*(?:show|demonstrat|reveal|exhibit|display|contain|have|has|see|identif)\w*\s+", "", gap,
+                          flags=re.I)
         return len(gap.split()) <= 6 and not re.search(
-            r"\b(?:identified|present|seen|noted|shows?|showing|with)\b", gap, re.I
+            r"\b(?:identified|present|seen|noted|shows?|showing|with)\b", governed, re.I
         )
     # "No lymphatic invasion, blood vessel and perineural invasion": the list shares the "No".
     return before.strip() == "" and bool(
