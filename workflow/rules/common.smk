@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fiveflow.config import ConfigError, resolve_path, validate_config  # noqa: E402
+from fiveflow.embed.shards import plan_shards  # noqa: E402
 from fiveflow.embed.text_towers import has_text_tower  # noqa: E402
 from fiveflow.evaluate.optimistic import bestepoch_method  # noqa: E402
 from fiveflow.protocol import table_protocol  # noqa: E402
@@ -46,6 +47,9 @@ if COHORT.source == "gdc":
 SHOTS = [int(s) for s in config["fewshot"]["shots"]]
 BASELINES = list(config["baselines"])
 EMBED_GPU = 0 if config["embedding"]["device"] == "cpu" else 1
+# embedding.shard_size > 1: slides embedded in shards (one job, one model load per shard; see embed.smk)
+EMBED_SHARD_SIZE = int(config["embedding"].get("shard_size", 1))
+EMBED_SHARDS = plan_shards(SLIDES, EMBED_SHARD_SIZE) if EMBED_SHARD_SIZE > 1 else {}
 # Hub token for gated encoder weights, passed to (cluster) jobs only when the user has one set.
 EMBED_ENVVARS = [v for v in ("HF_TOKEN",) if os.environ.get(v)]
 # Features imported from another tool (DSMIL CSVs, CLAM/TRIDENT h5) instead of tiling and embedding slides.

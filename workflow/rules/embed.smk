@@ -10,7 +10,7 @@ if EMBED_ENVVARS:
         *EMBED_ENVVARS,
 
 
-if not PRECOMPUTED:
+if not PRECOMPUTED and EMBED_SHARD_SIZE == 1:
 
     rule embed:
         """Feature bag (features N x D, coords N x 2) of one slide with the configured encoder.
@@ -39,6 +39,45 @@ if not PRECOMPUTED:
             gpu=EMBED_GPU,
         script:
             "../scripts/embed.py"
+
+elif not PRECOMPUTED:
+    # embedding.shard_size > 1: one job per shard of slides (sorted ids, in runs of shard_size), one process and one
+    # model load for all of them (fiveflow.embed.shards). Snakemake still sees one bag per slide. Each shard is a
+    # rule of its own, embed_shard_0000, ...; resources set for `embed` (set-resources in a profile) apply to them.
+    for _shard, _members in EMBED_SHARDS.items():
+
+        rule:
+            name:
+                f"embed_shard_{_shard}"
+            input:
+                slides=[COHORT.slide_path(s) for s in _members],
+                coords=[f"{R}/coords/{s}.parquet" for s in _members],
+            output:
+                [f"{R}/features/{ENCODER}/{s}.h5" for s in _members],
+            params:
+                embedding=EMBED_PARAMS,
+                root=ROOT,
+                shard=_shard,
+                slides=_members,
+            log:
+                f"{LOGS}/embed/{ENCODER}/shard-{_shard}.log",
+            benchmark:
+                f"{BENCH}/embed/{ENCODER}/shard-{_shard}.tsv"
+            conda:
+                "../../envs/embed.yaml"
+            threads: config["embedding"]["threads"]
+            resources:
+                mem_mb=4000,
+                runtime=30 + 15 * len(_members),
+                gpu=EMBED_GPU,
+            script:
+                "../scripts/embed_shard.py"
+
+        # Snakemake matches set-resources to rule names exactly: what a profile (or --set-resources) gives
+        # `embed` is given to every shard rule the same way Snakemake gives it to a rule of that name
+        _embed_set = workflow.resource_settings.overwrite_resources.get("embed")
+        if _embed_set:
+            getattr(rules, f"embed_shard_{_shard}").rule.resources.update(_embed_set)
 
 else:
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULTS = {"precision": "auto", "deterministic": True, "precomputed": None, "num_workers": "auto"}
+DEFAULTS = {"precision": "auto", "deterministic": True, "precomputed": None, "num_workers": "auto", "shard_size": 1}
 
 
 def is_local_weights(weights: str) -> bool:

@@ -71,16 +71,19 @@ class _Outputs:
 @torch.inference_mode()
 def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encoder, out_h5: str | Path,
                 batch_size: int = 32, num_workers: int | str = 0, device: str = "auto", precision: str = "auto",
-                deterministic: bool = True, progress: bool = True, skip_complete: bool = False) -> dict:
+                deterministic: bool = True, progress: bool = True, skip_complete: bool = False,
+                prepared: tuple | None = None) -> dict:
     """Write the feature bag of one slide; returns a summary (tiles, seconds, tiles/s, skipped).
 
     ``skip_complete``: leave an existing bag alone when it is complete and was made from the same
     coordinates with the same weights and inference settings (resuming an interrupted cohort).
+    ``prepared``: the result of :func:`~fiveflow.embed.runtime.prepare` for this encoder and device, made
+    once for many slides (:func:`fiveflow.embed.shards.embed_shard`); None prepares the model here.
     """
     coords_df, meta = read_coords(coords_path)
     coords = coords_df[["x", "y"]].to_numpy(np.int64)
     dev = resolve_device(device, "embedding.device")
-    fm, amp, inference = prepare(encoder, dev, precision, deterministic)
+    fm, amp, inference = prepared or prepare(encoder, dev, precision, deterministic)
     attrs = embed_attrs(meta, encoder, coords, inference)
     summary = {"slide_id": meta["slide_id"], "tiles": len(coords), "inference": inference, "skipped": False}
     if skip_complete and is_complete(out_h5, weights_sha256=encoder.weights_sha256,
