@@ -127,7 +127,10 @@ def test_full_dag_from_a_fresh_clone_without_shared(tmp_path):
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]
     counts = job_stats(text)
-    assert counts["gdc_download"] == counts["tile"] == counts["embed"] == 1053, counts
+    assert counts["gdc_download"] == counts["tile"] == 1053, counts
+    # embedding.shard_size 32: 33 shard jobs (32 x 32 + 29 slides), one rule each, instead of 1,053 embed jobs
+    shards = {k: v for k, v in counts.items() if k.startswith("embed_shard_")}
+    assert "embed" not in counts and len(shards) == 33 and set(shards.values()) == {1}, counts
     assert counts["pretrain"] == 1 and counts["fewshot"] == 4 * 5 and counts["baseline"] == 5 * 5, counts
     assert counts["fetch_tcga_reports"] == counts["fetch_five_answers_luad"] == counts["fetch_five_answers_lusc"] == 1
     assert counts["reports"] == 1 and "shared/" not in text
