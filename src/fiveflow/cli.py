@@ -86,14 +86,20 @@ def cmd_embed(args) -> int:
     for key in ("encoder", "weights", "batch_size", "num_workers", "device", "precision"):
         if getattr(args, key, None) is not None:
             cfg[key] = getattr(args, key)
+    from .embed.runtime import prepare
+    from .train.common import resolve_device
+
     enc = build_encoder(cfg["encoder"], cfg["weights"], int(cfg["seed"]))
+    # one model load and one prepare for all the slides (as a shard of the workflow)
+    prepared = prepare(enc, resolve_device(cfg["device"], "embedding.device"), cfg["precision"],
+                       bool(cfg["deterministic"]))
     for s in args.slides:
         sid = slide_id_from_path(s)
         coords = Path(args.out) / "coords" / f"{sid}.parquet"
         res = embed_slide(s, coords, enc, Path(args.out) / "features" / cfg["encoder"] / f"{sid}.h5",
                           batch_size=int(cfg["batch_size"]), num_workers=cfg["num_workers"], device=cfg["device"],
                           precision=cfg["precision"], deterministic=bool(cfg["deterministic"]),
-                          skip_complete=not args.overwrite)
+                          skip_complete=not args.overwrite, prepared=prepared)
         speed = "up to date" if res["skipped"] else f"{res['tiles_per_s']:.1f} tiles/s"
         print(f"{sid}\t{res['tiles']} tiles\t{speed}\t{res['inference']}")
     return 0
