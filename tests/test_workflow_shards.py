@@ -73,6 +73,8 @@ def test_shards_give_the_per_slide_bags_bit_identical(tmp_path, slides, per_slid
     assert not (tmp_path / "results" / "features" / "demo" / ".shard-store").exists()
     again = run_workflow(tmp_path, "-n", *bags(tmp_path))
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    target = run_workflow(tmp_path, "-n", "embed")  # the aggregate rule `embed` stands for every shard's bags
+    assert target.returncode == 0 and "Nothing to be done" in target.stdout + target.stderr, target.stderr[-2000:]
 
 
 def group_alive(pgid: int) -> bool:
@@ -88,6 +90,9 @@ def group_alive(pgid: int) -> bool:
 
 def test_a_killed_shard_resumes_at_its_next_slide(tmp_path, slides, per_slide):
     write_cohort(tmp_path, slides, N)  # one shard of all N slides
+    plan = run_workflow(tmp_path, "-n", "embed")  # the target `embed`: tiling and the shard, nothing downstream
+    stats = job_stats(plan.stdout + plan.stderr)
+    assert stats["embed_shard_0000"] == 1 and stats["tile"] == N and "pretrain" not in stats, stats
     store = tmp_path / "results" / "features" / "demo" / ".shard-store"
     log = open(tmp_path / "run1.log", "wb")
     run = subprocess.Popen(workflow_cmd(tmp_path, "--cores", "1", *bags(tmp_path)), stdout=log,

@@ -79,6 +79,13 @@ elif not PRECOMPUTED:
         if _embed_set:
             getattr(rules, f"embed_shard_{_shard}").rule.resources.update(_embed_set)
 
+    rule embed:
+        """Every feature bag (made by the shard rules): `--until embed` and the target `embed` work as with a job
+        per slide."""
+        input:
+            bag_paths(),
+        localrule: True
+
 else:
 
     rule import_bag:
