@@ -75,6 +75,9 @@ BANK = [
     ('pleural_invasion', 'No pleural invasion is identified.', 'absent'),
     ('pleural_invasion', 'Pleura: Not involved.', 'absent'),
     ('pleural_invasion', 'Pleura: involved by carcinoma.', 'present'),
+    # a key whose value is a sentence about the same finding: the sentence decides
+    ('pleural_invasion', 'Visceral pleura: Carcinoma extends up to but not into the visceral pleura.', 'absent'),
+    ('pleural_invasion', 'Visceral pleura: The tumor invades the visceral pleura (PL1).', 'present'),
     ('adjacent_invasion', 'Direct Invasion of Adjacent Structures: Not identified.', 'absent'),
     ('adjacent_invasion', 'Direct invasion of adjacent structures: Chest wall.', 'present'),
     ('adjacent_invasion', 'Tumor Extension: Tumor invades the chest wall.', 'present'),

@@ -55,7 +55,9 @@ from .offline_text import (
 #: first answer: the class label leaked into pre-training). Bump it whenever the labels or descriptions change.
 #: rules-v6: key words with one OCR'd letter wrong are read (:mod:`fiveflow.reports.ocr_lexicon`), a heading glued to
 #: the clause before it by "/" is cut off, short bracketed glosses are read as words, synoptic "Parietal pleura: involved",
-#: "Distance ... from closest margin: 2.5 cm", R codes beside a lymph-node line and "does not show X" are read.
+#: "Distance ... from closest margin: 2.5 cm", R codes beside a lymph-node line and "does not show X" are read; a
+#: synoptic pleura key whose value is a sentence about the pleura ("Visceral pleura: Carcinoma extends up to but not
+#: into ...") is decided by that sentence.
 MODEL_NAME = "rules-v6"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -249,6 +251,11 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
             verb = _PLEURA_VERB_BEFORE.search(before[-80:])
             status = _PLEURA_STATUS_AFTER.match(after)
             key = _PLEURA_KEY_AFTER.match(after)
+            value = synoptic_value(t, m.end()) if key else None
+            inner = _PLEURA.search(value) if value is not None else None
+            if inner and any(p.search(value[: inner.start()][-80:])
+                             for p in (_PLEURA_VERB_BEFORE, _PLEURA_SHALLOW_NEG, _PLEURA_PL1)):
+                continue  # "Visceral pleura: Carcinoma extends up to but not into visceral pleura": the sentence decides
             if verb and not noun and re.match(r"(?:negative|free|uninvolved)\b", verb.group(0), re.I):
                 pol: str | None = "absent"  # "negative pleura"
             elif verb and not noun and verb.group(0).lower().startswith("positive"):
