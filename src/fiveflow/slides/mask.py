@@ -87,7 +87,7 @@ def _otsu_threshold(gray_images) -> float:
 
     hist = np.zeros(256, np.int64)
     for g in gray_images:
-        hist += cv2.calcHist([g], [0], None, [256], [0, 256])[:, 0].astype(np.int64)
+        hist += cv2.calcHist([g], [0], None, [256], [0, 256]).reshape(-1).astype(np.int64)  # (256, 1) or (256,) by OpenCV version
     present = np.flatnonzero(hist)
     if len(present) == 0:
         return 0.0
