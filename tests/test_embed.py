@@ -31,7 +31,8 @@ def tiled(small_slide, tmp_path):
 
 def test_bag_has_features_coords_and_provenance(tiled, tmp_path, encoder):
     slide, coords = tiled
-    res = embed_slide(slide, coords, encoder, tmp_path / "f.h5", batch_size=8, progress=False)
+    # device cpu: the inference string below is the CPU one (on a GPU machine "auto" would pick CUDA)
+    res = embed_slide(slide, coords, encoder, tmp_path / "f.h5", batch_size=8, progress=False, device="cpu")
     feats, xy, attrs = read_bag(tmp_path / "f.h5")
     df, meta = read_coords(coords)
     assert res["tiles"] == len(df) > 10 and feats.shape == (len(df), 512)
@@ -69,7 +70,10 @@ def test_pipeline_matches_a_plain_reference_loop(tiled, tmp_path, encoder):
     from fiveflow.slides.reader import open_slide
 
     slide, coords = tiled
-    embed_slide(slide, coords, encoder, tmp_path / "f.h5", batch_size=16, progress=False)
+    # the reference runs on the CPU in fp32; so does the pipeline here (on a GPU machine "auto" would pick bf16 CUDA,
+    # and prepare() moves the encoder's model to the GPU)
+    embed_slide(slide, coords, encoder, tmp_path / "f.h5", batch_size=16, progress=False, device="cpu")
+    encoder.model.cpu()
     feats = read_bag(tmp_path / "f.h5")[0]
     df, meta = read_coords(coords)
     s = open_slide(slide)
@@ -166,7 +170,8 @@ def test_device_normalisation_matches_the_textbook_formula(encoder):
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_cpu_bn_fusion_keeps_the_features(encoder):
+def test_cpu_bn_fusion_keeps_the_features():
+    encoder = build_encoder("demo", "random", seed=0)  # its own: the module's may sit on a GPU after other tests
     fused, did = fuse_for_cpu(encoder.model)
     assert did
     x = torch.randn(4, 3, 64, 64)
