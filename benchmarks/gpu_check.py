@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import sys
 import tempfile
 import time
@@ -127,7 +128,7 @@ def check_resume_rng(dev: torch.device, work: Path) -> None:
     torch.manual_seed(99)  # another run's streams
     if dev.type == "cuda":
         torch.cuda.manual_seed_all(99)
-    state = load_train_state(path, "key", __import__("logging").getLogger("gpu_check"))
+    state = load_train_state(path, "key", logging.getLogger("gpu_check"))
     torch.set_rng_state(state["torch_rng"])
     if dev.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda_rng"])

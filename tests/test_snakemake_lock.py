@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, kill_group
 
 WRAPPER = str(PROJECT_ROOT / "tools" / "snakemake.sh")
 PYTHON = str(PROJECT_ROOT / ".venv" / "bin" / "python")
@@ -69,29 +69,6 @@ def start(procs, cmd, work) -> subprocess.Popen:
         assert time.time() < deadline, "Snakemake took no lock within 60 s"
         time.sleep(0.1)
     return p
-
-
-def kill_group(p: subprocess.Popen) -> None:
-    """SIGKILL ``p``'s whole process group (the script, its Snakemake, the job), as a power loss would end it,
-    and wait until every one of them has died. ``p.wait`` returns when ``p`` itself has: the others may still be
-    running for a moment after the signal on a loaded machine (a CI run failed on that race: the next run
-    rightly saw the killed Snakemake still alive and kept its lock)."""
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait(timeout=30)
-    deadline = time.time() + 30
-    while True:
-        alive = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # ended while we looked
-            if int(fields[2]) == p.pid and fields[0] not in ("Z", "X"):
-                alive.append(stat.parent.name)
-        if not alive:
-            return
-        assert time.time() < deadline, f"processes of group {p.pid} still alive 30 s after SIGKILL: {alive}"
-        time.sleep(0.05)
 
 
 def wrapper(work: Path, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:

@@ -5,9 +5,7 @@ rerun by the next run, which embeds only the slides the killed one had not finis
 """
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, job_stats, run_workflow, tissue_image, workflow_cmd, write_pyramid_tiff
+from conftest import PROJECT_ROOT, job_stats, kill_group, run_workflow, tissue_image, workflow_cmd, write_pyramid_tiff
 from fiveflow.embed.bags import bag_attrs, read_bag
 
 pytestmark = pytest.mark.e2e
@@ -77,17 +75,6 @@ def test_shards_give_the_per_slide_bags_bit_identical(tmp_path, slides, per_slid
     assert target.returncode == 0 and "Nothing to be done" in target.stdout + target.stderr, target.stderr[-2000:]
 
 
-def group_alive(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
 def test_a_killed_shard_resumes_at_its_next_slide(tmp_path, slides, per_slide):
     write_cohort(tmp_path, slides, N)  # one shard of all N slides
     plan = run_workflow(tmp_path, "-n", "embed")  # the target `embed`: tiling and the shard, nothing downstream
@@ -104,12 +91,7 @@ def test_a_killed_shard_resumes_at_its_next_slide(tmp_path, slides, per_slide):
             assert time.time() < deadline, "the shard stored no 2 bags within 300 s"
             time.sleep(0.02)
     finally:
-        os.killpg(run.pid, signal.SIGKILL)  # the whole run, as a node failure or `scancel` would end it
-        run.wait(timeout=30)
-        deadline = time.time() + 30
-        while group_alive(run.pid):
-            assert time.time() < deadline
-            time.sleep(0.05)
+        kill_group(run)  # the whole run, as a node failure or `scancel` would end it
     stored = sorted(p.name for p in store.glob("*.h5") if bag_attrs(p).get("complete"))
     assert 2 <= len(stored) < N, f"the kill came too late: {stored}"
 

@@ -44,6 +44,9 @@ elif not PRECOMPUTED:
     # embedding.shard_size > 1: one job per shard of slides (sorted ids, in runs of shard_size), one process and one
     # model load for all of them (fiveflow.embed.shards). Snakemake still sees one bag per slide. Each shard is a
     # rule of its own, embed_shard_0000, ...; resources set for `embed` (set-resources in a profile) apply to them.
+    # Snakemake matches set-resources to rule names exactly: what a profile (or --set-resources) gives `embed` is
+    # given to every shard rule below the same way Snakemake gives it to a rule of that name
+    _embed_set = workflow.resource_settings.overwrite_resources.get("embed")
     for _shard, _members in EMBED_SHARDS.items():
 
         rule:
@@ -73,9 +76,6 @@ elif not PRECOMPUTED:
             script:
                 "../scripts/embed_shard.py"
 
-        # Snakemake matches set-resources to rule names exactly: what a profile (or --set-resources) gives
-        # `embed` is given to every shard rule the same way Snakemake gives it to a rule of that name
-        _embed_set = workflow.resource_settings.overwrite_resources.get("embed")
         if _embed_set:
             getattr(rules, f"embed_shard_{_shard}").rule.resources.update(_embed_set)
 

@@ -443,9 +443,9 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
     full = ". ".join(c.text for c in cls)
     for m in _R_CODE.finditer(full):
         ctx = full[max(0, m.start() - 60): m.end() + 20]
-        near = full[max(0, m.start() - 25): m.end() + 15]  # the words around the code, within its own sentence
-        near = re.split(r"\.\s", near[: m.start() - max(0, m.start() - 25)])[-1] + re.split(
-            r"\.\s", near[m.start() - max(0, m.start() - 25):])[0]
+        # the words around the code, within its own sentence
+        near = (re.split(r"\.\s", full[max(0, m.start() - 25): m.start()])[-1]
+                + re.split(r"\.\s", full[m.start(): m.end() + 15])[0])
         if not _R_CONTEXT.search(ctx) or re.search(r"\b(?:station|level|lymph|node|LN|cassette|labeled)\b", near, re.I):
             continue
         codes.append({"0": "negative", "1": "positive", "2": "positive"}.get(m.group(1).upper(), "unknown"))
