@@ -14,6 +14,7 @@ On a machine without CUDA every check runs on the CPU as a smoke test (fp32; the
 bf16 autocast and the CUDA RNG, are reported as skipped). Exit status 1 when any check fails.
 
 Usage: .venv/bin/python benchmarks/gpu_check.py [--device auto|cuda|cpu]
+Last line: RESULT check=all ok=... failed=... device=... seconds=...
 """
 from __future__ import annotations
 
@@ -148,6 +149,7 @@ def main() -> int:
         print("gpu_check: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
     dev = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    t_start = time.perf_counter()
     if dev.type == "cpu":
         torch.set_num_threads(min(2, torch.get_num_threads()))
         print(f"gpu_check: no CUDA device (torch {torch.__version__}); running every check on the CPU as a smoke "
@@ -165,6 +167,8 @@ def main() -> int:
             except Exception as exc:  # one broken check must not hide the others
                 result(name, False, error=f"{type(exc).__name__}:{str(exc)[:200]!r}")
     print(f"gpu_check: {'all checks passed' if not FAILED else 'FAILED: ' + ', '.join(FAILED)}")
+    print(f"RESULT check=all ok={int(not FAILED)} failed={len(FAILED)} device={dev.type} "
+          f"seconds={time.perf_counter() - t_start:.1f}")
     return 1 if FAILED else 0
 
 
