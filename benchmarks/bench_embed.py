@@ -37,6 +37,7 @@ the naive loop is printed above the RESULT line, not in it); on a GPU also ``spe
 Last line: ``RESULT io_efficiency=... [speedup_vs_naive=... on CUDA] tiles_per_s=... model_tiles_per_s=...
 naive_tiles_per_s=... gflop_per_tile=... matmul_gflops=... fp32_bound_speedup=... tiles=... device=...``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,17 @@ def sync(dev: torch.device) -> None:
 
 
 def pipeline_run(slide, coords, enc, out, args) -> float:
-    res = embed_slide(slide, coords, enc, out, batch_size=args.batch_size, num_workers=args.workers,
-                      device=args.device, precision=args.precision, progress=False)
+    res = embed_slide(
+        slide,
+        coords,
+        enc,
+        out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        precision=args.precision,
+        progress=False,
+    )
     return res["tiles_per_s"]
 
 
@@ -136,8 +146,12 @@ def matmul_gflops(dev: torch.device, n: int = 4096) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slide", default=str(CMU))
-    ap.add_argument("--synthetic", metavar="WxH", help="use bench_tiling.py's cached synthetic slide of this size "
-                    "instead (e.g. 20000x15000: a few thousand tiles, for a GPU)")
+    ap.add_argument(
+        "--synthetic",
+        metavar="WxH",
+        help="use bench_tiling.py's cached synthetic slide of this size "
+        "instead (e.g. 20000x15000: a few thousand tiles, for a GPU)",
+    )
     ap.add_argument("--cache", default="/tmp/fiveflow-bench-cache", help="folder of cached synthetic slides")
     ap.add_argument("--encoder", default="resnet50-trunc")
     ap.add_argument("--weights", default="random", help="random (offline) or any embedding.weights value")
@@ -167,11 +181,15 @@ def main() -> None:
     coords = df[["x", "y"]].to_numpy(np.int64)
     enc = build_encoder(args.encoder, args.weights, 0)
     size = enc.preprocess.input_size(meta["patch_size_px"])
-    print(f"slide {Path(args.slide).name}: {len(coords)} tiles of {meta['patch_size_px']} px at {meta['target_mpp']} mpp "
-          f"(read {meta['read_size']} px at level {meta['read_level']}), encoder {enc.name} -> {enc.dim}-d at {size} px; "
-          f"device {dev}, torch threads {torch.get_num_threads()}, batch {args.batch_size}, workers {args.workers}")
+    print(
+        f"slide {Path(args.slide).name}: {len(coords)} tiles of {meta['patch_size_px']} px at {meta['target_mpp']} mpp "
+        f"(read {meta['read_size']} px at level {meta['read_level']}), encoder {enc.name} -> {enc.dim}-d at {size} px; "
+        f"device {dev}, torch threads {torch.get_num_threads()}, batch {args.batch_size}, workers {args.workers}"
+    )
     ds = TileBatches(args.slide, coords, meta["read_level"], meta["read_size"], meta["patch_size_px"], enc.preprocess)
-    batches = [ds.__getitems__(list(range(i, min(i + args.batch_size, len(ds))))) for i in range(0, len(ds), args.batch_size)]
+    batches = [
+        ds.__getitems__(list(range(i, min(i + args.batch_size, len(ds))))) for i in range(0, len(ds), args.batch_size)
+    ]
     fm, amp, desc = prepare(enc, dev, args.precision)
     # warm-up: imports, file cache, allocator, kernels
     pipeline_run(args.slide, coords_path, enc, work / "warm.h5", args)
@@ -189,17 +207,21 @@ def main() -> None:
     vs_n = statistics.median(a / b for a, b in zip(pipe, naive))
     g = gflop_per_tile(build_encoder(args.encoder, args.weights, 0), size)  # on the CPU: flop counting only
     peak = matmul_gflops(dev)
-    print(f"inference: {desc}; {g:.2f} GFLOP per tile -> pipeline {p * g:.0f} GFLOP/s, model only {m * g:.0f}, "
-          f"naive {n * g:.0f}; fp32 matmul on this device {peak:.0f} GFLOP/s, so an fp32 pipeline can gain about "
-          f"{peak / (n * g):.2f}x at most over the naive loop here")
+    print(
+        f"inference: {desc}; {g:.2f} GFLOP per tile -> pipeline {p * g:.0f} GFLOP/s, model only {m * g:.0f}, "
+        f"naive {n * g:.0f}; fp32 matmul on this device {peak:.0f} GFLOP/s, so an fp32 pipeline can gain about "
+        f"{peak / (n * g):.2f}x at most over the naive loop here"
+    )
     # On a CPU the pipeline cannot beat the model's own speed: the headline is io_efficiency; the speed-up over the
     # naive loop is a GPU figure (batching, bf16 and overlapped reading), printed in the RESULT line only there.
     vs_naive = f" speedup_vs_naive={vs_n:.3f}" if dev.type == "cuda" else ""
     if dev.type != "cuda":
         print(f"speed-up over the naive loop on this CPU: {vs_n:.2f}x (bounded by {peak / (n * g):.2f}x; a GPU figure)")
-    print(f"RESULT io_efficiency={io_eff:.3f}{vs_naive} tiles_per_s={p:.2f} model_tiles_per_s={m:.2f} "
-          f"naive_tiles_per_s={n:.2f} gflop_per_tile={g:.3f} matmul_gflops={peak:.0f} "
-          f"fp32_bound_speedup={peak / (n * g):.3f} tiles={len(coords)} device={dev.type}")
+    print(
+        f"RESULT io_efficiency={io_eff:.3f}{vs_naive} tiles_per_s={p:.2f} model_tiles_per_s={m:.2f} "
+        f"naive_tiles_per_s={n:.2f} gflop_per_tile={g:.3f} matmul_gflops={peak:.0f} "
+        f"fp32_bound_speedup={peak / (n * g):.3f} tiles={len(coords)} device={dev.type}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ slide: load the attention file, read the 1024-px thumbnail from the slide file, 
 Usage: ``.venv/bin/python benchmarks/bench_heatmap.py [--repeats 3] [--out /tmp/fiveflow-bench-heatmap]``
 Lines: ``RESULT heatmap_s=... grid_s=... render_s=...`` and ``RESULT demo_slide_heatmap_s=...``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ def synthetic_case(seed: int = 0):
     order = np.argsort(d.ravel() + 1e-3 * rng.random(d.size))[:N_TILES]
     coords = np.stack([gx.ravel()[order], gy.ravel()[order]], 1).astype(np.int64) * TILE
     dx, dy = (coords[:, 0] - 0.6 * SLIDE_WH[0]) / 8000.0, (coords[:, 1] - 0.4 * SLIDE_WH[1]) / 6000.0
-    field = np.exp(-(dx ** 2 + dy ** 2))  # one hot region
+    field = np.exp(-(dx**2 + dy**2))  # one hot region
     attention = (field + 0.1 * rng.random(N_TILES)).astype(np.float32)
     attention /= attention.sum()
     scale = THUMB / max(SLIDE_WH)
@@ -63,9 +64,20 @@ def demo_slide_case(out: Path):
         write_demo_slide(case, slide, w, h, mpp)
     xs, ys = plan_grid(w, h, tile)
     coords = np.stack([xs, ys], 1)  # every grid tile (plan_grid returns the flattened grid)
-    att = save_attention(out / f"{case.slide_id}.parquet", case.slide_id, coords,
-                         np.random.default_rng(0).random(len(coords)), "abmil", kind="attention", slide_wh=[w, h],
-                         tile_size_level0=tile, prob=0.5, label=case.label, shots=8, run=0)
+    att = save_attention(
+        out / f"{case.slide_id}.parquet",
+        case.slide_id,
+        coords,
+        np.random.default_rng(0).random(len(coords)),
+        "abmil",
+        kind="attention",
+        slide_wh=[w, h],
+        tile_size_level0=tile,
+        prob=0.5,
+        label=case.label,
+        shots=8,
+        run=0,
+    )
     return slide, att, len(coords)
 
 
@@ -79,8 +91,10 @@ def bench_demo_slide(out: Path, repeats: int) -> float:
         render_slide(att, slide, out / "demo_slide.png", thumbnail_size=THUMB)
         if i:
             times.append(time.perf_counter() - t0)
-    print(f"demo slide {slide.name}: {n} tiles, thumbnail {THUMB} px; total s: median "
-          f"{statistics.median(times):.3f}  min {min(times):.3f}")
+    print(
+        f"demo slide {slide.name}: {n} tiles, thumbnail {THUMB} px; total s: median "
+        f"{statistics.median(times):.3f}  min {min(times):.3f}"
+    )
     return statistics.median(times)
 
 
@@ -88,8 +102,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="/tmp/fiveflow-bench-heatmap")
-    ap.add_argument("--no-demo-slide", dest="demo_slide", action="store_false",
-                    help="skip the end-to-end case on a generated demo slide")
+    ap.add_argument(
+        "--no-demo-slide",
+        dest="demo_slide",
+        action="store_false",
+        help="skip the end-to-end case on a generated demo slide",
+    )
     args = ap.parse_args()
     coords, attention, thumb, thumb_wh = synthetic_case()
     out = Path(args.out) / "slide.png"
@@ -107,8 +125,10 @@ def main() -> None:
             total_t.append(t2 - t0)
     print(f"covered px {int(np.isfinite(grid).sum())}  png {out} ({out.stat().st_size // 1024} KiB)")
     print(f"total s: median {statistics.median(total_t):.3f}  min {min(total_t):.3f}")
-    print(f"RESULT heatmap_s={statistics.median(total_t):.3f} grid_s={statistics.median(grid_t):.3f} "
-          f"render_s={statistics.median(render_t):.3f}")
+    print(
+        f"RESULT heatmap_s={statistics.median(total_t):.3f} grid_s={statistics.median(grid_t):.3f} "
+        f"render_s={statistics.median(render_t):.3f}"
+    )
     if args.demo_slide:
         print(f"RESULT demo_slide_heatmap_s={bench_demo_slide(Path(args.out), args.repeats):.3f}")
 

@@ -23,6 +23,7 @@ Last line: ``RESULT reports=... seconds=... requests=... cached_rerun_requests=0
 reports_per_s=... floor_seconds=... prompt_tokens=... completion_tokens=... est_prompt_tokens=...
 failures=... concurrency=... latency_ms=...``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ from fiveflow.reports.prompts import load_prompt  # noqa: E402
 
 DEV_CSV = ROOT.parent / "shared" / "data" / "reports" / "tcga_lung_reports_dev.csv"
 KEY_ENV = "FIVEFLOW_BENCH_LLM_KEY"
-CANNED = ("Moderately differentiated; Unknown; No vascular invasion; Pleural invasion present; Unknown; "
-          "Margins clear of disease (R0)")
+CANNED = (
+    "Moderately differentiated; Unknown; No vascular invasion; Pleural invasion present; Unknown; "
+    "Margins clear of disease (R0)"
+)
 
 
 class FakeOpenAI:
@@ -72,12 +75,22 @@ class FakeOpenAI:
                     content = CANNED
                 if "response_format" in body:
                     content = json.dumps(dict(zip(FIELDS, [p.strip() for p in content.split(";")])))
-                data = json.dumps({
-                    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": len(json.dumps(body["messages"])) // 4,
-                              "completion_tokens": len(content) // 4, "total_tokens": 0},
-                }).encode()
+                data = json.dumps(
+                    {
+                        "id": "chatcmpl-bench",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                        ],
+                        "usage": {
+                            "prompt_tokens": len(json.dumps(body["messages"])) // 4,
+                            "completion_tokens": len(content) // 4,
+                            "total_tokens": 0,
+                        },
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -131,9 +144,17 @@ def main() -> None:
     prompt = load_prompt()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = LLMConfig(model="fake-gpt", base_url=server.url, api_key_env=KEY_ENV,
-                            max_concurrency=args.concurrency, cache_dir=str(Path(tmp) / "cache"),
-                            backoff_s=0.05, max_backoff_s=1.0, timeout_s=30.0, structured=args.structured)
+            cfg = LLMConfig(
+                model="fake-gpt",
+                base_url=server.url,
+                api_key_env=KEY_ENV,
+                max_concurrency=args.concurrency,
+                cache_dir=str(Path(tmp) / "cache"),
+                backoff_s=0.05,
+                max_backoff_s=1.0,
+                timeout_s=30.0,
+                structured=args.structured,
+            )
             est = answer_reports(texts, cfg, prompt, dry_run=True)
             t0 = time.perf_counter()
             first = answer_reports(texts, cfg, prompt, raise_on_failure=False)
@@ -148,14 +169,18 @@ def main() -> None:
     s = first.summary
     floor = len(texts) * args.latency_ms / 1000 / args.concurrency
     assert all(a.cached for a in again) and [a.answer for a in again] == [a.answer for a in first]
-    print(f"{len(texts)} reports ({source}), {args.concurrency} threads, {args.latency_ms:.0f} ms latency, "
-          f"format {s.structured}: {seconds:.2f} s ({len(texts) / seconds:.1f} reports/s; floor {floor:.2f} s), "
-          f"{requests} requests; cached rerun {rerun_seconds:.3f} s, {rerun_requests} requests")
-    print(f"RESULT reports={len(texts)} seconds={seconds:.3f} requests={requests} cached_rerun_requests={rerun_requests} "
-          f"cached_rerun_seconds={rerun_seconds:.3f} reports_per_s={len(texts) / seconds:.1f} floor_seconds={floor:.3f} "
-          f"prompt_tokens={s.prompt_tokens} completion_tokens={s.completion_tokens} "
-          f"est_prompt_tokens={est.est_prompt_tokens} failures={s.failed + s.malformed} "
-          f"concurrency={args.concurrency} latency_ms={args.latency_ms:.0f}")
+    print(
+        f"{len(texts)} reports ({source}), {args.concurrency} threads, {args.latency_ms:.0f} ms latency, "
+        f"format {s.structured}: {seconds:.2f} s ({len(texts) / seconds:.1f} reports/s; floor {floor:.2f} s), "
+        f"{requests} requests; cached rerun {rerun_seconds:.3f} s, {rerun_requests} requests"
+    )
+    print(
+        f"RESULT reports={len(texts)} seconds={seconds:.3f} requests={requests} cached_rerun_requests={rerun_requests} "
+        f"cached_rerun_seconds={rerun_seconds:.3f} reports_per_s={len(texts) / seconds:.1f} floor_seconds={floor:.3f} "
+        f"prompt_tokens={s.prompt_tokens} completion_tokens={s.completion_tokens} "
+        f"est_prompt_tokens={est.est_prompt_tokens} failures={s.failed + s.malformed} "
+        f"concurrency={args.concurrency} latency_ms={args.latency_ms:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ ablation_ci_high_8=... ci_low_8=... ci_high_8=... max_acc_1=... max_acc_1_method
 - ``max_acc_1``: the highest accuracy of any method at 1 shot (below 0.95: no method at ceiling).
 Optimistic rows (``fiveflow.evaluate.optimistic``, e.g. FiVE-bestepoch) are left out of every number.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +44,21 @@ def summarise(tables: Path, shots: int = 8) -> dict:
     acc = paired[(paired["metric"] == "acc") & (paired["shots"] == shots) & (paired["reference"] == "FiVE")]
     acc = acc.set_index("method")
     one = table[table["shots"] == 1]
-    res = {"five_acc": float(at.loc["FiVE", "acc_mean"]), "best_baseline": best,
-           "best_baseline_acc": float(base.loc[best, "acc_mean"]),
-           "ci_low": float(acc.loc[best, "ci_low"]), "ci_high": float(acc.loc[best, "ci_high"]),
-           "max_acc_1": float(one["acc_mean"].max()), "max_acc_1_method": str(one.loc[one["acc_mean"].idxmax(), "method"])}
+    res = {
+        "five_acc": float(at.loc["FiVE", "acc_mean"]),
+        "best_baseline": best,
+        "best_baseline_acc": float(base.loc[best, "acc_mean"]),
+        "ci_low": float(acc.loc[best, "ci_low"]),
+        "ci_high": float(acc.loc[best, "ci_high"]),
+        "max_acc_1": float(one["acc_mean"].max()),
+        "max_acc_1_method": str(one.loc[one["acc_mean"].idxmax(), "method"]),
+    }
     if "FiVE-classtexts" in acc.index:
-        res.update(ablation_gap=float(acc.loc["FiVE-classtexts", "diff"]),
-                   ablation_ci_low=float(acc.loc["FiVE-classtexts", "ci_low"]),
-                   ablation_ci_high=float(acc.loc["FiVE-classtexts", "ci_high"]))
+        res.update(
+            ablation_gap=float(acc.loc["FiVE-classtexts", "diff"]),
+            ablation_ci_low=float(acc.loc["FiVE-classtexts", "ci_low"]),
+            ablation_ci_high=float(acc.loc["FiVE-classtexts", "ci_high"]),
+        )
     return res
 
 
@@ -66,17 +74,23 @@ def ci_table(tables: Path, metric: str = "acc") -> str:
     shots = sorted(t["shots"].unique())
 
     def grid(first: str, cells: dict, methods) -> list[str]:
-        lines = [f"| {first} | " + " | ".join("zero-shot" if k == 0 else f"{k}-shot" for k in shots) + " |",
-                 "|---|" + "---:|" * len(shots)]
+        lines = [
+            f"| {first} | " + " | ".join("zero-shot" if k == 0 else f"{k}-shot" for k in shots) + " |",
+            "|---|" + "---:|" * len(shots),
+        ]
         return lines + [f"| {m} | " + " | ".join(cells.get((m, k), "-") for k in shots) + " |" for m in methods]
 
-    means = {(r["method"], r["shots"]): f"{100 * r[f'{metric}_mean']:.1f} [{100 * r[f'{metric}_ci_low']:.1f}, "
-             f"{100 * r[f'{metric}_ci_high']:.1f}]" for _, r in t.iterrows()}
+    means = {
+        (r["method"], r["shots"]): f"{100 * r[f'{metric}_mean']:.1f} [{100 * r[f'{metric}_ci_low']:.1f}, "
+        f"{100 * r[f'{metric}_ci_high']:.1f}]"
+        for _, r in t.iterrows()
+    }
     p = pd.read_csv(tables / "paired.csv")
     p = p[(p["metric"] == metric) & (p["reference"] == "FiVE")]
     diffs = {(r["method"], r["shots"]): diff_text(r, digits=1) for _, r in p.iterrows()}
-    return "\n".join(grid("method", means, dict.fromkeys(t["method"])) + [""]
-                     + grid("FiVE minus", diffs, dict.fromkeys(p["method"])))
+    return "\n".join(
+        grid("method", means, dict.fromkeys(t["method"])) + [""] + grid("FiVE minus", diffs, dict.fromkeys(p["method"]))
+    )
 
 
 def main() -> None:
@@ -95,13 +109,15 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     k = args.shots
-    print(f"RESULT five_acc_{k}={res['five_acc']:.4f} best_baseline={res['best_baseline']} "
-          f"best_baseline_acc_{k}={res['best_baseline_acc']:.4f} "
-          f"ablation_gap_{k}={res.get('ablation_gap', float('nan')):+.4f} "
-          f"ablation_ci_low_{k}={res.get('ablation_ci_low', float('nan')):+.4f} "
-          f"ablation_ci_high_{k}={res.get('ablation_ci_high', float('nan')):+.4f} "
-          f"ci_low_{k}={res['ci_low']:+.4f} ci_high_{k}={res['ci_high']:+.4f} "
-          f"max_acc_1={res['max_acc_1']:.4f} max_acc_1_method={res['max_acc_1_method']} wall_s={run['wall_s']:.1f}")
+    print(
+        f"RESULT five_acc_{k}={res['five_acc']:.4f} best_baseline={res['best_baseline']} "
+        f"best_baseline_acc_{k}={res['best_baseline_acc']:.4f} "
+        f"ablation_gap_{k}={res.get('ablation_gap', float('nan')):+.4f} "
+        f"ablation_ci_low_{k}={res.get('ablation_ci_low', float('nan')):+.4f} "
+        f"ablation_ci_high_{k}={res.get('ablation_ci_high', float('nan')):+.4f} "
+        f"ci_low_{k}={res['ci_low']:+.4f} ci_high_{k}={res['ci_high']:+.4f} "
+        f"max_acc_1={res['max_acc_1']:.4f} max_acc_1_method={res['max_acc_1_method']} wall_s={run['wall_s']:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ weights on the CPU (the published weights are a download; building the model cos
 Usage: .venv/bin/python benchmarks/bench_shards.py [--slides 64] [--shard 32] [--encoder resnet50-trunc]
 Last line: RESULT fixed_s_per_slide_shard1=... fixed_s_per_slide_shard32=... fixed_cost_ratio=... identical=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ def worker(spec_path: str) -> None:
     enc = build_encoder(spec["encoder"], "random", 0)
     done = embed_shard(items, enc, batch_size=32, num_workers=0, device="cpu", progress=False)
     clear_store(items)
-    Path(spec["result"]).write_text(json.dumps({"embed_s": sum(r["seconds"] for r in done),
-                                                "tiles": sum(r["tiles"] for r in done)}))
+    Path(spec["result"]).write_text(
+        json.dumps({"embed_s": sum(r["seconds"] for r in done), "tiles": sum(r["tiles"] for r in done)})
+    )
 
 
 def run_jobs(groups: list[list[tuple]], encoder: str, work: Path) -> tuple[float, float, int]:
@@ -56,11 +58,20 @@ def run_jobs(groups: list[list[tuple]], encoder: str, work: Path) -> tuple[float
     t0 = time.perf_counter()
     for k, items in enumerate(groups):
         spec, result = work / f"job{k}.json", work / f"job{k}.result.json"
-        spec.write_text(json.dumps({"items": [[str(x) for x in it] for it in items], "encoder": encoder,
-                                    "result": str(result)}))
-        subprocess.run([sys.executable, __file__, "--worker", str(spec)], check=True,
-                       env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-                            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")})
+        spec.write_text(
+            json.dumps({"items": [[str(x) for x in it] for it in items], "encoder": encoder, "result": str(result)})
+        )
+        subprocess.run(
+            [sys.executable, __file__, "--worker", str(spec)],
+            check=True,
+            env={
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "HF_HUB_OFFLINE": "1",
+                "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": str(ROOT / "src"),
+            },
+        )
         r = json.loads(result.read_text())
         embed_s, tiles = embed_s + r["embed_s"], tiles + r["tiles"]
     return time.perf_counter() - t0, embed_s, tiles
@@ -87,25 +98,34 @@ def main() -> None:
         slides = {}
         for i in range(args.slides):
             sid = f"s{i:03d}"
-            path = write_test_slide(work / f"{sid}.tif", width=2048, height=2048, seed=i,
-                                    tissue_box=(0.2, 0.2, 0.8, 0.8))
+            path = write_test_slide(
+                work / f"{sid}.tif", width=2048, height=2048, seed=i, tissue_box=(0.2, 0.2, 0.8, 0.8)
+            )
             tile_slide(path, sid, cfg, work / f"{sid}.parquet")
             slides[sid] = path
         out = {}
         for size in (1, args.shard):
             dest = work / f"bags{size}"
-            groups = [[(s, slides[s], work / f"{s}.parquet", dest / f"{s}.h5") for s in members]
-                      for members in plan_shards(list(slides), size).values()]
+            groups = [
+                [(s, slides[s], work / f"{s}.parquet", dest / f"{s}.h5") for s in members]
+                for members in plan_shards(list(slides), size).values()
+            ]
             wall, embed_s, tiles = run_jobs(groups, args.encoder, work)
             fixed = (wall - embed_s) / len(slides)
             out[size] = (fixed, dest)
-            print(f"shard size {size:3d}: {len(groups)} jobs, {wall:.1f} s wall, {embed_s:.1f} s embedding {tiles} "
-                  f"tiles -> fixed cost {fixed:.3f} s per slide")
-        identical = all(read_bag(out[1][1] / f"{s}.h5")[0].tobytes() == read_bag(out[args.shard][1] / f"{s}.h5")[0].tobytes()
-                        for s in slides)
+            print(
+                f"shard size {size:3d}: {len(groups)} jobs, {wall:.1f} s wall, {embed_s:.1f} s embedding {tiles} "
+                f"tiles -> fixed cost {fixed:.3f} s per slide"
+            )
+        identical = all(
+            read_bag(out[1][1] / f"{s}.h5")[0].tobytes() == read_bag(out[args.shard][1] / f"{s}.h5")[0].tobytes()
+            for s in slides
+        )
         f1, fk = out[1][0], out[args.shard][0]
-        print(f"RESULT fixed_s_per_slide_shard1={f1:.3f} fixed_s_per_slide_shard{args.shard}={fk:.3f} "
-              f"fixed_cost_ratio={f1 / fk:.2f} identical={int(identical)} slides={len(slides)} encoder={args.encoder}")
+        print(
+            f"RESULT fixed_s_per_slide_shard1={f1:.3f} fixed_s_per_slide_shard{args.shard}={fk:.3f} "
+            f"fixed_cost_ratio={f1 / fk:.2f} identical={int(identical)} slides={len(slides)} encoder={args.encoder}"
+        )
 
 
 if __name__ == "__main__":

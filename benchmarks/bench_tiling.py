@@ -39,6 +39,7 @@ Usage: ``.venv/bin/python benchmarks/bench_tiling.py [--sizes 40000x30000,100000
 Last line: ``RESULT mask_read_ratio=... vs_tiatoolbox=... peak_mb=... fixed_s_per_slide=...
 import_s=... coords_jaccard=...`` (ratios and Jaccard from the 40000x30000 slide).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,12 +60,12 @@ sys.path.insert(0, str(ROOT / "src"))
 CMU = ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
 MAIN_SIZE = (40000, 30000)
 HUGE_SIZE = (100000, 80000)
-MPP = 0.25            # level-0 microns per pixel of the synthetic slides (40x)
+MPP = 0.25  # level-0 microns per pixel of the synthetic slides (40x)
 TARGET_MPP = 0.5
 PATCH = 224
 MIN_TISSUE = 0.5
 MASK_MPP = 8.0
-GEN_VERSION = 1       # bump when the synthetic content changes (cache key)
+GEN_VERSION = 1  # bump when the synthetic content changes (cache key)
 TILE = 512
 QUALITY = 80
 
@@ -72,6 +73,7 @@ QUALITY = 80
 # --------------------------------------------------------------------------------------------
 # Synthetic slide: every level-0 tile is a function of its position only.
 # --------------------------------------------------------------------------------------------
+
 
 class SyntheticSlide:
     """Tile function for ``write_pyramid``: glass, tissue blobs with lumens, dust specks.
@@ -109,19 +111,20 @@ class SyntheticSlide:
                 holes.append((x, y, rng.uniform(40, 250) / mpp, rng.uniform(40, 250) / mpp))
         self.holes = np.array(holes, float).reshape(-1, 4)
         n_specks = int(0.6 * area_mm2)
-        self.specks = np.column_stack([rng.uniform(0, width, n_specks), rng.uniform(0, height, n_specks),
-                                       rng.uniform(5, 40, n_specks) / mpp]).reshape(-1, 3)
+        self.specks = np.column_stack(
+            [rng.uniform(0, width, n_specks), rng.uniform(0, height, n_specks), rng.uniform(5, 40, n_specks) / mpp]
+        ).reshape(-1, 3)
         # templates
         t = tile
         self.glass = []
-        for k in range(4):
+        for _k in range(4):
             g = np.empty((t, t, 3), np.float32)
             base = np.array([241, 240, 243], np.float32) + rng.uniform(-2, 2, 3)
             g[:] = base
             g += rng.normal(0, 1.6, (t, t, 3)).astype(np.float32)
             self.glass.append(np.clip(g, 0, 255).astype(np.uint8))
         self.tissue = []
-        for k in range(6):
+        for _k in range(6):
             low = rng.normal(0, 1, (t // 32, t // 32)).astype(np.float32)
             v = cv2.resize(low, (t, t), interpolation=cv2.INTER_CUBIC)[..., None]
             stroma = np.array([234, 168, 204], np.float32)
@@ -143,20 +146,29 @@ class SyntheticSlide:
             gaps = np.zeros((t, t), np.uint8)
             for _ in range(int(rng.integers(2, 6))):
                 x, y = int(rng.integers(0, t)), int(rng.integers(0, t))
-                cv2.ellipse(gaps, (x, y), (int(rng.integers(8, 30)), int(rng.integers(5, 18))),
-                            float(rng.uniform(0, 180)), 0, 360, 255, -1, cv2.LINE_AA)
+                cv2.ellipse(
+                    gaps,
+                    (x, y),
+                    (int(rng.integers(8, 30)), int(rng.integers(5, 18))),
+                    float(rng.uniform(0, 180)),
+                    0,
+                    360,
+                    255,
+                    -1,
+                    cv2.LINE_AA,
+                )
             gaps = cv2.GaussianBlur(gaps, (0, 0), 2).astype(np.float32)[..., None] / 255
             img = img * (1 - gaps) + np.array([238, 226, 236], np.float32) * gaps
             img += rng.normal(0, 4, (t, t, 3)).astype(np.float32)
             self.tissue.append(np.clip(img, 0, 255).astype(np.uint8))
         self.speck_colour = np.array([118, 104, 110], np.uint8)
-        g = np.arange(4, t, 8, dtype=np.float64)   # field sample positions inside a tile
+        g = np.arange(4, t, 8, dtype=np.float64)  # field sample positions inside a tile
         self._gx, self._gy = np.meshgrid(g, g)
 
     # signed fields: > 0 inside
     def _blob_field(self, x: np.ndarray, y: np.ndarray, idx=None) -> np.ndarray:
         f = np.full(np.shape(x), -1.0)
-        for i in (range(len(self.blobs)) if idx is None else idx):
+        for i in range(len(self.blobs)) if idx is None else idx:
             cx, cy, a, b, ang, amps, phases = self.blobs[i]
             dx, dy = x - cx, y - cy
             c, s = math.cos(ang), math.sin(ang)
@@ -183,15 +195,31 @@ class SyntheticSlide:
         glass = self._pick(self.glass, tx, ty, 1)
 
         def hits(boxes):
-            return np.flatnonzero((boxes[:, 0] < ox + t) & (boxes[:, 2] > ox) & (boxes[:, 1] < oy + t) & (boxes[:, 3] > oy))
+            return np.flatnonzero(
+                (boxes[:, 0] < ox + t) & (boxes[:, 2] > ox) & (boxes[:, 1] < oy + t) & (boxes[:, 3] > oy)
+            )
 
         hb = hits(self.blob_box)
         hr = np.maximum(self.holes[:, 2], self.holes[:, 3])
-        hh = hits(np.column_stack([self.holes[:, 0] - hr, self.holes[:, 1] - hr,
-                                   self.holes[:, 0] + hr, self.holes[:, 1] + hr])) if len(self.holes) else []
+        hh = (
+            hits(
+                np.column_stack(
+                    [self.holes[:, 0] - hr, self.holes[:, 1] - hr, self.holes[:, 0] + hr, self.holes[:, 1] + hr]
+                )
+            )
+            if len(self.holes)
+            else []
+        )
         sr = self.specks[:, 2]
-        hs = hits(np.column_stack([self.specks[:, 0] - sr, self.specks[:, 1] - sr,
-                                   self.specks[:, 0] + sr, self.specks[:, 1] + sr])) if len(self.specks) else []
+        hs = (
+            hits(
+                np.column_stack(
+                    [self.specks[:, 0] - sr, self.specks[:, 1] - sr, self.specks[:, 0] + sr, self.specks[:, 1] + sr]
+                )
+            )
+            if len(self.specks)
+            else []
+        )
         if not len(hb) and not len(hs):
             return glass
         x, y = self._gx + ox, self._gy + oy
@@ -252,22 +280,33 @@ def synthetic_slide(cache: Path, width: int, height: int, progress: bool = True)
     t0 = time.perf_counter()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        write_pyramid(tmp, tile_fn, width, height, MPP, tile=TILE, quality=QUALITY,
-                      description=f"fiveflow synthetic benchmark slide {width}x{height} v{GEN_VERSION}")
+        write_pyramid(
+            tmp,
+            tile_fn,
+            width,
+            height,
+            MPP,
+            tile=TILE,
+            quality=QUALITY,
+            description=f"fiveflow synthetic benchmark slide {width}x{height} v{GEN_VERSION}",
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
         if bar is not None:
             bar.close()
     secs = time.perf_counter() - t0
-    print(f"wrote {path} ({width}x{height}, {len(sizes)} levels) in {secs:.0f} s, "
-          f"{path.stat().st_size / 2**20:.0f} MiB", flush=True)
+    print(
+        f"wrote {path} ({width}x{height}, {len(sizes)} levels) in {secs:.0f} s, {path.stat().st_size / 2**20:.0f} MiB",
+        flush=True,
+    )
     return path
 
 
 # --------------------------------------------------------------------------------------------
 # The three ways of getting the result
 # --------------------------------------------------------------------------------------------
+
 
 def tiling_cfg(cleanup: bool = True) -> dict:
     """The ``tiling`` config section for the benchmark: 224 px at 0.5 mpp, Otsu mask at 8 mpp.
@@ -277,8 +316,9 @@ def tiling_cfg(cleanup: bool = True) -> dict:
     """
     import yaml
 
-    mask = dict(method="otsu", mpp=MASK_MPP, white_threshold=220, reject_pen=True, fill_holes_mm2=0.1,
-                min_component_mm2=0.01)
+    mask = dict(
+        method="otsu", mpp=MASK_MPP, white_threshold=220, reject_pen=True, fill_holes_mm2=0.1, min_component_mm2=0.01
+    )
     try:
         shipped = (yaml.safe_load((ROOT / "config.yaml").read_text()).get("tiling") or {}).get("mask")
     except OSError:
@@ -288,8 +328,15 @@ def tiling_cfg(cleanup: bool = True) -> dict:
     mask.update(method="otsu", mpp=MASK_MPP)
     if not cleanup:
         mask.update(white_threshold=None, reject_pen=False, fill_holes_mm2=0, min_component_mm2=0)
-    return dict(target_mpp=TARGET_MPP, patch_size=PATCH, overlap=0, min_tissue=MIN_TISSUE, thumbnail_size=1024,
-                assume_mpp=None, mask=mask)
+    return dict(
+        target_mpp=TARGET_MPP,
+        patch_size=PATCH,
+        overlap=0,
+        min_tissue=MIN_TISSUE,
+        thumbnail_size=1024,
+        assume_mpp=None,
+        mask=mask,
+    )
 
 
 def run_ours(path: Path, cfg: dict, out_parquet: Path):
@@ -339,9 +386,16 @@ def run_tiatoolbox(path: Path) -> tuple[np.ndarray, float]:
 
     reader = WSIReader.open(str(path))
     mask = reader.tissue_mask(method="otsu", resolution=MASK_MPP, units="mpp")
-    ex = SlidingWindowPatchExtractor(input_img=reader, patch_size=PATCH, input_mask=mask, resolution=TARGET_MPP,
-                                     units="mpp", min_mask_ratio=MIN_TISSUE, within_bound=True)
-    scale = TARGET_MPP / np.asarray(reader.info.mpp, float)      # level-0 px per px at 0.5 mpp (x, y)
+    ex = SlidingWindowPatchExtractor(
+        input_img=reader,
+        patch_size=PATCH,
+        input_mask=mask,
+        resolution=TARGET_MPP,
+        units="mpp",
+        min_mask_ratio=MIN_TISSUE,
+        within_bound=True,
+    )
+    scale = TARGET_MPP / np.asarray(reader.info.mpp, float)  # level-0 px per px at 0.5 mpp (x, y)
     xy0 = ex.coordinate_list[:, :2].astype(np.float64) * scale[None]
     return xy0, float(PATCH * scale[0])
 
@@ -391,41 +445,64 @@ def measure_slide(name: str, path: Path, repeats: int) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     mins = {k: min(v) for k, v in times.items()}
     res = dict(
-        name=name, path=str(path), width=int(meta_a["slide_width"]), height=int(meta_a["slide_height"]),
-        slide_mpp=float(meta_a["slide_mpp"]), mask_level=level, mask_level_dims=level_dims,
+        name=name,
+        path=str(path),
+        width=int(meta_a["slide_width"]),
+        height=int(meta_a["slide_height"]),
+        slide_mpp=float(meta_a["slide_mpp"]),
+        mask_level=level,
+        mask_level_dims=level_dims,
         mask_factor=int(meta_a.get("mask_factor", 1)),
-        n_ours=len(df_a), n_plain=len(df_b), n_tia=len(tia_xy), size0=int(meta_a["patch_size_level0"]),
+        n_ours=len(df_a),
+        n_plain=len(df_b),
+        n_tia=len(tia_xy),
+        size0=int(meta_a["patch_size_level0"]),
         tia_size0=tia_size0,
         jaccard=jaccard(df_b[["x", "y"]].to_numpy(), float(meta_b["stride_level0"]), tia_xy),
         jaccard_cleanup=jaccard(df_a[["x", "y"]].to_numpy(), float(meta_a["stride_level0"]), tia_xy),
-        med=med, mins=mins,
+        med=med,
+        mins=mins,
         mask_read_ratio=med["ours"] / med["read"],
         vs_tiatoolbox=med["tia"] / med["plain"],
         vs_tiatoolbox_cleanup=med["tia"] / med["ours"],
     )
     m, n = res["med"], res["mins"]
     print(f"\n== {name}: {res['width']}x{res['height']} @ {res['slide_mpp']:.3f} mpp  ({path})")
-    print(f"   mask image: level {level} {level_dims[0]}x{level_dims[1]}"
-          + (f", reduced {res['mask_factor']}x while reading" if res["mask_factor"] > 1 else ""))
+    print(
+        f"   mask image: level {level} {level_dims[0]}x{level_dims[1]}"
+        + (f", reduced {res['mask_factor']}x while reading" if res["mask_factor"] > 1 else "")
+    )
     print(f"   OpenSlide read of that level      {m['read'] * 1e3:8.1f} ms  (min {n['read'] * 1e3:.1f})")
     if "tifffile" in m:
-        print(f"   (tifffile decode of that level    {m['tifffile'] * 1e3:8.1f} ms  (min {n['tifffile'] * 1e3:.1f}), "
-              "for reference only)")
-    print(f"   ours, default mask clean-up       {m['ours'] * 1e3:8.1f} ms  (min {n['ours'] * 1e3:.1f})  "
-          f"{res['n_ours']} tiles")
-    print(f"   ours, no clean-up (= tiatoolbox)  {m['plain'] * 1e3:8.1f} ms  (min {n['plain'] * 1e3:.1f})  "
-          f"{res['n_plain']} tiles")
-    print(f"   tiatoolbox 2.x sliding window     {m['tia'] * 1e3:8.1f} ms  (min {n['tia'] * 1e3:.1f})  "
-          f"{res['n_tia']} tiles (level-0 tile {res['tia_size0']:.1f} px, ours {res['size0']})")
-    print(f"   mask_read_ratio={res['mask_read_ratio']:.2f}  vs_tiatoolbox={res['vs_tiatoolbox']:.2f} "
-          f"(with our clean-up {res['vs_tiatoolbox_cleanup']:.2f})  coords_jaccard={res['jaccard']:.4f} "
-          f"(with our clean-up {res['jaccard_cleanup']:.4f})", flush=True)
+        print(
+            f"   (tifffile decode of that level    {m['tifffile'] * 1e3:8.1f} ms  (min {n['tifffile'] * 1e3:.1f}), "
+            "for reference only)"
+        )
+    print(
+        f"   ours, default mask clean-up       {m['ours'] * 1e3:8.1f} ms  (min {n['ours'] * 1e3:.1f})  "
+        f"{res['n_ours']} tiles"
+    )
+    print(
+        f"   ours, no clean-up (= tiatoolbox)  {m['plain'] * 1e3:8.1f} ms  (min {n['plain'] * 1e3:.1f})  "
+        f"{res['n_plain']} tiles"
+    )
+    print(
+        f"   tiatoolbox 2.x sliding window     {m['tia'] * 1e3:8.1f} ms  (min {n['tia'] * 1e3:.1f})  "
+        f"{res['n_tia']} tiles (level-0 tile {res['tia_size0']:.1f} px, ours {res['size0']})"
+    )
+    print(
+        f"   mask_read_ratio={res['mask_read_ratio']:.2f}  vs_tiatoolbox={res['vs_tiatoolbox']:.2f} "
+        f"(with our clean-up {res['vs_tiatoolbox_cleanup']:.2f})  coords_jaccard={res['jaccard']:.4f} "
+        f"(with our clean-up {res['jaccard_cleanup']:.4f})",
+        flush=True,
+    )
     return res
 
 
 # --------------------------------------------------------------------------------------------
 # Fresh processes: peak memory, fixed cost per slide, import time
 # --------------------------------------------------------------------------------------------
+
 
 def _env() -> dict:
     env = dict(os.environ)
@@ -445,7 +522,7 @@ def _vm_hwm_mb() -> str:
     Not ``ru_maxrss``: on Linux that survives ``exec`` and, for a child started by this (large)
     process with vfork/posix_spawn, reports this process's RSS; VmHWM belongs to the new image.
     """
-    return ("int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024")
+    return "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
 
 
 def peak_memory(path: Path) -> dict:
@@ -501,7 +578,7 @@ def fixed_cost(slide: Path, repeats: int) -> dict:
         tmp = Path(tmp)
         cmd = cli_command(slide, tmp / "cli")
         walls = []
-        for i in range(repeats + 1):              # the first run warms the OS cache (.pyc, libraries)
+        for i in range(repeats + 1):  # the first run warms the OS cache (.pyc, libraries)
             secs, cp = _wall(cmd, cwd=ROOT)
             if cp.returncode != 0:
                 print(f"   CLI failed (rc {cp.returncode}): {' '.join(cmd)}\n{cp.stderr[-2000:]}", file=sys.stderr)
@@ -576,6 +653,7 @@ def import_time(slide: Path, repeats: int) -> dict:
 
 # --------------------------------------------------------------------------------------------
 
+
 def parse_size(s: str) -> tuple[int, int]:
     w, h = s.lower().split("x")
     return int(w), int(h)
@@ -583,12 +661,19 @@ def parse_size(s: str) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in (MAIN_SIZE, HUGE_SIZE)),
-                    help="synthetic slide sizes WxH, comma-separated (default: %(default)s)")
+    ap.add_argument(
+        "--sizes",
+        default=",".join(f"{w}x{h}" for w, h in (MAIN_SIZE, HUGE_SIZE)),
+        help="synthetic slide sizes WxH, comma-separated (default: %(default)s)",
+    )
     ap.add_argument("--skip-huge", action="store_true", help=f"skip the {HUGE_SIZE[0]}x{HUGE_SIZE[1]} slide")
     ap.add_argument("--repeats", type=int, default=9, help="timed runs per measurement after one warm-up (median)")
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/fiveflow-bench-cache"),
-                    help="folder for the generated synthetic slides (default: %(default)s)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/fiveflow-bench-cache"),
+        help="folder for the generated synthetic slides (default: %(default)s)",
+    )
     ap.add_argument("--no-cmu", action="store_true", help="skip the real CMU-1-Small-Region.svs")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
@@ -605,19 +690,24 @@ def main() -> None:
     from tiatoolbox import logger as tia_logger
 
     import fiveflow.slides.tiling  # noqa: F401
-    tia_logger.setLevel(logging.ERROR)   # "objective power inferred from mpp" on every open
+
+    tia_logger.setLevel(logging.ERROR)  # "objective power inferred from mpp" on every open
     print(f"imports (tiatoolbox, fiveflow, openslide) in this process: {time.perf_counter() - t0:.1f} s")
-    print(f"tiles {PATCH} px at {TARGET_MPP} mpp, min_tissue {MIN_TISSUE}, Otsu mask at {MASK_MPP} mpp; "
-          f"{args.repeats} timed runs after a warm-up, medians; cpu count {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"tiles {PATCH} px at {TARGET_MPP} mpp, min_tissue {MIN_TISSUE}, Otsu mask at {MASK_MPP} mpp; "
+        f"{args.repeats} timed runs after a warm-up, medians; cpu count {os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
 
     slides: list[tuple[str, Path, tuple[int, int] | None]] = []
     for w, h in sizes:
         t0 = time.perf_counter()
         fresh = not (args.cache / f"synthetic_{w}x{h}_mpp{MPP:g}_v{GEN_VERSION}.tif").is_file()
         p = synthetic_slide(args.cache, w, h)
-        print(f"synthetic {w}x{h}: {p} ({p.stat().st_size / 2**20:.0f} MiB, "
-              + (f"generated in {time.perf_counter() - t0:.0f} s)" if fresh else "cached)"))
+        print(
+            f"synthetic {w}x{h}: {p} ({p.stat().st_size / 2**20:.0f} MiB, "
+            + (f"generated in {time.perf_counter() - t0:.0f} s)" if fresh else "cached)")
+        )
         slides.append((f"synthetic {w}x{h}", p, (w, h)))
     if not args.no_cmu:
         if CMU.is_file():
@@ -633,21 +723,29 @@ def main() -> None:
     if HUGE_SIZE in sizes:
         path = next(p for _, p, s in slides if s == HUGE_SIZE)
         peak = peak_memory(path)
-        print(f"\n== peak memory: fresh process tiling {HUGE_SIZE[0]}x{HUGE_SIZE[1]} with QC PNG + GeoJSON: "
-              f"{peak['peak_mb']:.0f} MB peak RSS (VmHWM), {peak['wall']:.1f} s wall "
-              f"({peak.get('n_tiles', '?')} tiles, {peak.get('status', '?')}, outputs {peak.get('outputs', {})})")
+        print(
+            f"\n== peak memory: fresh process tiling {HUGE_SIZE[0]}x{HUGE_SIZE[1]} with QC PNG + GeoJSON: "
+            f"{peak['peak_mb']:.0f} MB peak RSS (VmHWM), {peak['wall']:.1f} s wall "
+            f"({peak.get('n_tiles', '?')} tiles, {peak.get('status', '?')}, outputs {peak.get('outputs', {})})"
+        )
 
     small = CMU if CMU.is_file() else synthetic_slide(args.cache, 8000, 6000)
     fc = fixed_cost(small, args.repeats)
     it = import_time(small, args.repeats)
-    print(f"\n== fixed cost per slide ({small.name}): fresh CLI process {fc['cli']:.2f} s - in-process tile_slide "
-          f"{fc['inproc']:.3f} s = {fc['fixed']:.2f} s")
+    print(
+        f"\n== fixed cost per slide ({small.name}): fresh CLI process {fc['cli']:.2f} s - in-process tile_slide "
+        f"{fc['inproc']:.3f} s = {fc['fixed']:.2f} s"
+    )
     print(f"   CLI: {' '.join(fc['cmd'][1:])}  (outputs: {', '.join(fc.get('outputs', []))})")
     if fc["top_imports"]:
-        print("   slowest top-level imports of the CLI process (cumulative): "
-              + ", ".join(f"{n} {s:.2f} s" for s, n in fc["top_imports"]))
-    print(f"   fresh interpreter: bare {it['interp_s']:.3f} s; module-level tiler imports {it['modules_s']:.3f} s; "
-          f"start + all imports + first-call set-up of tile_slide (import_s) {it['import_s']:.3f} s")
+        print(
+            "   slowest top-level imports of the CLI process (cumulative): "
+            + ", ".join(f"{n} {s:.2f} s" for s, n in fc["top_imports"])
+        )
+    print(
+        f"   fresh interpreter: bare {it['interp_s']:.3f} s; module-level tiler imports {it['modules_s']:.3f} s; "
+        f"start + all imports + first-call set-up of tile_slide (import_s) {it['import_s']:.3f} s"
+    )
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other processes on the machine add noise)")
     main_key = MAIN_SIZE if MAIN_SIZE in results else next((k for k in results if k != "cmu"), None)
@@ -655,14 +753,19 @@ def main() -> None:
     if main_key != MAIN_SIZE and r:
         print(f"note: {MAIN_SIZE[0]}x{MAIN_SIZE[1]} not run; RESULT ratios come from {r['name']}")
     nan = float("nan")
-    print("RESULT " + " ".join([
-        f"mask_read_ratio={r.get('mask_read_ratio', nan):.3f}",
-        f"vs_tiatoolbox={r.get('vs_tiatoolbox', nan):.3f}",
-        f"peak_mb={peak['peak_mb'] if peak else nan:.0f}",
-        f"fixed_s_per_slide={fc['fixed']:.3f}",
-        f"import_s={it['import_s']:.3f}",
-        f"coords_jaccard={r.get('jaccard', nan):.4f}",
-    ]))
+    print(
+        "RESULT "
+        + " ".join(
+            [
+                f"mask_read_ratio={r.get('mask_read_ratio', nan):.3f}",
+                f"vs_tiatoolbox={r.get('vs_tiatoolbox', nan):.3f}",
+                f"peak_mb={peak['peak_mb'] if peak else nan:.0f}",
+                f"fixed_s_per_slide={fc['fixed']:.3f}",
+                f"import_s={it['import_s']:.3f}",
+                f"coords_jaccard={r.get('jaccard', nan):.4f}",
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ peak_mb_16k=... mem_growth_16k_vs_1k=... instances_ratio_16k_vs_1k=... lora_step
 lora_step_s_96=... lora_peak_mb_786=... lora_peak_mb_96=... lora_peak_ratio=... device=cpu``
 (``--only steps``: without the ``lora_*`` keys; ``--only lora``: only those and ``device``)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,9 +98,11 @@ from fiveflow.train.schedule import build_optimizer  # noqa: E402
 SLIDE = "bench-slide"
 TEXT_SEED = 1  # with the 6 questions this seed drops 2 of them (bank = 4 questions + 16 prompts)
 LORA_TOKENS = 308  # the authors' fixed text context
-LORA_WORDS = ("tumour cells show glandular papillary acinar solid pattern with mucin necrosis stroma "
-              "invasion margin pleura vessel lymph node grade nuclear atypia mitoses high low moderate "
-              "focal diffuse present absent clear cell lining spaces").split()
+LORA_WORDS = (
+    "tumour cells show glandular papillary acinar solid pattern with mucin necrosis stroma "
+    "invasion margin pleura vessel lymph node grade nuclear atypia mitoses high low moderate "
+    "focal diffuse present absent clear cell lining spaces"
+).split()
 
 
 class OneBag:
@@ -152,8 +155,12 @@ def child(n: int, ratio: float, device: str, args) -> dict:
     model.train()
     rng = np.random.default_rng(0)
     coords = rng.integers(0, 100_000, size=(n, 2))
-    store = OneBag(Bag(torch.from_numpy(rng.standard_normal((n, args.dim), dtype=np.float32)),
-                       torch.from_numpy(relative_positions(coords, cfg["model"]["position"]))))
+    store = OneBag(
+        Bag(
+            torch.from_numpy(rng.standard_normal((n, args.dim), dtype=np.float32)),
+            torch.from_numpy(relative_positions(coords, cfg["model"]["position"])),
+        )
+    )
     summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
     losses: list[float] = []
     sample_rng = np.random.default_rng(1)
@@ -166,8 +173,20 @@ def child(n: int, ratio: float, device: str, args) -> dict:
         sync(dev)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        used = train_group(model, store, [(SLIDE, target)], texts, len(questions), ratio, max_inst,
-                                np.random.default_rng(TEXT_SEED), sample_rng, True, summary, losses)
+        used = train_group(
+            model,
+            store,
+            [(SLIDE, target)],
+            texts,
+            len(questions),
+            ratio,
+            max_inst,
+            np.random.default_rng(TEXT_SEED),
+            sample_rng,
+            True,
+            summary,
+            losses,
+        )
         optimizer.step()
         sync(dev)
         if not used:
@@ -185,9 +204,19 @@ def child(n: int, ratio: float, device: str, args) -> dict:
     n_steps = max(1, min(args.steps, int(args.max_seconds // max(warm, 1e-6))))
     times = [step() for _ in range(n_steps)]
     peak, how = memory_peak(dev, mark)
-    return {"n": n, "ratio": ratio, "m": n_sampled(n, ratio, max_inst), "device": device, "warmup_s": warm,
-            "step_s": statistics.median(times), "steps": n_steps, "peak_mb": peak / 2 ** 20, "mem": how,
-            "empty": summary["n_empty"], "losses": [round(x, 3) for x in losses]}
+    return {
+        "n": n,
+        "ratio": ratio,
+        "m": n_sampled(n, ratio, max_inst),
+        "device": device,
+        "warmup_s": warm,
+        "step_s": statistics.median(times),
+        "steps": n_steps,
+        "peak_mb": peak / 2**20,
+        "mem": how,
+        "empty": summary["n_empty"],
+        "losses": [round(x, 3) for x in losses],
+    }
 
 
 def memory_mark(dev: torch.device) -> tuple[int, bool]:
@@ -211,8 +240,12 @@ def memory_peak(dev: torch.device, mark: tuple[int, bool]) -> tuple[int, str]:
 def long_descriptions(n_texts: int, n_questions: int, words_per_answer: int = 60) -> list[str]:
     """Distinct synthetic descriptions, one long answer per question (no Unknown), > 308 tokens each."""
     rng = np.random.default_rng(0)
-    return ["; ".join(f"case {t} answer {q} " + " ".join(rng.choice(LORA_WORDS, words_per_answer))
-                      for q in range(n_questions)) for t in range(n_texts)]
+    return [
+        "; ".join(
+            f"case {t} answer {q} " + " ".join(rng.choice(LORA_WORDS, words_per_answer)) for q in range(n_questions)
+        )
+        for t in range(n_texts)
+    ]
 
 
 def no_drop_seed(n_questions: int) -> int:
@@ -234,15 +267,19 @@ def lora_child(n_texts: int, grad: int, device: str, args) -> dict:
     enc = model.text_encoder
     lengths = [len(ids) for ids in enc.tokenizer(texts, truncation=False)["input_ids"]]
     if min(lengths) < LORA_TOKENS or enc.max_tokens != LORA_TOKENS:
-        raise RuntimeError(f"candidates must be truncated to {LORA_TOKENS} tokens: shortest {min(lengths)}, "
-                           f"context {enc.max_tokens}")
+        raise RuntimeError(
+            f"candidates must be truncated to {LORA_TOKENS} tokens: shortest {min(lengths)}, context {enc.max_tokens}"
+        )
     optimizer = build_optimizer(model, optim_cfg)
     model.train()
     rng = np.random.default_rng(0)
     n = 1024
-    store = OneBag(Bag(torch.from_numpy(rng.standard_normal((n, args.dim), dtype=np.float32)),
-                       torch.from_numpy(relative_positions(rng.integers(0, 100_000, size=(n, 2)),
-                                                           cfg["model"]["position"]))))
+    store = OneBag(
+        Bag(
+            torch.from_numpy(rng.standard_normal((n, args.dim), dtype=np.float32)),
+            torch.from_numpy(relative_positions(rng.integers(0, 100_000, size=(n, 2)), cfg["model"]["position"])),
+        )
+    )
     summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
     losses: list[float] = []
     seed = no_drop_seed(len(questions))
@@ -255,8 +292,22 @@ def lora_child(n_texts: int, grad: int, device: str, args) -> dict:
     for g in optimizer.param_groups:
         g["lr"] = 0.0
     optimizer.zero_grad(set_to_none=True)
-    train_group(model, store, [(SLIDE, 1)], texts[:3], len(questions), 1.0, max_inst, np.random.default_rng(seed),
-                np.random.default_rng(1), False, summary, [], grad_candidates=1, cand_rng=np.random.default_rng(2))
+    train_group(
+        model,
+        store,
+        [(SLIDE, 1)],
+        texts[:3],
+        len(questions),
+        1.0,
+        max_inst,
+        np.random.default_rng(seed),
+        np.random.default_rng(1),
+        False,
+        summary,
+        [],
+        grad_candidates=1,
+        cand_rng=np.random.default_rng(2),
+    )
     optimizer.step()
     for g, lr in zip(optimizer.param_groups, lrs):
         g["lr"] = lr
@@ -266,24 +317,56 @@ def lora_child(n_texts: int, grad: int, device: str, args) -> dict:
     sync(dev)
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    used = train_group(model, store, [(SLIDE, 1)], texts, len(questions), 1.0, max_inst,
-                       np.random.default_rng(seed), np.random.default_rng(1), False, summary, losses,
-                       grad_candidates=grad, cand_rng=np.random.default_rng(2))
+    used = train_group(
+        model,
+        store,
+        [(SLIDE, 1)],
+        texts,
+        len(questions),
+        1.0,
+        max_inst,
+        np.random.default_rng(seed),
+        np.random.default_rng(1),
+        False,
+        summary,
+        losses,
+        grad_candidates=grad,
+        cand_rng=np.random.default_rng(2),
+    )
     optimizer.step()
     sync(dev)
     step_s = time.perf_counter() - t0
     if not used:
         raise RuntimeError("the LoRA training step did not run a forward/backward pass")
     peak, how = memory_peak(dev, mark)
-    return {"n_texts": n_texts, "grad": min(grad, n_texts) if grad else n_texts, "device": device,
-            "warmup_s": warm, "step_s": step_s, "peak_mb": peak / 2 ** 20, "mem": how, "tokens": LORA_TOKENS,
-            "loss": round(losses[0], 4)}
+    return {
+        "n_texts": n_texts,
+        "grad": min(grad, n_texts) if grad else n_texts,
+        "device": device,
+        "warmup_s": warm,
+        "step_s": step_s,
+        "peak_mb": peak / 2**20,
+        "mem": how,
+        "tokens": LORA_TOKENS,
+        "loss": round(losses[0], 4),
+    }
 
 
 def run_child(n: int, ratio: float, device: str, args, lora: bool = False) -> dict:
     spec = ["--lora-child" if lora else "--child", f"{n},{ratio},{device}"]
-    cmd = [sys.executable, __file__, *spec, "--dim", str(args.dim),
-           "--steps", str(args.steps), "--max-seconds", str(args.max_seconds), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        *spec,
+        "--dim",
+        str(args.dim),
+        "--steps",
+        str(args.steps),
+        "--max-seconds",
+        str(args.max_seconds),
+        "--threads",
+        str(args.threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         sys.stderr.write(out.stderr)
@@ -295,8 +378,10 @@ def run_child(n: int, ratio: float, device: str, args, lora: bool = False) -> di
 def lora_part(devices: list[str], args) -> list[str]:
     """Run the two LoRA configurations per device; return their RESULT fields."""
     big, k = args.lora_texts, args.lora_grad
-    print(f"LoRA text step (r 8, {LORA_TOKENS}-token candidates, text_grad_candidates {k}), one step each, "
-          f"{args.threads} CPU threads")
+    print(
+        f"LoRA text step (r 8, {LORA_TOKENS}-token candidates, text_grad_candidates {k}), one step each, "
+        f"{args.threads} CPU threads"
+    )
     print(f"{'device':>6} {'texts':>6} {'w/grad':>6} {'step_s':>8} {'peak_mb':>9}  memory")
     fields: list[str] = []
     for dev in devices:
@@ -306,8 +391,10 @@ def lora_part(devices: list[str], args) -> list[str]:
             res[n] = d
             print(f"{dev:>6} {n:>6} {d['grad']:>6} {d['step_s']:>8.1f} {d['peak_mb']:>9.1f}  {d['mem']}", flush=True)
         ratio = res[big]["peak_mb"] / res[k]["peak_mb"]
-        print(f"{dev} LoRA: {big} vs {k} candidates -> peak memory x{ratio:.2f} "
-              f"({'ok, <= 1.5' if ratio <= 1.5 else 'ABOVE 1.5'}), step time x{res[big]['step_s'] / res[k]['step_s']:.2f}")
+        print(
+            f"{dev} LoRA: {big} vs {k} candidates -> peak memory x{ratio:.2f} "
+            f"({'ok, <= 1.5' if ratio <= 1.5 else 'ABOVE 1.5'}), step time x{res[big]['step_s'] / res[k]['step_s']:.2f}"
+        )
         pre = "" if dev == "cpu" else f"{dev}_"
         for key, fmt in (("step_s", ".4g"), ("peak_mb", ".1f")):
             for n in (big, k):
@@ -329,8 +416,12 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="cap on timed seconds per configuration")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--only", default="all", choices=["all", "steps", "lora"],
-                    help="steps = the instance sweep only; lora = the LoRA text step only")
+    ap.add_argument(
+        "--only",
+        default="all",
+        choices=["all", "steps", "lora"],
+        help="steps = the instance sweep only; lora = the LoRA text step only",
+    )
     ap.add_argument("--lora-texts", type=int, default=786, help="candidate texts of the LoRA step")
     ap.add_argument("--lora-grad", type=int, default=96, help="text_grad_candidates of the LoRA step")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -347,8 +438,9 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = [float(r) for r in args.ratios.split(",")]
-    devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
-               "cpu": ["cpu"], "cuda": ["cuda"]}[args.device]
+    devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []), "cpu": ["cpu"], "cuda": ["cuda"]}[
+        args.device
+    ]
     t_all = time.perf_counter()
     if args.only == "lora":
         fields = lora_part(devices, args)
@@ -357,29 +449,39 @@ def main() -> None:
         return
     big = max(sizes)
     configs = [(n, 1.0) for n in sizes] + [(big, r) for r in ratios if r != 1.0]
-    print(f"FiVE training step (forward + backward + AdamW), feature dim {args.dim}, "
-          f"{torch.get_num_threads() if args.threads <= 0 else args.threads} CPU threads, torch {torch.__version__}")
-    print(f"{'device':>6} {'N':>6} {'ratio':>5} {'M':>6} {'warmup_s':>9} {'step_s':>8} {'steps':>5} "
-          f"{'peak_mb':>8} {'ms/1k M':>8} {'MB/1k M':>8}  memory")
+    print(
+        f"FiVE training step (forward + backward + AdamW), feature dim {args.dim}, "
+        f"{torch.get_num_threads() if args.threads <= 0 else args.threads} CPU threads, torch {torch.__version__}"
+    )
+    print(
+        f"{'device':>6} {'N':>6} {'ratio':>5} {'M':>6} {'warmup_s':>9} {'step_s':>8} {'steps':>5} "
+        f"{'peak_mb':>8} {'ms/1k M':>8} {'MB/1k M':>8}  memory"
+    )
     res: dict[tuple, dict] = {}
     for dev in devices:
         for n, r in configs:
             d = run_child(n, r, dev, args)
             res[(dev, n, r)] = d
-            print(f"{dev:>6} {n:>6} {r:>5.2f} {d['m']:>6} {d['warmup_s']:>9.3f} {d['step_s']:>8.3f} {d['steps']:>5} "
-                  f"{d['peak_mb']:>8.1f} {1e6 * d['step_s'] / d['m']:>8.2f} {1024 * d['peak_mb'] / d['m']:>8.2f}  {d['mem']}",
-                  flush=True)
+            print(
+                f"{dev:>6} {n:>6} {r:>5.2f} {d['m']:>6} {d['warmup_s']:>9.3f} {d['step_s']:>8.3f} {d['steps']:>5} "
+                f"{d['peak_mb']:>8.1f} {1e6 * d['step_s'] / d['m']:>8.2f} {1024 * d['peak_mb'] / d['m']:>8.2f}  {d['mem']}",
+                flush=True,
+            )
     for dev in devices:
         sweep = sorted((res[(dev, big, r)] for r in ratios if (dev, big, r) in res), key=lambda d: d["m"])
         if len(sweep) > 1:
             lo, hi = sweep[0], sweep[-1]
-            print(f"{dev} sampling sweep on the {kname(big)} bag: M x{hi['m'] / lo['m']:.2f} -> step time "
-                  f"x{hi['step_s'] / lo['step_s']:.2f}, peak memory x{hi['peak_mb'] / lo['peak_mb']:.2f}")
+            print(
+                f"{dev} sampling sweep on the {kname(big)} bag: M x{hi['m'] / lo['m']:.2f} -> step time "
+                f"x{hi['step_s'] / lo['step_s']:.2f}, peak memory x{hi['peak_mb'] / lo['peak_mb']:.2f}"
+            )
         s, b = res[(dev, min(sizes), 1.0)], res[(dev, big, 1.0)]
         mem, inst = b["peak_mb"] / s["peak_mb"], b["m"] / s["m"]
-        print(f"{dev} {kname(big)} vs {kname(min(sizes))}: sampled instances x{inst:.2f}, peak memory x{mem:.2f} "
-              f"({'at most linear' if mem <= inst else 'SUPERLINEAR'}), step time x{b['step_s'] / s['step_s']:.2f}; "
-              f"marginal {1024 * (b['peak_mb'] - s['peak_mb']) / (b['m'] - s['m']):.1f} MB per 1k sampled instances")
+        print(
+            f"{dev} {kname(big)} vs {kname(min(sizes))}: sampled instances x{inst:.2f}, peak memory x{mem:.2f} "
+            f"({'at most linear' if mem <= inst else 'SUPERLINEAR'}), step time x{b['step_s'] / s['step_s']:.2f}; "
+            f"marginal {1024 * (b['peak_mb'] - s['peak_mb']) / (b['m'] - s['m']):.1f} MB per 1k sampled instances"
+        )
 
     fields = []
     for key in ("step_s", "peak_mb"):

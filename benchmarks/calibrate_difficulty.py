@@ -19,6 +19,7 @@ Measured (2026-12-04, 2 cores, 120 slides of seed 1, 30 test slides, 8 shots x 5
   (an earlier ladder that raised normal_lung instead of overlap was stopped after its level 0, the same setting:
   raising the normal-lung share barely changes the tiles, see LADDER)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,7 @@ def _one_slide(job):
         slide.unlink()
         return case.slide_id, None
     enc = build_encoder(emb["encoder"], emb["weights"], int(emb["seed"]))
-    embed_slide(slide, out / f"{case.slide_id}.parquet", enc, out / f"{case.slide_id}.h5", progress=False,
-                device="cpu")
+    embed_slide(slide, out / f"{case.slide_id}.parquet", enc, out / f"{case.slide_id}.h5", progress=False, device="cpu")
     slide.unlink()  # only the bag is needed
     return case.slide_id, str(out / f"{case.slide_id}.h5")
 
@@ -79,8 +79,9 @@ def level_accuracy(cfg: dict, difficulty: dict, out: Path, workers: int) -> tupl
     jobs = [(c, out, demo, difficulty, cfg["tiling"], cfg["embedding"]) for c in cases]
     with mp.get_context("spawn").Pool(workers) as pool:
         bags = dict(r for r in pool.imap_unordered(_one_slide, jobs) if r[1])
-    samples = pd.DataFrame([{"slide_id": c.slide_id, "patient_id": c.patient_id, "label": c.label}
-                            for c in cases if c.slide_id in bags])
+    samples = pd.DataFrame(
+        [{"slide_id": c.slide_id, "patient_id": c.patient_id, "label": c.label} for c in cases if c.slide_id in bags]
+    )
     split = make_split(samples, float(cfg["split"]["test_fraction"]), int(cfg["split"]["seed"]), out / "split.csv")
     fs = cfg["fewshot"]
     make_fewshot_draws(split, [SHOTS], int(fs["runs"]), int(fs["seed"]), out / "draws.csv")
@@ -95,8 +96,10 @@ def main() -> None:
     ap.add_argument("--levels", type=int, nargs="*", default=list(range(len(LADDER))))
     ap.add_argument("--keep", help="keep the bags of each level under this folder")
     args = ap.parse_args()
-    cfg = merge(yaml.safe_load((ROOT / "config.yaml").read_text()),
-                yaml.safe_load((ROOT / "config" / "benchmark.yaml").read_text()))
+    cfg = merge(
+        yaml.safe_load((ROOT / "config.yaml").read_text()),
+        yaml.safe_load((ROOT / "config" / "benchmark.yaml").read_text()),
+    )
     del cfg["cohort"]["demo"]["difficulty"]  # the ladder sets it
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fiveflow-calib-"))
     measured = []
@@ -107,16 +110,21 @@ def main() -> None:
             t0 = time.perf_counter()
             acc, accs, n_test = level_accuracy(cfg, difficulty, base / f"level{level}", args.workers)
             measured.append((level, acc))
-            print(f"level {level}: overlap={list(overlap)} stain_jitter={jitter}: meanpool {SHOTS}-shot acc "
-                  f"{acc:.4f} (draws {[round(a, 3) for a in accs]}, {n_test} test slides, "
-                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+            print(
+                f"level {level}: overlap={list(overlap)} stain_jitter={jitter}: meanpool {SHOTS}-shot acc "
+                f"{acc:.4f} (draws {[round(a, 3) for a in accs]}, {n_test} test slides, "
+                f"{time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
             if acc <= BAND[1]:  # in the band, or stepped over it: harder levels only go lower
                 break
         inside = [m for m in measured if BAND[0] <= m[1] <= BAND[1]]
         chosen = inside[0] if inside else min(measured, key=lambda m: abs(m[1] - sum(BAND) / 2))
         overlap, jitter = LADDER[chosen[0]]
-        print(f"RESULT level={chosen[0]} overlap={list(overlap)} stain_jitter={jitter} "
-              f"meanpool_acc_{SHOTS}={chosen[1]:.4f} in_band={int(bool(inside))}")
+        print(
+            f"RESULT level={chosen[0]} overlap={list(overlap)} stain_jitter={jitter} "
+            f"meanpool_acc_{SHOTS}={chosen[1]:.4f} in_band={int(bool(inside))}"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

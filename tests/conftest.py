@@ -1,4 +1,5 @@
 """Shared fixtures: the real data in ../shared/data, and small synthetic slides."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def workflow_cmd(work: Path, *args: str) -> list[str]:
     """The real workflow through tools/snakemake.sh, run in ``work`` with ``work/config.yaml``."""
-    return [str(PROJECT_ROOT / "tools" / "snakemake.sh"), "-s", str(PROJECT_ROOT / "Snakefile"), "--directory",
-            str(work), "--configfile", str(work / "config.yaml"), *args]
+    return [
+        str(PROJECT_ROOT / "tools" / "snakemake.sh"),
+        "-s",
+        str(PROJECT_ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(work / "config.yaml"),
+        *args,
+    ]
 
 
 def run_workflow(work: Path, *args: str, timeout: int = 600):
@@ -87,15 +96,25 @@ def cmu_slide() -> Path:
     return shared_path("slides/CMU-1-Small-Region.svs")
 
 
-def write_test_slide(path: Path, width: int = 2048, height: int = 1536, mpp: float | None = 0.5,
-                     tissue_box=(0.25, 0.25, 0.75, 0.75), seed: int = 0) -> Path:
+def write_test_slide(
+    path: Path,
+    width: int = 2048,
+    height: int = 1536,
+    mpp: float | None = 0.5,
+    tissue_box=(0.25, 0.25, 0.75, 0.75),
+    seed: int = 0,
+) -> Path:
     """A small pyramidal JPEG-tiled BigTIFF: white background, a pink/purple textured tissue rectangle."""
     import tifffile
 
     rng = np.random.default_rng(seed)
     img = np.full((height, width, 3), 242, np.uint8)
-    x0, y0, x1, y1 = (int(tissue_box[0] * width), int(tissue_box[1] * height),
-                      int(tissue_box[2] * width), int(tissue_box[3] * height))
+    x0, y0, x1, y1 = (
+        int(tissue_box[0] * width),
+        int(tissue_box[1] * height),
+        int(tissue_box[2] * width),
+        int(tissue_box[3] * height),
+    )
     tissue = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
     tissue[..., 0] = rng.integers(150, 220, tissue.shape[:2])
     tissue[..., 1] = rng.integers(60, 130, tissue.shape[:2])
@@ -113,14 +132,20 @@ def write_test_slide(path: Path, width: int = 2048, height: int = 1536, mpp: flo
     return path
 
 
-def tissue_image(width: int = 2048, height: int = 1536, tissue_box=(0.25, 0.25, 0.75, 0.75), seed: int = 0) -> np.ndarray:
+def tissue_image(
+    width: int = 2048, height: int = 1536, tissue_box=(0.25, 0.25, 0.75, 0.75), seed: int = 0
+) -> np.ndarray:
     """Glass (242 grey) with one textured pink/purple tissue rectangle; ``tissue_box=None``: blank glass."""
     rng = np.random.default_rng(seed)
     img = np.full((height, width, 3), 242, np.uint8)
     img += rng.integers(0, 4, img.shape, dtype=np.uint8)  # sensor noise, so a blank slide is not flat
     if tissue_box is not None:
-        x0, y0, x1, y1 = (int(tissue_box[0] * width), int(tissue_box[1] * height),
-                          int(tissue_box[2] * width), int(tissue_box[3] * height))
+        x0, y0, x1, y1 = (
+            int(tissue_box[0] * width),
+            int(tissue_box[1] * height),
+            int(tissue_box[2] * width),
+            int(tissue_box[3] * height),
+        )
         shape = (y1 - y0, x1 - x0)
         img[y0:y1, x0:x1, 0] = rng.integers(150, 220, shape)
         img[y0:y1, x0:x1, 1] = rng.integers(60, 130, shape)
@@ -128,8 +153,9 @@ def tissue_image(width: int = 2048, height: int = 1536, tissue_box=(0.25, 0.25, 
     return img
 
 
-def write_pyramid_tiff(path: Path, img: np.ndarray, mpp: float | None = 0.5, factors=(1, 2, 4),
-                       aperio: bool = False) -> Path:
+def write_pyramid_tiff(
+    path: Path, img: np.ndarray, mpp: float | None = 0.5, factors=(1, 2, 4), aperio: bool = False
+) -> Path:
     """A tiled pyramid of ``img`` with levels downsampled by ``factors`` (any integers, not only powers of two).
 
     ``aperio=True`` writes an Aperio SVS with JPEG 2000 (RGB, compression 33005) tiles and the mpp in the
@@ -159,6 +185,19 @@ def small_slide(tmp_path) -> Path:
     return write_test_slide(tmp_path / "small.tif")
 
 
-TILING = dict(target_mpp=1.0, patch_size=128, overlap=0, min_tissue=0.5, thumbnail_size=256, assume_mpp=None,
-              mask=dict(method="otsu", mpp=8.0, white_threshold=220, reject_pen=["green", "blue", "black"],
-                        min_component_mm2=0.01, fill_holes_mm2=0.1))
+TILING = dict(
+    target_mpp=1.0,
+    patch_size=128,
+    overlap=0,
+    min_tissue=0.5,
+    thumbnail_size=256,
+    assume_mpp=None,
+    mask=dict(
+        method="otsu",
+        mpp=8.0,
+        white_threshold=220,
+        reject_pen=["green", "blue", "black"],
+        min_component_mm2=0.01,
+        fill_holes_mm2=0.1,
+    ),
+)

@@ -15,6 +15,7 @@ select/cons_tres, proctrack/linuxproc, task/none, no accounting and MinJobAge=60
 A file lock (``/run/fiveflow-slurm.lock``) keeps two test sessions on one machine from fighting
 over /etc/slurm/slurm.conf and the daemon ports.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -39,8 +40,11 @@ class ClusterError(RuntimeError):
 
 def missing_requirements() -> list[str]:
     """Why a local cluster cannot be started here (empty when it can)."""
-    why = [f"{b} not found (Debian packages slurm-wlm and munge; tools/system-deps.sh installs them)"
-           for b in DAEMONS if not shutil.which(b) and not Path("/usr/sbin", b).exists()]
+    why = [
+        f"{b} not found (Debian packages slurm-wlm and munge; tools/system-deps.sh installs them)"
+        for b in DAEMONS
+        if not shutil.which(b) and not Path("/usr/sbin", b).exists()
+    ]
     if os.geteuid() != 0:
         why.append("not root (slurmd and munged must be started as root)")
     if not Path("/etc/munge/munge.key").exists():
@@ -61,37 +65,39 @@ def node_size(headroom_mb: int = 1024) -> tuple[int, int]:
 
 
 def slurm_conf(work: Path, node: str, cpus: int, mem_mb: int, partition: str = PARTITION) -> str:
-    return "\n".join([
-        HEADER,
-        "ClusterName=fiveflow-test",
-        f"SlurmctldHost={node}(127.0.0.1)",
-        "SlurmUser=root",
-        "SlurmdUser=root",
-        "AuthType=auth/munge",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "AccountingStorageType=accounting_storage/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "MinJobAge=600",
-        "ReturnToService=2",
-        "MpiDefault=none",
-        "SchedulerType=sched/backfill",
-        "SlurmctldTimeout=30",
-        "SlurmdTimeout=30",
-        f"StateSaveLocation={work / 'state'}",
-        f"SlurmdSpoolDir={work / 'spool'}",
-        f"SlurmctldPidFile={work / 'slurmctld.pid'}",
-        f"SlurmdPidFile={work / 'slurmd.pid'}",
-        f"SlurmctldLogFile={work / 'slurmctld.log'}",
-        f"SlurmdLogFile={work / 'slurmd.log'}",
-        "SlurmctldDebug=info",
-        "SlurmdDebug=info",
-        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN",
-        f"PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ])
+    return "\n".join(
+        [
+            HEADER,
+            "ClusterName=fiveflow-test",
+            f"SlurmctldHost={node}(127.0.0.1)",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "MinJobAge=600",
+            "ReturnToService=2",
+            "MpiDefault=none",
+            "SchedulerType=sched/backfill",
+            "SlurmctldTimeout=30",
+            "SlurmdTimeout=30",
+            f"StateSaveLocation={work / 'state'}",
+            f"SlurmdSpoolDir={work / 'spool'}",
+            f"SlurmctldPidFile={work / 'slurmctld.pid'}",
+            f"SlurmdPidFile={work / 'slurmd.pid'}",
+            f"SlurmctldLogFile={work / 'slurmctld.log'}",
+            f"SlurmdLogFile={work / 'slurmd.log'}",
+            "SlurmctldDebug=info",
+            "SlurmdDebug=info",
+            f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN",
+            f"PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 def _stale_conf() -> dict[str, str] | None:
@@ -130,7 +136,7 @@ class SlurmCluster:
         self._lock = None
 
     # --- start ------------------------------------------------------------------------------------
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         why = missing_requirements()
         if why:
             raise ClusterError("cannot start a local SLURM cluster: " + "; ".join(why))
@@ -144,15 +150,18 @@ class SlurmCluster:
                 if time.monotonic() > deadline:
                     self._lock.close()
                     self._lock = None
-                    raise ClusterError(f"{LOCK} is still held after {self.lock_timeout:.0f} s by another "
-                                       "test session's SLURM cluster") from None
+                    raise ClusterError(
+                        f"{LOCK} is still held after {self.lock_timeout:.0f} s by another test session's SLURM cluster"
+                    ) from None
                 time.sleep(1)
         atexit.register(self.stop)
         try:
             self._clean_stale()
             if subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0:
-                raise ClusterError("a slurmctld is already running on this machine; stop it first "
-                                   "(this test starts its own one-node cluster)")
+                raise ClusterError(
+                    "a slurmctld is already running on this machine; stop it first "
+                    "(this test starts its own one-node cluster)"
+                )
             for d in ("state", "spool"):
                 (self.work / d).mkdir(parents=True, exist_ok=True)
             self._write_conf()
@@ -202,8 +211,10 @@ class SlurmCluster:
     def _munge_ok(self) -> bool:
         try:
             cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10)
-            return cred.returncode == 0 and subprocess.run(
-                ["unmunge"], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+            return (
+                cred.returncode == 0
+                and subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             return False
 
@@ -223,8 +234,9 @@ class SlurmCluster:
 
     def _spawn(self, name: str, cmd: list[str], **kw) -> None:
         out = open(self.work / f"{name}.out", "ab")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True, **kw)
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **kw
+        )
         out.close()
 
     def _wait_idle(self) -> None:
@@ -239,8 +251,10 @@ class SlurmCluster:
             if r.returncode == 0 and state == "idle":
                 return
             time.sleep(0.5)
-        raise ClusterError(f"node {self.node} not idle within {self.ready_timeout:.0f} s "
-                           f"(sinfo state: {state or 'none'}):\n" + self.logs())
+        raise ClusterError(
+            f"node {self.node} not idle within {self.ready_timeout:.0f} s "
+            f"(sinfo state: {state or 'none'}):\n" + self.logs()
+        )
 
     # --- inspection -------------------------------------------------------------------------------
     def logs(self, tail: int = 40) -> str:
@@ -260,8 +274,9 @@ class SlurmCluster:
             subprocess.run(["scancel", "--full", "-p", self.partition], capture_output=True, timeout=30)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                q = subprocess.run(["squeue", "-h", "-t", "PD,R,CG", "-o", "%i"], capture_output=True, text=True,
-                                   timeout=30)
+                q = subprocess.run(
+                    ["squeue", "-h", "-t", "PD,R,CG", "-o", "%i"], capture_output=True, text=True, timeout=30
+                )
                 if q.returncode != 0 or not q.stdout.strip():
                     break
                 time.sleep(0.5)

@@ -1,5 +1,6 @@
 """Attention-MIL baselines (abmil, clam_sb, dsmil, transmil) on the shared loop: shapes, attention,
 determinism, learning a tiny separable task, CLAM's instance loss, registry."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,12 @@ from fiveflow.baselines import BASELINES, abmil, clam_sb, dsmil, mil_loop, trans
 from fiveflow.train.data import Bag
 
 DIM = 16
-MODELS = {"abmil": (abmil, abmil.GatedABMIL), "clam_sb": (clam_sb, clam_sb.CLAMSB), "dsmil": (dsmil, dsmil.DSMIL),
-          "transmil": (transmil, transmil.TransMIL)}
+MODELS = {
+    "abmil": (abmil, abmil.GatedABMIL),
+    "clam_sb": (clam_sb, clam_sb.CLAMSB),
+    "dsmil": (dsmil, dsmil.DSMIL),
+    "transmil": (transmil, transmil.TransMIL),
+}
 # (epochs, lr) for the tiny task: a larger lr than the papers' 2e-4 (except TransMIL) keeps it to a few epochs
 FAST = {"abmil": (10, 1e-3), "clam_sb": (10, 1e-3), "dsmil": (20, 1e-3), "transmil": (5, 2e-4)}
 
@@ -53,7 +58,13 @@ def task():
             x[rng.choice(n, max(1, int(0.3 * n)), replace=False)] += 4.0 * u
         bags[f"b{i}"], labels[f"b{i}"] = x.astype(np.float32), y
     ids = sorted(bags, key=lambda s: int(s[1:]))
-    return DictStore(bags), ids[:8], np.array([labels[s] for s in ids[:8]]), ids[8:], np.array([labels[s] for s in ids[8:]])
+    return (
+        DictStore(bags),
+        ids[:8],
+        np.array([labels[s] for s in ids[:8]]),
+        ids[8:],
+        np.array([labels[s] for s in ids[8:]]),
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -6,8 +6,21 @@ import pytest
 from conftest import PROJECT_ROOT
 from fiveflow.cli import build_parser
 
-SUBCOMMANDS = ["demo", "tile", "embed", "encoders", "import-bags", "reports", "split", "train", "fewshot", "evaluate", "doctor",
-               "download", "heatmap"]
+SUBCOMMANDS = [
+    "demo",
+    "tile",
+    "embed",
+    "encoders",
+    "import-bags",
+    "reports",
+    "split",
+    "train",
+    "fewshot",
+    "evaluate",
+    "doctor",
+    "download",
+    "heatmap",
+]
 
 
 def test_every_subcommand_has_help(capsys):
@@ -29,7 +42,12 @@ def test_console_script_help():
 def test_tile_subcommand_on_a_slide(small_slide, tmp_path):
     from fiveflow.cli import main
 
-    assert main(["tile", "--slide", str(small_slide), "--out", str(tmp_path), "--config", str(PROJECT_ROOT / "config.yaml")]) == 0
+    assert (
+        main(
+            ["tile", "--slide", str(small_slide), "--out", str(tmp_path), "--config", str(PROJECT_ROOT / "config.yaml")]
+        )
+        == 0
+    )
     assert (tmp_path / "coords" / "small.parquet").exists() and (tmp_path / "qc" / "small.png").exists()
 
 

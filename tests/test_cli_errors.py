@@ -7,6 +7,7 @@ file-permission override with ``setpriv`` when running as root (skipped where th
 every defect also has a variant that fails the same way for root (a file where a folder is needed, a
 folder where a file is written, a simulated full disk).
 """
+
 from __future__ import annotations
 
 import errno
@@ -114,12 +115,20 @@ def test_permission_error_is_one_line_simulated(tmp_path, capsys, monkeypatch):
     assert f"cannot write {out}: Permission denied" in line and "ls -ld" in line and "choose another --out" in line
 
 
-@pytest.mark.parametrize("code, words", [
-    (errno.EROFS, "on a writable disk"), (errno.EISDIR, "remove or rename that folder"),
-    (errno.ENAMETOOLONG, "shorter path"), (errno.EMFILE, "ulimit -n"), (errno.EIO, "check the disk"),
-])
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (errno.EROFS, "on a writable disk"),
+        (errno.EISDIR, "remove or rename that folder"),
+        (errno.ENAMETOOLONG, "shorter path"),
+        (errno.EMFILE, "ulimit -n"),
+        (errno.EIO, "check the disk"),
+    ],
+)
 def test_os_error_kinds(tmp_path, code, words):
-    line = os_error_line(OSError(code, os.strerror(code), str(tmp_path / "out" / "f.csv")), [("--out", tmp_path / "out")])
+    line = os_error_line(
+        OSError(code, os.strerror(code), str(tmp_path / "out" / "f.csv")), [("--out", tmp_path / "out")]
+    )
     assert line and os.strerror(code) in line and words in line and str(tmp_path / "out" / "f.csv") in line
 
 
@@ -136,8 +145,11 @@ def test_rename_onto_a_folder_names_the_destination(tmp_path):
 
 def test_library_messages_name_the_file():
     """h5py and pyarrow give the file name in the message only; the line names it."""
-    exc = PermissionError(errno.EACCES, "Unable to synchronously open file (unable to open file: name = 'b.h5', "
-                                        "errno = 13, error message = 'Permission denied')")
+    exc = PermissionError(
+        errno.EACCES,
+        "Unable to synchronously open file (unable to open file: name = 'b.h5', "
+        "errno = 13, error message = 'Permission denied')",
+    )
     assert "cannot access b.h5: Permission denied" in user_error_line(exc)
     exc = FileNotFoundError(errno.ENOENT, "Failed to open local file 'x.parquet'. Detail: [errno 2] No such file")
     assert "cannot find x.parquet" in user_error_line(exc)
@@ -165,8 +177,14 @@ def _unprivileged() -> list[str]:
 
 def _fiveflow(prefix, *args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")}
-    return subprocess.run([*prefix, sys.executable, "-m", "fiveflow.cli", *args], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=cwd)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "fiveflow.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def test_real_permission_errors_are_one_line(tmp_path):
@@ -205,11 +223,20 @@ def test_unreadable_slide_says_check_permissions(small_slide):
     """open_slide: OpenSlide calls an unreadable file an unknown format; the fix was to re-download it."""
     prefix = _unprivileged()
     small_slide.chmod(0)
-    code = ("from fiveflow.slides.reader import open_slide, SlideError\n"
-            f"try:\n    open_slide({str(small_slide)!r})\nexcept SlideError as e:\n    print(e)\n")
-    r = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")})
-    assert "permission denied" in r.stdout and "ls -l" in r.stdout and "re-download" not in r.stdout, r.stdout + r.stderr
+    code = (
+        "from fiveflow.slides.reader import open_slide, SlideError\n"
+        f"try:\n    open_slide({str(small_slide)!r})\nexcept SlideError as e:\n    print(e)\n"
+    )
+    r = subprocess.run(
+        [*prefix, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")},
+    )
+    assert "permission denied" in r.stdout and "ls -l" in r.stdout and "re-download" not in r.stdout, (
+        r.stdout + r.stderr
+    )
 
 
 def test_unreadable_bag_says_check_permissions(tmp_path):
@@ -220,10 +247,17 @@ def test_unreadable_bag_says_check_permissions(tmp_path):
 
     bag = write_bag(tmp_path / "s.h5", np.zeros((2, 4), np.float32), np.zeros((2, 2), np.int64))
     bag.chmod(0)
-    code = ("from fiveflow.embed.bags import read_bag, BagError\n"
-            f"try:\n    read_bag({str(bag)!r})\nexcept BagError as e:\n    print(e)\n")
-    r = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")})
+    code = (
+        "from fiveflow.embed.bags import read_bag, BagError\n"
+        f"try:\n    read_bag({str(bag)!r})\nexcept BagError as e:\n    print(e)\n"
+    )
+    r = subprocess.run(
+        [*prefix, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")},
+    )
     assert "permission denied" in r.stdout and "re-create" not in r.stdout, r.stdout + r.stderr
 
 
@@ -255,7 +289,9 @@ def test_coords_file_that_is_not_parquet_names_the_file(tmp_path):
     bad = tmp_path / "s.parquet"
     bad.write_text("garbage")
     for fn in (read_coords, read_meta):
-        with pytest.raises(InputFileError, match=r"s\.parquet: not a readable coordinates parquet.*tile the slide again"):
+        with pytest.raises(
+            InputFileError, match=r"s\.parquet: not a readable coordinates parquet.*tile the slide again"
+        ):
             fn(bad)
 
 
@@ -327,7 +363,9 @@ def test_bad_number_options_are_usage_errors(base, option, values, capsys):
 def test_good_number_options_still_parse():
     a = build_parser().parse_args(["tile", "--slide", "x", "--mpp", "0.25", "--target-mpp", "1", "--patch-px", "224"])
     assert (a.mpp, a.target_mpp, a.patch_px) == (0.25, 1.0, 224)
-    a = build_parser().parse_args(["fewshot", "--ckpt", "c", "--split", "s", "--bags", "b", "--out", "o", "--shots", "0"])
+    a = build_parser().parse_args(
+        ["fewshot", "--ckpt", "c", "--split", "s", "--bags", "b", "--out", "o", "--shots", "0"]
+    )
     assert a.shots == 0
     a = build_parser().parse_args(["heatmap", "--attention", "a", "--slide", "s", "--out", "o.png", "--alpha", "1"])
     assert a.alpha == 1.0
@@ -352,12 +390,19 @@ def test_unreadable_pdf_report_and_checkpoint_say_check_permissions(tmp_path):
     torch.save({"a": torch.zeros(1)}, ckpt)
     pdf.chmod(0)
     ckpt.chmod(0)
-    code = ("from pathlib import Path\nfrom fiveflow.reports.inputs import read_pdf\n"
-            "from fiveflow.embed.encoders.base import load_state_dict, EncoderError\n"
-            f"print(read_pdf(Path({str(pdf)!r}))[2])\n"
-            f"try:\n    load_state_dict({str(ckpt)!r})\nexcept EncoderError as e:\n    print(e)\n")
-    r = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")})
+    code = (
+        "from pathlib import Path\nfrom fiveflow.reports.inputs import read_pdf\n"
+        "from fiveflow.embed.encoders.base import load_state_dict, EncoderError\n"
+        f"print(read_pdf(Path({str(pdf)!r}))[2])\n"
+        f"try:\n    load_state_dict({str(ckpt)!r})\nexcept EncoderError as e:\n    print(e)\n"
+    )
+    r = subprocess.run(
+        [*prefix, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")},
+    )
     pdf_line, ckpt_line = r.stdout.splitlines()[:2]
     assert "check its permissions" in pdf_line and "re-download" not in pdf_line, r.stdout + r.stderr
     assert "permission denied" in ckpt_line and "re-download" not in ckpt_line, r.stdout + r.stderr
@@ -373,8 +418,9 @@ def test_split_missing_sheet_names_the_argument_not_the_config_key(tmp_path, cap
 def test_closed_stdout_is_quiet():
     """`fiveflow encoders | head -1`: the reader leaves early; no BrokenPipeError traceback, exit 141 as shells do."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")}
-    p = subprocess.Popen([sys.executable, "-m", "fiveflow.cli", "encoders"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "fiveflow.cli", "encoders"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
     p.stdout.close()  # long before the listing is printed (imports take a second)
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and "Traceback" not in err, err

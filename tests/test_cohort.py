@@ -1,4 +1,5 @@
 """The synthetic demo cohort: cases, slides (OpenSlide / tiatoolbox readable), reports, tables."""
+
 from __future__ import annotations
 
 import csv
@@ -67,8 +68,13 @@ def test_classes_balanced_and_some_patients_have_two_slides(n):
     for group in by_patient.values():
         a = group[0]
         for b in group[1:]:
-            assert (b.label, b.differentiation, b.stas, b.margins, b.report_uuid) == \
-                   (a.label, a.differentiation, a.stas, a.margins, a.report_uuid)
+            assert (b.label, b.differentiation, b.stas, b.margins, b.report_uuid) == (
+                a.label,
+                a.differentiation,
+                a.stas,
+                a.margins,
+                a.report_uuid,
+            )
             assert b.seed != a.seed
 
 
@@ -130,9 +136,18 @@ def test_shipped_fact_table_is_the_estimate_from_the_real_answers(tmp_path):
     from fiveflow.cohort.facts import load_fact_table
 
     out = tmp_path / "facts.csv"
-    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "estimate_report_facts.py"),
-                           str(shared_path("reports/tcga_lung_reports_dev.csv")), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "tools" / "estimate_report_facts.py"),
+            str(shared_path("reports/tcga_lung_reports_dev.csv")),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == (PROJECT_ROOT / "resources" / "demo" / "report_facts.csv").read_bytes()
     assert "LUAD: 150 patients, 77 combinations" in proc.stdout
@@ -163,7 +178,7 @@ def test_slide_is_a_pyramidal_bigtiff_with_mpp(slides):
             size = (min(w, 200), min(h, 200))
             loc = (int(W / 2 - size[0] / 2 * ds), int(H / 2 - size[1] / 2 * ds))
             img = np.asarray(s.read_region(loc, level, size).convert("RGB"))
-            assert img.shape == (size[1], size[0], 3) and img.std() > 5, (label, level)   # the centre is tissue
+            assert img.shape == (size[1], size[0], 3) and img.std() > 5, (label, level)  # the centre is tissue
         # white background, tissue covering a good part of the slide
         thumb = np.asarray(s.get_thumbnail((256, 192)).convert("RGB"), float)
         tissue = (thumb.max(-1) - thumb.min(-1) > 18) | (thumb.mean(-1) < 200)
@@ -179,7 +194,7 @@ def test_reduced_levels_are_downsampled_level0(slides):
     l0 = np.asarray(s.read_region((0, 0), 0, (W, H)).convert("RGB"), float)
     l1 = np.asarray(s.read_region((0, 0), 1, s.level_dimensions[1]).convert("RGB"), float)
     ref = l0.reshape(H // 2, 2, W // 2, 2, 3).mean((1, 3))
-    assert np.abs(l1 - ref).mean() < 6.0     # only JPEG noise: the quadrants are where they belong
+    assert np.abs(l1 - ref).mean() < 6.0  # only JPEG noise: the quadrants are where they belong
 
 
 def test_tiatoolbox_reads_levels_and_mpp(slides):
@@ -200,7 +215,7 @@ def test_pixels_are_byte_identical_and_seed_dependent(tmp_path, cases):
     write_demo_slide(cases[2], a, W, H, MPP)
     write_demo_slide(cases[2], b, W, H, MPP)
     assert _sha(a) == _sha(b)
-    write_demo_slide(cases[4], c, W, H, MPP)          # another slide (same class)
+    write_demo_slide(cases[4], c, W, H, MPP)  # another slide (same class)
     assert _sha(a) != _sha(c)
 
 
@@ -238,7 +253,7 @@ def test_failed_write_leaves_nothing(tmp_path, cases, monkeypatch):
     dest = tmp_path / "slides" / "s.tif"
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_demo_slide(cases[0], dest, W, H, MPP)
-    assert list(dest.parent.iterdir()) == []           # no destination, no temp or staging files
+    assert list(dest.parent.iterdir()) == []  # no destination, no temp or staging files
 
 
 def test_memory_does_not_grow_with_area(tmp_path, cases):
@@ -249,7 +264,7 @@ def test_memory_does_not_grow_with_area(tmp_path, cases):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 40e6
-    assert peaks[1] < 2.0 * peaks[0]                   # 8x the area, about the same memory
+    assert peaks[1] < 2.0 * peaks[0]  # 8x the area, about the same memory
 
 
 def test_level_sizes():
@@ -259,8 +274,12 @@ def test_level_sizes():
 
 
 # ----------------------------------------------------------------------------- reports
-_GRADE_RE = {"well": r"well[- ]differentiated", "moderate": r"moderately[- ]differentiated",
-             "moderate_to_poor": r"moderately[- ](to )?poorly[- ]differentiated", "poor": r"poorly[- ]differentiated"}
+_GRADE_RE = {
+    "well": r"well[- ]differentiated",
+    "moderate": r"moderately[- ]differentiated",
+    "moderate_to_poor": r"moderately[- ](to )?poorly[- ]differentiated",
+    "poor": r"poorly[- ]differentiated",
+}
 
 
 def _reports(n_seeds: int = 3):
@@ -280,7 +299,7 @@ def test_reports_are_deterministic_and_per_patient(cases):
         by_patient.setdefault(c.patient_id, set()).add(t)
     assert all(len(v) == 1 for v in by_patient.values())
     assert len({next(iter(v)) for v in by_patient.values()}) == len(by_patient)
-    assert any(re.search(r"\b\d+/\d+\b", next(iter(v))) for v in by_patient.values())   # node counts
+    assert any(re.search(r"\b\d+/\d+\b", next(iter(v))) for v in by_patient.values())  # node counts
 
 
 def test_report_histology_and_grade_match_the_case():
@@ -297,8 +316,11 @@ def test_report_histology_and_grade_match_the_case():
 
 
 def test_unknown_facts_are_not_stated():
-    vascular = re.compile(r"lympho?-?vascular|angiolymphatic|angioinvasion|vascular invasion|venous|arterial|"
-                          r"L[01], V[01]|blood vessels|emboli", re.I)
+    vascular = re.compile(
+        r"lympho?-?vascular|angiolymphatic|angioinvasion|vascular invasion|venous|arterial|"
+        r"L[01], V[01]|blood vessels|emboli",
+        re.I,
+    )
     for c, t in _reports():
         low = t.lower()
         if c.vascular_invasion == "unknown":
@@ -318,9 +340,12 @@ def test_known_facts_are_stated():
     for c, t in _reports():
         low = t.lower()
         if c.pleural_invasion == "present":
-            assert re.search(r"pleura[^.]*(present|identified|invad|involv|infiltrat)|pl[12]|"
-                             r"invad\w* (into )?the visceral pleura|infiltrates the visceral pleura|"
-                             r"invasion of the visceral pleura|pleural infiltration|involves the pleural surface", low), t
+            assert re.search(
+                r"pleura[^.]*(present|identified|invad|involv|infiltrat)|pl[12]|"
+                r"invad\w* (into )?the visceral pleura|infiltrates the visceral pleura|"
+                r"invasion of the visceral pleura|pleural infiltration|involves the pleural surface",
+                low,
+            ), t
             hits["pleura"] += 1
         if c.margins == "positive":
             assert "r1" in low or f"{c.margin_site} margin" in low, t
@@ -352,8 +377,16 @@ def test_tables(tmp_path, cases):
     samples, reports, truth = _read(s), _read(r), _read(t)
     assert list(samples[0]) == ["slide_id", "patient_id", "label", "path"]
     assert list(reports[0]) == ["patient_filename", "patient_id", "text"]
-    assert list(truth[0]) == ["patient_id", "label", "differentiation", "stas", "vascular_invasion",
-                              "pleural_invasion", "adjacent_invasion", "margins"]
+    assert list(truth[0]) == [
+        "patient_id",
+        "label",
+        "differentiation",
+        "stas",
+        "vascular_invasion",
+        "pleural_invasion",
+        "adjacent_invasion",
+        "margins",
+    ]
     assert [row["slide_id"] for row in samples] == [c.slide_id for c in cases]
     assert samples[0]["path"] == paths[cases[0].slide_id]
     patients = list(dict.fromkeys(c.patient_id for c in cases))
@@ -432,8 +465,13 @@ def test_difficulty_overlap_draws_the_other_class_in_patches_of_the_drawn_share(
         for ox in range(256, 2816, 256):
             m = mixed.fields((ox + np.arange(0, 256, 16))[None, :] * 1.0, (oy + np.arange(0, 256, 16))[:, None] * 1.0)
             ta, tb = a.render(0, ox, oy), b.render(0, ox, oy)
-            if m["mim"].max() == 0 and mixed.fields(np.array([[ox - 200.0, ox + 456.0]]),
-                                                    np.array([[oy - 200.0], [oy + 456.0]]))["mim"].max() == 0:
+            if (
+                m["mim"].max() == 0
+                and mixed.fields(np.array([[ox - 200.0, ox + 456.0]]), np.array([[oy - 200.0], [oy + 456.0]]))[
+                    "mim"
+                ].max()
+                == 0
+            ):
                 same += 1
                 assert np.array_equal(ta, tb)
             elif (m["mim"] > 0.5).mean() > 0.5 and (m["tis"] > 0).mean() > 0.5 and (m["nrm"] < 0.5).mean() > 0.5:
@@ -441,11 +479,16 @@ def test_difficulty_overlap_draws_the_other_class_in_patches_of_the_drawn_share(
     assert same >= 3 and changed >= 3, (same, changed)
 
 
-@pytest.mark.parametrize("bad, message", [({"normal_lung": [0.5, 0.2]}, "low <= high"),
-                                          ({"overlap": [0.2, 0.6]}, "overlap"),
-                                          ({"normal_lung": [0.2, 1.0]}, "< 1"),
-                                          ({"stain_jitter": -1}, "stain_jitter"),
-                                          ({"tumour": 0.3}, "unknown keys")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"normal_lung": [0.5, 0.2]}, "low <= high"),
+        ({"overlap": [0.2, 0.6]}, "overlap"),
+        ({"normal_lung": [0.2, 1.0]}, "< 1"),
+        ({"stain_jitter": -1}, "stain_jitter"),
+        ({"tumour": 0.3}, "unknown keys"),
+    ],
+)
 def test_difficulty_rejects_bad_settings(bad, message):
     from fiveflow.cohort.scene import Difficulty
 

@@ -94,8 +94,13 @@ def test_snakemake_refuses_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     c = cfg(tiling__patch_size="big")
     bad.write_text(yaml.safe_dump(c))
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)], cwd=PROJECT_ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0
     assert "tiling.patch_size" in r.stdout + r.stderr
 
@@ -109,9 +114,16 @@ def test_llm_failure_share_and_rule_retries_are_range_checked():
         validate_config(cfg(reports__openai__rule_retries=-1))
 
 
-@pytest.mark.parametrize("key, value", [("tiling__target_mpp", float("nan")), ("tiling__min_tissue", float("inf")),
-                                        ("train__pretrain__lr", float("nan")), ("split__test_fraction", float("-inf")),
-                                        ("tiling__assume_mpp", float("nan"))])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("tiling__target_mpp", float("nan")),
+        ("tiling__min_tissue", float("inf")),
+        ("train__pretrain__lr", float("nan")),
+        ("split__test_fraction", float("-inf")),
+        ("tiling__assume_mpp", float("nan")),
+    ],
+)
 def test_nan_and_infinity_are_refused_with_the_key_and_the_fix(key, value):
     """JSON Schema's bounds let NaN through (NaN <= 0 is false): `target_mpp: .nan` used to pass."""
     with pytest.raises(ConfigError) as exc:
@@ -126,8 +138,11 @@ def test_nan_in_a_yaml_file_names_the_key(tmp_path):
     assert ".nan" in text
     f = tmp_path / "c.yaml"
     f.write_text(text)
-    with pytest.raises(ConfigError, match=r"c\.yaml: key `tiling\.target_mpp`: \.nan is not a finite number\. "
-                                          r"Fix: set a finite number > 0\."):
+    with pytest.raises(
+        ConfigError,
+        match=r"c\.yaml: key `tiling\.target_mpp`: \.nan is not a finite number\. "
+        r"Fix: set a finite number > 0\.",
+    ):
         load_config(f)
 
 
@@ -159,18 +174,28 @@ def test_yaml_syntax_error_is_one_line_with_its_line(tmp_path):
 def test_a_downloaded_input_counts_as_present_and_downloads_are_checked():
     """Issue 17: cohort.reports / reports.precomputed may name the `path` of a `downloads` entry (fetched by the
     workflow); entries need an http(s) URL, a pinned checksum and distinct paths."""
-    c = cfg(cohort__source="samples", cohort__samples="config.yaml", cohort__reports="data/x/corpus.csv.zip",
-            reports__backend="import", reports__precomputed=["data/x/a.xlsx", "data/x/b.xlsx"])
+    c = cfg(
+        cohort__source="samples",
+        cohort__samples="config.yaml",
+        cohort__reports="data/x/corpus.csv.zip",
+        reports__backend="import",
+        reports__precomputed=["data/x/a.xlsx", "data/x/b.xlsx"],
+    )
     with pytest.raises(ConfigError, match="cohort.reports`: file not found") as err:
         validate_config(copy.deepcopy(c), root=PROJECT_ROOT)
     assert "answers file not found ('data/x/a.xlsx')" in str(err.value)
     entry = lambda p, **kw: {"url": "https://example.org/f", "checksum": "sha256:" + "a" * 64, "path": p, **kw}  # noqa: E731
-    c["downloads"] = {"corpus": entry("data/x/corpus.csv.zip"), "a": entry("data/x/a.xlsx", size=10),
-                      "b": entry("data/x/b.xlsx")}
+    c["downloads"] = {
+        "corpus": entry("data/x/corpus.csv.zip"),
+        "a": entry("data/x/a.xlsx", size=10),
+        "b": entry("data/x/b.xlsx"),
+    }
     validate_config(copy.deepcopy(c), root=PROJECT_ROOT)
-    for bad, match in [({"b": entry("data/x/a.xlsx")}, r"downloads.b.path` and `downloads.a.path` are the same file"),
-                       ({"b": {**entry("data/x/b.xlsx"), "checksum": "sha1:" + "a" * 40}}, "checksum"),
-                       ({"b": {**entry("data/x/b.xlsx"), "url": "file:///etc/passwd"}}, "url"),
-                       ({"b-c": entry("data/x/c")}, "b-c")]:
+    for bad, match in [
+        ({"b": entry("data/x/a.xlsx")}, r"downloads.b.path` and `downloads.a.path` are the same file"),
+        ({"b": {**entry("data/x/b.xlsx"), "checksum": "sha1:" + "a" * 40}}, "checksum"),
+        ({"b": {**entry("data/x/b.xlsx"), "url": "file:///etc/passwd"}}, "url"),
+        ({"b-c": entry("data/x/c")}, "b-c"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             validate_config({**copy.deepcopy(c), "downloads": {**c["downloads"], **bad}}, root=PROJECT_ROOT)

@@ -1,5 +1,6 @@
 """``fiveflow doctor`` finds the tools of its own environment even when that environment is not on PATH
 (run as ``/path/.venv/bin/fiveflow doctor`` from cron, a job script or another shell)."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,14 @@ def test_doctor_without_the_venv_on_path():
     if not (Path(sys.executable).parent / "snakemake").exists():
         pytest.skip("no snakemake next to this Python (not the project's .venv)")
     env = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", "fiveflow.cli", "doctor", "--config", str(PROJECT_ROOT / "config.yaml")],
-                       capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT_ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "fiveflow.cli", "doctor", "--config", str(PROJECT_ROOT / "config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
     line = next(ln for ln in r.stdout.splitlines() if "snakemake" in ln)
     assert line.split()[0] == "ok" and "next to this Python" in line, r.stdout
     failed = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("FAIL")]

@@ -1,4 +1,5 @@
 """GDC downloads against a local HTTP server the tests start (no real network)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -115,7 +116,7 @@ class FakeGDC:
         for i in range(0, len(body), 16384):
             if rules.get("delay"):
                 time.sleep(rules["delay"])
-            h.wfile.write(body[i:i + 16384])
+            h.wfile.write(body[i : i + 16384])
         h.wfile.flush()
         if limit is not None:
             h.close_connection = True
@@ -267,8 +268,9 @@ def test_present_file_is_skipped_and_md5_is_cached(fake, tmp_path, monkeypatch):
     assert get(fake, row, dest).status == "downloaded" and dest.read_bytes() == data
 
 
-@pytest.mark.parametrize("which, target_exists", [("partial", True), ("partial", False), ("lock", True),
-                                                  ("lock", False)])
+@pytest.mark.parametrize(
+    "which, target_exists", [("partial", True), ("partial", False), ("lock", True), ("lock", False)]
+)
 def test_a_link_planted_at_the_partial_or_lock_is_refused(fake, tmp_path, which, target_exists):
     """A symlink at .NAME.partial / .NAME.lock must not let the download write (or create) a file elsewhere."""
     row = fake.add("f-link", payload(30_000, seed=40))
@@ -314,9 +316,17 @@ def test_a_directory_at_the_destination_is_reported(fake, tmp_path):
     assert fake.gets("f-dir") == []
 
 
-BAD_IDS = ["../../status", "../v0/files", f"{gid('x')}/../../status", "c6e36f24-46f3-4e20-8154-970e749aa0c",
-           "c6e36f24-46f3-4e20-8154-970e749aa0ca?x=1", "c6e36f24-46f3-4e20-8154-970e749aa0ca\n",
-           "%2e%2e%2fstatus", "c6e36f24_46f3_4e20_8154_970e749aa0ca", "zzzzzzzz-46f3-4e20-8154-970e749aa0ca"]
+BAD_IDS = [
+    "../../status",
+    "../v0/files",
+    f"{gid('x')}/../../status",
+    "c6e36f24-46f3-4e20-8154-970e749aa0c",
+    "c6e36f24-46f3-4e20-8154-970e749aa0ca?x=1",
+    "c6e36f24-46f3-4e20-8154-970e749aa0ca\n",
+    "%2e%2e%2fstatus",
+    "c6e36f24_46f3_4e20_8154_970e749aa0ca",
+    "zzzzzzzz-46f3-4e20-8154-970e749aa0ca",
+]
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
@@ -332,14 +342,17 @@ def test_a_file_id_that_is_not_a_uuid_never_reaches_the_server(fake, tmp_path, b
 def test_manifest_ids_must_be_uuids(fake, tmp_path):
     good = fake.add("f-good", payload(1_000, seed=43))
     m = tmp_path / "m.txt"
-    m.write_text("id\tfilename\tmd5\tsize\tstate\n" f"{good.id}\t{good.filename}\t{good.md5}\t{good.size}\treleased\n"
-                 f"../../status\tB.svs\t{'b' * 32}\t2\treleased\n")
+    m.write_text(
+        "id\tfilename\tmd5\tsize\tstate\n"
+        f"{good.id}\t{good.filename}\t{good.md5}\t{good.size}\treleased\n"
+        f"../../status\tB.svs\t{'b' * 32}\t2\treleased\n"
+    )
     with pytest.raises(ValueError, match=r"m\.txt, line 3: id '\.\./\.\./status' is not a GDC file id.*UUID"):
         read_manifest(m)
     with pytest.raises(ValueError, match="line 3"):
         download_manifest(m, tmp_path / "out", base_url=fake.url)
     assert fake.requests == []
-    m.write_text("id\tfilename\tmd5\tsize\n" f"{good.id.upper()}\t{good.filename}\t{good.md5}\t{good.size}\n")
+    m.write_text(f"id\tfilename\tmd5\tsize\n{good.id.upper()}\t{good.filename}\t{good.md5}\t{good.size}\n")
     assert read_manifest(m)[0].id == good.id.upper()  # hex digits in either case are a UUID
 
 
@@ -347,8 +360,10 @@ def test_manifest_download_is_bounded_and_isolates_failures(fake, tmp_path):
     rows = [fake.add(f"f{i}", payload(64_000, seed=10 + i), delay=0.01) for i in range(6)]
     rows.append(ManifestRow(gid("gone"), "gone.svs", "1" * 32, 5))
     manifest = tmp_path / "manifest.txt"
-    manifest.write_text("id\tfilename\tmd5\tsize\tstate\n" +
-                        "".join(f"{r.id}\t{r.filename}\t{r.md5}\t{r.size}\treleased\n" for r in rows))
+    manifest.write_text(
+        "id\tfilename\tmd5\tsize\tstate\n"
+        + "".join(f"{r.id}\t{r.filename}\t{r.md5}\t{r.size}\treleased\n" for r in rows)
+    )
     out = tmp_path / "slides"
     table = download_manifest(manifest, out, jobs=2, base_url=fake.url, retries=1, backoff=0)
     assert fake.max_active <= 2
@@ -372,8 +387,22 @@ def test_cli_download(fake, tmp_path):
     assert main(["download", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--base-url", fake.url]) == 0
     assert (tmp_path / "o" / row.filename).stat().st_size == row.size
     manifest.write_text(manifest.read_text() + f"{gid('missing')}\tx.svs\t{'2' * 32}\t3\treleased\n")
-    assert main(["download", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--base-url", fake.url,
-                 "--retries", "0"]) == 1
+    assert (
+        main(
+            [
+                "download",
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(tmp_path / "o"),
+                "--base-url",
+                fake.url,
+                "--retries",
+                "0",
+            ]
+        )
+        == 1
+    )
 
 
 def test_read_manifest_errors_name_the_file_and_line(tmp_path):
@@ -404,13 +433,26 @@ def test_real_gdc_manifest_parses():
 
 def test_snakemake_rule_downloads_through_the_fake_server(fake, tmp_path):
     rows = [fake.add(f"s{i}", payload(30_000, seed=30 + i)) for i in range(2)]
-    (tmp_path / "m.txt").write_text("id\tfilename\tmd5\tsize\tstate\n" +
-                                    "".join(f"{r.id}\t{r.filename}\t{r.md5}\t{r.size}\treleased\n" for r in rows))
+    (tmp_path / "m.txt").write_text(
+        "id\tfilename\tmd5\tsize\tstate\n"
+        + "".join(f"{r.id}\t{r.filename}\t{r.md5}\t{r.size}\treleased\n" for r in rows)
+    )
     (tmp_path / "Snakefile").write_text(
         f'GDC_MANIFEST = "m.txt"\nGDC_DIR = "slides"\nGDC_BASE_URL = "{fake.url}"\n'
-        f'include: "{PROJECT_ROOT}/workflow/rules/download.smk"\n')
-    cmd = [str(PROJECT_ROOT / "tools" / "snakemake.sh"), "-s", str(tmp_path / "Snakefile"), "--directory",
-           str(tmp_path), "gdc_download_all", "--cores", "2", "--resources", "gdc_connections=1"]
+        f'include: "{PROJECT_ROOT}/workflow/rules/download.smk"\n'
+    )
+    cmd = [
+        str(PROJECT_ROOT / "tools" / "snakemake.sh"),
+        "-s",
+        str(tmp_path / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "gdc_download_all",
+        "--cores",
+        "2",
+        "--resources",
+        "gdc_connections=1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for r in rows:
@@ -419,10 +461,13 @@ def test_snakemake_rule_downloads_through_the_fake_server(fake, tmp_path):
     assert fake.max_active == 1
 
 
-@pytest.mark.parametrize("row, match", [
-    (f"b\tB.svs\t{'b' * 32}\t2\treleased\textra", r"m\.txt: line 3: 6 tab-separated field\(s\) where the header"),
-    (f"b\tB.svs\t{'b' * 32}", r"m\.txt: line 3: 3 tab-separated field\(s\)"),
-])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        (f"b\tB.svs\t{'b' * 32}\t2\treleased\textra", r"m\.txt: line 3: 6 tab-separated field\(s\) where the header"),
+        (f"b\tB.svs\t{'b' * 32}", r"m\.txt: line 3: 3 tab-separated field\(s\)"),
+    ],
+)
 def test_read_manifest_rejects_rows_with_the_wrong_field_count(tmp_path, row, match):
     m = tmp_path / "m.txt"
     m.write_text(f"id\tfilename\tmd5\tsize\tstate\na\tA.svs\t{'a' * 32}\t1\treleased\n{row}\n")

@@ -1,4 +1,5 @@
 """The embedding pipeline: bag contents, determinism, resumability, streaming, preprocessing."""
+
 import json
 import subprocess
 import sys
@@ -203,8 +204,12 @@ def test_host_memory_does_not_grow_with_the_slide(tmp_path):
     for name, side in (("small", 2048), ("large", 8192)):
         slide = write_test_slide(tmp_path / f"{name}.tif", side, side, mpp=0.5, tissue_box=(0, 0, 1, 1))
         tile_slide(slide, name, dict(TILING, target_mpp=0.5, min_tissue=0.0), tmp_path / f"c{name}.parquet")
-        proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(slide), str(tmp_path), name],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, str(slide), str(tmp_path), name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     small, large = out["small"], out["large"]
     assert large["tiles"] == 16 * small["tiles"] == 4096

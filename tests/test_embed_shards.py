@@ -1,5 +1,6 @@
 """Sharded embedding (fiveflow.embed.shards): one model load for many slides, bags bit-identical to
 per-slide embedding, and a shard that fails midway resumes at its next slide."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Nothing here downloads: hub behaviour is checked offline (``HF_HUB_OFFLINE=1`` in a fresh process
 with an empty cache), and the large published architectures are checked on the meta device.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,15 @@ from fiveflow.embed.encoders.registry import MODULES
 
 #: name -> (dim, input px for a 256 px tile, mean) from the model cards (see each module's docstring)
 EXPECTED = {
-    "demo": (512, 256, IMAGENET_MEAN), "resnet50-trunc": (1024, 256, IMAGENET_MEAN),
-    "dsmil-resnet18": (512, 256, (0.0, 0.0, 0.0)), "uni": (1024, 224, IMAGENET_MEAN),
-    "uni2-h": (1536, 224, IMAGENET_MEAN), "conch": (512, 448, CLIP_MEAN), "plip": (512, 224, CLIP_MEAN),
-    "clip-vit-b16": (512, 224, CLIP_MEAN), "quiltnet-b32": (512, 224, CLIP_MEAN),
+    "demo": (512, 256, IMAGENET_MEAN),
+    "resnet50-trunc": (1024, 256, IMAGENET_MEAN),
+    "dsmil-resnet18": (512, 256, (0.0, 0.0, 0.0)),
+    "uni": (1024, 224, IMAGENET_MEAN),
+    "uni2-h": (1536, 224, IMAGENET_MEAN),
+    "conch": (512, 448, CLIP_MEAN),
+    "plip": (512, 224, CLIP_MEAN),
+    "clip-vit-b16": (512, 224, CLIP_MEAN),
+    "quiltnet-b32": (512, 224, CLIP_MEAN),
 }
 
 
@@ -101,11 +107,20 @@ def test_dsmil_resnet18_from_all_three_layouts(tmp_path):
     torch.manual_seed(3)
     ref_model = torchvision.models.resnet18(weights=None, norm_layer=torch.nn.InstanceNorm2d).eval()
     sd = ref_model.state_dict()  # instance norm without affine: conv and fc weights only
-    simclr = {f"features.{i}.{k.split('.', 1)[1]}": v for k, v in sd.items()
-              for i, child in enumerate(("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"))
-              if k.split(".", 1)[0] == child}
-    simclr.update({"l1.weight": torch.zeros(512, 512), "l1.bias": torch.zeros(512), "l2.weight": torch.zeros(256, 512),
-                   "l2.bias": torch.zeros(256)})
+    simclr = {
+        f"features.{i}.{k.split('.', 1)[1]}": v
+        for k, v in sd.items()
+        for i, child in enumerate(("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"))
+        if k.split(".", 1)[0] == child
+    }
+    simclr.update(
+        {
+            "l1.weight": torch.zeros(512, 512),
+            "l1.bias": torch.zeros(512),
+            "l2.weight": torch.zeros(256, 512),
+            "l2.bias": torch.zeros(256),
+        }
+    )
     iclassifier = {f"feature_extractor.{k}": v for k, v in sd.items() if not k.startswith("fc.")}
     iclassifier.update({"fc.weight": torch.zeros(2, 512), "fc.bias": torch.zeros(2)})
     x = _x(px=64)
@@ -122,10 +137,17 @@ def test_dsmil_resnet18_from_all_three_layouts(tmp_path):
 
 def _tiny_uni(real):
     """The model card's architecture with every option kept but the sizes shrunk."""
+
     def architecture(name):
         arch, kw = real(name)
-        return arch, {**kw, "img_size": 28 if kw["patch_size"] == 14 else 32, "depth": 2, "embed_dim": 48,
-                      "num_heads": 2}
+        return arch, {
+            **kw,
+            "img_size": 28 if kw["patch_size"] == 14 else 32,
+            "depth": 2,
+            "embed_dim": 48,
+            "num_heads": 2,
+        }
+
     return architecture
 
 
@@ -190,8 +212,11 @@ def test_missing_or_unreadable_files_and_no_default_are_actionable(tmp_path):
 
 def test_hub_failures_offline_are_fast_and_name_the_fix(tmp_path):
     """A fresh process (huggingface_hub reads HF_HUB_OFFLINE at import) with an empty cache and no token."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "HUGGING", "TRANSFORMERS_")) or k == "HF_HUB_DISABLE_TELEMETRY"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGING", "TRANSFORMERS_")) or k == "HF_HUB_DISABLE_TELEMETRY"
+    }
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), TOKENIZERS_PARALLELISM="false")
     script = """
 import json, sys, time
@@ -206,8 +231,13 @@ for name in sys.argv[1:]:
         out[name] = [str(exc), time.perf_counter() - t]
 print(json.dumps(out))
 """
-    res = subprocess.run([sys.executable, "-c", script, "uni", "plip", "quiltnet-b32"], env=env, capture_output=True,
-                         text=True, timeout=180)
+    res = subprocess.run(
+        [sys.executable, "-c", script, "uni", "plip", "quiltnet-b32"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     for name, (msg, seconds) in out.items():
@@ -243,11 +273,25 @@ def test_hub_error_explains_gated_and_unknown_models(monkeypatch):
 def _tiny_clip_model(seed: int = 5):
     from transformers import CLIPConfig, CLIPModel
 
-    cfg = CLIPConfig(text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      vocab_size=64, max_position_embeddings=16),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, patch_size=8, image_size=32),
-                     projection_dim=24)
+    cfg = CLIPConfig(
+        text_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=64,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            patch_size=8,
+            image_size=32,
+        ),
+        projection_dim=24,
+    )
     torch.manual_seed(seed)
     return CLIPModel(cfg).eval()
 
@@ -266,13 +310,17 @@ def test_clip_from_save_pretrained_folders_equals_get_image_features(tmp_path):
     vcfg = full.config.vision_config
     vcfg.projection_dim = 24
     vision = CLIPVisionModelWithProjection(vcfg)  # a vision-only save of the same weights
-    vision.load_state_dict({k: v for k, v in full.state_dict().items()
-                            if k.startswith(("vision_model.", "visual_projection."))})
+    vision.load_state_dict(
+        {k: v for k, v in full.state_dict().items() if k.startswith(("vision_model.", "visual_projection."))}
+    )
     vision.save_pretrained(tmp_path / "vision")
     x = _x(px=32)
     ref = _image_features(full, x)
-    for name, weights in (("plip", tmp_path / "full"), ("clip-vit-b16", tmp_path / "vision"),
-                          ("plip", tmp_path / "full" / "model.safetensors")):
+    for name, weights in (
+        ("plip", tmp_path / "full"),
+        ("clip-vit-b16", tmp_path / "vision"),
+        ("plip", tmp_path / "full" / "model.safetensors"),
+    ):
         enc = build_encoder(name, str(weights))
         assert enc.dim == 24 and enc.preprocess.input_size(256) == 32 and enc.preprocess.interpolation == "bicubic"
         _close(_features(enc, x), ref)
@@ -286,8 +334,15 @@ def test_clip_random_weights_build_offline_with_the_published_sizes(monkeypatch)
     assert (real.hidden_size, real.num_hidden_layers, real.image_size, real.projection_dim) == (768, 12, 224, 512)
 
     def tiny(name):
-        return real.__class__(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              patch_size=32, image_size=224, projection_dim=512)
+        return real.__class__(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            patch_size=32,
+            image_size=224,
+            projection_dim=512,
+        )
 
     monkeypatch.setattr(clip_enc, "vision_config", tiny)
     enc = build_encoder("plip", "random", seed=0)
@@ -298,8 +353,16 @@ def test_clip_random_weights_build_offline_with_the_published_sizes(monkeypatch)
 def test_clip_folder_of_another_model_or_without_config_is_rejected(tmp_path):
     from transformers import ViTConfig, ViTModel
 
-    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                       image_size=32, patch_size=16)).save_pretrained(tmp_path / "vit")
+    ViTModel(
+        ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=32,
+            patch_size=16,
+        )
+    ).save_pretrained(tmp_path / "vit")
     with pytest.raises(EncoderError, match=r"not CLIP.*embedding.encoder"):
         build_encoder("plip", str(tmp_path / "vit"))
     (tmp_path / "empty").mkdir()
@@ -310,9 +373,11 @@ def test_clip_folder_of_another_model_or_without_config_is_rejected(tmp_path):
 # ---------------------------------------------------------------- open_clip
 
 
-TINY_OPEN_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
-                                                  "patch_size": 16},
-                  "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+TINY_OPEN_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
 
 
 @pytest.fixture
@@ -372,8 +437,9 @@ def test_conch_without_its_package_says_how_to_install(monkeypatch):
 class _FakeVisual(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 16, 16), torch.nn.AdaptiveAvgPool2d(1),
-                                         torch.nn.Flatten())
+        self.trunk = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 64, 16, 16), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+        )
         self.attn_pool_contrast = torch.nn.Linear(64, 512)
         self.ln_contrast = torch.nn.LayerNorm(512)
         self.attn_pool_caption = torch.nn.Linear(64, 8)  # captioning only: not needed for the feature

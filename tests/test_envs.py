@@ -6,6 +6,7 @@
   ``fiveflow`` modules it imports, imports inside functions included, found by AST: nothing is executed)
   is listed in that rule's env; the same for the driver env and the code the .smk files import at parse time.
 """
+
 from __future__ import annotations
 
 import ast
@@ -63,8 +64,7 @@ DISTRIBUTIONS = {
     "snakemake": ("snakemake-minimal", "snakemake"),
 }
 # conda packages that provide another conda package's modules (meta-packages)
-CONDA_PROVIDES = {"snakemake": {"snakemake-minimal"}, "matplotlib": {"matplotlib-base"},
-                  "opencv": {"py-opencv"}}
+CONDA_PROVIDES = {"snakemake": {"snakemake-minimal"}, "matplotlib": {"matplotlib-base"}, "opencv": {"py-opencv"}}
 
 # Packages imported only behind `try: ... except ImportError` that no env installs, with the reason.
 # The test checks each is really imported under such a guard somewhere (so the list cannot go stale silently).
@@ -76,7 +76,8 @@ OPTIONAL = {
 
 # Libraries that pandas imports lazily for some methods: a call of the method needs the package.
 IMPLICIT = {
-    "read_parquet": "pyarrow", "to_parquet": "pyarrow",
+    "read_parquet": "pyarrow",
+    "to_parquet": "pyarrow",
     "read_excel": "openpyxl",
     "to_markdown": "tabulate",
     "to_latex": "jinja2",  # pandas >= 2 renders to_latex through Styler (jinja2)
@@ -89,6 +90,7 @@ UNPINNED_OK = {"python": r"3\.11", "pip": None}
 
 # ---------------------------------------------------------------- rules
 
+
 @dataclass
 class Rule:
     name: str
@@ -100,7 +102,7 @@ class Rule:
 
 def _directive_value(lines: list[str], i: int, inline: str) -> str | None:
     """The string literal of a directive: on the same line or the next non-blank one."""
-    text = inline.strip() or next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
+    text = inline.strip() or next((ln.strip() for ln in lines[i + 1 :] if ln.strip()), "")
     m = re.match(r"""^f?(['"])(.*?)\1\s*,?\s*(#.*)?$""", text)
     return m.group(2) if m else None
 
@@ -145,8 +147,10 @@ def parse_rules(smk: Path) -> list[Rule]:
 def workflow_files() -> list[Path]:
     """The Snakefile, what it includes, and every workflow/rules/*.smk (download.smk is not included yet)."""
     snakefile = ROOT / "Snakefile"
-    includes = [(snakefile.parent / m).resolve()
-                for m in re.findall(r"""^include:\s*['"](.+?)['"]""", snakefile.read_text(), re.M)]
+    includes = [
+        (snakefile.parent / m).resolve()
+        for m in re.findall(r"""^include:\s*['"](.+?)['"]""", snakefile.read_text(), re.M)
+    ]
     for inc in includes:
         assert inc.exists(), f"Snakefile includes {inc}, which does not exist"
     return list(dict.fromkeys([snakefile, *includes, *sorted(RULES_DIR.glob("*.smk"))]))
@@ -157,6 +161,7 @@ def all_rules() -> list[Rule]:
 
 
 # ---------------------------------------------------------------- envs
+
 
 def _conda_name(spec: str) -> str:
     spec = spec.split("::")[-1].strip()
@@ -208,8 +213,10 @@ def pin_problems(path: Path, env: dict) -> list[str]:
     for opt in env["pip_options"]:
         # Snakemake copies the env file to .snakemake/conda/<hash>.yaml and conda runs pip from that folder,
         # so a relative path (`-e ../`, `-r req.txt`) would resolve under .snakemake/, not next to this file.
-        bad.append(f"{path.name}: pip option line `{opt}` is not allowed (a relative path breaks under "
-                   "Snakemake, and installing fiveflow this way pip-installs all of pyproject's dependencies)")
+        bad.append(
+            f"{path.name}: pip option line `{opt}` is not allowed (a relative path breaks under "
+            "Snakemake, and installing fiveflow this way pip-installs all of pyproject's dependencies)"
+        )
     return bad
 
 
@@ -232,6 +239,7 @@ def missing_packages(modules: set[str], env: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- imports (static)
+
 
 @dataclass
 class Imports:
@@ -266,7 +274,7 @@ def _guarded_nodes(tree: ast.AST) -> set[int]:
             names = set()
             for h in node.handlers:
                 t = h.type
-                for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                for e in t.elts if isinstance(t, ast.Tuple) else [t]:
                     if isinstance(e, ast.Name):
                         names.add(e.id)
             if names & {"ImportError", "ModuleNotFoundError"}:
@@ -282,7 +290,7 @@ def _imported_names(node: ast.AST, package: str) -> list[str]:
     if isinstance(node, ast.ImportFrom):
         if node.level:
             base = package.split(".")
-            base = base[:len(base) - node.level + 1]
+            base = base[: len(base) - node.level + 1]
             mod = ".".join(base + ([node.module] if node.module else []))
         else:
             mod = node.module
@@ -295,14 +303,21 @@ def _dynamic_imports(node: ast.Call, package: str, where: str) -> list[str]:
     arg = node.args[0] if node.args else None
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
         return [arg.value]
-    if (isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.FormattedValue)
-            and isinstance(arg.values[0].value, ast.Name) and arg.values[0].value.id == "__package__"):
+    if (
+        isinstance(arg, ast.JoinedStr)
+        and arg.values
+        and isinstance(arg.values[0], ast.FormattedValue)
+        and isinstance(arg.values[0].value, ast.Name)
+        and arg.values[0].value.id == "__package__"
+    ):
         pkg_dir = SRC.joinpath(*package.split("."))
         return [f"{package}.{p.stem}" for p in sorted(pkg_dir.glob("*.py")) if p.stem != "__init__"]
     if where.endswith("fiveflow/doctor.py"):
         return []  # `fiveflow doctor` probes optional imports on purpose; it is no rule's code
-    raise AssertionError(f"{where}: import_module with an argument this test cannot resolve statically; "
-                         "teach tests/test_envs.py::_dynamic_imports about it")
+    raise AssertionError(
+        f"{where}: import_module with an argument this test cannot resolve statically; "
+        "teach tests/test_envs.py::_dynamic_imports about it"
+    )
 
 
 class _Module:
@@ -314,10 +329,12 @@ class _Module:
         self.where = str(path) if path else name
         self.tree = ast.parse(text, filename=self.where)
         self.guarded = _guarded_nodes(self.tree)
-        self.defs = {n.name: n for n in self.tree.body
-                     if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-        self.top = [n for n in self.tree.body
-                    if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        self.defs = {
+            n.name: n for n in self.tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        }
+        self.top = [
+            n for n in self.tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
         self.bindings: dict[str, tuple[str, str]] = {}  # local name -> (module, symbol or "*")
         for node in ast.walk(self.tree):
             if isinstance(node, ast.ImportFrom):
@@ -326,7 +343,10 @@ class _Module:
                     self.bindings[a.asname or a.name] = (mod, a.name)
             elif isinstance(node, ast.Import):
                 for a in node.names:
-                    self.bindings[a.asname or a.name.split(".")[0]] = (a.name if a.asname else a.name.split(".")[0], "*")
+                    self.bindings[a.asname or a.name.split(".")[0]] = (
+                        a.name if a.asname else a.name.split(".")[0],
+                        "*",
+                    )
 
 
 def collect_imports(start: Path | str, imports: Imports | None = None) -> Imports:
@@ -364,8 +384,13 @@ def collect_imports(start: Path | str, imports: Imports | None = None) -> Import
 
     def scan(m: _Module, nodes: list[ast.AST], lazy_bindings: bool):
         for root in nodes:
-            skip = {id(n) for t in ast.walk(root) if isinstance(t, ast.If) and "TYPE_CHECKING" in ast.unparse(t.test)
-                    for stmt in t.body for n in ast.walk(stmt)}  # `if TYPE_CHECKING:` never runs
+            skip = {
+                id(n)
+                for t in ast.walk(root)
+                if isinstance(t, ast.If) and "TYPE_CHECKING" in ast.unparse(t.test)
+                for stmt in t.body
+                for n in ast.walk(stmt)
+            }  # `if TYPE_CHECKING:` never runs
             for node in ast.walk(root):
                 if id(node) in skip:
                     continue
@@ -382,10 +407,12 @@ def collect_imports(start: Path | str, imports: Imports | None = None) -> Import
                                 for a in node.names:
                                     want(names[0], a.name)
                     elif top and top not in sys.stdlib_module_names and top != "__future__":
-                        for name in (names[:1] if isinstance(node, ast.ImportFrom) else names):
+                        for name in names[:1] if isinstance(node, ast.ImportFrom) else names:
                             third(name.split(".")[0], m, node, id(node) in m.guarded)
-                elif isinstance(node, ast.Call) and \
-                        getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+                elif (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+                ):
                     for name in _dynamic_imports(node, m.package, m.where):
                         if name.split(".")[0] == "fiveflow":
                             want(name, "*")
@@ -436,8 +463,11 @@ def collect_imports(start: Path | str, imports: Imports | None = None) -> Import
 
 def smk_import_source(path: Path) -> str:
     """The import statements of a Snakefile/.smk (run by the driver when it parses the workflow)."""
-    return "\n".join(ln.strip() for ln in path.read_text().splitlines()
-                     if re.match(r"^\s*(import|from)\s+\w", ln) and not ln.rstrip().endswith("("))
+    return "\n".join(
+        ln.strip()
+        for ln in path.read_text().splitlines()
+        if re.match(r"^\s*(import|from)\s+\w", ln) and not ln.rstrip().endswith("(")
+    )
 
 
 # ---------------------------------------------------------------- tests
@@ -455,8 +485,9 @@ def test_rules_found():
 def test_rule_names_existing_env_and_script(rule):
     assert rule.runs == "script", f"{rule.smk.name}: rule {rule.name} uses `{rule.runs}:`; this test knows scripts"
     assert rule.conda is not None, f"{rule.smk.name}: rule {rule.name} runs a script but has no `conda:` directive"
-    assert rule.conda.parent == ENVS and rule.conda.exists(), \
+    assert rule.conda.parent == ENVS and rule.conda.exists(), (
         f"{rule.smk.name}: rule {rule.name}: conda env {rule.conda} does not exist in envs/"
+    )
     assert rule.script is not None and rule.script.exists(), f"rule {rule.name}: script {rule.script} missing"
 
 
@@ -481,11 +512,15 @@ def test_rule_env_lists_every_import(rule):
     imports = collect_imports(rule.script)
     modules = set(imports.third_party) - OPTIONAL
     unknown = sorted(modules - set(DISTRIBUTIONS))
-    assert not unknown, f"rule {rule.name} imports {unknown} (at {[imports.third_party[u] for u in unknown]}): " \
-                        "add them to DISTRIBUTIONS in tests/test_envs.py"
+    assert not unknown, (
+        f"rule {rule.name} imports {unknown} (at {[imports.third_party[u] for u in unknown]}): "
+        "add them to DISTRIBUTIONS in tests/test_envs.py"
+    )
     missing = missing_packages(modules, load_env(rule.conda))
-    assert not missing, (f"{rule.conda.name} (rule {rule.name}) lacks packages its code imports: {missing}; "
-                         f"where: {[sorted(imports.third_party[m.split()[0]])[:3] for m in missing]}")
+    assert not missing, (
+        f"{rule.conda.name} (rule {rule.name}) lacks packages its code imports: {missing}; "
+        f"where: {[sorted(imports.third_party[m.split()[0]])[:3] for m in missing]}"
+    )
 
 
 def test_driver_env_lists_what_the_workflow_imports():
@@ -515,11 +550,15 @@ def test_optional_allow_list_is_true():
 def test_checker_reports_a_missing_package(tmp_path):
     """Negative self-check: the same checks on a fabricated env and script fail where they should."""
     script = tmp_path / "s.py"
-    script.write_text("import os\n\ndef main():\n    import cv2\n    from fiveflow.slides.tiling import tile_slide\n"
-                      "    import pandas as pd\n    pd.DataFrame().to_parquet('x')\n")
+    script.write_text(
+        "import os\n\ndef main():\n    import cv2\n    from fiveflow.slides.tiling import tile_slide\n"
+        "    import pandas as pd\n    pd.DataFrame().to_parquet('x')\n"
+    )
     env_file = tmp_path / "env.yaml"
-    env_file.write_text("# t\nname: t\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n"
-                        "  - pandas==2.3.3\n  - numpy>=2\n  - pip\n  - pip:\n    - -e ../\n")
+    env_file.write_text(
+        "# t\nname: t\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n"
+        "  - pandas==2.3.3\n  - numpy>=2\n  - pip\n  - pip:\n    - -e ../\n"
+    )
     imports = collect_imports(script)
     assert {"cv2", "pandas", "pyarrow", "tiatoolbox"} <= set(imports.third_party)  # lazy + transitive + implicit
     assert "os" not in imports.third_party
@@ -533,8 +572,10 @@ def test_checker_reports_a_missing_package(tmp_path):
     with pytest.raises(AssertionError, match="channels"):
         load_env(bad)
     smk = tmp_path / "x.smk"
-    smk.write_text('rule a:\n    output:\n        "x"\n    script:\n        "s.py"\n\n\nrule b:\n'
-                   '    conda:\n        "env.yaml"\n    script: "s.py"\n')
+    smk.write_text(
+        'rule a:\n    output:\n        "x"\n    script:\n        "s.py"\n\n\nrule b:\n'
+        '    conda:\n        "env.yaml"\n    script: "s.py"\n'
+    )
     a, b = parse_rules(smk)
     assert a.conda is None and a.script == script
     assert b.conda == env_file and b.script == script

@@ -19,8 +19,18 @@ def fake_predictions(tmp_path, methods=(("FiVE", [0, 1, 4]), ("meanpool", [1, 4]
                 for i in range(20):
                     label = "LUSC" if i % 2 else "LUAD"
                     p = float(np.clip((0.8 if label == "LUSC" else 0.2) + rng.normal(0, noise), 0, 1))
-                    rows.append(dict(method=method, shots=shots, run=run, slide_id=f"s{i}", patient_id=f"p{i}",
-                                     label=label, prob=p, pred="LUSC" if p >= 0.5 else "LUAD"))
+                    rows.append(
+                        dict(
+                            method=method,
+                            shots=shots,
+                            run=run,
+                            slide_id=f"s{i}",
+                            patient_id=f"p{i}",
+                            label=label,
+                            prob=p,
+                            pred="LUSC" if p >= 0.5 else "LUAD",
+                        )
+                    )
             f = tmp_path / f"{method}_{shots}.parquet"
             pd.DataFrame(rows).to_parquet(f)
             files.append(str(f))
@@ -29,12 +39,26 @@ def fake_predictions(tmp_path, methods=(("FiVE", [0, 1, 4]), ("meanpool", [1, 4]
 
 def test_tables_and_plot(tmp_path):
     files = fake_predictions(tmp_path)
-    out = SimpleNamespace(csv=tmp_path / "t/f.csv", md=tmp_path / "t/f.md", tex=tmp_path / "t/f.tex",
-                          runs=tmp_path / "t/runs.csv", plot=tmp_path / "p/f.png")
+    out = SimpleNamespace(
+        csv=tmp_path / "t/f.csv",
+        md=tmp_path / "t/f.md",
+        tex=tmp_path / "t/f.tex",
+        runs=tmp_path / "t/runs.csv",
+        plot=tmp_path / "p/f.png",
+    )
     table = evaluate_predictions(files, out, classes=["LUAD", "LUSC"])
     csv = pd.read_csv(out.csv)
-    assert list(csv.columns[:9]) == ["method", "shots", "n_runs", "acc_mean", "acc_std", "auc_mean", "auc_std",
-                                     "f1_mean", "f1_std"]
+    assert list(csv.columns[:9]) == [
+        "method",
+        "shots",
+        "n_runs",
+        "acc_mean",
+        "acc_std",
+        "auc_mean",
+        "auc_std",
+        "f1_mean",
+        "f1_std",
+    ]
     assert len(csv) == 5 and csv.loc[csv["shots"] == 0, "n_runs"].item() == 1
     assert (csv["acc_mean"] > 0.6).all()
     runs = pd.read_csv(out.runs)
@@ -54,8 +78,21 @@ def test_tables_and_plot(tmp_path):
 
 
 def test_renderers_handle_nan():
-    t = pd.DataFrame([dict(method="m", shots=1, n_runs=1, acc_mean=0.5, acc_std=float("nan"), auc_mean=float("nan"),
-                           auc_std=float("nan"), f1_mean=0.5, f1_std=0.0)])
+    t = pd.DataFrame(
+        [
+            dict(
+                method="m",
+                shots=1,
+                n_runs=1,
+                acc_mean=0.5,
+                acc_std=float("nan"),
+                auc_mean=float("nan"),
+                auc_std=float("nan"),
+                f1_mean=0.5,
+                f1_std=0.0,
+            )
+        ]
+    )
     assert "n/a" in to_markdown(t) and "n/a" in to_latex(t)
 
 
@@ -68,11 +105,28 @@ from fiveflow.evaluate.report import ablation_latex, ablation_markdown, ablation
 
 def _summary():
     rows = []
-    for method, vals in (("meanpool", {1: 0.70, 4: 0.80}), ("FiVE", {0: 0.60, 1: 0.75, 4: 0.85}),
-                         ("clam_sb", {1: 0.72, 4: 0.86}), ("FiVE-classtexts", {0: 0.55, 1: 0.74, 4: 0.80})):
+    for method, vals in (
+        ("meanpool", {1: 0.70, 4: 0.80}),
+        ("FiVE", {0: 0.60, 1: 0.75, 4: 0.85}),
+        ("clam_sb", {1: 0.72, 4: 0.86}),
+        ("FiVE-classtexts", {0: 0.55, 1: 0.74, 4: 0.80}),
+    ):
         for s, v in vals.items():
-            rows.append(dict(method=method, shots=s, n_runs=3, acc_mean=v, acc_std=0.01, auc_mean=v + 0.05,
-                             auc_std=0.02, f1_mean=v, f1_std=0.01, f1auth_mean=v - 0.01, f1auth_std=0.01))
+            rows.append(
+                dict(
+                    method=method,
+                    shots=s,
+                    n_runs=3,
+                    acc_mean=v,
+                    acc_std=0.01,
+                    auc_mean=v + 0.05,
+                    auc_std=0.02,
+                    f1_mean=v,
+                    f1_std=0.01,
+                    f1auth_mean=v - 0.01,
+                    f1auth_std=0.01,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -90,7 +144,13 @@ def test_markdown_paper_layout_bolds_best_per_column():
     assert header == ["Method", "zero-shot", "1-shot", "4-shot"]
     assert [r[0] for r in body] == ["FiVE", "FiVE-classtexts", "meanpool", "clam_sb"]
     assert method_order(["transmil", "dsmil", "abmil", "FiVE-x", "zzz", "FiVE"]) == [
-        "FiVE", "FiVE-x", "abmil", "dsmil", "transmil", "zzz"]
+        "FiVE",
+        "FiVE-x",
+        "abmil",
+        "dsmil",
+        "transmil",
+        "zzz",
+    ]
     bold = {(r[0], header[j]) for r in body for j, c in enumerate(r) if c.startswith("**")}
     assert bold == {("FiVE", "zero-shot"), ("FiVE", "1-shot"), ("clam_sb", "4-shot")}
     assert body[2][1] == "-" and body[3][1] == "-"  # baselines have no zero-shot
@@ -134,9 +194,16 @@ def test_ablation_table_has_difference_rows(tmp_path):
     df = pd.read_parquet(files[2])  # FiVE 4 shots, 3 runs
     df["method"], df["prob"] = "FiVE-classtexts", 1 - df["prob"]
     df.to_parquet(tmp_path / "abl.parquet")
-    out = SimpleNamespace(csv=tmp_path / "f.csv", md=tmp_path / "f.md", tex=tmp_path / "f.tex", runs=tmp_path / "r.csv",
-                          plot=tmp_path / "p.png", ablation_csv=tmp_path / "a.csv", ablation_md=tmp_path / "a.md",
-                          ablation_tex=tmp_path / "a.tex")
+    out = SimpleNamespace(
+        csv=tmp_path / "f.csv",
+        md=tmp_path / "f.md",
+        tex=tmp_path / "f.tex",
+        runs=tmp_path / "r.csv",
+        plot=tmp_path / "p.png",
+        ablation_csv=tmp_path / "a.csv",
+        ablation_md=tmp_path / "a.md",
+        ablation_tex=tmp_path / "a.tex",
+    )
     evaluate_predictions(files + [str(tmp_path / "abl.parquet")], out, classes=["LUAD", "LUSC"], n_boot=50)
     a = pd.read_csv(out.ablation_csv)
     d = a[a["row"].str.startswith("difference")]
@@ -162,8 +229,18 @@ def _plot_predictions():
                 for i in range(10):
                     label = "LUSC" if i % 2 else "LUAD"
                     p = float(np.clip((0.75 if label == "LUSC" else 0.25) + rng.normal(0, 0.3), 0, 1))
-                    rows.append(dict(method=method, shots=shots, run=run, slide_id=f"s{i}", patient_id=f"p{i}",
-                                     label=label, prob=p, pred="LUSC" if p >= 0.5 else "LUAD"))
+                    rows.append(
+                        dict(
+                            method=method,
+                            shots=shots,
+                            run=run,
+                            slide_id=f"s{i}",
+                            patient_id=f"p{i}",
+                            label=label,
+                            prob=p,
+                            pred="LUSC" if p >= 0.5 else "LUAD",
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -186,8 +263,9 @@ def test_confusion_counts_matches_sklearn():
     assert cm.shape == (2, 2) and cm.sum() == len(pred)
     np.testing.assert_array_equal(cm, confusion_matrix(pred["label"], pred["pred"], labels=classes))
     g = pred[(pred.method == "FiVE") & (pred.shots == 2)]
-    np.testing.assert_array_equal(confusion_counts(g, classes[::-1]),
-                                  confusion_matrix(g["label"], g["pred"], labels=classes[::-1]))
+    np.testing.assert_array_equal(
+        confusion_counts(g, classes[::-1]), confusion_matrix(g["label"], g["pred"], labels=classes[::-1])
+    )
     # labels outside `classes` are ignored, like sklearn's labels=
     odd = pd.concat([g, g.head(1).assign(label="other")])
     np.testing.assert_array_equal(confusion_counts(odd, classes), confusion_counts(g, classes))
@@ -211,9 +289,15 @@ def test_roc_and_confusion_plots(tmp_path):
     for (m, s), g in pred.groupby(["method", "shots"]):
         files.append(str(tmp_path / f"{m}_{s}.parquet"))
         g.to_parquet(files[-1])
-    out = SimpleNamespace(csv=tmp_path / "t/f.csv", md=tmp_path / "t/f.md", tex=tmp_path / "t/f.tex",
-                          runs=tmp_path / "t/runs.csv", plot=tmp_path / "p/f.png", roc=tmp_path / "p/roc.png",
-                          confusion=tmp_path / "p/confusion.png")
+    out = SimpleNamespace(
+        csv=tmp_path / "t/f.csv",
+        md=tmp_path / "t/f.md",
+        tex=tmp_path / "t/f.tex",
+        runs=tmp_path / "t/runs.csv",
+        plot=tmp_path / "p/f.png",
+        roc=tmp_path / "p/roc.png",
+        confusion=tmp_path / "p/confusion.png",
+    )
     evaluate_predictions(files, out, classes=classes, n_boot=20)
     _assert_nonblank_png(out.roc)
     _assert_nonblank_png(out.confusion)
@@ -237,8 +321,9 @@ def test_optimistic_registry():
 
 def test_optimistic_row_is_labelled_in_every_table_and_never_bold():
     t = _summary()
-    best = t[(t.method == "FiVE") & (t.shots == 0)].assign(method="FiVE-bestepoch", acc_mean=0.95, auc_mean=0.97,
-                                                           f1_mean=0.95, f1auth_mean=0.95)
+    best = t[(t.method == "FiVE") & (t.shots == 0)].assign(
+        method="FiVE-bestepoch", acc_mean=0.95, auc_mean=0.97, f1_mean=0.95, f1auth_mean=0.95
+    )
     t = pd.concat([t, best], ignore_index=True)
     note = f"{NOTE} (epoch 7 of 10)"
     t["note"] = [note if m == "FiVE-bestepoch" else "" for m in t["method"]]
@@ -268,11 +353,20 @@ def test_bestepoch_predictions_get_the_note_and_epoch_through_evaluate(tmp_path)
 
     files = fake_predictions(tmp_path)
     zero = pd.read_parquet(files[0])  # FiVE zero-shot
-    write_predictions([zero.assign(method="FiVE-bestepoch")], tmp_path / "FiVE-bestepoch_0.parquet",
-                      metadata={SELECTION_KEY: {"method": "FiVE-bestepoch", "epoch": 3, "n_epochs": 5}})
-    out = SimpleNamespace(csv=tmp_path / "t/f.csv", md=tmp_path / "t/f.md", tex=tmp_path / "t/f.tex",
-                          html=tmp_path / "t/f.html", runs=tmp_path / "t/runs.csv", plot=tmp_path / "p/f.png",
-                          ablation_csv=tmp_path / "t/a.csv")
+    write_predictions(
+        [zero.assign(method="FiVE-bestepoch")],
+        tmp_path / "FiVE-bestepoch_0.parquet",
+        metadata={SELECTION_KEY: {"method": "FiVE-bestepoch", "epoch": 3, "n_epochs": 5}},
+    )
+    out = SimpleNamespace(
+        csv=tmp_path / "t/f.csv",
+        md=tmp_path / "t/f.md",
+        tex=tmp_path / "t/f.tex",
+        html=tmp_path / "t/f.html",
+        runs=tmp_path / "t/runs.csv",
+        plot=tmp_path / "p/f.png",
+        ablation_csv=tmp_path / "t/a.csv",
+    )
     evaluate_predictions(files + [str(tmp_path / "FiVE-bestepoch_0.parquet")], out, classes=["LUAD", "LUSC"], n_boot=0)
     csv = pd.read_csv(out.csv, keep_default_na=False).set_index(["method", "shots"])
     assert csv.loc[("FiVE-bestepoch", 0), "note"] == f"{NOTE} (epoch 3 of 5)"
@@ -293,8 +387,14 @@ def test_every_table_says_which_protocol_fives_rows_ran_under(tmp_path):
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     proto = {"label": protocol_label(cfg), "deviations": [s.key for s, _ in deviations(cfg)]}
     files = fake_predictions(tmp_path, methods=(("FiVE", [0, 1]), ("FiVE+histotype-noTFS", [1]), ("meanpool", [1])))
-    out = SimpleNamespace(csv=tmp_path / "t/f.csv", md=tmp_path / "t/f.md", tex=tmp_path / "t/f.tex",
-                          html=tmp_path / "t/f.html", runs=tmp_path / "t/r.csv", plot=tmp_path / "p/f.png")
+    out = SimpleNamespace(
+        csv=tmp_path / "t/f.csv",
+        md=tmp_path / "t/f.md",
+        tex=tmp_path / "t/f.tex",
+        html=tmp_path / "t/f.html",
+        runs=tmp_path / "t/r.csv",
+        plot=tmp_path / "p/f.png",
+    )
     evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0, protocol=proto)
     table = pd.read_csv(out.csv, keep_default_na=False)
     labels = dict(zip(table["method"], table["protocol"]))
@@ -304,7 +404,9 @@ def test_every_table_says_which_protocol_fives_rows_ran_under(tmp_path):
         text = Path(path).read_text()
         assert f"protocol {proto['label']}" in text and "model.cross_residual" in text.replace("\\_", "_")
     # the authors' settings: the note says so and names no key
-    evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0, protocol={"label": "authors", "deviations": []})
+    evaluate_predictions(
+        files, out, classes=["LUAD", "LUSC"], n_boot=0, protocol={"label": "authors", "deviations": []}
+    )
     assert "FiVE rows: protocol authors\n" in Path(out.md).read_text()
 
 
@@ -317,9 +419,18 @@ def test_predictions_missing_columns_or_bad_probabilities_are_one_line_errors(tm
     from fiveflow.cli import main
     from fiveflow.evaluate.report import load_predictions
 
-    good = pd.DataFrame({"method": "FiVE", "shots": np.int64(1), "run": np.arange(4, dtype=np.int64),
-                         "slide_id": list("abcd"), "patient_id": list("abcd"), "label": ["LUAD", "LUSC"] * 2,
-                         "prob": [0.1, 0.9, 0.2, 0.8], "pred": ["LUAD", "LUSC"] * 2})
+    good = pd.DataFrame(
+        {
+            "method": "FiVE",
+            "shots": np.int64(1),
+            "run": np.arange(4, dtype=np.int64),
+            "slide_id": list("abcd"),
+            "patient_id": list("abcd"),
+            "label": ["LUAD", "LUSC"] * 2,
+            "prob": [0.1, 0.9, 0.2, 0.8],
+            "pred": ["LUAD", "LUSC"] * 2,
+        }
+    )
     no_method = tmp_path / "no_method.parquet"
     good.drop(columns=["method"]).to_parquet(no_method)
     bad_prob = tmp_path / "bad_prob.parquet"

@@ -4,6 +4,7 @@ self-attention only with attend_to_padding), no residual in the cross-attention 
 none), the fixed sinusoid position encoding, and the position encoding added again to the cross-attention
 keys. Each test fails if its flag did nothing. Plus a training smoke test with every flag on and old
 checkpoints (boolean cross_residual) loading."""
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,17 @@ from fiveflow.model.aggregator import SinusoidPositionEncoding, TFSAggregator
 from fiveflow.model.layers import CrossAttentionBlock
 from fiveflow.train.data import Bag, relative_positions
 from fiveflow.train.loop import predict_probs, slide_embedding, slides_embedding
-
 from test_model import MODEL_CFG
 
 FEAT, D = 48, 32
-FAITHFUL = {"position": "index", "pad_to_max_instances": True, "attend_to_padding": True, "cross_residual": "none",
-            "position_encoding": "sinusoid", "position_in_cross_keys": True}
+FAITHFUL = {
+    "position": "index",
+    "pad_to_max_instances": True,
+    "attend_to_padding": True,
+    "cross_residual": "none",
+    "position_encoding": "sinusoid",
+    "position_in_cross_keys": True,
+}
 
 
 def _model(**flags):
@@ -153,8 +159,9 @@ def test_cross_residual_none_is_mlp_of_ln_of_attention():
     x, pos = torch.randn(1, 12, FEAT), torch.rand(1, 12, 2)
     a, b = _model(cross_residual="none"), _model(cross_residual="mlp")
     assert a.aggregator.cross_block.residual == "none"
-    assert not torch.allclose(a.encode_slide(x, pos, a.prompt_bank(None)), b.encode_slide(x, pos, b.prompt_bank(None)),
-                              atol=1e-4)
+    assert not torch.allclose(
+        a.encode_slide(x, pos, a.prompt_bank(None)), b.encode_slide(x, pos, b.prompt_bank(None)), atol=1e-4
+    )
 
 
 # -- 3. position_encoding: sinusoid ---------------------------------------------------------------
@@ -218,8 +225,10 @@ def test_position_is_added_again_to_the_cross_attention_keys_only(encoding):
     """Section 3 "Aggregator" 1: the position encoding is added a second time to the cross-attention
     KEYS: keys = LN_kv(tokens) + PE(pos), values = LN_kv(tokens)."""
     torch.manual_seed(0)
-    aggs = {flag: TFSAggregator(D, 4, cross_residual="none", position_encoding=encoding,
-                                position_in_cross_keys=flag).eval() for flag in (False, True)}
+    aggs = {
+        flag: TFSAggregator(D, 4, cross_residual="none", position_encoding=encoding, position_in_cross_keys=flag).eval()
+        for flag in (False, True)
+    }
     aggs[True].load_state_dict(aggs[False].state_dict())
     for agg in aggs.values():
         agg.self_block = _Zero()  # bypass the self-attention: tokens = x, the first PE has no path to the output
@@ -237,13 +246,16 @@ def test_position_is_added_again_to_the_cross_attention_keys_only(encoding):
     qq = heads(blk.attn.q(blk.ln_q(bank).expand(2, -1, -1)))
     kk = heads((blk.ln_kv(x) + pe) @ wk.t() + bk)
     vv = heads(blk.ln_kv(x) @ wv.t() + bv)
-    att = blk.attn.out(((qq @ kk.transpose(-2, -1) / math.sqrt(D // 4)).softmax(-1) @ vv).transpose(1, 2).reshape(2, 5, D))
+    att = blk.attn.out(
+        ((qq @ kk.transpose(-2, -1) / math.sqrt(D // 4)).softmax(-1) @ vv).transpose(1, 2).reshape(2, 5, D)
+    )
     c = blk.mlp(blk.ln_2(att)).mean(1)
     expected = F.normalize(on.head(torch.cat([c, x.mean(1)], -1)), dim=-1)
     torch.testing.assert_close(on(x, pos_a, bank), expected, atol=1e-5, rtol=1e-5)
     # a zero key position is the plain block (the split key/value projection equals the fused one)
-    torch.testing.assert_close(blk(bank.expand(2, -1, -1), x, None, torch.zeros_like(x)),
-                               blk(bank.expand(2, -1, -1), x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        blk(bank.expand(2, -1, -1), x, None, torch.zeros_like(x)), blk(bank.expand(2, -1, -1), x), atol=1e-5, rtol=1e-5
+    )
     # heatmap weights use the same keys
     w = on.instance_attention(x, pos_a, bank)
     manual = (qq @ kk.transpose(-2, -1) / math.sqrt(D // 4)).softmax(-1).mean(dim=(1, 2))
@@ -260,10 +272,21 @@ def test_all_flags_train_and_round_trip(tmp_path):
     m = build_model(cfg, FEAT, FIVE_QUESTIONS, "cpu")
     bags = {f"s{i}": _index_bag(n, seed=i) for i, n in enumerate((30, 18, 44, 25))}
     store = type("S", (), {"get": lambda self, sid: bags[sid]})()
-    texts = ["Well differentiated; STAS present; Unknown; No pleural invasion; Unknown; R0",
-             "Poorly differentiated; Unknown; Vascular invasion present; Unknown; Adjacent present; R1"]
-    optim = {"epochs": 2, "lr": 1e-3, "aggregator_lr_mult": 10.0, "weight_decay": 1e-3, "warmup_epochs": 1,
-             "min_lr": 1e-6, "accumulate": 2, "instance_ratio": 0.5, "max_instances": 24}
+    texts = [
+        "Well differentiated; STAS present; Unknown; No pleural invasion; Unknown; R0",
+        "Poorly differentiated; Unknown; Vascular invasion present; Unknown; Adjacent present; R1",
+    ]
+    optim = {
+        "epochs": 2,
+        "lr": 1e-3,
+        "aggregator_lr_mult": 10.0,
+        "weight_decay": 1e-3,
+        "warmup_epochs": 1,
+        "min_lr": 1e-6,
+        "accumulate": 2,
+        "instance_ratio": 0.5,
+        "max_instances": 24,
+    }
     before = {k: v.clone() for k, v in m.state_dict().items()}
     with _Capture(m.aggregator) as cap:
         res = fit(m, store, [(s, i % 2) for i, s in enumerate(bags)], texts, optim, seed=0)
@@ -277,8 +300,10 @@ def test_all_flags_train_and_round_trip(tmp_path):
     assert back.aggregator.position_encoding == "sinusoid" and back.aggregator.position_in_cross_keys
     with torch.no_grad():
         bank = m.prompt_bank(None)
-        torch.testing.assert_close(slide_embedding(m.eval(), bags["s0"], bank, 0.5, 24, False, None),
-                                   slide_embedding(back, bags["s0"], back.prompt_bank(None), 0.5, 24, False, None))
+        torch.testing.assert_close(
+            slide_embedding(m.eval(), bags["s0"], bank, 0.5, 24, False, None),
+            slide_embedding(back, bags["s0"], back.prompt_bank(None), 0.5, 24, False, None),
+        )
 
 
 @pytest.mark.parametrize("legacy,mode", [(False, "mlp"), (True, "full")])
@@ -295,5 +320,6 @@ def test_checkpoint_with_boolean_cross_residual_loads(tmp_path, legacy, mode):
     assert not back.pad_to_max_instances and back.aggregator.position_encoding == "fourier"
     x, p = torch.randn(1, 7, FEAT), torch.rand(1, 7, 2)
     with torch.no_grad():
-        torch.testing.assert_close(back.encode_slide(x, p, back.prompt_bank(None), max_instances=16),
-                                   m.encode_slide(x, p, m.prompt_bank(None)))
+        torch.testing.assert_close(
+            back.encode_slide(x, p, back.prompt_bank(None), max_instances=16), m.encode_slide(x, p, m.prompt_bank(None))
+        )

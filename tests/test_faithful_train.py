@@ -11,6 +11,7 @@
 
 Each test fails when its flag does nothing. CPU, offline (the packaged MiniLM text encoder).
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,10 @@ class Store:
 
     def __init__(self, n_slides: int, n_rows: int = 12, dim: int = 8, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.bags = {f"s{i}": Bag(torch.randn(n_rows, dim, generator=g), torch.rand(n_rows, 2, generator=g))
-                     for i in range(n_slides)}
+        self.bags = {
+            f"s{i}": Bag(torch.randn(n_rows, dim, generator=g), torch.rand(n_rows, 2, generator=g))
+            for i in range(n_slides)
+        }
 
     def get(self, sid: str) -> Bag:
         return self.bags[sid]
@@ -87,8 +90,10 @@ def test_integer_interval_never_reaches_the_tail_between_max_and_2max():
 def test_integer_interval_and_segments_cover_a_large_bag_alike():
     cap, n = 64, 200  # N >= 2 max: k = 3, the last N - 3M = 8 rows unreachable
     rng = np.random.default_rng(1)
-    draws = {m: np.stack([sample_instances(n, 1.0, cap, True, rng, m) for _ in range(400)])
-             for m in ("integer_interval", "segments")}
+    draws = {
+        m: np.stack([sample_instances(n, 1.0, cap, True, rng, m) for _ in range(400)])
+        for m in ("integer_interval", "segments")
+    }
     for m, d in draws.items():
         assert d.shape == (400, cap) and (np.diff(d, axis=1) > 0).all(), m  # M sorted distinct rows
         assert len(set(d.ravel())) / n >= 0.96, m
@@ -123,8 +128,21 @@ def test_sampling_mode_reaches_training_and_evaluation(monkeypatch):
 def _one_step_loss(model, store, eps: float) -> float:
     losses: list[float] = []
     summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
-    loop.train_group(model, store, [("s0", 1)], TEXTS, 6, 1.0, 64, np.random.default_rng(3), np.random.default_rng(4),
-                     False, summary, losses, label_smoothing=eps)
+    loop.train_group(
+        model,
+        store,
+        [("s0", 1)],
+        TEXTS,
+        6,
+        1.0,
+        64,
+        np.random.default_rng(3),
+        np.random.default_rng(4),
+        False,
+        summary,
+        losses,
+        label_smoothing=eps,
+    )
     assert summary["n_forward"] == 1
     return losses[0]
 
@@ -171,8 +189,7 @@ def test_lr_floor_after_the_schedule(floor):
     opt = build_optimizer(model, _optim(lr_floor=floor, aggregator_lr_mult=10.0))
     set_lr(opt, 100, 100, 10)  # past the end of the cosine
     prompts = [g for g in opt.param_groups if any(p is model.prompts for p in g["params"])]
-    agg = [g for g in opt.param_groups
-           if any(p is q for q in model.aggregator.parameters() for p in g["params"])]
+    agg = [g for g in opt.param_groups if any(p is q for q in model.aggregator.parameters() for p in g["params"])]
     assert len(prompts) == 1 and prompts[0]["base_lr"] == 1e-3  # the prompts train at the base (text) rate
     assert agg and all(g["base_lr"] == pytest.approx(1e-2) for g in agg)
     if floor == "absolute":
@@ -188,13 +205,16 @@ def test_lr_floor_after_the_schedule(floor):
 def test_drop_last_group_updates_per_epoch(monkeypatch, n, acc):
     totals = []
     real = loop.set_lr
-    monkeypatch.setattr(loop, "set_lr", lambda opt, step, total, warm: totals.append(total) or real(opt, step, total, warm))
+    monkeypatch.setattr(
+        loop, "set_lr", lambda opt, step, total, warm: totals.append(total) or real(opt, step, total, warm)
+    )
     store = Store(n)
     res = {}
     for drop in (False, True):
         totals.clear()
-        res[drop] = loop.fit(_frozen_model(), store, _items(n), TEXTS, _optim(epochs=2, accumulate=acc,
-                                                                               drop_last_group=drop), seed=0)
+        res[drop] = loop.fit(
+            _frozen_model(), store, _items(n), TEXTS, _optim(epochs=2, accumulate=acc, drop_last_group=drop), seed=0
+        )
         res[drop]["totals"] = set(totals)
     off, on = res[False], res[True]
     assert off["n_updates"] == 2 * math.ceil(n / acc) and off["n_forward"] == 2 * n and off["n_discarded_slides"] == 0
@@ -210,8 +230,9 @@ def test_drop_last_group_with_fewer_slides_than_accumulate_never_steps(caplog):
     model = _frozen_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with caplog.at_level(logging.WARNING, logger="fiveflow.train"):
-        res = loop.fit(model, store, _items(3), TEXTS, _optim(epochs=3, accumulate=8, drop_last_group=True),
-                       seed=0, label="1-shot")
+        res = loop.fit(
+            model, store, _items(3), TEXTS, _optim(epochs=3, accumulate=8, drop_last_group=True), seed=0, label="1-shot"
+        )
     assert res["n_updates"] == 0 and res["n_forward"] == 0 and res["n_discarded_slides"] == 9
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     msg = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -244,8 +265,13 @@ def _spy_encode(monkeypatch, enc):
 
 
 def _lora_grads(model) -> torch.Tensor:
-    return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
-                      for n, p in model.named_parameters() if "lora_" in n])
+    return torch.cat(
+        [
+            p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+            for n, p in model.named_parameters()
+            if "lora_" in n
+        ]
+    )
 
 
 def test_grad_subset_encodes_k_texts_with_gradients_and_the_rest_without(lora_model, monkeypatch):
@@ -305,10 +331,13 @@ def test_grad_subset_changes_between_steps_and_changes_gradients(lora_model, mon
     grads = {}
     for k, seed in ((0, 0), (1, None)):
         if seed is None:  # a one-text subset that is not the target (text 0)
-            seed = next(s for s in range(100) if int(np.random.default_rng(s).choice(10, size=1, replace=False)[0]) != 0)
+            seed = next(
+                s for s in range(100) if int(np.random.default_rng(s).choice(10, size=1, replace=False)[0]) != 0
+            )
         model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model.logits(slide, model.encode_texts(CANDS, k, np.random.default_rng(seed))),
-                               torch.tensor([0]))
+        loss = F.cross_entropy(
+            model.logits(slide, model.encode_texts(CANDS, k, np.random.default_rng(seed))), torch.tensor([0])
+        )
         loss.backward()
         grads[k] = _lora_grads(model)
     model.zero_grad(set_to_none=True)
@@ -321,8 +350,22 @@ def test_training_step_uses_the_subset(lora_model, monkeypatch):
     texts = [f"finding {q} grade {t}" for t in range(5) for q in range(1)]  # 5 single-answer candidates
     monkeypatch.setattr(loop, "draw_dropped_questions", lambda n, rng: [])
     summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
-    loop.train_group(model, Store(1), [("s0", 2)], texts, 6, 1.0, 64, np.random.default_rng(0),
-                     np.random.default_rng(1), False, summary, [], grad_candidates=2, cand_rng=np.random.default_rng(2))
+    loop.train_group(
+        model,
+        Store(1),
+        [("s0", 2)],
+        texts,
+        6,
+        1.0,
+        64,
+        np.random.default_rng(0),
+        np.random.default_rng(1),
+        False,
+        summary,
+        [],
+        grad_candidates=2,
+        cand_rng=np.random.default_rng(2),
+    )
     cand_calls = [(len(t), g) for t, g in calls if not set(t) & set(QUESTIONS)]
     assert cand_calls == [(3, False), (2, True)]
     model.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
 """URL downloads (fetch_url) against a local HTTP server the tests start (no real network)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -100,7 +101,7 @@ class FakeServer:
             body = body[:limit]
             h.close_connection = True
         for i in range(0, len(body), 16384):
-            part = body[i:i + 16384]
+            part = body[i : i + 16384]
             h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if mode == "chunked" else part)
         if mode == "chunked" and limit is None:
             h.wfile.write(b"0\r\n\r\n")
@@ -152,6 +153,7 @@ def closed_port_url() -> str:
 
 # --- parse_checksum ----------------------------------------------------------------------------------------------
 
+
 def test_parse_checksum_three_kinds(tmp_path):
     data = b"hello fiveflow\n" * 1000
     f = tmp_path / "f.txt"
@@ -167,9 +169,22 @@ def test_parse_checksum_three_kinds(tmp_path):
     assert Checksum("gitsha1", "").of_file(empty) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # git's empty blob
 
 
-@pytest.mark.parametrize("bad", ["", "sha256", "a" * 64, "sha256:" + "a" * 63, "sha256:" + "g" * 64,
-                                 "md5:" + "a" * 64, "sha1:" + "a" * 40, "gitsha1:" + "a" * 41,
-                                 "md5:" + "a" * 32 + " x", "sha256 " + "a" * 64, None])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "sha256",
+        "a" * 64,
+        "sha256:" + "a" * 63,
+        "sha256:" + "g" * 64,
+        "md5:" + "a" * 64,
+        "sha1:" + "a" * 40,
+        "gitsha1:" + "a" * 41,
+        "md5:" + "a" * 32 + " x",
+        "sha256 " + "a" * 64,
+        None,
+    ],
+)
 def test_parse_checksum_refuses_other_forms(bad):
     with pytest.raises(ValueError) as err:
         parse_checksum(bad)
@@ -179,13 +194,19 @@ def test_parse_checksum_refuses_other_forms(bad):
 
 # --- downloads ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("algo", ["sha256", "md5", "gitsha1"])
 def test_download_verified_by_each_kind(srv, tmp_path, algo):
     data = payload(70_000, seed=1)
     url = srv.add("a.bin", data)
     dest = tmp_path / "a.bin"
-    hexd = (hashlib.sha256(data) if algo == "sha256" else hashlib.md5(data) if algo == "md5" else
-            hashlib.sha1(b"blob %d\0" % len(data) + data)).hexdigest()
+    hexd = (
+        hashlib.sha256(data)
+        if algo == "sha256"
+        else hashlib.md5(data)
+        if algo == "md5"
+        else hashlib.sha1(b"blob %d\0" % len(data) + data)
+    ).hexdigest()
     res = get(url, dest, f"{algo}:{hexd}", size=len(data))
     assert res.status == "downloaded" and res.file_id == url and res.filename == "a.bin" and res.attempts == 1
     assert dest.read_bytes() == data and leftovers(tmp_path) == []
@@ -243,7 +264,7 @@ def test_unreachable_server_gives_a_one_line_manual_fix_and_keeps_the_partial(sr
     data = payload(50_000, seed=5)
     dest = tmp_path / "file.bin"
     partial = tmp_path / ".file.bin.partial"
-    partial.write_bytes(data[:3 * CHUNK])  # an earlier run got this far
+    partial.write_bytes(data[: 3 * CHUNK])  # an earlier run got this far
     url = closed_port_url()
     with pytest.raises(DownloadError) as err:
         get(url, dest, sha256(data), retries=2, hint=HINT)
@@ -251,7 +272,7 @@ def test_unreachable_server_gives_a_one_line_manual_fix_and_keeps_the_partial(sr
     assert "\n" not in msg and "file.bin" in msg and url in msg and "ConnectionError" in msg, msg
     assert f"Fix: download {url} by hand" in msg and sha256(data) in msg and f"save it as {dest}, {HINT}" in msg
     assert f"resumes from the {3 * CHUNK} bytes kept in {partial}" in msg
-    assert partial.read_bytes() == data[:3 * CHUNK] and not dest.exists() and len(no_wait) == 2
+    assert partial.read_bytes() == data[: 3 * CHUNK] and not dest.exists() and len(no_wait) == 2
     res = get(srv.add("file.bin", data), dest, sha256(data))  # back online: the rerun resumes
     assert res.resumed_from == 3 * CHUNK and srv.gets("file.bin")[0]["Range"] == f"bytes={3 * CHUNK}-"
     assert dest.read_bytes() == data and leftovers(tmp_path) == []
@@ -295,8 +316,9 @@ def test_complete_partial_of_unknown_size_is_verified_after_416(srv, tmp_path):
     assert res.status == "downloaded" and res.bytes_fetched == 0 and (tmp_path / "whole.bin").read_bytes() == data
 
 
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x/a.bin", "file:///etc/passwd", "127.0.0.1/x/a.bin",
-                                 "http:///x/a.bin", "/x/a.bin"])
+@pytest.mark.parametrize(
+    "url", ["ftp://127.0.0.1/x/a.bin", "file:///etc/passwd", "127.0.0.1/x/a.bin", "http:///x/a.bin", "/x/a.bin"]
+)
 def test_non_http_url_is_refused_before_any_request(srv, tmp_path, url):
     with pytest.raises(DownloadError, match="not an http:// or https:// URL") as err:
         get(url, tmp_path / "a.bin", sha256(b"x"), hint=HINT)

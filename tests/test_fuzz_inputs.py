@@ -17,6 +17,7 @@ A few cases per reader also go through a real ``python -m fiveflow.cli`` process
 printed by the interpreter itself would be seen. A failure message lists the case's seed, the
 mutations and the input bytes, so a case is reproduced by ``_case(reader, seed)``.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,41 +39,86 @@ SIX = "Grade 2 (moderately differentiated); STAS present; No vascular invasion; 
 UUIDS = ["2f5a3c1e-8b1d-4a7e-9c2b-0d1e2f3a4b5c", "7c9e6679-7425-40de-944b-e07fc1f90ae7"]
 
 SEEDS = {
-    "reports": ("reports.csv", [
-        ["patient_id", "text"],
-        ["TCGA-AA-0001", "Lung, left upper lobe: adenocarcinoma, grade 2. Pleura free; margins negative (R0)."],
-        ["TCGA-AA-0002", "Squamous cell carcinoma, poorly differentiated. Lymphovascular invasion present."],
-        ["TCGA-AA-0003", "Adenocarcinoma; STAS not identified."],
-    ], ","),
-    "samples": ("samples.csv", [
-        ["slide_id", "patient_id", "label", "path", "mpp"],
-        ["s1", "P1", "LUAD", "slides/s1.tif", "0.5"],
-        ["s2", "P2", "LUSC", "slides/s2.tif", ""],
-        ["s3", "P3", "LUAD", "slides/s3.tif", "0.25"],
-        ["s4", "P4", "LUSC", "slides/s4.tif", "0.5"],
-    ], ","),
-    "manifest": ("gdc_manifest.txt", [
-        ["id", "filename", "md5", "size", "state"],
-        [UUIDS[0], "a.svs", "0" * 32, "10", "released"],
-        [UUIDS[1], "b.svs", "f" * 32, "12", "released"],
-    ], "\t"),
-    "answers": ("answers.csv", [
-        ["patient_id", "answer"],
-        ["TCGA-AA-0001", SIX],
-        ["TCGA-AA-0002", "Poorly differentiated; Unknown; Vascular invasion present; Unknown; Unknown; R1"],
-    ], ","),
+    "reports": (
+        "reports.csv",
+        [
+            ["patient_id", "text"],
+            ["TCGA-AA-0001", "Lung, left upper lobe: adenocarcinoma, grade 2. Pleura free; margins negative (R0)."],
+            ["TCGA-AA-0002", "Squamous cell carcinoma, poorly differentiated. Lymphovascular invasion present."],
+            ["TCGA-AA-0003", "Adenocarcinoma; STAS not identified."],
+        ],
+        ",",
+    ),
+    "samples": (
+        "samples.csv",
+        [
+            ["slide_id", "patient_id", "label", "path", "mpp"],
+            ["s1", "P1", "LUAD", "slides/s1.tif", "0.5"],
+            ["s2", "P2", "LUSC", "slides/s2.tif", ""],
+            ["s3", "P3", "LUAD", "slides/s3.tif", "0.25"],
+            ["s4", "P4", "LUSC", "slides/s4.tif", "0.5"],
+        ],
+        ",",
+    ),
+    "manifest": (
+        "gdc_manifest.txt",
+        [
+            ["id", "filename", "md5", "size", "state"],
+            [UUIDS[0], "a.svs", "0" * 32, "10", "released"],
+            [UUIDS[1], "b.svs", "f" * 32, "12", "released"],
+        ],
+        "\t",
+    ),
+    "answers": (
+        "answers.csv",
+        [
+            ["patient_id", "answer"],
+            ["TCGA-AA-0001", SIX],
+            ["TCGA-AA-0002", "Poorly differentiated; Unknown; Vascular invasion present; Unknown; Unknown; R1"],
+        ],
+        ",",
+    ),
     "config": ("config.yaml", [], ""),
     "predictions": ("FiVE_2.parquet", [], ""),
-    "dsmil_csv": ("TCGA-AA-0001.csv", [
-        ["0", "1", "2", "3"],
-        ["0.1000", "0.2000", "0.3000", "0.4000"],
-        ["0.5000", "-0.6000", "0.7000", "0.8000"],
-        ["0.9000", "1.0000", "1.1000", "1.2000"],
-    ], ","),
+    "dsmil_csv": (
+        "TCGA-AA-0001.csv",
+        [
+            ["0", "1", "2", "3"],
+            ["0.1000", "0.2000", "0.3000", "0.4000"],
+            ["0.5000", "-0.6000", "0.7000", "0.8000"],
+            ["0.9000", "1.0000", "1.1000", "1.2000"],
+        ],
+        ",",
+    ),
 }
 
-ODD_VALUES = ["", " ", "nan", "NaN", "inf", "-inf", "-1", "0", "1e309", "José 01", "A B", "A_B", "../x", "/etc/x",
-              "a/b", ".hidden", "..", "é" * 3, "\u00a0", "\"", "'", "x" * 5000, "0x10", "1,5", "TCGA-AA-0001"]
+ODD_VALUES = [
+    "",
+    " ",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "-1",
+    "0",
+    "1e309",
+    "José 01",
+    "A B",
+    "A_B",
+    "../x",
+    "/etc/x",
+    "a/b",
+    ".hidden",
+    "..",
+    "é" * 3,
+    "\u00a0",
+    '"',
+    "'",
+    "x" * 5000,
+    "0x10",
+    "1,5",
+    "TCGA-AA-0001",
+]
 
 
 @dataclass
@@ -92,15 +138,35 @@ def _render(rows: list[list[str]], sep: str, quote_all: bool = False) -> str:
         if quote_all or any(c in v for c in (sep, '"', "\n", "\r")):
             return '"' + v.replace('"', '""') + '"'
         return v
+
     return "".join(sep.join(cell(v) for v in r) + "\n" for r in rows)
 
 
 def _structural(rng: random.Random, rows: list[list[str]], sep: str) -> tuple[list[list[str]], str, str]:
     """One structural change; returns the rows, an optional raw text override ("" = render) and its name."""
     rows = [list(r) for r in rows]
-    kind = rng.choice(["unquoted_delim", "extra_field", "missing_field", "trailing_delim", "no_header",
-                       "dup_column", "empty_column", "odd_value", "odd_value", "dup_row", "unclosed_quote",
-                       "other_sep", "drop_column", "only_header", "long_field", "crlf", "bom", "quoted_newline"])
+    kind = rng.choice(
+        [
+            "unquoted_delim",
+            "extra_field",
+            "missing_field",
+            "trailing_delim",
+            "no_header",
+            "dup_column",
+            "empty_column",
+            "odd_value",
+            "odd_value",
+            "dup_row",
+            "unclosed_quote",
+            "other_sep",
+            "drop_column",
+            "only_header",
+            "long_field",
+            "crlf",
+            "bom",
+            "quoted_newline",
+        ]
+    )
     i = rng.randrange(1, len(rows)) if len(rows) > 1 else 0
     j = rng.randrange(len(rows[0]))
     if kind == "unquoted_delim":
@@ -115,8 +181,13 @@ def _structural(rng: random.Random, rows: list[list[str]], sep: str) -> tuple[li
     elif kind == "missing_field" and len(rows[i]) > 1:
         rows[i].pop(rng.randrange(len(rows[i])))
     elif kind == "trailing_delim":
-        return rows, "".join(sep.join(r) + sep + "\n" for r in rows[:1] + [r for r in rows[1:]]) if rng.random() < .5 \
-            else "".join(sep.join(r) + (sep if k else "") + "\n" for k, r in enumerate(rows)), kind
+        return (
+            rows,
+            "".join(sep.join(r) + sep + "\n" for r in rows[:1] + [r for r in rows[1:]])
+            if rng.random() < 0.5
+            else "".join(sep.join(r) + (sep if k else "") + "\n" for k, r in enumerate(rows)),
+            kind,
+        )
     elif kind == "no_header":
         rows = rows[1:] or rows
     elif kind == "dup_column":
@@ -160,10 +231,10 @@ def _bytewise(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     if kind == "insert":
         return data[:pos] + bytes(rng.choice(b',;\t"\n\r .-/\\') for _ in range(rng.randint(1, 4))) + data[pos:], kind
     if kind == "delete":
-        return data[:pos] + data[pos + rng.randint(1, 8):], kind
+        return data[:pos] + data[pos + rng.randint(1, 8) :], kind
     if kind == "replace" and data:
         p = rng.randrange(len(data))
-        return data[:p] + bytes([rng.randrange(256)]) + data[p + 1:], kind
+        return data[:p] + bytes([rng.randrange(256)]) + data[p + 1 :], kind
     if kind == "truncate":
         return data[:pos], kind
     if kind == "garbage":
@@ -171,8 +242,27 @@ def _bytewise(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     return b"", kind
 
 
-YAML_VALUES = [".nan", ".inf", "-.inf", "-1", "0", "1e309", "''", "[]", "{}", "[1, 2]", "{a: 1}", "null", "yes",
-               "\"x\"", "José", "../x", "1.5", "-0.5", "100000000000"]
+YAML_VALUES = [
+    ".nan",
+    ".inf",
+    "-.inf",
+    "-1",
+    "0",
+    "1e309",
+    "''",
+    "[]",
+    "{}",
+    "[1, 2]",
+    "{a: 1}",
+    "null",
+    "yes",
+    '"x"',
+    "José",
+    "../x",
+    "1.5",
+    "-0.5",
+    "100000000000",
+]
 
 
 def _config_case(rng: random.Random, seed: int) -> Case:
@@ -180,7 +270,9 @@ def _config_case(rng: random.Random, seed: int) -> Case:
     lines = (ROOT / "config.yaml").read_text().splitlines(keepends=True)
     mutations = []
     for _ in range(rng.randint(1, 3)):
-        values = [k for k, ln in enumerate(lines) if ":" in ln.split("#")[0] and ln.split("#")[0].split(":", 1)[1].strip()]
+        values = [
+            k for k, ln in enumerate(lines) if ":" in ln.split("#")[0] and ln.split("#")[0].split(":", 1)[1].strip()
+        ]
         kind = rng.choice(["value", "value", "value", "drop_line", "dup_line", "indent", "tab"])
         k = rng.choice(values)
         ln = lines[k]
@@ -210,10 +302,18 @@ def _predictions_case(rng: random.Random, seed: int) -> Case:
     import pandas as pd
 
     n = 8
-    df = pd.DataFrame({"method": "FiVE", "shots": np.full(n, 2, dtype=np.int64), "run": np.arange(n) % 2,
-                       "slide_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-                       "label": ["LUAD", "LUSC"] * (n // 2), "prob": np.linspace(0.05, 0.95, n),
-                       "pred": ["LUAD", "LUSC"] * (n // 2)})
+    df = pd.DataFrame(
+        {
+            "method": "FiVE",
+            "shots": np.full(n, 2, dtype=np.int64),
+            "run": np.arange(n) % 2,
+            "slide_id": [f"s{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "label": ["LUAD", "LUSC"] * (n // 2),
+            "prob": np.linspace(0.05, 0.95, n),
+            "pred": ["LUAD", "LUSC"] * (n // 2),
+        }
+    )
     mutations = []
     for _ in range(rng.randint(1, 2)):
         kind = rng.choice(["drop", "rename", "odd", "odd", "odd", "empty", "extra", "dtype"])
@@ -272,6 +372,7 @@ def _case(reader: str, seed: int) -> Case:
 
 # ----------------------------------------------------------------------------- sandbox
 
+
 def _snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -296,19 +397,50 @@ def _setup(tmp: Path, case: Case) -> tuple[Path, list[str]]:
     out = tmp / "out"
     cfg = str(ROOT / "config.yaml")
     if case.reader == "reports":
-        return out, ["reports", "extract", str(src), "--out", str(out / "labels.parquet"), "--backend", "rules",
-                     "--config", cfg]
+        return out, [
+            "reports",
+            "extract",
+            str(src),
+            "--out",
+            str(out / "labels.parquet"),
+            "--backend",
+            "rules",
+            "--config",
+            cfg,
+        ]
     if case.reader == "answers":
         reports = inp / "reports.csv"
         reports.write_text(_render(SEEDS["reports"][1], ","))
-        return out, ["reports", "extract", str(reports), "--backend", "import", "--answers", str(src),
-                     "--out", str(out / "labels.parquet"), "--config", cfg]
+        return out, [
+            "reports",
+            "extract",
+            str(reports),
+            "--backend",
+            "import",
+            "--answers",
+            str(src),
+            "--out",
+            str(out / "labels.parquet"),
+            "--config",
+            cfg,
+        ]
     if case.reader == "samples":
         return out, ["split", str(src), "--out", str(out / "splits"), "--config", cfg]
     if case.reader == "manifest":
         # port 9 (discard) on this host: a valid row fails at once with "connection refused", nothing leaves
-        return out, ["download", "--manifest", str(src), "--out", str(out / "gdc"), "--jobs", "1", "--retries", "0",
-                     "--base-url", "http://127.0.0.1:9/data"]
+        return out, [
+            "download",
+            "--manifest",
+            str(src),
+            "--out",
+            str(out / "gdc"),
+            "--jobs",
+            "1",
+            "--retries",
+            "0",
+            "--base-url",
+            "http://127.0.0.1:9/data",
+        ]
     if case.reader == "predictions":
         return out, ["evaluate", str(src), "--out", str(out), "--config", cfg]
     if case.reader == "config":
@@ -391,8 +523,10 @@ def test_reader_api_raises_only_user_errors_naming_the_file(reader, tmp_path):
         try:
             _api(case, src)
             if reader not in ("config", "predictions") and not _rectangular(case.data, SEEDS[reader][2]):
-                problems.append(f"read without error, but some row's field count differs from the header's "
-                                f"(silently misread)\n  {case.describe()}")
+                problems.append(
+                    f"read without error, but some row's field count differs from the header's "
+                    f"(silently misread)\n  {case.describe()}"
+                )
         except (ValueError, FileNotFoundError, BagError) as exc:
             if str(src) not in str(exc) and src.name not in str(exc):
                 problems.append(f"error does not name the file: {exc!r}\n  {case.describe()}")
@@ -452,8 +586,9 @@ def test_cli_gives_an_exit_code_or_one_line_never_a_traceback(reader, tmp_path, 
         _check_cli_result(case, rc, err, before, _snapshot(tmp_path, out), problems)
         if len(problems) >= 5:
             break
-    assert not problems, f"{len(problems)} input(s) broke `fiveflow` on a malformed {reader} file:\n" + \
-        "\n".join(problems)
+    assert not problems, f"{len(problems)} input(s) broke `fiveflow` on a malformed {reader} file:\n" + "\n".join(
+        problems
+    )
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -475,8 +610,14 @@ def test_real_process_prints_no_traceback(reader, tmp_path):
         box = tmp_path / f"c{case.seed}"
         out, argv = _setup(box, case)
         before = _snapshot(tmp_path, out)
-        r = subprocess.run([sys.executable, "-m", "fiveflow.cli", *argv], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "fiveflow.cli", *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         _check_cli_result(case, r.returncode, r.stderr, before, _snapshot(tmp_path, out), problems)
     assert not problems, "\n".join(problems)
 
@@ -490,6 +631,13 @@ def test_generator_makes_varied_and_reproducible_inputs():
             continue
         assert [c.data for c in cases] == [_case(reader, s).data for s in range(200)]
         kinds = {m for c in cases for m in c.mutations}
-        assert {"unquoted_delim", "extra_field", "missing_field", "trailing_delim", "odd_value", "nul",
-                "garbage"} <= kinds, (reader, kinds)
+        assert {
+            "unquoted_delim",
+            "extra_field",
+            "missing_field",
+            "trailing_delim",
+            "odd_value",
+            "nul",
+            "garbage",
+        } <= kinds, (reader, kinds)
         assert len({c.data for c in cases}) > 120, reader

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.sh runs without CUDA (as in CI): CUDA-only parts are reported as skipped, every
 other check runs on the CPU and passes; a failing check fails the script."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +14,14 @@ from conftest import PROJECT_ROOT
 
 def test_gpu_check_runs_on_cpu_with_cuda_parts_skipped():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    r = subprocess.run(["bash", str(PROJECT_ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
-                       env=env, timeout=600, cwd="/")
+    r = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "benchmarks" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd="/",
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert "SKIP check=embed_bench: no CUDA device" in out and "SKIP check=resume_rng_cuda" in out

@@ -1,12 +1,20 @@
 """Attention heatmaps from stored attention and coordinates (fiveflow.evaluate.heatmap)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fiveflow.evaluate.heatmap import (attention_grid, is_flat, load_attention, normalise_attention, render_heatmap,
-                                       save_attention, tile_footprints)
+from fiveflow.evaluate.heatmap import (
+    attention_grid,
+    is_flat,
+    load_attention,
+    normalise_attention,
+    render_heatmap,
+    save_attention,
+    tile_footprints,
+)
 
 
 def _grid_slide(slide_wh=(40000, 30000), tile=512, step=512, keep_frac=0.7, seed=0):
@@ -22,8 +30,12 @@ def test_hot_rectangle_lands_in_its_thumbnail_footprint(normalise):
     slide_wh, thumb_wh, tile = (40000, 30000), (1024, 768), 512
     coords = _grid_slide(slide_wh, tile)
     rect = (10240, 7680, 25600, 19456)  # level-0 x0, y0, x1, y1 (tile-aligned), ~15% of the tiles
-    inside = ((coords[:, 0] >= rect[0]) & (coords[:, 0] + tile <= rect[2])
-              & (coords[:, 1] >= rect[1]) & (coords[:, 1] + tile <= rect[3]))
+    inside = (
+        (coords[:, 0] >= rect[0])
+        & (coords[:, 0] + tile <= rect[2])
+        & (coords[:, 1] >= rect[1])
+        & (coords[:, 1] + tile <= rect[3])
+    )
     rng = np.random.default_rng(1)
     att = np.where(inside, 5.0 + rng.random(len(coords)), rng.random(len(coords)))
     grid = attention_grid(coords, att, tile, slide_wh, thumb_wh, normalise=normalise)
@@ -114,19 +126,32 @@ def test_render_writes_nonblank_png_atomically(tmp_path):
 def test_save_load_roundtrip(tmp_path):
     coords = np.array([[0, 512], [1024, 2048], [4096, 0]], dtype=np.int64)
     att = np.array([0.1, 0.7, 0.2], dtype=np.float32)
-    p = save_attention(tmp_path / "attention" / "abmil" / "s1.parquet", "s1", coords, att, "abmil",
-                       tile_size_level0=np.int64(512), slide_wh=(5000, 3000))
+    p = save_attention(
+        tmp_path / "attention" / "abmil" / "s1.parquet",
+        "s1",
+        coords,
+        att,
+        "abmil",
+        tile_size_level0=np.int64(512),
+        slide_wh=(5000, 3000),
+    )
     c2, a2, meta = load_attention(p)
     assert np.array_equal(c2, coords) and c2.dtype == np.int64
     assert np.array_equal(a2, att) and a2.dtype == np.float32
-    assert meta == {"slide_id": "s1", "method": "abmil", "n_tiles": 3, "tile_size_level0": 512,
-                    "slide_wh": [5000, 3000]}
+    assert meta == {
+        "slide_id": "s1",
+        "method": "abmil",
+        "n_tiles": 3,
+        "tile_size_level0": 512,
+        "slide_wh": [5000, 3000],
+    }
     assert sorted(x.name for x in p.parent.iterdir()) == ["s1.parquet"]
     with pytest.raises(ValueError):
         save_attention(tmp_path / "bad.parquet", "s1", coords, att[:2], "abmil")
 
 
 # ---------------------------------------------------------------- stored attention of a training run
+
 
 def _write_bag(path, feats, coords, geometry=True):
     import h5py
@@ -156,11 +181,11 @@ def tiny_task(tmp_path):
         feats = rng.normal(size=(n, 8)) + (lab == "LUSC") * np.linspace(0, 1, 8)
         paths[sid] = str(tmp_path / f"{sid}.h5")
         _write_bag(paths[sid], feats, coords, geometry=sid != "S7")
-    split = pd.DataFrame({"slide_id": ids, "patient_id": ids, "label": labels,
-                          "split": ["train"] * 4 + ["test"] * 4})
+    split = pd.DataFrame({"slide_id": ids, "patient_id": ids, "label": labels, "split": ["train"] * 4 + ["test"] * 4})
     split.to_csv(tmp_path / "split.csv", index=False)
-    draws = pd.DataFrame({"shots": [2] * 8, "run": [0] * 4 + [1] * 4, "seed": [11] * 4 + [12] * 4,
-                          "slide_id": ids[:4] * 2})
+    draws = pd.DataFrame(
+        {"shots": [2] * 8, "run": [0] * 4 + [1] * 4, "seed": [11] * 4 + [12] * 4, "slide_id": ids[:4] * 2}
+    )
     draws.to_csv(tmp_path / "draws.csv", index=False)
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     cfg["train"]["device"] = "cpu"
@@ -204,8 +229,9 @@ def test_meanpool_instance_logits_average_to_the_bag_logit(tiny_task):
 
     _, paths, _ = tiny_task
     store = BagStore(paths)
-    clf = make_pipeline(StandardScaler(), LogisticRegression()).fit(mean_features(store, ["S0", "S1", "S2", "S3"]),
-                                                                    [0, 1, 0, 1])
+    clf = make_pipeline(StandardScaler(), LogisticRegression()).fit(
+        mean_features(store, ["S0", "S1", "S2", "S3"]), [0, 1, 0, 1]
+    )
     logits = instance_logits(clf, store, ["S4", "S5"])
     bag = clf.decision_function(mean_features(store, ["S4", "S5"]))
     assert np.allclose([lg.mean() for lg in logits], bag)  # linear probe: mean of instance logits = bag logit
@@ -217,11 +243,21 @@ def test_run_draws_refuses_attention_dir_without_attention(tiny_task):
 
     d, paths, cfg = tiny_task
     with pytest.raises(ValueError, match="returns no attention"):
-        run_draws("meanpool", meanpool.fit_predict, d / "split.csv", d / "draws.csv", paths, cfg, 2, None,
-                  attention_dir=d / "att")
+        run_draws(
+            "meanpool",
+            meanpool.fit_predict,
+            d / "split.csv",
+            d / "draws.csv",
+            paths,
+            cfg,
+            2,
+            None,
+            attention_dir=d / "att",
+        )
 
 
 # ---------------------------------------------------------------- rendering from a slide file
+
 
 @pytest.fixture(scope="module")
 def small_demo_slide(tmp_path_factory):
@@ -241,38 +277,85 @@ def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path, caplog):
     xs, ys = np.meshgrid(np.arange(0, 1536 - 255, 256), np.arange(0, 1024 - 255, 256))
     coords = np.stack([xs.ravel(), ys.ravel()], 1)
     att_dir = tmp_path / "att"
-    meta = dict(kind="attention", slide_wh=[1536, 1024], tile_size_level0=256, prob=0.87, label=case.label,
-                shots=8, run=0, seed=1)
+    meta = dict(
+        kind="attention",
+        slide_wh=[1536, 1024],
+        tile_size_level0=256,
+        prob=0.87,
+        label=case.label,
+        shots=8,
+        run=0,
+        seed=1,
+    )
     save_attention(att_dir / f"{case.slide_id}.parquet", case.slide_id, coords, np.arange(len(coords)), "abmil", **meta)
-    written = render_method(att_dir, {case.slide_id: str(slide)}, tmp_path / "pngs", tmp_path / "montage.png",
-                            thumbnail_size=256, max_slides=4, positive="LUSC")
+    written = render_method(
+        att_dir,
+        {case.slide_id: str(slide)},
+        tmp_path / "pngs",
+        tmp_path / "montage.png",
+        thumbnail_size=256,
+        max_slides=4,
+        positive="LUSC",
+    )
     assert [p.name for p in written] == [f"{case.slide_id}.png"]
     img = np.asarray(Image.open(written[0]).convert("RGB"))
     assert img.shape[0] >= 170 and img.shape[1] >= 256  # the 256 x 171 thumbnail plus colour bar and title
     assert Image.open(tmp_path / "montage.png").size[0] > 100
     title = heatmap_title({"slide_id": case.slide_id, "method": "abmil", **meta}, "LUSC")
     assert title == f"{case.slide_id}  true {case.label}  P(LUSC)=0.87  abmil  8-shot run 0"
-    assert main(["heatmap", "--attention", str(att_dir / f"{case.slide_id}.parquet"), "--slide", str(slide),
-                 "--out", str(tmp_path / "cli.png"), "--thumbnail-size", "256"]) == 0
+    assert (
+        main(
+            [
+                "heatmap",
+                "--attention",
+                str(att_dir / f"{case.slide_id}.parquet"),
+                "--slide",
+                str(slide),
+                "--out",
+                str(tmp_path / "cli.png"),
+                "--thumbnail-size",
+                "256",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "cli.png").stat().st_size > 1000
     # flat scores (every tile the same): rendered, flagged in the title and the log
-    save_attention(tmp_path / "flat" / f"{case.slide_id}.parquet", case.slide_id, coords,
-                   np.full(len(coords), 1 / len(coords)), "dsmil", **meta)
+    save_attention(
+        tmp_path / "flat" / f"{case.slide_id}.parquet",
+        case.slide_id,
+        coords,
+        np.full(len(coords), 1 / len(coords)),
+        "dsmil",
+        **meta,
+    )
     with caplog.at_level("WARNING"):
-        render_method(tmp_path / "flat", {case.slide_id: str(slide)}, tmp_path / "p3", tmp_path / "m3.png",
-                      thumbnail_size=256)
+        render_method(
+            tmp_path / "flat", {case.slide_id: str(slide)}, tmp_path / "p3", tmp_path / "m3.png", thumbnail_size=256
+        )
     assert "1 of 1 slides have flat scores" in caplog.text
     assert heatmap_title({"slide_id": "s", "method": "dsmil", **meta, "flat": True}).endswith(
-        "FLAT: all tiles scored the same")
+        "FLAT: all tiles scored the same"
+    )
     assert heatmap_title({"slide_id": "s", "method": "FiVE", **meta, "kind": "instance_evidence"}).endswith(
-        "8-shot run 0  (tile evidence)")
+        "8-shot run 0  (tile evidence)"
+    )
     long = heatmap_title({"slide_id": case.slide_id, "method": "FiVE", **meta, "kind": "instance_evidence"}, "LUSC")
     assert wrap_title(long, MONTAGE_TITLE_CHARS).split("\n") == [
-        f"{case.slide_id}  true {case.label}", "P(LUSC)=0.87  FiVE  8-shot run 0", "(tile evidence)"]
+        f"{case.slide_id}  true {case.label}",
+        "P(LUSC)=0.87  FiVE  8-shot run 0",
+        "(tile evidence)",
+    ]
     assert all(len(line) <= MONTAGE_TITLE_CHARS for line in wrap_title(long, MONTAGE_TITLE_CHARS).split("\n"))
     # attention of another slide size: a clear error, no PNG
-    save_attention(tmp_path / "bad" / "x.parquet", case.slide_id, coords, np.ones(len(coords)), "abmil",
-                   **{**meta, "slide_wh": [4096, 4096]})
+    save_attention(
+        tmp_path / "bad" / "x.parquet",
+        case.slide_id,
+        coords,
+        np.ones(len(coords)),
+        "abmil",
+        **{**meta, "slide_wh": [4096, 4096]},
+    )
     with pytest.raises(ValueError, match="4096x4096 slide"):
         render_method(tmp_path / "bad", {"x": str(slide)}, tmp_path / "p2", tmp_path / "m2.png", thumbnail_size=256)
     assert not list((tmp_path / "p2").glob("*.png"))
@@ -348,8 +431,9 @@ def _layout_bags(out, difficulty=None):
             write_demo_slide(c, slide, *HOT_WH, HOT_MPP, difficulty=difficulty)
             meta = tile_slide(slide, c.slide_id, default_tiling(), out / f"{c.slide_id}.parquet")
             assert meta.status == "ok", meta.message
-            embed_slide(slide, out / f"{c.slide_id}.parquet", enc, out / f"{c.slide_id}.h5", progress=False,
-                        device="cpu")
+            embed_slide(
+                slide, out / f"{c.slide_id}.parquet", enc, out / f"{c.slide_id}.h5", progress=False, device="cpu"
+            )
     finally:
         torch.set_num_threads(threads)
     return out, train, test
@@ -372,8 +456,19 @@ def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path, difficulty
 
     out, train, test = demo_bags
     paths = {c.slide_id: str(out / f"{c.slide_id}.h5") for c in train + test}
-    save_run_attention(tmp_path / "att", paths, [c.slide_id for c in test], scores, prob, method, kind,
-                       labels={c.slide_id: c.label for c in train + test}, shots=HOT_TRAIN_PER_CLASS, run=0, seed=0)
+    save_run_attention(
+        tmp_path / "att",
+        paths,
+        [c.slide_id for c in test],
+        scores,
+        prob,
+        method,
+        kind,
+        labels={c.slide_id: c.label for c in train + test},
+        shots=HOT_TRAIN_PER_CLASS,
+        run=0,
+        seed=0,
+    )
     aucs, hot_on_tumour, cold_on_tumour = [], [], []
     for c, a in zip(test, scores):
         f = tmp_path / "att" / f"{c.slide_id}.parquet"
@@ -384,17 +479,29 @@ def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path, difficulty
         if not 0 < tumour.sum() < len(tumour):
             continue
         aucs.append(roc_auc_score(tumour, a))
-        truth = attention_grid(coords, tumour.astype(float), meta["tile_size_level0"], HOT_WH,
-                               (thumb.shape[1], thumb.shape[0]), normalise="minmax")
+        truth = attention_grid(
+            coords,
+            tumour.astype(float),
+            meta["tile_size_level0"],
+            HOT_WH,
+            (thumb.shape[1], thumb.shape[0]),
+            normalise="minmax",
+        )
         hot, cold = grid >= 0.9, grid <= 0.5
         hot_on_tumour.append(float(truth[hot].mean()))
         cold_on_tumour.append(float(truth[cold].mean()))
-    render_slide(tmp_path / "att" / f"{test[0].slide_id}.parquet", out / f"{test[0].slide_id}.tif",
-                 tmp_path / "one.png", thumbnail_size=512)
-    print(f"\n{method} ({kind}) on {len(test)} test slides ({len(aucs)} with tumour and other tiles): per-slide "
-          f"AUC {np.round(aucs, 2)} mean {np.mean(aucs):.3f} median {np.median(aucs):.3f}; hot px on tumour "
-          f"{np.mean(hot_on_tumour):.3f}, cold px on tumour {np.mean(cold_on_tumour):.3f}; slide accuracy "
-          f"{np.mean((np.asarray(prob) > 0.5) == np.array([c.label == 'LUSC' for c in test])):.2f}")
+    render_slide(
+        tmp_path / "att" / f"{test[0].slide_id}.parquet",
+        out / f"{test[0].slide_id}.tif",
+        tmp_path / "one.png",
+        thumbnail_size=512,
+    )
+    print(
+        f"\n{method} ({kind}) on {len(test)} test slides ({len(aucs)} with tumour and other tiles): per-slide "
+        f"AUC {np.round(aucs, 2)} mean {np.mean(aucs):.3f} median {np.median(aucs):.3f}; hot px on tumour "
+        f"{np.mean(hot_on_tumour):.3f}, cold px on tumour {np.mean(cold_on_tumour):.3f}; slide accuracy "
+        f"{np.mean((np.asarray(prob) > 0.5) == np.array([c.label == 'LUSC' for c in test])):.2f}"
+    )
     assert (tmp_path / "one.png").stat().st_size > 1000
     return np.array(aucs), np.mean(hot_on_tumour), np.mean(cold_on_tumour)
 
@@ -412,16 +519,20 @@ def _abmil_attention(bags, seed=0):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return with_attention(abmil.fit_predict)(BagStore(paths), [c.slide_id for c in train], y,
-                                                 [c.slide_id for c in test], seed, "cpu")
+        return with_attention(abmil.fit_predict)(
+            BagStore(paths), [c.slide_id for c in train], y, [c.slide_id for c in test], seed, "cpu"
+        )
     finally:
         torch.set_num_threads(threads)
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="ABMIL's attention does not single out the tumour on the demo layout "
-                   "(seeds 0-4: mean per-slide AUC 0.53-0.57, cold pixels more on tumour than hot ones); an "
-                   "XPASS means it now does: restate this test and the README")
+@pytest.mark.xfail(
+    strict=True,
+    reason="ABMIL's attention does not single out the tumour on the demo layout "
+    "(seeds 0-4: mean per-slide AUC 0.53-0.57, cold pixels more on tumour than hot ones); an "
+    "XPASS means it now does: restate this test and the README",
+)
 def test_abmil_heatmap_is_hot_on_the_tumour(demo_bags, tmp_path):
     """Per-slide ROC AUC of ABMIL attention for tumour vs other tiles, over test slides with both, with the
     margins this test had before issue 18 (mean > 0.6, median > 0.65, hot pixels > 80% on tumour and more
@@ -505,11 +616,21 @@ def test_mizero_saves_instance_cosines_and_same_predictions(tmp_path, tiny_clip)
     folder, _, _ = tiny_clip
     prompts = tmp_path / "prompts.yaml"
     prompts.write_text(yaml.safe_dump({"templates": ["CLASSNAME."], "classes": {"LUAD": ["a"], "LUSC": ["s"]}}))
-    cfg = {"classes": [{"name": "LUAD", "text": "x"}, {"name": "LUSC", "text": "y"}],
-           "embedding": {"encoder": "plip", "weights": str(folder), "seed": 0},
-           "mizero": {"enabled": True, "topk": 5, "prompts": str(prompts)}, "train": {"device": "cpu"}}
-    attrs = {"encoder": "plip", "weights": str(folder), "weights_sha256": build_encoder("plip", str(folder)).weights_sha256,
-             "feature_dim": 12, "slide_width": 2048, "slide_height": 2048, "patch_size_level0": 256}
+    cfg = {
+        "classes": [{"name": "LUAD", "text": "x"}, {"name": "LUSC", "text": "y"}],
+        "embedding": {"encoder": "plip", "weights": str(folder), "seed": 0},
+        "mizero": {"enabled": True, "topk": 5, "prompts": str(prompts)},
+        "train": {"device": "cpu"},
+    }
+    attrs = {
+        "encoder": "plip",
+        "weights": str(folder),
+        "weights_sha256": build_encoder("plip", str(folder)).weights_sha256,
+        "feature_dim": 12,
+        "slide_width": 2048,
+        "slide_height": 2048,
+        "patch_size_level0": 256,
+    }
     rng = np.random.default_rng(0)
     bags, rows = {}, []
     for i in range(2):
@@ -521,8 +642,9 @@ def test_mizero_saves_instance_cosines_and_same_predictions(tmp_path, tiny_clip)
     mizero.run_mizero(tmp_path / "split.csv", bags, cfg, tmp_path / "b.parquet", attention_dir=tmp_path / "att")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
     tower = text_towers.load_text_tower("plip", str(folder))
-    emb = mizero.class_embeddings(tower.encode, mizero.class_prompts(["LUAD", "LUSC"], ["x", "y"],
-                                                                     mizero.load_prompts(prompts)))
+    emb = mizero.class_embeddings(
+        tower.encode, mizero.class_prompts(["LUAD", "LUSC"], ["x", "y"], mizero.load_prompts(prompts))
+    )
     coords, att, meta = load_attention(tmp_path / "att" / "s1.parquet")
     feats = torch.from_numpy(np.asarray(__import__("h5py").File(bags["s1"])["features"][()]))
     assert np.allclose(att, mizero.heatmap_scores(feats, emb, 5).numpy(), atol=1e-5)
@@ -531,6 +653,7 @@ def test_mizero_saves_instance_cosines_and_same_predictions(tmp_path, tiny_clip)
 
 
 # ---------------------------------------------------------------- FiVE zero-shot and few-shot attention
+
 
 def test_five_zeroshot_and_fewshot_save_attention_and_same_predictions(tmp_path):
     """Run 0's per-tile scores (``heatmaps.five_score``: evidence by default, or cross-attention) are
@@ -550,7 +673,9 @@ def test_five_zeroshot_and_fewshot_save_attention_and_same_predictions(tmp_path)
     for p in coh["bag_paths"].values():
         with h5py.File(p, "a") as fh:
             if "coords" not in fh:
-                fh["coords"] = np.stack([np.arange(len(fh["features"])), np.zeros(len(fh["features"]))], 1).astype(np.int64)
+                fh["coords"] = np.stack([np.arange(len(fh["features"])), np.zeros(len(fh["features"]))], 1).astype(
+                    np.int64
+                )
             fh.attrs.update(slide_width=100_000, slide_height=1000, patch_size_level0=256)
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     cfg["model"].update(dim=16, heads=2, n_prompts=2, text_max_tokens=32)
@@ -564,18 +689,32 @@ def test_five_zeroshot_and_fewshot_save_attention_and_same_predictions(tmp_path)
     run_zeroshot(*args, coh["bag_paths"], cfg, tmp_path / "z1.parquet")
     run_zeroshot(*args, coh["bag_paths"], cfg, tmp_path / "z2.parquet", attention_dir=tmp_path / "az")
     run_fewshot(*args, tmp_path / "draws.csv", coh["bag_paths"], cfg, 1, tmp_path / "f1.parquet")
-    run_fewshot(*args, tmp_path / "draws.csv", coh["bag_paths"], cfg, 1, tmp_path / "f2.parquet",
-                attention_dir=tmp_path / "af")
-    run_zeroshot(*args, coh["bag_paths"], cfg, tmp_path / "z3.parquet", attention_dir=tmp_path / "azc",
-                 five_score="attention")
-    run_fewshot(*args, tmp_path / "draws.csv", coh["bag_paths"], cfg, 1, tmp_path / "f3.parquet",
-                attention_dir=tmp_path / "afc", five_score="attention")
+    run_fewshot(
+        *args, tmp_path / "draws.csv", coh["bag_paths"], cfg, 1, tmp_path / "f2.parquet", attention_dir=tmp_path / "af"
+    )
+    run_zeroshot(
+        *args, coh["bag_paths"], cfg, tmp_path / "z3.parquet", attention_dir=tmp_path / "azc", five_score="attention"
+    )
+    run_fewshot(
+        *args,
+        tmp_path / "draws.csv",
+        coh["bag_paths"],
+        cfg,
+        1,
+        tmp_path / "f3.parquet",
+        attention_dir=tmp_path / "afc",
+        five_score="attention",
+    )
     for a, b in (("z1", "z2"), ("z1", "z3"), ("f1", "f2"), ("f1", "f3")):
         assert (tmp_path / f"{a}.parquet").read_bytes() == (tmp_path / f"{b}.parquet").read_bytes(), (a, b)
     test_ids = sorted(split.loc[split["split"] == "test", "slide_id"])
     zero = pd.read_parquet(tmp_path / "z1.parquet").set_index("slide_id")
-    for d, shots, kind in (("az", 0, "instance_evidence"), ("af", 1, "instance_evidence"),
-                           ("azc", 0, "attention"), ("afc", 1, "attention")):
+    for d, shots, kind in (
+        ("az", 0, "instance_evidence"),
+        ("af", 1, "instance_evidence"),
+        ("azc", 0, "attention"),
+        ("afc", 1, "attention"),
+    ):
         assert sorted(p.stem for p in (tmp_path / d).glob("*.parquet")) == test_ids
         coords, att, meta = load_attention(tmp_path / d / f"{test_ids[0]}.parquet")
         assert meta["method"] == "FiVE" and meta["kind"] == kind and meta["shots"] == shots
@@ -598,6 +737,15 @@ def test_five_zeroshot_and_fewshot_save_attention_and_same_predictions(tmp_path)
         assert meta["prob"] == pytest.approx(zero.loc[sid, "prob"])
         pred = int(meta["prob"] > 0.5)  # argmax of the two-class softmax
         with torch.no_grad():
-            lg = torch.cat([model.logits(model.encode_slide(bag.features[i:i + 1, None], bag.pos[i:i + 1, None],
-                                                             model.prompt_bank(None)), text) for i in range(bag.n)])
+            lg = torch.cat(
+                [
+                    model.logits(
+                        model.encode_slide(
+                            bag.features[i : i + 1, None], bag.pos[i : i + 1, None], model.prompt_bank(None)
+                        ),
+                        text,
+                    )
+                    for i in range(bag.n)
+                ]
+            )
         np.testing.assert_allclose(att, (lg[:, pred] - lg[:, 1 - pred]).numpy(), rtol=1e-4, atol=1e-4)

@@ -1,4 +1,5 @@
 """fiveflow.ids: the one id policy (clean_id, clean_ids with collision checks)."""
+
 from __future__ import annotations
 
 import pytest

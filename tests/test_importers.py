@@ -1,4 +1,5 @@
 """Importing DSMIL CSVs and CLAM/STAMP-style h5 files as feature bags, and exporting them back."""
+
 import subprocess
 import sys
 
@@ -6,10 +7,18 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, shared_path
 
-from fiveflow.embed.bags import (COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, BagError, bag_attrs, is_complete,
-                                 read_bag, write_bag)
+from conftest import PROJECT_ROOT, shared_path
+from fiveflow.embed.bags import (
+    COORDS_KIND,
+    COORDS_LEVEL0_PX,
+    COORDS_ROW_INDEX,
+    BagError,
+    bag_attrs,
+    is_complete,
+    read_bag,
+    write_bag,
+)
 from fiveflow.embed.importers import (
     export_clam_h5,
     export_dsmil_csv,
@@ -96,15 +105,18 @@ def test_slide_id_inference(tmp_path):
     assert infer_slide_id(tmp_path / "TCGA-3" / "feats.h5") == "TCGA-3"
 
 
-@pytest.mark.parametrize("text, match", [
-    ("a,b\n0.1,0.2\n", r"expected the header 0,1,\.\.\.,1"),
-    ("0,1,label\n0.1,0.2,1\n", "found 0,1,label"),
-    ("0,1\n", "no feature rows"),
-    ("", "empty file"),
-    ("0,1\n0.1,nan\n", "NaN/inf"),
-    ("0,1\n0.1,inf\n", "NaN/inf"),
-    ("0,1\n0.1,abc\n", "non-numeric"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a,b\n0.1,0.2\n", r"expected the header 0,1,\.\.\.,1"),
+        ("0,1,label\n0.1,0.2,1\n", "found 0,1,label"),
+        ("0,1\n", "no feature rows"),
+        ("", "empty file"),
+        ("0,1\n0.1,nan\n", "NaN/inf"),
+        ("0,1\n0.1,inf\n", "NaN/inf"),
+        ("0,1\n0.1,abc\n", "non-numeric"),
+    ],
+)
 def test_bad_csv_is_a_clear_error(tmp_path, text, match):
     src = tmp_path / "bad.csv"
     src.write_text(text)
@@ -185,8 +197,9 @@ def test_duplicate_slide_ids_are_an_error(tmp_path):
 def _cli(*args):
     exe = PROJECT_ROOT / ".venv" / "bin" / "fiveflow"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fiveflow.cli"]
-    return subprocess.run([*cmd, "import-bags", *map(str, args)], check=False, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [*cmd, "import-bags", *map(str, args)], check=False, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_help(capsys):

@@ -1,4 +1,5 @@
 """Safe temporary and partial outputs (fiveflow.io): no write ever goes through a planted link."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Metrics: each computed once over all predictions; DSMIL's ROC-optimal threshold; summaries."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,7 @@ def test_metrics_match_sklearn():
 def test_roc_optimal_threshold_is_youden():
     thr = roc_optimal_threshold(Y, P)
     # brute force over the observed scores: maximise tpr - fpr
-    best = max(sorted(set(P)), key=lambda t: (((P >= t) & (Y == 1)).sum() / 5 - ((P >= t) & (Y == 0)).sum() / 5))
+    best = max(sorted(set(P)), key=lambda t: ((P >= t) & (Y == 1)).sum() / 5 - ((P >= t) & (Y == 0)).sum() / 5)
     assert thr == pytest.approx(best) == pytest.approx(0.45)
     m = compute_metrics(Y, P)
     assert m["threshold_opt"] == pytest.approx(0.45)
@@ -42,9 +43,18 @@ def test_threshold_half_counts_as_positive_and_single_class():
 
 def _pred(method, shots, run, y, p):
     lab = np.where(np.asarray(y) == 1, "LUSC", "LUAD")
-    return pd.DataFrame({"method": method, "shots": shots, "run": run, "slide_id": [f"s{i}" for i in range(len(y))],
-                         "patient_id": [f"p{i}" for i in range(len(y))], "label": lab, "prob": p,
-                         "pred": np.where(np.asarray(p) >= 0.5, "LUSC", "LUAD")})
+    return pd.DataFrame(
+        {
+            "method": method,
+            "shots": shots,
+            "run": run,
+            "slide_id": [f"s{i}" for i in range(len(y))],
+            "patient_id": [f"p{i}" for i in range(len(y))],
+            "label": lab,
+            "prob": p,
+            "pred": np.where(np.asarray(p) >= 0.5, "LUSC", "LUAD"),
+        }
+    )
 
 
 def test_summarize_per_run_then_mean_std():
@@ -56,10 +66,25 @@ def test_summarize_per_run_then_mean_std():
         accs.append(compute_metrics(Y, p)["acc"])
     frames.append(_pred("meanpool", 4, 0, Y, P))
     table = summarize(pd.concat(frames, ignore_index=True))  # positive class inferred from pred/prob
-    assert list(table.columns)[:11] == ["method", "shots", "n_runs", "acc_mean", "acc_std", "auc_mean", "auc_std",
-                                        "f1_mean", "f1_std", "f1auth_mean", "f1auth_std"]
+    assert list(table.columns)[:11] == [
+        "method",
+        "shots",
+        "n_runs",
+        "acc_mean",
+        "acc_std",
+        "auc_mean",
+        "auc_std",
+        "f1_mean",
+        "f1_std",
+        "f1auth_mean",
+        "f1auth_std",
+    ]
     five = table[table.method == "FiVE"].iloc[0]
-    assert five.n_runs == 3 and five.acc_mean == pytest.approx(np.mean(accs)) and five.acc_std == pytest.approx(np.std(accs))
+    assert (
+        five.n_runs == 3
+        and five.acc_mean == pytest.approx(np.mean(accs))
+        and five.acc_std == pytest.approx(np.std(accs))
+    )
     mp = table[table.method == "meanpool"].iloc[0]
     assert mp.auc_mean == pytest.approx(roc_auc_score(Y, P)) and mp.auc_std == 0
     same = summarize(pd.concat(frames, ignore_index=True), classes=["LUAD", "LUSC"])
@@ -71,7 +96,14 @@ def test_summarize_per_run_then_mean_std():
 from sklearn.metrics import balanced_accuracy_score  # noqa: E402
 
 from fiveflow.evaluate.metrics import (  # noqa: E402
-    CI_COLUMNS, METRIC_KEYS, SUMMARY_COLUMNS, bootstrap_ci, bootstrap_counts, per_run_metrics, weighted_metrics)
+    CI_COLUMNS,
+    METRIC_KEYS,
+    SUMMARY_COLUMNS,
+    bootstrap_ci,
+    bootstrap_counts,
+    per_run_metrics,
+    weighted_metrics,
+)
 
 Y2 = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1])  # unbalanced enough for bacc != acc
 P2 = np.array([0.1, 0.6, 0.35, 0.8, 0.7, 0.45, 0.9, 0.3, 0.6, 0.2, 0.55, 0.52])
@@ -110,8 +142,10 @@ def test_weighted_metrics_equal_metrics_on_repeated_data():
 def _group(n_slides, n_runs=3, seed=0):
     rng = np.random.default_rng(seed)
     y = np.arange(n_slides) % 2
-    return pd.concat([_pred("FiVE", 4, r, y, np.clip(0.3 + 0.4 * y + rng.normal(0, 0.25, n_slides), 0, 1))
-                      for r in range(n_runs)], ignore_index=True)
+    return pd.concat(
+        [_pred("FiVE", 4, r, y, np.clip(0.3 + 0.4 * y + rng.normal(0, 0.25, n_slides), 0, 1)) for r in range(n_runs)],
+        ignore_index=True,
+    )
 
 
 def test_bootstrap_ci_contains_estimate_narrows_and_is_reproducible():
@@ -145,7 +179,9 @@ def test_bootstrap_stratified_keeps_class_sizes_and_unstratified_skips_single_cl
 def test_per_run_metric_is_not_a_prefix_average():
     y = np.array([1, 0, 0, 1])
     p = np.array([0.9, 0.6, 0.4, 0.2])  # correct, wrong, correct, wrong -> acc 0.5
-    prefix_avg = np.mean([np.mean((p[:k] >= 0.5) == y[:k]) for k in range(1, 5)])  # the authors' bug: (1 + 1/2 + 2/3 + 1/2) / 4
+    prefix_avg = np.mean(
+        [np.mean((p[:k] >= 0.5) == y[:k]) for k in range(1, 5)]
+    )  # the authors' bug: (1 + 1/2 + 2/3 + 1/2) / 4
     assert prefix_avg == pytest.approx(2 / 3)
     runs = per_run_metrics(_pred("FiVE", 1, 0, y, p), classes=["LUAD", "LUSC"])
     assert runs["acc"].item() == pytest.approx(0.5) == pytest.approx(accuracy_score(y, p >= 0.5))

@@ -1,4 +1,5 @@
 """MI-Zero zero-shot baseline: prompt ensembling, top-k pooling, text towers, bag checks, config."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,7 @@ from fiveflow.baselines import mizero
 from fiveflow.config import ConfigError, validate_config
 from fiveflow.embed import text_towers
 from fiveflow.embed.bags import BagError, write_bag
-from fiveflow.embed.encoders import EncoderError, build_encoder
-from fiveflow.embed.encoders import open_clip_enc
+from fiveflow.embed.encoders import EncoderError, build_encoder, open_clip_enc
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,12 +89,28 @@ def _tiny_clip_folder(path: Path, seed: int = 3):
     (path / "merges.txt").write_text("#version: 0.2\n")
     tok = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
     tok.save_pretrained(path)
-    cfg = CLIPConfig(text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      vocab_size=64, max_position_embeddings=24, bos_token_id=0, eos_token_id=1,
-                                      pad_token_id=1),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, patch_size=8, image_size=32),
-                     projection_dim=12)
+    cfg = CLIPConfig(
+        text_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=64,
+            max_position_embeddings=24,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            patch_size=8,
+            image_size=32,
+        ),
+        projection_dim=12,
+    )
     torch.manual_seed(seed)
     model = CLIPModel(cfg).eval()
     model.save_pretrained(path)
@@ -127,7 +143,9 @@ def test_clip_text_tower_equals_get_text_features_and_reproduces_clip_logits(tin
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         img = image.model(x)
-        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=x).logits_per_image
+        logits = model(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=x
+        ).logits_per_image
     ours = model.logit_scale.exp() * mizero.instance_scores(img, got)
     torch.testing.assert_close(ours, logits, atol=1e-4, rtol=1e-4)
 
@@ -158,9 +176,17 @@ def test_random_clip_text_tower_is_seeded_and_uses_the_bundled_vocabulary(monkey
     assert (real.vocab_size, real.hidden_size, real.num_hidden_layers, real.projection_dim) == (49408, 512, 12, 512)
 
     def tiny(name):
-        return real.__class__(vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                              num_attention_heads=2, max_position_embeddings=77, projection_dim=512,
-                              bos_token_id=49406, eos_token_id=49407)
+        return real.__class__(
+            vocab_size=49408,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=512,
+            bos_token_id=49406,
+            eos_token_id=49407,
+        )
 
     monkeypatch.setattr(text_towers, "text_config", tiny)
     a = text_towers.load_text_tower("clip-vit-b16", "random", seed=0).encode(["lung adenocarcinoma", "LUSC"])
@@ -170,9 +196,11 @@ def test_random_clip_text_tower_is_seeded_and_uses_the_bundled_vocabulary(monkey
     assert not torch.allclose(a[0], a[1])
 
 
-TINY_OPEN_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
-                                                  "patch_size": 16},
-                  "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+TINY_OPEN_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
 
 
 @pytest.fixture
@@ -182,8 +210,9 @@ def tiny_open_clip(tmp_path_factory, monkeypatch):
     cfg_dir = tmp_path_factory.mktemp("open_clip_cfg")
     (cfg_dir / "fiveflow-tiny-mizero.json").write_text(json.dumps(TINY_OPEN_CLIP))
     open_clip.add_model_config(cfg_dir)
-    monkeypatch.setitem(open_clip_enc.MODELS, "quiltnet-b32", ("fiveflow-tiny-mizero", open_clip_enc.MODELS[
-        "quiltnet-b32"][1]))
+    monkeypatch.setitem(
+        open_clip_enc.MODELS, "quiltnet-b32", ("fiveflow-tiny-mizero", open_clip_enc.MODELS["quiltnet-b32"][1])
+    )
     torch.manual_seed(7)
     return open_clip.create_model("fiveflow-tiny-mizero").eval()
 
@@ -203,8 +232,9 @@ def test_open_clip_text_tower_checkpoint_and_random_pair(tmp_path, tiny_open_cli
     assert image.weights_sha256 == mizero.image_weights_sha256("quiltnet-b32", "random", 4)
     for k, v in image.model.state_dict().items():
         assert torch.equal(v, tower.model.visual.state_dict()[k])
-    torch.save({k: v for k, v in tiny_open_clip.state_dict().items() if k.startswith("visual.")},
-               tmp_path / "visual_only.pt")
+    torch.save(
+        {k: v for k, v in tiny_open_clip.state_dict().items() if k.startswith("visual.")}, tmp_path / "visual_only.pt"
+    )
     with pytest.raises(EncoderError, match=r"no complete text tower.*mizero.enabled"):
         text_towers.load_text_tower("quiltnet-b32", str(tmp_path / "visual_only.pt"))
 
@@ -222,16 +252,25 @@ def test_encoders_without_a_text_tower_are_refused_clearly():
 
 
 def _cfg(folder, prompts, topk=5):
-    return {"classes": [{"name": "LUAD", "text": "luad text"}, {"name": "LUSC", "text": "lusc text"}],
-            "embedding": {"encoder": "plip", "weights": str(folder), "seed": 0},
-            "mizero": {"enabled": True, "topk": topk, "prompts": str(prompts)}, "train": {"device": "cpu"}}
+    return {
+        "classes": [{"name": "LUAD", "text": "luad text"}, {"name": "LUSC", "text": "lusc text"}],
+        "embedding": {"encoder": "plip", "weights": str(folder), "seed": 0},
+        "mizero": {"enabled": True, "topk": topk, "prompts": str(prompts)},
+        "train": {"device": "cpu"},
+    }
 
 
 def test_run_mizero_classifies_bags_built_near_class_texts_and_refuses_foreign_bags(tmp_path, tiny_clip):
     folder, _, _ = tiny_clip
     prompts = tmp_path / "prompts.yaml"
-    prompts.write_text(yaml.safe_dump({"templates": ["an image of CLASSNAME.", "CLASSNAME."],
-                                       "classes": {"LUAD": ["adenocarcinoma"], "LUSC": ["squamous"]}}))
+    prompts.write_text(
+        yaml.safe_dump(
+            {
+                "templates": ["an image of CLASSNAME.", "CLASSNAME."],
+                "classes": {"LUAD": ["adenocarcinoma"], "LUSC": ["squamous"]},
+            }
+        )
+    )
     cfg = _cfg(folder, prompts)
     ps = mizero.load_prompts(prompts)
     tower = text_towers.load_text_tower("plip", str(folder))
@@ -257,7 +296,9 @@ def test_run_mizero_classifies_bags_built_near_class_texts_and_refuses_foreign_b
     assert out.is_file() and list(pd.read_parquet(out)["slide_id"]) == [f"s{i}" for i in range(6)]
     assert set(pred["method"]) == {"MI-Zero"} and set(pred["shots"]) == {0} and set(pred["run"]) == {0}
     assert (pred["pred"] == pred["label"]).all()
-    assert (pred.loc[pred["label"] == "LUSC", "prob"] > 0.5).all() and (pred.loc[pred["label"] == "LUAD", "prob"] < 0.5).all()
+    assert (pred.loc[pred["label"] == "LUSC", "prob"] > 0.5).all() and (
+        pred.loc[pred["label"] == "LUAD", "prob"] < 0.5
+    ).all()
 
     # a bag of another encoder, and one of the same encoder with other weights, are refused with the fix
     write_bag(tmp_path / "s0.h5", rng.normal(size=(5, 12)), np.zeros((5, 2)), {**attrs, "encoder": "demo"})

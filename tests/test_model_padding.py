@@ -1,5 +1,6 @@
 """Batched slides: learned pad vector, padding masks (and the authors' unmasked-pad quirk),
 the cross-attention residual flag, batched slide embedding, the faithful preset, old checkpoints."""
+
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,6 @@ from fiveflow.model import FIVE_QUESTIONS, build_model, load_checkpoint, save_ch
 from fiveflow.model.aggregator import TFSAggregator
 from fiveflow.train.data import Bag
 from fiveflow.train.loop import slide_embedding, slides_embedding
-
 from test_model import MODEL_CFG
 
 FEAT = 48
@@ -35,8 +35,10 @@ def models():
 @pytest.fixture(scope="module")
 def bags():
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(6, FEAT, generator=g), torch.rand(6, 2, generator=g)),
-            (torch.randn(11, FEAT, generator=g), torch.rand(11, 2, generator=g))]
+    return [
+        (torch.randn(6, FEAT, generator=g), torch.rand(6, 2, generator=g)),
+        (torch.randn(11, FEAT, generator=g), torch.rand(11, 2, generator=g)),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +168,45 @@ def test_faithful_preset_validates_and_sets_authors_values():
     cfg = validate_config(_deep_merge(base, preset), source="config.yaml + five_faithful.yaml")
     assert (PROJECT_ROOT / "config" / "presets" / "README.md").is_file()
     expected_model = {
-        "prompt_mode": "sequence", "logit_scale": 300, "learn_logit_scale": False, "position": "index",
-        "text_encoder": "emilyalsentzer/Bio_ClinicalBERT", "text_max_tokens": 308, "text_mask_padding": False,
-        "text_lora_r": 8, "text_lora_alpha": 32, "text_lora_dropout": 0.05,
-        "text_lora_targets": ["query", "key", "value", "dense"], "attend_to_padding": True,
-        "cross_residual": "none", "pad_to_max_instances": True, "position_encoding": "sinusoid",
-        "position_in_cross_keys": True, "feature_norm": "none", "n_prompts": 16, "dim": 512, "heads": 8,
+        "prompt_mode": "sequence",
+        "logit_scale": 300,
+        "learn_logit_scale": False,
+        "position": "index",
+        "text_encoder": "emilyalsentzer/Bio_ClinicalBERT",
+        "text_max_tokens": 308,
+        "text_mask_padding": False,
+        "text_lora_r": 8,
+        "text_lora_alpha": 32,
+        "text_lora_dropout": 0.05,
+        "text_lora_targets": ["query", "key", "value", "dense"],
+        "attend_to_padding": True,
+        "cross_residual": "none",
+        "pad_to_max_instances": True,
+        "position_encoding": "sinusoid",
+        "position_in_cross_keys": True,
+        "feature_norm": "none",
+        "n_prompts": 16,
+        "dim": 512,
+        "heads": 8,
     }
     for k, v in expected_model.items():
         assert cfg["model"][k] == v, f"model.{k}"
-    optim = {"epochs": 100, "lr": 3.0e-6, "aggregator_lr_mult": 10, "weight_decay": 1e-3, "warmup_epochs": 5,
-             "min_lr": 3e-8, "accumulate": 16}
-    quirks = {"sampling": "integer_interval", "label_smoothing": 0.1, "lr_floor": "absolute", "drop_last_group": True,
-              "text_grad_candidates": 96}
+    optim = {
+        "epochs": 100,
+        "lr": 3.0e-6,
+        "aggregator_lr_mult": 10,
+        "weight_decay": 1e-3,
+        "warmup_epochs": 5,
+        "min_lr": 3e-8,
+        "accumulate": 16,
+    }
+    quirks = {
+        "sampling": "integer_interval",
+        "label_smoothing": 0.1,
+        "lr_floor": "absolute",
+        "drop_last_group": True,
+        "text_grad_candidates": 96,
+    }
     # merge_shuffled false: the authors merge identical descriptions first, then shuffle (FIVE_METHOD.md section 4)
     pre = dict(optim, **quirks, instance_ratio=1.0, max_instances=16384, symmetric_loss=False, merge_shuffled=False)
     fine = dict(optim, **quirks, instance_ratio=0.25, faithful_empty_steps=True)
@@ -214,8 +242,9 @@ def test_old_checkpoint_without_pad_token_loads(tmp_path):
     assert not loaded.aggregator.position_in_cross_keys
     x, p = torch.randn(1, 7, FEAT), torch.rand(1, 7, 2)
     with torch.no_grad():
-        assert torch.allclose(m.encode_slide(x, p, m.prompt_bank(None)),
-                              loaded.encode_slide(x, p, loaded.prompt_bank(None)), atol=1e-6)
+        assert torch.allclose(
+            m.encode_slide(x, p, m.prompt_bank(None)), loaded.encode_slide(x, p, loaded.prompt_bank(None)), atol=1e-6
+        )
     # a learned pad vector round-trips; any other missing tensor is still an error (strict load)
     with torch.no_grad():
         m.pad_token.fill_(0.5)

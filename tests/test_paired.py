@@ -1,5 +1,6 @@
 """Paired differences (issue 18): FiVE minus each method on the same draws and test slides, with a paired
 bootstrap CI, checked against a direct computation (slides repeated per resample, sklearn metrics)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,19 @@ def _preds(rng, method, shots, runs, slides, labels, skill):
         noise = rng.normal(0, 0.35, len(slides))
         score = np.where(labels == "LUSC", skill, -skill) + noise
         prob = 1 / (1 + np.exp(-score))
-        rows += [{"method": method, "shots": shots, "run": r, "slide_id": s, "patient_id": f"P{s}", "label": lab,
-                  "prob": p, "pred": "LUSC" if p >= 0.5 else "LUAD"} for s, lab, p in zip(slides, labels, prob)]
+        rows += [
+            {
+                "method": method,
+                "shots": shots,
+                "run": r,
+                "slide_id": s,
+                "patient_id": f"P{s}",
+                "label": lab,
+                "prob": p,
+                "pred": "LUSC" if p >= 0.5 else "LUAD",
+            }
+            for s, lab, p in zip(slides, labels, prob)
+        ]
     return rows
 
 
@@ -80,7 +92,8 @@ def test_the_point_estimate_is_the_difference_of_the_run_means(pred):
     acc = lambda g: (g.prob.ge(0.5) == g.label.eq("LUSC")).groupby(g.run).mean().mean()  # noqa: E731
     for shots in (1, 4):
         want = acc(pred[(pred.method == "FiVE") & (pred.shots == shots)]) - acc(
-            pred[(pred.method == "abmil") & (pred.shots == shots)])
+            pred[(pred.method == "abmil") & (pred.shots == shots)]
+        )
         row = got[(got.method == "abmil") & (got.shots == shots) & (got.metric == "acc")].iloc[0]
         assert row["diff"] == pytest.approx(want) and pd.isna(row.ci_low) and not row.significant
 
@@ -106,8 +119,7 @@ def test_only_common_runs_and_test_slides_are_paired(pred):
 
 
 def test_grid_rows_name_the_pair_and_fall_back_to_fiVE_histotype(pred):
-    got = paired_differences(pred.replace({"method": {"FiVE": "FiVE+histotype"}}), classes=["LUAD", "LUSC"],
-                             n_boot=20)
+    got = paired_differences(pred.replace({"method": {"FiVE": "FiVE+histotype"}}), classes=["LUAD", "LUSC"], n_boot=20)
     shots, rows = paired_grid(got, "acc")
     assert shots == [0, 1, 4]
     assert [name for name, _ in rows] == ["FiVE+histotype − abmil", "FiVE+histotype − MI-Zero"]
@@ -124,8 +136,11 @@ def test_evaluate_writes_paired_csv_and_shows_the_differences_in_every_table(pre
         f = tmp_path / f"{m}_{s}.parquet"
         g.to_parquet(f)
         files.append(str(f))
-    out = SimpleNamespace(**{k: tmp_path / "t" / f"f.{k}" for k in ("csv", "md", "tex", "html", "paired")},
-                          runs=tmp_path / "t" / "runs.csv", plot=tmp_path / "t" / "p.png")
+    out = SimpleNamespace(
+        **{k: tmp_path / "t" / f"f.{k}" for k in ("csv", "md", "tex", "html", "paired")},
+        runs=tmp_path / "t" / "runs.csv",
+        plot=tmp_path / "t" / "p.png",
+    )
     evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=100, seed=2)
     got = pd.read_csv(out.paired)
     want = paired_differences(pred, classes=["LUAD", "LUSC"], n_boot=100, seed=2)
@@ -157,16 +172,19 @@ def test_benchmark_result_line_reads_the_tables_it_names(pred, tmp_path):
     rng = np.random.default_rng(5)
     slides = np.array([f"S{i:02d}" for i in range(24)])
     labels = np.array(["LUAD"] * 13 + ["LUSC"] * 11)
-    extra = pd.DataFrame(_preds(rng, "meanpool", 4, range(5), slides, labels, 1.5)
-                         + _preds(rng, "FiVE-classtexts", 4, range(5), slides, labels, 0.9)
-                         + _preds(rng, "meanpool", 1, range(5), slides, labels, 3.0))
+    extra = pd.DataFrame(
+        _preds(rng, "meanpool", 4, range(5), slides, labels, 1.5)
+        + _preds(rng, "FiVE-classtexts", 4, range(5), slides, labels, 0.9)
+        + _preds(rng, "meanpool", 1, range(5), slides, labels, 3.0)
+    )
     allp = pd.concat([pred, extra])
     summarize(allp, ["LUAD", "LUSC"], n_boot=50).to_csv(tmp_path / "fewshot.csv", index=False)
     paired = paired_differences(allp, classes=["LUAD", "LUSC"], n_boot=50)
     paired.to_csv(tmp_path / "paired.csv", index=False)
     res = bench.summarise(tmp_path, shots=4)
-    acc = lambda m, s: (allp[(allp.method == m) & (allp.shots == s)].pipe(  # noqa: E731
-        lambda g: (g.prob.ge(0.5) == g.label.eq("LUSC")).groupby(g.run).mean().mean()))
+    acc = lambda m, s: allp[(allp.method == m) & (allp.shots == s)].pipe(  # noqa: E731
+        lambda g: (g.prob.ge(0.5) == g.label.eq("LUSC")).groupby(g.run).mean().mean()
+    )
     best = max(("abmil", "meanpool"), key=lambda m: acc(m, 4))
     assert res["five_acc"] == pytest.approx(acc("FiVE", 4), abs=1e-4)
     assert res["best_baseline"] == best and res["best_baseline_acc"] == pytest.approx(acc(best, 4), abs=1e-4)
@@ -180,7 +198,7 @@ def test_benchmark_result_line_reads_the_tables_it_names(pred, tmp_path):
     md = bench.ci_table(tmp_path).splitlines()
     five = next(line for line in md if line.startswith("| FiVE |"))
     assert f"{100 * acc('FiVE', 4):.1f} [" in five and "FiVE-bestepoch" not in "\n".join(md)
-    paired_rows = md[md.index("") + 3:]  # after the blank line and the second table's header
+    paired_rows = md[md.index("") + 3 :]  # after the blank line and the second table's header
     gap_line = next(line for line in paired_rows if line.startswith("| FiVE-classtexts |"))
     cell = f"{100 * gap['diff']:+.1f} [{100 * gap.ci_low:+.1f}, {100 * gap.ci_high:+.1f}]"
     assert gap_line.split(" | ")[3].startswith(cell)  # columns: method, 0, 1, 4 shots

@@ -7,6 +7,7 @@ workflow/rules/evaluate.smk does; the full pipeline's report is screenshotted in
 test_workflow_e2e.py::test_html_report with :func:`assert_report_renders`.
 Without Chromium these tests skip, except under ``CI=true``, where they fail.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,17 @@ import numpy as np
 import pytest
 
 from fiveflow.evaluate.report import ablation_html, ablation_table, evaluate_predictions, to_html
-from fiveflow.evaluate.report_screenshot import (ReportCheckError, check_shown, displayed_match, find_chromium,
-                                                 image_stats, is_blank, report_results, screenshot_and_check,
-                                                 show_result)
+from fiveflow.evaluate.report_screenshot import (
+    ReportCheckError,
+    check_shown,
+    displayed_match,
+    find_chromium,
+    image_stats,
+    is_blank,
+    report_results,
+    screenshot_and_check,
+    show_result,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = PROJECT_ROOT / "workflow" / "report"
@@ -41,8 +50,9 @@ def require_chromium() -> str:
     return found
 
 
-def assert_report_renders(report_html: Path, out_dir: Path, table: str = "fewshot.html",
-                          plots=("fewshot.png",)) -> list[dict]:
+def assert_report_renders(
+    report_html: Path, out_dir: Path, table: str = "fewshot.html", plots=("fewshot.png",)
+) -> list[dict]:
     """Screenshot the report showing ``table`` and each of ``plots``; each must pass the checks."""
     chromium = require_chromium()
     try:
@@ -94,8 +104,16 @@ def fake_predictions(tmp_path: Path) -> list[str]:
 def test_fewshot_and_ablation_html(tmp_path):
     files = fake_predictions(tmp_path)
     t = tmp_path / "out"
-    out = SimpleNamespace(csv=t / "f.csv", md=t / "f.md", tex=t / "f.tex", runs=t / "r.csv", plot=t / "f.png",
-                          html=t / "f.html", ablation_csv=t / "a.csv", ablation_html=t / "a.html")
+    out = SimpleNamespace(
+        csv=t / "f.csv",
+        md=t / "f.md",
+        tex=t / "f.tex",
+        runs=t / "r.csv",
+        plot=t / "f.png",
+        html=t / "f.html",
+        ablation_csv=t / "a.csv",
+        ablation_html=t / "a.html",
+    )
     table = evaluate_predictions(files, out, classes=["LUAD", "LUSC"], n_boot=0)
     html = out.html.read_text()
     tables = parse_tables(html)
@@ -134,8 +152,21 @@ def test_fewshot_and_ablation_html(tmp_path):
 def test_html_escapes_method_names():
     import pandas as pd
 
-    t = pd.DataFrame([dict(method="<b>x</b>&y", shots=1, n_runs=1, acc_mean=0.5, acc_std=0.1, auc_mean=0.6,
-                           auc_std=0.0, f1_mean=0.5, f1_std=0.0)])
+    t = pd.DataFrame(
+        [
+            dict(
+                method="<b>x</b>&y",
+                shots=1,
+                n_runs=1,
+                acc_mean=0.5,
+                acc_std=0.1,
+                auc_mean=0.6,
+                auc_std=0.0,
+                f1_mean=0.5,
+                f1_std=0.0,
+            )
+        ]
+    )
     html = to_html(t)
     assert "&lt;b&gt;x&lt;/b&gt;&amp;y" in html and "<b>x</b>" not in html
     abl = ablation_table(t.assign(method="FiVE"))
@@ -172,7 +203,7 @@ def test_blank_and_colour_checks():
 
 # ---- a real Snakemake report, screenshotted in headless Chromium -----------------------------------
 
-SNAKEFILE = textwrap.dedent('''
+SNAKEFILE = textwrap.dedent("""
     from types import SimpleNamespace
 
     rule all:
@@ -192,7 +223,7 @@ SNAKEFILE = textwrap.dedent('''
                                   runs=d + "runs.csv")
             evaluate_predictions(list(input.preds), out, classes=["LUAD", "LUSC"], n_boot=10)
 
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +251,9 @@ def mini_report(tmp_path_factory):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config.yaml"]
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run(cmd + ["--report", "report.html"], cwd=work, capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = subprocess.run(
+        cmd + ["--report", "report.html"], cwd=work, capture_output=True, text=True, env=env, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return work
 
@@ -230,7 +262,9 @@ def test_report_captions_and_categories(mini_report):
     results, categories = report_results(mini_report / "report.html")
     assert list(categories) == ["3. Results"]
     assert {k: sorted(v) for k, v in categories["3. Results"].items()} == {
-        "Tables": ["results/tables/fewshot.csv", "results/tables/fewshot.html"], "Plots": ["results/plots/fewshot.png"]}
+        "Tables": ["results/tables/fewshot.csv", "results/tables/fewshot.html"],
+        "Plots": ["results/plots/fewshot.png"],
+    }
     html_entry = results["results/tables/fewshot.html"]
     assert html_entry["mime_type"] == "text/html"
     # caption templating filled in from the config: shots and runs of the few-shot protocol
@@ -287,8 +321,12 @@ def test_every_caption_renders_cleanly():
     from docutils.core import publish_parts
 
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
-    snakemake = SimpleNamespace(config=cfg, params=_AnyParams(), rule="rule",
-                                wildcards=SimpleNamespace(slide="DEMO-0001", method="FiVE", shots="1"))
+    snakemake = SimpleNamespace(
+        config=cfg,
+        params=_AnyParams(),
+        rule="rule",
+        wildcards=SimpleNamespace(slide="DEMO-0001", method="FiVE", shots="1"),
+    )
     captions = sorted(REPORT_DIR.glob("*.rst"))
     assert len(captions) >= 10
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
@@ -350,8 +388,9 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
     assert find_displayed(blank, src)[0] < 0.5
     # taller than the window at its natural size (the CI e2e run's 792 x 1776 px confusion grid): cut at the
     # top and bottom, its left part under the side panel; found by a band of its right half (0.38 whole)
-    tall_src = np.vstack([plot_rgb((8, 3.2)), plot_rgb((8, 3.2))[:, ::-1], plot_rgb((8, 3.2))[::-1],
-                          plot_rgb((8, 3.2))])  # 800 x 1280 px, four different panels
+    tall_src = np.vstack(
+        [plot_rgb((8, 3.2)), plot_rgb((8, 3.2))[:, ::-1], plot_rgb((8, 3.2))[::-1], plot_rgb((8, 3.2))]
+    )  # 800 x 1280 px, four different panels
     tall = blank.copy()
     tall[:, 300:1100] = tall_src[200:1100]
     tall[:, :500] = (90, 95, 105)  # the panel covers the left 200 px of the plot

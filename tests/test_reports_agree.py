@@ -1,10 +1,11 @@
 """agreement(): per-question agreement, confusions and disagreements of two labels tables; the reports CLI."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, shared_path
 
+from conftest import PROJECT_ROOT, shared_path
 from fiveflow.reports.agree import agreement, format_agreement, read_labels
 from fiveflow.reports.normalize import FIELDS
 
@@ -17,27 +18,34 @@ def labels(rows: dict[str, tuple[str, ...]], flags: dict[str, str] | None = None
     return df
 
 
-PRED = labels({
-    "P1": ("well", "absent", "present", "absent", "unknown", "negative"),
-    "P2": ("poor", "unknown", "absent", "present", "unknown", "positive"),
-    "P3": ("moderate", "unknown", "unknown", "absent", "absent", "negative"),
-    "P4": ("well", "unknown", "present", "absent", "unknown", "negative"),
-    "P5": ("unknown",) * 6,  # an unreadable report: left out
-}, flags={"P5": "unreadable"})
-REF = labels({
-    "P1": ("well", "absent", "present", "absent", "unknown", "negative"),
-    "P2": ("moderate", "unknown", "absent", "present", "unknown", "negative"),
-    "P3": ("moderate", "unknown", "present", "unknown", "absent", "negative"),
-    "P5": ("poor",) + ("unknown",) * 5,
-    "P6": ("well",) + ("unknown",) * 5,
-})
+PRED = labels(
+    {
+        "P1": ("well", "absent", "present", "absent", "unknown", "negative"),
+        "P2": ("poor", "unknown", "absent", "present", "unknown", "positive"),
+        "P3": ("moderate", "unknown", "unknown", "absent", "absent", "negative"),
+        "P4": ("well", "unknown", "present", "absent", "unknown", "negative"),
+        "P5": ("unknown",) * 6,  # an unreadable report: left out
+    },
+    flags={"P5": "unreadable"},
+)
+REF = labels(
+    {
+        "P1": ("well", "absent", "present", "absent", "unknown", "negative"),
+        "P2": ("moderate", "unknown", "absent", "present", "unknown", "negative"),
+        "P3": ("moderate", "unknown", "present", "unknown", "absent", "negative"),
+        "P5": ("poor",) + ("unknown",) * 5,
+        "P6": ("well",) + ("unknown",) * 5,
+    }
+)
 
 
 def test_agreement_on_a_hand_made_pair(tmp_path):
     PRED.to_parquet(tmp_path / "pred.parquet")
     REF.to_csv(tmp_path / "ref.csv", index=False)
     res = agreement(tmp_path / "pred.parquet", tmp_path / "ref.csv")
-    assert res.n_both == 3 and res.only_pred == ["P4"] and res.only_ref == ["P6"]  # P5 was left out of pred, not missing
+    assert (
+        res.n_both == 3 and res.only_pred == ["P4"] and res.only_ref == ["P6"]
+    )  # P5 was left out of pred, not missing
     assert res.excluded == {"pred": 1, "ref": 0}
     t = res.per_field.set_index("field")
     assert t.loc["differentiation", ["n", "agree"]].tolist() == [3, 2]
@@ -59,15 +67,24 @@ def test_agreement_on_a_hand_made_pair(tmp_path):
     ]
     text = format_agreement(res, show=2)
     assert "patients compared: 3; only in pred: 1; only in ref: 1" in text
-    assert "differentiation: confusions" in text and "disagreements: 4" in text and "positive" not in text.split("first 2:")[1]
+    assert (
+        "differentiation: confusions" in text
+        and "disagreements: 4" in text
+        and "positive" not in text.split("first 2:")[1]
+    )
 
 
 def test_answers_csv_is_normalised_and_empty_answers_left_out(tmp_path):
-    pd.DataFrame({
-        "patient_filename": ["P1.a", "P2.b", "P3.c"],
-        "answer": ["Well differentiated; Unknown; Vascular invasion is present; No pleural invasion; Unknown; R0",
-                   "Poorly differentiated; Unknown; Unknown; Unknown; Unknown; Margins involved (R1)", ""],
-    }).to_csv(tmp_path / "answers.csv", index=False)
+    pd.DataFrame(
+        {
+            "patient_filename": ["P1.a", "P2.b", "P3.c"],
+            "answer": [
+                "Well differentiated; Unknown; Vascular invasion is present; No pleural invasion; Unknown; R0",
+                "Poorly differentiated; Unknown; Unknown; Unknown; Unknown; Margins involved (R1)",
+                "",
+            ],
+        }
+    ).to_csv(tmp_path / "answers.csv", index=False)
     got, left_out = read_labels(tmp_path / "answers.csv")
     assert got["patient_id"].tolist() == ["P1", "P2"] and left_out == ["P3"]
     assert got.iloc[0][list(FIELDS)].tolist() == ["well", "unknown", "present", "absent", "unknown", "negative"]
@@ -96,8 +113,11 @@ def test_cli_extract_rules_then_agree_with_gpt4(tmp_path, capsys):
     assert main(["reports", "agree", "--pred", str(out), "--ref", str(dev), "--show", "5"]) == 0
     text = capsys.readouterr().out
     assert "patients compared: 287; only in pred: 0; only in ref: 0" in text and "ref 13" in text
-    table = {ln.split()[0]: float(ln.split()[3]) for ln in text.splitlines()
-             if ln.split() and ln.split()[0] in FIELDS and len(ln.split()) == 8}
+    table = {
+        ln.split()[0]: float(ln.split()[3])
+        for ln in text.splitlines()
+        if ln.split() and ln.split()[0] in FIELDS and len(ln.split()) == 8
+    }
     assert set(table) == set(FIELDS)
     assert table["differentiation"] >= 0.93 and table["margins"] >= 0.91
     assert "first 5:" in text
@@ -106,8 +126,10 @@ def test_cli_extract_rules_then_agree_with_gpt4(tmp_path, capsys):
     assert main(["reports", str(dev), "--out", str(old), "--backend", "offline", *cfg]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(old), df)
     imp = tmp_path / "imp.parquet"
-    assert main(["reports", "extract", "--backend", "import", "--answers", str(dev), "-i", str(dev), "-o", str(imp),
-                 *cfg]) == 0
+    assert (
+        main(["reports", "extract", "--backend", "import", "--answers", str(dev), "-i", str(dev), "-o", str(imp), *cfg])
+        == 0
+    )
     assert set(pd.read_parquet(imp)["backend"]) == {"precomputed"}
     capsys.readouterr()
     assert main(["reports", "agree", "--pred", str(imp), "--ref", str(dev)]) == 0

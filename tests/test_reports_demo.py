@@ -5,6 +5,7 @@ and phrasings, and never state an ``unknown`` fact; so for the extractor the tru
 ``unknown`` means "the report does not say". Agreement is measured per field over the distinct
 patients of two demo cohorts (400 slides each); every field must clear its floor.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -60,6 +61,7 @@ def test_demo_agreement_per_field(demo_results, field):
 
 
 # ----------------------------------------------------------------------------- phrasings
+
 
 def labels(text: str) -> dict[str, str]:
     return offline.extract(text).labels

@@ -1,12 +1,13 @@
 """The fixed development/locked split of the dev reports (issue 19): patient-level, order-free, stable."""
+
 from __future__ import annotations
 
 import hashlib
 
 import pandas as pd
 import pytest
-from conftest import shared_path
 
+from conftest import shared_path
 from fiveflow.reports.devsplit import LOCKED_SHARE, SALT, is_locked, locked_score, split_development
 
 
@@ -22,7 +23,7 @@ def test_the_split_is_a_pure_function_of_the_patient_id():
     assert is_locked("tcga-05-4244 ") == is_locked("TCGA-05-4244")  # case and spaces of the id
     # the documented rule, recomputed independently
     for pid in ids[:50]:
-        h = int(hashlib.sha256(f"{SALT}:{pid}".encode()).hexdigest()[:13], 16) / 16 ** 13
+        h = int(hashlib.sha256(f"{SALT}:{pid}".encode()).hexdigest()[:13], 16) / 16**13
         assert locked_score(pid) == h and is_locked(pid) == (h < LOCKED_SHARE)
     assert 0.28 < len(locked) / len(df) < 0.39  # ~1/3 of 600 ids
     with pytest.raises(KeyError, match="patient_id"):

@@ -1,12 +1,13 @@
 """read_report_inputs: tables (CSV/TSV/Parquet, TCGA names), folders of .txt/.pdf, bad reports kept as rows."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import shared_path
 
+from conftest import shared_path
 from fiveflow.reports.inputs import COLUMNS, patient_id_from_filename, read_report_inputs
 from fiveflow.reports.structure import COLUMNS as LABEL_COLUMNS
 from fiveflow.reports.structure import structure_reports
@@ -65,10 +66,12 @@ def test_csv_tsv_parquet_with_default_and_named_columns(tmp_path):
 
 
 def test_tcga_filenames_join_several_reports_and_keep_empty_rows(tmp_path):
-    pd.DataFrame({
-        "patient_filename": ["TCGA-AA-0001.1111-aaaa", "TCGA-AA-0002.2222", "TCGA-AA-0001.3333", "TCGA-AA-0003.4"],
-        "text": [REPORT, "   ", "Addendum.", ""],
-    }).to_csv(tmp_path / "tcga.csv", index=False)
+    pd.DataFrame(
+        {
+            "patient_filename": ["TCGA-AA-0001.1111-aaaa", "TCGA-AA-0002.2222", "TCGA-AA-0001.3333", "TCGA-AA-0003.4"],
+            "text": [REPORT, "   ", "Addendum.", ""],
+        }
+    ).to_csv(tmp_path / "tcga.csv", index=False)
     got = read_report_inputs(tmp_path / "tcga.csv")
     assert got["patient_id"].tolist() == ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"]
     assert got["text"].iloc[0] == REPORT + "\n\nAddendum."
@@ -168,8 +171,10 @@ def test_real_ocr_csv_via_text_column():
 
 # ----------------------------------------------------------------------------- issue 16: hostile inputs
 
-UNQUOTED = ("patient_id,text\nTCGA-AA-0001,Adenocarcinoma, grade 2, pleura free\n"
-            "TCGA-AA-0002,Squamous cell carcinoma, grade 3, pleura invaded\n")
+UNQUOTED = (
+    "patient_id,text\nTCGA-AA-0001,Adenocarcinoma, grade 2, pleura free\n"
+    "TCGA-AA-0002,Squamous cell carcinoma, grade 3, pleura invaded\n"
+)
 
 
 def test_unquoted_commas_in_a_reports_csv_are_an_error_not_an_index(tmp_path):
@@ -217,17 +222,22 @@ def test_report_patient_ids_follow_the_samples_id_policy(tmp_path):
 
 
 def test_report_ids_that_collide_once_cleaned_are_an_error(tmp_path):
-    pd.DataFrame({"patient_id": ["A B", "A B", "A_B"], "text": ["x", "y", "z"]}).to_csv(tmp_path / "r.csv",
-                                                                                        index=False)
-    with pytest.raises(ValueError, match=r"r\.csv: report patient ids 'A B' \(line 2\) and 'A_B' \(line 4\) "
-                                         r"both become 'A_B'"):
+    pd.DataFrame({"patient_id": ["A B", "A B", "A_B"], "text": ["x", "y", "z"]}).to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(
+        ValueError,
+        match=r"r\.csv: report patient ids 'A B' \(line 2\) and 'A_B' \(line 4\) "
+        r"both become 'A_B'",
+    ):
         read_report_inputs(tmp_path / "r.csv")
     d = tmp_path / "reports"
     d.mkdir()
     (d / "José.txt").write_text("x")
     (d / "Jose.txt").write_text("y")
-    with pytest.raises(ValueError, match=r"reports: report patient ids 'Jose' \(Jose\.txt\) and 'José' "
-                                         r"\(José\.txt\) both become 'Jose'"):
+    with pytest.raises(
+        ValueError,
+        match=r"reports: report patient ids 'Jose' \(Jose\.txt\) and 'José' "
+        r"\(José\.txt\) both become 'Jose'",
+    ):
         read_report_inputs(d)
     (d / "Jose.txt").unlink()
     (d / "TCGA-05-4244.a.txt").write_text("one")  # one patient, several reports: not a collision
@@ -239,14 +249,18 @@ def test_report_ids_that_collide_once_cleaned_are_an_error(tmp_path):
 def test_precomputed_answers_match_reports_by_the_cleaned_id(tmp_path):
     pd.DataFrame({"patient_id": ["José 01", "P2"], "text": [REPORT, REPORT]}).to_csv(tmp_path / "r.csv", index=False)
     answers = tmp_path / "answers.csv"
-    answers.write_text("patient_id,answer\nJose\u0301 01,well differentiated;no STAS;absent;absent;absent;negative\n"
-                       "P2,poorly differentiated;STAS;present;present;present;positive\n")
-    df = structure_reports(tmp_path / "r.csv", tmp_path / "l.parquet",
-                           {"backend": "precomputed", "precomputed": str(answers)})
+    answers.write_text(
+        "patient_id,answer\nJose\u0301 01,well differentiated;no STAS;absent;absent;absent;negative\n"
+        "P2,poorly differentiated;STAS;present;present;present;positive\n"
+    )
+    df = structure_reports(
+        tmp_path / "r.csv", tmp_path / "l.parquet", {"backend": "precomputed", "precomputed": str(answers)}
+    )
     assert df["patient_id"].tolist() == ["Jose_01", "P2"] and df["flag"].tolist() == ["", ""]
     assert df["differentiation"].tolist() == ["well", "poor"]
     answers.write_text("patient_id,answer\nP2,well, no STAS\n")
     with pytest.raises(ValueError, match=r"answers\.csv: line 2: 3 comma"):
-        structure_reports(tmp_path / "r.csv", tmp_path / "l2.parquet",
-                          {"backend": "precomputed", "precomputed": str(answers)})
+        structure_reports(
+            tmp_path / "r.csv", tmp_path / "l2.parquet", {"backend": "precomputed", "precomputed": str(answers)}
+        )
     assert not (tmp_path / "l2.parquet").exists()

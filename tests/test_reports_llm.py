@@ -1,4 +1,5 @@
 """OpenAI-compatible LLM backend against a fake chat-completions server on 127.0.0.1."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +15,14 @@ import pytest
 
 from fiveflow.reports import llm
 from fiveflow.reports.llm import (
-    LLMBatchError, LLMConfig, LLMError, LLMFailuresError, MissingAPIKeyError, answer_reports, cache_key, report_cache_key,
+    LLMBatchError,
+    LLMConfig,
+    LLMError,
+    LLMFailuresError,
+    MissingAPIKeyError,
+    answer_reports,
+    cache_key,
+    report_cache_key,
 )
 from fiveflow.reports.normalize import FIELDS
 from fiveflow.reports.prompts import load_prompt
@@ -22,8 +30,10 @@ from fiveflow.reports.structure import structure_reports
 
 KEY_ENV = "FIVEFLOW_TEST_LLM_KEY"
 SECRET = "sk-test-SECRET-0123456789abcdef"
-GOOD = ("Moderately differentiated; Unknown; No vascular invasion; Pleural invasion present; Unknown; "
-        "Margins clear of disease (R0)")
+GOOD = (
+    "Moderately differentiated; Unknown; No vascular invasion; Pleural invasion present; Unknown; "
+    "Margins clear of disease (R0)"
+)
 
 
 class FakeServer:
@@ -54,8 +64,16 @@ class FakeServer:
                 report = server.report_of(body)
                 with server.lock:
                     headers = {k.lower(): v for k, v in self.headers.items()}
-                    server.requests.append({"path": self.path, "headers": headers, "body": body, "report": report,
-                                            "repair": server.is_repair(body), "t": time.monotonic()})
+                    server.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": headers,
+                            "body": body,
+                            "report": report,
+                            "repair": server.is_repair(body),
+                            "t": time.monotonic(),
+                        }
+                    )
                     scripted = server.script.pop(0) if server.script else None
                     n = server.per_report[report] = server.per_report.get(report, 0) + 1
                 if server.latency:
@@ -75,16 +93,30 @@ class FakeServer:
                 if fault and fault[0] == "reply":
                     content, finish = fault[1], fault[2]
                 if "response_format" in body and server.structured == "reject":
-                    return self._send(400, {"error": {"message": "Unrecognized request argument supplied: "
-                                                                 "response_format", "type": "invalid_request_error"}})
+                    return self._send(
+                        400,
+                        {
+                            "error": {
+                                "message": "Unrecognized request argument supplied: response_format",
+                                "type": "invalid_request_error",
+                            }
+                        },
+                    )
                 if "response_format" in body and server.structured == "accept" and (not fault or fault[0] == "sleep"):
                     content = json.dumps(dict(zip(FIELDS, [p.strip() for p in content.split(";")])))
-                return self._send(200, {
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": finish,
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                })
+                return self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    },
+                )
 
             def _send(self, status, payload, headers=None):
                 self._send_bytes(status, json.dumps(payload).encode(), headers)
@@ -111,8 +143,11 @@ class FakeServer:
 
     @staticmethod
     def report_of(body: dict) -> str:
-        users = [m["content"] for m in body.get("messages", []) if m["role"] == "user"
-                 and m["content"].startswith("Pathology report:\n")]
+        users = [
+            m["content"]
+            for m in body.get("messages", [])
+            if m["role"] == "user" and m["content"].startswith("Pathology report:\n")
+        ]
         return users[-1].split("\n", 1)[1] if users else ""
 
     @staticmethod
@@ -138,9 +173,17 @@ def server():
 @pytest.fixture
 def cfg(server, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
-    return LLMConfig(model="fake-gpt", base_url=server.url, api_key_env=KEY_ENV, temperature=0.0,
-                     max_concurrency=3, cache_dir=str(tmp_path / "cache"), backoff_s=0.01, max_backoff_s=0.05,
-                     timeout_s=10.0)
+    return LLMConfig(
+        model="fake-gpt",
+        base_url=server.url,
+        api_key_env=KEY_ENV,
+        temperature=0.0,
+        max_concurrency=3,
+        cache_dir=str(tmp_path / "cache"),
+        backoff_s=0.01,
+        max_backoff_s=0.05,
+        timeout_s=10.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -196,17 +239,29 @@ def test_cache_key_changes_with_everything_that_changes_the_answer(server, cfg, 
     answer_reports(["r"], dataclasses.replace(cfg, max_retries=1, timeout_s=5.0, max_concurrency=1), prompt)  # cached
     assert len(server.requests) == 6
     base = dict(model="m", prompt_version="v1", prompt_sha256="p", base_url=None, temperature=0.0, structured="auto")
-    variants = [{}, {"model": "n"}, {"prompt_version": "v2"}, {"prompt_sha256": "q"}, {"base_url": "http://x/v1"},
-                {"temperature": 0.7}, {"structured": "text"}, {"backend": "other"}]
+    variants = [
+        {},
+        {"model": "n"},
+        {"prompt_version": "v2"},
+        {"prompt_sha256": "q"},
+        {"base_url": "http://x/v1"},
+        {"temperature": 0.7},
+        {"structured": "text"},
+        {"backend": "other"},
+    ]
     keys = {cache_key("r", **{**base, **v}) for v in variants} | {cache_key("s", **base)}
     assert len(keys) == len(variants) + 1
     assert cache_key("r", **base) == cache_key("r", **{**base, "temperature": 0})  # 0 and 0.0 are one setting
-    assert cache_key("r", **{**base, "base_url": "http://x/v1/"}) == cache_key("r", **{**base, "base_url": "http://x/v1"})
+    assert cache_key("r", **{**base, "base_url": "http://x/v1/"}) == cache_key(
+        "r", **{**base, "base_url": "http://x/v1"}
+    )
 
 
 def test_retry_on_500_and_429_then_success(server, cfg, prompt, caplog):
-    server.script = [(500, {"error": {"message": "boom"}}, {}),
-                     (429, {"error": {"message": "slow down"}}, {"retry-after": "0"})]
+    server.script = [
+        (500, {"error": {"message": "boom"}}, {}),
+        (429, {"error": {"message": "slow down"}}, {"retry-after": "0"}),
+    ]
     with caplog.at_level(logging.WARNING, logger="fiveflow.reports.llm"):
         got = answer_reports(["only report"], cfg, prompt)
     assert got[0].answer == GOOD
@@ -228,7 +283,9 @@ def test_gives_up_after_max_retries(server, cfg, prompt):
 
 def test_key_never_leaks(server, cfg, prompt, caplog, capsys):
     # A server that echoes the key in its error (as some do): the error we raise must not carry it.
-    server.script = [(401, {"error": {"message": f"Incorrect API key provided: {SECRET}", "code": "invalid_api_key"}}, {})]
+    server.script = [
+        (401, {"error": {"message": f"Incorrect API key provided: {SECRET}", "code": "invalid_api_key"}}, {})
+    ]
     with caplog.at_level(logging.DEBUG):
         with pytest.raises(LLMError) as info:
             answer_reports(["r"], cfg, prompt)
@@ -251,8 +308,9 @@ def test_missing_env_var_is_a_clear_error(server, cfg, prompt, monkeypatch):
 
 
 def test_config_section_is_checked():
-    c = LLMConfig.from_cfg({"model": "m", "base_url": None, "api_key_env": "K", "temperature": 0.0,
-                            "max_concurrency": 2, "cache_dir": "x"})
+    c = LLMConfig.from_cfg(
+        {"model": "m", "base_url": None, "api_key_env": "K", "temperature": 0.0, "max_concurrency": 2, "cache_dir": "x"}
+    )
     assert c.model == "m" and c.base_url is None and c.max_concurrency == 2
     with pytest.raises(ValueError, match="unknown key"):
         LLMConfig.from_cfg({"api_key": "sk-should-not-be-here"})
@@ -261,15 +319,31 @@ def test_config_section_is_checked():
 
 
 def test_structure_reports_with_openai_backend(server, cfg, tmp_path, caplog):
-    answers = {"alpha": GOOD, "beta": "Poorly differentiated; Unknown; Vascular invasion is present",
-               "gamma": "1. Well differentiated\n2. Unknown\n3. Unknown\n4. Unknown\n5. Unknown\n6. R1"}
+    answers = {
+        "alpha": GOOD,
+        "beta": "Poorly differentiated; Unknown; Vascular invasion is present",
+        "gamma": "1. Well differentiated\n2. Unknown\n3. Unknown\n4. Unknown\n5. Unknown\n6. R1",
+    }
     server.answer_for = lambda report: next(v for k, v in answers.items() if k in report)
     src = tmp_path / "reports.csv"
-    pd.DataFrame({"patient_filename": ["TCGA-AA-0001.x", "TCGA-AA-0002.y", "TCGA-AA-0003.z", "TCGA-AA-0004.w"],
-                  "text": ["report alpha", "report beta", "report gamma", "  "]}).to_csv(src, index=False)
-    section = {"backend": "openai", "precomputed": None, "openai": {
-        "model": cfg.model, "base_url": cfg.base_url, "api_key_env": KEY_ENV, "temperature": 0.0,
-        "max_concurrency": 2, "cache_dir": cfg.cache_dir}}
+    pd.DataFrame(
+        {
+            "patient_filename": ["TCGA-AA-0001.x", "TCGA-AA-0002.y", "TCGA-AA-0003.z", "TCGA-AA-0004.w"],
+            "text": ["report alpha", "report beta", "report gamma", "  "],
+        }
+    ).to_csv(src, index=False)
+    section = {
+        "backend": "openai",
+        "precomputed": None,
+        "openai": {
+            "model": cfg.model,
+            "base_url": cfg.base_url,
+            "api_key_env": KEY_ENV,
+            "temperature": 0.0,
+            "max_concurrency": 2,
+            "cache_dir": cfg.cache_dir,
+        },
+    }
     out = tmp_path / "labels.parquet"
     with caplog.at_level(logging.DEBUG):
         df = structure_reports(src, out, section)
@@ -280,7 +354,12 @@ def test_structure_reports_with_openai_backend(server, cfg, tmp_path, caplog):
     assert df["prompt_version"].eq(load_prompt().version).all()
     a, b, g, e = (df.iloc[i] for i in range(4))
     assert (a.differentiation, a.vascular_invasion, a.pleural_invasion, a.margins, a.flag) == (
-        "moderate", "absent", "present", "negative", "")
+        "moderate",
+        "absent",
+        "present",
+        "negative",
+        "",
+    )
     assert b.flag == "padded:3" and b.vascular_invasion == "present" and b.margins == "unknown"
     assert g.flag == "lines" and g.differentiation == "well" and g.margins == "positive"
     assert e.flag == "empty_report"
@@ -340,8 +419,11 @@ FAULTS = {  # report -> (fault for its n-th request, expected status, expected r
     "badjson": (lambda n: ("raw", b"<html>bad gateway</html>"), "failed", 3),
     "malformed-once": (lambda n: ("reply", "Poorly differentiated; Unknown", "stop") if n == 1 else None, "ok", 2),
     "malformed": (lambda n: ("reply", "I cannot answer that.", "stop"), "malformed", 2),
-    "429-once": (lambda n: ("status", 429, {"error": {"message": "slow down"}}, {"retry-after": "0.2"})
-                 if n == 1 else None, "ok", 2),
+    "429-once": (
+        lambda n: ("status", 429, {"error": {"message": "slow down"}}, {"retry-after": "0.2"}) if n == 1 else None,
+        "ok",
+        2,
+    ),
     "500": (lambda n: ("status", 500, {"error": {"message": "boom"}}, {}), "failed", 3),
     "500-once": (lambda n: ("status", 500, {"error": {"message": "boom"}}, {}) if n == 1 else None, "ok", 2),
 }
@@ -364,7 +446,10 @@ def test_fault_batch_none_lost_and_rerun_only_failed(server, cfg, prompt, monkey
         else:
             assert a.error
     by = dict(zip(texts, got))
-    assert by["malformed"].answer == "I cannot answer that." and by["malformed"].raw_replies == ("I cannot answer that.",) * 2
+    assert (
+        by["malformed"].answer == "I cannot answer that."
+        and by["malformed"].raw_replies == ("I cannot answer that.",) * 2
+    )
     assert by["truncated"].answer == "Moderately differentiated; Unk" and "truncated" in by["truncated"].error
     assert "500" in by["500"].error and by["badjson"].answer == ""
     repairs = [r["report"] for r in server.requests if r["repair"]]
@@ -442,8 +527,10 @@ def test_dry_run_sends_nothing_and_estimates(server, cfg, prompt, monkeypatch):
     est = answer_reports(texts, cfg, prompt, dry_run=True)
     assert len(server.requests) == n
     assert (est.reports, est.cache_hits, est.requests) == (3, 1, 2)
+
     def tokens(t):
         return sum(-(-len(m["content"]) // 4) + 4 for m in llm._messages(prompt, t, True))
+
     assert est.est_prompt_tokens == tokens(texts[1]) + tokens(texts[2])
     assert est.est_completion_tokens == 2 * llm.ASSUMED_COMPLETION_TOKENS
     assert "would be sent" in est.line()
@@ -455,7 +542,10 @@ def test_run_summary_is_logged(server, cfg, prompt, caplog):
     s = got.summary
     assert (s.reports, s.requests, s.answered, s.prompt_tokens, s.completion_tokens) == (2, 2, 2, 20, 10)
     assert s.seconds > 0 and isinstance(got, list) and got.failures == []
-    assert "LLM run: 2 report(s), 0 cached, 2 request(s)" in caplog.text and "tokens 20 prompt + 10 completion" in caplog.text
+    assert (
+        "LLM run: 2 report(s), 0 cached, 2 request(s)" in caplog.text
+        and "tokens 20 prompt + 10 completion" in caplog.text
+    )
 
 
 def test_key_never_in_outputs_cache_or_logs_and_labels_are_stable(server, cfg, tmp_path, caplog, capsys):
@@ -467,11 +557,21 @@ def test_key_never_in_outputs_cache_or_logs_and_labels_are_stable(server, cfg, t
     }
     server.fault_for = lambda report, n: (faults.get(report) or (lambda n: None))(n)
     src = tmp_path / "reports.csv"
-    pd.DataFrame({"patient_id": [f"TCGA-AA-000{i}" for i in range(5)],
-                  "text": ["report ok", *faults]}).to_csv(src, index=False)
-    section = {"backend": "openai", "openai": {
-        "model": cfg.model, "base_url": cfg.base_url, "api_key_env": KEY_ENV, "max_concurrency": 3,
-        "cache_dir": str(tmp_path / "out" / "cache"), "backoff_s": 0.01, "max_backoff_s": 0.05}}
+    pd.DataFrame({"patient_id": [f"TCGA-AA-000{i}" for i in range(5)], "text": ["report ok", *faults]}).to_csv(
+        src, index=False
+    )
+    section = {
+        "backend": "openai",
+        "openai": {
+            "model": cfg.model,
+            "base_url": cfg.base_url,
+            "api_key_env": KEY_ENV,
+            "max_concurrency": 3,
+            "cache_dir": str(tmp_path / "out" / "cache"),
+            "backoff_s": 0.01,
+            "max_backoff_s": 0.05,
+        },
+    }
     out = tmp_path / "out"
     out.mkdir()
     with caplog.at_level(logging.DEBUG):
@@ -493,11 +593,13 @@ def test_key_never_in_outputs_cache_or_logs_and_labels_are_stable(server, cfg, t
 def test_a_failed_report_fails_the_run_is_recorded_in_the_labels_and_retried_alone(server, cfg, tmp_path):
     """A report whose requests keep failing fails the stage after the labels are written (flagged), and only
     it is retried by the next run (issue 16: LLM failures are failures)."""
-    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad request"}}) if "BOOM" in report \
-        else None
+    server.fault_for = lambda report, n: (
+        ("status", 400, {"error": {"message": "bad request"}}) if "BOOM" in report else None
+    )
     reports = tmp_path / "r.csv"
-    pd.DataFrame({"patient_id": ["A", "B", "C"],
-                  "text": ["Tumor one.", "Tumor two BOOM.", "Tumor three."]}).to_csv(reports, index=False)
+    pd.DataFrame({"patient_id": ["A", "B", "C"], "text": ["Tumor one.", "Tumor two BOOM.", "Tumor three."]}).to_csv(
+        reports, index=False
+    )
     opts = {"backend": "openai", "openai": {**dataclasses.asdict(cfg)}}
     with pytest.raises(LLMFailuresError, match=r"1 of 3 report\(s\)"):
         structure_reports(reports, tmp_path / "l.parquet", opts)
@@ -547,13 +649,24 @@ def test_an_unreachable_server_fails_the_run_with_the_labels_written(cfg, tmp_pa
 
     full = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     full["reports"].update(backend="openai")
-    full["reports"]["openai"].update(model=down.model, base_url=down.base_url, api_key_env=KEY_ENV, max_retries=0,
-                                     cache_dir=down.cache_dir)
+    full["reports"]["openai"].update(
+        model=down.model, base_url=down.base_url, api_key_env=KEY_ENV, max_retries=0, cache_dir=down.cache_dir
+    )
     conf = tmp_path / "config.yaml"
     conf.write_text(yaml.safe_dump(full))
     capsys.readouterr()
-    rc = main(["reports", "extract", "--input", str(reports), "--config", str(conf), "--output",
-               str(tmp_path / "cli.parquet")])
+    rc = main(
+        [
+            "reports",
+            "extract",
+            "--input",
+            str(reports),
+            "--config",
+            str(conf),
+            "--output",
+            str(tmp_path / "cli.parquet"),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 2, captured
     lines = captured.err.strip().splitlines()
@@ -562,21 +675,23 @@ def test_an_unreachable_server_fails_the_run_with_the_labels_written(cfg, tmp_pa
 
 
 def test_a_tolerated_share_of_failures_passes_with_a_warning(server, cfg, tmp_path, caplog):
-    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad request"}}) if "BOOM" in report \
-        else None
+    server.fault_for = lambda report, n: (
+        ("status", 400, {"error": {"message": "bad request"}}) if "BOOM" in report else None
+    )
     reports = tmp_path / "r.csv"
-    pd.DataFrame({"patient_id": ["A", "B", "C"],
-                  "text": ["Tumor one.", "Tumor two BOOM.", "Tumor three."]}).to_csv(reports, index=False)
+    pd.DataFrame({"patient_id": ["A", "B", "C"], "text": ["Tumor one.", "Tumor two BOOM.", "Tumor three."]}).to_csv(
+        reports, index=False
+    )
     opts = {"backend": "openai", "openai": {**dataclasses.asdict(cfg), "max_failed_share": 0.5}}
     with caplog.at_level(logging.WARNING):
         df = structure_reports(reports, tmp_path / "l.parquet", opts).set_index("patient_id")
     assert df.loc["B", "flag"] == "llm_failed" and df.loc["A", "flag"] == ""
     assert "1 of 3 report(s)" in caplog.text and "max_failed_share" in caplog.text
     # over the share: 2 of 3 > 0.5
-    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad"}}) if "one" not in report \
-        else None
-    pd.DataFrame({"patient_id": ["A", "B", "C"],
-                  "text": ["Tumor one.", "Tumor two BOOM.", "Tumor four."]}).to_csv(reports, index=False)
+    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad"}}) if "one" not in report else None
+    pd.DataFrame({"patient_id": ["A", "B", "C"], "text": ["Tumor one.", "Tumor two BOOM.", "Tumor four."]}).to_csv(
+        reports, index=False
+    )
     with pytest.raises(LLMFailuresError, match=r"2 of 3 report\(s\)"):
         structure_reports(reports, tmp_path / "l.parquet", opts)
 
@@ -609,11 +724,28 @@ def test_dry_run_estimates_without_sending(server, cfg, tmp_path, capsys):
     import yaml
 
     full = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
-    full["reports"].update(backend="openai", openai={k: v for k, v in dataclasses.asdict(cfg).items()
-                                                     if k in full["reports"]["openai"]})
+    full["reports"].update(
+        backend="openai", openai={k: v for k, v in dataclasses.asdict(cfg).items() if k in full["reports"]["openai"]}
+    )
     conf.write_text(yaml.safe_dump(full))
-    assert main(["reports", "extract", "--input", str(reports), "--backend", "openai", "--dry-run",
-                 "--config", str(conf), "--output", str(tmp_path / "l.parquet")]) == 0
+    assert (
+        main(
+            [
+                "reports",
+                "extract",
+                "--input",
+                str(reports),
+                "--backend",
+                "openai",
+                "--dry-run",
+                "--config",
+                str(conf),
+                "--output",
+                str(tmp_path / "l.parquet"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "2 request(s) would be sent" in out and not server.requests and not (tmp_path / "l.parquet").exists()
 
@@ -633,15 +765,21 @@ def test_workflow_reports_rule_fails_and_retries_when_the_server_is_unreachable(
         (work / "slides" / f"S{i}.svs").write_bytes(b"")  # never read: only the reports rule runs
         rows.append((f"P{i}", f"S{i}", ["LUAD", "LUSC"][i % 2], f"slides/S{i}.svs"))
     pd.DataFrame(rows, columns=["patient_id", "slide_id", "label", "path"]).to_csv(work / "samples.csv", index=False)
-    pd.DataFrame({"patient_id": [f"P{i}" for i in range(4)],
-                  "text": [f"Carcinoma {i}. Well differentiated." for i in range(4)]}).to_csv(work / "reports.csv",
-                                                                                             index=False)
+    pd.DataFrame(
+        {"patient_id": [f"P{i}" for i in range(4)], "text": [f"Carcinoma {i}. Well differentiated." for i in range(4)]}
+    ).to_csv(work / "reports.csv", index=False)
     full = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     full["results_dir"] = str(work / "results")
     full["cohort"].update(source="samples", samples=str(work / "samples.csv"), reports=str(work / "reports.csv"))
     full["reports"].update(backend="openai")
-    full["reports"]["openai"].update(model="fake-gpt", base_url=_closed_port_url(), api_key_env=KEY_ENV,
-                                     max_retries=0, rule_retries=1, cache_dir=str(work / "results" / "cache"))
+    full["reports"]["openai"].update(
+        model="fake-gpt",
+        base_url=_closed_port_url(),
+        api_key_env=KEY_ENV,
+        max_retries=0,
+        rule_retries=1,
+        cache_dir=str(work / "results" / "cache"),
+    )
     (work / "config.yaml").write_text(yaml.safe_dump(full))
     labels = work / "results" / "reports" / "labels.parquet"
     r = run_workflow(work, "--cores", "1", str(labels), timeout=300)
@@ -678,8 +816,9 @@ def test_circuit_breaker_stops_sending_to_a_dead_server(cfg, prompt, caplog):
 
 def test_circuit_breaker_counts_only_failures_in_a_row(server, cfg, prompt):
     """Failures between replies never open it: every other report fails for good (HTTP 400), none is skipped."""
-    server.fault_for = lambda report, n: ("status", 400, {"error": {"message": "bad"}}) if report.endswith("x.") \
-        else None
+    server.fault_for = lambda report, n: (
+        ("status", 400, {"error": {"message": "bad"}}) if report.endswith("x.") else None
+    )
     texts = [f"Tumor {i}{'x' if i % 2 else ''}." for i in range(12)]
     c = dataclasses.replace(cfg, max_concurrency=1, circuit_breaker=2)
     with pytest.raises(LLMBatchError) as info:
@@ -709,7 +848,7 @@ def test_authors_shape_prompt_sends_their_layout(server, cfg, prompt):
     msgs, body = req["body"]["messages"], req["body"]
     assert "response_format" not in body and body["temperature"] == 0.0
     assert [m["role"] for m in msgs] == ["user", "assistant"] * len(prompt.examples) + ["user"]
-    for m, (rep, ans) in zip(msgs[0::2], prompt.examples):
+    for m, (rep, _ans) in zip(msgs[0::2], prompt.examples):
         assert m["content"] == f"{prompt.instruction}\n\nPathology report:\n{rep}"
     assert [m["content"] for m in msgs[1::2]] == [ans for _, ans in prompt.examples]
     assert msgs[-1]["content"] == f"{prompt.instruction}\n\nPathology report:\nTumor A."

@@ -8,6 +8,7 @@ Measured on the 300 dev reports (../shared/data/reports/tcga_lung_reports_dev.cs
 default rules 0 of 300 (0.0%); opt-in rules 236 of 300 (78.7%: LUAD 84.7%, LUSC 72.7%); the authors'
 GPT-4 answers 8 of the 287 non-empty ones (2.8%), the type appearing in explanations, never after the grade.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, shared_path
 
+from conftest import PROJECT_ROOT, shared_path
 from fiveflow.reports import offline
 from fiveflow.reports.normalize import FIELDS
 from fiveflow.reports.prompts import load_prompt
@@ -28,8 +29,10 @@ from fiveflow.reports.structure import structure_reports
 DEV_CSV = "reports/tcga_lung_reports_dev.csv"
 #: what "names the type" means here: the class names and their give-away words
 NAMES_TYPE = re.compile(r"adenocarcinoma|squamous|\bLUAD\b|\bLUSC\b|keratin", re.I)
-REPORT = ("FINAL DIAGNOSIS: Lung, right upper lobe, lobectomy: keratinizing squamous cell carcinoma, poorly "
-          "differentiated. Lymphovascular invasion: present. Visceral pleural invasion: not identified. Margins: negative.")
+REPORT = (
+    "FINAL DIAGNOSIS: Lung, right upper lobe, lobectomy: keratinizing squamous cell carcinoma, poorly "
+    "differentiated. Lymphovascular invasion: present. Visceral pleural invasion: not identified. Margins: negative."
+)
 
 
 def share_naming(texts) -> tuple[int, float]:
@@ -52,6 +55,7 @@ def dev_results(dev):
 
 # ----------------------------------------------------------------------------- real reports
 
+
 @pytest.mark.shared_data
 def test_default_rules_descriptions_do_not_name_the_type(dev, dev_results):
     default, _ = dev_results
@@ -66,8 +70,9 @@ def test_default_rules_descriptions_do_not_name_the_type(dev, dev_results):
 def test_opt_in_names_the_type_in_most_descriptions(dev, dev_results):
     _, named = dev_results
     n, share = share_naming(r.answer for r in named)
-    per_class = {ct: share_naming(r.answer for r, c in zip(named, dev["cancer_type"]) if c == ct)[1]
-                 for ct in ("LUAD", "LUSC")}
+    per_class = {
+        ct: share_naming(r.answer for r, c in zip(named, dev["cancer_type"]) if c == ct)[1] for ct in ("LUAD", "LUSC")
+    }
     print(f"opt-in rules: {n} of {len(named)} name the type ({share:.1%}); per class {per_class}")
     assert share > 0.5  # measured 0.787 (LUAD 0.847, LUSC 0.727)
 
@@ -106,6 +111,7 @@ def test_structure_reports_honours_the_key_on_real_reports(dev, tmp_path):
 
 # ----------------------------------------------------------------------------- synthetic: API, config, CLI
 
+
 def test_extract_names_the_type_only_on_request():
     res = offline.extract(REPORT)
     assert res.histology == "keratinizing squamous cell carcinoma"
@@ -125,8 +131,9 @@ def test_model_name_tells_the_versions_apart():
 
 def _csv(tmp_path: Path) -> Path:
     src = tmp_path / "reports.csv"
-    pd.DataFrame({"patient_id": ["P1", "P2"],
-                  "text": [REPORT, "Adenocarcinoma, well differentiated. TNM: pT1b pN0 V0 R0."]}).to_csv(src, index=False)
+    pd.DataFrame(
+        {"patient_id": ["P1", "P2"], "text": [REPORT, "Adenocarcinoma, well differentiated. TNM: pT1b pN0 V0 R0."]}
+    ).to_csv(src, index=False)
     return src
 
 
@@ -143,8 +150,9 @@ def test_structure_reports_reads_the_config_key(tmp_path):
     assert first == ["Poorly differentiated keratinizing squamous cell carcinoma", "Well differentiated adenocarcinoma"]
     assert [d.split("; ")[0] for d in off["description"]] == ["Poorly differentiated", "Well differentiated"]
     assert [d.split("; ")[1:] for d in on["description"]] == [d.split("; ")[1:] for d in off["description"]]
-    meta = {k: json.loads(pq.read_schema(tmp_path / f"{k}.parquet").metadata[b"fiveflow.reports"])
-            for k in ("off", "on")}
+    meta = {
+        k: json.loads(pq.read_schema(tmp_path / f"{k}.parquet").metadata[b"fiveflow.reports"]) for k in ("off", "on")
+    }
     assert meta["off"]["name_histotype"] is False and meta["on"]["name_histotype"] is True
     assert meta["on"]["model"] == "rules-v6+histotype"
 
@@ -152,8 +160,12 @@ def test_structure_reports_reads_the_config_key(tmp_path):
 def test_name_histotype_is_ignored_by_other_backends(tmp_path, caplog):
     src = _csv(tmp_path)
     answers = tmp_path / "answers.csv"
-    pd.DataFrame({"patient_id": ["P1", "P2"], "answer": ["Poorly differentiated; Unknown; Unknown; Unknown; Unknown; "
-                                                          "Unknown"] * 2}).to_csv(answers, index=False)
+    pd.DataFrame(
+        {
+            "patient_id": ["P1", "P2"],
+            "answer": ["Poorly differentiated; Unknown; Unknown; Unknown; Unknown; Unknown"] * 2,
+        }
+    ).to_csv(answers, index=False)
     cfg = {"backend": "precomputed", "precomputed": str(answers), "name_histotype": True}
     with caplog.at_level("WARNING", logger="fiveflow.reports"):
         df = structure_reports(src, tmp_path / "l.parquet", cfg)
@@ -231,8 +243,15 @@ def test_histotype_opt_in_renames_fives_rows_in_every_table():
     assert parse_ablation("no_tfs", base).method == "FiVE+histotype-noTFS"
     assert parse_ablation("ratio_0.25", base).method == "FiVE+histotype-ratio0.25"
     assert parse_ablation("class_texts", base).method == "FiVE-classtexts"  # no descriptions: no leak
-    table = pd.DataFrame({"method": [base, "FiVE+histotype-noTFS", "meanpool"], "shots": [1, 1, 1],
-                          "n_runs": [3, 3, 3], "acc_mean": [0.9, 0.7, 0.6], "acc_std": [0.0, 0.0, 0.0]})
+    table = pd.DataFrame(
+        {
+            "method": [base, "FiVE+histotype-noTFS", "meanpool"],
+            "shots": [1, 1, 1],
+            "n_runs": [3, 3, 3],
+            "acc_mean": [0.9, 0.7, 0.6],
+            "acc_std": [0.0, 0.0, 0.0],
+        }
+    )
     assert method_order(table["method"]) == [base, "FiVE+histotype-noTFS", "meanpool"]
     abl = ablation_table(table)
     assert "difference (FiVE+histotype - FiVE+histotype-noTFS)" in set(abl["row"])

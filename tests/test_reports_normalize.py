@@ -1,10 +1,10 @@
 """Answer phrases -> categorical fields: hand-written phrases and the 300 real GPT-4 answers."""
+
 from __future__ import annotations
 
-
 import pytest
-from conftest import shared_path
 
+from conftest import shared_path
 from fiveflow.reports.normalize import (
     ALLOWED,
     FIELDS,
@@ -19,8 +19,14 @@ from fiveflow.reports.normalize import (
 DEV_CSV = "reports/tcga_lung_reports_dev.csv"
 
 # FIVE_METHOD.md section 2: "Unknown" rates per question in the authors' released answers.
-PAPER_UNKNOWN = {"differentiation": 0.07, "stas": 0.95, "vascular_invasion": 0.29,
-                 "pleural_invasion": 0.13, "adjacent_invasion": 0.63, "margins": 0.07}
+PAPER_UNKNOWN = {
+    "differentiation": 0.07,
+    "stas": 0.95,
+    "vascular_invasion": 0.29,
+    "pleural_invasion": 0.13,
+    "adjacent_invasion": 0.63,
+    "margins": 0.07,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,7 @@ def gpt_answers():
 
 
 # ----------------------------------------------------------------------------- phrases
+
 
 @pytest.mark.parametrize(
     "phrase, expected",
@@ -64,15 +71,19 @@ def test_differentiation_phrases(phrase, expected):
         ("Vascular invasion is present (V1)", "present"),
         ("Lymphovascular space invasion is suspicious, indicating possible vascular invasion", "unknown"),
         ("Pleural invasion is not specified, but the tumor involves the visceral pleura", "unknown"),
-        ("Pleural invasion by the lesion is present but does not penetrate it, as the tumor extends to the pleura",
-         "present"),
+        (
+            "Pleural invasion by the lesion is present but does not penetrate it, as the tumor extends to the pleura",
+            "present",
+        ),
         ("Lesion abuts, but does not invade, the pleura", "absent"),
         ("Pleural involvement is absent, indicating no pleural invasion", "absent"),
         ("The tumor extends subpleurally but not to the pleural surface, indicating no pleural invasion", "absent"),
         ("Lesion invades the chest wall", "present"),
         ("Invasion of the chest wall (intercostal muscle and rib periosteum)", "present"),
-        ("Tumor confined to pulmonary parenchyma, indicating no evidence of the lesion invading adjacent tissues",
-         "absent"),
+        (
+            "Tumor confined to pulmonary parenchyma, indicating no evidence of the lesion invading adjacent tissues",
+            "absent",
+        ),
         ("Lymphatic invasion is present, but no unequivocal vascular invasion is seen", "absent"),
         ("No spread through air spaces", "absent"),
         ("Unknown", "unknown"),
@@ -91,8 +102,10 @@ def test_presence_phrases(phrase, expected):
         ("Margins involved (R2)", "positive"),
         ("Margins of the excised tissue are unclear of disease (RX)", "unknown"),
         ("Rx", "unknown"),
-        ("Margins of the excised tissue are not clear of disease, as the tumor focally involves the stapled margin",
-         "positive"),
+        (
+            "Margins of the excised tissue are not clear of disease, as the tumor focally involves the stapled margin",
+            "positive",
+        ),
         ("Carcinoma present at inked staple margin, indicating the margins are not clear of disease", "positive"),
         ("Margins of the excised tissue are uninvolved by carcinoma", "negative"),
         ("Margins negative", "negative"),
@@ -105,6 +118,7 @@ def test_margin_phrases(phrase, expected):
 
 
 # ----------------------------------------------------------------------------- splitting
+
 
 def test_split_answer_repairs_and_flags():
     assert split_answer("a; b; c; d; e; f") == (["a", "b", "c", "d", "e", "f"], "")
@@ -121,14 +135,18 @@ def test_split_answer_repairs_and_flags():
 
 
 def test_description_uses_unknown_where_unknown():
-    na = normalize_answer("Moderately differentiated; Unknown; Vascular invasion is suspected; "
-                          "Pleural invasion is present; Unknown; Margins clear (R0)")
+    na = normalize_answer(
+        "Moderately differentiated; Unknown; Vascular invasion is suspected; "
+        "Pleural invasion is present; Unknown; Margins clear (R0)"
+    )
     assert na.labels["vascular_invasion"] == "unknown"
-    assert na.description == ("Moderately differentiated; Unknown; Unknown; Pleural invasion is present; "
-                              "Unknown; Margins clear (R0)")
+    assert na.description == (
+        "Moderately differentiated; Unknown; Unknown; Pleural invasion is present; Unknown; Margins clear (R0)"
+    )
 
 
 # ----------------------------------------------------------------------------- real answers
+
 
 @pytest.mark.shared_data
 def test_all_real_gpt4_answers_parse(gpt_answers):
@@ -161,7 +179,13 @@ def test_unknown_rates_match_the_released_answers(gpt_answers):
 def test_real_answer_spot_checks(gpt_answers):
     by_id = dict(zip(gpt_answers["patient_id"], gpt_answers["answer"]))
     lab = normalize_answer(by_id["TCGA-05-4244"]).labels
-    assert lab == {"differentiation": "poor", "stas": "unknown", "vascular_invasion": "present",
-                   "pleural_invasion": "present", "adjacent_invasion": "unknown", "margins": "negative"}
+    assert lab == {
+        "differentiation": "poor",
+        "stas": "unknown",
+        "vascular_invasion": "present",
+        "pleural_invasion": "present",
+        "adjacent_invasion": "unknown",
+        "margins": "negative",
+    }
     lab = normalize_answer(by_id["TCGA-85-8288"]).labels
     assert lab["differentiation"] == "poor" and all(lab[f] == "unknown" for f in FIELDS[1:])

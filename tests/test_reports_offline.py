@@ -1,4 +1,5 @@
 """Offline (rule-based) report extractor: hand-written snippets, no data files needed."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,6 +15,7 @@ def labels(text: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- vascular
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -50,6 +52,7 @@ def test_blood_vessel_statement_beats_lymphatic_only():
 
 
 # ----------------------------------------------------------------------------- pleura
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -92,6 +95,7 @@ def test_microscopy_wins_over_gross():
 
 # ----------------------------------------------------------------------------- lymph nodes
 
+
 def test_lymph_node_statements_are_ignored():
     text = (
         "A. Lymph node, level 7, excision: metastatic carcinoma with extranodal extension into perinodal fat. "
@@ -112,6 +116,7 @@ def test_lymph_node_negative_is_not_a_margin():
 
 # ----------------------------------------------------------------------------- margins
 
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -127,8 +132,10 @@ def test_lymph_node_negative_is_not_a_margin():
         ("TNM classification: pT2 pN1 pMX V0 R1, stage IIB.", "positive"),
         ("TNM classification: pT2 pN1 pMX V0 RX, stage IIB.", "unknown"),
         ("Margin status: all margins negative. Cassette R1: tumor; R2: lymph node.", "negative"),
-        ("Bronchial margin involvement by carcinoma in situ (CIS): present. Margins: uninvolved by invasive carcinoma.",
-         "negative"),
+        (
+            "Bronchial margin involvement by carcinoma in situ (CIS): present. Margins: uninvolved by invasive carcinoma.",
+            "negative",
+        ),
     ],
 )
 def test_margins(text, expected):
@@ -136,6 +143,7 @@ def test_margins(text, expected):
 
 
 # ----------------------------------------------------------------------------- differentiation
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -159,6 +167,7 @@ def test_differentiation(text, expected):
 
 
 # ----------------------------------------------------------------------------- adjacent, STAS
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -202,6 +211,7 @@ def test_stas(text, expected):
 
 # ----------------------------------------------------------------------------- plumbing
 
+
 def test_clauses_tag_sections_and_lymph_nodes():
     cl = clauses("GROSS DESCRIPTION: Received fresh is a lobe. FINAL DIAGNOSIS: Lymph node, level 7: negative.")
     assert cl[0].gross and not cl[-1].gross
@@ -228,8 +238,12 @@ def test_answer_is_six_canonical_phrases_that_normalise_back():
     assert len(phrases) == len(FIELDS)
     assert normalize_answer(res.answer).labels == res.labels
     assert res.labels == {
-        "differentiation": "poor", "stas": "unknown", "vascular_invasion": "present",
-        "pleural_invasion": "absent", "adjacent_invasion": "absent", "margins": "negative",
+        "differentiation": "poor",
+        "stas": "unknown",
+        "vascular_invasion": "present",
+        "pleural_invasion": "absent",
+        "adjacent_invasion": "absent",
+        "margins": "negative",
     }
     assert all(h.text for hs in res.evidence.values() for h in hs)  # every label is auditable
 
@@ -255,12 +269,20 @@ def test_worked_examples_agree_with_rules():
 
 _SYNOPTIC_KEYS = {
     "stas": ("Tumor spread through air spaces (STAS)", "STAS", "Spread through air spaces"),
-    "vascular_invasion": ("Lymphovascular invasion", "Lymph-vascular invasion (LVI)",
-                          "Lymphovascular space invasion (LVSI)", "Venous (large vessel) invasion (V)"),
+    "vascular_invasion": (
+        "Lymphovascular invasion",
+        "Lymph-vascular invasion (LVI)",
+        "Lymphovascular space invasion (LVSI)",
+        "Venous (large vessel) invasion (V)",
+    ),
     "pleural_invasion": ("Visceral pleural invasion", "Visceral pleural invasion (VPI)", "Pleural invasion"),
-    "adjacent_invasion": ("Direct invasion of adjacent structures", "Tumor extension into extrapulmonary structures",
-                          "Chest wall invasion",
-                          "Adjacent organ invasion (pT4)", "Diaphragm invasion"),
+    "adjacent_invasion": (
+        "Direct invasion of adjacent structures",
+        "Tumor extension into extrapulmonary structures",
+        "Chest wall invasion",
+        "Adjacent organ invasion (pT4)",
+        "Diaphragm invasion",
+    ),
     "margins": ("Margin involvement by invasive carcinoma", "Tumor at margin", "Surgical margin involvement"),
 }
 _NEG_VALUES = ("Not identified", "Absent", "Negative", "None identified", "Not present", "No", "NOT IDENTIFIED")
@@ -296,15 +318,25 @@ def test_bracketed_abbreviations_and_margin_keys(text, field, expected):
 
 
 # -- histologic type: extracted as data; in the first answer only on request (name_histotype) --
-@pytest.mark.parametrize("text, expected", [
-    ("Histologic type: Adenocarcinoma of lung, solid type. Histologic grade: G3: Poorly differentiated.",
-     "adenocarcinoma, solid type"),
-    ("FINAL DIAGNOSIS: KERATINIZING SQUAMOUS CELL CARCINOMA, WELL-DIFFERENTIATED.", "keratinizing squamous cell carcinoma"),
-    ("Sections show a peripherally located poorly-differentiated adenocarcinoma, acinar predominant.",
-     "adenocarcinoma, acinar predominant"),
-    ("Lymph node, level 7: metastatic squamous cell carcinoma (1/3). Grade 2.", ""),  # node text is not the tumour
-    ("Moderately differentiated tumour.", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "Histologic type: Adenocarcinoma of lung, solid type. Histologic grade: G3: Poorly differentiated.",
+            "adenocarcinoma, solid type",
+        ),
+        (
+            "FINAL DIAGNOSIS: KERATINIZING SQUAMOUS CELL CARCINOMA, WELL-DIFFERENTIATED.",
+            "keratinizing squamous cell carcinoma",
+        ),
+        (
+            "Sections show a peripherally located poorly-differentiated adenocarcinoma, acinar predominant.",
+            "adenocarcinoma, acinar predominant",
+        ),
+        ("Lymph node, level 7: metastatic squamous cell carcinoma (1/3). Grade 2.", ""),  # node text is not the tumour
+        ("Moderately differentiated tumour.", ""),
+    ],
+)
 def test_histology(text, expected):
     assert offline.extract(text).histology == expected
 

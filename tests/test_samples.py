@@ -50,12 +50,15 @@ def test_samples_mpp_column_overrides_per_slide(tmp_path):
         read_samples(sheet)
 
 
-@pytest.mark.parametrize("content, match", [
-    ("patient_id,label\nP1,LUAD\n", "missing column"),
-    ("patient_id,label,path\nP1,XYZ,s1.svs\n", "line 2: label 'XYZ'"),
-    ("patient_id,label,path\nP1,LUAD,absent.svs\n", "not found"),
-    ("slide_id,patient_id,label,path\na,P1,LUAD,s1.svs\na,P2,LUAD,s1.svs\n", "duplicate slide ids"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("patient_id,label\nP1,LUAD\n", "missing column"),
+        ("patient_id,label,path\nP1,XYZ,s1.svs\n", "line 2: label 'XYZ'"),
+        ("patient_id,label,path\nP1,LUAD,absent.svs\n", "not found"),
+        ("slide_id,patient_id,label,path\na,P1,LUAD,s1.svs\na,P2,LUAD,s1.svs\n", "duplicate slide ids"),
+    ],
+)
 def test_read_samples_errors(tmp_path, content, match):
     (tmp_path / "s1.svs").write_bytes(b"x")
     sheet = tmp_path / "samples.csv"
@@ -85,12 +88,16 @@ def test_leftovers_of_killed_writers_are_removed_by_the_next_write(tmp_path):
 
 # ----------------------------------------------------------------------------- issue 16: hostile inputs
 
-@pytest.mark.parametrize("content, match", [
-    # a trailing comma on every row: pandas took the first column as the index (then a TypeError)
-    ("patient_id,label,path\nP1,LUAD,s1.svs,\nP2,LUAD,s1.svs,\n", r"samples\.csv: line 2: 4 .*trailing comma"),
-    # an unquoted comma in a cell shifted the columns
-    ("slide_id,patient_id,label,path\na,Doe, J,LUAD,s1.svs\n", r"samples\.csv: line 2: 5 .*quote fields"),
-])
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        # a trailing comma on every row: pandas took the first column as the index (then a TypeError)
+        ("patient_id,label,path\nP1,LUAD,s1.svs,\nP2,LUAD,s1.svs,\n", r"samples\.csv: line 2: 4 .*trailing comma"),
+        # an unquoted comma in a cell shifted the columns
+        ("slide_id,patient_id,label,path\na,Doe, J,LUAD,s1.svs\n", r"samples\.csv: line 2: 5 .*quote fields"),
+    ],
+)
 def test_read_samples_rejects_ragged_rows_naming_the_line(tmp_path, content, match):
     (tmp_path / "s1.svs").write_bytes(b"x")
     sheet = tmp_path / "samples.csv"
@@ -107,8 +114,11 @@ def test_read_samples_ids_fold_accents_and_refuse_collisions(tmp_path):
     df = read_samples(sheet)
     assert df["patient_id"].tolist() == ["Jose_01", "Jose_01", "P2"]  # several slides per patient are fine
     sheet.write_text("patient_id,label,path\nA B,LUAD,s1.svs\nA_B,LUSC,s2.svs\n")
-    with pytest.raises(ValueError, match=r"samples\.csv: patient ids 'A B' \(line 2\) and 'A_B' \(line 3\) "
-                                         r"both become 'A_B'"):
+    with pytest.raises(
+        ValueError,
+        match=r"samples\.csv: patient ids 'A B' \(line 2\) and 'A_B' \(line 3\) "
+        r"both become 'A_B'",
+    ):
         read_samples(sheet)
     sheet.write_text("slide_id,patient_id,label,path\nx y,P1,LUAD,s1.svs\nx_y,P2,LUSC,s2.svs\n")
     with pytest.raises(ValueError, match=r"slide ids 'x y' \(line 2\) and 'x_y' \(line 3\) both become 'x_y'"):

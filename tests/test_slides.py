@@ -26,8 +26,11 @@ def cfg(**kw):
 
 
 def outputs(tmp_path, name="s"):
-    return dict(out_parquet=tmp_path / f"{name}.parquet", out_qc=tmp_path / f"{name}.png",
-                out_geojson=tmp_path / f"{name}.geojson")
+    return dict(
+        out_parquet=tmp_path / f"{name}.parquet",
+        out_qc=tmp_path / f"{name}.png",
+        out_geojson=tmp_path / f"{name}.geojson",
+    )
 
 
 # --- grid and levels ---------------------------------------------------------------------------
@@ -227,10 +230,10 @@ def test_empty_slide_is_no_tissue_not_failed(tmp_path):
 
 def _blob_image():
     img = np.full((400, 400, 3), 240, np.uint8)
-    img[50:350, 50:350] = (190, 110, 170)       # tissue, 300 x 300 px
-    img[100:110, 100:110] = 240                  # small hole: 100 px
-    img[200:300, 200:300] = 240                  # big hole: 10000 px
-    img[370:373, 370:373] = (190, 110, 170)      # speck: 9 px
+    img[50:350, 50:350] = (190, 110, 170)  # tissue, 300 x 300 px
+    img[100:110, 100:110] = 240  # small hole: 100 px
+    img[200:300, 200:300] = 240  # big hole: 10000 px
+    img[370:373, 370:373] = (190, 110, 170)  # speck: 9 px
     noise = np.random.default_rng(0).integers(-8, 9, img.shape)  # stain and sensor texture
     return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
 
@@ -281,9 +284,9 @@ def test_contour_clean_up_matches_component_labelling(seed):
 
 def test_pen_marks_are_rejected():
     img = np.full((300, 300, 3), 240, np.uint8)
-    img[50:250, 50:150] = (190, 110, 170)       # tissue
-    img[50:250, 200:215] = (60, 170, 90)        # green ink on the glass
-    img[20:30, 20:280] = (40, 70, 190)          # blue ink
+    img[50:250, 50:150] = (190, 110, 170)  # tissue
+    img[50:250, 200:215] = (60, 170, 90)  # green ink on the glass
+    img[20:30, 20:280] = (40, 70, 190)  # blue ink
     img = np.clip(img.astype(int) + np.random.default_rng(0).integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
     with_ink = tissue_mask(img, "otsu", 8.0)
     assert with_ink[100, 205] and with_ink[25, 160]
@@ -318,7 +321,7 @@ def test_fast_otsu_masker_matches_tiatoolbox(seed):
 def test_fast_morphological_masker_matches_tiatoolbox():
     rng = np.random.default_rng(0)
     img = np.full((300, 300, 3), 235, np.uint8)
-    img[rng.random((300, 300)) < 0.05] = (120, 60, 140)   # many tiny components
+    img[rng.random((300, 300)) < 0.05] = (120, 60, 140)  # many tiny components
     img[100:200, 100:200] = (180, 100, 160)
     ours = masker("morphological", 8.0)
     theirs = _tissuemask_module().MorphologicalMasker(mpp=8.0)
@@ -327,10 +330,12 @@ def test_fast_morphological_masker_matches_tiatoolbox():
 
 def test_tiling_does_not_import_torch_or_tiatoolbox_extras(tmp_path):
     """The fixed cost of a tiling job: no torch, dask, matplotlib or pandas in the process."""
-    code = ("import sys; from fiveflow.slides.tiling import tile_slide, write_coords, TilingMeta; "
-            "from fiveflow.slides.mask import masker; masker('otsu', 8.0); import fiveflow.slides.qc; import numpy as np; "
-            f"write_coords(np.arange(3), np.arange(3), np.ones(3), TilingMeta('a', 'b'), {str(tmp_path / 'c.parquet')!r}); "
-            "print(sorted(m for m in ('torch', 'dask', 'matplotlib', 'pandas', 'tiatoolbox.utils') if m in sys.modules))")
+    code = (
+        "import sys; from fiveflow.slides.tiling import tile_slide, write_coords, TilingMeta; "
+        "from fiveflow.slides.mask import masker; masker('otsu', 8.0); import fiveflow.slides.qc; import numpy as np; "
+        f"write_coords(np.arange(3), np.arange(3), np.ones(3), TilingMeta('a', 'b'), {str(tmp_path / 'c.parquet')!r}); "
+        "print(sorted(m for m in ('torch', 'dask', 'matplotlib', 'pandas', 'tiatoolbox.utils') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -382,8 +387,12 @@ def test_cohort_qc_table_and_notice(small_slide, tmp_path):
     tile_slide(blank, "blank", TILING, **outputs(tmp_path, "blank"))
     tile_slide(tmp_path / "gone.svs", "gone", TILING, **outputs(tmp_path, "gone"), on_error="record")
     names = ["good", "blank", "gone"]
-    summary = write_montage([str(tmp_path / f"{n}.png") for n in names],
-                            [str(tmp_path / f"{n}.parquet") for n in names], tmp_path / "m.png", tmp_path / "t.csv")
+    summary = write_montage(
+        [str(tmp_path / f"{n}.png") for n in names],
+        [str(tmp_path / f"{n}.parquet") for n in names],
+        tmp_path / "m.png",
+        tmp_path / "t.csv",
+    )
     assert summary["slide_id"].tolist() == ["gone", "blank", "good"]  # failures first
     for col in ("slide_id", "slide_mpp", "tissue_area_mm2", "n_tiles", "status", "message"):
         assert col in summary.columns
@@ -418,14 +427,14 @@ def test_real_svs_tiles_cover_the_tissue(cmu_slide, tmp_path):
     size = meta.patch_size_level0
     kept = set(zip(coords["x"], coords["y"]))
     xs, ys = plan_grid(2220, 2967, size)
-    means = {(x, y): whole[y:y + size, x:x + size].reshape(-1, 3).mean(0) for x, y in zip(xs, ys)}
+    means = {(x, y): whole[y : y + size, x : x + size].reshape(-1, 3).mean(0) for x, y in zip(xs, ys)}
     for pos in kept:  # every kept tile is stained tissue: darker than glass, red above green (H&E)
         m = means[pos]
         assert m.mean() < 225 and m[0] > m[1], (pos, m)
     # no background tile is kept, and no tile that is mostly tissue is lost
-    glass = [p for p, m in means.items() if (whole[p[1]:p[1] + size, p[0]:p[0] + size].min(2) > 215).mean() > 0.9]
+    glass = [p for p, m in means.items() if (whole[p[1] : p[1] + size, p[0] : p[0] + size].min(2) > 215).mean() > 0.9]
     assert glass and not kept & set(glass)
-    solid = [p for p, m in means.items() if (whole[p[1]:p[1] + size, p[0]:p[0] + size].min(2) < 200).mean() > 0.8]
+    solid = [p for p, m in means.items() if (whole[p[1] : p[1] + size, p[0] : p[0] + size].min(2) < 200).mean() > 0.8]
     assert solid and set(solid) <= kept
 
 
@@ -433,8 +442,9 @@ def test_real_svs_tiles_cover_the_tissue(cmu_slide, tmp_path):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fiveflow.cli", "tile", *args], capture_output=True, text=True,
-                          cwd=cwd or PROJECT_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "fiveflow.cli", "tile", *args], capture_output=True, text=True, cwd=cwd or PROJECT_ROOT
+    )
 
 
 def test_cli_tiles_one_slide_outside_snakemake(small_slide, tmp_path):

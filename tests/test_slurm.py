@@ -27,6 +27,7 @@ fails in CI (``CI=true``). The SLURM run has a hard timeout (``SUBMIT_TIMEOUT``,
 measured time): without accounting a misconfigured run would poll forever; the cluster is stopped
 when the run fails.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,10 +54,31 @@ GPU_RULES = ("embed", "pretrain", "pretrain_ablation", "zeroshot", "fewshot")
 DRY_TARGETS = ("models/pretrain.pt", "splits/split.csv", "reports/labels.parquet")
 SUBMIT_TIMEOUT = 600  # seconds: a hard limit for the SLURM run (250-270 s measured here)
 # Rules of the small configuration below; every job of them goes through sbatch (only `all` is local).
-CLUSTER_RULES = {"demo_tables", "demo_slide", "tile", "embed", "reports", "qc_montage", "split", "pretrain",
-                 "fewshot", "baseline", "zeroshot", "evaluate", "heatmaps"}
-FINAL_OUTPUTS = ("tables/fewshot.csv", "tables/fewshot.md", "plots/fewshot.png", "plots/roc.png",
-                 "heatmaps/FiVE.png", "heatmaps/meanpool.png", "reports/labels.parquet", "qc/*.png")
+CLUSTER_RULES = {
+    "demo_tables",
+    "demo_slide",
+    "tile",
+    "embed",
+    "reports",
+    "qc_montage",
+    "split",
+    "pretrain",
+    "fewshot",
+    "baseline",
+    "zeroshot",
+    "evaluate",
+    "heatmaps",
+}
+FINAL_OUTPUTS = (
+    "tables/fewshot.csv",
+    "tables/fewshot.md",
+    "plots/fewshot.png",
+    "plots/roc.png",
+    "heatmaps/FiVE.png",
+    "heatmaps/meanpool.png",
+    "reports/labels.parquet",
+    "qc/*.png",
+)
 # Status polling: a check 1 s after each round in which a job finished (the plugin's default is 40 s).
 FAST_POLLING = {"slurm-init-seconds-before-status-checks": 1}
 
@@ -106,9 +128,12 @@ def _dry_run(work: Path, *args: str) -> subprocess.CompletedProcess:
     # env-modules instead of conda: no conda here, and no rule has an envmodules directive, so the
     # dry run checks everything else of the profile. Targets after a flag without a value (-n):
     # --configfile and --sdm take several values.
-    return subprocess.run(workflow_cmd(work, *args, "--sdm", "env-modules", "-n",
-                                       *[str(work / "results" / t) for t in DRY_TARGETS]),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        workflow_cmd(work, *args, "--sdm", "env-modules", "-n", *[str(work / "results" / t) for t in DRY_TARGETS]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +167,11 @@ def test_cluster_left_by_a_killed_run_is_cleaned_up(tmp_path):
     # The configuration from before any test cluster: a machine image taken while a test run had its
     # cluster up carries that run's slurm.conf, which the next start must also clean up (CI, stop 13).
     had_conf = original_conf()
-    code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
-            f"from slurm_cluster import SlurmCluster; SlurmCluster(Path({str(tmp_path / 'killed')!r})).start(); "
-            "print('up', flush=True); time.sleep(600)")
+    code = (
+        f"import sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
+        f"from slurm_cluster import SlurmCluster; SlurmCluster(Path({str(tmp_path / 'killed')!r})).start(); "
+        "print('up', flush=True); time.sleep(600)"
+    )
     (tmp_path / "killed").mkdir()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -217,13 +244,15 @@ def overlay_profile(dest: Path, partition: str) -> Path:
     for res in prof["set-resources"].values():
         res["slurm_partition"] = partition
         res["gpu"] = 0  # no GPUs on this node (the test config also sets device: cpu)
-    prof.update({
-        "slurm-no-account": True,  # no accounting database
-        "slurm-status-command": "squeue",  # sacct needs accounting; squeue knows jobs for MinJobAge
-        "slurm-keep-successful-logs": True,  # the per-job logs are evidence below
-        "retries": 0,
-        **FAST_POLLING,
-    })
+    prof.update(
+        {
+            "slurm-no-account": True,  # no accounting database
+            "slurm-status-command": "squeue",  # sacct needs accounting; squeue knows jobs for MinJobAge
+            "slurm-keep-successful-logs": True,  # the per-job logs are evidence below
+            "retries": 0,
+            **FAST_POLLING,
+        }
+    )
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
     return dest
@@ -250,7 +279,9 @@ def run_workflow_to_end(work: Path, *args: str, timeout: int) -> str:
     cmd = ["timeout", "-k", "20", str(timeout), *workflow_cmd(work, *args, "--nocolor")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
     log = r.stdout + r.stderr
-    assert r.returncode == 0, f"exit {r.returncode} ({'timed out' if r.returncode == 124 else 'failed'}):\n{log[-6000:]}"
+    assert r.returncode == 0, (
+        f"exit {r.returncode} ({'timed out' if r.returncode == 124 else 'failed'}):\n{log[-6000:]}"
+    )
     return log
 
 
@@ -260,8 +291,9 @@ def slurm_and_local(cluster, tmp_path_factory):
     profile = overlay_profile(base / "profile", cluster.partition)
     start = time.monotonic()
     try:
-        slurm_log = run_workflow_to_end(base / "slurm", "--profile", str(profile), "--executor", "slurm",
-                                        timeout=SUBMIT_TIMEOUT)
+        slurm_log = run_workflow_to_end(
+            base / "slurm", "--profile", str(profile), "--executor", "slurm", timeout=SUBMIT_TIMEOUT
+        )
     except AssertionError as err:
         raise AssertionError(f"{err}\n--- cluster logs\n{cluster.logs()}") from None
     middle = time.monotonic()
@@ -279,8 +311,12 @@ def test_jobs_went_through_sbatch(slurm_and_local):
     finished = dict(re.findall(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$", log, re.M))
     assert sorted(finished.values()) == sorted(r for r, n in stats.items() for _ in range(n)), finished
     assert set(re.findall(r"^localrule (\w+):", log, re.M)) == {"all"}  # nothing else ran outside SLURM
-    submitted = {job: (slurm_id, Path(path)) for job, slurm_id, path in
-                 re.findall(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.$", log, re.M)}
+    submitted = {
+        job: (slurm_id, Path(path))
+        for job, slurm_id, path in re.findall(
+            r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.$", log, re.M
+        )
+    }
     remote = {job for job, rule in finished.items() if rule != "all"}
     assert set(submitted) == remote, (remote ^ set(submitted), log[-4000:])
     for job, (slurm_id, path) in submitted.items():  # .snakemake/slurm_logs/rule_<rule>/[<wildcards>/]<id>.log
@@ -303,8 +339,11 @@ def test_jobs_went_through_sbatch(slurm_and_local):
 
 def result_files(results: Path) -> set[Path]:
     """Every output file under ``results`` but the per-job logs and benchmarks (they hold times and hosts)."""
-    return {p.relative_to(results) for p in results.rglob("*")
-            if p.is_file() and p.relative_to(results).parts[0] not in ("logs", "benchmarks")}
+    return {
+        p.relative_to(results)
+        for p in results.rglob("*")
+        if p.is_file() and p.relative_to(results).parts[0] not in ("logs", "benchmarks")
+    }
 
 
 def read_table(work: Path, rel: Path) -> pd.DataFrame:
@@ -333,14 +372,25 @@ def test_slurm_outputs_equal_local(slurm_and_local):
         fl, cl, _ = read_bag(l_res / rel)
         np.testing.assert_array_equal(fs, fl, err_msg=str(rel))
         np.testing.assert_array_equal(cs, cl, err_msg=str(rel))
-    tables = sorted(f for f in files if f.suffix in (".csv", ".parquet")
-                    and f.parts[0] in ("attention", "coords", "demo", "qc", "reports", "splits", "predictions", "tables"))
-    for rel in ("reports/labels.parquet", "splits/split.csv", "splits/fewshot_draws.csv", "tables/fewshot.csv",
-                "predictions/FiVE_1.parquet", "predictions/meanpool_1.parquet"):
+    tables = sorted(
+        f
+        for f in files
+        if f.suffix in (".csv", ".parquet")
+        and f.parts[0] in ("attention", "coords", "demo", "qc", "reports", "splits", "predictions", "tables")
+    )
+    for rel in (
+        "reports/labels.parquet",
+        "splits/split.csv",
+        "splits/fewshot_draws.csv",
+        "tables/fewshot.csv",
+        "predictions/FiVE_1.parquet",
+        "predictions/meanpool_1.parquet",
+    ):
         assert Path(rel) in tables, rel
     for rel in tables:
-        pd.testing.assert_frame_equal(read_table(slurm_dir, rel), read_table(local_dir, rel), check_exact=True,
-                                      obj=str(rel))
+        pd.testing.assert_frame_equal(
+            read_table(slurm_dir, rel), read_table(local_dir, rel), check_exact=True, obj=str(rel)
+        )
     checkpoints = sorted(f for f in files if f.suffix == ".pt")
     assert Path("models/pretrain.pt") in checkpoints, checkpoints
     for rel in checkpoints:

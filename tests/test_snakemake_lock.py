@@ -1,5 +1,6 @@
 """tools/snakemake.sh and Snakemake's directory lock: a live run keeps its lock, however it was started;
 a run killed hard leaves a stale lock that the next run through the script removes."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,9 @@ rule all:
     shell: "touch started; while [ ! -e go ]; do sleep 0.1; done; touch {output}"
 """
 
-pytestmark = pytest.mark.skipif(not Path(PYTHON).exists() or sys.platform != "linux",
-                                reason="needs the project's .venv and Linux /proc")
+pytestmark = pytest.mark.skipif(
+    not Path(PYTHON).exists() or sys.platform != "linux", reason="needs the project's .venv and Linux /proc"
+)
 
 
 @pytest.fixture
@@ -59,8 +61,9 @@ def start(procs, cmd, work) -> subprocess.Popen:
     """Start ``cmd`` in ``work`` (output in ``p.log``) and wait until Snakemake has taken its lock."""
     log = work.parent / f"{work.name}-run{len(procs)}.log"
     with open(log, "wb") as out:
-        p = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                             preexec_fn=default_signals)
+        p = subprocess.Popen(
+            cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_signals
+        )
     p.log = log
     procs.append(p)
     deadline = time.time() + 60
@@ -73,8 +76,9 @@ def start(procs, cmd, work) -> subprocess.Popen:
 
 def wrapper(work: Path, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
     cmd = [WRAPPER, "-s", str(work / "Snakefile"), "--directory", str(work), "--cores", "1", *args]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, start_new_session=True
+    )
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -113,8 +117,13 @@ def test_a_run_killed_hard_leaves_a_lock_that_the_next_run_removes(work, procs):
     assert (work / "done.txt").exists() and locks(work) == [] and not owner.exists()
 
 
-@pytest.mark.parametrize("sig, says", [(signal.SIGINT, "Terminating processes on user request"),
-                                       (signal.SIGTERM, "Will exit after finishing currently running jobs")])
+@pytest.mark.parametrize(
+    "sig, says",
+    [
+        (signal.SIGINT, "Terminating processes on user request"),
+        (signal.SIGTERM, "Will exit after finishing currently running jobs"),
+    ],
+)
 def test_int_and_term_sent_to_the_script_reach_snakemake(work, procs, sig, says):
     run = start(procs, [WRAPPER, "-s", str(work / "Snakefile"), "--cores", "1"], work)
     deadline = time.time() + 30
@@ -153,10 +162,11 @@ def test_the_owner_record_tells_a_reused_pid_from_a_live_run(work, procs):
     stat = Path(f"/proc/{live.pid}/stat").read_text()
     start_time = stat.rsplit(")", 1)[1].split()[19]
     host = socket.gethostname()
-    for record, stale in [(f"{host} {live.pid} {start_time}", False),  # that very process: live
-                          (f"{host} {live.pid} {int(start_time) - 1}", True),  # same PID, another process
-                          (f"other-host.example {live.pid} 1", False),  # cannot be checked from here
-                          ]:
+    for record, stale in [
+        (f"{host} {live.pid} {start_time}", False),  # that very process: live
+        (f"{host} {live.pid} {int(start_time) - 1}", True),  # same PID, another process
+        (f"other-host.example {live.pid} 1", False),  # cannot be checked from here
+    ]:
         (work / ".snakemake" / "locks" / "0.output.lock").write_text("x")
         owner.write_text(record + "\n")
         r = wrapper(work, "--version")

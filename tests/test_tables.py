@@ -1,4 +1,5 @@
 """fiveflow.tables.read_delimited: the strict reader of every user table (issue 16, hostile inputs)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,11 @@ def write(tmp_path, name: str, data: bytes | str):
 
 def test_unquoted_comma_is_an_error_naming_file_line_and_fix(tmp_path):
     p = write(tmp_path, "r.csv", "patient_id,text\nTCGA-AA-0001,Adenocarcinoma, grade 2, pleura free\n")
-    with pytest.raises(TableError, match=r"r\.csv: line 2: 4 comma-separated field\(s\) where the header \(line 1\) "
-                                         r"has 2 .*Fix: quote fields that contain the delimiter, e\.g\. \"a, b\""):
+    with pytest.raises(
+        TableError,
+        match=r"r\.csv: line 2: 4 comma-separated field\(s\) where the header \(line 1\) "
+        r"has 2 .*Fix: quote fields that contain the delimiter, e\.g\. \"a, b\"",
+    ):
         read_delimited(p)
 
 
@@ -69,24 +73,30 @@ def test_blank_lines_skipped_header_only_and_values_are_str(tmp_path):
     assert df.empty and list(df.columns) == ["a", "b"]
 
 
-@pytest.mark.parametrize("header, match", [
-    ("a,a", r"line 1: column name\(s\) \['a'\] appear more than once"),
-    ("a,,b", r"line 1: the header has an empty column name \(column 2 of 3\)"),
-])
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        ("a,a", r"line 1: column name\(s\) \['a'\] appear more than once"),
+        ("a,,b", r"line 1: the header has an empty column name \(column 2 of 3\)"),
+    ],
+)
 def test_bad_header(tmp_path, header, match):
     with pytest.raises(TableError, match=match):
         read_delimited(write(tmp_path, "r.csv", header + "\n1,2,3\n"))
 
 
-@pytest.mark.parametrize("data, match", [
-    (b"", r"e\.csv: the file is empty"),
-    (b"\n \n", r"e\.csv: the file is empty"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"e\.csv: binary content \(NUL bytes\)"),
-    ("a,b\n1,2\n".encode("utf-16"), r"binary content.*UTF-16"),
-    (b"a,b\n\x81\x8d,1\n", r"cannot decode"),
-    (b"\xf0\x01\x0b\xe3eJ\x84\xaa\xfb^\xf0\xe9#W", r"binary content \(control byte '\\x01' at offset 1\)"),
-    ("a,b\x0bc\n1,2\n".encode(), r"line 1: column name 'b\\x0bc' has control characters"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", r"e\.csv: the file is empty"),
+        (b"\n \n", r"e\.csv: the file is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"e\.csv: binary content \(NUL bytes\)"),
+        ("a,b\n1,2\n".encode("utf-16"), r"binary content.*UTF-16"),
+        (b"a,b\n\x81\x8d,1\n", r"cannot decode"),
+        (b"\xf0\x01\x0b\xe3eJ\x84\xaa\xfb^\xf0\xe9#W", r"binary content \(control byte '\\x01' at offset 1\)"),
+        (b"a,b\x0bc\n1,2\n", r"line 1: column name 'b\\x0bc' has control characters"),
+    ],
+)
 def test_empty_binary_and_undecodable_files(tmp_path, data, match):
     with pytest.raises(TableError, match=match):
         read_delimited(write(tmp_path, "e.csv", data))

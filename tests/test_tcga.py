@@ -1,4 +1,5 @@
 """TCGA-lung from GDC manifests (issue 8): the cohort table, config/tcga_lung.yaml, the full DAG."""
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,26 @@ def _manifest(path: Path, rows) -> Path:
 
 
 def test_releases_merge_on_file_name_and_the_last_wins(tmp_path):
-    old = _manifest(tmp_path / "old.txt", [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10),
-                                           ("id2", "TCGA-AA-0002-01Z-00-DX1.u2.svs", "b", 20)])
-    new = _manifest(tmp_path / "new.txt", [("id9", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "c", 10),  # new id + md5
-                                           ("id3", "TCGA-AA-0001-01Z-00-DX2.u3.svs", "d", 30)])
+    old = _manifest(
+        tmp_path / "old.txt",
+        [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10), ("id2", "TCGA-AA-0002-01Z-00-DX1.u2.svs", "b", 20)],
+    )
+    new = _manifest(
+        tmp_path / "new.txt",
+        [
+            ("id9", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "c", 10),  # new id + md5
+            ("id3", "TCGA-AA-0001-01Z-00-DX2.u3.svs", "d", 30),
+        ],
+    )
     sq = _manifest(tmp_path / "sq.txt", [("id4", "TCGA-BB-0004-01Z-00-DX1.u4.svs", "e", 40)])
     gdc = {"manifests": {"LUAD": [str(old), str(new)], "LUSC": str(sq)}, "slide_dir": "slides"}
     t = gdc_table(gdc, ["LUAD", "LUSC"], tmp_path)
-    assert t["slide_id"].tolist() == ["TCGA-AA-0001-01Z-00-DX1", "TCGA-AA-0001-01Z-00-DX2",
-                                      "TCGA-AA-0002-01Z-00-DX1", "TCGA-BB-0004-01Z-00-DX1"]
+    assert t["slide_id"].tolist() == [
+        "TCGA-AA-0001-01Z-00-DX1",
+        "TCGA-AA-0001-01Z-00-DX2",
+        "TCGA-AA-0002-01Z-00-DX1",
+        "TCGA-BB-0004-01Z-00-DX1",
+    ]
     first = t.iloc[0]
     assert (first.file_id, first.md5, first.manifest) == (_uid("id9"), "c" * 32, str(new))  # the later release
     assert t["patient_id"].tolist() == ["TCGA-AA-0001", "TCGA-AA-0001", "TCGA-AA-0002", "TCGA-BB-0004"]
@@ -46,25 +58,36 @@ def test_releases_merge_on_file_name_and_the_last_wins(tmp_path):
 
 
 def test_labels_table_overrides_and_conflicts_are_errors(tmp_path):
-    a = _manifest(tmp_path / "a.txt", [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10),
-                                       ("id2", "TCGA-AA-0002-01Z-00-DX1.u2.svs", "b", 20)])
+    a = _manifest(
+        tmp_path / "a.txt",
+        [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10), ("id2", "TCGA-AA-0002-01Z-00-DX1.u2.svs", "b", 20)],
+    )
     b = _manifest(tmp_path / "b.txt", [("id3", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10)])
-    with pytest.raises(ValueError, match=r"TCGA-AA-0001-01Z-00-DX1.u1.svs is listed under class LUAD .* and under LUSC"):
+    with pytest.raises(
+        ValueError, match=r"TCGA-AA-0001-01Z-00-DX1.u1.svs is listed under class LUAD .* and under LUSC"
+    ):
         gdc_table({"manifests": {"LUAD": str(a), "LUSC": str(b)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
     with pytest.raises(ValueError, match="not in `classes`"):
         gdc_table({"manifests": {"KIRC": str(a)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
     lab = tmp_path / "clinical.csv"
-    pd.DataFrame({"slide_file_name": ["TCGA-AA-0002-01Z-00-DX1.u2.svs"], "cancer_type": ["LUSC"]}).to_csv(lab, index=False)
+    pd.DataFrame({"slide_file_name": ["TCGA-AA-0002-01Z-00-DX1.u2.svs"], "cancer_type": ["LUSC"]}).to_csv(
+        lab, index=False
+    )
     t = gdc_table({"manifests": {"LUAD": str(a)}, "labels": str(lab), "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
-    assert t.set_index("slide_id")["label"].to_dict() == {"TCGA-AA-0001-01Z-00-DX1": "LUAD", "TCGA-AA-0002-01Z-00-DX1": "LUSC"}
+    assert t.set_index("slide_id")["label"].to_dict() == {
+        "TCGA-AA-0001-01Z-00-DX1": "LUAD",
+        "TCGA-AA-0002-01Z-00-DX1": "LUSC",
+    }
     pd.DataFrame({"file": ["x"], "cancer_type": ["LUSC"]}).to_csv(lab, index=False)
     with pytest.raises(ValueError, match=r"clinical.csv: missing column\(s\) \['slide_file_name'\]"):
         gdc_table({"manifests": {"LUAD": str(a)}, "labels": str(lab), "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
 
 
 def test_two_files_of_one_barcode_keep_their_full_names(tmp_path):
-    a = _manifest(tmp_path / "a.txt", [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10),
-                                       ("id2", "TCGA-AA-0001-01Z-00-DX1.u2.svs", "b", 20)])
+    a = _manifest(
+        tmp_path / "a.txt",
+        [("id1", "TCGA-AA-0001-01Z-00-DX1.u1.svs", "a", 10), ("id2", "TCGA-AA-0001-01Z-00-DX1.u2.svs", "b", 20)],
+    )
     t = gdc_table({"manifests": {"LUAD": str(a)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
     assert t["slide_id"].tolist() == ["TCGA-AA-0001-01Z-00-DX1.u1", "TCGA-AA-0001-01Z-00-DX1.u2"]
     assert set(t["patient_id"]) == {"TCGA-AA-0001"} and patient_of("slide-7") == "slide-7"
@@ -104,8 +127,12 @@ def _fresh_clone(dest: Path) -> Path:
     """The repository's files as a clone has them (tracked, plus new files not ignored), without .venv or ../shared."""
     import shutil
 
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_ROOT,
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     for rel in filter(None, out.split("\0")):
         src = PROJECT_ROOT / rel
         if src.is_file():  # a tracked file deleted in the work tree is not copied
@@ -121,9 +148,25 @@ def test_full_dag_from_a_fresh_clone_without_shared(tmp_path):
     clone = _fresh_clone(tmp_path / "fiveflow")
     assert not (tmp_path / "shared").exists() and not (clone / ".venv").exists()
     env = {**os.environ, "PYTHONPATH": str(clone / "src")}  # the clone's package, not the checkout's
-    out = subprocess.run([str(PROJECT_ROOT / ".venv" / "bin" / "python"), "-m", "snakemake", "-n", "--quiet", "rules",
-                          "--configfile", "config/tcga_lung.yaml", "--cores", "1"],
-                         cwd=clone, capture_output=True, text=True, timeout=900, env=env)
+    out = subprocess.run(
+        [
+            str(PROJECT_ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "snakemake",
+            "-n",
+            "--quiet",
+            "rules",
+            "--configfile",
+            "config/tcga_lung.yaml",
+            "--cores",
+            "1",
+        ],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]
     counts = job_stats(text)
@@ -140,9 +183,29 @@ def test_full_dag_from_a_fresh_clone_without_shared(tmp_path):
 
 def test_the_product_never_names_the_shared_folder():
     """`git grep "shared/"` over what a user's clone has finds nothing (tests and benchmarks may use it)."""
-    out = subprocess.run(["git", "grep", "-n", "shared/", "--", "config", "workflow", "src", "README.md", "docs",
-                          "resources", "Snakefile", "envs", "profiles", "tools", "config.yaml"],
-                         cwd=PROJECT_ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "git",
+            "grep",
+            "-n",
+            "shared/",
+            "--",
+            "config",
+            "workflow",
+            "src",
+            "README.md",
+            "docs",
+            "resources",
+            "Snakefile",
+            "envs",
+            "profiles",
+            "tools",
+            "config.yaml",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1 and not out.stdout, out.stdout  # 1: no match
 
 
@@ -175,8 +238,13 @@ def test_shipped_tcga_inputs_match_their_checksums_and_origins():
 def test_cohort_level_files_are_never_taken_for_slides(tmp_path):
     """The slide wildcard is a generic id pattern (an alternation of 1,000+ ids was quadratic), so it must
     still refuse the cohort-level files next to the per-slide ones (qc/montage.png, qc/tiling_summary.csv)."""
-    out = subprocess.run(["bash", "tools/snakemake.sh", "-n", "--config", f"results_dir={tmp_path}/results"],
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        ["bash", "tools/snakemake.sh", "-n", "--config", f"results_dir={tmp_path}/results"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
     assert "InputFunctionException" not in text and "slide=montage" not in text, text[-3000:]
@@ -206,8 +274,11 @@ def test_clinical_table_is_read_strictly(tmp_path):
 
 def test_file_names_that_clean_to_one_slide_id_are_an_error(tmp_path):
     a = _manifest(tmp_path / "a.txt", [(_uuid(1), "slide 1.svs", "a", 10), (_uuid(2), "slide_1.svs", "b", 20)])
-    with pytest.raises(ValueError, match=r"slide ids 'slide 1' \(.*a\.txt: slide 1\.svs\) and 'slide_1' "
-                                         r"\(.*a\.txt: slide_1\.svs\) both become 'slide_1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"slide ids 'slide 1' \(.*a\.txt: slide 1\.svs\) and 'slide_1' "
+        r"\(.*a\.txt: slide_1\.svs\) both become 'slide_1'",
+    ):
         gdc_table({"manifests": {"LUAD": str(a)}, "slide_dir": "s"}, ["LUAD", "LUSC"], tmp_path)
     a = _manifest(tmp_path / "a.txt", [(_uuid(1), "x.svs", "a", 10), (_uuid(2), "x.tif", "b", 20)])
     with pytest.raises(ValueError, match=r"files \['x.svs', 'x.tif'\] would all be slide 'x'"):

@@ -4,6 +4,7 @@ The shared development copies (the 300-report subset with the authors' GPT-4 ans
 HTTP server standing in for GitHub: the corpus zipped as TCGA_Reports.csv.zip and pinned by its git blob id, the
 answers split into LUAD and LUSC files pinned by sha256, as config/tcga_lung.yaml pins the real ones.
 """
+
 from __future__ import annotations
 
 import csv
@@ -62,10 +63,21 @@ def _run(tmp_path: Path, downloads: dict, *targets: str) -> subprocess.Completed
         "downloads": downloads,
     }
     (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
-    cmd = [str(PROJECT_ROOT / "tools" / "snakemake.sh"), "-s", str(PROJECT_ROOT / "Snakefile"), "--directory",
-           str(tmp_path), "--configfile", str(PROJECT_ROOT / "config.yaml"),
-           str(PROJECT_ROOT / "config" / "tcga_lung.yaml"),
-           str(tmp_path / "overlay.yaml"), "--cores", "1", "--keep-going", *targets]
+    cmd = [
+        str(PROJECT_ROOT / "tools" / "snakemake.sh"),
+        "-s",
+        str(PROJECT_ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(PROJECT_ROOT / "config.yaml"),
+        str(PROJECT_ROOT / "config" / "tcga_lung.yaml"),
+        str(tmp_path / "overlay.yaml"),
+        "--cores",
+        "1",
+        "--keep-going",
+        *targets,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -81,14 +93,23 @@ def test_reports_and_answers_are_fetched_resumed_verified_and_structured(server,
     inp = tmp_path / "inputs"
     downloads = {
         # the connection is cut two thirds into the corpus: the job resumes it with a Range request
-        "tcga_reports": _entry(server.add("TCGA_Reports.csv.zip", corpus, cut=2 * len(corpus) // 3),
-                               f"gitsha1:{_gitsha1(corpus)}", inp / "TCGA_Reports.csv.zip"),
-        "five_answers_luad": _entry(server.add("LUAD.csv", answers["LUAD"]),
-                                    "sha256:" + hashlib.sha256(answers["LUAD"]).hexdigest(), inp / "LUAD.csv",
-                                    answers["LUAD"]),
-        "five_answers_lusc": _entry(server.add("LUSC.csv", answers["LUSC"]),
-                                    "md5:" + hashlib.md5(answers["LUSC"]).hexdigest(), inp / "LUSC.csv",
-                                    answers["LUSC"]),
+        "tcga_reports": _entry(
+            server.add("TCGA_Reports.csv.zip", corpus, cut=2 * len(corpus) // 3),
+            f"gitsha1:{_gitsha1(corpus)}",
+            inp / "TCGA_Reports.csv.zip",
+        ),
+        "five_answers_luad": _entry(
+            server.add("LUAD.csv", answers["LUAD"]),
+            "sha256:" + hashlib.sha256(answers["LUAD"]).hexdigest(),
+            inp / "LUAD.csv",
+            answers["LUAD"],
+        ),
+        "five_answers_lusc": _entry(
+            server.add("LUSC.csv", answers["LUSC"]),
+            "md5:" + hashlib.md5(answers["LUSC"]).hexdigest(),
+            inp / "LUSC.csv",
+            answers["LUSC"],
+        ),
     }
     proc = _run(tmp_path, downloads, "results/reports/labels.parquet")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -116,11 +137,15 @@ def test_a_checksum_mismatch_and_an_unreachable_source_fail_clearly(server, tmp_
     unreachable = closed_port_url()
     downloads = {
         "tcga_reports": _entry(unreachable, "sha256:" + "0" * 64, inp / "TCGA_Reports.csv.zip", retries=0),
-        "five_answers_luad": _entry(server.add("LUAD.csv", answers["LUAD"]), "sha256:" + "ab" * 32, inp / "LUAD.csv",
-                                    answers["LUAD"]),
-        "five_answers_lusc": _entry(server.add("LUSC.csv", answers["LUSC"]),
-                                    "sha256:" + hashlib.sha256(answers["LUSC"]).hexdigest(), inp / "LUSC.csv",
-                                    answers["LUSC"]),
+        "five_answers_luad": _entry(
+            server.add("LUAD.csv", answers["LUAD"]), "sha256:" + "ab" * 32, inp / "LUAD.csv", answers["LUAD"]
+        ),
+        "five_answers_lusc": _entry(
+            server.add("LUSC.csv", answers["LUSC"]),
+            "sha256:" + hashlib.sha256(answers["LUSC"]).hexdigest(),
+            inp / "LUSC.csv",
+            answers["LUSC"],
+        ),
     }
     proc = _run(tmp_path, downloads, "results/reports/labels.parquet")
     assert proc.returncode != 0

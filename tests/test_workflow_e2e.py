@@ -4,6 +4,7 @@ One run of a few minutes covers: the whole chain from slide generation to tables
 report, a hard kill (SIGKILL of the whole process group) in the middle, a rerun through
 tools/snakemake.sh that finishes without manual cleanup, and a final dry run with nothing to do.
 """
+
 from __future__ import annotations
 
 import os
@@ -104,7 +105,9 @@ def test_outputs_complete(finished_run):
     assert "tabular" in (results / "tables" / "fewshot.tex").read_text()
     assert len(list((results / "qc").glob("DEMO-*.png"))) == 8
     labels = pd.read_parquet(results / "reports" / "labels.parquet")
-    assert {"patient_id", "differentiation", "margins", "description", "backend", "prompt_version"} <= set(labels.columns)
+    assert {"patient_id", "differentiation", "margins", "description", "backend", "prompt_version"} <= set(
+        labels.columns
+    )
     split = pd.read_csv(results / "splits" / "split.csv")
     assert split.groupby("patient_id")["split"].nunique().max() == 1  # patient-level
     # attention of run 0 per test slide, and heatmaps at the largest shot count (one PNG per test slide)
@@ -139,5 +142,6 @@ def test_html_report(finished_run):
     entries, categories = report_results(out)
     assert {"1. Slides", "2. Reports", "3. Results"} <= set(categories)  # the menu sorts them: pipeline order
     assert all(e["caption"].strip() and "{{" not in e["caption"] for e in entries.values())
-    assert_report_renders(out, results / "report_screenshots", table="fewshot.html",
-                          plots=("fewshot.png", "roc.png", "confusion.png"))
+    assert_report_renders(
+        out, results / "report_screenshots", table="fewshot.html", plots=("fewshot.png", "roc.png", "confusion.png")
+    )

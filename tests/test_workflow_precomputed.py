@@ -4,6 +4,7 @@ With `embedding.precomputed` the workflow imports one bag per slide instead of t
 the slide files need not exist, the split uses every slide, and training reads the imported bags.
 A slide without a feature file stops the run before any job starts, naming the slide and the fix.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,6 @@ from conftest import PROJECT_ROOT, run_workflow, shared_path
 from fiveflow.embed.bags import COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, bag_attrs, read_bag
 
 pytestmark = pytest.mark.e2e
-
 
 
 def write_cohort(work: Path, real_h5: Path) -> None:
@@ -38,10 +38,15 @@ def write_cohort(work: Path, real_h5: Path) -> None:
             pd.DataFrame(x).to_csv(feats / label / f"{sid}.csv", index=False, float_format="%.4f")
         rows.append((f"P{i}", sid, label, f"slides/{sid}.svs"))  # slide files do not exist
     pd.DataFrame(rows, columns=["patient_id", "slide_id", "label", "path"]).to_csv(work / "samples.csv", index=False)
-    grades = ["Well differentiated.", "Poorly differentiated. Visceral pleural invasion present.",
-              "Moderately differentiated. Lymphovascular invasion identified.", "Margins positive."]
-    pd.DataFrame({"patient_id": [f"P{i}" for i in range(8)],
-                  "text": [f"Carcinoma. {grades[i % 4]}" for i in range(8)]}).to_csv(work / "reports.csv", index=False)
+    grades = [
+        "Well differentiated.",
+        "Poorly differentiated. Visceral pleural invasion present.",
+        "Moderately differentiated. Lymphovascular invasion identified.",
+        "Margins positive.",
+    ]
+    pd.DataFrame(
+        {"patient_id": [f"P{i}" for i in range(8)], "text": [f"Carcinoma. {grades[i % 4]}" for i in range(8)]}
+    ).to_csv(work / "reports.csv", index=False)
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     cfg["results_dir"] = str(work / "results")
     cfg["cohort"].update(source="samples", samples=str(work / "samples.csv"), reports=str(work / "reports.csv"))

@@ -3,6 +3,7 @@
 Bags are bit-identical to a run with a job per slide; a shard killed hard (SIGKILL of the whole run) is
 rerun by the next run, which embeds only the slides the killed one had not finished.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,8 @@ def write_cohort(work: Path, slides: Path, shard_size: int) -> None:
     rows = [(f"P{i}", ["LUAD", "LUSC"][i % 2], str(slides / f"s{i}.tif"), "") for i in range(N)]
     pd.DataFrame(rows, columns=["patient_id", "label", "path", "mpp"]).to_csv(work / "samples.csv", index=False)
     pd.DataFrame({"patient_id": [f"P{i}" for i in range(N)], "text": ["Adenocarcinoma."] * N}).to_csv(
-        work / "reports.csv", index=False)
+        work / "reports.csv", index=False
+    )
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     cfg["results_dir"] = str(work / "results")
     cfg["cohort"].update(source="samples", samples=str(work / "samples.csv"), reports=str(work / "reports.csv"))
@@ -66,7 +68,10 @@ def test_shards_give_the_per_slide_bags_bit_identical(tmp_path, slides, per_slid
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     stats = job_stats(r.stdout + r.stderr)
     assert "embed" not in stats and sorted(k for k in stats if k.startswith("embed_shard")) == [
-        "embed_shard_0000", "embed_shard_0001", "embed_shard_0002"]  # 3 + 3 + 2 slides
+        "embed_shard_0000",
+        "embed_shard_0001",
+        "embed_shard_0002",
+    ]  # 3 + 3 + 2 slides
     assert same_features(per_slide, tmp_path)
     assert not (tmp_path / "results" / "features" / "demo" / ".shard-store").exists()
     again = run_workflow(tmp_path, "-n", *bags(tmp_path))
@@ -82,8 +87,12 @@ def test_a_killed_shard_resumes_at_its_next_slide(tmp_path, slides, per_slide):
     assert stats["embed_shard_0000"] == 1 and stats["tile"] == N and "pretrain" not in stats, stats
     store = tmp_path / "results" / "features" / "demo" / ".shard-store"
     log = open(tmp_path / "run1.log", "wb")
-    run = subprocess.Popen(workflow_cmd(tmp_path, "--cores", "1", *bags(tmp_path)), stdout=log,
-                           stderr=subprocess.STDOUT, start_new_session=True)
+    run = subprocess.Popen(
+        workflow_cmd(tmp_path, "--cores", "1", *bags(tmp_path)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while sum(bool(bag_attrs(p).get("complete")) for p in store.glob("*.h5")) < 2:

@@ -4,6 +4,7 @@ A corrupt file, a blank slide and a slide without mpp must not stop the run: eac
 qc/tiling_summary.csv with its status and reason, left out of the split, and named at the end of
 the run. Adding an `mpp` for one slide in the sheet re-tiles that slide only.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from conftest import PROJECT_ROOT, run_workflow, tissue_image, write_pyramid_tiff
 
 pytestmark = pytest.mark.e2e
+
 
 def write_cohort(work: Path, nompp_override: str = "") -> None:
     slides = work / "slides"
@@ -30,13 +32,17 @@ def write_cohort(work: Path, nompp_override: str = "") -> None:
         write_pyramid_tiff(slides / "blank.tif", tissue_image(1024, 768, tissue_box=None), mpp=0.5)
         write_pyramid_tiff(slides / "nompp.tif", tissue_image(1024, 768, seed=9), mpp=None)
         (slides / "broken.svs").write_bytes(b"II*\x00" + b"\x00" * 400)
-    rows += [("P6", "LUAD", "blank.tif", ""), ("P7", "LUSC", "nompp.tif", nompp_override),
-             ("P8", "LUAD", "broken.svs", "")]
+    rows += [
+        ("P6", "LUAD", "blank.tif", ""),
+        ("P7", "LUSC", "nompp.tif", nompp_override),
+        ("P8", "LUAD", "broken.svs", ""),
+    ]
     df = pd.DataFrame(rows, columns=["patient_id", "label", "path", "mpp"])
     df["path"] = "slides/" + df["path"]
     df.to_csv(work / "samples.csv", index=False)
     pd.DataFrame({"patient_id": [f"P{i}" for i in range(9)], "text": ["Adenocarcinoma."] * 9}).to_csv(
-        work / "reports.csv", index=False)
+        work / "reports.csv", index=False
+    )
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     cfg["results_dir"] = str(work / "results")
     cfg["cohort"].update(source="samples", samples=str(work / "samples.csv"), reports=str(work / "reports.csv"))

@@ -1,5 +1,6 @@
 """train.zeroshot_epoch: best_on_test: zero-shot on the test split after every pre-training epoch, the
 optimistic FiVE-bestepoch row (the epoch with the best test accuracy), resume after a kill, the workflow."""
+
 from __future__ import annotations
 
 import json
@@ -88,10 +89,20 @@ def test_bestepoch_row_is_the_argmax_accuracy_epoch_and_is_labelled(cohort, runs
     # crafted per-epoch probabilities: epoch 1 all wrong, 2 and 3 all right (a tie: the earlier wins), 4 half
     right, wrong = np.where(y, 0.9, 0.1), np.where(y, 0.1, 0.9)
     half = np.where(np.arange(len(y)) % 2 == 0, right, wrong)
-    crafted = dict(each, extra={**each["extra"], EPOCH_EVAL_KEY: {
-        **each["extra"][EPOCH_EVAL_KEY], "prob": [wrong.tolist(), right.tolist(), (right * 0.99).tolist(), half.tolist()]}})
+    crafted = dict(
+        each,
+        extra={
+            **each["extra"],
+            EPOCH_EVAL_KEY: {
+                **each["extra"][EPOCH_EVAL_KEY],
+                "prob": [wrong.tolist(), right.tolist(), (right * 0.99).tolist(), half.tolist()],
+            },
+        },
+    )
     torch.save(crafted, tmp_path / "crafted.pt")
-    pred = run_zeroshot_bestepoch(tmp_path / "crafted.pt", out / "split.csv", cfg, tmp_path / "FiVE-bestepoch_0.parquet")
+    pred = run_zeroshot_bestepoch(
+        tmp_path / "crafted.pt", out / "split.csv", cfg, tmp_path / "FiVE-bestepoch_0.parquet"
+    )
     assert set(pred["method"]) == {"FiVE-bestepoch"} and set(pred["shots"]) == {0} and set(pred["run"]) == {0}
     np.testing.assert_array_equal(pred["prob"].to_numpy(), right)
     import pyarrow.parquet as pq
@@ -106,10 +117,15 @@ def test_bestepoch_row_is_the_argmax_accuracy_epoch_and_is_labelled(cohort, runs
     # the tables label the row optimistic, with the chosen epoch, beside the honest final-epoch FiVE row
     run_zeroshot(out / "each.pt", out / "split.csv", coh["bag_paths"], cfg, tmp_path / "FiVE_0.parquet")
     t = tmp_path / "t"
-    o = SimpleNamespace(csv=t / "f.csv", md=t / "f.md", tex=t / "f.tex", html=t / "f.html", runs=t / "r.csv",
-                        plot=t / "f.png")
-    evaluate_predictions([str(tmp_path / "FiVE_0.parquet"), str(tmp_path / "FiVE-bestepoch_0.parquet")], o,
-                         classes=[c["name"] for c in cfg["classes"]], n_boot=0)
+    o = SimpleNamespace(
+        csv=t / "f.csv", md=t / "f.md", tex=t / "f.tex", html=t / "f.html", runs=t / "r.csv", plot=t / "f.png"
+    )
+    evaluate_predictions(
+        [str(tmp_path / "FiVE_0.parquet"), str(tmp_path / "FiVE-bestepoch_0.parquet")],
+        o,
+        classes=[c["name"] for c in cfg["classes"]],
+        n_boot=0,
+    )
     csv = pd.read_csv(o.csv, keep_default_na=False).set_index("method")
     assert csv.loc["FiVE-bestepoch", "note"] == f"{NOTE} (epoch 2 of {EPOCHS})" and csv.loc["FiVE", "note"] == ""
     assert csv.loc["FiVE-bestepoch", "acc_mean"] == 1.0
@@ -133,12 +149,20 @@ def test_per_epoch_results_survive_a_kill_and_resume(cohort, runs):
         def stop(epoch):  # runs before the evaluation of its epoch: killed between the state save and it
             if epoch == k:
                 raise _Killed
+
         return stop
 
     ckpt = out / "cut.pt"
     with pytest.raises(_Killed):
-        pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, ckpt, zeroshot_each_epoch=True,
-                 on_epoch=stop_at(2))
+        pretrain(
+            out / "split.csv",
+            coh["labels_parquet"],
+            coh["bag_paths"],
+            cfg,
+            ckpt,
+            zeroshot_each_epoch=True,
+            on_epoch=stop_at(2),
+        )
     side = epoch_eval_path(ckpt)
     assert torch.load(resume_path(ckpt), weights_only=False)["epoch"] == 2
     assert sorted(yaml.safe_load(side.read_text())["prob"]) == ["1"]  # epoch 2 never evaluated
@@ -150,8 +174,15 @@ def test_per_epoch_results_survive_a_kill_and_resume(cohort, runs):
     assert not side.exists() and not resume_path(ckpt).exists()
     # the side file lost: training cannot resume without the earlier epochs' results, so it starts over
     with pytest.raises(_Killed):
-        pretrain(out / "split.csv", coh["labels_parquet"], coh["bag_paths"], cfg, out / "lost.pt",
-                 zeroshot_each_epoch=True, on_epoch=stop_at(3))
+        pretrain(
+            out / "split.csv",
+            coh["labels_parquet"],
+            coh["bag_paths"],
+            cfg,
+            out / "lost.pt",
+            zeroshot_each_epoch=True,
+            on_epoch=stop_at(3),
+        )
     epoch_eval_path(out / "lost.pt").unlink()
     lost = _run(cohort, "lost.pt", zeroshot_each_epoch=True, log=out / "lost.log")
     assert "training starts over" in (out / "lost.log").read_text()
@@ -163,8 +194,9 @@ def _dry_run_jobs(tmp_path, *configfiles) -> str:
     cmd = ["bash", "tools/snakemake.sh", "-n", "--quiet", "rules"]
     if configfiles:
         cmd += ["--configfile", "config.yaml", *map(str, configfiles)]
-    r = subprocess.run(cmd + ["--config", f"results_dir={tmp_path}/results"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        cmd + ["--config", f"results_dir={tmp_path}/results"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout + r.stderr
 
@@ -178,5 +210,6 @@ def test_workflow_plans_the_bestepoch_row_only_when_asked(tmp_path):
     overlay.write_text("train:\n  zeroshot_epoch: best_on_test\n")
     best = job_stats(_dry_run_jobs(tmp_path, overlay))
     assert best["zeroshot_bestepoch"] == 1
-    assert {k: v for k, v in best.items() if k not in ("zeroshot_bestepoch", "total")} == \
-        {k: v for k, v in default.items() if k != "total"}
+    assert {k: v for k, v in best.items() if k not in ("zeroshot_bestepoch", "total")} == {
+        k: v for k, v in default.items() if k != "total"
+    }

@@ -9,6 +9,7 @@ is normalised to the six categorical facts (fiveflow.reports.normalize; an empty
 unknown), and the table counts each combination per class (fiveflow.cohort.facts). Run once; the
 demo generator draws from the result. resources/demo/README.md records how the shipped table was made.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ from fiveflow.io import atomic_write_text  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("answers", help="answers table (CSV/TSV/Parquet/Excel)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "resources" / "demo" /
-                                         "report_facts.csv"))
+    ap.add_argument(
+        "--out", default=str(Path(__file__).resolve().parents[1] / "resources" / "demo" / "report_facts.csv")
+    )
     ap.add_argument("--label-column", default="cancer_type")
     ap.add_argument("--answer-column", default="answer")
     args = ap.parse_args(argv)

@@ -9,6 +9,7 @@ pixels, distinct colours, for plots how many of the image's main colours are on 
 Exit status 0 when every check passes, 1 when one fails, 2 without Chromium (install it: Debian
 ``apt-get install chromium``; or point $CHROMIUM at a Chrome/Chromium binary).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,18 +30,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("report", type=Path, help="the report, from snakemake --report report.html")
     ap.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: <report>_screenshots)")
-    ap.add_argument("--show", action="append", default=None,
-                    help=f"a result to show, by path or file name (repeatable; default: {' '.join(DEFAULT_SHOW)})")
+    ap.add_argument(
+        "--show",
+        action="append",
+        default=None,
+        help=f"a result to show, by path or file name (repeatable; default: {' '.join(DEFAULT_SHOW)})",
+    )
     ap.add_argument("--window", default="1400x900", help="browser window WIDTHxHEIGHT (default 1400x900)")
     args = ap.parse_args(argv)
     if not args.report.is_file():
-        print(f"error: no report at {args.report}; make it with tools/snakemake.sh --cores 1 --report {args.report}",
-              file=sys.stderr)
+        print(
+            f"error: no report at {args.report}; make it with tools/snakemake.sh --cores 1 --report {args.report}",
+            file=sys.stderr,
+        )
         return 1
     chromium = find_chromium()
     if chromium is None:
-        print("error: headless Chromium not found; install it (Debian: apt-get install chromium) or set $CHROMIUM",
-              file=sys.stderr)
+        print(
+            "error: headless Chromium not found; install it (Debian: apt-get install chromium) or set $CHROMIUM",
+            file=sys.stderr,
+        )
         return 2
     w, h = (int(v) for v in args.window.lower().split("x"))
     out = args.out or args.report.with_name(args.report.stem + "_screenshots")

@@ -1,2 +1,3 @@
 """fiveflow: FiVE whole-slide classification pipeline."""
+
 __version__ = "0.1.0"

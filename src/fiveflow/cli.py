@@ -3,6 +3,7 @@
 Each stage subcommand reads the same config.yaml as the workflow (``--config``), so a stage can be rerun
 or fed from outside without Snakemake.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,22 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     cases = demo_cases(n, int(demo["seed"]))
     for c in cases:
-        write_demo_slide(c, out / "slides" / f"{c.slide_id}.tif", int(demo["width"]), int(demo["height"]), float(demo["mpp"]),
-                         difficulty=demo.get("difficulty"))
+        write_demo_slide(
+            c,
+            out / "slides" / f"{c.slide_id}.tif",
+            int(demo["width"]),
+            int(demo["height"]),
+            float(demo["mpp"]),
+            difficulty=demo.get("difficulty"),
+        )
         print(out / "slides" / f"{c.slide_id}.tif")
-    write_demo_tables(cases, {c.slide_id: f"slides/{c.slide_id}.tif" for c in cases},
-                      out / "samples.csv", out / "reports.csv", out / "truth.csv")
+    write_demo_tables(
+        cases,
+        {c.slide_id: f"slides/{c.slide_id}.tif" for c in cases},
+        out / "samples.csv",
+        out / "reports.csv",
+        out / "truth.csv",
+    )
     return 0
 
 
@@ -62,8 +74,15 @@ def cmd_tile(args) -> int:
     for s in args.slide:
         sid = slide_id_from_path(s)
         try:
-            meta = tile_slide(s, sid, cfg, out / "coords" / f"{sid}.parquet", out / "qc" / f"{sid}.png",
-                              out / "qc" / "tissue" / f"{sid}.geojson", mpp_override=args.mpp)
+            meta = tile_slide(
+                s,
+                sid,
+                cfg,
+                out / "coords" / f"{sid}.parquet",
+                out / "qc" / f"{sid}.png",
+                out / "qc" / "tissue" / f"{sid}.geojson",
+                mpp_override=args.mpp,
+            )
         except SlideError as exc:
             print(f"fiveflow tile: {exc}", file=sys.stderr)
             worst = 2
@@ -71,8 +90,10 @@ def cmd_tile(args) -> int:
         if meta.status != "ok":
             print(f"fiveflow tile: {meta.message}", file=sys.stderr)
             worst = max(worst, 1)
-        print(f"{sid}\t{meta.status}\t{meta.n_tiles} tiles\t{meta.slide_mpp:.4g} mpp ({meta.mpp_source})\t"
-              f"{meta.tissue_area_mm2:.2f} mm2 tissue")
+        print(
+            f"{sid}\t{meta.status}\t{meta.n_tiles} tiles\t{meta.slide_mpp:.4g} mpp ({meta.mpp_source})\t"
+            f"{meta.tissue_area_mm2:.2f} mm2 tissue"
+        )
     return worst
 
 
@@ -91,15 +112,25 @@ def cmd_embed(args) -> int:
 
     enc = build_encoder(cfg["encoder"], cfg["weights"], int(cfg["seed"]))
     # one model load and one prepare for all the slides (as a shard of the workflow)
-    prepared = prepare(enc, resolve_device(cfg["device"], "embedding.device"), cfg["precision"],
-                       bool(cfg["deterministic"]))
+    prepared = prepare(
+        enc, resolve_device(cfg["device"], "embedding.device"), cfg["precision"], bool(cfg["deterministic"])
+    )
     for s in args.slides:
         sid = slide_id_from_path(s)
         coords = Path(args.out) / "coords" / f"{sid}.parquet"
-        res = embed_slide(s, coords, enc, Path(args.out) / "features" / cfg["encoder"] / f"{sid}.h5",
-                          batch_size=int(cfg["batch_size"]), num_workers=cfg["num_workers"], device=cfg["device"],
-                          precision=cfg["precision"], deterministic=bool(cfg["deterministic"]),
-                          skip_complete=not args.overwrite, prepared=prepared)
+        res = embed_slide(
+            s,
+            coords,
+            enc,
+            Path(args.out) / "features" / cfg["encoder"] / f"{sid}.h5",
+            batch_size=int(cfg["batch_size"]),
+            num_workers=cfg["num_workers"],
+            device=cfg["device"],
+            precision=cfg["precision"],
+            deterministic=bool(cfg["deterministic"]),
+            skip_complete=not args.overwrite,
+            prepared=prepared,
+        )
         speed = "up to date" if res["skipped"] else f"{res['tiles_per_s']:.1f} tiles/s"
         print(f"{sid}\t{res['tiles']} tiles\t{speed}\t{res['inference']}")
     return 0
@@ -112,8 +143,15 @@ def cmd_encoders(args) -> int:
     for name, sp in specs().items():
         pp = sp.preprocess
         size = f"{pp.size or 'tile'}" + (f"/crop {pp.crop}" if pp.crop else "")
-        notes = "; ".join(x for x in (sp.summary, "gated: needs HF_TOKEN" if sp.gated else "",
-                                       f"needs {sp.requires}" if sp.requires else "") if x)
+        notes = "; ".join(
+            x
+            for x in (
+                sp.summary,
+                "gated: needs HF_TOKEN" if sp.gated else "",
+                f"needs {sp.requires}" if sp.requires else "",
+            )
+            if x
+        )
         print(f"{name}\t{sp.dim}\t{size}\t{sp.default_weights or '(your file)'}\t{notes}")
     print("any timm model name\t-\tmodel's own\t(random | file | hf-hub:<id>)\ttimm.create_model(name, num_classes=0)")
     return 0
@@ -144,8 +182,10 @@ def cmd_reports(args) -> int:
     if args.name_histotype is not None:
         cfg["name_histotype"] = args.name_histotype
     if backend_name(cfg["backend"]) == "precomputed" and not cfg.get("precomputed"):
-        raise ValueError("--backend import needs --answers CSV (patient_id or patient_filename, and answer: "
-                         "six phrases joined by ';')")
+        raise ValueError(
+            "--backend import needs --answers CSV (patient_id or patient_filename, and answer: "
+            "six phrases joined by ';')"
+        )
     if args.dry_run:
         if backend_name(cfg["backend"]) != "openai":
             raise ValueError("--dry-run estimates LLM requests: use it with --backend openai")
@@ -155,8 +195,11 @@ def cmd_reports(args) -> int:
         return 0
     df = structure_reports(src, args.output, cfg, log=log, id_column=args.id_column, text_column=args.text_column)
     bad = df["status"].ne("ok")
-    extra = f" ({int(bad.sum())} without a usable report: {df.loc[bad, 'status'].value_counts().to_dict()})" \
-        if bad.any() else ""
+    extra = (
+        f" ({int(bad.sum())} without a usable report: {df.loc[bad, 'status'].value_counts().to_dict()})"
+        if bad.any()
+        else ""
+    )
     print(f"{len(df)} patients -> {args.output}{extra}")
     return 0
 
@@ -181,12 +224,18 @@ def cmd_split(args) -> int:
 
     cfg = _cfg(args)
     if not Path(args.samples).exists():  # read_samples' own message names the config key, not this argument
-        raise FileNotFoundError(f"samples sheet not found: {args.samples}. Fix: give the path of an existing "
-                                "samples sheet (fiveflow split SAMPLES).")
+        raise FileNotFoundError(
+            f"samples sheet not found: {args.samples}. Fix: give the path of an existing "
+            "samples sheet (fiveflow split SAMPLES)."
+        )
     samples = read_samples(args.samples, classes=[c["name"] for c in cfg["classes"]], check_files=False)
-    split = make_split(samples, float(cfg["split"]["test_fraction"]), int(cfg["split"]["seed"]), Path(args.out) / "split.csv")
+    split = make_split(
+        samples, float(cfg["split"]["test_fraction"]), int(cfg["split"]["seed"]), Path(args.out) / "split.csv"
+    )
     fs = cfg["fewshot"]
-    make_fewshot_draws(split, [int(s) for s in fs["shots"]], int(fs["runs"]), int(fs["seed"]), Path(args.out) / "fewshot_draws.csv")
+    make_fewshot_draws(
+        split, [int(s) for s in fs["shots"]], int(fs["runs"]), int(fs["seed"]), Path(args.out) / "fewshot_draws.csv"
+    )
     print(split.groupby(["split", "label"]).size().to_string())
     return 0
 
@@ -212,7 +261,9 @@ def cmd_fewshot(args) -> int:
     if args.shots == 0:
         pred = run_zeroshot(args.ckpt, args.split, _bags(args.bags), cfg, args.out)
     else:
-        pred = run_fewshot(args.ckpt, args.split, args.draws, _bags(args.bags), cfg, args.shots, args.out, threads=args.threads)
+        pred = run_fewshot(
+            args.ckpt, args.split, args.draws, _bags(args.bags), cfg, args.shots, args.out, threads=args.threads
+        )
     print(f"{len(pred)} predictions -> {args.out}")
     return 0
 
@@ -224,14 +275,25 @@ def cmd_evaluate(args) -> int:
 
     cfg = _cfg(args)
     out = Path(args.out)
-    outs = SimpleNamespace(csv=out / "tables/fewshot.csv", md=out / "tables/fewshot.md", tex=out / "tables/fewshot.tex",
-                           runs=out / "tables/fewshot_runs.csv", plot=out / "plots/fewshot.png",
-                           ablation_csv=out / "tables/ablation.csv", ablation_md=out / "tables/ablation.md",
-                           roc=out / "plots/roc.png", confusion=out / "plots/confusion.png")
+    outs = SimpleNamespace(
+        csv=out / "tables/fewshot.csv",
+        md=out / "tables/fewshot.md",
+        tex=out / "tables/fewshot.tex",
+        runs=out / "tables/fewshot_runs.csv",
+        plot=out / "plots/fewshot.png",
+        ablation_csv=out / "tables/ablation.csv",
+        ablation_md=out / "tables/ablation.md",
+        roc=out / "plots/roc.png",
+        confusion=out / "plots/confusion.png",
+    )
     from .protocol import table_protocol
 
-    table = evaluate_predictions([str(p) for p in args.predictions], outs, classes=[c["name"] for c in cfg["classes"]],
-                                 protocol=table_protocol(cfg))  # FiVE's rows say which settings they ran under
+    table = evaluate_predictions(
+        [str(p) for p in args.predictions],
+        outs,
+        classes=[c["name"] for c in cfg["classes"]],
+        protocol=table_protocol(cfg),
+    )  # FiVE's rows say which settings they ran under
     print(table.to_string(index=False))
     return 0
 
@@ -258,8 +320,14 @@ def cmd_download(args) -> int:
     """Download a GDC manifest's files into OUT (resumable, md5-verified). Exit 0: all present; 1: some failed."""
     from .download import GDC_DATA_URL, download_manifest
 
-    table = download_manifest(args.manifest, args.out, jobs=args.jobs, base_url=args.base_url or GDC_DATA_URL,
-                              token_env=args.token_env, retries=args.retries)
+    table = download_manifest(
+        args.manifest,
+        args.out,
+        jobs=args.jobs,
+        base_url=args.base_url or GDC_DATA_URL,
+        token_env=args.token_env,
+        retries=args.retries,
+    )
     for r in table.itertuples():
         print(f"{r.file_id}\t{r.filename}\t{r.status}" + (f"\t{r.error}" if r.error else ""))
     counts = table["status"].value_counts().to_dict()
@@ -274,9 +342,18 @@ def cmd_heatmap(args) -> int:
     cfg = _cfg(args)
     size = args.thumbnail_size or (int(cfg["tiling"]["thumbnail_size"]) if cfg else 1024)
     positive = cfg["classes"][1]["name"] if cfg else None
-    meta = render_slide(args.attention, args.slide, args.out, thumbnail_size=size, normalise=args.normalise,
-                        alpha=args.alpha, positive=positive)
-    print(f"{meta['slide_id']}: {meta['n_tiles']} tiles ({meta.get('method')}, {meta.get('kind', 'attention')}) -> {args.out}")
+    meta = render_slide(
+        args.attention,
+        args.slide,
+        args.out,
+        thumbnail_size=size,
+        normalise=args.normalise,
+        alpha=args.alpha,
+        positive=positive,
+    )
+    print(
+        f"{meta['slide_id']}: {meta['n_tiles']} tiles ({meta.get('method')}, {meta.get('kind', 'attention')}) -> {args.out}"
+    )
     return 0
 
 
@@ -295,8 +372,9 @@ def _number(text: str, kind, low: float | None, high: float | None = None, low_o
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     if low is not None and (value <= low if low_open else value < low):
         bound = f"> {low:g}" if low_open else f">= {low:g}"
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use {what} {bound}"
-                                         + (f" and <= {high:g}" if high is not None else ""))
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: use {what} {bound}" + (f" and <= {high:g}" if high is not None else "")
+        )
     if high is not None and value > high:
         raise argparse.ArgumentTypeError(f"{text!r} is out of range: use {what} <= {high:g}")
     return value
@@ -323,8 +401,9 @@ def nonnegative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fiveflow", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fiveflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"fiveflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -337,15 +416,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "write the synthetic demo cohort (slides, reports, samples sheet)")
     sp.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
     sp.add_argument("--n-slides", type=positive_int, default=None, help="override cohort.demo.n_slides")
-    sp = add("tile", cmd_tile, "tissue-mask and tile slides at a physical size; writes OUT/coords/ID.parquet, "
-             "OUT/qc/ID.png and OUT/qc/tissue/ID.geojson (exit 1: a slide had no tissue; 2: a slide was unusable)")
-    sp.add_argument("--slide", action="append", required=True, metavar="PATH",
-                    help="slide file in any OpenSlide format (repeat to tile several in one process)")
+    sp = add(
+        "tile",
+        cmd_tile,
+        "tissue-mask and tile slides at a physical size; writes OUT/coords/ID.parquet, "
+        "OUT/qc/ID.png and OUT/qc/tissue/ID.geojson (exit 1: a slide had no tissue; 2: a slide was unusable)",
+    )
+    sp.add_argument(
+        "--slide",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="slide file in any OpenSlide format (repeat to tile several in one process)",
+    )
     sp.add_argument("--out", default="results", help="results folder (default: results)")
-    sp.add_argument("--mpp", type=positive_float, default=None,
-                    help="level-0 microns per pixel, overriding the slide's metadata (default: from the metadata)")
-    sp.add_argument("--target-mpp", type=positive_float, default=None, help="tile resolution (default: tiling.target_mpp)")
-    sp.add_argument("--patch-px", type=positive_int, default=None, help="tile edge in px at --target-mpp (default: tiling.patch_size)")
+    sp.add_argument(
+        "--mpp",
+        type=positive_float,
+        default=None,
+        help="level-0 microns per pixel, overriding the slide's metadata (default: from the metadata)",
+    )
+    sp.add_argument(
+        "--target-mpp", type=positive_float, default=None, help="tile resolution (default: tiling.target_mpp)"
+    )
+    sp.add_argument(
+        "--patch-px",
+        type=positive_int,
+        default=None,
+        help="tile edge in px at --target-mpp (default: tiling.patch_size)",
+    )
     sp.set_defaults(config_optional=True)
     sp = add("embed", cmd_embed, "embed tiled slides into feature bags OUT/features/ENCODER/*.h5")
     sp.add_argument("slides", nargs="+", help="slide files already tiled into OUT/coords")
@@ -356,56 +455,106 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", dest="num_workers", type=nonnegative_int, help="override embedding.num_workers")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override embedding.device")
     sp.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="override embedding.precision")
-    sp.add_argument("--overwrite", action="store_true",
-                    help="re-embed slides whose bag is already complete (default: skip them, so a rerun resumes)")
-    sp = add("heatmap", cmd_heatmap, "render a stored attention file (results/attention/METHOD_SHOTS/SLIDE.parquet) "
-             "over the slide's thumbnail as a PNG heatmap")
+    sp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="re-embed slides whose bag is already complete (default: skip them, so a rerun resumes)",
+    )
+    sp = add(
+        "heatmap",
+        cmd_heatmap,
+        "render a stored attention file (results/attention/METHOD_SHOTS/SLIDE.parquet) "
+        "over the slide's thumbnail as a PNG heatmap",
+    )
     sp.add_argument("--attention", required=True, metavar="FILE", help="attention parquet written by training")
     sp.add_argument("--slide", required=True, metavar="SLIDE", help="the slide file the bag was made from")
     sp.add_argument("--out", required=True, metavar="PNG", help="output PNG")
-    sp.add_argument("--thumbnail-size", type=positive_int, default=None, help="thumbnail longest edge (default: tiling.thumbnail_size)")
-    sp.add_argument("--normalise", choices=["rank", "minmax"], default="rank", help="within-slide scaling (default: rank)")
+    sp.add_argument(
+        "--thumbnail-size",
+        type=positive_int,
+        default=None,
+        help="thumbnail longest edge (default: tiling.thumbnail_size)",
+    )
+    sp.add_argument(
+        "--normalise", choices=["rank", "minmax"], default="rank", help="within-slide scaling (default: rank)"
+    )
     sp.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
     sp.set_defaults(config_optional=True)
     sp = add("encoders", cmd_encoders, "list the registered patch encoders, their output size and preprocessing")
     sp.set_defaults(config_optional=True)
-    help_ = ("pathology reports: `extract` answers the six FiVE questions per patient and writes the labels "
-             "parquet; `agree` compares two labels tables. `fiveflow reports REPORTS --out X` = `extract`")
+    help_ = (
+        "pathology reports: `extract` answers the six FiVE questions per patient and writes the labels "
+        "parquet; `agree` compares two labels tables. `fiveflow reports REPORTS --out X` = `extract`"
+    )
     rp = sub.add_parser("reports", help=help_, description=help_)
     rsub = rp.add_subparsers(dest="action", metavar="ACTION")
     rp.set_defaults(func=_reports_usage, parser=rp)
-    help_ = ("answer the six FiVE questions for each report (a CSV/TSV/Parquet table, or a folder of .txt/.pdf); "
-             "write the labels parquet (the Snakemake `reports` rule's code path)")
+    help_ = (
+        "answer the six FiVE questions for each report (a CSV/TSV/Parquet table, or a folder of .txt/.pdf); "
+        "write the labels parquet (the Snakemake `reports` rule's code path)"
+    )
     sp = rsub.add_parser("extract", help=help_, description=help_)
     sp.set_defaults(func=cmd_reports, config_optional=True)
     sp.add_argument("reports", nargs="?", help="reports input (same as --input)")
-    sp.add_argument("--input", "-i", help="reports: CSV/TSV/Parquet with patient id and text columns, a .txt/.pdf "
-                    "report, or a folder of them (patient id from the file name)")
-    sp.add_argument("--output", "--out", "-o", dest="output", default="results/reports/labels.parquet",
-                    help="labels parquet to write (default: results/reports/labels.parquet)")
-    sp.add_argument("--backend", choices=REPORT_BACKENDS,
-                    help="override reports.backend: rules (= offline), openai, import (= precomputed)")
-    sp.add_argument("--answers", help="answers table for --backend import (CSV/TSV/Parquet/XLSX with patient_id or "
-                    "patient_filename, and the answers)")
-    sp.add_argument("--answer-column", help="column of --answers holding the six answers joined by ';' (default: answer)")
-    sp.add_argument("--name-histotype", action=argparse.BooleanOptionalAction, default=None,
-                    help="rules backend: name the histologic type after the grade in the first answer (an extension "
-                         "that puts the class label into the descriptions; model rules-v6+histotype). Default: "
-                         "reports.name_histotype of --config, else off (the six answers only, as the FiVE authors')")
-    sp.add_argument("--dry-run", action="store_true",
-                    help="with --backend openai: print how many requests and about how many tokens the run would "
-                         "spend (cached answers excluded); send nothing, write nothing")
+    sp.add_argument(
+        "--input",
+        "-i",
+        help="reports: CSV/TSV/Parquet with patient id and text columns, a .txt/.pdf "
+        "report, or a folder of them (patient id from the file name)",
+    )
+    sp.add_argument(
+        "--output",
+        "--out",
+        "-o",
+        dest="output",
+        default="results/reports/labels.parquet",
+        help="labels parquet to write (default: results/reports/labels.parquet)",
+    )
+    sp.add_argument(
+        "--backend",
+        choices=REPORT_BACKENDS,
+        help="override reports.backend: rules (= offline), openai, import (= precomputed)",
+    )
+    sp.add_argument(
+        "--answers",
+        help="answers table for --backend import (CSV/TSV/Parquet/XLSX with patient_id or "
+        "patient_filename, and the answers)",
+    )
+    sp.add_argument(
+        "--answer-column", help="column of --answers holding the six answers joined by ';' (default: answer)"
+    )
+    sp.add_argument(
+        "--name-histotype",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rules backend: name the histologic type after the grade in the first answer (an extension "
+        "that puts the class label into the descriptions; model rules-v6+histotype). Default: "
+        "reports.name_histotype of --config, else off (the six answers only, as the FiVE authors')",
+    )
+    sp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --backend openai: print how many requests and about how many tokens the run would "
+        "spend (cached answers excluded); send nothing, write nothing",
+    )
     sp.add_argument("--id-column", help="table column with patient ids (default: patient_id, else patient_filename)")
     sp.add_argument("--text-column", help="table column with the report text (default: text, else ocr_text)")
-    sp.add_argument("--config", default="config.yaml",
-                    help="config file for the reports section (default: config.yaml; built-in defaults when absent)")
-    help_ = ("agreement of two labels tables (labels parquet/CSV, or an answers CSV with an `answer` column) on the "
-             "six categorical fields: per question, confusions, disagreeing patients")
+    sp.add_argument(
+        "--config",
+        default="config.yaml",
+        help="config file for the reports section (default: config.yaml; built-in defaults when absent)",
+    )
+    help_ = (
+        "agreement of two labels tables (labels parquet/CSV, or an answers CSV with an `answer` column) on the "
+        "six categorical fields: per question, confusions, disagreeing patients"
+    )
     sp = rsub.add_parser("agree", help=help_, description=help_)
     sp.set_defaults(func=cmd_reports_agree)
     sp.add_argument("--pred", required=True, help="labels table to judge (e.g. labels.parquet)")
     sp.add_argument("--ref", required=True, help="reference labels table or answers CSV")
-    sp.add_argument("--show", type=nonnegative_int, default=20, help="disagreeing (patient, field) pairs to list (default: 20)")
+    sp.add_argument(
+        "--show", type=nonnegative_int, default=20, help="disagreeing (patient, field) pairs to list (default: 20)"
+    )
     sp = add("split", cmd_split, "patient-level train/test split and few-shot draws")
     sp.add_argument("samples", help="samples sheet (slide_id, patient_id, label, path)")
     sp.add_argument("--out", default="results/splits", help="output folder (default: results/splits)")
@@ -427,25 +576,50 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("predictions", nargs="+", help="prediction parquet files")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
     add("doctor", cmd_doctor, "check the installation, the config and the data before a long run")
-    sp = add("import-bags", cmd_import_bags, "import existing features (DSMIL per-slide CSVs, CLAM/TRIDENT/STAMP h5) "
-             "as feature bags OUT/ID.h5, without re-embedding (exit 2: a file was unusable)")
+    sp = add(
+        "import-bags",
+        cmd_import_bags,
+        "import existing features (DSMIL per-slide CSVs, CLAM/TRIDENT/STAMP h5) "
+        "as feature bags OUT/ID.h5, without re-embedding (exit 2: a file was unusable)",
+    )
     sp.add_argument("src", help="a feature file, or a folder searched recursively for *.csv / *.h5")
     sp.add_argument("--out", required=True, help="folder of feature bags to write")
-    sp.add_argument("--format", choices=["auto", "dsmil_csv", "h5"], default="auto",
-                    help="source format (default: auto, from the file extension)")
-    sp.add_argument("--encoder", default=None,
-                    help="encoder name to record (default: dsmil-resnet18 for CSVs; the h5's own, else unknown)")
+    sp.add_argument(
+        "--format",
+        choices=["auto", "dsmil_csv", "h5"],
+        default="auto",
+        help="source format (default: auto, from the file extension)",
+    )
+    sp.add_argument(
+        "--encoder",
+        default=None,
+        help="encoder name to record (default: dsmil-resnet18 for CSVs; the h5's own, else unknown)",
+    )
     sp.set_defaults(config_optional=True)
-    sp = add("download", cmd_download, "download the files of a GDC manifest into OUT: resumable, md5-verified, "
-             "at most --jobs at a time; writes OUT/gdc_download_summary.tsv (exit 1: some file failed)")
-    sp.add_argument("--manifest", required=True, help="GDC manifest TSV (id filename md5 size state) from the GDC portal")
+    sp = add(
+        "download",
+        cmd_download,
+        "download the files of a GDC manifest into OUT: resumable, md5-verified, "
+        "at most --jobs at a time; writes OUT/gdc_download_summary.tsv (exit 1: some file failed)",
+    )
+    sp.add_argument(
+        "--manifest", required=True, help="GDC manifest TSV (id filename md5 size state) from the GDC portal"
+    )
     sp.add_argument("--out", required=True, help="folder to save the files in, under their manifest file names")
     sp.add_argument("--jobs", type=positive_int, default=4, help="concurrent transfers (default: 4)")
-    sp.add_argument("--retries", type=nonnegative_int, default=5, help="consecutive failed attempts per file before giving up "
-                    "(default: 5; exponential backoff)")
+    sp.add_argument(
+        "--retries",
+        type=nonnegative_int,
+        default=5,
+        help="consecutive failed attempts per file before giving up (default: 5; exponential backoff)",
+    )
     sp.add_argument("--base-url", default=None, help="data endpoint (default: https://api.gdc.cancer.gov/data)")
-    sp.add_argument("--token-env", default="GDC_TOKEN", help="environment variable holding a GDC token for "
-                    "controlled-access files (default: GDC_TOKEN; the token is never read from the command line)")
+    sp.add_argument(
+        "--token-env",
+        default="GDC_TOKEN",
+        help="environment variable holding a GDC token for "
+        "controlled-access files (default: GDC_TOKEN; the token is never read from the command line)",
+    )
     return p
 
 

@@ -4,6 +4,7 @@ Errors name the offending key (dotted path) and say how to fix it, e.g.::
 
     config.yaml: key `tiling.target_mpp`: 'abc' is not of type 'number'. Fix: use a number, > 0.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -97,8 +98,15 @@ def _explain(err: jsonschema.ValidationError, schema: dict, source: str) -> str:
     return f"{source}: key `{key}`: {err.message}.{fix}"
 
 
-_TYPE_WORDS = {"string": "a string", "number": "a number", "integer": "an integer", "boolean": "true or false",
-               "array": "a list", "object": "a mapping", "null": "null"}
+_TYPE_WORDS = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "null",
+}
 
 
 def _type_words(types) -> str:
@@ -143,11 +151,13 @@ def validate_config(config: dict, source: str = "config.yaml", root: str | Path 
     for path, value in bad:  # (elsewhere the schema's type check reports the number)
         node = _subschema(schema, schema, list(path))
         hint = node.get("description")
-        msgs.append(f"{source}: key `{_dotted(path)}`: {_yaml_number(value)} is not a finite number. "
-                    f"Fix: set a finite number{_bounds(node)}{f' ({hint})' if hint else ''}.")
+        msgs.append(
+            f"{source}: key `{_dotted(path)}`: {_yaml_number(value)} is not a finite number. "
+            f"Fix: set a finite number{_bounds(node)}{f' ({hint})' if hint else ''}."
+        )
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    errors = [e for e in errors if not any(tuple(e.absolute_path)[:len(p)] == p for p, _ in bad)]
+    errors = [e for e in errors if not any(tuple(e.absolute_path)[: len(p)] == p for p, _ in bad)]
     msgs += [_explain(e, schema, source) for e in errors]
     if msgs:
         raise ConfigError("\n".join(msgs))
@@ -163,65 +173,90 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     for name, d in (cfg.get("downloads") or {}).items():
         target = resolve_path(d["path"], root)
         if target in seen:
-            problems.append(f"{source}: `downloads.{name}.path` and `downloads.{seen[target]}.path` are the same file "
-                            f"({target}). Fix: give each download its own path.")
+            problems.append(
+                f"{source}: `downloads.{name}.path` and `downloads.{seen[target]}.path` are the same file "
+                f"({target}). Fix: give each download its own path."
+            )
         seen[target] = name
     if cohort["source"] == "demo" and "demo" not in cohort:
         problems.append(f"{source}: `cohort.source` is demo but `cohort.demo` is missing. Fix: add the demo section.")
     if cohort["source"] == "gdc":
         if "gdc" not in cohort:
-            problems.append(f"{source}: `cohort.source` is gdc but `cohort.gdc` is missing. Fix: add the gdc section "
-                            "(see config/tcga_lung.yaml).")
+            problems.append(
+                f"{source}: `cohort.source` is gdc but `cohort.gdc` is missing. Fix: add the gdc section "
+                "(see config/tcga_lung.yaml)."
+            )
         else:
             for cls_name, files in cohort["gdc"]["manifests"].items():
                 for f in [files] if isinstance(files, str) else files:
                     if not resolve_path(f, root).is_file():
-                        problems.append(f"{source}: `cohort.gdc.manifests.{cls_name}`: file not found: "
-                                        f"{resolve_path(f, root)}. Fix: download the manifest from the GDC portal "
-                                        "(cart > Download > Manifest) and point to it.")
+                        problems.append(
+                            f"{source}: `cohort.gdc.manifests.{cls_name}`: file not found: "
+                            f"{resolve_path(f, root)}. Fix: download the manifest from the GDC portal "
+                            "(cart > Download > Manifest) and point to it."
+                        )
             lab = cohort["gdc"].get("labels")
             if lab and not resolve_path(lab, root).is_file():
-                problems.append(f"{source}: `cohort.gdc.labels`: file not found: {resolve_path(lab, root)}. "
-                                "Fix: correct the path or set it to null (labels then come from the manifests).")
+                problems.append(
+                    f"{source}: `cohort.gdc.labels`: file not found: {resolve_path(lab, root)}. "
+                    "Fix: correct the path or set it to null (labels then come from the manifests)."
+                )
         val = cohort.get("reports")
         if not val or not (resolve_path(val, root).exists() or resolve_path(val, root) in fetched):
-            problems.append(f"{source}: `cohort.reports`: reports table not found ({val!r}). Fix: point it at the "
-                            "TCGA-Reports CSV (patient_filename, text), or at the `path` of a `downloads` entry "
-                            "that fetches it.")
+            problems.append(
+                f"{source}: `cohort.reports`: reports table not found ({val!r}). Fix: point it at the "
+                "TCGA-Reports CSV (patient_filename, text), or at the `path` of a `downloads` entry "
+                "that fetches it."
+            )
     if cohort["source"] == "samples":
         for key in ("samples", "reports"):
             val = cohort.get(key)
             if not val:
                 problems.append(f"{source}: `cohort.{key}` must be a file path when `cohort.source` is samples.")
-            elif not (resolve_path(val, root).is_file() or (key == "reports" and resolve_path(val, root).is_dir())
-                      or (key == "reports" and resolve_path(val, root) in fetched)):
-                problems.append(f"{source}: `cohort.{key}`: file not found: {resolve_path(val, root)}. Fix: correct the path (relative paths are from {root}).")
+            elif not (
+                resolve_path(val, root).is_file()
+                or (key == "reports" and resolve_path(val, root).is_dir())
+                or (key == "reports" and resolve_path(val, root) in fetched)
+            ):
+                problems.append(
+                    f"{source}: `cohort.{key}`: file not found: {resolve_path(val, root)}. Fix: correct the path (relative paths are from {root})."
+                )
     rep = cfg["reports"]
     backend = backend_name(rep["backend"])
     if backend == "precomputed":
         val = rep.get("precomputed")
-        for one in ([val] if isinstance(val, str) or not val else val):
+        for one in [val] if isinstance(val, str) or not val else val:
             if not one or not (resolve_path(one, root).is_file() or resolve_path(one, root) in fetched):
-                problems.append(f"{source}: `reports.precomputed`: answers file not found ({one!r}). Fix: point it to "
-                                "a CSV with patient_id and answer, or at the `path` of a `downloads` entry that "
-                                "fetches it.")
+                problems.append(
+                    f"{source}: `reports.precomputed`: answers file not found ({one!r}). Fix: point it to "
+                    "a CSV with patient_id and answer, or at the `path` of a `downloads` entry that "
+                    "fetches it."
+                )
     if backend == "openai" and "openai" not in rep:
-        problems.append(f"{source}: `reports.backend` is openai but `reports.openai` is missing. Fix: add the openai section.")
+        problems.append(
+            f"{source}: `reports.backend` is openai but `reports.openai` is missing. Fix: add the openai section."
+        )
     names = [c["name"] for c in cfg["classes"]]
     if len(set(names)) != len(names):
         problems.append(f"{source}: `classes` names must differ, got {names}.")
     weights = cfg["embedding"]["weights"]
     if is_local_weights(weights) and not resolve_path(weights, root).exists():
-        problems.append(f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. "
-                        "Fix: use random, default, hf-hub:<id> or an existing file or folder.")
+        problems.append(
+            f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. "
+            "Fix: use random, default, hf-hub:<id> or an existing file or folder."
+        )
     pre = cfg["embedding"].get("precomputed")
     if pre and not resolve_path(pre, root).is_dir():
-        problems.append(f"{source}: `embedding.precomputed`: folder not found: {resolve_path(pre, root)}. "
-                        "Fix: point it at the folder holding the per-slide CSVs or h5 bags, or set it to null.")
+        problems.append(
+            f"{source}: `embedding.precomputed`: folder not found: {resolve_path(pre, root)}. "
+            "Fix: point it at the folder holding the per-slide CSVs or h5 bags, or set it to null."
+        )
     tiling = cfg.get("tiling") or {}
     if int(tiling.get("overlap") or 0) >= int(tiling.get("patch_size") or 1):
-        problems.append(f"{source}: `tiling.overlap` ({tiling.get('overlap')}) must be smaller than `tiling.patch_size` "
-                        f"({tiling.get('patch_size')}). Fix: lower the overlap (e.g. patch_size // 2 for 50%).")
+        problems.append(
+            f"{source}: `tiling.overlap` ({tiling.get('overlap')}) must be smaller than `tiling.patch_size` "
+            f"({tiling.get('patch_size')}). Fix: lower the overlap (e.g. patch_size // 2 for 50%)."
+        )
     problems += _mizero_problems(cfg, source, root)
     problems += _ablation_problems(cfg, source)
     problems += _model_problems(cfg, source)
@@ -232,9 +267,11 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
 def _model_problems(cfg: dict, source: str) -> list[str]:
     model = cfg.get("model") or {}
     if model.get("position_encoding") == "sinusoid" and model.get("position", "coords") != "index":
-        return [f"{source}: `model.position_encoding` is sinusoid (the authors' 1-D encoding of row index / N) but "
-                f"`model.position` is {model.get('position', 'coords')!r}. Fix: set `model.position: index`, or use "
-                "`model.position_encoding: fourier` with coordinates."]
+        return [
+            f"{source}: `model.position_encoding` is sinusoid (the authors' 1-D encoding of row index / N) but "
+            f"`model.position` is {model.get('position', 'coords')!r}. Fix: set `model.position: index`, or use "
+            "`model.position_encoding: fourier` with coordinates."
+        ]
     return []
 
 
@@ -249,7 +286,9 @@ def _ablation_problems(cfg: dict, source: str) -> list[str]:
             out.append(f"{source}: `ablations`: {exc}")
             continue
         if a.method in methods:  # e.g. ratio_0.5 and ratio_0.50
-            out.append(f"{source}: `ablations`: {methods[a.method]!r} and {name!r} are the same ablation. Fix: keep one.")
+            out.append(
+                f"{source}: `ablations`: {methods[a.method]!r} and {name!r} are the same ablation. Fix: keep one."
+            )
         methods[a.method] = name
     return out
 
@@ -262,14 +301,18 @@ def _mizero_problems(cfg: dict, source: str, root: Path) -> list[str]:
     encoder = cfg["embedding"]["encoder"]
     enabled = mz.get("enabled", "auto")
     if enabled is True and not has_text_tower(encoder):
-        return [f"{source}: `mizero.enabled` is true but `embedding.encoder` {encoder!r} has no supported text tower. "
-                f"Fix: set `embedding.encoder` to one of {', '.join(TEXT_TOWER_ENCODERS)}, or `mizero.enabled` to "
-                "auto or false."]
+        return [
+            f"{source}: `mizero.enabled` is true but `embedding.encoder` {encoder!r} has no supported text tower. "
+            f"Fix: set `embedding.encoder` to one of {', '.join(TEXT_TOWER_ENCODERS)}, or `mizero.enabled` to "
+            "auto or false."
+        ]
     prompts = mz.get("prompts")
     runs = enabled is True or (enabled == "auto" and has_text_tower(encoder))
     if runs and prompts and not resolve_path(prompts, root).is_file():
-        return [f"{source}: `mizero.prompts`: file not found: {resolve_path(prompts, root)}. Fix: point it at a "
-                "prompt YAML (e.g. resources/prompts/mizero-lung.yaml) or set `mizero.enabled: false`."]
+        return [
+            f"{source}: `mizero.prompts`: file not found: {resolve_path(prompts, root)}. Fix: point it at a "
+            "prompt YAML (e.g. resources/prompts/mizero-lung.yaml) or set `mizero.enabled: false`."
+        ]
     return []
 
 
@@ -313,18 +356,26 @@ def load_config(path: str | Path, option: str = "--config") -> dict:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}. Fix: pass {option} with an existing file.") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: a folder, not a config file. Fix: pass {option} with the path of a YAML file "
-                          "(e.g. config.yaml).") from None
+        raise ConfigError(
+            f"{path}: a folder, not a config file. Fix: pass {option} with the path of a YAML file (e.g. config.yaml)."
+        ) from None
     except PermissionError:
-        raise ConfigError(f"{path}: cannot read the config file: permission denied. Fix: check its permissions "
-                          f"(ls -l {path}), or pass {option} with a copy you can read.") from None
+        raise ConfigError(
+            f"{path}: cannot read the config file: permission denied. Fix: check its permissions "
+            f"(ls -l {path}), or pass {option} with a copy you can read."
+        ) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start}). Fix: pass {option} with a "
-                          "YAML config file saved as UTF-8.") from None
+        raise ConfigError(
+            f"{path}: not a text file ({exc.reason} at byte {exc.start}). Fix: pass {option} with a "
+            "YAML config file saved as UTF-8."
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}. Fix: correct the YAML there (indent with "
-                          "spaces, a ':' after each key, close every quote and bracket).") from None
+        raise ConfigError(
+            f"{path}: not valid YAML{_yaml_where(exc)}. Fix: correct the YAML there (indent with "
+            "spaces, a ':' after each key, close every quote and bracket)."
+        ) from None
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level. Fix: start from the commented "
-                          "default config.yaml.")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys at the top level. Fix: start from the commented default config.yaml."
+        )
     return validate_config(cfg, source=str(path))

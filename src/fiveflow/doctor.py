@@ -1,4 +1,5 @@
 """``fiveflow doctor``: a preflight check of the installation, the config and the inputs."""
+
 from __future__ import annotations
 
 import importlib
@@ -22,8 +23,10 @@ def find_tool(name: str) -> tuple[str, str] | None:
 def _tool(name: str) -> str:
     found = find_tool(name)
     if found is None:
-        raise FileNotFoundError(f"not found next to {sys.executable} nor on PATH. Fix: run tools/setup.sh (it "
-                                f"installs {name} into .venv), or install {name} into this Python's environment")
+        raise FileNotFoundError(
+            f"not found next to {sys.executable} nor on PATH. Fix: run tools/setup.sh (it "
+            f"installs {name} into .venv), or install {name} into this Python's environment"
+        )
     return f"{found[0]} ({found[1]})"
 
 
@@ -82,9 +85,13 @@ def run_doctor(config_path: str) -> int:
         rep = cfg["reports"]
         if rep["backend"] == "openai":
             env = rep.get("openai", {}).get("api_key_env", "OPENAI_API_KEY")
-            ok &= _check(f"LLM API key in ${env}", lambda: "set" if os.environ.get(env) else (_ for _ in ()).throw(KeyError(f"{env} is not set")))
+            ok &= _check(
+                f"LLM API key in ${env}",
+                lambda: "set" if os.environ.get(env) else (_ for _ in ()).throw(KeyError(f"{env} is not set")),
+            )
         emb = cfg["embedding"]
         if not emb.get("precomputed"):
+
             def _weights():
                 from .embed import embed_settings
                 from .embed.encoders.registry import check_weights
@@ -94,6 +101,7 @@ def run_doctor(config_path: str) -> int:
 
             ok &= _check(f"encoder weights ({emb['encoder']})", _weights)
         if cfg["cohort"]["source"] == "samples":
+
             def _samples():
                 from .config import resolve_path
                 from .samples import read_samples

@@ -6,14 +6,15 @@ complaint about an unreadable input file (h5py, pyarrow, PIL) into ``<what> <pat
 <fix>``. Anything else gives ``None``, so a genuine programming error still ends in its traceback (a
 bug report). :func:`reading` names the file when a library's error does not.
 """
+
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 #: (option, path) pairs of a command's outputs: a problem under one of them is fixed by choosing another
 Outputs = Iterable[tuple[str, "str | os.PathLike | None"]]
@@ -86,10 +87,11 @@ def os_error_line(exc: OSError, outputs: Outputs = ()) -> str | None:
             return f"not permitted: {reason}. Fix: check the permissions of the files and folders involved{other}."
         target = _existing_ancestor(path)
         if option:
-            return (f"cannot write{where}: {reason}. Fix: check that you may write to {target} (ls -ld {target})"
-                    f"{other}.")
-        return (f"cannot access{where}: {reason}. Fix: check the permissions of {target} (ls -ld {target}): "
-                "the user running fiveflow must be allowed to read it.")
+            return f"cannot write{where}: {reason}. Fix: check that you may write to {target} (ls -ld {target}){other}."
+        return (
+            f"cannot access{where}: {reason}. Fix: check the permissions of {target} (ls -ld {target}): "
+            "the user running fiveflow must be allowed to read it."
+        )
     if code == errno.EISDIR:
         if option:
             return f"cannot write{where}: {reason}. Fix: remove or rename that folder{other}."
@@ -102,8 +104,7 @@ def os_error_line(exc: OSError, outputs: Outputs = ()) -> str | None:
         return f"cannot use{where}: {reason} ({blocker} is a file, not a folder). Fix: {fix}."
     if code in (errno.EEXIST, errno.ENOTEMPTY):
         kind = "a folder" if path is not None and path.is_dir() else "a file"
-        return (f"cannot create{where}: {reason} ({kind} of that name is in the way). Fix: remove or rename it"
-                f"{other}.")
+        return f"cannot create{where}: {reason} ({kind} of that name is in the way). Fix: remove or rename it{other}."
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         disk = f" (df -h {_existing_ancestor(path)})" if path is not None else " (df -h)"
         larger = f"{other} on a disk with room" if option else ""
@@ -118,8 +119,10 @@ def os_error_line(exc: OSError, outputs: Outputs = ()) -> str | None:
     if code in (errno.EMFILE, errno.ENFILE):
         return f"cannot open{where}: {reason}. Fix: raise the open-file limit (ulimit -n 4096), then run it again."
     if code == errno.EIO:
-        return (f"cannot read or write{where}: {reason}. Fix: check the disk or network file system (dmesg), "
-                "then run the command again.")
+        return (
+            f"cannot read or write{where}: {reason}. Fix: check the disk or network file system (dmesg), "
+            "then run the command again."
+        )
     if code == errno.ENOENT and path is not None:
         return f"cannot find{where}: {reason}. Fix: check the path."
     if code is not None and path is not None:
@@ -143,8 +146,10 @@ _BAD_INPUT_PHRASES = (
 def _library_input_line(exc: BaseException) -> str | None:
     text = str(exc)
     if any(p in text.lower() for p in _BAD_INPUT_PHRASES):
-        return (f"an input file is not readable ({type(exc).__name__}: {text}). Fix: check that each input file is "
-                "the kind the command expects and was written completely; make it again if not.")
+        return (
+            f"an input file is not readable ({type(exc).__name__}: {text}). Fix: check that each input file is "
+            "the kind the command expects and was written completely; make it again if not."
+        )
     return None
 
 
@@ -170,8 +175,9 @@ def reading(path: str | os.PathLike, what: str, fix: str) -> Iterator[None]:
         yield
     except Exception as exc:
         if is_bad_input(exc):
-            raise InputFileError(f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc).rstrip('.')}). "
-                                 f"Fix: {fix.rstrip('.')}.") from exc
+            raise InputFileError(
+                f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc).rstrip('.')}). Fix: {fix.rstrip('.')}."
+            ) from exc
         raise
 
 

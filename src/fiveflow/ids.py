@@ -12,13 +12,14 @@ not a collision (several slides or reports per patient); whether repeats are all
 caller's rule. Every table and report input goes through it, so a report for ``José 01`` and the
 slides of sample ``José 01`` meet under ``Jose_01``.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 RULE = "ids keep only A-Z a-z 0-9 . _ - (accents are dropped, other characters become '_')"
@@ -89,13 +90,17 @@ def clean_ids(
         try:
             cid = clean_id(r)
         except IdError:
-            raise IdError(f"{where_file}{kind} id {str(r)!r}{at(i)} is empty or has no usable character once "
-                          f"cleaned ({RULE}). Fix: give it a non-empty id with letters or digits") from None
+            raise IdError(
+                f"{where_file}{kind} id {str(r)!r}{at(i)} is empty or has no usable character once "
+                f"cleaned ({RULE}). Fix: give it a non-empty id with letters or digits"
+            ) from None
         orig = _original(r)
         seen = first.setdefault(cid, (orig, i))
         if seen[0] != orig:
-            raise IdError(f"{where_file}{kind} ids {seen[0]!r}{at(seen[1])} and {orig!r}{at(i)} both become "
-                          f"{cid!r} once cleaned ({RULE}). Fix: rename one of them so the two stay distinct, "
-                          "or write them identically if they are the same")
+            raise IdError(
+                f"{where_file}{kind} ids {seen[0]!r}{at(seen[1])} and {orig!r}{at(i)} both become "
+                f"{cid!r} once cleaned ({RULE}). Fix: rename one of them so the two stay distinct, "
+                "or write them identically if they are the same"
+            )
         out.append(cid)
     return out

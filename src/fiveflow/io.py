@@ -6,6 +6,7 @@ Every temporary or partial file that is later renamed onto its final name goes t
 Both refuse a symbolic link or a non-file where they write (:class:`UnsafePathError`, naming the
 path and the fix), so a link planted in an output folder cannot redirect a write elsewhere.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,8 @@ import os
 import socket
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .ids import clean_id as sanitize_id  # the one id policy lives in fiveflow.ids
 from .ids import slide_stem
@@ -68,9 +69,13 @@ class UnsafePathError(OSError, ValueError):
 
 
 def _kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"
@@ -82,14 +87,19 @@ def _refuse(path: Path, st: os.stat_result) -> UnsafePathError:
             target = f" (to {os.readlink(path)})"
         except OSError:
             target = ""
-        return UnsafePathError(f"{path} is a symbolic link{target}; writing through it would change or create "
-                               "the file it points to, so it is refused. Fix: remove the link (rm it; its target "
-                               "is left alone), then rerun")
+        return UnsafePathError(
+            f"{path} is a symbolic link{target}; writing through it would change or create "
+            "the file it points to, so it is refused. Fix: remove the link (rm it; its target "
+            "is left alone), then rerun"
+        )
     if stat.S_ISREG(st.st_mode):  # only reached for hard links
-        return UnsafePathError(f"{path} is a hard link ({st.st_nlink} names for one file); writing to it "
-                               "would change the other names too. Fix: remove it, then rerun")
-    return UnsafePathError(f"{path} is {_kind(st.st_mode)}, where a file is written. Fix: move it away or "
-                           "remove it, then rerun")
+        return UnsafePathError(
+            f"{path} is a hard link ({st.st_nlink} names for one file); writing to it "
+            "would change the other names too. Fix: remove it, then rerun"
+        )
+    return UnsafePathError(
+        f"{path} is {_kind(st.st_mode)}, where a file is written. Fix: move it away or remove it, then rerun"
+    )
 
 
 def check_plain_target(path: str | os.PathLike) -> None:
@@ -151,8 +161,8 @@ def remove_stale_temps(dest: Path) -> list[Path]:
     host = socket.gethostname()
     removed = []
     for p in dest.parent.glob(f".{glob.escape(dest.name)}.*"):
-        rest = p.name[len(dest.name) + 2:]
-        pid = rest[len(host) + 1:].split(".")[0] if rest.startswith(host + ".") else ""
+        rest = p.name[len(dest.name) + 2 :]
+        pid = rest[len(host) + 1 :].split(".")[0] if rest.startswith(host + ".") else ""
         if pid.isdigit() and not _alive(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
@@ -175,8 +185,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(dest)
     # host and pid in the name let a later writer recognise temporaries whose writer was killed
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{socket.gethostname()}.{os.getpid()}.",
-                               suffix=suffix or (dest.suffix + ".tmp"), dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{dest.name}.{socket.gethostname()}.{os.getpid()}.",
+        suffix=suffix or (dest.suffix + ".tmp"),
+        dir=dest.parent,
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
@@ -198,8 +211,10 @@ def _check_dest(dest: Path) -> None:
     except OSError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise UnsafePathError(f"{dest} is a directory, so the output file cannot be written there. Fix: move "
-                              "or remove that directory, or choose another output path")
+        raise UnsafePathError(
+            f"{dest} is a directory, so the output file cannot be written there. Fix: move "
+            "or remove that directory, or choose another output path"
+        )
 
 
 def atomic_write_text(dest: str | os.PathLike, text: str) -> None:

@@ -9,19 +9,21 @@ sets every one of them to the authors' value (a test checks that the preset cove
 :func:`protocol_label` turns that into the short label every FiVE row of the tables carries
 (``authors`` or ``fiveflow (k deviations)``), so no reader takes a fiveflow row for the paper's.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Setting:
-    key: str            # dotted config path, e.g. "model.cross_residual"
-    authors: Any        # the authors' value
-    default: Any        # the value a config without the key behaves as (older configs, checkpoints)
-    section: str        # where the method description states it
-    what: str           # one line for tables and logs
+    key: str  # dotted config path, e.g. "model.cross_residual"
+    authors: Any  # the authors' value
+    default: Any  # the value a config without the key behaves as (older configs, checkpoints)
+    section: str  # where the method description states it
+    what: str  # one line for tables and logs
 
 
 _OPTIM = (
@@ -59,8 +61,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model.text_lora_r", 8, 0, "3", "LoRA rank"),
     Setting("model.text_lora_alpha", 32, 32, "3", "LoRA alpha"),
     Setting("model.text_lora_dropout", 0.05, 0.05, "3", "LoRA dropout"),
-    Setting("model.text_lora_targets", ["query", "key", "value", "dense"], ["query", "key", "value", "dense"], "3",
-            "LoRA target layers"),
+    Setting(
+        "model.text_lora_targets",
+        ["query", "key", "value", "dense"],
+        ["query", "key", "value", "dense"],
+        "3",
+        "LoRA target layers",
+    ),
     Setting("model.pad_to_max_instances", True, False, "3", "every bag padded to max_instances"),
     Setting("model.attend_to_padding", True, False, "3", "pads attended as self-attention keys"),
     Setting("model.cross_residual", "none", "mlp", "3", "no residual in the cross-attention block"),

@@ -9,6 +9,7 @@ a row with more or fewer fields than the header is an error, so quote cells that
 Slide and patient ids are cleaned by the one id policy (:func:`fiveflow.ids.clean_ids`): ``José 01``
 becomes ``Jose_01``, as in the reports; two different ids that clean to the same one are an error.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,10 @@ def read_samples(path: str | Path, classes: list[str] | None = None, check_files
     lines = df.attrs["lines"]  # physical line of each row (header = line 1)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise SamplesError(f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
-                           f"Fix: the sheet needs columns slide_id (optional), {', '.join(REQUIRED)}.")
+        raise SamplesError(
+            f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
+            f"Fix: the sheet needs columns slide_id (optional), {', '.join(REQUIRED)}."
+        )
     if df.empty:
         raise SamplesError(f"{path}: no rows. Fix: add one row per slide.")
     base = path.parent
@@ -57,13 +60,17 @@ def read_samples(path: str | Path, classes: list[str] | None = None, check_files
         bad = df.loc[~df["label"].isin(classes)]
         if len(bad):
             row = lines[df.index.get_loc(bad.index[0])]
-            raise SamplesError(f"{path}: line {row}: label {bad['label'].iloc[0]!r} is not one of {classes}. "
-                               "Fix: correct the label or the `classes` names in the config.")
+            raise SamplesError(
+                f"{path}: line {row}: label {bad['label'].iloc[0]!r} is not one of {classes}. "
+                "Fix: correct the label or the `classes` names in the config."
+            )
     if check_files:
         absent = [p for p in df["path"] if not Path(p).is_file()]
         if absent:
-            raise SamplesError(f"{path}: {len(absent)} slide file(s) not found, e.g. {absent[0]}. "
-                               "Fix: correct the paths (relative paths are from the sheet's folder) or drop the rows.")
+            raise SamplesError(
+                f"{path}: {len(absent)} slide file(s) not found, e.g. {absent[0]}. "
+                "Fix: correct the paths (relative paths are from the sheet's folder) or drop the rows."
+            )
     df["mpp"] = pd.Series(_mpp_column(df, path, lines), index=df.index, dtype=object)  # None, not NaN (NaN != NaN)
     return df[["slide_id", "patient_id", "label", "path", "mpp"]].reset_index(drop=True)
 
@@ -82,7 +89,9 @@ def _mpp_column(df: pd.DataFrame, path: Path, lines: list[int]) -> list[float | 
         except ValueError:
             mpp = float("nan")
         if not 0.01 < mpp < 100:
-            raise SamplesError(f"{path}: line {lines[i]}: mpp {v!r} is not a scan resolution in microns per pixel. "
-                               "Fix: write e.g. 0.25 (40x) or 0.5 (20x), or leave the cell empty to use the slide's metadata.")
+            raise SamplesError(
+                f"{path}: line {lines[i]}: mpp {v!r} is not a scan resolution in microns per pixel. "
+                "Fix: write e.g. 0.25 (40x) or 0.5 (20x), or leave the cell empty to use the slide's metadata."
+            )
         out.append(mpp)
     return out

@@ -1,4 +1,5 @@
 """Glue for the thin Snakemake scripts: logging to the rule's log file, threads, error reporting."""
+
 from __future__ import annotations
 
 import logging
@@ -6,7 +7,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 
 def run_script(smk, func: Callable[[object, logging.Logger], None]) -> None:
@@ -18,8 +19,9 @@ def run_script(smk, func: Callable[[object, logging.Logger], None]) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     stream = open(log_path, "a", buffering=1) if log_path else sys.stderr
     sys.stdout = sys.stderr = stream
-    logging.basicConfig(level=logging.INFO, stream=stream, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=stream, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     log = logging.getLogger(f"fiveflow.{smk.rule}")
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -16,6 +16,7 @@ whose quoted field spans lines is numbered by its first line. The line of each d
 A ``.zip`` archive holding one CSV/TSV (TCGA-Reports ships as ``TCGA_Reports.csv.zip``) is read from
 its single table member, without unpacking it to disk; messages name ``archive.zip:member``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,8 +53,10 @@ def decode_table(data: bytes, path: str | os.PathLike, what: str = "table") -> s
     """Bytes of a text table -> str: UTF-8 (BOM dropped), else cp1252 with a warning; binary is an error."""
     if b"\x00" in data:
         utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
-        raise TableError(f"{path}: binary content (NUL bytes), not a text {what}"
-                         f"{' (it looks UTF-16 encoded)' if utf16 else ''}. Fix: save it as a UTF-8 CSV/TSV text file")
+        raise TableError(
+            f"{path}: binary content (NUL bytes), not a text {what}"
+            f"{' (it looks UTF-16 encoded)' if utf16 else ''}. Fix: save it as a UTF-8 CSV/TSV text file"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -61,12 +64,16 @@ def decode_table(data: bytes, path: str | os.PathLike, what: str = "table") -> s
     try:
         text = data.decode("cp1252")
     except UnicodeDecodeError as exc:
-        raise TableError(f"{path}: cannot decode the {what} (not UTF-8 or cp1252; bad byte at offset {exc.start}). "
-                         "Fix: re-save it as UTF-8") from None
+        raise TableError(
+            f"{path}: cannot decode the {what} (not UTF-8 or cp1252; bad byte at offset {exc.start}). "
+            "Fix: re-save it as UTF-8"
+        ) from None
     odd = _CONTROL.search(text)
     if odd:  # neither UTF-8 nor a Windows text file: control bytes say it is binary
-        raise TableError(f"{path}: binary content (control byte {odd.group()!r} at offset {odd.start()}), not a text "
-                         f"{what}. Fix: save it as a UTF-8 CSV/TSV text file")
+        raise TableError(
+            f"{path}: binary content (control byte {odd.group()!r} at offset {odd.start()}), not a text "
+            f"{what}. Fix: save it as a UTF-8 CSV/TSV text file"
+        )
     LOG.warning("%s: not UTF-8; read as cp1252 (Windows-1252)", path)
     return text
 
@@ -95,11 +102,15 @@ def read_delimited(path: str | os.PathLike, delimiter: str | None = None, *, wha
     except IsADirectoryError:
         raise TableError(f"{path}: a folder, not a {what} file. Fix: give the path of the table file") from None
     except OSError as exc:
-        raise TableError(f"{path}: cannot read the {what} ({exc.strerror or exc}). Fix: check its permissions") from None
+        raise TableError(
+            f"{path}: cannot read the {what} ({exc.strerror or exc}). Fix: check its permissions"
+        ) from None
     text = decode_table(data, path, what)
     if not text.strip():
-        raise TableError(f"{path}: the file is empty. Fix: the {what} needs a header line with its column names "
-                         f"({_name(delimiter)}-separated) and one line per row")
+        raise TableError(
+            f"{path}: the file is empty. Fix: the {what} needs a header line with its column names "
+            f"({_name(delimiter)}-separated) and one line per row"
+        )
 
     old_limit = csv.field_size_limit()
     csv.field_size_limit(max(old_limit, 1 << 30))  # long report texts: the default cap is 128 KiB a field
@@ -113,16 +124,25 @@ def _zip_member(path: Path, what: str) -> tuple[bytes, str]:
     """(bytes, name) of the one CSV/TSV member of a zip archive; anything else is a :class:`TableError`."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = [i.filename for i in zf.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")
-                     and Path(i.filename).suffix.lower() in (".csv", *TAB_SUFFIXES)]
+            names = [
+                i.filename
+                for i in zf.infolist()
+                if not i.is_dir()
+                and not i.filename.startswith("__MACOSX/")
+                and Path(i.filename).suffix.lower() in (".csv", *TAB_SUFFIXES)
+            ]
             if len(names) != 1:
-                raise TableError(f"{path}: a zip archive with {len(names)} CSV/TSV members "
-                                 f"({', '.join(names[:5]) or 'none'}), where one {what} was expected. Fix: give the "
-                                 "table itself, or an archive holding only it")
+                raise TableError(
+                    f"{path}: a zip archive with {len(names)} CSV/TSV members "
+                    f"({', '.join(names[:5]) or 'none'}), where one {what} was expected. Fix: give the "
+                    "table itself, or an archive holding only it"
+                )
             return zf.read(names[0]), names[0]
     except zipfile.BadZipFile as exc:
-        raise TableError(f"{path}: not a readable zip archive ({exc}). Fix: download it again (it may be truncated), "
-                         "or give the unpacked table") from None
+        raise TableError(
+            f"{path}: not a readable zip archive ({exc}). Fix: download it again (it may be truncated), "
+            "or give the unpacked table"
+        ) from None
 
 
 def _parse(text: str, path: Path, delimiter: str, what: str) -> pd.DataFrame:
@@ -139,9 +159,11 @@ def _parse(text: str, path: Path, delimiter: str, what: str) -> pd.DataFrame:
         except StopIteration:
             break
         except csv.Error as exc:
-            raise TableError(f"{path}: line {start}: cannot parse the {what} ({exc}); often a quote that is "
-                             'never closed, or text after a closing quote. Fix: quote whole fields, write a quote '
-                             'inside a quoted field as "", e.g. "5"" lesion"') from None
+            raise TableError(
+                f"{path}: line {start}: cannot parse the {what} ({exc}); often a quote that is "
+                "never closed, or text after a closing quote. Fix: quote whole fields, write a quote "
+                'inside a quoted field as "", e.g. "5"" lesion"'
+            ) from None
         end = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
@@ -152,11 +174,13 @@ def _parse(text: str, path: Path, delimiter: str, what: str) -> pd.DataFrame:
         if len(row) != len(header):
             more = len(row) > len(header)
             hint = QUOTE_FIX if more else "add the missing fields (empty ones too)"
-            if more and not any(row[len(header):]):
+            if more and not any(row[len(header) :]):
                 hint = f"remove the trailing {_name(delimiter)}(s) at the end of the line, or {QUOTE_FIX}"
-            raise TableError(f"{path}: line {start}: {len(row)} {_name(delimiter)}-separated field(s) where the header "
-                             f"(line {header_line}) has {len(header)} "
-                             f"({', '.join(header[:8])}{', ...' if len(header) > 8 else ''}). Fix: {hint}")
+            raise TableError(
+                f"{path}: line {start}: {len(row)} {_name(delimiter)}-separated field(s) where the header "
+                f"(line {header_line}) has {len(header)} "
+                f"({', '.join(header[:8])}{', ...' if len(header) > 8 else ''}). Fix: {hint}"
+            )
         rows.append(row)
         lines.append(start)
     if header is None:  # only blank lines (cannot happen: text.strip() was checked), kept for safety
@@ -168,21 +192,28 @@ def _parse(text: str, path: Path, delimiter: str, what: str) -> pd.DataFrame:
 
 def _check_header(header: list[str], path: Path, line: int, delimiter: str, what: str) -> None:
     if len(header) == 1 and delimiter == "," and "\t" in header[0]:
-        raise TableError(f"{path}: line {line}: the header has tabs but no commas: a tab-separated {what} named "
-                         f"{path.name}. Fix: name it .tsv, or separate the columns with commas")
+        raise TableError(
+            f"{path}: line {line}: the header has tabs but no commas: a tab-separated {what} named "
+            f"{path.name}. Fix: name it .tsv, or separate the columns with commas"
+        )
     odd = [h for h in header if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in h)]
     if odd:
-        raise TableError(f"{path}: line {line}: column name {odd[0]!r} has control characters: not a text {what}, "
-                         "or a damaged header. Fix: save it as a UTF-8 CSV/TSV text file with one name per column")
+        raise TableError(
+            f"{path}: line {line}: column name {odd[0]!r} has control characters: not a text {what}, "
+            "or a damaged header. Fix: save it as a UTF-8 CSV/TSV text file with one name per column"
+        )
     empty = [i + 1 for i, h in enumerate(header) if not h]
     if empty:
         fix = "name every column"
         if empty == [len(header)] and len(header) > 1:
             fix = f"remove the trailing {_name(delimiter)} at the end of the header line (and of the rows)"
-        raise TableError(f"{path}: line {line}: the header has an empty column name (column {empty[0]} of "
-                         f"{len(header)}). Fix: {fix}")
+        raise TableError(
+            f"{path}: line {line}: the header has an empty column name (column {empty[0]} of {len(header)}). Fix: {fix}"
+        )
     seen: set[str] = set()
     dup = [h for h in header if h in seen or seen.add(h)]
     if dup:
-        raise TableError(f"{path}: line {line}: column name(s) {sorted(set(dup))} appear more than once in the header. "
-                         "Fix: give every column its own name")
+        raise TableError(
+            f"{path}: line {line}: column name(s) {sorted(set(dup))} appear more than once in the header. "
+            "Fix: give every column its own name"
+        )

@@ -2,6 +2,7 @@
 
 Kept light (no torch, no tiatoolbox imports) because Snakemake evaluates it on every invocation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class Cohort:
         return self.mpp.get(slide_id)
 
     @classmethod
-    def from_config(cls, cfg: dict, root: Path) -> "Cohort":
+    def from_config(cls, cfg: dict, root: Path) -> Cohort:
         results = cfg["results_dir"]
         cohort = cfg["cohort"]
         if cohort["source"] == "demo":
@@ -48,15 +49,25 @@ class Cohort:
             from .cohort.gdc import gdc_table
 
             table = gdc_table(cohort["gdc"], classes, root)
-            return cls("gdc", f"{results}/cohort/samples.csv", str(resolve_path(cohort["reports"], root)),
-                       dict(zip(table["slide_id"], table["path"])), gdc=table)
+            return cls(
+                "gdc",
+                f"{results}/cohort/samples.csv",
+                str(resolve_path(cohort["reports"], root)),
+                dict(zip(table["slide_id"], table["path"])),
+                gdc=table,
+            )
         from .samples import read_samples
 
         sheet = resolve_path(cohort["samples"], root)
         # with imported features (`embedding.precomputed`) the slide files themselves are not needed
         df = read_samples(sheet, classes=classes, check_files=not cfg["embedding"].get("precomputed"))
-        return cls("samples", str(sheet), str(resolve_path(cohort["reports"], root)),
-                   dict(zip(df["slide_id"], df["path"])), dict(zip(df["slide_id"], df["mpp"])))
+        return cls(
+            "samples",
+            str(sheet),
+            str(resolve_path(cohort["reports"], root)),
+            dict(zip(df["slide_id"], df["path"])),
+            dict(zip(df["slide_id"], df["mpp"])),
+        )
 
 
 def bag_map(paths) -> dict[str, str]:
@@ -83,7 +94,9 @@ def precomputed_sources(folder: str | Path, slide_ids: list[str]) -> dict[str, s
             found[s] = found[short[s][0]]
     missing = [s for s in slide_ids if s not in found]
     if missing:
-        raise ValueError(f"`embedding.precomputed` ({folder}) has no features for {len(missing)} of {len(slide_ids)} "
-                         f"slides, e.g. {missing[:3]}; files are matched by name ({{slide}}.csv or {{slide}}.h5). "
-                         "Fix: add them, or drop those slides from the samples sheet.")
+        raise ValueError(
+            f"`embedding.precomputed` ({folder}) has no features for {len(missing)} of {len(slide_ids)} "
+            f"slides, e.g. {missing[:3]}; files are matched by name ({{slide}}.csv or {{slide}}.h5). "
+            "Fix: add them, or drop those slides from the samples sheet."
+        )
     return {s: str(found[s][0]) for s in slide_ids}

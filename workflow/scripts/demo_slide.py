@@ -1,4 +1,5 @@
 """Snakemake script: write one synthetic demo slide."""
+
 from fiveflow.cohort.demo import demo_cases, write_demo_slide
 from fiveflow.smk import run_script
 
@@ -7,8 +8,14 @@ def main(smk, log):
     demo = smk.params.demo
     cases = {c.slide_id: c for c in demo_cases(int(demo["n_slides"]), int(demo["seed"]))}
     case = cases[smk.wildcards.slide]
-    write_demo_slide(case, smk.output[0], int(demo["width"]), int(demo["height"]), float(demo["mpp"]),
-                     difficulty=demo.get("difficulty"))
+    write_demo_slide(
+        case,
+        smk.output[0],
+        int(demo["width"]),
+        int(demo["height"]),
+        float(demo["mpp"]),
+        difficulty=demo.get("difficulty"),
+    )
     log.info("wrote %s (%s, %s)", smk.output[0], case.label, case.differentiation)
 
 

@@ -1,12 +1,18 @@
 """Snakemake script: metrics, paper-style tables and the accuracy-vs-shots plot."""
+
 from fiveflow.evaluate.report import evaluate_predictions
 from fiveflow.smk import run_script
 
 
 def main(smk, log):
-    table = evaluate_predictions(list(smk.input.preds), smk.output, classes=smk.params.classes,
-                                 n_boot=int(smk.params.n_boot), seed=int(smk.params.boot_seed),
-                                 protocol=dict(smk.params.protocol))
+    table = evaluate_predictions(
+        list(smk.input.preds),
+        smk.output,
+        classes=smk.params.classes,
+        n_boot=int(smk.params.n_boot),
+        seed=int(smk.params.boot_seed),
+        protocol=dict(smk.params.protocol),
+    )
     log.info("\n%s", table.to_string(index=False))
 
 

@@ -1,14 +1,24 @@
 """Snakemake script: few-shot fine-tuning, all draws of one shot count."""
+
 from fiveflow.smk import run_script
 from fiveflow.train.fewshot import run_fewshot
 from fiveflow.workflow import bag_map
 
 
 def main(smk, log):
-    pred = run_fewshot(smk.input.ckpt, smk.input.split, smk.input.draws, bag_map(smk.input.bags), smk.params.cfg,
-                       int(smk.wildcards.shots), smk.output[0], threads=smk.threads,
-                       method=smk.wildcards.five, attention_dir=smk.output.attention,
-                       five_score=smk.params.five_score)
+    pred = run_fewshot(
+        smk.input.ckpt,
+        smk.input.split,
+        smk.input.draws,
+        bag_map(smk.input.bags),
+        smk.params.cfg,
+        int(smk.wildcards.shots),
+        smk.output[0],
+        threads=smk.threads,
+        method=smk.wildcards.five,
+        attention_dir=smk.output.attention,
+        five_score=smk.params.five_score,
+    )
     log.info("%s few-shot %s: %d predictions", smk.wildcards.five, smk.wildcards.shots, len(pred))
 
 

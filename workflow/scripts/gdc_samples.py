@@ -1,4 +1,5 @@
 """Snakemake script: the samples sheet of a GDC cohort (fiveflow.cohort.gdc)."""
+
 from fiveflow.cohort.gdc import gdc_table, write_samples
 from fiveflow.smk import run_script
 
@@ -6,8 +7,12 @@ from fiveflow.smk import run_script
 def main(smk, log):
     table = gdc_table(smk.params.gdc, smk.params.classes, smk.params.root)
     write_samples(table, smk.output[0])
-    log.info("GDC cohort: %d slides, %d patients, %s", len(table), table["patient_id"].nunique(),
-             table["label"].value_counts().to_dict())
+    log.info(
+        "GDC cohort: %d slides, %d patients, %s",
+        len(table),
+        table["patient_id"].nunique(),
+        table["label"].value_counts().to_dict(),
+    )
 
 
 run_script(snakemake, main)  # noqa: F821

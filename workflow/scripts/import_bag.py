@@ -1,4 +1,5 @@
 """Snakemake script: import one slide's features made by another tool (DSMIL CSV or CLAM/TRIDENT h5)."""
+
 from fiveflow.embed.importers import import_feature_file
 from fiveflow.smk import run_script
 

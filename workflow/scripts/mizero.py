@@ -1,12 +1,20 @@
 """Snakemake script: MI-Zero zero-shot baseline (text tower of the patch encoder, top-k pooling)."""
+
 from fiveflow.baselines.mizero import run_mizero
 from fiveflow.smk import run_script
 from fiveflow.workflow import bag_map
 
 
 def main(smk, log):
-    pred = run_mizero(smk.input.split, bag_map(smk.input.bags), smk.params.cfg, smk.output[0], log=log,
-                      root=smk.params.root, attention_dir=smk.output.attention)
+    pred = run_mizero(
+        smk.input.split,
+        bag_map(smk.input.bags),
+        smk.params.cfg,
+        smk.output[0],
+        log=log,
+        root=smk.params.root,
+        attention_dir=smk.output.attention,
+    )
     log.info("MI-Zero: %d predictions", len(pred))
 
 

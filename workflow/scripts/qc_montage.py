@@ -1,4 +1,5 @@
 """Snakemake script: one montage of all QC thumbnails and the cohort QC table."""
+
 from fiveflow.slides.montage import failure_lines, write_montage
 from fiveflow.smk import run_script
 

@@ -1,4 +1,5 @@
 """Snakemake script: raw reports -> six FiVE answers -> fine-grained labels per patient of the cohort."""
+
 from fiveflow.reports.structure import structure_reports
 from fiveflow.samples import read_samples
 from fiveflow.smk import run_script
@@ -9,8 +10,16 @@ def main(smk, log):
     if smk.input.answers:  # backend import: the resolved (possibly fetched) answers file(s)
         cfg["precomputed"] = list(smk.input.answers)
     patients = set(read_samples(smk.input.samples, classes=smk.params.classes, check_files=False)["patient_id"])
-    df = structure_reports(smk.input.reports, smk.output.labels, cfg, log=log, questions=smk.input.questions,
-                           id_column=cfg.get("id_column"), text_column=cfg.get("text_column"), patients=patients)
+    df = structure_reports(
+        smk.input.reports,
+        smk.output.labels,
+        cfg,
+        log=log,
+        questions=smk.input.questions,
+        id_column=cfg.get("id_column"),
+        text_column=cfg.get("text_column"),
+        patients=patients,
+    )
     log.info("%d patients structured; %d unique descriptions", len(df), df["description"].nunique())
 
 

@@ -1,4 +1,5 @@
 """Snakemake script: zero-shot predictions of the pre-trained model."""
+
 from fiveflow.smk import run_script
 from fiveflow.train.ablations import apply_ablation
 from fiveflow.train.fewshot import run_zeroshot
@@ -7,9 +8,16 @@ from fiveflow.workflow import bag_map
 
 def main(smk, log):
     cfg, _ = apply_ablation(smk.params.cfg, smk.params.ablation)  # e.g. ratio_0.25 evaluates at its own ratio
-    pred = run_zeroshot(smk.input.ckpt, smk.input.split, bag_map(smk.input.bags), cfg, smk.output[0],
-                        method=smk.wildcards.five, attention_dir=smk.output.attention,
-                        five_score=smk.params.five_score)
+    pred = run_zeroshot(
+        smk.input.ckpt,
+        smk.input.split,
+        bag_map(smk.input.bags),
+        cfg,
+        smk.output[0],
+        method=smk.wildcards.five,
+        attention_dir=smk.output.attention,
+        five_score=smk.params.five_score,
+    )
     log.info("zero-shot: %d predictions", len(pred))
 
 

@@ -1,11 +1,13 @@
 """Snakemake script: FiVE's zero-shot row at the pre-training epoch best on the test split (optimistic)."""
+
 from fiveflow.smk import run_script
 from fiveflow.train.fewshot import run_zeroshot_bestepoch
 
 
 def main(smk, log):
-    pred = run_zeroshot_bestepoch(smk.input.ckpt, smk.input.split, smk.params.cfg, smk.output[0], log=log,
-                                  method=smk.params.method)
+    pred = run_zeroshot_bestepoch(
+        smk.input.ckpt, smk.input.split, smk.params.cfg, smk.output[0], log=log, method=smk.params.method
+    )
     log.info("%s: %d predictions", smk.params.method, len(pred))
 
 

@@ -4,9 +4,10 @@ Instances -> Linear(D, 256) + ReLU + dropout -> gated attention (tanh * sigmoid,
 -> attention-weighted mean -> Linear(256, 2). Trained with the shared loop
 (:mod:`.mil_loop`): Adam, one bag per step, every instance used.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +38,24 @@ class GatedABMIL(nn.Module):
         return {"logits": self.classifier(m), "attention": a, "embedding": m}
 
 
-def fit_predict(store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, test_ids: Sequence[str],
-                seed: int, device=None, epochs: int | None = None) -> np.ndarray:
-    return fit_predict_mil(GatedABMIL, store, train_ids, train_y, test_ids, seed, device,
-                           EPOCHS if epochs is None else epochs, LR, WEIGHT_DECAY)
+def fit_predict(
+    store: BagStore,
+    train_ids: Sequence[str],
+    train_y: np.ndarray,
+    test_ids: Sequence[str],
+    seed: int,
+    device=None,
+    epochs: int | None = None,
+) -> np.ndarray:
+    return fit_predict_mil(
+        GatedABMIL,
+        store,
+        train_ids,
+        train_y,
+        test_ids,
+        seed,
+        device,
+        EPOCHS if epochs is None else epochs,
+        LR,
+        WEIGHT_DECAY,
+    )

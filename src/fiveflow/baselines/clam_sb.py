@@ -13,9 +13,10 @@ Instance loss: cross-entropy (CLAM's default is SmoothTop1SVM; CE is its documen
 and needs no extra dependency). Total loss = 0.7 * bag CE + 0.3 * instance loss (CLAM's
 ``bag_weight``). Optimiser: Adam, lr 2e-4, weight decay 1e-5 (CLAM's defaults).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -71,8 +72,26 @@ class CLAMSB(nn.Module):
         return total / len(self.instance_classifiers) if self.subtyping else total
 
 
-def fit_predict(store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, test_ids: Sequence[str],
-                seed: int, device=None, epochs: int | None = None) -> np.ndarray:
-    return fit_predict_mil(CLAMSB, store, train_ids, train_y, test_ids, seed, device,
-                           EPOCHS if epochs is None else epochs, LR, WEIGHT_DECAY,
-                           extra_loss=lambda m: m.instance_loss, bag_weight=BAG_WEIGHT)
+def fit_predict(
+    store: BagStore,
+    train_ids: Sequence[str],
+    train_y: np.ndarray,
+    test_ids: Sequence[str],
+    seed: int,
+    device=None,
+    epochs: int | None = None,
+) -> np.ndarray:
+    return fit_predict_mil(
+        CLAMSB,
+        store,
+        train_ids,
+        train_y,
+        test_ids,
+        seed,
+        device,
+        EPOCHS if epochs is None else epochs,
+        LR,
+        WEIGHT_DECAY,
+        extra_loss=lambda m: m.instance_loss,
+        bag_weight=BAG_WEIGHT,
+    )

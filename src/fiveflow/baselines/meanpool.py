@@ -1,7 +1,8 @@
 """Mean-pooling baseline: the bag's mean feature vector + standardised logistic regression."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -18,8 +19,9 @@ def mean_features(store: BagStore, slide_ids: Sequence[str]) -> np.ndarray:
     return np.stack([store.get(s).features.mean(0).numpy() for s in slide_ids]).astype(np.float64)
 
 
-def fit_predict(store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, test_ids: Sequence[str],
-                seed: int, device=None) -> np.ndarray:
+def fit_predict(
+    store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, test_ids: Sequence[str], seed: int, device=None
+) -> np.ndarray:
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
     clf.fit(mean_features(store, train_ids), train_y)
     prob = clf.predict_proba(mean_features(store, test_ids))[:, list(clf.classes_).index(1)]

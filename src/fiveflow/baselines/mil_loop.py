@@ -10,11 +10,12 @@ Loss per bag = ``bag_weight * CE(logits, y) + (1 - bag_weight) * extra_loss(out,
 bag order reshuffled each epoch by ``np.random.default_rng(seed)``; ``torch.manual_seed(seed)``
 makes initialisation and dropout deterministic on CPU.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -50,9 +51,20 @@ def post_attention(attentions: list[np.ndarray]) -> None:
         sink.append([np.asarray(a, dtype=np.float32) for a in attentions])
 
 
-def train_mil(model: nn.Module, store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, seed: int, device,
-              epochs: int, lr: float, weight_decay: float, extra_loss: ExtraLoss | None = None,
-              bag_weight: float = 1.0, betas: tuple[float, float] = (0.9, 0.999)) -> nn.Module:
+def train_mil(
+    model: nn.Module,
+    store: BagStore,
+    train_ids: Sequence[str],
+    train_y: np.ndarray,
+    seed: int,
+    device,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    extra_loss: ExtraLoss | None = None,
+    bag_weight: float = 1.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> nn.Module:
     """Train ``model`` in place on the bags ``train_ids`` with labels ``train_y``; return it (eval mode)."""
     device = torch.device(device or "cpu")
     torch.manual_seed(seed)
@@ -75,8 +87,9 @@ def train_mil(model: nn.Module, store: BagStore, train_ids: Sequence[str], train
 
 
 @torch.no_grad()
-def predict_mil(model: nn.Module, store: BagStore, ids: Sequence[str], device=None,
-                positive: int = 1) -> tuple[np.ndarray, list[np.ndarray]]:
+def predict_mil(
+    model: nn.Module, store: BagStore, ids: Sequence[str], device=None, positive: int = 1
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(P(class positive) [len(ids)], [attention [N_i] per bag])`` with the model in eval mode."""
     device = torch.device(device or "cpu")
     model.eval()
@@ -104,10 +117,22 @@ class Standardized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def fit_predict_mil(build: Callable[[int], nn.Module], store: BagStore, train_ids: Sequence[str], train_y: np.ndarray,
-                    test_ids: Sequence[str], seed: int, device, epochs: int, lr: float, weight_decay: float,
-                    extra_loss: Callable[[nn.Module], ExtraLoss] | None = None, bag_weight: float = 1.0,
-                    betas: tuple[float, float] = (0.9, 0.999), standardize: bool = True) -> np.ndarray:
+def fit_predict_mil(
+    build: Callable[[int], nn.Module],
+    store: BagStore,
+    train_ids: Sequence[str],
+    train_y: np.ndarray,
+    test_ids: Sequence[str],
+    seed: int,
+    device,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    extra_loss: Callable[[nn.Module], ExtraLoss] | None = None,
+    bag_weight: float = 1.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    standardize: bool = True,
+) -> np.ndarray:
     """Seed, build ``build(in_dim)``, :func:`train_mil`, and return P(positive) for ``test_ids``.
 
     ``extra_loss`` here is a factory ``model -> extra_loss(out, y)`` (e.g. a bound method).
@@ -116,8 +141,20 @@ def fit_predict_mil(build: Callable[[int], nn.Module], store: BagStore, train_id
     torch.manual_seed(seed)
     inner = build(store.feature_dim(train_ids[0]))
     model = Standardized(inner, *feature_stats(store, train_ids)) if standardize else inner
-    train_mil(model, store, train_ids, train_y, seed, device, epochs, lr, weight_decay,
-              extra_loss(inner) if extra_loss is not None else None, bag_weight, betas)
+    train_mil(
+        model,
+        store,
+        train_ids,
+        train_y,
+        seed,
+        device,
+        epochs,
+        lr,
+        weight_decay,
+        extra_loss(inner) if extra_loss is not None else None,
+        bag_weight,
+        betas,
+    )
     probs, attention = predict_mil(model, store, test_ids, device)
     post_attention(attention)
     return probs

@@ -12,12 +12,13 @@ For an encoder with a text tower (``plip``, ``clip-vit-b16``, ``quiltnet-b32``):
 
 The bags must come from the very image tower whose text half is loaded (checked from their attributes).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,8 +69,10 @@ def load_prompts(path: str | Path) -> PromptSet:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: MI-Zero prompt file not found. Fix: set `mizero.prompts` to an existing "
-                                "file (e.g. resources/prompts/mizero-lung.yaml).") from None
+        raise FileNotFoundError(
+            f"{path}: MI-Zero prompt file not found. Fix: set `mizero.prompts` to an existing "
+            "file (e.g. resources/prompts/mizero-lung.yaml)."
+        ) from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc}). Fix: correct the file named by `mizero.prompts`.") from None
     templates = data.get("templates") if isinstance(data, dict) else None
@@ -80,9 +83,12 @@ def load_prompts(path: str | Path) -> PromptSet:
     if bad:
         raise ValueError(f"{path}: templates without the {CLASSNAME} placeholder: {bad[:3]}. Fix: add {CLASSNAME}.")
     if not isinstance(classes, dict) or not all(
-            isinstance(v, list) and v and all(isinstance(s, str) and s.strip() for s in v) for v in classes.values()):
-        raise ValueError(f"{path}: `classes` must map each class name to a non-empty list of class-name strings. "
-                         "Fix: edit the prompt file.")
+        isinstance(v, list) and v and all(isinstance(s, str) and s.strip() for s in v) for v in classes.values()
+    ):
+        raise ValueError(
+            f"{path}: `classes` must map each class name to a non-empty list of class-name strings. "
+            "Fix: edit the prompt file."
+        )
     return PromptSet(list(templates), {str(k): list(v) for k, v in classes.items()}, str(data.get("version", "")))
 
 
@@ -97,14 +103,15 @@ def class_prompts(class_names: Sequence[str], class_texts: Sequence[str], prompt
     return out
 
 
-def class_embeddings(encode: Callable[[list[str]], torch.Tensor], prompts_per_class: Sequence[Sequence[str]]
-                     ) -> torch.Tensor:
+def class_embeddings(
+    encode: Callable[[list[str]], torch.Tensor], prompts_per_class: Sequence[Sequence[str]]
+) -> torch.Tensor:
     """MI-Zero prompt ensembling: normalise each prompt embedding, average per class, re-normalise -> ``[C, D]``."""
     flat = [p for ps in prompts_per_class for p in ps]
     emb = torch.nn.functional.normalize(encode(flat).float(), dim=-1)
     out, i = [], 0
     for ps in prompts_per_class:
-        out.append(emb[i:i + len(ps)].mean(0))
+        out.append(emb[i : i + len(ps)].mean(0))
         i += len(ps)
     return torch.nn.functional.normalize(torch.stack(out), dim=-1)
 
@@ -126,8 +133,9 @@ def topk_pool(scores: torch.Tensor, topk: int) -> torch.Tensor:
     return scores.topk(k, dim=0).values.mean(0)
 
 
-def slide_probs(features: torch.Tensor, class_emb: torch.Tensor, topk: int,
-                logit_scale: float = LOGIT_SCALE) -> torch.Tensor:
+def slide_probs(
+    features: torch.Tensor, class_emb: torch.Tensor, topk: int, logit_scale: float = LOGIT_SCALE
+) -> torch.Tensor:
     """``softmax(logit_scale * top-k pooled cosine)`` over the classes, ``[C]``."""
     return torch.softmax(logit_scale * topk_pool(instance_scores(features, class_emb), topk), dim=-1)
 
@@ -146,28 +154,39 @@ def heatmap_scores(features: torch.Tensor, class_emb: torch.Tensor, topk: int, w
 # ---------------------------------------------------------------- bags and the run
 
 
-def check_bag(path: str | Path, encoder: str, weights_sha256: str | None, dim: int,
-              logger: logging.Logger | None = None) -> None:
+def check_bag(
+    path: str | Path, encoder: str, weights_sha256: str | None, dim: int, logger: logging.Logger | None = None
+) -> None:
     """Refuse a bag made by another encoder or other weights than the text tower's model."""
     attrs = bag_attrs(path)
     made_by = attrs.get("encoder")
     if made_by is not None and str(made_by) != encoder:
-        raise BagError(f"{path}: made by encoder {made_by!r}, but MI-Zero scores it with the text tower of "
-                       f"`embedding.encoder` {encoder!r}. Fix: set `embedding.encoder` to {made_by!r} or re-embed "
-                       f"the slides with {encoder!r} (delete the bag).")
+        raise BagError(
+            f"{path}: made by encoder {made_by!r}, but MI-Zero scores it with the text tower of "
+            f"`embedding.encoder` {encoder!r}. Fix: set `embedding.encoder` to {made_by!r} or re-embed "
+            f"the slides with {encoder!r} (delete the bag)."
+        )
     bag_sha = attrs.get("weights_sha256")
     if weights_sha256 and bag_sha and str(bag_sha) != weights_sha256:
-        raise BagError(f"{path}: embedded with other {encoder!r} weights ({attrs.get('weights')!r}, sha256 "
-                       f"{str(bag_sha)[:12]}) than the configured ones (sha256 {weights_sha256[:12]}), so its "
-                       "features are not in the text tower's space. Fix: set `embedding.weights`/`embedding.seed` "
-                       "to what made the bags, or delete the bags and re-run the embedding stage.")
+        raise BagError(
+            f"{path}: embedded with other {encoder!r} weights ({attrs.get('weights')!r}, sha256 "
+            f"{str(bag_sha)[:12]}) than the configured ones (sha256 {weights_sha256[:12]}), so its "
+            "features are not in the text tower's space. Fix: set `embedding.weights`/`embedding.seed` "
+            "to what made the bags, or delete the bags and re-run the embedding stage."
+        )
     if not bag_sha and logger is not None:
-        logger.warning("%s: no weights checksum in the bag (imported?); trusting `embedding.encoder`=%s and "
-                       "`embedding.weights` for MI-Zero", path, encoder)
+        logger.warning(
+            "%s: no weights checksum in the bag (imported?); trusting `embedding.encoder`=%s and "
+            "`embedding.weights` for MI-Zero",
+            path,
+            encoder,
+        )
     feature_dim = attrs.get("feature_dim")
     if feature_dim is not None and int(feature_dim) != int(dim):
-        raise BagError(f"{path}: {int(feature_dim)}-d features, but the {encoder!r} text tower gives {dim}-d "
-                       "embeddings. Fix: re-embed the slides with the configured encoder and weights.")
+        raise BagError(
+            f"{path}: {int(feature_dim)}-d features, but the {encoder!r} text tower gives {dim}-d "
+            "embeddings. Fix: re-embed the slides with the configured encoder and weights."
+        )
 
 
 def image_weights_sha256(encoder: str, weights: str, seed: int) -> str:
@@ -180,8 +199,15 @@ def image_weights_sha256(encoder: str, weights: str, seed: int) -> str:
     return sha
 
 
-def run_mizero(split_csv: str | Path, bag_paths: dict[str, str], cfg: dict, out_parquet: str | Path | None,
-               log=None, root: str | Path | None = None, attention_dir: str | Path | None = None) -> pd.DataFrame:
+def run_mizero(
+    split_csv: str | Path,
+    bag_paths: dict[str, str],
+    cfg: dict,
+    out_parquet: str | Path | None,
+    log=None,
+    root: str | Path | None = None,
+    attention_dir: str | Path | None = None,
+) -> pd.DataFrame:
     """MI-Zero predictions of the test split -> ``predictions/MI-Zero_0.parquet`` (method ``MI-Zero``, shots 0);
     with ``attention_dir``, each test slide's instance cosine to the positive class (:func:`heatmap_scores`)."""
     from ..config import resolve_path
@@ -203,8 +229,14 @@ def run_mizero(split_csv: str | Path, bag_paths: dict[str, str], cfg: dict, out_
         tower = load_text_tower(encoder, weights, seed, device)
         per_class = class_prompts(names, texts, prompts)
         class_emb = class_embeddings(tower.encode, per_class)
-        logger.info("MI-Zero: encoder %s (%s), %s prompts per class from %s, top-k %d", encoder, weights,
-                    [len(p) for p in per_class], prompt_file, int(settings["topk"]))
+        logger.info(
+            "MI-Zero: encoder %s (%s), %s prompts per class from %s, top-k %d",
+            encoder,
+            weights,
+            [len(p) for p in per_class],
+            prompt_file,
+            int(settings["topk"]),
+        )
         del tower
         probs, scores = [], []
         for sid in test["slide_id"]:
@@ -212,20 +244,43 @@ def run_mizero(split_csv: str | Path, bag_paths: dict[str, str], cfg: dict, out_
             check_bag(path, encoder, expected, class_emb.shape[1], logger)
             feats, _, _ = read_usable_bag(path)
             if feats.shape[1] != class_emb.shape[1]:
-                raise BagError(f"{path}: {feats.shape[1]}-d features, but the {encoder!r} text tower gives "
-                               f"{class_emb.shape[1]}-d embeddings. Fix: re-embed with the configured encoder.")
-            probs.append(slide_probs(torch.from_numpy(feats).to(device), class_emb.to(device),
-                                     int(settings["topk"])).cpu().numpy())
+                raise BagError(
+                    f"{path}: {feats.shape[1]}-d features, but the {encoder!r} text tower gives "
+                    f"{class_emb.shape[1]}-d embeddings. Fix: re-embed with the configured encoder."
+                )
+            probs.append(
+                slide_probs(torch.from_numpy(feats).to(device), class_emb.to(device), int(settings["topk"]))
+                .cpu()
+                .numpy()
+            )
             if attention_dir is not None:
-                scores.append(heatmap_scores(torch.from_numpy(feats).to(device), class_emb.to(device),
-                                             int(settings["topk"])).float().cpu().numpy())
+                scores.append(
+                    heatmap_scores(torch.from_numpy(feats).to(device), class_emb.to(device), int(settings["topk"]))
+                    .float()
+                    .cpu()
+                    .numpy()
+                )
         probs = np.stack(probs).astype(np.float64)
         logger.info("MI-Zero: %d test slides", len(test))
         if attention_dir is not None:
             from ..evaluate.heatmap import save_run_attention
 
             ids = test["slide_id"].tolist()
-            n = len(save_run_attention(attention_dir, bag_paths, ids, scores, probs[:, 1], METHOD, "instance_cosine",
-                                       logger, labels=dict(zip(ids, test["label"])), shots=0, run=0, seed=None))
+            n = len(
+                save_run_attention(
+                    attention_dir,
+                    bag_paths,
+                    ids,
+                    scores,
+                    probs[:, 1],
+                    METHOD,
+                    "instance_cosine",
+                    logger,
+                    labels=dict(zip(ids, test["label"])),
+                    shots=0,
+                    run=0,
+                    seed=None,
+                )
+            )
             logger.info("MI-Zero: instance scores of %d/%d test slides -> %s", n, len(ids), attention_dir)
         return write_predictions([prediction_frame(METHOD, 0, 0, test, probs[:, 1], names)], out_parquet)

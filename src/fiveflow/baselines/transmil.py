@@ -16,10 +16,11 @@ Heatmap attention: the class token's attention in the last layer, averaged over 
 the instance tokens; attention on padding copies is added back to the instance it repeats and
 the result renormalised, so it has length N and sums to 1.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -94,7 +95,24 @@ class TransMIL(nn.Module):
         return {"logits": self.fc2(emb), "attention": att, "embedding": emb, "side": side}
 
 
-def fit_predict(store: BagStore, train_ids: Sequence[str], train_y: np.ndarray, test_ids: Sequence[str],
-                seed: int, device=None, epochs: int | None = None) -> np.ndarray:
-    return fit_predict_mil(TransMIL, store, train_ids, train_y, test_ids, seed, device,
-                           EPOCHS if epochs is None else epochs, LR, WEIGHT_DECAY)
+def fit_predict(
+    store: BagStore,
+    train_ids: Sequence[str],
+    train_y: np.ndarray,
+    test_ids: Sequence[str],
+    seed: int,
+    device=None,
+    epochs: int | None = None,
+) -> np.ndarray:
+    return fit_predict_mil(
+        TransMIL,
+        store,
+        train_ids,
+        train_y,
+        test_ids,
+        seed,
+        device,
+        EPOCHS if epochs is None else epochs,
+        LR,
+        WEIGHT_DECAY,
+    )

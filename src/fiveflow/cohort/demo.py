@@ -10,6 +10,7 @@ Public API (the Snakemake rules and ``fiveflow demo`` call these):
 Everything is a function of ``(n_slides, seed)``: the same arguments give the same cases, the
 same report texts and byte-identical slides.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,20 +32,38 @@ if TYPE_CHECKING:  # pragma: no cover
 
 LABELS = ("LUAD", "LUSC")
 MIN_SLIDES = 8
-TRUTH_COLUMNS = ("patient_id", "label", "differentiation", "stas", "vascular_invasion", "pleural_invasion",
-                 "adjacent_invasion", "margins")
+TRUTH_COLUMNS = (
+    "patient_id",
+    "label",
+    "differentiation",
+    "stas",
+    "vascular_invasion",
+    "pleural_invasion",
+    "adjacent_invasion",
+    "margins",
+)
 
 # The six report facts of a patient are drawn jointly from the per-class distribution of real TCGA-lung answers
 # (resources/demo/report_facts.csv, fiveflow.cohort.facts); reports leave `unknown` facts unstated.
 _SUBTYPE = {
-    "LUAD": {"well": ("lepidic", "acinar", "papillary"), "moderate": ("acinar", "papillary", "acinar"),
-             "moderate_to_poor": ("acinar", "solid", "micropapillary"), "poor": ("solid", "acinar", "micropapillary"),
-             "unknown": ("acinar", "papillary"), "mixed": ("acinar", "solid", "papillary"),
-             "undifferentiated": ("solid",)},
-    "LUSC": {"well": ("keratinizing",), "moderate": ("keratinizing", "keratinizing", "non-keratinizing"),
-             "moderate_to_poor": ("non-keratinizing", "keratinizing"), "poor": ("non-keratinizing", "basaloid"),
-             "unknown": ("keratinizing", "non-keratinizing"), "mixed": ("keratinizing", "non-keratinizing"),
-             "undifferentiated": ("basaloid",)},
+    "LUAD": {
+        "well": ("lepidic", "acinar", "papillary"),
+        "moderate": ("acinar", "papillary", "acinar"),
+        "moderate_to_poor": ("acinar", "solid", "micropapillary"),
+        "poor": ("solid", "acinar", "micropapillary"),
+        "unknown": ("acinar", "papillary"),
+        "mixed": ("acinar", "solid", "papillary"),
+        "undifferentiated": ("solid",),
+    },
+    "LUSC": {
+        "well": ("keratinizing",),
+        "moderate": ("keratinizing", "keratinizing", "non-keratinizing"),
+        "moderate_to_poor": ("non-keratinizing", "keratinizing"),
+        "poor": ("non-keratinizing", "basaloid"),
+        "unknown": ("keratinizing", "non-keratinizing"),
+        "mixed": ("keratinizing", "non-keratinizing"),
+        "undifferentiated": ("basaloid",),
+    },
 }
 _ADJ_SITES = ("chest wall", "pericardium", "diaphragm", "mediastinal fat", "rib")
 
@@ -54,33 +73,33 @@ class DemoCase:
     """One slide of the demo cohort with its patient's (ground-truth) report facts."""
 
     index: int
-    slide_id: str               # e.g. "DEMO-0007-01Z-00-DX1"
-    patient_id: str             # e.g. "DEMO-0007"
-    label: str                  # "LUAD" | "LUSC"
-    differentiation: str        # well | moderate | moderate_to_poor | poor | mixed | undifferentiated | unknown
-    stas: str                   # present | absent | unknown
-    vascular_invasion: str      # present | absent | unknown
-    pleural_invasion: str       # present | absent | unknown
-    adjacent_invasion: str      # present | absent | unknown
-    margins: str                # negative | positive | unknown
-    seed: int                   # per-slide seed (cohort seed, slide index): drives the pixels
-    slide_number: int           # 1 or 2 (DX1 / DX2) within the patient
-    patient_seed: int           # drives the report wording (shared by a patient's slides)
-    report_uuid: str            # deterministic uuid4-style string of the patient's report
-    subtype: str                # acinar, papillary, solid, ... | keratinizing, non-keratinizing, ...
-    laterality: str             # left | right
-    lobe: str                   # upper | middle | lower
-    procedure: str              # lobectomy | wedge resection | segmentectomy | pneumonectomy
+    slide_id: str  # e.g. "DEMO-0007-01Z-00-DX1"
+    patient_id: str  # e.g. "DEMO-0007"
+    label: str  # "LUAD" | "LUSC"
+    differentiation: str  # well | moderate | moderate_to_poor | poor | mixed | undifferentiated | unknown
+    stas: str  # present | absent | unknown
+    vascular_invasion: str  # present | absent | unknown
+    pleural_invasion: str  # present | absent | unknown
+    adjacent_invasion: str  # present | absent | unknown
+    margins: str  # negative | positive | unknown
+    seed: int  # per-slide seed (cohort seed, slide index): drives the pixels
+    slide_number: int  # 1 or 2 (DX1 / DX2) within the patient
+    patient_seed: int  # drives the report wording (shared by a patient's slides)
+    report_uuid: str  # deterministic uuid4-style string of the patient's report
+    subtype: str  # acinar, papillary, solid, ... | keratinizing, non-keratinizing, ...
+    laterality: str  # left | right
+    lobe: str  # upper | middle | lower
+    procedure: str  # lobectomy | wedge resection | segmentectomy | pneumonectomy
     tumor_size_cm: float
     nodes_examined: int
     nodes_positive: int
-    adjacent_site: str          # structure invaded or examined ("" when unknown)
-    margin_site: str            # bronchial | parenchymal | vascular (the involved margin if positive)
-    pt: str                     # e.g. "pT2a"
-    pn: str                     # e.g. "pN0"
-    stage: str                  # e.g. "IB"
+    adjacent_site: str  # structure invaded or examined ("" when unknown)
+    margin_site: str  # bronchial | parenchymal | vascular (the involved margin if positive)
+    pt: str  # e.g. "pT2a"
+    pn: str  # e.g. "pN0"
+    stage: str  # e.g. "IB"
     age: int
-    sex: str                    # male | female
+    sex: str  # male | female
 
 
 def _derive(*parts: object) -> int:
@@ -111,9 +130,20 @@ def _stage(size: float, pleura: str, adj: str, adj_site: str, pos: int, rng: ran
         t = "pT4" if adj_site in ("diaphragm", "mediastinal fat") else max(t, "pT3")
     n = "pN0" if pos == 0 else rng.choice(("pN1", "pN1", "pN2"))
     tn = t[1:3]
-    table = {("T1", "pN0"): "IA", ("T2", "pN0"): "IB", ("T3", "pN0"): "IIB", ("T4", "pN0"): "IIIA",
-             ("T1", "pN1"): "IIB", ("T2", "pN1"): "IIB", ("T3", "pN1"): "IIIA", ("T4", "pN1"): "IIIA",
-             ("T1", "pN2"): "IIIA", ("T2", "pN2"): "IIIA", ("T3", "pN2"): "IIIB", ("T4", "pN2"): "IIIB"}
+    table = {
+        ("T1", "pN0"): "IA",
+        ("T2", "pN0"): "IB",
+        ("T3", "pN0"): "IIB",
+        ("T4", "pN0"): "IIIA",
+        ("T1", "pN1"): "IIB",
+        ("T2", "pN1"): "IIB",
+        ("T3", "pN1"): "IIIA",
+        ("T4", "pN1"): "IIIA",
+        ("T1", "pN2"): "IIIA",
+        ("T2", "pN2"): "IIIA",
+        ("T3", "pN2"): "IIIB",
+        ("T4", "pN2"): "IIIB",
+    }
     stage = table[(tn, n)]
     if t == "pT2b" and n == "pN0":
         stage = "IIA"
@@ -135,11 +165,20 @@ def _patient_facts(seed: int, number: int, label: str) -> dict:
         **six,
         patient_seed=_derive("report", seed, number),
         report_uuid=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        subtype=rng.choice(_SUBTYPE[label][diff]), laterality=laterality, lobe=lobe,
+        subtype=rng.choice(_SUBTYPE[label][diff]),
+        laterality=laterality,
+        lobe=lobe,
         procedure=rng.choices(("lobectomy", "wedge resection", "segmentectomy", "pneumonectomy"), (70, 12, 8, 10))[0],
-        tumor_size_cm=size, nodes_examined=examined, nodes_positive=positive, adjacent_site=adj_site,
-        margin_site=rng.choice(("bronchial", "parenchymal", "vascular")), pt=t, pn=n, stage=stage,
-        age=rng.randint(45, 84), sex=rng.choice(("male", "female")),
+        tumor_size_cm=size,
+        nodes_examined=examined,
+        nodes_positive=positive,
+        adjacent_site=adj_site,
+        margin_site=rng.choice(("bronchial", "parenchymal", "vascular")),
+        pt=t,
+        pn=n,
+        stage=stage,
+        age=rng.randint(45, 84),
+        sex=rng.choice(("male", "female")),
     )
 
 
@@ -152,14 +191,16 @@ def demo_cases(n_slides: int, seed: int) -> list[DemoCase]:
     (:mod:`fiveflow.cohort.facts`, read once).
     """
     if isinstance(n_slides, bool) or not isinstance(n_slides, int) or n_slides < MIN_SLIDES:
-        raise ValueError(f"demo cohort: n_slides must be an integer >= {MIN_SLIDES} (got {n_slides!r}); "
-                         f"fewer slides cannot give both classes a train and a test split. "
-                         f"Fix: set cohort.demo.n_slides to {MIN_SLIDES} or more.")
+        raise ValueError(
+            f"demo cohort: n_slides must be an integer >= {MIN_SLIDES} (got {n_slides!r}); "
+            f"fewer slides cannot give both classes a train and a test split. "
+            f"Fix: set cohort.demo.n_slides to {MIN_SLIDES} or more."
+        )
     seed = int(seed)
     rng = random.Random(f"fiveflow-demo-cohort:{seed}:{n_slides}")
     per_class: dict[str, list[int]] = {}
     for k, label in enumerate(LABELS):
-        n_c = (n_slides + 1 - k) // 2                 # LUAD gets the odd slide
+        n_c = (n_slides + 1 - k) // 2  # LUAD gets the odd slide
         doubles = max(1, n_c // 8)
         n_pat = n_c - doubles
         two = set(rng.sample(range(n_pat), doubles))
@@ -175,13 +216,29 @@ def demo_cases(n_slides: int, seed: int) -> list[DemoCase]:
             facts = _patient_facts(seed, number, label)
             for s in range(1, n_sl + 1):
                 idx = len(cases)
-                cases.append(DemoCase(index=idx, slide_id=f"{pid}-01Z-00-DX{s}", patient_id=pid, label=label,
-                                      seed=_derive("slide", seed, idx), slide_number=s, **facts))
+                cases.append(
+                    DemoCase(
+                        index=idx,
+                        slide_id=f"{pid}-01Z-00-DX{s}",
+                        patient_id=pid,
+                        label=label,
+                        seed=_derive("slide", seed, idx),
+                        slide_number=s,
+                        **facts,
+                    )
+                )
     return cases
 
 
-def write_demo_slide(case: DemoCase, path: str | os.PathLike, width: int, height: int, mpp: float,
-                     tile: int = 256, difficulty: "Difficulty | dict | None" = None) -> None:
+def write_demo_slide(
+    case: DemoCase,
+    path: str | os.PathLike,
+    width: int,
+    height: int,
+    mpp: float,
+    tile: int = 256,
+    difficulty: Difficulty | dict | None = None,
+) -> None:
     """Write the case's slide as a JPEG-compressed, tiled, pyramidal BigTIFF at ``path``.
 
     Level 0 is ``width`` x ``height`` pixels of ``mpp`` microns, rendered tile by tile from a
@@ -206,8 +263,15 @@ def write_demo_slide(case: DemoCase, path: str | os.PathLike, width: int, height
     mpp = float(mpp)
     renderer = TileRenderer(Scene(case, width, height, mpp, difficulty), tile=tile)
     with atomic_path(path) as tmp, _single_thread_blas():
-        write_pyramid(tmp, lambda ox, oy: renderer.render(0, ox, oy), width, height, mpp, tile=tile,
-                      description=f"fiveflow synthetic demo slide {case.slide_id}; mpp={mpp}")
+        write_pyramid(
+            tmp,
+            lambda ox, oy: renderer.render(0, ox, oy),
+            width,
+            height,
+            mpp,
+            tile=tile,
+            description=f"fiveflow synthetic demo slide {case.slide_id}; mpp={mpp}",
+        )
 
 
 def _single_thread_blas():
@@ -226,8 +290,13 @@ def demo_report_text(case: DemoCase) -> str:
     return report_text(case)
 
 
-def write_demo_tables(cases: list[DemoCase], slide_paths: dict[str, str], samples_csv: str | os.PathLike,
-                      reports_csv: str | os.PathLike, truth_csv: str | os.PathLike) -> None:
+def write_demo_tables(
+    cases: list[DemoCase],
+    slide_paths: dict[str, str],
+    samples_csv: str | os.PathLike,
+    reports_csv: str | os.PathLike,
+    truth_csv: str | os.PathLike,
+) -> None:
     """Write ``samples.csv`` (one row per slide), ``reports.csv`` and ``truth.csv`` (one row per patient).
 
     ``slide_paths`` maps every slide id to the path written in ``samples.csv``.
@@ -238,10 +307,16 @@ def write_demo_tables(cases: list[DemoCase], slide_paths: dict[str, str], sample
     patients: dict[str, DemoCase] = {}
     for c in cases:
         patients.setdefault(c.patient_id, c)
-    _write_csv(samples_csv, ("slide_id", "patient_id", "label", "path"),
-               [(c.slide_id, c.patient_id, c.label, str(slide_paths[c.slide_id])) for c in cases])
-    _write_csv(reports_csv, ("patient_filename", "patient_id", "text"),
-               [(f"{p.patient_id}.{p.report_uuid}", p.patient_id, demo_report_text(p)) for p in patients.values()])
+    _write_csv(
+        samples_csv,
+        ("slide_id", "patient_id", "label", "path"),
+        [(c.slide_id, c.patient_id, c.label, str(slide_paths[c.slide_id])) for c in cases],
+    )
+    _write_csv(
+        reports_csv,
+        ("patient_filename", "patient_id", "text"),
+        [(f"{p.patient_id}.{p.report_uuid}", p.patient_id, demo_report_text(p)) for p in patients.values()],
+    )
     _write_csv(truth_csv, TRUTH_COLUMNS, [tuple(getattr(p, k) for k in TRUTH_COLUMNS) for p in patients.values()])
 
 

@@ -13,6 +13,7 @@ A demo patient's six facts are one draw of a row of its class, weighted by ``cou
 are the real answers' (e.g. STAS is unknown for ~96% of patients, and invasion facts go together).
 Reading the table needs only the csv module: the Snakefile calls the demo cohort at parse time.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,9 @@ def default_facts_path() -> Path:
     return DEFAULT_FACTS
 
 
-def estimate_fact_table(answers: str | os.PathLike, label_column: str = "cancer_type",
-                        answer_column: str = "answer") -> list[dict]:
+def estimate_fact_table(
+    answers: str | os.PathLike, label_column: str = "cancer_type", answer_column: str = "answer"
+) -> list[dict]:
     """Rows (:data:`COLUMNS`) of the per-class joint fact distribution of an answers table (one answer per
     patient: ``label_column`` the class, ``answer_column`` the six ';'-joined answers), each answer normalised
     by :func:`fiveflow.reports.normalize.normalize_answer` (an empty answer: all unknown). Sorted by label,
@@ -49,8 +51,10 @@ def estimate_fact_table(answers: str | os.PathLike, label_column: str = "cancer_
     df = read_table(answers)
     missing = [c for c in (label_column, answer_column) if c not in df.columns]
     if missing:
-        raise ValueError(f"{answers}: no column(s) {missing}; found {list(df.columns)}. Fix: name the class and "
-                         "answer columns (--label-column, --answer-column)")
+        raise ValueError(
+            f"{answers}: no column(s) {missing}; found {list(df.columns)}. Fix: name the class and "
+            "answer columns (--label-column, --answer-column)"
+        )
     counts: dict[tuple, int] = {}
     for label, answer in zip(df[label_column], df[answer_column]):
         labels = normalize_answer(answer if answer.strip() else None).labels
@@ -76,16 +80,20 @@ def load_fact_table(path: str | os.PathLike | None = None) -> dict[str, tuple[tu
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(f"demo report facts not found: {path} (expected {FACTS_FILE} in the project); "
-                                "restore it from the repository") from None
+        raise FileNotFoundError(
+            f"demo report facts not found: {path} (expected {FACTS_FILE} in the project); "
+            "restore it from the repository"
+        ) from None
     out: dict[str, tuple[list, list]] = {}
     for line, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
         if tuple(row) != COLUMNS:
             raise ValueError(f"{path}: line {line}: expected columns {list(COLUMNS)}, found {list(row)}")
         bad = [f for f in FIELDS if row[f] not in ALLOWED[f]]
         if bad or not row["count"].isdigit() or int(row["count"]) < 1:
-            raise ValueError(f"{path}: line {line}: bad value(s) in {bad or ['count']}. Fix: regenerate the table "
-                             "with tools/estimate_report_facts.py")
+            raise ValueError(
+                f"{path}: line {line}: bad value(s) in {bad or ['count']}. Fix: regenerate the table "
+                "with tools/estimate_report_facts.py"
+            )
         facts, weights = out.setdefault(row["label"], ([], []))
         facts.append({f: row[f] for f in FIELDS})
         weights.append(int(row["count"]))

@@ -16,6 +16,7 @@ three barcode fields (``TCGA-49-4506``), which is what TCGA reports are keyed by
 
 Kept light (pandas only): Snakemake builds this table at parse time for 1,000+ slides.
 """
+
 from __future__ import annotations
 
 import re
@@ -53,8 +54,10 @@ def gdc_table(gdc: dict, classes: list[str], root: str | Path) -> pd.DataFrame:
     manifests = gdc.get("manifests") or {}
     unknown = [c for c in manifests if c not in classes]
     if unknown:
-        raise ValueError(f"`cohort.gdc.manifests` has class(es) {unknown} that are not in `classes` {classes}. "
-                         "Fix: key each manifest list by a class name from `classes`.")
+        raise ValueError(
+            f"`cohort.gdc.manifests` has class(es) {unknown} that are not in `classes` {classes}. "
+            "Fix: key each manifest list by a class name from `classes`."
+        )
     rows: dict[str, dict] = {}
     for label, files in manifests.items():
         for f in _as_list(files):
@@ -62,13 +65,23 @@ def gdc_table(gdc: dict, classes: list[str], root: str | Path) -> pd.DataFrame:
             for r in read_manifest(path):
                 prev = rows.get(r.filename)
                 if prev is not None and prev["label"] != label:
-                    raise ValueError(f"{r.filename} is listed under class {prev['label']} ({prev['manifest']}) and "
-                                     f"under {label} ({path}). Fix: remove it from one of the manifests.")
-                rows[r.filename] = {"label": label, "file_id": r.id, "filename": r.filename, "md5": r.md5,
-                                    "size": int(r.size), "manifest": str(path)}  # later releases win
+                    raise ValueError(
+                        f"{r.filename} is listed under class {prev['label']} ({prev['manifest']}) and "
+                        f"under {label} ({path}). Fix: remove it from one of the manifests."
+                    )
+                rows[r.filename] = {
+                    "label": label,
+                    "file_id": r.id,
+                    "filename": r.filename,
+                    "md5": r.md5,
+                    "size": int(r.size),
+                    "manifest": str(path),
+                }  # later releases win
     if not rows:
-        raise ValueError("`cohort.gdc.manifests` lists no slides. Fix: add GDC manifests per class "
-                         "(GDC portal: cart > Download > Manifest).")
+        raise ValueError(
+            "`cohort.gdc.manifests` lists no slides. Fix: add GDC manifests per class "
+            "(GDC portal: cart > Download > Manifest)."
+        )
     df = pd.DataFrame(list(rows.values()))
     labels = gdc.get("labels")
     if labels:
@@ -77,23 +90,33 @@ def gdc_table(gdc: dict, classes: list[str], root: str | Path) -> pd.DataFrame:
         lab = read_delimited(table, what="clinical table (`cohort.gdc.labels`)")
         missing = [c for c in (fcol, lcol) if c not in lab.columns]
         if missing:
-            raise ValueError(f"{table}: missing column(s) {missing}; found {list(lab.columns)}. Fix: set "
-                             "`cohort.gdc.labels_file_column` / `labels_column` to the file-name and label columns.")
+            raise ValueError(
+                f"{table}: missing column(s) {missing}; found {list(lab.columns)}. Fix: set "
+                "`cohort.gdc.labels_file_column` / `labels_column` to the file-name and label columns."
+            )
         bad = sorted(set(lab[lcol]) - set(classes))
         if bad:
-            raise ValueError(f"{table}: labels {bad[:5]} in column {lcol!r} are not in `classes` {classes}. "
-                             "Fix: correct the table or the class names.")
+            raise ValueError(
+                f"{table}: labels {bad[:5]} in column {lcol!r} are not in `classes` {classes}. "
+                "Fix: correct the table or the class names."
+            )
         override = dict(zip(lab[fcol], lab[lcol]))
         df["label"] = [override.get(f, lab0) for f, lab0 in zip(df["filename"], df["label"])]
     short = df["filename"].str.split(".").str[0]
     dup = short.duplicated(keep=False)
     stem = df["filename"].map(lambda n: Path(n).stem)
-    df["slide_id"] = clean_ids(short.where(~dup, stem), "slide", "`cohort.gdc.manifests`",
-                               lines=[f"{m}: {f}" for m, f in zip(df["manifest"], df["filename"])])
+    df["slide_id"] = clean_ids(
+        short.where(~dup, stem),
+        "slide",
+        "`cohort.gdc.manifests`",
+        lines=[f"{m}: {f}" for m, f in zip(df["manifest"], df["filename"])],
+    )
     twice = df.loc[df["slide_id"].duplicated(keep=False)]
     if len(twice):
-        raise ValueError(f"files {twice['filename'].tolist()[:4]} would all be slide {twice['slide_id'].iloc[0]!r} "
-                         "(the same name up to the extension). Fix: keep one of them in the manifests.")
+        raise ValueError(
+            f"files {twice['filename'].tolist()[:4]} would all be slide {twice['slide_id'].iloc[0]!r} "
+            "(the same name up to the extension). Fix: keep one of them in the manifests."
+        )
     df["patient_id"] = [patient_of(s) for s in df["slide_id"]]
     slide_dir = resolve_path(gdc.get("slide_dir") or "data/gdc/slides", root)
     df["path"] = [str(slide_dir / f) for f in df["filename"]]
@@ -108,8 +131,15 @@ def write_samples(table: pd.DataFrame, out_csv: str | Path) -> None:
         table.to_csv(tmp, index=False)
 
 
-CLASS_TABLE_COLUMNS = ["slide_file_name", "slide_id_short", "slide_id_hash", "case_id", "patient_id", "slide_md5sum",
-                       "cancer_type"]
+CLASS_TABLE_COLUMNS = [
+    "slide_file_name",
+    "slide_id_short",
+    "slide_id_hash",
+    "case_id",
+    "patient_id",
+    "slide_md5sum",
+    "cancer_type",
+]
 
 
 def class_table_from_manifests(manifests: dict[str, str | Path]) -> str:
@@ -130,8 +160,17 @@ def class_table_from_manifests(manifests: dict[str, str | Path]) -> str:
     for label, path in manifests.items():
         for r in read_manifest(path):
             short, _, rest = r.filename.partition(".")
-            rows.append([r.filename, short, rest[:-len(".svs")] if rest.endswith(".svs") else rest,
-                         r.filename[:15], r.filename[:12], r.md5, label])
+            rows.append(
+                [
+                    r.filename,
+                    short,
+                    rest[: -len(".svs")] if rest.endswith(".svs") else rest,
+                    r.filename[:15],
+                    r.filename[:12],
+                    r.md5,
+                    label,
+                ]
+            )
     rows.sort(key=lambda row: (row[6], row[1]))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -10,6 +10,7 @@ tile can be rendered on its own and still join its neighbours seamlessly, in bou
 - :func:`bilinear_matrix`: the interpolation matrix used for grids (also to upsample a coarse
   lattice of any smooth field onto a tile).
 """
+
 from __future__ import annotations
 
 import math
@@ -96,7 +97,7 @@ def fbm_points(x: np.ndarray, y: np.ndarray, period: float, key: int, octaves: i
     out = np.zeros(np.broadcast(np.asarray(x), np.asarray(y)).shape, np.float32)
     amp, norm = 1.0, 0.0
     for o in range(octaves):
-        out += amp * value_noise_points(x, y, period / (2 ** o), key + 7919 * o)
+        out += amp * value_noise_points(x, y, period / (2**o), key + 7919 * o)
         norm += amp
         amp *= 0.5
     return out / norm
@@ -129,13 +130,14 @@ def value_noise_grid(xs: np.ndarray, ys: np.ndarray, period: float, key: int) ->
     return wy @ lattice @ wx.T
 
 
-def fbm_grid(xs: np.ndarray, ys: np.ndarray, period: float, key: int, octaves: int = 3,
-             min_period: float = 0.0) -> np.ndarray:
+def fbm_grid(
+    xs: np.ndarray, ys: np.ndarray, period: float, key: int, octaves: int = 3, min_period: float = 0.0
+) -> np.ndarray:
     """Fractal value noise on a grid; octaves with a period below ``min_period`` are skipped."""
     out = np.zeros((len(ys), len(xs)), np.float32)
     amp, norm = 1.0, 0.0
     for o in range(octaves):
-        p = period / (2 ** o)
+        p = period / (2**o)
         if p < min_period:
             break
         out += amp * value_noise_grid(xs, ys, p, key + 7919 * o)

@@ -7,12 +7,13 @@ contiguous quadrants), while the level above is being written: one ``pwrite`` pe
 one ``pread`` per reduced tile. Peak memory does not depend on the slide's size; the staging
 files take about a third of the raw level-0 size on disk and vanish when done.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -58,8 +59,8 @@ class _Staging:
         h = self.tile // 2
         off = (ty * self.tiles_x + tx) * 4 * self.q
         raw = os.pread(self.fd, 4 * self.q, off)
-        buf = np.zeros(4 * self.q, np.uint8)        # unwritten quadrants (beyond the image) stay black
-        buf[:len(raw)] = np.frombuffer(raw, np.uint8)
+        buf = np.zeros(4 * self.q, np.uint8)  # unwritten quadrants (beyond the image) stay black
+        buf[: len(raw)] = np.frombuffer(raw, np.uint8)
         q = buf.reshape(2, 2, h, h, 3)
         return np.concatenate([np.concatenate([q[0, 0], q[0, 1]], 1), np.concatenate([q[1, 0], q[1, 1]], 1)], 0)
 
@@ -67,9 +68,17 @@ class _Staging:
         self.fh.close()
 
 
-def write_pyramid(path: str | os.PathLike, tile_fn: Callable[[int, int], np.ndarray], width: int, height: int,
-                  mpp: float, tile: int = 256, quality: int = 90, description: str | None = None,
-                  min_side: int = 512) -> None:
+def write_pyramid(
+    path: str | os.PathLike,
+    tile_fn: Callable[[int, int], np.ndarray],
+    width: int,
+    height: int,
+    mpp: float,
+    tile: int = 256,
+    quality: int = 90,
+    description: str | None = None,
+    min_side: int = 512,
+) -> None:
     """Write a JPEG-compressed tiled pyramidal BigTIFF (resolution tags in pixels per centimetre).
 
     ``tile_fn(ox, oy)`` returns the level-0 RGB uint8 tile whose top-left pixel is (ox, oy),
@@ -97,12 +106,23 @@ def write_pyramid(path: str | os.PathLike, tile_fn: Callable[[int, int], np.ndar
 
         with tifffile.TiffWriter(path, bigtiff=True) as tw:
             for level, (w, h) in enumerate(sizes):
-                res = 1e4 / (mpp * width / w)          # pixels per centimetre at this level
-                tw.write(tiles(level), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
-                         compression="jpeg", compressionargs={"level": quality},
-                         subfiletype=0 if level == 0 else 1, resolution=(res, res), resolutionunit="CENTIMETER",
-                         description=description if level == 0 else None, software="fiveflow",
-                         metadata=None, maxworkers=1)
+                res = 1e4 / (mpp * width / w)  # pixels per centimetre at this level
+                tw.write(
+                    tiles(level),
+                    shape=(h, w, 3),
+                    dtype=np.uint8,
+                    tile=(tile, tile),
+                    photometric="rgb",
+                    compression="jpeg",
+                    compressionargs={"level": quality},
+                    subfiletype=0 if level == 0 else 1,
+                    resolution=(res, res),
+                    resolutionunit="CENTIMETER",
+                    description=description if level == 0 else None,
+                    software="fiveflow",
+                    metadata=None,
+                    maxworkers=1,
+                )
     finally:
         for s in stages:
             s.close()

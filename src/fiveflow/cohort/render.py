@@ -17,6 +17,7 @@ nuclei) in desmoplastic stroma, with solid sheets and stray cells as the grade w
 draws nests of large polygonal pink cells with central vesicular nuclei and concentric keratin
 pearls (more of them when well differentiated).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,15 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .noise import (bilinear_matrix, coord_base, finish_u01, hash_u01, mix_key, value_noise_grid,
-                    value_noise_points)
+from .noise import bilinear_matrix, coord_base, finish_u01, hash_u01, mix_key, value_noise_grid, value_noise_points
 from .scene import Scene, smoothstep
 
 TILE = 256
-LATTICE_PX = 16       # coarse field lattice step, in pixels of the level being drawn
-MARGIN_UM = 100.0     # largest primitive reach beyond its centre (pearls, vessels, glands)
-SOFT_PX = 0.8         # anti-aliased edge width, in pixels
-H, E, R, D, C, C2 = range(6)   # C, C2: sum and sum of squares of cell cones
+LATTICE_PX = 16  # coarse field lattice step, in pixels of the level being drawn
+MARGIN_UM = 100.0  # largest primitive reach beyond its centre (pearls, vessels, glands)
+SOFT_PX = 0.8  # anti-aliased edge width, in pixels
+H, E, R, D, C, C2 = range(6)  # C, C2: sum and sum of squares of cell cones
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Cells:
         """Channels ``ch0 .. ch0 + n - 1`` at once, shape (n, len)."""
         return finish_u01(self.base[None, :], [mix_key(self.key, ch) for ch in range(ch0, ch0 + n)])
 
-    def take(self, keep: np.ndarray) -> "Cells":
+    def take(self, keep: np.ndarray) -> Cells:
         return Cells(self.ix[keep], self.iy[keep], self.x[keep], self.y[keep], self.key, self.base[keep])
 
     def __len__(self) -> int:
@@ -121,10 +121,10 @@ class Splats:
             v = dy * (c * ib) - dx * (s * ib)
             u *= u
             v *= v
-            u += v                                   # squared elliptical radius
-            if bk % 2:                               # cone profile
+            u += v  # squared elliptical radius
+            if bk % 2:  # cone profile
                 val = 1.0 - u
-            else:                                    # flat, edge ~SOFT_PX wide: (1 - d^2)/2 ~ 1 - d
+            else:  # flat, edge ~SOFT_PX wide: (1 - d^2)/2 ~ 1 - d
                 val = (1.0 - u) * (b[sel] * (0.5 / SOFT_PX))[:, None, None] + 0.5
             np.clip(val, 0.0, 1.0, out=val)
             rr = rim[sel]
@@ -179,9 +179,11 @@ class TileRenderer:
 
     def _glass_tile(self, level: int, tile_key: int) -> np.ndarray:
         if level not in self._glass:
-            amp = 2.2 / (2 ** level) ** 0.5
-            self._glass[level] = [np.clip(self._glass_rgb[None, None, :] + amp * n[..., None] + 0.5, 0, 255)
-                                  .astype(np.uint8) for n in self._noise]
+            amp = 2.2 / (2**level) ** 0.5
+            self._glass[level] = [
+                np.clip(self._glass_rgb[None, None, :] + amp * n[..., None] + 0.5, 0, 255).astype(np.uint8)
+                for n in self._noise
+            ]
         t = self._glass[level][tile_key & 3]
         if tile_key & 4:
             t = t[::-1]
@@ -243,12 +245,12 @@ class TileRenderer:
             d += dy * dy
             np.minimum(f2, np.maximum(f1, d), out=f2)
             np.minimum(f1, d, out=f1)
-        edge = (np.sqrt(f2) - np.sqrt(f1)) * 0.5         # ~ distance to the nearest wall
+        edge = (np.sqrt(f2) - np.sqrt(f1)) * 0.5  # ~ distance to the nearest wall
         k = mix_key(self.key, 21)
         thick = 1.8 + 1.6 * value_noise_grid(xs, ys, 60.0, k) ** 2
         w = max(0.5 * ps, 0.4)
         wall = 1.0 - smoothstep(0.0, 1.0, (edge - thick) / (2 * w) + 0.5)
-        openings = smoothstep(-0.45, -0.2, value_noise_grid(xs, ys, 85.0, k + 1))   # alveolar ducts
+        openings = smoothstep(-0.45, -0.2, value_noise_grid(xs, ys, 85.0, k + 1))  # alveolar ducts
         return wall * openings * np.minimum(1.0, 2.0 / max(ps, 2.0))
 
     def _septa_points(self, x: np.ndarray, y: np.ndarray, b) -> np.ndarray:
@@ -268,7 +270,7 @@ class TileRenderer:
         """
         if self._strip_key != (level, oy):
             sc = self.scene
-            ps = sc.mpp * 2 ** level
+            ps = sc.mpp * 2**level
             L = LATTICE_PX * ps
             y0, y1 = oy * ps, (oy + self.T) * ps
             k0x = math.floor(-MARGIN_UM / L)
@@ -285,7 +287,7 @@ class TileRenderer:
     def render(self, level: int, ox: int, oy: int) -> np.ndarray:
         """RGB uint8 tile (T x T x 3) at ``level`` whose top-left pixel is (ox, oy) in level pixels."""
         sc, st, T = self.scene, self.st, self.T
-        f = 2 ** level
+        f = 2**level
         ps = sc.mpp * f
         x0, y0 = ox * ps, oy * ps
         x1, y1 = x0 + T * ps, y0 + T * ps
@@ -300,7 +302,7 @@ class TileRenderer:
         self._k0x = math.floor((x0 - MARGIN_UM) / L)
         self._k0y = sk0y
         c0 = self._k0x - sk0x
-        self._stack = strip[:, :, c0:c0 + math.ceil((x1 + MARGIN_UM) / L) + 2 - self._k0x]
+        self._stack = strip[:, :, c0 : c0 + math.ceil((x1 + MARGIN_UM) / L) + 2 - self._k0x]
         self._lat = dict(zip(self._names, self._stack))
         dens = np.zeros((6, T, T), np.float32)
         if float(self._lat["tis"].max()) < -0.03:
@@ -312,7 +314,7 @@ class TileRenderer:
         sx, sy = kx - self._k0x, ky - self._k0y
 
         def up(name: str) -> np.ndarray:
-            lat = self._lat[name][sy:sy + wy.shape[1], sx:sx + wx.shape[1]]
+            lat = self._lat[name][sy : sy + wy.shape[1], sx : sx + wx.shape[1]]
             return wy @ lat @ wx.T
 
         tis = up("tis") + 0.02 * value_noise_grid(xs, ys, 24.0, mix_key(self.key, 7))
@@ -349,8 +351,11 @@ class TileRenderer:
             c = dens[C]
             fill = smoothstep(0.22, 0.45, c)
             dominance = dens[C2] / np.maximum(c * c, 1e-6)
-            membrane = smoothstep(0.3, 0.42, dominance) * fill \
+            membrane = (
+                smoothstep(0.3, 0.42, dominance)
+                * fill
                 * (1.0 - smoothstep(0.5, 0.5 + 0.12 * max(1.0, ps / 0.5), dominance))
+            )
             cyto = st.cyto_e if st.is_lusc else 0.5
             if mimic:  # squamous cytoplasm where squamous cells are drawn
                 m = np.clip(up("mim"), 0, 1)
@@ -368,7 +373,7 @@ class TileRenderer:
         self._shared(nuc, bounds, ps)
         nuc.draw(dens, x0, y0, ps)
         dens[:4] *= up("mod")[None]
-        dens[H] *= 1.0 + (0.25 / f ** 0.5) * self._bank(self._grain, tile_key >> 5)
+        dens[H] *= 1.0 + (0.25 / f**0.5) * self._bank(self._grain, tile_key >> 5)
         if sc.fold is not None:
             self._fold(dens, xs, ys, A)
         return self._compose(dens, pen, tile_key, f)
@@ -380,15 +385,21 @@ class TileRenderer:
             return True
         return f["mim"] >= 0.5 if mimic else f["mim"] < 0.5
 
-    def _squamous(self, cov: Splats, nuc: Splats, over: "_Overlay", b, xs, ys, ps, mimic: bool = False) -> None:
+    def _squamous(self, cov: Splats, nuc: Splats, over: _Overlay, b, xs, ys, ps, mimic: bool = False) -> None:
         st = self.st
         inv_pleura = self.scene.case.pleural_invasion == "present"
         # keratin pearls (cells are kept out of them)
         pr = self._cells(b, st.pearl_spacing, 1, jitter=0.5)
         if len(pr):
             f = self._at(pr.x, pr.y)
-            ok = (f["tis"] > 0.03) & (f["nrm"] < 0.3) & (f["arch"] > st.nest_thr + 0.15) & (pr.u(2) < st.pearl_p) \
-                & (f["pleura"] < 0.1) & self._region(f, mimic)
+            ok = (
+                (f["tis"] > 0.03)
+                & (f["nrm"] < 0.3)
+                & (f["arch"] > st.nest_thr + 0.15)
+                & (pr.u(2) < st.pearl_p)
+                & (f["pleura"] < 0.1)
+                & self._region(f, mimic)
+            )
             pr = pr.take(ok)
         lo, hi = st.pearl_radius
         prad = lo + (hi - lo) * pr.u(3) if len(pr) else np.zeros(0)
@@ -397,8 +408,9 @@ class TileRenderer:
             pr, prad = pr.take(keep), prad[keep]
         self._excl.append(np.stack([pr.x, pr.y, prad * 1.1], 1))
         for i in range(len(pr)):
-            self._pearl(nuc, over, float(pr.x[i]), float(pr.y[i]), float(prad[i]), xs, ys, ps,
-                        int(pr.ix[i]), int(pr.iy[i]))
+            self._pearl(
+                nuc, over, float(pr.x[i]), float(pr.y[i]), float(prad[i]), xs, ys, ps, int(pr.ix[i]), int(pr.iy[i])
+            )
         # the squamous cells: polygonal mosaic, central vesicular nuclei
         c = self._cells(b, st.cell_spacing, 2, jitter=0.6)
         f = self._at(c.x, c.y)
@@ -416,21 +428,28 @@ class TileRenderer:
         cov.add(c.x, c.y, r_cell, r_cell * (0.85 + 0.15 * c.u(5)), c.u(6) * math.pi, c=1.0, cone=True)
         ker = c.u(3) < st.keratin_p
         kc = c.take(ker)
-        if len(kc):   # single-cell keratinisation: glassy, bright eosinophilic cytoplasm
+        if len(kc):  # single-cell keratinisation: glassy, bright eosinophilic cytoplasm
             nuc.add(kc.x, kc.y, 0.4 * st.cell_spacing, 0.36 * st.cell_spacing, 0.0, e=0.22, r=0.05)
         pl = st.pleomorphism
         rn = st.nuc_radius * (1.0 + pl * (2 * c.u(7) - 1)) * np.where(ker, 0.55, 1.0)
         jx = (c.u(8) - 0.5) * 2.5
         jy = (c.u(9) - 0.5) * 2.5
-        nuc.add(c.x + jx, c.y + jy, rn, rn * (0.78 + 0.2 * c.u(10)), c.u(11) * math.pi,
-                h=np.where(ker, 1.7, 1.0 + 0.3 * c.u(12)) * (1 + 0.08 * st.grade), e=0.25,
-                rim=np.where(ker, 0.0, 0.45))
+        nuc.add(
+            c.x + jx,
+            c.y + jy,
+            rn,
+            rn * (0.78 + 0.2 * c.u(10)),
+            c.u(11) * math.pi,
+            h=np.where(ker, 1.7, 1.0 + 0.3 * c.u(12)) * (1 + 0.08 * st.grade),
+            e=0.25,
+            rim=np.where(ker, 0.0, 0.45),
+        )
         # a dark nucleolus in some vesicular nuclei
         nn = c.take(~ker & (c.u(13) < 0.5))
         if len(nn):
             nuc.add(nn.x + (nn.u(8) - 0.5) * 2.5, nn.y + (nn.u(9) - 0.5) * 2.5, 0.9, 0.9, 0.0, h=0.9, e=0.3)
 
-    def _pearl(self, nuc: Splats, over: "_Overlay", cx, cy, R, xs, ys, ps, ix, iy) -> None:
+    def _pearl(self, nuc: Splats, over: _Overlay, cx, cy, R, xs, ys, ps, ix, iy) -> None:
         key = mix_key(self.key, 200, ix, iy)
         reach = R * 1.1 + 4.0
         i0, i1 = np.searchsorted(xs, [cx - reach, cx + reach])
@@ -446,28 +465,33 @@ class TileRenderer:
             ring = 0.5 + 0.5 * np.cos(2 * math.pi * r / lam + 3.5 * wob) if lam > 2.5 * ps else 0.5
             ring = 0.6 * ring + 0.4 * (0.5 + 0.5 * wob)
             sl = (slice(j0, j1), slice(i0, i1))
-            over.replace(sl, inside, e=inside * (0.62 + 0.28 * ring), r=inside * (0.12 + 0.06 * ring),
-                         h=inside * 0.03)
+            over.replace(sl, inside, e=inside * (0.62 + 0.28 * ring), r=inside * (0.12 + 0.06 * ring), h=inside * 0.03)
         # flattened, concentric nuclei at the rim and a few ghosts within
         n = max(6, int(2 * math.pi * R / 10.0))
         k = np.arange(n)
         ang = 2 * math.pi * (k + 0.4 * hash_u01(k, 1, key)) / n
         rad = R * (0.96 + 0.12 * hash_u01(k, 2, key))
-        nuc.add(cx + rad * np.cos(ang), cy + rad * np.sin(ang) / math.sqrt(1.15), 5.5, 1.7, ang + math.pi / 2,
-                h=1.4, e=0.3)
+        nuc.add(
+            cx + rad * np.cos(ang), cy + rad * np.sin(ang) / math.sqrt(1.15), 5.5, 1.7, ang + math.pi / 2, h=1.4, e=0.3
+        )
         m = max(2, n // 5)
         ang2 = 2 * math.pi * hash_u01(np.arange(m), 3, key)
         rad2 = R * 0.6 * hash_u01(np.arange(m), 4, key)
         nuc.add(cx + rad2 * np.cos(ang2), cy + rad2 * np.sin(ang2), 3.0, 1.1, ang2 + math.pi / 2, h=0.7, e=0.1)
 
-    def _glandular(self, cov: Splats, nuc: Splats, over: "_Overlay", b, xs, ys, ps, mimic: bool = False) -> None:
+    def _glandular(self, cov: Splats, nuc: Splats, over: _Overlay, b, xs, ys, ps, mimic: bool = False) -> None:
         st = self.st
         inv_pleura = self.scene.case.pleural_invasion == "present"
         g = self._cells(b, st.gland_spacing, 3, jitter=0.45)
         if len(g):
             f = self._at(g.x, g.y)
-            ok = (f["tis"] > 0.01) & (g.u(2) > f["nrm"]) & (f["arch"] < st.solid_thr - 0.03) & (g.u(3) < st.gland_p) \
+            ok = (
+                (f["tis"] > 0.01)
+                & (g.u(2) > f["nrm"])
+                & (f["arch"] < st.solid_thr - 0.03)
+                & (g.u(3) < st.gland_p)
                 & self._region(f, mimic)
+            )
             if not inv_pleura:
                 ok &= f["pleura"] < 0.3
             g = g.take(ok)
@@ -494,13 +518,12 @@ class TileRenderer:
         c = c.take(ok)
         if len(c):
             rn = 3.3 * (1 + 0.1 * st.grade) * (0.8 + 0.45 * c.u(5))
-            nuc.add(c.x, c.y, rn, rn * (0.7 + 0.25 * c.u(6)), c.u(7) * math.pi, h=1.2 + 0.3 * c.u(8), e=0.25,
-                    rim=0.2)
+            nuc.add(c.x, c.y, rn, rn * (0.7 + 0.25 * c.u(6)), c.u(7) * math.pi, h=1.2 + 0.3 * c.u(8), e=0.25, rim=0.2)
             sc = c.take(solid[ok])
             if len(sc):
                 cov.add(sc.x, sc.y, 9.6, 9.0, sc.u(9) * math.pi, c=1.0, cone=True)
 
-    def _gland(self, nuc: Splats, over: "_Overlay", g: Cells, i: int, R: float, xs, ys, ps) -> None:
+    def _gland(self, nuc: Splats, over: _Overlay, g: Cells, i: int, R: float, xs, ys, ps) -> None:
         st = self.st
         seed2 = int(g.ix[i]) * 7919 + int(g.iy[i])
         u = [float(v) for v in hash_u01(np.arange(8), seed2, mix_key(self.key, 300))]
@@ -523,15 +546,19 @@ class TileRenderer:
             rho = np.sqrt(rho2)
             cos2 = (pu * pu - pv * pv) / rho2
             cos3 = (pu * pu * pu - 3 * pu * pv * pv) / (rho2 * rho)
-            rho = rho * (1.0 + w2 * cos2 + w3 * cos3) / aspect ** 0.5
+            rho = rho * (1.0 + w2 * cos2 + w3 * cos3) / aspect**0.5
             e = max(ps, 0.8)
             lumen = np.clip((R - rho) / e + 0.5, 0, 1)
             gland = np.clip((R + t_e - rho) / e + 0.5, 0, 1)
             epi = gland - lumen
-            apical = np.exp(-(((rho - R) / 1.5) ** 2)) * epi          # brush border / apical cytoplasm
+            apical = np.exp(-(((rho - R) / 1.5) ** 2)) * epi  # brush border / apical cytoplasm
             mucin = 0.05 * (u[5] > 0.6)
-            over.replace((slice(j0, j1), slice(i0, i1)), gland,
-                         e=epi * 0.50 + apical * 0.25 + lumen * mucin, h=epi * 0.18 + lumen * mucin)
+            over.replace(
+                (slice(j0, j1), slice(i0, i1)),
+                gland,
+                e=epi * 0.50 + apical * 0.25 + lumen * mucin,
+                h=epi * 0.18 + lumen * mucin,
+            )
         # columnar cells: basal, radially elongated nuclei around the ring
         circ = 2 * math.pi * (R + 0.65 * t_e)
         n = max(6, int(circ / (7.0 - 0.6 * st.grade)))
@@ -540,7 +567,7 @@ class TileRenderer:
         hk2 = hash_u01(k, seed2, mix_key(self.key, 302))
         th = 2 * math.pi * (k + 0.3 * hk) / n
         pu, pv = np.cos(th), np.sin(th)
-        factor = (1.0 + w2 * (pu * pu - pv * pv) + w3 * (pu ** 3 - 3 * pu * pv * pv)) / aspect ** 0.5
+        factor = (1.0 + w2 * (pu * pu - pv * pv) + w3 * (pu**3 - 3 * pu * pv * pv)) / aspect**0.5
         strat = (hk2 < 0.12 * st.grade) * 0.3
         target = R + t_e * (0.66 - strat + 0.1 * hk2)
         rr = target / factor
@@ -626,7 +653,7 @@ class TileRenderer:
                     nuc.add(px, py, 6.0, 5.0, a, e=0.4, h=0.08)
                     nuc.add(px, py, 3.6, 3.0, a, h=1.3, e=0.2)
 
-    def _vessels(self, nuc: Splats, over: "_Overlay", xs, ys, ps, x0, y0, x1, y1) -> None:
+    def _vessels(self, nuc: Splats, over: _Overlay, xs, ys, ps, x0, y0, x1, y1) -> None:
         for vi, v in enumerate(self.scene.vessels):
             reach = v.radius + v.wall + 4
             if v.x + reach < x0 or v.x - reach > x1 or v.y + reach < y0 or v.y - reach > y1:
@@ -642,8 +669,9 @@ class TileRenderer:
                 lumen = np.clip((v.radius - r) / e + 0.5, 0, 1)
                 whole = np.clip((v.radius + v.wall - r) / e + 0.5, 0, 1)
                 wall = whole - lumen
-                over.replace((slice(j0, j1), slice(i0, i1)), whole, e=wall * 1.0 + lumen * 0.10,
-                             h=wall * 0.10, r=lumen * 0.12)
+                over.replace(
+                    (slice(j0, j1), slice(i0, i1)), whole, e=wall * 1.0 + lumen * 0.10, h=wall * 0.10, r=lumen * 0.12
+                )
             # red blood cells filling part of the lumen
             m = int(min(400, (v.radius / 4.2) ** 2 * (0.35 if v.invaded else 0.8)))
             kk = np.arange(m)
@@ -653,12 +681,26 @@ class TileRenderer:
             n = max(8, int(2 * math.pi * v.radius / 14))
             k = np.arange(n)
             a = 2 * math.pi * (k + 0.5 * hash_u01(k, 1, key)) / n
-            nuc.add(v.x + v.radius * np.cos(a), v.y + (v.radius / math.sqrt(1.3)) * np.sin(a), 5.0, 1.3,
-                    a + math.pi / 2, h=1.3, e=0.2)
+            nuc.add(
+                v.x + v.radius * np.cos(a),
+                v.y + (v.radius / math.sqrt(1.3)) * np.sin(a),
+                5.0,
+                1.3,
+                a + math.pi / 2,
+                h=1.3,
+                e=0.2,
+            )
             rw = v.radius + v.wall * 0.5
-            nuc.add(v.x + rw * np.cos(a + 0.3), v.y + (rw / math.sqrt(1.3)) * np.sin(a + 0.3), 5.5, 1.5,
-                    a + 0.3 + math.pi / 2, h=1.1, e=0.2)
-            if v.invaded:   # a tumour embolus: a cluster of class-specific cells in the lumen
+            nuc.add(
+                v.x + rw * np.cos(a + 0.3),
+                v.y + (rw / math.sqrt(1.3)) * np.sin(a + 0.3),
+                5.5,
+                1.5,
+                a + 0.3 + math.pi / 2,
+                h=1.1,
+                e=0.2,
+            )
+            if v.invaded:  # a tumour embolus: a cluster of class-specific cells in the lumen
                 m = 22
                 kk = np.arange(m)
                 ra = 0.62 * v.radius * np.sqrt(hash_u01(kk, 2, key))
@@ -671,13 +713,17 @@ class TileRenderer:
                     nuc.add(px, py, 6.0, 5.0, aa, e=0.3, h=0.1)
                     nuc.add(px, py, 3.8, 2.3, aa, h=1.35, e=0.2)
 
-    def _pleura(self, over: "_Overlay", xs, ys, m, ps) -> None:
+    def _pleura(self, over: _Overlay, xs, ys, m, ps) -> None:
         k = mix_key(self.key, 16)
         elastic = 1.0 - smoothstep(0.0, 0.08 * max(1.0, ps), np.abs(value_noise_grid(xs, ys, 40.0, k)))
-        over.replace((slice(None), slice(None)), m, e=m * (0.95 + 0.25 * value_noise_grid(xs, ys, 9.0, k + 1)),
-                     h=m * (0.10 + 0.45 * elastic / max(1.0, ps) ** 0.5))
+        over.replace(
+            (slice(None), slice(None)),
+            m,
+            e=m * (0.95 + 0.25 * value_noise_grid(xs, ys, 9.0, k + 1)),
+            h=m * (0.10 + 0.45 * elastic / max(1.0, ps) ** 0.5),
+        )
 
-    def _muscle(self, over: "_Overlay", xs, ys, m, ps) -> None:
+    def _muscle(self, over: _Overlay, xs, ys, m, ps) -> None:
         k = mix_key(self.key, 17)
         ang = float(hash_u01(1, 2, k)) * math.pi
         proj = xs[None, :] * math.cos(ang) + ys[:, None] * math.sin(ang)
@@ -718,7 +764,7 @@ class TileRenderer:
         np.negative(od, out=od)
         np.exp(od, out=od)
         od *= self._glass_rgb[None, None, :]
-        od += (2.2 / f ** 0.5) * self._bank(self._noise, tile_key)[..., None] + 0.5
+        od += (2.2 / f**0.5) * self._bank(self._noise, tile_key)[..., None] + 0.5
         np.clip(od, 0, 255, out=od)
         return od.astype(np.uint8)
 

@@ -16,6 +16,7 @@ Smooth fields (:meth:`Scene.fields`), all at positions in microns:
   muscle) band at the tissue edge; present only when the report states the attribute.
 - ``mim``: 1 where tumour is drawn with the other class's morphology (``Difficulty.overlap``), else 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,16 +30,26 @@ from .noise import fbm_grid, fbm_points, mix_key
 if TYPE_CHECKING:  # pragma: no cover
     from .demo import DemoCase
 
-GRADE_INDEX = {"well": 0, "moderate": 1, "moderate_to_poor": 2, "poor": 3, "unknown": 1, "mixed": 2,
-               "undifferentiated": 3}
+GRADE_INDEX = {
+    "well": 0,
+    "moderate": 1,
+    "moderate_to_poor": 2,
+    "poor": 3,
+    "unknown": 1,
+    "mixed": 2,
+    "undifferentiated": 3,
+}
 
 # Optical densities (per unit stain amount) in RGB, natural log; rows are normalised.
 H_OD = np.array([0.65, 0.70, 0.29])
 E_OD = np.array([0.22, 0.80, 0.56])
-R_OD = np.array([0.06, 0.80, 0.60])   # red blood cells / orange keratin
-D_OD = np.array([0.58, 0.58, 0.58])   # anthracotic pigment
-PEN_OD = {"green": np.array([0.95, 0.25, 0.75]), "blue": np.array([0.95, 0.60, 0.10]),
-          "black": np.array([0.70, 0.70, 0.70])}
+R_OD = np.array([0.06, 0.80, 0.60])  # red blood cells / orange keratin
+D_OD = np.array([0.58, 0.58, 0.58])  # anthracotic pigment
+PEN_OD = {
+    "green": np.array([0.95, 0.25, 0.75]),
+    "blue": np.array([0.95, 0.60, 0.10]),
+    "black": np.array([0.70, 0.70, 0.70]),
+}
 
 
 def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -80,21 +91,25 @@ class Difficulty:
     overlap: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
-    def from_config(cls, d: dict | None) -> "Difficulty":
+    def from_config(cls, d: dict | None) -> Difficulty:
         d = dict(d or {})
         unknown = set(d) - {"normal_lung", "stain_jitter", "overlap"}
         if unknown:
-            raise ValueError(f"cohort.demo.difficulty: unknown keys {sorted(unknown)} (normal_lung, stain_jitter, "
-                             f"overlap)")
+            raise ValueError(
+                f"cohort.demo.difficulty: unknown keys {sorted(unknown)} (normal_lung, stain_jitter, overlap)"
+            )
         olo, ohi = (float(v) for v in d.get("overlap", cls.overlap))
         if not 0.0 <= olo <= ohi <= 0.5:
-            raise ValueError(f"cohort.demo.difficulty.overlap must be [low, high] with 0 <= low <= high <= 0.5 "
-                             f"(got {[olo, ohi]}; above 0.5 the other class's morphology would dominate)")
+            raise ValueError(
+                f"cohort.demo.difficulty.overlap must be [low, high] with 0 <= low <= high <= 0.5 "
+                f"(got {[olo, ohi]}; above 0.5 the other class's morphology would dominate)"
+            )
         lo, hi = (float(v) for v in d.get("normal_lung", cls.normal_lung))
         jitter = float(d.get("stain_jitter", cls.stain_jitter))
         if not 0.0 <= lo <= hi < 1.0:
-            raise ValueError(f"cohort.demo.difficulty.normal_lung must be [low, high] with 0 <= low <= high < 1 "
-                             f"(got {[lo, hi]})")
+            raise ValueError(
+                f"cohort.demo.difficulty.normal_lung must be [low, high] with 0 <= low <= high < 1 (got {[lo, hi]})"
+            )
         if not 0.0 <= jitter <= 4.0:
             raise ValueError(f"cohort.demo.difficulty.stain_jitter must be in [0, 4] (got {jitter})")
         return cls((lo, hi), jitter, (olo, ohi))
@@ -105,12 +120,12 @@ class Style:
     """Per-slide appearance parameters (drawn from the case's seed; class-specific morphology)."""
 
     label: str
-    grade: int                    # 0 well .. 3 poor
-    od: np.ndarray                # 4 x 3 optical densities: H, E, R, D (stain jitter applied)
-    glass: np.ndarray             # background RGB (0..255)
+    grade: int  # 0 well .. 3 poor
+    od: np.ndarray  # 4 x 3 optical densities: H, E, R, D (stain jitter applied)
+    glass: np.ndarray  # background RGB (0..255)
     stroma_e: float
     stroma_h: float
-    lymph: float                  # lymphocyte density factor
+    lymph: float  # lymphocyte density factor
     # squamous (LUSC)
     cell_spacing: float
     nuc_radius: float
@@ -135,7 +150,7 @@ class Style:
         return self.label == "LUSC"
 
 
-def make_style(case: "DemoCase", rng: np.random.Generator, stain_jitter: float = 1.0) -> Style:
+def make_style(case: DemoCase, rng: np.random.Generator, stain_jitter: float = 1.0) -> Style:
     g = GRADE_INDEX.get(case.differentiation, 1)
     # stain jitter: the same ranges for both classes, so colour alone says nothing about class
     j = float(stain_jitter)
@@ -144,8 +159,12 @@ def make_style(case: "DemoCase", rng: np.random.Generator, stain_jitter: float =
     od = np.stack([h, e, _unit(R_OD) * 1.1, _unit(D_OD)]).astype(np.float32)
     glass = np.array([243, 242, 244], float) + rng.uniform(-3, 2, 3)
     return Style(
-        label=case.label, grade=g, od=od, glass=glass,
-        stroma_e=rng.uniform(0.40, 0.60), stroma_h=rng.uniform(0.05, 0.10),
+        label=case.label,
+        grade=g,
+        od=od,
+        glass=glass,
+        stroma_e=rng.uniform(0.40, 0.60),
+        stroma_h=rng.uniform(0.05, 0.10),
         lymph=rng.uniform(0.2, 1.0),
         cell_spacing=rng.uniform(19.0, 23.0) - 1.0 * g,
         nuc_radius=rng.uniform(3.6, 4.4) * (1 + 0.08 * g),
@@ -179,25 +198,26 @@ class Vessel:
 class Band:
     """A band along the tissue edge inside an angular sector around the main tissue blob."""
 
-    kind: str        # "pleura" | "wall"
+    kind: str  # "pleura" | "wall"
     angle0: float
     width_angle: float
-    width: float     # band width in microns
+    width: float  # band width in microns
     invaded: bool
 
 
 class Scene:
     """Everything about one slide except pixels (see module docstring)."""
 
-    def __init__(self, case: "DemoCase", width: int, height: int, mpp: float,
-                 difficulty: Difficulty | dict | None = None):
+    def __init__(
+        self, case: DemoCase, width: int, height: int, mpp: float, difficulty: Difficulty | dict | None = None
+    ):
         self.case = case
         self.difficulty = difficulty if isinstance(difficulty, Difficulty) else Difficulty.from_config(difficulty)
         self.width, self.height, self.mpp = int(width), int(height), float(mpp)
-        self.wu, self.hu = self.width * self.mpp, self.height * self.mpp   # microns
+        self.wu, self.hu = self.width * self.mpp, self.height * self.mpp  # microns
         rng = np.random.default_rng([case.seed, 0xC0FFEE])
         self.key = mix_key(case.seed, 1)
-        self.mimic_share, self.mimic_thr = 0.0, np.inf   # set by _make_mimicry, last
+        self.mimic_share, self.mimic_thr = 0.0, np.inf  # set by _make_mimicry, last
         self.style = make_style(case, rng, self.difficulty.stain_jitter)
         self._make_blobs(rng)
         self._calibrate(rng)
@@ -229,7 +249,7 @@ class Scene:
             dx, dy = x - cx, y - cy
             c, s = math.cos(ang), math.sin(ang)
             q = ((dx * c + dy * s) / ax) ** 2 + ((-dx * s + dy * c) / ay) ** 2
-            np.maximum(t, 1.0 - np.sqrt(q), out=t)      # a cone: steady slope at the edges
+            np.maximum(t, 1.0 - np.sqrt(q), out=t)  # a cone: steady slope at the edges
         t += 0.6 * _fbm(x, y, self.tissue_period, mix_key(self.key, 2), octaves=4)
         # keep tissue off the slide border
         edge = np.minimum(np.minimum(x, self.wu - x), np.minimum(y, self.hu - y))
@@ -249,8 +269,10 @@ class Scene:
         self.target_coverage = float(target)
         # normal-lung threshold: a drawn share of the tissue is non-tumour lung (demo: 15-30 %)
         inside = vals > self.threshold
-        nv = self._normal_raw(np.broadcast_to(gx[None, :], (120, 160)).ravel()[inside],
-                              np.broadcast_to(gy[:, None], (120, 160)).ravel()[inside])
+        nv = self._normal_raw(
+            np.broadcast_to(gx[None, :], (120, 160)).ravel()[inside],
+            np.broadcast_to(gy[:, None], (120, 160)).ravel()[inside],
+        )
         self.normal_thr = float(np.quantile(nv, 1.0 - rng.uniform(*self.difficulty.normal_lung))) if nv.size else 1.0
 
     def _normal_raw(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -261,11 +283,19 @@ class Scene:
         a0 = rng.uniform(0, 2 * math.pi)
         c = self.case
         if c.pleural_invasion != "unknown":
-            bands.append(Band("pleura", a0, rng.uniform(1.2, 2.0), rng.uniform(35.0, 60.0),
-                              c.pleural_invasion == "present"))
-        if c.adjacent_invasion == "present":   # a strip of chest-wall muscle infiltrated by tumour
-            bands.append(Band("wall", a0 + math.pi + rng.uniform(-0.4, 0.4), rng.uniform(0.8, 1.3),
-                              rng.uniform(150.0, 250.0), True))
+            bands.append(
+                Band("pleura", a0, rng.uniform(1.2, 2.0), rng.uniform(35.0, 60.0), c.pleural_invasion == "present")
+            )
+        if c.adjacent_invasion == "present":  # a strip of chest-wall muscle infiltrated by tumour
+            bands.append(
+                Band(
+                    "wall",
+                    a0 + math.pi + rng.uniform(-0.4, 0.4),
+                    rng.uniform(0.8, 1.3),
+                    rng.uniform(150.0, 250.0),
+                    True,
+                )
+            )
         self.bands = bands
 
     def _make_vessels(self, rng: np.random.Generator) -> None:
@@ -277,26 +307,37 @@ class Scene:
         ok = np.flatnonzero((f["tis"] > 0.15) & (f["pleura"] < 0.01) & (f["wall"] < 0.01))[:n]
         invaded = self.case.vascular_invasion == "present"
         n_inv = max(1, len(ok) // 3) if invaded else 0
-        self.vessels = [Vessel(float(xs[i]), float(ys[i]), float(rng.uniform(35, 75)),
-                               float(rng.uniform(7, 12)), k < n_inv) for k, i in enumerate(ok)]
+        self.vessels = [
+            Vessel(float(xs[i]), float(ys[i]), float(rng.uniform(35, 75)), float(rng.uniform(7, 12)), k < n_inv)
+            for k, i in enumerate(ok)
+        ]
 
     def _make_artefacts(self, rng: np.random.Generator) -> None:
         self.pen = None
         self.fold = None
-        if rng.random() < 0.2:   # a pen stroke, partly over glass
+        if rng.random() < 0.2:  # a pen stroke, partly over glass
             color = ("green", "blue", "black")[int(rng.integers(3))]
             x0 = rng.uniform(0.05, 0.5) * self.wu
-            self.pen = dict(od=PEN_OD[color] * rng.uniform(1.0, 1.6), x0=x0,
-                            x1=min(self.wu, x0 + rng.uniform(0.25, 0.45) * self.wu),
-                            y0=rng.uniform(0.08, 0.92) * self.hu, amp=rng.uniform(0.02, 0.08) * self.hu,
-                            period=rng.uniform(0.3, 0.8) * self.wu, phase=rng.uniform(0, 2 * math.pi),
-                            half_width=rng.uniform(60.0, 140.0))
-        if rng.random() < 0.2:   # a tissue fold: a strip of doubled tissue
+            self.pen = dict(
+                od=PEN_OD[color] * rng.uniform(1.0, 1.6),
+                x0=x0,
+                x1=min(self.wu, x0 + rng.uniform(0.25, 0.45) * self.wu),
+                y0=rng.uniform(0.08, 0.92) * self.hu,
+                amp=rng.uniform(0.02, 0.08) * self.hu,
+                period=rng.uniform(0.3, 0.8) * self.wu,
+                phase=rng.uniform(0, 2 * math.pi),
+                half_width=rng.uniform(60.0, 140.0),
+            )
+        if rng.random() < 0.2:  # a tissue fold: a strip of doubled tissue
             ang = rng.uniform(0, math.pi)
             nx, ny = math.cos(ang), math.sin(ang)
             cx, cy = self.blobs[0, 0], self.blobs[0, 1]
-            self.fold = dict(nx=nx, ny=ny, c=nx * cx + ny * cy + rng.uniform(-0.2, 0.2) * self.blob0_radius,
-                             half_width=rng.uniform(25.0, 60.0))
+            self.fold = dict(
+                nx=nx,
+                ny=ny,
+                c=nx * cx + ny * cy + rng.uniform(-0.2, 0.2) * self.blob0_radius,
+                half_width=rng.uniform(25.0, 60.0),
+            )
 
     def _make_mimicry(self, rng: np.random.Generator) -> None:
         """Patches of tumour drawn with the other class's morphology (``Difficulty.overlap``); drawn last, so
@@ -357,5 +398,12 @@ class Scene:
             mim = smoothstep(-0.02, 0.02, self._mimic_raw(x, y) - self.mimic_thr).astype(np.float32)
         else:
             mim = np.zeros(np.shape(tis), np.float32)
-        return {"tis": tis.astype(np.float32), "nrm": nrm.astype(np.float32), "arch": arch.astype(np.float32),
-                "mod": mod.astype(np.float32), "pleura": pleura, "wall": wall, "mim": mim}
+        return {
+            "tis": tis.astype(np.float32),
+            "nrm": nrm.astype(np.float32),
+            "arch": arch.astype(np.float32),
+            "mod": mod.astype(np.float32),
+            "pleura": pleura,
+            "wall": wall,
+            "mim": mim,
+        }

@@ -14,6 +14,7 @@ symbolic link at the partial or the lock, or a directory at the destination, is 
 :class:`DownloadError` naming it. Every error is one line; when the file cannot be fetched it says
 how to supply it by hand (plus the caller's ``hint``, e.g. a config key that takes a local copy).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,10 @@ log = logging.getLogger("fiveflow.download")
 _sleep = time.sleep  # tests replace it to record the backoff without waiting (passed to _fetch at call time)
 
 _HEX_DIGITS = {"sha256": 64, "md5": 32, "gitsha1": 40}
-CHECKSUM_FORMS = ("sha256:<64 hex digits>, md5:<32 hex digits> or gitsha1:<40 hex digits> (the git blob "
-                  "hash that `git hash-object FILE` prints)")
+CHECKSUM_FORMS = (
+    "sha256:<64 hex digits>, md5:<32 hex digits> or gitsha1:<40 hex digits> (the git blob "
+    "hash that `git hash-object FILE` prints)"
+)
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,9 @@ def _verified(dest: Path, checksum: Checksum, size: int | None) -> bool:
 
 def _write_stamp(dest: Path, checksum: Checksum) -> None:
     st = dest.stat()
-    atomic_write_text(stamp_path(dest, "ok"),
-                      json.dumps({"checksum": str(checksum), "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    atomic_write_text(
+        stamp_path(dest, "ok"), json.dumps({"checksum": str(checksum), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    )
 
 
 def _with_hint(text: str, hint: str | None) -> str:
@@ -108,10 +112,22 @@ def _with_hint(text: str, hint: str | None) -> str:
     return f"{text}, {hint}" if hint[0].islower() else f"{text} {hint}" if hint[0] == "(" else f"{text}. {hint}"
 
 
-def fetch_url(url: str, dest: str | os.PathLike, checksum: str | Checksum, *, size: int | None = None,
-              name: str | None = None, retries: int = 5, backoff: float = 2.0, max_backoff: float = 120.0,
-              timeout: float = 60.0, session: requests.Session | None = None, chunk_size: int = 1 << 18,
-              progress: bool | None = None, hint: str | None = None) -> DownloadResult:
+def fetch_url(
+    url: str,
+    dest: str | os.PathLike,
+    checksum: str | Checksum,
+    *,
+    size: int | None = None,
+    name: str | None = None,
+    retries: int = 5,
+    backoff: float = 2.0,
+    max_backoff: float = 120.0,
+    timeout: float = 60.0,
+    session: requests.Session | None = None,
+    chunk_size: int = 1 << 18,
+    progress: bool | None = None,
+    hint: str | None = None,
+) -> DownloadResult:
     """Download ``url`` to ``dest``, verified against ``checksum`` (and ``size`` when given).
 
     Skips a ``dest`` that is already verified; resumes a partial; re-downloads once on a mismatch, then
@@ -133,47 +149,87 @@ def fetch_url(url: str, dest: str | os.PathLike, checksum: str | Checksum, *, si
             raise ValueError(f"{name}: {exc}") from None
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise DownloadError(_with_hint(f"{name}: {url!r} is not an http:// or https:// URL, so it is not "
-                                       f"downloaded. Fix: give its http(s) URL, or save the file (checksum "
-                                       f"{checksum}) as {dest} yourself", hint))
+        raise DownloadError(
+            _with_hint(
+                f"{name}: {url!r} is not an http:// or https:// URL, so it is not "
+                f"downloaded. Fix: give its http(s) URL, or save the file (checksum "
+                f"{checksum}) as {dest} yourself",
+                hint,
+            )
+        )
     label = f"{name} from {url}"
     try:
-        return _download(url, dest, checksum, size, label, name, hint=hint, retries=retries, backoff=backoff,
-                         max_backoff=max_backoff, timeout=timeout, session=session, chunk_size=chunk_size,
-                         progress=progress)
+        return _download(
+            url,
+            dest,
+            checksum,
+            size,
+            label,
+            name,
+            hint=hint,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            timeout=timeout,
+            session=session,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
     except UnsafePathError as exc:
         raise DownloadError(f"{label}: {exc}") from None
 
 
-def _download(url: str, dest: Path, checksum: Checksum, size: int | None, label: str, name: str, *,
-              hint: str | None, retries: int, backoff: float, max_backoff: float, timeout: float,
-              session: requests.Session | None, chunk_size: int, progress: bool | None) -> DownloadResult:
+def _download(
+    url: str,
+    dest: Path,
+    checksum: Checksum,
+    size: int | None,
+    label: str,
+    name: str,
+    *,
+    hint: str | None,
+    retries: int,
+    backoff: float,
+    max_backoff: float,
+    timeout: float,
+    session: requests.Session | None,
+    chunk_size: int,
+    progress: bool | None,
+) -> DownloadResult:
     size = None if size is None else int(size)
     t0 = time.perf_counter()
-    fix = _with_hint(f"Fix: download {url} by hand (e.g. on a machine with internet), check its checksum "
-                     f"{checksum}, and save it as {dest}", hint)
+    fix = _with_hint(
+        f"Fix: download {url} by hand (e.g. on a machine with internet), check its checksum "
+        f"{checksum}, and save it as {dest}",
+        hint,
+    )
     if dest.is_dir():
-        raise DownloadError(f"{label}: {dest} is a directory, where the file is to be saved. Fix: move or remove "
-                            "that directory")
+        raise DownloadError(
+            f"{label}: {dest} is a directory, where the file is to be saved. Fix: move or remove that directory"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(dest)
 
     def fail_status(code: int) -> DownloadError:
-        what = ("not found at the URL (HTTP 404): the file may have moved or been removed" if code == 404 else
-                f"access denied (HTTP {code}): the server refuses the file" if code in (401, 403) else
-                f"HTTP {code} from the server")
+        what = (
+            "not found at the URL (HTTP 404): the file may have moved or been removed"
+            if code == 404
+            else f"access denied (HTTP {code}): the server refuses the file"
+            if code in (401, 403)
+            else f"HTTP {code} from the server"
+        )
         return DownloadError(f"{label}: {what}. {fix}")
 
     def give_up(failures: int, error: str) -> DownloadError:
         have = partial.stat().st_size if partial.exists() else 0
         kept = f"a rerun resumes from the {have} bytes kept in {partial}" if have else "nothing was received"
-        return DownloadError(f"{label}: giving up after {failures} failed attempts in a row ({error}); {kept}. "
-                             f"{fix}")
+        return DownloadError(f"{label}: giving up after {failures} failed attempts in a row ({error}); {kept}. {fix}")
 
     with _exclusive(dest, label):
         check_plain_target(partial)  # before anything reads its size or appends to it
-        if keep_verified(dest, label, lambda: _verified(dest, checksum, size), stamp_path(dest, "ok"),
-                         "size or checksum"):
+        if keep_verified(
+            dest, label, lambda: _verified(dest, checksum, size), stamp_path(dest, "ok"), "size or checksum"
+        ):
             return DownloadResult(url, name, "skipped", seconds=time.perf_counter() - t0)
         headers = {"Accept-Encoding": "identity"}  # byte ranges of the stored file, not of a compressed stream
         actual: dict = {}
@@ -189,20 +245,45 @@ def _download(url: str, dest: Path, checksum: Checksum, size: int | None, label:
 
         def mismatch(problem: str) -> DownloadError:
             got = actual["got"]
-            pin = (f"pin {checksum.algo}:{got} in the config instead of {checksum}" if got != checksum.hex else
-                   f"the checksum matches but the size does not: correct the size to {actual['size']} (or drop it)")
-            return DownloadError(_with_hint(
-                f"{label}: verification failed twice ({problem}): the file at the URL changed or is corrupt. Fix: "
-                f"download it by hand and compare its checksum, or, if you trust the new file, {pin}", hint))
+            pin = (
+                f"pin {checksum.algo}:{got} in the config instead of {checksum}"
+                if got != checksum.hex
+                else f"the checksum matches but the size does not: correct the size to {actual['size']} (or drop it)"
+            )
+            return DownloadError(
+                _with_hint(
+                    f"{label}: verification failed twice ({problem}): the file at the URL changed or is corrupt. Fix: "
+                    f"download it by hand and compare its checksum, or, if you trust the new file, {pin}",
+                    hint,
+                )
+            )
 
         own = session is None
         sess = requests.Session() if own else session
         try:
             fetched, resumed_from, n = fetch_verified(
-                sess, url, headers, partial, dest, size, label, check=check,
-                on_verified=lambda d: _write_stamp(d, checksum), verified_as=str(checksum), mismatch=mismatch,
-                retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout, chunk_size=chunk_size,
-                fail_status=fail_status, give_up=give_up, show_progress=progress, name=name, sleep=_sleep)
+                sess,
+                url,
+                headers,
+                partial,
+                dest,
+                size,
+                label,
+                check=check,
+                on_verified=lambda d: _write_stamp(d, checksum),
+                verified_as=str(checksum),
+                mismatch=mismatch,
+                retries=retries,
+                backoff=backoff,
+                max_backoff=max_backoff,
+                timeout=timeout,
+                chunk_size=chunk_size,
+                fail_status=fail_status,
+                give_up=give_up,
+                show_progress=progress,
+                name=name,
+                sleep=_sleep,
+            )
             return DownloadResult(url, name, "downloaded", fetched, resumed_from, n, time.perf_counter() - t0)
         finally:
             if own:

@@ -16,23 +16,36 @@ through, so a link planted in the slide folder cannot overwrite or create a file
 must be UUIDs (:func:`~fiveflow.download.manifest.is_gdc_file_id`) and are URL-escaped, so an id can
 only ever address ``{base_url}/{uuid}``.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import quote
 
 import requests
 
 from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
-from .http import (RETRY_STATUS, DownloadError, DownloadResult, _exclusive, _fetch, _progress,  # noqa: F401
-                   _retry_after, _server_total, fetch_verified, keep_verified, partial_path, stamp_path)
+from .http import (  # noqa: F401
+    RETRY_STATUS,
+    DownloadError,
+    DownloadResult,
+    _exclusive,
+    _fetch,
+    _progress,
+    _retry_after,
+    _server_total,
+    fetch_verified,
+    keep_verified,
+    partial_path,
+    stamp_path,
+)
 from .manifest import GDC_ID_HINT, ManifestRow, is_gdc_file_id, read_manifest
 
 GDC_DATA_URL = "https://api.gdc.cancer.gov/data"
@@ -74,21 +87,43 @@ def _write_stamp(dest: Path, md5: str, size: int) -> None:
 
 def _fail_status(code: int, label: str, token_env: str, have_token: bool) -> DownloadError:
     if code == 404:
-        return DownloadError(f"{label}: not found on the GDC (HTTP 404): check the id in the manifest (the file may "
-                             "have been removed or superseded; export a fresh manifest from the GDC portal)")
+        return DownloadError(
+            f"{label}: not found on the GDC (HTTP 404): check the id in the manifest (the file may "
+            "have been removed or superseded; export a fresh manifest from the GDC portal)"
+        )
     if code in (401, 403):
-        fix = (f"the token in ${token_env} was refused: it may have expired (tokens last 30 days); download a new "
-               "one from the GDC portal (Username > Download Token)") if have_token else \
-              (f"the file is controlled-access: set ${token_env} to a GDC token (GDC portal: Username > Download "
-               "Token; needs dbGaP authorisation)")
+        fix = (
+            (
+                f"the token in ${token_env} was refused: it may have expired (tokens last 30 days); download a new "
+                "one from the GDC portal (Username > Download Token)"
+            )
+            if have_token
+            else (
+                f"the file is controlled-access: set ${token_env} to a GDC token (GDC portal: Username > Download "
+                "Token; needs dbGaP authorisation)"
+            )
+        )
         return DownloadError(f"{label}: access denied (HTTP {code}): {fix}")
     return DownloadError(f"{label}: HTTP {code} from the GDC data endpoint")
 
 
-def download_file(file_id: str, dest: str | os.PathLike, md5: str, size: int, *, base_url: str = GDC_DATA_URL,
-                  token_env: str = "GDC_TOKEN", retries: int = 5, backoff: float = 2.0, max_backoff: float = 120.0,
-                  timeout: float = 60.0, session: requests.Session | None = None, chunk_size: int = 1 << 20,
-                  progress: bool | None = None, filename: str | None = None) -> DownloadResult:
+def download_file(
+    file_id: str,
+    dest: str | os.PathLike,
+    md5: str,
+    size: int,
+    *,
+    base_url: str = GDC_DATA_URL,
+    token_env: str = "GDC_TOKEN",
+    retries: int = 5,
+    backoff: float = 2.0,
+    max_backoff: float = 120.0,
+    timeout: float = 60.0,
+    session: requests.Session | None = None,
+    chunk_size: int = 1 << 20,
+    progress: bool | None = None,
+    filename: str | None = None,
+) -> DownloadResult:
     """Download GDC file ``file_id`` to ``dest``, verified against ``md5`` and ``size``.
 
     Skips a ``dest`` that is already verified; resumes a partial; re-downloads once on a size/md5
@@ -101,26 +136,58 @@ def download_file(file_id: str, dest: str | os.PathLike, md5: str, size: int, *,
     dest = Path(dest)
     name = filename or dest.name
     if not is_gdc_file_id(file_id):
-        raise DownloadError(f"GDC file {file_id!r} ({name}): not a GDC file id; {GDC_ID_HINT}. Fix: use the id "
-                            "column of a manifest exported from the GDC portal")
+        raise DownloadError(
+            f"GDC file {file_id!r} ({name}): not a GDC file id; {GDC_ID_HINT}. Fix: use the id "
+            "column of a manifest exported from the GDC portal"
+        )
     label = f"GDC file {file_id} ({name})"
     try:
-        return _download(file_id, dest, md5, size, label, name, base_url=base_url, token_env=token_env,
-                         retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout, session=session,
-                         chunk_size=chunk_size, progress=progress)
+        return _download(
+            file_id,
+            dest,
+            md5,
+            size,
+            label,
+            name,
+            base_url=base_url,
+            token_env=token_env,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            timeout=timeout,
+            session=session,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
     except UnsafePathError as exc:
         raise DownloadError(f"{label}: {exc}") from None
 
 
-def _download(file_id: str, dest: Path, md5: str, size: int, label: str, name: str, *, base_url: str,
-              token_env: str, retries: int, backoff: float, max_backoff: float, timeout: float,
-              session: requests.Session | None, chunk_size: int, progress: bool | None) -> DownloadResult:
+def _download(
+    file_id: str,
+    dest: Path,
+    md5: str,
+    size: int,
+    label: str,
+    name: str,
+    *,
+    base_url: str,
+    token_env: str,
+    retries: int,
+    backoff: float,
+    max_backoff: float,
+    timeout: float,
+    session: requests.Session | None,
+    chunk_size: int,
+    progress: bool | None,
+) -> DownloadResult:
     md5 = md5.lower()
     size = int(size)
     t0 = time.perf_counter()
     if dest.is_dir():
-        raise DownloadError(f"{label}: {dest} is a directory, where the file is to be saved. Fix: move or remove "
-                            "that directory")
+        raise DownloadError(
+            f"{label}: {dest} is a directory, where the file is to be saved. Fix: move or remove that directory"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest, label):
         check_plain_target(partial_path(dest))  # before anything reads its size or appends to it
@@ -145,26 +212,50 @@ def _download(file_id: str, dest: Path, md5: str, size: int, label: str, name: s
             return f"expected {size} bytes, md5 {md5}; got {got_size} bytes, md5 {got_md5}"
 
         def mismatch(problem: str) -> DownloadError:
-            return DownloadError(f"{label}: verification failed twice ({problem}); the file on the server does not "
-                                 "match the manifest: export a fresh manifest from the GDC portal, or report the file "
-                                 "to the GDC help desk")
+            return DownloadError(
+                f"{label}: verification failed twice ({problem}); the file on the server does not "
+                "match the manifest: export a fresh manifest from the GDC portal, or report the file "
+                "to the GDC help desk"
+            )
 
         own = session is None
         sess = requests.Session() if own else session
         try:
             fetched, resumed_from, n = fetch_verified(
-                sess, url, headers, partial, dest, size, label, check=check,
-                on_verified=lambda d: _write_stamp(d, md5, size), verified_as=f"md5 {md5}", mismatch=mismatch,
-                retries=retries, backoff=backoff, max_backoff=max_backoff, timeout=timeout, chunk_size=chunk_size,
-                fail_status=fail_status, show_progress=progress, name=name, sleep=_sleep)
+                sess,
+                url,
+                headers,
+                partial,
+                dest,
+                size,
+                label,
+                check=check,
+                on_verified=lambda d: _write_stamp(d, md5, size),
+                verified_as=f"md5 {md5}",
+                mismatch=mismatch,
+                retries=retries,
+                backoff=backoff,
+                max_backoff=max_backoff,
+                timeout=timeout,
+                chunk_size=chunk_size,
+                fail_status=fail_status,
+                show_progress=progress,
+                name=name,
+                sleep=_sleep,
+            )
             return DownloadResult(file_id, name, "downloaded", fetched, resumed_from, n, time.perf_counter() - t0)
         finally:
             if own:
                 sess.close()
 
 
-def download_manifest(manifest: str | os.PathLike | Iterable[ManifestRow], out_dir: str | os.PathLike, jobs: int = 4,
-                      summary: str | os.PathLike | None = "", **kwargs):
+def download_manifest(
+    manifest: str | os.PathLike | Iterable[ManifestRow],
+    out_dir: str | os.PathLike,
+    jobs: int = 4,
+    summary: str | os.PathLike | None = "",
+    **kwargs,
+):
     """Download every file of a GDC manifest into ``out_dir`` with at most ``jobs`` transfers at a time.
 
     A failing file is recorded (status ``failed`` and its error) and does not stop or touch the others.
@@ -187,8 +278,7 @@ def download_manifest(manifest: str | os.PathLike | Iterable[ManifestRow], out_d
             return download_file(row.id, out / row.filename, row.md5, row.size, **kwargs)
         except Exception as exc:  # one bad file must not stop the others
             log.error("%s", exc)
-            return DownloadResult(row.id, row.filename, "failed", seconds=time.perf_counter() - t0,
-                                  error=str(exc))
+            return DownloadResult(row.id, row.filename, "failed", seconds=time.perf_counter() - t0, error=str(exc))
 
     with ThreadPoolExecutor(max_workers=int(jobs), thread_name_prefix="gdc") as pool:
         results = list(pool.map(one, rows))

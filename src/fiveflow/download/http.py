@@ -9,6 +9,7 @@ same destination with a ``flock``-ed ``.NAME.lock``. The partial and the lock ar
 :func:`fiveflow.io.open_output`, so a symbolic link planted at their names is refused, never
 written through.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,9 +19,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import requests
 
@@ -73,8 +74,9 @@ def _exclusive(dest: Path, label: str) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DownloadError(f"{label}: another process is downloading {dest} (lock {lock}); "
-                                "wait for it or stop it") from None
+            raise DownloadError(
+                f"{label}: another process is downloading {dest} (lock {lock}); wait for it or stop it"
+            ) from None
         try:
             yield
         finally:
@@ -125,20 +127,44 @@ def _progress(total: int | None, initial: int, name: str, show: bool | None):
         show = (total or 0) >= _PROGRESS_MIN_BYTES and sys.stderr.isatty()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=name[:40], disable=not show, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name[:40],
+        disable=not show,
+        leave=False,
+    )
 
 
 def _give_up(label: str, partial: Path, failures: int, error: str) -> DownloadError:
-    return DownloadError(f"{label}: giving up after {failures} failed attempts in a row ({error}); rerun to "
-                         f"resume from the partial file {partial}")
+    return DownloadError(
+        f"{label}: giving up after {failures} failed attempts in a row ({error}); rerun to "
+        f"resume from the partial file {partial}"
+    )
 
 
-def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, size: int | None, label: str, *,
-           retries: int, backoff: float, max_backoff: float, timeout: float, chunk_size: int,
-           fail_status: Callable[[int], DownloadError], show_progress: bool | None, name: str,
-           give_up: Callable[[int, str], DownloadError] | None = None,
-           sleep: Callable[[float], object] | None = None) -> tuple[int, int, int]:
+def _fetch(
+    session: requests.Session,
+    url: str,
+    headers: dict,
+    partial: Path,
+    size: int | None,
+    label: str,
+    *,
+    retries: int,
+    backoff: float,
+    max_backoff: float,
+    timeout: float,
+    chunk_size: int,
+    fail_status: Callable[[int], DownloadError],
+    show_progress: bool | None,
+    name: str,
+    give_up: Callable[[int, str], DownloadError] | None = None,
+    sleep: Callable[[float], object] | None = None,
+) -> tuple[int, int, int]:
     """Stream ``url`` into ``partial`` until it holds the whole file; the caller verifies it.
 
     The file is complete when the partial holds ``size`` bytes or, with ``size=None`` (length unknown),
@@ -179,16 +205,19 @@ def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, si
                     start = r.headers.get("Content-Range", "").replace("bytes", "").strip().split("-")[0]
                     if start != str(have):
                         partial.unlink(missing_ok=True)
-                        raise _Retryable(f"server answered range {r.headers.get('Content-Range')!r} to "
-                                         f"bytes={have}-: starting over")
+                        raise _Retryable(
+                            f"server answered range {r.headers.get('Content-Range')!r} to bytes={have}-: starting over"
+                        )
                     mode = "ab"
                 else:  # 200: the whole file (a server that ignores Range restarts from byte 0)
                     if have:
                         log.info("%s: the server ignored the range request: restarting from byte 0", label)
                     have, mode = 0, "wb"
                 total = _server_total(r)
-                with open_output(partial, mode) as fh, \
-                        _progress(size if size is not None else total, have, name, show_progress) as bar:
+                with (
+                    open_output(partial, mode) as fh,
+                    _progress(size if size is not None else total, have, name, show_progress) as bar,
+                ):
                     for chunk in r.iter_content(chunk_size):
                         fh.write(chunk)
                         fetched += len(chunk)
@@ -200,8 +229,12 @@ def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, si
             if want is None or got >= want or got == total:
                 return fetched, resumed_from, requests_made  # complete, or all the server has: verify
             raise _Retryable(f"connection ended after {got} of {want} bytes")
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                _Retryable) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            _Retryable,
+        ) as exc:
             grew = partial.exists() and partial.stat().st_size > before
             failures = 1 if grew else failures + 1  # progress resets the count of consecutive failures
             if failures > retries:
@@ -214,9 +247,21 @@ def _fetch(session: requests.Session, url: str, headers: dict, partial: Path, si
             sleep(wait)
 
 
-def fetch_verified(session: requests.Session, url: str, headers: dict, partial: Path, dest: Path, size: int | None,
-                   label: str, *, check: Callable[[Path], str | None], on_verified: Callable[[Path], None],
-                   verified_as: str, mismatch: Callable[[str], DownloadError], **fetch_kw) -> tuple[int, int, int]:
+def fetch_verified(
+    session: requests.Session,
+    url: str,
+    headers: dict,
+    partial: Path,
+    dest: Path,
+    size: int | None,
+    label: str,
+    *,
+    check: Callable[[Path], str | None],
+    on_verified: Callable[[Path], None],
+    verified_as: str,
+    mismatch: Callable[[str], DownloadError],
+    **fetch_kw,
+) -> tuple[int, int, int]:
     """:func:`_fetch` ``url`` into ``partial``, then ``check(partial)`` (None: verified; else what is wrong).
 
     A verified partial is renamed onto ``dest`` and ``on_verified(dest)`` stamps it; a bad one is deleted and
@@ -237,8 +282,13 @@ def fetch_verified(session: requests.Session, url: str, headers: dict, partial: 
             check_plain_target(partial)  # still the file written above, not a link swapped in
             os.replace(partial, dest)
             on_verified(dest)
-            log.info("%s: %d bytes verified (%s)%s", label, got_size, verified_as,
-                     f", resumed at byte {resumed_from}" if resumed_from else "")
+            log.info(
+                "%s: %d bytes verified (%s)%s",
+                label,
+                got_size,
+                verified_as,
+                f", resumed at byte {resumed_from}" if resumed_from else "",
+            )
             return total_fetched, resumed_from, total_requests
         partial.unlink(missing_ok=True)
         if round_ == 1:

@@ -3,6 +3,7 @@
 Ids must be UUIDs (:func:`is_gdc_file_id`): the downloader puts them into the data-endpoint URL, so a
 crafted id such as ``../status`` must never get that far.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,14 @@ class ManifestRow:
 
 
 def _check_filename(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not name.startswith(".") and "/" not in name \
-        and "\\" not in name and "\0" not in name
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
@@ -53,8 +60,9 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"GDC manifest not found: {path} (download it from the GDC portal cart: "
-                                "'Download > Manifest')")
+        raise FileNotFoundError(
+            f"GDC manifest not found: {path} (download it from the GDC portal cart: 'Download > Manifest')"
+        )
     try:
         table = read_delimited(path, "\t", what="GDC manifest")
     except TableError as exc:
@@ -62,9 +70,11 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     header = list(table.columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"GDC manifest {path}: missing column(s) {', '.join(missing)} (found: "
-                         f"{', '.join(header) or 'no header'}); expected a tab-separated GDC manifest with "
-                         f"columns {' '.join(REQUIRED_COLUMNS)} state")
+        raise ValueError(
+            f"GDC manifest {path}: missing column(s) {', '.join(missing)} (found: "
+            f"{', '.join(header) or 'no header'}); expected a tab-separated GDC manifest with "
+            f"columns {' '.join(REQUIRED_COLUMNS)} state"
+        )
     rows: list[ManifestRow] = []
     seen_ids: dict[str, int] = {}
     seen_names: dict[str, int] = {}
@@ -76,11 +86,14 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         if not vals["id"]:
             raise ValueError(f"{where}: empty id")
         if not is_gdc_file_id(vals["id"]):
-            raise ValueError(f"{where}: id {vals['id']!r} is not a GDC file id; {GDC_ID_HINT}. Fix: export the "
-                             "manifest again from the GDC portal, or correct the id column")
+            raise ValueError(
+                f"{where}: id {vals['id']!r} is not a GDC file id; {GDC_ID_HINT}. Fix: export the "
+                "manifest again from the GDC portal, or correct the id column"
+            )
         if not _check_filename(vals["filename"]):
-            raise ValueError(f"{where}: bad file name {vals['filename']!r} (must be a plain, non-hidden name "
-                             "without a folder)")
+            raise ValueError(
+                f"{where}: bad file name {vals['filename']!r} (must be a plain, non-hidden name without a folder)"
+            )
         if not _MD5.match(vals["md5"]):
             raise ValueError(f"{where}: md5 {vals['md5']!r} of {vals['filename']} is not 32 hex digits")
         if not vals["size"].isdigit():
@@ -88,8 +101,10 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         if vals["id"] in seen_ids:
             raise ValueError(f"{where}: id {vals['id']} repeats line {seen_ids[vals['id']]}; remove the duplicate")
         if vals["filename"] in seen_names:
-            raise ValueError(f"{where}: file name {vals['filename']} repeats line {seen_names[vals['filename']]}; "
-                             "two files cannot be saved under one name")
+            raise ValueError(
+                f"{where}: file name {vals['filename']} repeats line {seen_names[vals['filename']]}; "
+                "two files cannot be saved under one name"
+            )
         seen_ids[vals["id"]] = seen_names[vals["filename"]] = lineno
         rows.append(ManifestRow(vals["id"], vals["filename"], vals["md5"].lower(), int(vals["size"]), vals["state"]))
     if not rows:

@@ -1,4 +1,5 @@
 """Stage 2: patch embedding (encoders, tile reading, feature bags, importers)."""
+
 from __future__ import annotations
 
 from pathlib import Path

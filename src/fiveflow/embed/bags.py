@@ -7,6 +7,7 @@ A bag is written through :class:`BagWriter`, which streams rows into a temporary
 it only when every row is in and ``complete`` is set, so a killed job never leaves a bag that looks
 finished.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,15 @@ class BagWriter:
             bag.write(rows)          # in order, any batch size
     """
 
-    def __init__(self, out: str | os.PathLike, n: int, dim: int, coords: np.ndarray,
-                 attrs: dict[str, Any] | None = None, coords_attrs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        n: int,
+        dim: int,
+        coords: np.ndarray,
+        attrs: dict[str, Any] | None = None,
+        coords_attrs: dict[str, Any] | None = None,
+    ) -> None:
         coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
         if len(coords) != n:
             raise ValueError(f"{out}: {len(coords)} coordinates for {n} feature rows")
@@ -66,13 +74,14 @@ class BagWriter:
         self._ctx = None
         self._fh: h5py.File | None = None
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         self._ctx = atomic_path(self.out)
         tmp = self._ctx.__enter__()
         self._fh = h5py.File(tmp, "w")
         rows = max(1, min(self.n, _CHUNK_BYTES // max(4 * self.dim, 1)))
-        self._feats = self._fh.create_dataset(FEATURES, shape=(self.n, self.dim), dtype="float32",
-                                              chunks=(rows, self.dim) if self.n else None)
+        self._feats = self._fh.create_dataset(
+            FEATURES, shape=(self.n, self.dim), dtype="float32", chunks=(rows, self.dim) if self.n else None
+        )
         c = self._fh.create_dataset(COORDS, data=self.coords)
         for k, v in self.coords_attrs.items():
             c.attrs[k] = _attr(v)
@@ -88,7 +97,7 @@ class BagWriter:
         end = self.filled + len(rows)
         if end > self.n:
             raise ValueError(f"{self.out}: more rows than the {self.n} tiles announced")
-        self._feats[self.filled:end] = rows
+        self._feats[self.filled : end] = rows
         self.filled = end
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -109,8 +118,13 @@ def row_index_coords(n: int) -> np.ndarray:
     return np.stack([np.arange(n), np.zeros(n, np.int64)], axis=1).astype(np.int64)
 
 
-def write_bag(out: str | os.PathLike, features: np.ndarray, coords: np.ndarray,
-              attrs: dict[str, Any] | None = None, coords_attrs: dict[str, Any] | None = None) -> Path:
+def write_bag(
+    out: str | os.PathLike,
+    features: np.ndarray,
+    coords: np.ndarray,
+    attrs: dict[str, Any] | None = None,
+    coords_attrs: dict[str, Any] | None = None,
+) -> Path:
     """Write a whole bag at once (importers, tests)."""
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2:
@@ -138,8 +152,10 @@ def is_complete(path: str | os.PathLike, **expect: Any) -> bool:
 
 
 #: the fix named when a bag fiveflow reads for training or evaluation is unusable
-REMAKE_FIX = ("Fix: delete {path} and make it again: re-run `fiveflow embed` (or the workflow) for that slide, "
-              "or re-import it (`fiveflow import-bags`) when it came from another tool.")
+REMAKE_FIX = (
+    "Fix: delete {path} and make it again: re-run `fiveflow embed` (or the workflow) for that slide, "
+    "or re-import it (`fiveflow import-bags`) when it came from another tool."
+)
 
 
 def check_complete(path: str | os.PathLike, attrs: dict[str, Any], fix: str) -> None:
@@ -148,8 +164,10 @@ def check_complete(path: str | os.PathLike, attrs: dict[str, Any], fix: str) -> 
     Files of tools that do not record it (CLAM, DSMIL) pass; fiveflow's bags always carry it.
     """
     if "complete" in attrs and not bool(attrs["complete"]):
-        raise BagError(f"{path}: incomplete feature bag (attribute complete=False: the job writing it was "
-                       f"interrupted, so rows may be missing or zero). {fix}")
+        raise BagError(
+            f"{path}: incomplete feature bag (attribute complete=False: the job writing it was "
+            f"interrupted, so rows may be missing or zero). {fix}"
+        )
 
 
 def check_finite(path: str | os.PathLike, feats: np.ndarray, fix: str) -> None:
@@ -183,15 +201,19 @@ def read_bag(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, di
     try:
         fh = h5py.File(path, "r")
     except PermissionError:
-        raise BagError(f"{path}: cannot read the feature bag: permission denied. Fix: check its permissions "
-                       f"(ls -l {path}): the user running fiveflow needs read access (chmod a+r, or ask the owner).") from None
+        raise BagError(
+            f"{path}: cannot read the feature bag: permission denied. Fix: check its permissions "
+            f"(ls -l {path}): the user running fiveflow needs read access (chmod a+r, or ask the owner)."
+        ) from None
     except OSError as exc:
         raise BagError(f"{path}: not a readable HDF5 feature bag ({exc}). Fix: re-create or re-import it.") from None
     with fh:
         name = next((n for n in FEATURE_NAMES if n in fh), None)
         if name is None:
-            raise BagError(f"{path}: no 'features' (or 'feats') dataset; found {sorted(fh.keys())}. "
-                           "Fix: point the importer at a feature bag, not a coordinates file.")
+            raise BagError(
+                f"{path}: no 'features' (or 'feats') dataset; found {sorted(fh.keys())}. "
+                "Fix: point the importer at a feature bag, not a coordinates file."
+            )
         feats = np.asarray(fh[name][()], dtype=np.float32)
         coords = np.asarray(fh[COORDS][()]) if COORDS in fh else None
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in fh.attrs.items()}

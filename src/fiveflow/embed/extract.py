@@ -6,6 +6,7 @@ copied back while the next batch is computed. Features stream into the bag file 
 host memory does not grow with the slide. Batches are fixed by ``batch_size`` and coordinate order
 only, so the features are bit-identical across reruns and whatever the number of workers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,11 +18,12 @@ import torch
 
 from .. import __version__
 from ..slides.tiling import read_coords
-from .bags import COORDS_KIND, COORDS_LEVEL0_PX, BagWriter, is_complete
 from ..train.common import resolve_device
+from .bags import COORDS_KIND, COORDS_LEVEL0_PX, BagWriter, is_complete
 from .encoders.base import Encoder
 from .reading import TileBatches, tile_loader
 from .runtime import prepare, resolve_workers
+
 
 def coords_sha256(coords: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(coords, dtype=np.int64).tobytes()).hexdigest()
@@ -31,14 +33,27 @@ def embed_attrs(meta: dict, encoder: Encoder, coords: np.ndarray, inference: str
     """The attributes a bag carries: where its tiles came from and exactly which weights embedded them."""
     pp = encoder.preprocess
     return {
-        "slide_id": meta["slide_id"], "encoder": encoder.name, "encoder_family": encoder.family,
-        "weights": encoder.weights, "weights_sha256": encoder.weights_sha256, "feature_dim": encoder.dim,
-        "target_mpp": meta["target_mpp"], "patch_size_px": meta["patch_size_px"],
-        "patch_size_level0": meta["patch_size_level0"], "slide_mpp": meta["slide_mpp"],
-        "slide_width": meta["slide_width"], "slide_height": meta["slide_height"],
-        "input_size": pp.input_size(meta["patch_size_px"]), "resize": pp.size or 0, "crop": pp.crop or 0,
-        "mean": list(pp.mean), "std": list(pp.std), "inference": inference, COORDS_KIND: COORDS_LEVEL0_PX,
-        "coords_sha256": coords_sha256(coords), "tiling_status": meta.get("status", "ok"),
+        "slide_id": meta["slide_id"],
+        "encoder": encoder.name,
+        "encoder_family": encoder.family,
+        "weights": encoder.weights,
+        "weights_sha256": encoder.weights_sha256,
+        "feature_dim": encoder.dim,
+        "target_mpp": meta["target_mpp"],
+        "patch_size_px": meta["patch_size_px"],
+        "patch_size_level0": meta["patch_size_level0"],
+        "slide_mpp": meta["slide_mpp"],
+        "slide_width": meta["slide_width"],
+        "slide_height": meta["slide_height"],
+        "input_size": pp.input_size(meta["patch_size_px"]),
+        "resize": pp.size or 0,
+        "crop": pp.crop or 0,
+        "mean": list(pp.mean),
+        "std": list(pp.std),
+        "inference": inference,
+        COORDS_KIND: COORDS_LEVEL0_PX,
+        "coords_sha256": coords_sha256(coords),
+        "tiling_status": meta.get("status", "ok"),
         "fiveflow_version": __version__,
     }
 
@@ -69,10 +84,20 @@ class _Outputs:
 
 
 @torch.inference_mode()
-def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encoder, out_h5: str | Path,
-                batch_size: int = 32, num_workers: int | str = 0, device: str = "auto", precision: str = "auto",
-                deterministic: bool = True, progress: bool = True, skip_complete: bool = False,
-                prepared: tuple | None = None) -> dict:
+def embed_slide(
+    slide_path: str | Path,
+    coords_path: str | Path,
+    encoder: Encoder,
+    out_h5: str | Path,
+    batch_size: int = 32,
+    num_workers: int | str = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    deterministic: bool = True,
+    progress: bool = True,
+    skip_complete: bool = False,
+    prepared: tuple | None = None,
+) -> dict:
     """Write the feature bag of one slide; returns a summary (tiles, seconds, tiles/s, skipped).
 
     ``skip_complete``: leave an existing bag alone when it is complete and was made from the same
@@ -86,25 +111,36 @@ def embed_slide(slide_path: str | Path, coords_path: str | Path, encoder: Encode
     fm, amp, inference = prepared or prepare(encoder, dev, precision, deterministic)
     attrs = embed_attrs(meta, encoder, coords, inference)
     summary = {"slide_id": meta["slide_id"], "tiles": len(coords), "inference": inference, "skipped": False}
-    if skip_complete and is_complete(out_h5, weights_sha256=encoder.weights_sha256,
-                                     coords_sha256=attrs["coords_sha256"], inference=inference):
+    if skip_complete and is_complete(
+        out_h5, weights_sha256=encoder.weights_sha256, coords_sha256=attrs["coords_sha256"], inference=inference
+    ):
         return {**summary, "skipped": True, "seconds": 0.0, "tiles_per_s": float("nan")}
-    ds = TileBatches(slide_path, coords, meta["read_level"], meta["read_size"], meta["patch_size_px"],
-                     encoder.preprocess)
+    ds = TileBatches(
+        slide_path, coords, meta["read_level"], meta["read_size"], meta["patch_size_px"], encoder.preprocess
+    )
     workers = resolve_workers(num_workers, dev, torch.get_num_threads()) if len(ds) else 0
     loader = tile_loader(ds, batch_size, workers, pin_memory=dev.type == "cuda")
-    coords_attrs = {"patch_level": 0, "patch_size": meta["patch_size_level0"],
-                    "patch_size_level0": meta["patch_size_level0"], "target_patch_size": meta["patch_size_px"]}
+    coords_attrs = {
+        "patch_level": 0,
+        "patch_size": meta["patch_size_level0"],
+        "patch_size_level0": meta["patch_size_level0"],
+        "target_patch_size": meta["patch_size_px"],
+    }
     t0 = time.perf_counter()
     bar = None
     if progress and len(ds):
-        from tqdm import tqdm
-
         import sys
 
+        from tqdm import tqdm
+
         # in a log file (Snakemake jobs) a line every 10 s, not a redraw every 0.1 s
-        bar = tqdm(total=len(ds), desc=f"embed {meta['slide_id']}", unit="tile", leave=False,
-                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        bar = tqdm(
+            total=len(ds),
+            desc=f"embed {meta['slide_id']}",
+            unit="tile",
+            leave=False,
+            mininterval=0.1 if sys.stderr.isatty() else 10.0,
+        )
     with BagWriter(out_h5, len(ds), encoder.dim, coords, attrs, coords_attrs) as writer:
         out = _Outputs(writer, dev)
         for batch in loader:

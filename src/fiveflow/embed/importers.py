@@ -11,6 +11,7 @@ Every imported bag records where it came from (``source_format``, ``source_file`
 so :func:`import_folder` can skip bags already imported from the same bytes.
 Exports write exactly what DSMIL and CLAM read, so imports round-trip.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,21 @@ import pandas as pd
 
 from .. import __version__
 from ..io import atomic_path, file_sha256, sanitize_id
-from .bags import (COORDS, COORDS_KIND, COORDS_LEVEL0_PX, COORDS_ROW_INDEX, FEATURES, BagError, check_complete,
-                   check_finite, is_complete, read_bag, read_usable_bag, row_index_coords, write_bag)
+from .bags import (
+    COORDS,
+    COORDS_KIND,
+    COORDS_LEVEL0_PX,
+    COORDS_ROW_INDEX,
+    FEATURES,
+    BagError,
+    check_complete,
+    check_finite,
+    is_complete,
+    read_bag,
+    read_usable_bag,
+    row_index_coords,
+    write_bag,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +53,13 @@ UNKNOWN_ENCODER = "unknown"
 #: file stems that name the content, not the slide: the slide id is then the parent folder
 GENERIC_STEMS = frozenset({"features", "feats", "feature", "embeddings", "bag"})
 #: CLAM ``coords`` attributes (and TRIDENT's) copied into the imported bag's file attributes
-_SOURCE_COORDS_ATTRS = ("patch_level", "patch_size", "patch_size_level0", "level0_magnification",
-                        "target_magnification")
+_SOURCE_COORDS_ATTRS = (
+    "patch_level",
+    "patch_size",
+    "patch_size_level0",
+    "level0_magnification",
+    "target_magnification",
+)
 #: header of the bag lists DSMIL's compute_feats.py writes next to the class folders
 _DSMIL_BAG_LIST_HEADER = "0,label"
 _DSMIL_FLOAT_FORMAT = "%.4f"
@@ -57,15 +76,23 @@ def infer_slide_id(path: str | os.PathLike) -> str:
 
 def _check_features(path: Path, feats: np.ndarray) -> None:
     if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
-        raise BagError(f"{path}: no feature rows (shape {feats.shape}). "
-                       "Fix: re-extract features for this slide or leave it out.")
+        raise BagError(
+            f"{path}: no feature rows (shape {feats.shape}). Fix: re-extract features for this slide or leave it out."
+        )
     check_finite(path, feats, "Fix: re-extract features for this slide.")
 
 
 def _source_attrs(path: Path, fmt: str, slide_id: str, encoder: str, feats: np.ndarray, coords_kind: str) -> dict:
-    return {"slide_id": slide_id, "encoder": encoder, "feature_dim": int(feats.shape[1]), COORDS_KIND: coords_kind,
-            "source_format": fmt, "source_file": str(path.resolve()), "source_sha256": file_sha256(path),
-            "fiveflow_version": __version__}
+    return {
+        "slide_id": slide_id,
+        "encoder": encoder,
+        "feature_dim": int(feats.shape[1]),
+        COORDS_KIND: coords_kind,
+        "source_format": fmt,
+        "source_file": str(path.resolve()),
+        "source_sha256": file_sha256(path),
+        "fiveflow_version": __version__,
+    }
 
 
 def read_dsmil_csv(csv_path: str | os.PathLike) -> np.ndarray:
@@ -77,30 +104,42 @@ def read_dsmil_csv(csv_path: str | os.PathLike) -> np.ndarray:
         raise BagError(f"{path}: empty file. Fix: re-extract features for this slide or leave it out.") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         why = " ".join(str(exc).split())  # pandas' tokenizer message ends in a newline
-        raise BagError(f"{path}: not a readable CSV ({why}). Fix: every row needs one value per header column, "
-                       "as DSMIL's compute_feats.py writes them; re-extract features for this slide.") from None
+        raise BagError(
+            f"{path}: not a readable CSV ({why}). Fix: every row needs one value per header column, "
+            "as DSMIL's compute_feats.py writes them; re-extract features for this slide."
+        ) from None
     if not isinstance(df.index, pd.RangeIndex):  # pandas made the extra leading field(s) of every row an index
-        raise BagError(f"{path}: the rows have {df.shape[1] + df.index.nlevels} fields but the header names "
-                       f"{df.shape[1]} (a trailing comma, or a column without a name). "
-                       "Fix: write one header name per feature column (0,1,...), or re-extract features.")
+        raise BagError(
+            f"{path}: the rows have {df.shape[1] + df.index.nlevels} fields but the header names "
+            f"{df.shape[1]} (a trailing comma, or a column without a name). "
+            "Fix: write one header name per feature column (0,1,...), or re-extract features."
+        )
     expected = [str(i) for i in range(df.shape[1])]
     if list(df.columns) != expected:
         found = ",".join(map(str, df.columns[:8])) + (",..." if df.shape[1] > 8 else "")
-        raise BagError(f"{path}: not a DSMIL feature CSV: expected the header 0,1,...,{df.shape[1] - 1} "
-                       f"(DSMIL compute_feats.py output), found {found}. "
-                       "Fix: drop the non-feature columns (labels, names, coordinates), "
-                       "or move the file out of the folder.")
+        raise BagError(
+            f"{path}: not a DSMIL feature CSV: expected the header 0,1,...,{df.shape[1] - 1} "
+            f"(DSMIL compute_feats.py output), found {found}. "
+            "Fix: drop the non-feature columns (labels, names, coordinates), "
+            "or move the file out of the folder."
+        )
     try:
         feats = df.to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
-        raise BagError(f"{path}: non-numeric values in the feature columns. "
-                       "Fix: re-extract features for this slide.") from None
+        raise BagError(
+            f"{path}: non-numeric values in the feature columns. Fix: re-extract features for this slide."
+        ) from None
     _check_features(path, feats)
     return feats.astype(np.float32)
 
 
-def import_dsmil_csv(csv_path: str | os.PathLike, out_h5: str | os.PathLike, slide_id: str | None = None,
-                     encoder: str = DSMIL_ENCODER, **attrs: Any) -> Path:
+def import_dsmil_csv(
+    csv_path: str | os.PathLike,
+    out_h5: str | os.PathLike,
+    slide_id: str | None = None,
+    encoder: str = DSMIL_ENCODER,
+    **attrs: Any,
+) -> Path:
     """One DSMIL per-slide CSV -> one bag; coords are ``(row index, 0)`` (``coords_kind="row_index"``)."""
     path = Path(csv_path)
     feats = read_dsmil_csv(path)
@@ -109,8 +148,13 @@ def import_dsmil_csv(csv_path: str | os.PathLike, out_h5: str | os.PathLike, sli
     return write_bag(out_h5, feats, coords, {**meta, **attrs})
 
 
-def import_h5_bag(h5_path: str | os.PathLike, out_h5: str | os.PathLike, slide_id: str | None = None,
-                  encoder: str | None = None, **attrs: Any) -> Path:
+def import_h5_bag(
+    h5_path: str | os.PathLike,
+    out_h5: str | os.PathLike,
+    slide_id: str | None = None,
+    encoder: str | None = None,
+    **attrs: Any,
+) -> Path:
     """One CLAM/TRIDENT/STAMP-style h5 -> one bag, coords kept.
 
     ``encoder`` defaults to the source's ``encoder`` attribute, else ``"unknown"``. A source without
@@ -166,8 +210,9 @@ def _is_dsmil_bag_list(path: Path) -> bool:
         return fh.readline().strip() == _DSMIL_BAG_LIST_HEADER
 
 
-def find_sources(src: str | os.PathLike, fmt: str = "auto",
-                 exclude: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+def find_sources(
+    src: str | os.PathLike, fmt: str = "auto", exclude: str | os.PathLike | None = None
+) -> list[tuple[Path, str]]:
     """``(file, format)`` for every ``*.csv`` / ``*.h5`` under ``src`` (recursive), sorted.
 
     DSMIL's bag lists (header ``0,label``), hidden files and anything under ``exclude`` are left out.
@@ -192,8 +237,10 @@ def find_sources(src: str | os.PathLike, fmt: str = "auto",
         found.append((p, kind))
     if not found:
         want = {"auto": "*.csv or *.h5", SOURCE_DSMIL_CSV: "*.csv", SOURCE_H5: "*.h5"}[fmt]
-        raise FileNotFoundError(f"{src}: no {want} feature files found. Fix: point at the folder holding them "
-                                "(DSMIL: datasets/<dataset>; CLAM: the h5_files folder).")
+        raise FileNotFoundError(
+            f"{src}: no {want} feature files found. Fix: point at the folder holding them "
+            "(DSMIL: datasets/<dataset>; CLAM: the h5_files folder)."
+        )
     return found
 
 
@@ -203,21 +250,29 @@ def _bag_shape(bag: Path) -> tuple[int, int]:
     return int(n), int(d)
 
 
-def sources_by_slide(src: str | os.PathLike, fmt: str = "auto",
-                     exclude: str | os.PathLike | None = None) -> dict[str, tuple[Path, str]]:
+def sources_by_slide(
+    src: str | os.PathLike, fmt: str = "auto", exclude: str | os.PathLike | None = None
+) -> dict[str, tuple[Path, str]]:
     """slide id -> ``(file, format)`` for the feature files under ``src``; two files for one slide is an error."""
     by_id: dict[str, tuple[Path, str]] = {}
     for path, kind in find_sources(src, fmt, exclude=exclude):
         sid = infer_slide_id(path)
         if sid in by_id:
-            raise BagError(f"slide id {sid!r} comes from two files: {by_id[sid][0]} and {path}. "
-                           "Fix: rename one, or import the folders separately into different --out folders.")
+            raise BagError(
+                f"slide id {sid!r} comes from two files: {by_id[sid][0]} and {path}. "
+                "Fix: rename one, or import the folders separately into different --out folders."
+            )
         by_id[sid] = (path, kind)
     return by_id
 
 
-def import_feature_file(path: str | os.PathLike, out_h5: str | os.PathLike, slide_id: str | None = None,
-                        encoder: str | None = None, kind: str | None = None) -> Path:
+def import_feature_file(
+    path: str | os.PathLike,
+    out_h5: str | os.PathLike,
+    slide_id: str | None = None,
+    encoder: str | None = None,
+    kind: str | None = None,
+) -> Path:
     """One feature file (DSMIL ``.csv`` or CLAM/TRIDENT ``.h5``, told apart by suffix) -> one bag."""
     kind = kind or (SOURCE_DSMIL_CSV if Path(path).suffix.lower() == ".csv" else SOURCE_H5)
     if kind == SOURCE_DSMIL_CSV:
@@ -225,8 +280,9 @@ def import_feature_file(path: str | os.PathLike, out_h5: str | os.PathLike, slid
     return import_h5_bag(path, out_h5, slide_id, encoder)
 
 
-def import_folder(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "auto",
-                  encoder: str | None = None) -> pd.DataFrame:
+def import_folder(
+    src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "auto", encoder: str | None = None
+) -> pd.DataFrame:
     """Import every feature file under ``src`` into ``out_dir/{slide}.h5``; resumable.
 
     A bag already complete with the same ``source_sha256`` (and ``encoder``, when given) is skipped.
@@ -244,7 +300,7 @@ def import_folder(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str =
             import_feature_file(path, bag, sid, encoder, kind)
             status = "imported"
         n, d = _bag_shape(bag)
-        rows.append({"slide_id": sid, "status": status, "n_tiles": n, "feature_dim": d,
-                     "source": str(path), "bag": str(bag)})
+        rows.append(
+            {"slide_id": sid, "status": status, "n_tiles": n, "feature_dim": d, "source": str(path), "bag": str(bag)}
+        )
     return pd.DataFrame(rows, columns=["slide_id", "status", "n_tiles", "feature_dim", "source", "bag"])
-

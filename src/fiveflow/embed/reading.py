@@ -6,6 +6,7 @@ normalised later on the device. Tiles are resized straight from the level they a
 encoder's input size (one resize, area-averaged when shrinking) and centre-cropped if the encoder's
 model card says so. Memory is bounded by ``num_workers * prefetch`` batches, whatever the slide size.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,15 +31,22 @@ def fit_tile(rgb: np.ndarray, resize_to: int, crop: int | None, interpolation: s
         rgb = cv2.resize(rgb, (resize_to, resize_to), interpolation=flag)
     if crop and crop < resize_to:
         o = (resize_to - crop) // 2
-        rgb = rgb[o:o + crop, o:o + crop]
+        rgb = rgb[o : o + crop, o : o + crop]
     return rgb
 
 
 class TileBatches(Dataset):
     """Tiles of one slide as uint8 ``[B, S, S, 3]`` batches (``S`` = the encoder's input size)."""
 
-    def __init__(self, slide_path: str | Path, coords: np.ndarray, level: int, read_size: int, tile_px: int,
-                 preprocess: Preprocess) -> None:
+    def __init__(
+        self,
+        slide_path: str | Path,
+        coords: np.ndarray,
+        level: int,
+        read_size: int,
+        tile_px: int,
+        preprocess: Preprocess,
+    ) -> None:
         self.slide_path = str(slide_path)
         self.coords = np.ascontiguousarray(coords, dtype=np.int64)
         self.level, self.read_size = int(level), int(read_size)
@@ -86,5 +94,13 @@ def tile_loader(ds: TileBatches, batch_size: int, num_workers: int, pin_memory: 
     """Batches in coordinate order (no shuffling); the same batches whatever ``num_workers`` is."""
     # DataLoader workers run torch single-threaded; cv2 must not be reconfigured in a forked worker (it hangs)
     kw = {"prefetch_factor": prefetch} if num_workers > 0 else {}
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_as_is,
-                      pin_memory=pin_memory, drop_last=False, **kw)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_as_is,
+        pin_memory=pin_memory,
+        drop_last=False,
+        **kw,
+    )

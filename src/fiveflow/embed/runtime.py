@@ -6,6 +6,7 @@ is one fused multiply-add on the device. On CUDA the encoder runs under autocast
 supports it, else fp16); on the CPU it runs in fp32 with batch norms folded into the convolutions
 (``torch.fx`` fusion, skipped for models fx cannot trace), which is 10-20% faster for CNNs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         raise EncoderError(f"`embedding.precision` must be one of {PRECISIONS}, got {precision!r}")
     if device.type != "cuda":
         if precision in ("bf16", "fp16"):
-            raise EncoderError(f"`embedding.precision: {precision}` needs a CUDA GPU; this job runs on the CPU. "
-                               "Fix: use auto or fp32.")
+            raise EncoderError(
+                f"`embedding.precision: {precision}` needs a CUDA GPU; this job runs on the CPU. Fix: use auto or fp32."
+            )
         return None
     if precision == "fp32":
         return None
@@ -78,8 +80,9 @@ def fuse_for_cpu(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
         return model, False
 
 
-def prepare(encoder: Encoder, device: torch.device, precision: str = "auto", deterministic: bool = True,
-            cpu_fusion: bool = True) -> tuple[FeatureModel, torch.dtype | None, str]:
+def prepare(
+    encoder: Encoder, device: torch.device, precision: str = "auto", deterministic: bool = True, cpu_fusion: bool = True
+) -> tuple[FeatureModel, torch.dtype | None, str]:
     """The encoder ready to run on ``device``, its autocast dtype and a one-line description."""
     amp = resolve_precision(precision, device)
     inner, fused = encoder.model, False
@@ -90,5 +93,7 @@ def prepare(encoder: Encoder, device: torch.device, precision: str = "auto", det
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
-    desc = f"{device.type} {str(amp).replace('torch.', '') if amp else 'fp32'} channels_last" + (" bn-fused" if fused else "")
+    desc = f"{device.type} {str(amp).replace('torch.', '') if amp else 'fp32'} channels_last" + (
+        " bn-fused" if fused else ""
+    )
     return fm, amp, desc

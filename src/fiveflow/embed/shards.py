@@ -12,13 +12,15 @@ same weights and inference settings is not embedded again, only put in place; a 
 therefore resumes at the next slide. The store entries of a shard are removed once the whole shard
 has succeeded (:func:`clear_store`): the bags at their per-slide paths are the results.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..io import atomic_path
 
@@ -34,7 +36,7 @@ def plan_shards(slide_ids: Sequence[str], size: int) -> dict[str, list[str]]:
     if int(size) != size or size < 1:
         raise ValueError(f"embedding.shard_size must be a whole number >= 1, got {size!r}")
     ordered = sorted(set(slide_ids))
-    return {f"{k:04d}": ordered[i: i + size] for k, i in enumerate(range(0, len(ordered), size))}
+    return {f"{k:04d}": ordered[i : i + size] for k, i in enumerate(range(0, len(ordered), size))}
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,18 @@ def put_in_place(stored: Path, out: Path) -> None:
             shutil.copyfile(stored, tmp)
 
 
-def embed_shard(items: Sequence[ShardItem], encoder: "Encoder", *, batch_size: int = 32, num_workers: int | str = 0,
-                device: str = "auto", precision: str = "auto", deterministic: bool = True, progress: bool = True,
-                on_slide: Callable[[dict], None] | None = None) -> list[dict]:
+def embed_shard(
+    items: Sequence[ShardItem],
+    encoder: Encoder,
+    *,
+    batch_size: int = 32,
+    num_workers: int | str = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    deterministic: bool = True,
+    progress: bool = True,
+    on_slide: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Embed every slide of a shard with one prepared model; returns each slide's summary.
 
     A summary has ``restored`` True when the slide's complete bag was already in the store (a rerun
@@ -84,14 +95,26 @@ def embed_shard(items: Sequence[ShardItem], encoder: "Encoder", *, batch_size: i
 
         from tqdm import tqdm
 
-        bar = tqdm(total=len(items), desc="shard", unit="slide", leave=False,
-                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        bar = tqdm(
+            total=len(items), desc="shard", unit="slide", leave=False, mininterval=0.1 if sys.stderr.isatty() else 10.0
+        )
     done = []
     for it in items:
         stored = store_path(it.out)
-        res = embed_slide(it.slide, it.coords, encoder, stored, batch_size=batch_size, num_workers=num_workers,
-                          device=device, precision=precision, deterministic=deterministic, progress=progress,
-                          skip_complete=True, prepared=prepared)
+        res = embed_slide(
+            it.slide,
+            it.coords,
+            encoder,
+            stored,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            precision=precision,
+            deterministic=deterministic,
+            progress=progress,
+            skip_complete=True,
+            prepared=prepared,
+        )
         put_in_place(stored, Path(it.out))
         res = {**res, "restored": bool(res["skipped"])}
         done.append(res)

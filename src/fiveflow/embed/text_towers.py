@@ -20,10 +20,12 @@ Weights follow the image side's rules (``encoders.base.resolve_weights``, same e
 CONCH is not supported: its bags hold the image embedding *before* the contrastive projection
 (``proj_contrast=False``), which is not in its text tower's space.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch and the encoders are imported on use: config validation imports this module
     import torch
@@ -32,7 +34,7 @@ if TYPE_CHECKING:  # torch and the encoders are imported on use: config validati
 TEXT_TOWER_ENCODERS = ("plip", "clip-vit-b16", "quiltnet-b32")
 _NOT_SUPPORTED = {
     "conch": "its bags hold CONCH's image embedding before the contrastive projection (proj_contrast=False), "
-             "which is not in the text tower's space, and its package is not installable here",
+    "which is not in the text tower's space, and its package is not installable here",
 }
 
 
@@ -44,14 +46,21 @@ def has_text_tower(encoder_name: str) -> bool:
 class TextTower:
     """``encode(texts) -> [T, dim]`` projected text embeddings (float32, on CPU, not normalised)."""
 
-    def __init__(self, name: str, weights: str, model: "torch.nn.Module", tokenize: Callable[[list[str]], dict],
-                 forward: Callable[..., "torch.Tensor"], device: "torch.device") -> None:
+    def __init__(
+        self,
+        name: str,
+        weights: str,
+        model: torch.nn.Module,
+        tokenize: Callable[[list[str]], dict],
+        forward: Callable[..., torch.Tensor],
+        device: torch.device,
+    ) -> None:
         self.name, self.weights, self.model = name, weights, model.to(device).eval()
         self._tokenize, self._forward, self.device = tokenize, forward, device
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> "torch.Tensor":
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         import torch
 
         texts = [str(t) for t in texts]
@@ -60,24 +69,30 @@ class TextTower:
         out = []
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
-                batch = {k: v.to(self.device) for k, v in self._tokenize(texts[i:i + batch_size]).items()}
+                batch = {k: v.to(self.device) for k, v in self._tokenize(texts[i : i + batch_size]).items()}
                 out.append(self._forward(**batch).float().cpu())
         return torch.cat(out)
 
 
-def load_text_tower(encoder_name: str, weights: str = "default", seed: int = 0,
-                    device: "str | torch.device" = "cpu") -> TextTower:
+def load_text_tower(
+    encoder_name: str, weights: str = "default", seed: int = 0, device: str | torch.device = "cpu"
+) -> TextTower:
     """The text tower matching the image features of ``encoder_name`` built with ``weights``/``seed``."""
     import torch
 
     from .encoders.base import EncoderError
+
     name, weights = str(encoder_name), str(weights)
     if name in _NOT_SUPPORTED:
-        raise EncoderError(f"encoder {name!r} has no supported text tower: {_NOT_SUPPORTED[name]}. Fix: set "
-                           "`mizero.enabled: false`, or `embedding.encoder` to plip, clip-vit-b16 or quiltnet-b32.")
+        raise EncoderError(
+            f"encoder {name!r} has no supported text tower: {_NOT_SUPPORTED[name]}. Fix: set "
+            "`mizero.enabled: false`, or `embedding.encoder` to plip, clip-vit-b16 or quiltnet-b32."
+        )
     if not has_text_tower(name):
-        raise EncoderError(f"encoder {name!r} has no text tower (an image-only model). Fix: set `mizero.enabled: "
-                           "false`, or `embedding.encoder` to plip, clip-vit-b16 or quiltnet-b32.")
+        raise EncoderError(
+            f"encoder {name!r} has no text tower (an image-only model). Fix: set `mizero.enabled: "
+            "false`, or `embedding.encoder` to plip, clip-vit-b16 or quiltnet-b32."
+        )
     device = torch.device(device)
     if name in ("plip", "clip-vit-b16"):
         return _transformers_clip(name, weights, int(seed), device)
@@ -91,10 +106,20 @@ def text_config(name: str):
     """The published CLIP ViT-B text tower (``config.json`` of vinid/plip and openai/clip-vit-base-patch16)."""
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
-                          num_attention_heads=8, max_position_embeddings=77, projection_dim=512,
-                          hidden_act="quick_gelu", layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407,
-                          pad_token_id=1)
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=8,
+        max_position_embeddings=77,
+        projection_dim=512,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=1,
+    )
 
 
 def _bundled_bpe(name: str, context_length: int) -> Callable[[list[str]], dict]:
@@ -104,9 +129,11 @@ def _bundled_bpe(name: str, context_length: int) -> Callable[[list[str]], dict]:
     try:
         import open_clip
     except ImportError:
-        raise EncoderError(f"encoder {name!r} with `embedding.weights: random` needs open_clip's bundled CLIP "
-                           "vocabulary to tokenize prompts. Fix: `pip install open_clip_torch==3.3.0`, or set "
-                           "`embedding.weights` to a model folder with tokenizer files.") from None
+        raise EncoderError(
+            f"encoder {name!r} with `embedding.weights: random` needs open_clip's bundled CLIP "
+            "vocabulary to tokenize prompts. Fix: `pip install open_clip_torch==3.3.0`, or set "
+            "`embedding.weights` to a model folder with tokenizer files."
+        ) from None
     tok = open_clip.get_tokenizer("ViT-B-32", context_length=context_length)
     return lambda texts: {"input_ids": tok(texts)}
 
@@ -121,24 +148,31 @@ def _clip_text_model(name: str, source: str):
 
     cfg = AutoConfig.from_pretrained(source)
     if cfg.model_type != "clip":
-        raise EncoderError(f"{source}: a {cfg.model_type!r} model has no CLIP text tower (a full CLIPModel folder "
-                           "is needed). Fix: set `embedding.weights` to the folder of the whole model (image and "
-                           "text towers), or `mizero.enabled: false`.")
+        raise EncoderError(
+            f"{source}: a {cfg.model_type!r} model has no CLIP text tower (a full CLIPModel folder "
+            "is needed). Fix: set `embedding.weights` to the folder of the whole model (image and "
+            "text towers), or `mizero.enabled: false`."
+        )
     tcfg = cfg.text_config
     tcfg.projection_dim = cfg.projection_dim
     try:
         with _quiet_load_report():
-            model, info = CLIPTextModelWithProjection.from_pretrained(source, config=tcfg, dtype=torch.float32,
-                                                                      output_loading_info=True)
+            model, info = CLIPTextModelWithProjection.from_pretrained(
+                source, config=tcfg, dtype=torch.float32, output_loading_info=True
+            )
     except RuntimeError as exc:
         if "mismatch" not in str(exc):
             raise
-        raise EncoderError(f"{source}: text tower does not fit encoder {name!r} ({str(exc).splitlines()[0][:200]}). "
-                           "Fix: set `embedding.encoder` to the architecture the folder was saved from.") from None
+        raise EncoderError(
+            f"{source}: text tower does not fit encoder {name!r} ({str(exc).splitlines()[0][:200]}). "
+            "Fix: set `embedding.encoder` to the architecture the folder was saved from."
+        ) from None
     if info.get("missing_keys") or info.get("mismatched_keys"):
-        raise EncoderError(f"{source}: no complete CLIP text tower in this checkpoint (missing "
-                           f"{sorted(info.get('missing_keys', []))[:4]}). Fix: set `embedding.weights` to the folder "
-                           "of the whole CLIP model (image and text towers), or `mizero.enabled: false`.")
+        raise EncoderError(
+            f"{source}: no complete CLIP text tower in this checkpoint (missing "
+            f"{sorted(info.get('missing_keys', []))[:4]}). Fix: set `embedding.weights` to the folder "
+            "of the whole CLIP model (image and text towers), or `mizero.enabled: false`."
+        )
     return model
 
 
@@ -147,23 +181,28 @@ def _hf_tokenizer(name: str, source: str, max_length: int) -> Callable[[list[str
 
     from .encoders.base import EncoderError
 
-    fix = ("Fix: copy the model's tokenizer files (vocab.json + merges.txt or tokenizer.json, tokenizer_config.json) "
-           "next to its config.json.")
+    fix = (
+        "Fix: copy the model's tokenizer files (vocab.json + merges.txt or tokenizer.json, tokenizer_config.json) "
+        "next to its config.json."
+    )
     folder = Path(source)
-    if folder.is_dir() and not ((folder / "tokenizer.json").is_file()
-                                or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
+    if folder.is_dir() and not (
+        (folder / "tokenizer.json").is_file()
+        or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
+    ):
         raise EncoderError(f"encoder {name!r}: no tokenizer in {source}. {fix}")
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # unreadable tokenizer files
-        raise EncoderError(f"encoder {name!r}: no tokenizer in {source} ({type(exc).__name__}: {str(exc)[:150]}). "
-                           f"{fix}") from None
+        raise EncoderError(
+            f"encoder {name!r}: no tokenizer in {source} ({type(exc).__name__}: {str(exc)[:150]}). {fix}"
+        ) from None
     if len(tok) <= len(set(tok.all_special_ids)):  # transformers 5 builds an empty-vocabulary tokenizer silently
         raise EncoderError(f"encoder {name!r}: the tokenizer in {source} has no vocabulary. {fix}")
     return lambda texts: dict(tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
 
-def _transformers_clip(name: str, weights: str, seed: int, device: "torch.device") -> TextTower:
+def _transformers_clip(name: str, weights: str, seed: int, device: torch.device) -> TextTower:
     from transformers import CLIPTextModelWithProjection
 
     from .encoders import clip as clip_enc
@@ -184,8 +223,10 @@ def _transformers_clip(name: str, weights: str, seed: int, device: "torch.device
         except Exception as exc:  # failed download, unreadable folder
             if is_hub(weights):
                 raise hub_error(name, weights, exc) from None
-            raise EncoderError(f"encoder {name!r}: cannot load the text tower from {source} ({type(exc).__name__}: "
-                               f"{str(exc)[:200]}). Fix: set `embedding.weights` to {clip_enc.HOW}.") from None
+            raise EncoderError(
+                f"encoder {name!r}: cannot load the text tower from {source} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}). Fix: set `embedding.weights` to {clip_enc.HOW}."
+            ) from None
 
     def forward(input_ids, attention_mask=None):
         return model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
@@ -196,7 +237,7 @@ def _transformers_clip(name: str, weights: str, seed: int, device: "torch.device
 # ---------------------------------------------------------------- open_clip
 
 
-def _load_text_half(name: str, model: "torch.nn.Module", path: Path) -> None:
+def _load_text_half(name: str, model: torch.nn.Module, path: Path) -> None:
     """Load every non-image weight (token embedding, transformer, projection) of a full open_clip checkpoint."""
     from .encoders.base import EncoderError, load_state_dict, strip_prefixes
 
@@ -205,13 +246,15 @@ def _load_text_half(name: str, model: "torch.nn.Module", path: Path) -> None:
     missing = [k for k in own if k not in sd]
     wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or wrong:
-        raise EncoderError(f"{path}: no complete text tower for encoder {name!r} (missing {missing[:4]}, wrong shape "
-                           f"{wrong[:4]}). Fix: set `embedding.weights` to the whole open_clip checkpoint (image and "
-                           "text towers), or `mizero.enabled: false`.")
+        raise EncoderError(
+            f"{path}: no complete text tower for encoder {name!r} (missing {missing[:4]}, wrong shape "
+            f"{wrong[:4]}). Fix: set `embedding.weights` to the whole open_clip checkpoint (image and "
+            "text towers), or `mizero.enabled: false`."
+        )
     model.load_state_dict({k: sd[k] for k in own}, strict=False)
 
 
-def _open_clip_tower(name: str, weights: str, seed: int, device: "torch.device") -> TextTower:
+def _open_clip_tower(name: str, weights: str, seed: int, device: torch.device) -> TextTower:
     from .encoders import open_clip_enc
     from .encoders.base import EncoderError, checkpoint_file, hub_error, is_hub, resolve_weights, seeded
 

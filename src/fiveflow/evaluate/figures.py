@@ -1,4 +1,5 @@
 """Matplotlib without a display, and figures written atomically: shared by every plot."""
+
 from __future__ import annotations
 
 from pathlib import Path

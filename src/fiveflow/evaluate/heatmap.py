@@ -10,6 +10,7 @@ Geometry: ``coords`` are level-0 top-left corners, a tile covers ``tile_size_lev
 ``slide_wh = (W0, H0)`` slide is ``thumb_wh = (W, H)`` px, scaled independently along each axis
 (``W / W0``, ``H / H0``), as the QC thumbnails are (``read_thumbnail``: longest edge = ``size``).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,9 @@ def normalise_attention(attention: np.ndarray, method: str = "rank") -> np.ndarr
     raise ValueError(f"normalise must be 'rank' or 'minmax', not {method!r}")
 
 
-def tile_footprints(coords: np.ndarray, tile_size_level0: float, slide_wh: tuple[int, int],
-                    thumb_wh: tuple[int, int]) -> np.ndarray:
+def tile_footprints(
+    coords: np.ndarray, tile_size_level0: float, slide_wh: tuple[int, int], thumb_wh: tuple[int, int]
+) -> np.ndarray:
     """``[N, 4]`` int64 ``x0, y0, x1, y1`` (end-exclusive) of each tile in thumbnail pixels, clipped
     to the thumbnail. Edges are rounded, so tiles that touch at level 0 touch in the thumbnail;
     every tile inside the slide covers at least one pixel."""
@@ -77,8 +79,14 @@ def tile_footprints(coords: np.ndarray, tile_size_level0: float, slide_wh: tuple
     return np.stack([np.clip(x0, 0, w), np.clip(y0, 0, h), np.clip(x1, 0, w), np.clip(y1, 0, h)], axis=1)
 
 
-def attention_grid(coords: np.ndarray, attention: np.ndarray, tile_size_level0: float,
-                   slide_wh: tuple[int, int], thumb_wh: tuple[int, int], normalise: str = "rank") -> np.ndarray:
+def attention_grid(
+    coords: np.ndarray,
+    attention: np.ndarray,
+    tile_size_level0: float,
+    slide_wh: tuple[int, int],
+    thumb_wh: tuple[int, int],
+    normalise: str = "rank",
+) -> np.ndarray:
     """``[H, W]`` float32 map in thumbnail pixels: each tile's normalised attention (see
     :func:`normalise_attention`) over its footprint, the mean where footprints overlap, NaN where
     there is no tile.
@@ -140,8 +148,15 @@ def overlay(thumbnail_rgb: np.ndarray, grid: np.ndarray, alpha: float = 0.5, cma
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def render_heatmap(thumbnail_rgb: np.ndarray, grid: np.ndarray, out_png: str | Path, alpha: float = 0.5,
-                   cmap: str = "jet", title: str | None = None, dpi: int = 100) -> Path:
+def render_heatmap(
+    thumbnail_rgb: np.ndarray,
+    grid: np.ndarray,
+    out_png: str | Path,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
     """Write the thumbnail with the attention ``grid`` overlaid (tiles only; the rest is the plain
     thumbnail) and a colour bar, at the thumbnail's own resolution, atomically."""
     from matplotlib.cm import ScalarMappable
@@ -168,8 +183,9 @@ def render_heatmap(thumbnail_rgb: np.ndarray, grid: np.ndarray, out_png: str | P
     return Path(out_png)
 
 
-def save_attention(path: str | Path, slide_id: str, coords: np.ndarray, attention: np.ndarray, method: str,
-                   **meta: Any) -> Path:
+def save_attention(
+    path: str | Path, slide_id: str, coords: np.ndarray, attention: np.ndarray, method: str, **meta: Any
+) -> Path:
     """A parquet of ``x, y`` (int64 level-0) and raw ``attention`` (float32) for one (method, slide),
     with key-value metadata ``fiveflow_attention`` = JSON of ``slide_id``, ``method``, ``n_tiles`` and
     any extra ``meta`` (e.g. ``tile_size_level0``, ``slide_wh``, ``fold``), written atomically."""
@@ -180,8 +196,13 @@ def save_attention(path: str | Path, slide_id: str, coords: np.ndarray, attentio
     attention = np.asarray(attention, dtype=np.float32).ravel()
     if len(coords) != len(attention):
         raise ValueError(f"{slide_id}: {len(coords)} coordinates but {len(attention)} attention scores")
-    table = pa.table({"x": pa.array(coords[:, 0].astype(np.int64)), "y": pa.array(coords[:, 1].astype(np.int64)),
-                      "attention": pa.array(attention)})
+    table = pa.table(
+        {
+            "x": pa.array(coords[:, 0].astype(np.int64)),
+            "y": pa.array(coords[:, 1].astype(np.int64)),
+            "attention": pa.array(attention),
+        }
+    )
     info = {"slide_id": str(slide_id), "method": str(method), "n_tiles": int(len(attention)), **meta}
     table = table.replace_schema_metadata({ATTENTION_META_KEY: json.dumps(info, default=_jsonable).encode()})
     with atomic_path(path) as tmp:
@@ -195,7 +216,9 @@ def load_attention(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, 
 
     from ..errors import reading
 
-    with reading(path, "attention parquet", "point at a file training wrote (results/attention/METHOD_SHOTS/SLIDE.parquet)"):
+    with reading(
+        path, "attention parquet", "point at a file training wrote (results/attention/METHOD_SHOTS/SLIDE.parquet)"
+    ):
         table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(ATTENTION_META_KEY)
     if raw is None:
@@ -248,9 +271,18 @@ def bag_geometry(bag_path: str | Path) -> tuple[np.ndarray, tuple[int, int], flo
     return coords.reshape(-1, 2).astype(np.int64), (int(w), int(h)), float(tile)
 
 
-def save_run_attention(attention_dir: str | Path, bag_paths: dict[str, str], slide_ids: list[str],
-                       attentions: list[np.ndarray], probs: np.ndarray, method: str, kind: str, logger=None,
-                       labels: dict[str, str] | None = None, **meta: Any) -> list[Path]:
+def save_run_attention(
+    attention_dir: str | Path,
+    bag_paths: dict[str, str],
+    slide_ids: list[str],
+    attentions: list[np.ndarray],
+    probs: np.ndarray,
+    method: str,
+    kind: str,
+    logger=None,
+    labels: dict[str, str] | None = None,
+    **meta: Any,
+) -> list[Path]:
     """Write ``attention_dir/{slide}.parquet`` (:func:`save_attention`) for each test slide of one run,
     with ``kind``, ``slide_wh``, ``tile_size_level0``, ``prob`` (P(positive)), ``label`` and ``meta``
     (``shots``, ``run``, ``seed``). A bag without the geometry a heatmap needs is logged and skipped."""
@@ -267,14 +299,31 @@ def save_run_attention(attention_dir: str | Path, bag_paths: dict[str, str], sli
     for sid, att, p in zip(slide_ids, attentions, np.asarray(probs, dtype=np.float64)):
         geo = bag_geometry(bag_paths[sid])
         if geo is None:
-            logger.warning("%s: bag %s has no level-0 coords/slide size/tile size attributes (imported?): "
-                           "no %s heatmap for it", sid, bag_paths[sid], method)
+            logger.warning(
+                "%s: bag %s has no level-0 coords/slide size/tile size attributes (imported?): no %s heatmap for it",
+                sid,
+                bag_paths[sid],
+                method,
+            )
             continue
         coords, slide_wh, tile = geo
         att = np.asarray(att, dtype=np.float32).ravel()
         if len(att) != len(coords):
             raise ValueError(f"{sid}: {len(att)} attention scores but {len(coords)} rows in {bag_paths[sid]}")
         extra = {"label": labels[sid]} if labels and sid in labels else {}
-        written.append(save_attention(out_dir / f"{sid}.parquet", sid, coords, att, method, kind=kind,
-                                      slide_wh=list(slide_wh), tile_size_level0=tile, prob=float(p), **extra, **meta))
+        written.append(
+            save_attention(
+                out_dir / f"{sid}.parquet",
+                sid,
+                coords,
+                att,
+                method,
+                kind=kind,
+                slide_wh=list(slide_wh),
+                tile_size_level0=tile,
+                prob=float(p),
+                **extra,
+                **meta,
+            )
+        )
     return written

@@ -4,6 +4,7 @@ The only slide access is the thumbnail (:func:`fiveflow.slides.tiling.read_thumb
 ``tiling.thumbnail_size``); tile positions, slide size, tile size, label and P(positive) come from the
 attention files that training wrote (:func:`fiveflow.evaluate.heatmap.save_run_attention`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,36 +54,57 @@ def heatmap_title(meta: dict, positive: str | None = None) -> str:
     return "  ".join(parts)
 
 
-def slide_heatmap(attention_file: str | Path, slide_path: str | Path, thumbnail_size: int = 1024,
-                  normalise: str = "rank") -> tuple[np.ndarray, np.ndarray, dict]:
+def slide_heatmap(
+    attention_file: str | Path, slide_path: str | Path, thumbnail_size: int = 1024, normalise: str = "rank"
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(thumbnail, grid [H, W] in thumbnail px, attention metadata)`` for one stored attention file."""
     coords, attention, meta = load_attention(attention_file)
     thumb, slide_wh = slide_thumbnail(slide_path, thumbnail_size)
     stored = tuple(int(v) for v in meta.get("slide_wh") or ())
     if stored and stored != slide_wh:
-        raise ValueError(f"{attention_file}: attention of a {stored[0]}x{stored[1]} slide, but {slide_path} is "
-                         f"{slide_wh[0]}x{slide_wh[1]}. Fix: point at the slide the bag was made from.")
+        raise ValueError(
+            f"{attention_file}: attention of a {stored[0]}x{stored[1]} slide, but {slide_path} is "
+            f"{slide_wh[0]}x{slide_wh[1]}. Fix: point at the slide the bag was made from."
+        )
     if meta.get("tile_size_level0") is None:
-        raise ValueError(f"{attention_file}: no tile_size_level0 in its metadata. Fix: re-run the training rule "
-                         "that wrote it (fiveflow writes it from the bag attributes).")
-    grid = attention_grid(coords, attention, float(meta["tile_size_level0"]), slide_wh,
-                          (thumb.shape[1], thumb.shape[0]), normalise)
+        raise ValueError(
+            f"{attention_file}: no tile_size_level0 in its metadata. Fix: re-run the training rule "
+            "that wrote it (fiveflow writes it from the bag attributes)."
+        )
+    grid = attention_grid(
+        coords, attention, float(meta["tile_size_level0"]), slide_wh, (thumb.shape[1], thumb.shape[0]), normalise
+    )
     meta = {**meta, "flat": is_flat(attention)}
     return thumb, grid, meta
 
 
-def render_slide(attention_file: str | Path, slide_path: str | Path, out_png: str | Path, thumbnail_size: int = 1024,
-                 normalise: str = "rank", alpha: float = 0.5, positive: str | None = None) -> dict:
+def render_slide(
+    attention_file: str | Path,
+    slide_path: str | Path,
+    out_png: str | Path,
+    thumbnail_size: int = 1024,
+    normalise: str = "rank",
+    alpha: float = 0.5,
+    positive: str | None = None,
+) -> dict:
     """Write one slide's heatmap PNG (title: slide, true label, P(positive), method, shots); return its metadata."""
     thumb, grid, meta = slide_heatmap(attention_file, slide_path, thumbnail_size, normalise)
     render_heatmap(thumb, grid, out_png, alpha=alpha, title=_wrapped(heatmap_title(meta, positive), thumb.shape[1]))
     return meta
 
 
-def render_method(attention_dir: str | Path, slide_paths: dict[str, str], out_dir: str | Path,
-                  montage_png: str | Path, thumbnail_size: int = 1024, max_slides: int = 12,
-                  normalise: str = "rank", alpha: float = 0.5, positive: str | None = None,
-                  logger: logging.Logger | None = None) -> list[Path]:
+def render_method(
+    attention_dir: str | Path,
+    slide_paths: dict[str, str],
+    out_dir: str | Path,
+    montage_png: str | Path,
+    thumbnail_size: int = 1024,
+    max_slides: int = 12,
+    normalise: str = "rank",
+    alpha: float = 0.5,
+    positive: str | None = None,
+    logger: logging.Logger | None = None,
+) -> list[Path]:
     """One PNG per attention file of ``attention_dir`` into ``out_dir`` (``{slide}.png``) and a montage of
     the first ``max_slides`` (by slide id) into ``montage_png``. A method without any attention file
     (every bag lacked its geometry) gets an empty ``out_dir`` and a montage saying so."""
@@ -94,20 +116,28 @@ def render_method(attention_dir: str | Path, slide_paths: dict[str, str], out_di
     for f in files:
         sid = f.stem
         if sid not in slide_paths:
-            raise KeyError(f"{f}: slide {sid!r} is not in the cohort's slide list. Fix: delete {attention_dir} "
-                           "and re-run the rule that wrote it.")
+            raise KeyError(
+                f"{f}: slide {sid!r} is not in the cohort's slide list. Fix: delete {attention_dir} "
+                "and re-run the rule that wrote it."
+            )
         thumb, grid, meta = slide_heatmap(f, slide_paths[sid], thumbnail_size, normalise)
         flat += bool(meta["flat"])
         title = heatmap_title(meta, positive)
-        written.append(render_heatmap(thumb, grid, out_dir / f"{sid}.png", alpha=alpha,
-                                      title=_wrapped(title, thumb.shape[1])))
+        written.append(
+            render_heatmap(thumb, grid, out_dir / f"{sid}.png", alpha=alpha, title=_wrapped(title, thumb.shape[1]))
+        )
         if len(panels) < max_slides:
             panels.append((overlay(thumb, grid, alpha), title))
     logger.info("%s: %d heatmaps -> %s", attention_dir, len(written), out_dir)
     if flat:
-        logger.warning("%s: %d of %d slides have flat scores (every tile the same): their heatmaps show no "
-                       "signal (e.g. a MIL model whose attention collapsed to uniform; try another run or shot "
-                       "count via heatmaps.shots)", attention_dir, flat, len(written))
+        logger.warning(
+            "%s: %d of %d slides have flat scores (every tile the same): their heatmaps show no "
+            "signal (e.g. a MIL model whose attention collapsed to uniform; try another run or shot "
+            "count via heatmaps.shots)",
+            attention_dir,
+            flat,
+            len(written),
+        )
     write_montage(panels, montage_png, Path(attention_dir).name)
     return written
 
@@ -141,8 +171,14 @@ def write_montage(panels: list[tuple[np.ndarray, str]], out_png: str | Path, nam
     plt = pyplot()
     if not panels:
         fig = plt.figure(figsize=(6, 1.5))
-        fig.text(0.5, 0.5, f"{name}: no heatmaps (no bag had level-0 coordinates, slide and tile size)",
-                 ha="center", va="center", fontsize=9)
+        fig.text(
+            0.5,
+            0.5,
+            f"{name}: no heatmaps (no bag had level-0 coordinates, slide and tile size)",
+            ha="center",
+            va="center",
+            fontsize=9,
+        )
         save_figure(fig, out_png)
         return Path(out_png)
     cols = min(MONTAGE_COLS, len(panels))
@@ -154,8 +190,12 @@ def write_montage(panels: list[tuple[np.ndarray, str]], out_png: str | Path, nam
         for ax, (img, title) in zip(axes.ravel(), panels):
             ax.imshow(img, interpolation="nearest")
             ax.set_title(wrap_title(title, MONTAGE_TITLE_CHARS), fontsize=7)
-        fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap="jet"), ax=axes.ravel().tolist(), shrink=0.6,
-                     label="tile score (normalised within slide)")
+        fig.colorbar(
+            ScalarMappable(Normalize(0.0, 1.0), cmap="jet"),
+            ax=axes.ravel().tolist(),
+            shrink=0.6,
+            label="tile score (normalised within slide)",
+        )
     except BaseException:
         plt.close(fig)
         raise

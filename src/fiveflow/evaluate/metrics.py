@@ -15,6 +15,7 @@ test slides get the same resamples (paired). Resamples with a single class (only
 ``stratify=False`` or a single-class test set) have no AUC / f1_authors: they are skipped for those
 metrics and counted in ``auc_boot_skipped``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,13 +27,25 @@ from .optimistic import optimistic_note
 METRIC_KEYS = ("acc", "bacc", "auc", "f1", "f1_authors")
 # (key in compute_metrics / per-run table, column stem in the summary)
 SUMMARY_METRICS = (("acc", "acc"), ("bacc", "bacc"), ("auc", "auc"), ("f1", "f1"), ("f1_authors", "f1auth"))
-BASE_COLUMNS = ["method", "shots", "n_runs", "acc_mean", "acc_std", "auc_mean", "auc_std", "f1_mean", "f1_std",
-                "f1auth_mean", "f1auth_std"]
+BASE_COLUMNS = [
+    "method",
+    "shots",
+    "n_runs",
+    "acc_mean",
+    "acc_std",
+    "auc_mean",
+    "auc_std",
+    "f1_mean",
+    "f1_std",
+    "f1auth_mean",
+    "f1auth_std",
+]
 CI_COLUMNS = [f"{c}_ci_{s}" for _, c in SUMMARY_METRICS for s in ("low", "high")]
 # the historical columns first (readers index them by name or position), new ones appended; ``note``:
 # why a row is not comparable with the others ("" for most; fiveflow.evaluate.optimistic)
-SUMMARY_COLUMNS = BASE_COLUMNS + ["bacc_mean", "bacc_std"] + CI_COLUMNS + ["n_slides", "n_boot", "auc_boot_skipped",
-                                                                           "note"]
+SUMMARY_COLUMNS = (
+    BASE_COLUMNS + ["bacc_mean", "bacc_std"] + CI_COLUMNS + ["n_slides", "n_boot", "auc_boot_skipped", "note"]
+)
 
 
 def roc_optimal_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
@@ -54,13 +67,19 @@ def compute_metrics(y_true, prob) -> dict:
         raise ValueError("no predictions")
     hard = (p >= 0.5).astype(int)
     recalls = [float((hard[y == c] == c).mean()) for c in (0, 1) if (y == c).any()]
-    out = {"n": int(len(y)), "acc": float((hard == y).mean()), "bacc": float(np.mean(recalls)),
-           "f1": float(f1_score(y, hard, average="macro", labels=[0, 1], zero_division=0))}
+    out = {
+        "n": int(len(y)),
+        "acc": float((hard == y).mean()),
+        "bacc": float(np.mean(recalls)),
+        "f1": float(f1_score(y, hard, average="macro", labels=[0, 1], zero_division=0)),
+    }
     if len(np.unique(y)) == 2:
         thr = roc_optimal_threshold(y, p)
-        out.update(auc=float(roc_auc_score(y, p)), threshold_opt=thr,
-                   f1_authors=float(f1_score(y, (p >= thr).astype(int), average="binary", pos_label=1,
-                                             zero_division=0)))
+        out.update(
+            auc=float(roc_auc_score(y, p)),
+            threshold_opt=thr,
+            f1_authors=float(f1_score(y, (p >= thr).astype(int), average="binary", pos_label=1, zero_division=0)),
+        )
     else:
         out.update(auc=float("nan"), threshold_opt=float("nan"), f1_authors=float("nan"))
     return out
@@ -129,6 +148,7 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, n
     npos, nneg = wp.sum(1), wn.sum(1)
     ntot = npos + nneg
     with np.errstate(divide="ignore", invalid="ignore"):
+
         def f1_positive(tp, fp):  # binary F1 of the positive class (0 when it is undefined, as sklearn)
             d = 2 * tp + fp + (npos - tp)
             return np.where(d > 0, 2 * tp / np.where(d > 0, d, 1), 0.0)
@@ -144,7 +164,9 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, n
         tn = nneg - fp
         acc = (tp + tn) / ntot
         nrec = (npos > 0).astype(np.float64) + (nneg > 0)
-        bacc = (np.where(npos > 0, tp / npos, 0.0) + np.where(nneg > 0, tn / nneg, 0.0)) / np.where(nrec > 0, nrec, np.nan)
+        bacc = (np.where(npos > 0, tp / npos, 0.0) + np.where(nneg > 0, tn / nneg, 0.0)) / np.where(
+            nrec > 0, nrec, np.nan
+        )
         f1 = f1_macro(tp, fp)
         two = (npos > 0) & (nneg > 0)
         # AUC = weighted Mann-Whitney statistic, ties count 1/2
@@ -161,8 +183,9 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, n
     return {"acc": acc, "bacc": bacc, "auc": auc, "f1": f1, "f1_authors": f1_authors}
 
 
-def bootstrap_ci(group: pd.DataFrame, positive: str, n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
-                 stratify: bool = True) -> dict:
+def bootstrap_ci(
+    group: pd.DataFrame, positive: str, n_boot: int = 1000, seed: int = 0, ci: float = 0.95, stratify: bool = True
+) -> dict:
     """Bootstrap percentile intervals for one (method, shots) group of predictions (module doc).
 
     Returns ``{<col>_ci_low, <col>_ci_high}`` for acc, bacc, auc, f1, f1auth plus ``n_slides``,
@@ -187,14 +210,22 @@ def bootstrap_ci(group: pd.DataFrame, positive: str, n_boot: int = 1000, seed: i
             avg = np.where(nvalid[key] > 0, sums[key] / nvalid[key], np.nan)
         avg = avg[~np.isnan(avg)]
         out[f"{col}_ci_low"], out[f"{col}_ci_high"] = (
-            (float(np.percentile(avg, lo)), float(np.percentile(avg, hi))) if len(avg) else (float("nan"),) * 2)
+            (float(np.percentile(avg, lo)), float(np.percentile(avg, hi))) if len(avg) else (float("nan"),) * 2
+        )
     out.update(n_slides=len(ids), n_boot=int(n_boot), auc_boot_skipped=int((nvalid["auc"] == 0).sum()))
     return out
 
 
-def summarize(pred: pd.DataFrame, classes: list[str] | None = None, positive: str | None = None,
-              runs: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
-              stratify: bool = True) -> pd.DataFrame:
+def summarize(
+    pred: pd.DataFrame,
+    classes: list[str] | None = None,
+    positive: str | None = None,
+    runs: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    stratify: bool = True,
+) -> pd.DataFrame:
     """Per (method, shots): metrics per run, then mean and std (population, ddof=0) over runs, and
     bootstrap percentile intervals over test slides (:func:`bootstrap_ci`; ``n_boot=0`` skips them);
     ``note`` is the optimistic-row note of :mod:`fiveflow.evaluate.optimistic` ("" for honest rows).

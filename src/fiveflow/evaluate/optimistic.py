@@ -12,6 +12,7 @@ No table hard-codes a method name.
 
 This module imports nothing: the workflow reads it while Snakemake parses the rules.
 """
+
 from __future__ import annotations
 
 #: method-name suffix of the zero-shot row whose epoch was chosen on the test split

@@ -15,6 +15,7 @@ The reference is FiVE (``FiVE+histotype`` when only that ran); optimistic rows
 (:mod:`fiveflow.evaluate.optimistic`) are neither reference nor compared. Zero-shot rows (0 shots)
 are compared with the other zero-shot methods (FiVE's ablations, MI-Zero).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,20 @@ import pandas as pd
 from .metrics import _positive, bootstrap_counts, weighted_metrics
 from .optimistic import is_optimistic
 
-COLUMNS = ["reference", "method", "shots", "metric", "n_runs", "n_slides", "diff", "ci_low", "ci_high",
-           "significant", "n_boot", "n_boot_skipped"]
+COLUMNS = [
+    "reference",
+    "method",
+    "shots",
+    "metric",
+    "n_runs",
+    "n_slides",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "significant",
+    "n_boot",
+    "n_boot_skipped",
+]
 MARK = "*"
 
 
@@ -34,8 +47,16 @@ def reference_method(methods, bases: tuple[str, ...] = ("FiVE", "FiVE+histotype"
     return next((b for b in bases if b in present), None)
 
 
-def _pair(ref: pd.DataFrame, other: pd.DataFrame, positive: str, metrics: tuple[str, ...], n_boot: int,
-          seed: int, ci: float, stratify: bool) -> dict | None:
+def _pair(
+    ref: pd.DataFrame,
+    other: pd.DataFrame,
+    positive: str,
+    metrics: tuple[str, ...],
+    n_boot: int,
+    seed: int,
+    ci: float,
+    stratify: bool,
+) -> dict | None:
     runs = sorted(set(ref["run"]) & set(other["run"]))
     if not runs:
         return None
@@ -63,15 +84,31 @@ def _pair(ref: pd.DataFrame, other: pd.DataFrame, positive: str, metrics: tuple[
         point, boot = per_resample[0], per_resample[1:]
         ok = boot[~np.isnan(boot)]
         low, high = (float(np.percentile(ok, lo)), float(np.percentile(ok, hi))) if len(ok) else (np.nan, np.nan)
-        out[k] = {"n_runs": len(runs), "n_slides": len(slides), "diff": float(point), "ci_low": low, "ci_high": high,
-                  "significant": bool(len(ok)) and (low > 0 or high < 0), "n_boot": int(n_boot),
-                  "n_boot_skipped": int(len(boot) - len(ok))}
+        out[k] = {
+            "n_runs": len(runs),
+            "n_slides": len(slides),
+            "diff": float(point),
+            "ci_low": low,
+            "ci_high": high,
+            "significant": bool(len(ok)) and (low > 0 or high < 0),
+            "n_boot": int(n_boot),
+            "n_boot_skipped": int(len(boot) - len(ok)),
+        }
     return out
 
 
-def paired_differences(pred: pd.DataFrame, classes: list[str] | None = None, positive: str | None = None, *,
-                       reference: str | None = None, metrics: tuple[str, ...] = ("acc", "auc"), n_boot: int = 1000,
-                       seed: int = 0, ci: float = 0.95, stratify: bool = True) -> pd.DataFrame:
+def paired_differences(
+    pred: pd.DataFrame,
+    classes: list[str] | None = None,
+    positive: str | None = None,
+    *,
+    reference: str | None = None,
+    metrics: tuple[str, ...] = ("acc", "auc"),
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    stratify: bool = True,
+) -> pd.DataFrame:
     """Reference (FiVE) minus each other method, per shot count and metric (module doc): one row per
     (method, shots, metric) with :data:`COLUMNS`. ``pred`` is the long predictions table
     (``method, shots, run, slide_id, label, prob``); ``n_boot=0`` gives the differences without
@@ -110,12 +147,15 @@ def paired_note(paired: pd.DataFrame) -> str:
     """The sentence under a paired-difference table saying what the numbers are."""
     n_boot = int(paired["n_boot"].max()) if len(paired) else 0
     ci = f"paired bootstrap 95% CI over the test slides ({n_boot} resamples, the same for both methods and every run)"
-    return (f"Differences in percentage points, reference minus method, mean over the draws both ran on the same "
-            f"test slides; [ ] {ci if n_boot else 'not computed (evaluate.n_boot: 0)'}; {MARK} the CI excludes 0.")
+    return (
+        f"Differences in percentage points, reference minus method, mean over the draws both ran on the same "
+        f"test slides; [ ] {ci if n_boot else 'not computed (evaluate.n_boot: 0)'}; {MARK} the CI excludes 0."
+    )
 
 
-def paired_grid(paired: pd.DataFrame, metric: str = "acc",
-                shots: list[int] | None = None) -> tuple[list[int], list[tuple[str, list[str]]]]:
+def paired_grid(
+    paired: pd.DataFrame, metric: str = "acc", shots: list[int] | None = None
+) -> tuple[list[int], list[tuple[str, list[str]]]]:
     """``(shots, [(row name "FiVE − method", cell texts)])`` of one metric, methods in table order;
     ``shots``: the columns (default: the shot counts compared), "-" where a pair has none."""
     from .report import method_order

@@ -5,6 +5,7 @@ computed on the concatenated ``(label, prob)`` of every run (each test slide app
 confusion matrices are counts summed over runs. The positive class is ``classes[1]`` (``prob`` =
 P(second class)); the confusion matrix uses the hard ``pred`` column.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,7 +60,12 @@ def plot_roc(pred: pd.DataFrame, classes: list[str], out_png: str | Path, shots=
             p = gm["prob"].to_numpy(dtype=np.float64)
             fpr, tpr, _ = roc_curve(y, p)
             n_runs = gm["run"].nunique() if "run" in gm else 1
-            ax.plot(fpr, tpr, lw=1.5, label=f"{display_name(method)} (AUC {roc_auc_score(y, p):.3f}, {n_runs} run{'s' * (n_runs != 1)})")
+            ax.plot(
+                fpr,
+                tpr,
+                lw=1.5,
+                label=f"{display_name(method)} (AUC {roc_auc_score(y, p):.3f}, {n_runs} run{'s' * (n_runs != 1)})",
+            )
         ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.0)
@@ -112,8 +118,15 @@ def plot_confusion(pred: pd.DataFrame, classes: list[str], out_png: str | Path, 
             ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
             for a in range(k):
                 for b in range(k):
-                    ax.text(b, a, f"{cm[a, b]}\n{100 * frac[a, b]:.0f}%", ha="center", va="center", fontsize=8,
-                            color="white" if frac[a, b] > 0.6 else "black")
+                    ax.text(
+                        b,
+                        a,
+                        f"{cm[a, b]}\n{100 * frac[a, b]:.0f}%",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if frac[a, b] > 0.6 else "black",
+                    )
             ax.set_xticks(range(k), names, fontsize=8)
             ax.set_yticks(range(k), names, fontsize=8)
             ax.set_xlabel("predicted", fontsize=8)

@@ -4,6 +4,7 @@ Optimistic rows (:mod:`fiveflow.evaluate.optimistic`, e.g. ``FiVE-bestepoch``) c
 their name and a footnote with the registry's note under the tables (``note`` in the csv); they never
 take the bold best-per-column cell.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from ..io import atomic_path, atomic_write_text
 from ..train.ablations import BASE, HISTOTYPE, is_five
 from .figures import pyplot, save_figure
 from .metrics import per_run_metrics, summarize
-from .optimistic import (DAGGER, SELECTION_KEY, base_method, display_name, is_optimistic, optimistic_note,
-                         selection_detail)
+from .optimistic import (
+    DAGGER,
+    SELECTION_KEY,
+    base_method,
+    display_name,
+    is_optimistic,
+    optimistic_note,
+    selection_detail,
+)
 from .paired import MARK, paired_differences, paired_grid, paired_note
 
 METRICS = ("acc", "auc", "f1auth", "f1")
@@ -27,12 +35,19 @@ FIVE_BASES = (BASE, BASE + HISTOTYPE)
 BASELINE_ORDER = ("meanpool", "abmil", "clam_sb", "dsmil", "transmil")
 # one table per metric (a metric whose ``<stem>_mean`` column the summary lacks is left out): the
 # authors' F1 (binary, positive class, ROC-optimal threshold) beside ours (macro at 0.5)
-BLOCKS = (("acc", "Accuracy (%)"), ("auc", "ROC AUC (%)"),
-          ("f1auth", "F1, authors' definition (%): positive class at the ROC-optimal threshold"),
-          ("f1", "F1, ours (%): macro F1 at probability 0.5"))
+BLOCKS = (
+    ("acc", "Accuracy (%)"),
+    ("auc", "ROC AUC (%)"),
+    ("f1auth", "F1, authors' definition (%): positive class at the ROC-optimal threshold"),
+    ("f1", "F1, ours (%): macro F1 at probability 0.5"),
+)
 PAIRED_TITLE = "accuracy, percentage points, paired 95% CI"
-MD_TITLES = {"acc": "accuracy, %", "auc": "ROC AUC, %", "f1auth": "authors' F1: positive class, ROC-optimal threshold, %",
-             "f1": "our F1: macro at 0.5, %"}
+MD_TITLES = {
+    "acc": "accuracy, %",
+    "auc": "ROC AUC, %",
+    "f1auth": "authors' F1: positive class, ROC-optimal threshold, %",
+    "f1": "our F1: macro at 0.5, %",
+}
 
 
 def _blocks(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -63,8 +78,7 @@ def protocol_note(table: pd.DataFrame) -> str | None:
     keys = sorted({k for x in five.get("deviations", pd.Series(dtype=str)).dropna() for k in str(x).split() if k})
     text = f"FiVE rows: protocol {', '.join(labels)}"
     if keys:
-        text += (" from the authors' settings (config/presets/five_faithful.yaml restores them): "
-                 + ", ".join(keys))
+        text += " from the authors' settings (config/presets/five_faithful.yaml restores them): " + ", ".join(keys)
     return text
 
 
@@ -80,8 +94,9 @@ def with_protocol(table: pd.DataFrame, protocol: dict | None) -> pd.DataFrame:
     return table
 
 
-_REMAKE = ("point at the prediction files training wrote (results/predictions/METHOD_SHOTS.parquet), "
-           "or make this one again")
+_REMAKE = (
+    "point at the prediction files training wrote (results/predictions/METHOD_SHOTS.parquet), or make this one again"
+)
 
 
 def _shown(v) -> str:
@@ -97,8 +112,9 @@ def check_predictions(df: pd.DataFrame, f: str) -> pd.DataFrame:
 
     missing = [c for c in PRED_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{f}: not a predictions table: missing column(s) {missing} (found {list(df.columns)[:10]}). "
-                         f"Fix: {_REMAKE}")
+        raise ValueError(
+            f"{f}: not a predictions table: missing column(s) {missing} (found {list(df.columns)[:10]}). Fix: {_REMAKE}"
+        )
     if df.empty:
         raise ValueError(f"{f}: a predictions table with no rows. Fix: {_REMAKE}")
     df = df.copy()
@@ -107,14 +123,18 @@ def check_predictions(df: pd.DataFrame, f: str) -> pd.DataFrame:
         bad = num.isna() | (num.abs() == float("inf")) | (num < 0) | (num != num.round())
         if bad.any():
             i = int(bad.to_numpy().argmax())
-            raise ValueError(f"{f}: row {i}: `{col}` is {_shown(df[col].iloc[i])}, not a whole number >= 0. Fix: {_REMAKE}")
+            raise ValueError(
+                f"{f}: row {i}: `{col}` is {_shown(df[col].iloc[i])}, not a whole number >= 0. Fix: {_REMAKE}"
+            )
         df[col] = num.astype("int64")
     prob = pd.to_numeric(df["prob"], errors="coerce")
     bad = prob.isna() | (prob < 0) | (prob > 1)
     if bad.any():
         i = int(bad.to_numpy().argmax())
-        raise ValueError(f"{f}: row {i}: `prob` is {_shown(df['prob'].iloc[i])}, not a probability in [0, 1] "
-                         f"({int(bad.sum())} such row(s)). Fix: {_REMAKE}")
+        raise ValueError(
+            f"{f}: row {i}: `prob` is {_shown(df['prob'].iloc[i])}, not a probability in [0, 1] "
+            f"({int(bad.sum())} such row(s)). Fix: {_REMAKE}"
+        )
     df["prob"] = prob.astype("float64")
     for col in ("method", "slide_id", "label"):
         empty = df[col].isna() | df[col].astype(str).str.strip().eq("")
@@ -200,12 +220,16 @@ def _grid(table: pd.DataFrame, metric: str):
     mean per shots column among the honest rows; ties all bold)."""
     methods = method_order(table["method"])
     shots = sorted({int(s) for s in table["shots"]})
-    cells = {(str(r["method"]), int(r["shots"])): (r[f"{metric}_mean"], r[f"{metric}_std"])
-             for _, r in table.iterrows()}
+    cells = {
+        (str(r["method"]), int(r["shots"])): (r[f"{metric}_mean"], r[f"{metric}_std"]) for _, r in table.iterrows()
+    }
     bold = set()
     for s in shots:
-        vals = {m: round(100 * cells[(m, s)][0], 2) for m in methods
-                if (m, s) in cells and not pd.isna(cells[(m, s)][0]) and not is_optimistic(m)}
+        vals = {
+            m: round(100 * cells[(m, s)][0], 2)
+            for m in methods
+            if (m, s) in cells and not pd.isna(cells[(m, s)][0]) and not is_optimistic(m)
+        }
         if vals:
             best = max(vals.values())
             bold |= {(m, s) for m, v in vals.items() if v == best}
@@ -220,10 +244,12 @@ def to_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     (:func:`fiveflow.evaluate.paired.paired_differences`) adds the table of FiVE's paired accuracy
     differences with their bootstrap CIs, ``*`` where the CI excludes 0."""
     parts = []
-    for metric, title in _blocks(table):
+    for metric, _title in _blocks(table):
         methods, shots, cells, bold = _grid(table, metric)
-        lines = [f"| Method ({MD_TITLES[metric]}) | " + " | ".join(shot_label(s) for s in shots) + " |",
-                 "|---|" + "---:|" * len(shots)]
+        lines = [
+            f"| Method ({MD_TITLES[metric]}) | " + " | ".join(shot_label(s) for s in shots) + " |",
+            "|---|" + "---:|" * len(shots),
+        ]
         for m in methods:
             row = []
             for s in shots:
@@ -236,8 +262,10 @@ def to_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
         parts.append("\n".join(lines) + "\n")
     if paired is not None and len(paired):
         shots, rows = paired_grid(paired, "acc", sorted({int(s) for s in table["shots"]}))
-        lines = [f"| Paired difference ({PAIRED_TITLE}) | " + " | ".join(shot_label(s) for s in shots) + " |",
-                 "|---|" + "---:|" * len(shots)]
+        lines = [
+            f"| Paired difference ({PAIRED_TITLE}) | " + " | ".join(shot_label(s) for s in shots) + " |",
+            "|---|" + "---:|" * len(shots),
+        ]
         lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in rows]
         parts.append("\n".join(lines) + "\n")
     notes = footnotes(table) + [n for n in [protocol_note(table)] if n]
@@ -259,12 +287,18 @@ def to_latex(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     optimistic row's name followed by ``$^\\dagger$``, its footnote as the tabular's last row; the
     paired differences, when given, as the last block)."""
     shots = sorted({int(s) for s in table["shots"]})
-    lines = [r"\begin{tabular}{l" + "c" * len(shots) + "}", r"\toprule",
-             "Method & " + " & ".join(shot_label(s) for s in shots) + r" \\"]
+    lines = [
+        r"\begin{tabular}{l" + "c" * len(shots) + "}",
+        r"\toprule",
+        "Method & " + " & ".join(shot_label(s) for s in shots) + r" \\",
+    ]
     for metric, title in _blocks(table):
         methods, _, cells, bold = _grid(table, metric)
-        lines += [r"\midrule", rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\textit{{{_tex_escape(title)}}}}} \\",
-                  r"\midrule"]
+        lines += [
+            r"\midrule",
+            rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\textit{{{_tex_escape(title)}}}}} \\",
+            r"\midrule",
+        ]
         prev = None
         for m in methods:
             group = "five" if is_five(m) else "other"
@@ -282,17 +316,25 @@ def to_latex(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
             lines.append(name + " & " + " & ".join(row) + r" \\")
     if paired is not None and len(paired):
         _, rows = paired_grid(paired, "acc", shots)
-        lines += [r"\midrule", rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\textit{{Paired difference, "
-                  rf"{_tex_escape(PAIRED_TITLE)}}}}} \\", r"\midrule"]
-        lines += [_tex_escape(name).replace("−", "$-$") + " & " + " & ".join(c.replace("*", "$^*$") for c in row)
-                  + r" \\" for name, row in rows]
+        lines += [
+            r"\midrule",
+            rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\textit{{Paired difference, "
+            rf"{_tex_escape(PAIRED_TITLE)}}}}} \\",
+            r"\midrule",
+        ]
+        lines += [
+            _tex_escape(name).replace("−", "$-$") + " & " + " & ".join(c.replace("*", "$^*$") for c in row) + r" \\"
+            for name, row in rows
+        ]
     lines.append(r"\bottomrule")
     for note in footnotes(table):
-        text = _tex_escape(note[len(DAGGER):].strip())
+        text = _tex_escape(note[len(DAGGER) :].strip())
         lines.append(rf"\multicolumn{{{len(shots) + 1}}}{{l}}{{\footnotesize $^\dagger$ {text}}} \\")
     proto = protocol_note(table)
     if proto:
-        lines.append(rf"\multicolumn{{{len(shots) + 1}}}{{p{{0.9\linewidth}}}}{{\footnotesize {_tex_escape(proto)}}} \\")
+        lines.append(
+            rf"\multicolumn{{{len(shots) + 1}}}{{p{{0.9\linewidth}}}}{{\footnotesize {_tex_escape(proto)}}} \\"
+        )
     if paired is not None and len(paired):
         text = _tex_escape(paired_note(paired)).replace("*", "$^*$")
         lines.append(rf"\multicolumn{{{len(shots) + 1}}}{{p{{0.9\linewidth}}}}{{\footnotesize {text}}} \\")
@@ -311,8 +353,16 @@ def ablation_table(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.
     # the reference row: FiVE, or FiVE+histotype when the descriptions named the type (reports.name_histotype)
     base = next((m for m in methods if m in FIVE_BASES), FIVE_BASES[0])
     t = table[table["method"].astype(str).isin(methods)]
-    rows = [{"row": str(r["method"]), "shots": int(r["shots"]), "n_runs": int(r["n_runs"]),
-             "acc_mean": r["acc_mean"], "acc_std": r["acc_std"]} for _, r in t.iterrows()]
+    rows = [
+        {
+            "row": str(r["method"]),
+            "shots": int(r["shots"]),
+            "n_runs": int(r["n_runs"]),
+            "acc_mean": r["acc_mean"],
+            "acc_std": r["acc_std"],
+        }
+        for _, r in t.iterrows()
+    ]
     five = {int(r["shots"]): r for _, r in t[t["method"] == base].iterrows()}
     for abl in (m for m in methods if m != base):
         for _, r in t[t["method"] == abl].iterrows():
@@ -325,8 +375,15 @@ def ablation_table(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.
                 b = runs[(runs["method"] == abl) & (runs["shots"] == s)].set_index("run")["acc"]
                 if len(a) and set(a.index) == set(b.index):
                     std = float((a - b.loc[a.index]).std(ddof=0))
-            rows.append({"row": f"difference ({base} - {abl})", "shots": s, "n_runs": int(r["n_runs"]),
-                         "acc_mean": five[s]["acc_mean"] - r["acc_mean"], "acc_std": std})
+            rows.append(
+                {
+                    "row": f"difference ({base} - {abl})",
+                    "shots": s,
+                    "n_runs": int(r["n_runs"]),
+                    "acc_mean": five[s]["acc_mean"] - r["acc_mean"],
+                    "acc_std": std,
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -343,8 +400,10 @@ def _ablation_grid(abl: pd.DataFrame) -> tuple[list[int], list[tuple[str, list[s
             if r is None:
                 row.append("-")
             elif name.startswith("difference"):
-                row.append(f"{100 * r['acc_mean']:+.2f}"
-                           + (f" ± {100 * r['acc_std']:.2f}" if not pd.isna(r["acc_std"]) else ""))
+                row.append(
+                    f"{100 * r['acc_mean']:+.2f}"
+                    + (f" ± {100 * r['acc_std']:.2f}" if not pd.isna(r["acc_std"]) else "")
+                )
             else:
                 row.append(_fmt(r["acc_mean"], r["acc_std"]))
         rows.append((name, row))
@@ -354,8 +413,12 @@ def _ablation_grid(abl: pd.DataFrame) -> tuple[list[int], list[tuple[str, list[s
 def ablation_markdown(abl: pd.DataFrame) -> str:
     """Rows as in :func:`ablation_table`, shots as columns, accuracy (%) mean ± std ("-": missing)."""
     shots, rows = _ablation_grid(abl)
-    lines = ["**Accuracy (%), FiVE and its ablations**", "",
-             "| | " + " | ".join(shot_label(s) for s in shots) + " |", "|---|" + "---:|" * len(shots)]
+    lines = [
+        "**Accuracy (%), FiVE and its ablations**",
+        "",
+        "| | " + " | ".join(shot_label(s) for s in shots) + " |",
+        "|---|" + "---:|" * len(shots),
+    ]
     lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in rows]
     return "\n".join(lines) + "\n"
 
@@ -363,8 +426,12 @@ def ablation_markdown(abl: pd.DataFrame) -> str:
 def ablation_latex(abl: pd.DataFrame) -> str:
     """The :func:`ablation_markdown` table as a booktabs tabular, the difference rows under a rule."""
     shots, rows = _ablation_grid(abl)
-    lines = [r"\begin{tabular}{l" + "c" * len(shots) + "}", r"\toprule",
-             r"Accuracy (\%) & " + " & ".join(shot_label(s) for s in shots) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{tabular}{l" + "c" * len(shots) + "}",
+        r"\toprule",
+        r"Accuracy (\%) & " + " & ".join(shot_label(s) for s in shots) + r" \\",
+        r"\midrule",
+    ]
     ruled = False
     for name, row in rows:
         if name.startswith("difference") and not ruled:
@@ -376,28 +443,39 @@ def ablation_latex(abl: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-HTML_STYLE = ("body{font-family:sans-serif;margin:1em;color:#111}"
-              "table{border-collapse:collapse;margin:0 0 1.5em 0}"
-              "caption{text-align:left;font-weight:bold;padding:4px 0}"
-              "th,td{border:1px solid #999;padding:4px 10px}td{text-align:right}"
-              "td:first-child,th:first-child{text-align:left}"
-              "thead th{background:#dbe7f3}tbody tr:nth-child(even){background:#f3f3f3}")
+HTML_STYLE = (
+    "body{font-family:sans-serif;margin:1em;color:#111}"
+    "table{border-collapse:collapse;margin:0 0 1.5em 0}"
+    "caption{text-align:left;font-weight:bold;padding:4px 0}"
+    "th,td{border:1px solid #999;padding:4px 10px}td{text-align:right}"
+    "td:first-child,th:first-child{text-align:left}"
+    "thead th{background:#dbe7f3}tbody tr:nth-child(even){background:#f3f3f3}"
+)
 
 
-def _html_page(title: str, tables: list[tuple[str, list[str], list[list[tuple[str, bool]]]]],
-               notes: list[str] = ()) -> str:
+def _html_page(
+    title: str, tables: list[tuple[str, list[str], list[list[tuple[str, bool]]]]], notes: list[str] = ()
+) -> str:
     """A small stand-alone HTML page (the Snakemake report shows .html results inline, not .md/.csv).
     ``tables``: (caption, header, rows of (text, bold) cells); ``notes``: footnote paragraphs after them."""
     from html import escape
 
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
-             f"<style>{HTML_STYLE}</style></head><body>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
+        f"<style>{HTML_STYLE}</style></head><body>",
+    ]
     for caption, header, rows in tables:
-        parts.append(f"<table><caption>{escape(caption)}</caption><thead><tr>"
-                     + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        parts.append(
+            f"<table><caption>{escape(caption)}</caption><thead><tr>"
+            + "".join(f"<th>{escape(h)}</th>" for h in header)
+            + "</tr></thead><tbody>"
+        )
         for row in rows:
-            parts.append("<tr>" + "".join(f"<td><b>{escape(t)}</b></td>" if b else f"<td>{escape(t)}</td>"
-                                          for t, b in row) + "</tr>")
+            parts.append(
+                "<tr>"
+                + "".join(f"<td><b>{escape(t)}</b></td>" if b else f"<td>{escape(t)}</td>" for t, b in row)
+                + "</tr>"
+            )
         parts.append("</tbody></table>")
     parts += [f"<p class='note'>{escape(n)}</p>" for n in notes]
     parts.append("</body></html>\n")
@@ -410,16 +488,29 @@ def to_html(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     tables = []
     for metric, title in _blocks(table):
         methods, shots, cells, bold = _grid(table, metric)
-        rows = [[(display_name(m), False)] + [("-", False) if (m, s) not in cells else (_fmt(*cells[(m, s)]), (m, s) in bold)
-                                for s in shots] for m in methods]
-        tables.append((f"Few-shot {title}, held-out patients (mean ± std over draws)",
-                       ["Method"] + [shot_label(s) for s in shots], rows))
+        rows = [
+            [(display_name(m), False)]
+            + [("-", False) if (m, s) not in cells else (_fmt(*cells[(m, s)]), (m, s) in bold) for s in shots]
+            for m in methods
+        ]
+        tables.append(
+            (
+                f"Few-shot {title}, held-out patients (mean ± std over draws)",
+                ["Method"] + [shot_label(s) for s in shots],
+                rows,
+            )
+        )
     notes = footnotes(table) + [n for n in [protocol_note(table)] if n]
     if paired is not None and len(paired):
         shots = sorted({int(s) for s in table["shots"]})
         _, prow = paired_grid(paired, "acc", shots)
-        tables.append((f"Paired difference, {PAIRED_TITLE}", ["Pair"] + [shot_label(s) for s in shots],
-                       [[(name, False)] + [(c, c.endswith(MARK)) for c in row] for name, row in prow]))
+        tables.append(
+            (
+                f"Paired difference, {PAIRED_TITLE}",
+                ["Pair"] + [shot_label(s) for s in shots],
+                [[(name, False)] + [(c, c.endswith(MARK)) for c in row] for name, row in prow],
+            )
+        )
         notes.append(paired_note(paired))
     return _html_page("Few-shot results", tables, notes)
 
@@ -428,8 +519,16 @@ def ablation_html(abl: pd.DataFrame) -> str:
     """The :func:`ablation_markdown` table as HTML."""
     shots, rows = _ablation_grid(abl)
     header = [""] + [shot_label(s) for s in shots]
-    return _html_page("Ablation", [("Accuracy (%), FiVE and its ablations", header,
-                                    [[(name, False)] + [(c, False) for c in row] for name, row in rows])])
+    return _html_page(
+        "Ablation",
+        [
+            (
+                "Accuracy (%), FiVE and its ablations",
+                header,
+                [[(name, False)] + [(c, False) for c in row] for name, row in rows],
+            )
+        ],
+    )
 
 
 def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
@@ -438,13 +537,24 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
         for method, g in table.groupby("method"):
             few = g[g["shots"] > 0].sort_values("shots")
             if len(few):
-                ax.errorbar(few["shots"], few[f"{metric}_mean"], yerr=few[f"{metric}_std"].fillna(0),
-                            marker="o", capsize=3, label=display_name(method))
+                ax.errorbar(
+                    few["shots"],
+                    few[f"{metric}_mean"],
+                    yerr=few[f"{metric}_std"].fillna(0),
+                    marker="o",
+                    capsize=3,
+                    label=display_name(method),
+                )
             zero = g[g["shots"] == 0]
             if len(zero):
                 optimistic = is_optimistic(method)
-                ax.axhline(zero[f"{metric}_mean"].iloc[0], ls=":" if optimistic else "--", lw=1, color="grey",
-                           label=f"{display_name(method)} zero-shot" + (" (optimistic)" if optimistic else ""))
+                ax.axhline(
+                    zero[f"{metric}_mean"].iloc[0],
+                    ls=":" if optimistic else "--",
+                    lw=1,
+                    color="grey",
+                    label=f"{display_name(method)} zero-shot" + (" (optimistic)" if optimistic else ""),
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("shots (slides per class)")
         ax.set_ylabel(title)
@@ -456,8 +566,9 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
     save_figure(fig, out_png)
 
 
-def evaluate_predictions(files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0,
-                         protocol: dict | None = None) -> pd.DataFrame:
+def evaluate_predictions(
+    files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0, protocol: dict | None = None
+) -> pd.DataFrame:
     """``out`` has attributes csv, md, tex, runs, plot and optionally html, paired (FiVE's paired differences,
     :mod:`fiveflow.evaluate.paired`), ablation_csv, ablation_md, ablation_html, ablation_tex, roc, confusion (the
     Snakemake output object works); md, tex and html show the paired accuracy differences too. ``n_boot`` resamples with ``seed`` for the

@@ -10,6 +10,7 @@ gives the DOM after the script ran. The report itself is never modified.
 Images (png/svg/jpeg) are shown as ``<img>`` in the content pane, HTML results in an ``<iframe>``;
 Snakemake offers csv, tsv, md and parquet results only as downloads.
 """
+
 from __future__ import annotations
 
 import base64
@@ -93,8 +94,10 @@ def report_results(report_html: str | Path) -> tuple[dict, dict]:
     for var in ("results", "categories"):
         m = re.search(rf"^\s*var {var} = (\{{.*\}});\s*$", text, flags=re.M)
         if m is None:
-            raise ReportCheckError(f"{report_html}: no 'var {var} = {{...}}' found; is this a Snakemake (>= 8) "
-                                   "HTML report (snakemake --report report.html)?")
+            raise ReportCheckError(
+                f"{report_html}: no 'var {var} = {{...}}' found; is this a Snakemake (>= 8) "
+                "HTML report (snakemake --report report.html)?"
+            )
         found[var] = json.loads(m.group(1))
     return found["results"], found["categories"]
 
@@ -122,12 +125,22 @@ def _driver_copy(report_html: Path, target: str, workdir: Path) -> Path:
 
 
 def _chromium(args: list[str], chromium: str, timeout: int) -> subprocess.CompletedProcess:
-    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--mute-audio",
-            "--no-first-run", "--disable-dev-shm-usage", "--allow-file-access-from-files"]
+    base = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--mute-audio",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--allow-file-access-from-files",
+    ]
     with tempfile.TemporaryDirectory(prefix="fiveflow-chromium-") as profile:
         try:
-            return subprocess.run(base + [f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                                  timeout=timeout)
+            return subprocess.run(
+                base + [f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired as e:
             raise ReportCheckError(f"{chromium} did not finish within {timeout} s: {' '.join(args)}") from e
 
@@ -147,8 +160,15 @@ class Shown:
         return tuple(int(v) for v in self.attrs["pane"].split(","))  # type: ignore[return-value]
 
 
-def show_result(report_html: str | Path, target: str, out_png: str | Path, chromium: str | None = None,
-                window: tuple[int, int] = WINDOW, budget_ms: int = 8000, timeout: int = 120) -> Shown:
+def show_result(
+    report_html: str | Path,
+    target: str,
+    out_png: str | Path,
+    chromium: str | None = None,
+    window: tuple[int, int] = WINDOW,
+    budget_ms: int = 8000,
+    timeout: int = 120,
+) -> Shown:
     """Open ``report_html`` in headless Chromium with result ``target`` (a report path or its file
     name) shown in the content pane and its caption in the side bar; write the screenshot to
     ``out_png`` (atomically) and return it with the DOM attributes recorded after rendering."""
@@ -166,20 +186,24 @@ def show_result(report_html: str | Path, target: str, out_png: str | Path, chrom
         dom = _chromium([size, budget, "--dump-dom", url], chromium, timeout)
         m = re.search(r"<body([^>]*)>", dom.stdout)
         if dom.returncode != 0 or m is None:
-            raise ReportCheckError(f"chromium --dump-dom failed on {report_html} (rc {dom.returncode}): "
-                                   f"{dom.stderr[-1500:]}")
+            raise ReportCheckError(
+                f"chromium --dump-dom failed on {report_html} (rc {dom.returncode}): {dom.stderr[-1500:]}"
+            )
         attrs = {k: v for k, v in re.findall(r'data-fiveflow-([a-z]+)="([^"]*)"', m.group(1))}
         if "error" in attrs:
             raise ReportCheckError(f"{report_html}: showing {target!r} failed in the page: {attrs['error']}")
         if attrs.get("done") != "1":
-            raise ReportCheckError(f"{report_html}: the page did not finish rendering {target!r} within the "
-                                   f"virtual time budget ({budget_ms} ms); body attributes: {attrs}")
+            raise ReportCheckError(
+                f"{report_html}: the page did not finish rendering {target!r} within the "
+                f"virtual time budget ({budget_ms} ms); body attributes: {attrs}"
+            )
         with atomic_path(out_png) as tmp_png:
             shot_file = Path(tmp) / "shot.png"
             shot = _chromium([size, budget, f"--screenshot={shot_file}", url], chromium, timeout)
             if shot.returncode != 0 or not shot_file.exists():
-                raise ReportCheckError(f"chromium --screenshot failed on {report_html} (rc {shot.returncode}): "
-                                       f"{shot.stderr[-1500:]}")
+                raise ReportCheckError(
+                    f"chromium --screenshot failed on {report_html} (rc {shot.returncode}): {shot.stderr[-1500:]}"
+                )
             shutil.copyfile(shot_file, tmp_png)
     return Shown(target=target, path=path, png=Path(out_png), attrs=attrs)
 
@@ -202,9 +226,11 @@ def image_stats(rgb: np.ndarray) -> dict:
     quantising each channel to 32 levels; ``dark``: fraction of pixels with all channels < 100 (text, lines)."""
     px = rgb.reshape(-1, 3).astype(np.int32)
     q = px // 8
-    return {"nonwhite": float((px.min(axis=1) < 235).mean()),
-            "colours": int(len(np.unique(q[:, 0] * 1024 + q[:, 1] * 32 + q[:, 2]))),
-            "dark": float((px.max(axis=1) < 100).mean())}
+    return {
+        "nonwhite": float((px.min(axis=1) < 235).mean()),
+        "colours": int(len(np.unique(q[:, 0] * 1024 + q[:, 1] * 32 + q[:, 2]))),
+        "dark": float((px.max(axis=1) < 100).mean()),
+    }
 
 
 def is_blank(rgb: np.ndarray, min_nonwhite: float = 0.001, min_colours: int = 8) -> bool:
@@ -213,10 +239,16 @@ def is_blank(rgb: np.ndarray, min_nonwhite: float = 0.001, min_colours: int = 8)
     return s["nonwhite"] < min_nonwhite or s["colours"] < min_colours
 
 
-def displayed_match(screenshot: np.ndarray, source: np.ndarray, size: tuple[int, int],
-                    region: tuple[int, int, int, int] | None = None, step: int = 4,
-                    min_visible: float = 0.5, near_left: int | None = None,
-                    slack: int = 24) -> tuple[float, tuple[int, int]]:
+def displayed_match(
+    screenshot: np.ndarray,
+    source: np.ndarray,
+    size: tuple[int, int],
+    region: tuple[int, int, int, int] | None = None,
+    step: int = 4,
+    min_visible: float = 0.5,
+    near_left: int | None = None,
+    slack: int = 24,
+) -> tuple[float, tuple[int, int]]:
     """Whether ``source``, drawn at ``size`` (width, height: as the page scaled it), is on screen.
 
     The screenshot (within ``region`` = left, top, width, height, if given) and the scaled source are
@@ -258,7 +290,7 @@ def displayed_match(screenshot: np.ndarray, source: np.ndarray, size: tuple[int,
             if vx1 - vx0 < 4 or vy1 - vy0 < 4 or (vx1 - vx0) * (vy1 - vy0) < need:
                 continue
             a = view[vy0:vy1, vx0:vx1]
-            t = tmpl[vy0 - y:vy1 - y, vx0 - x:vx1 - x]
+            t = tmpl[vy0 - y : vy1 - y, vx0 - x : vx1 - x]
             a, t = a - a.mean(), t - t.mean()
             denom = np.sqrt((a * a).sum() * (t * t).sum())
             if denom > 0:
@@ -268,7 +300,9 @@ def displayed_match(screenshot: np.ndarray, source: np.ndarray, size: tuple[int,
     return best, where
 
 
-def multiscale_match(screenshot: np.ndarray, source: np.ndarray, min_width: int = 120) -> tuple[float, tuple[int, int], int]:
+def multiscale_match(
+    screenshot: np.ndarray, source: np.ndarray, min_width: int = 120
+) -> tuple[float, tuple[int, int], int]:
     """Best normalised cross-correlation of ``source`` anywhere in ``screenshot`` at any drawn width from
     ``min_width`` px to the screenshot's width (aspect kept), as ``(score, (left, top), width)``: a coarse
     pass over widths 32 px apart on blurred grey levels (thin plot lines survive a slightly wrong scale),
@@ -293,9 +327,10 @@ def multiscale_match(screenshot: np.ndarray, source: np.ndarray, min_width: int 
         res = cv2.matchTemplate(view, tmpl, cv2.TM_CCOEFF_NORMED)
         # a flat window (blank page) has no variance: OpenCV's normalised score is meaningless there
         mean = cv2.boxFilter(view, cv2.CV_64F, (width, height), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-        sq = cv2.boxFilter(view.astype(np.float64) ** 2, cv2.CV_64F, (width, height), anchor=(0, 0),
-                           borderType=cv2.BORDER_CONSTANT)
-        std = np.sqrt(np.maximum(sq - mean ** 2, 0.0))[: res.shape[0], : res.shape[1]]
+        sq = cv2.boxFilter(
+            view.astype(np.float64) ** 2, cv2.CV_64F, (width, height), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT
+        )
+        std = np.sqrt(np.maximum(sq - mean**2, 0.0))[: res.shape[0], : res.shape[1]]
         res = np.where(np.isfinite(res) & (std > 2.0), res, 0.0).astype(np.float32)
         _, best, _, at = cv2.minMaxLoc(res)
         return float(best), (int(at[0]), int(at[1]))
@@ -309,7 +344,9 @@ def multiscale_match(screenshot: np.ndarray, source: np.ndarray, min_width: int 
     return best
 
 
-def find_displayed(screenshot: np.ndarray, source: np.ndarray, min_match: float = 0.7) -> tuple[float, tuple[int, int], int]:
+def find_displayed(
+    screenshot: np.ndarray, source: np.ndarray, min_match: float = 0.7
+) -> tuple[float, tuple[int, int], int]:
     """:func:`multiscale_match` of the whole image, else of its left half (a plot drawn wider than the
     window runs off the right edge, its left half stays on screen), else of a quarter-height band of
     either half (a plot taller than the window, drawn at its natural size, is cut at the top and bottom,
@@ -323,7 +360,7 @@ def find_displayed(screenshot: np.ndarray, source: np.ndarray, min_match: float 
     if match < min_match and h > screenshot.shape[0]:
         for x0, x1 in ((0, w // 2), (w // 2, w)):
             for k in range(4):
-                m, a, bw = multiscale_match(screenshot, source[k * h // 4:(k + 1) * h // 4, x0:x1])
+                m, a, bw = multiscale_match(screenshot, source[k * h // 4 : (k + 1) * h // 4, x0:x1])
                 if m > match:
                     match, at, width = m, a, bw * w // max(x1 - x0, 1)
                 if match >= min_match:
@@ -333,7 +370,7 @@ def find_displayed(screenshot: np.ndarray, source: np.ndarray, min_match: float 
 
 def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     left, top, width, height = box
-    return rgb[max(top, 0):top + height, max(left, 0):left + width]
+    return rgb[max(top, 0) : top + height, max(left, 0) : left + width]
 
 
 def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -> dict:
@@ -344,8 +381,12 @@ def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -
     entry = results[shown.path]
     shot = load_rgb(shown.png)
     pane = crop(shot, shown.pane)
-    stats = {"target": shown.target, "screenshot": list(shot.shape[1::-1]), "pane": list(shown.pane),
-             **image_stats(pane)}
+    stats = {
+        "target": shown.target,
+        "screenshot": list(shot.shape[1::-1]),
+        "pane": list(shown.pane),
+        **image_stats(pane),
+    }
     if is_blank(pane):
         raise ReportCheckError(f"{shown.png}: the content pane showing {shown.path} is blank: {stats}")
     mime = entry["mime_type"]
@@ -365,8 +406,10 @@ def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -
                 match, at, width = find_displayed(shot, source, min_match)
                 stats.update(img_found_at=list(at), img_match=round(match, 4), img_drawn_width=width)
             if match < min_match:
-                raise ReportCheckError(f"{shown.png}: {shown.path} is not on screen at the size the page drew it "
-                                       f"(best correlation {match:.3f} < {min_match}; {stats})")
+                raise ReportCheckError(
+                    f"{shown.png}: {shown.path} is not on screen at the size the page drew it "
+                    f"(best correlation {match:.3f} < {min_match}; {stats})"
+                )
     elif mime == "text/html":
         src = shown.attrs.get("iframe", "")
         if not src.startswith("data:text/html") or f"filename={entry['filename']}" not in src:
@@ -376,8 +419,9 @@ def check_shown(report_html: str | Path, shown: Shown, min_match: float = 0.7) -
     return stats
 
 
-def screenshot_and_check(report_html: str | Path, targets: list[str], out_dir: str | Path,
-                         chromium: str | None = None, **kw) -> list[dict]:
+def screenshot_and_check(
+    report_html: str | Path, targets: list[str], out_dir: str | Path, chromium: str | None = None, **kw
+) -> list[dict]:
     """:func:`show_result` + :func:`check_shown` for each target; screenshots ``out_dir/<name>.png``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

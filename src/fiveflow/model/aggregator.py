@@ -31,6 +31,7 @@ masked in the self-attention block (real tokens attend to them as keys); they st
 ``g`` and in cross-attention. Which bags are padded, to what length and at which position is
 decided by :class:`~fiveflow.model.five.FiVEModel` (``model.pad_to_max_instances``).
 """
+
 from __future__ import annotations
 
 import math
@@ -86,7 +87,7 @@ class SinusoidPositionEncoding(nn.Module):
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
         ang = pos[..., :1].float() * self.freqs  # [..., ceil(d/2)]
         out = torch.stack([ang.sin(), ang.cos()], dim=-1).flatten(-2)  # sin, cos interleaved
-        return out[..., :self.dim]
+        return out[..., : self.dim]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -98,9 +99,17 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class TFSAggregator(nn.Module):
-    def __init__(self, dim: int = 512, heads: int = 8, mlp_ratio: float = 4.0,
-                 attend_to_padding: bool = False, cross_residual: str | bool = "mlp", tfs: bool = True,
-                 position_encoding: str = "fourier", position_in_cross_keys: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int = 512,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        attend_to_padding: bool = False,
+        cross_residual: str | bool = "mlp",
+        tfs: bool = True,
+        position_encoding: str = "fourier",
+        position_in_cross_keys: bool = False,
+    ) -> None:
         super().__init__()
         if position_encoding not in POSITION_ENCODINGS:
             raise ValueError(f"model.position_encoding must be one of {POSITION_ENCODINGS}, got {position_encoding!r}")
@@ -114,8 +123,9 @@ class TFSAggregator(nn.Module):
             self.cross_block = CrossAttentionBlock(dim, heads, mlp_ratio, residual=cross_residual_mode(cross_residual))
         self.head = nn.Linear(2 * dim if self.tfs else dim, dim)
 
-    def _tokens(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _tokens(
+        self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``(h, tokens, self_mask, key_pos)``: position-encoded input, self-attended tokens, the
         self-attention key mask, and the position encoding for the cross-attention keys (None unless
         ``position_in_cross_keys``)."""
@@ -124,10 +134,16 @@ class TFSAggregator(nn.Module):
         # authors' quirk (attend_to_padding): pads are unmasked keys in self-attention only
         self_mask = None if self.attend_to_padding else mask
         key_pos = pe if self.position_in_cross_keys else None
-        return h, x + self.self_block(h, self_mask), self_mask, key_pos  # block residuals + outer residual with the input
+        return (
+            h,
+            x + self.self_block(h, self_mask),
+            self_mask,
+            key_pos,
+        )  # block residuals + outer residual with the input
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``x [B, N, d]``, ``pos [B, N, 2]`` in [0, 1], ``bank [P, d]``, ``mask [B, N]`` -> ``[B, d]`` unit vectors."""
         if mask is not None and bool(mask.all()):
             mask = None
@@ -139,8 +155,9 @@ class TFSAggregator(nn.Module):
         c = self.cross_block(queries, tokens, mask, key_pos).mean(1)
         return F.normalize(self.head(torch.cat([c, g], dim=-1)), dim=-1)
 
-    def instance_attention(self, x: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
-                           mask: torch.Tensor | None = None) -> torch.Tensor:
+    def instance_attention(
+        self, x: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-instance attention ``[B, N]`` for heatmaps (see the module docstring); 0 on padding."""
         if mask is not None and bool(mask.all()):
             mask = None

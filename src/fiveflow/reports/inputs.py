@@ -29,6 +29,7 @@ line in input order, ``source`` the reports' sources joined by ``; ``, ``status`
 report was ok (else the first report's status), and ``reason`` the reasons of the reports that
 were not ok.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,16 @@ LOG = logging.getLogger("fiveflow.reports")
 
 COLUMNS = ["patient_id", "text", "source", "status", "reason"]
 STATUSES = ("ok", "empty", "no_text", "unreadable")
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".parquet": None, ".pq": None, ".xlsx": "excel",
-                  ".xls": "excel", ".zip": "zip"}
+TABLE_SUFFIXES = {
+    ".csv": ",",
+    ".tsv": "\t",
+    ".tab": "\t",
+    ".parquet": None,
+    ".pq": None,
+    ".xlsx": "excel",
+    ".xls": "excel",
+    ".zip": "zip",
+}
 FILE_SUFFIXES = (".txt", ".pdf")
 ID_COLUMNS = ("patient_id", "patient_filename")
 TEXT_COLUMNS = ("text", "ocr_text")
@@ -54,6 +63,7 @@ _TCGA = re.compile(r"^(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})(?![A-Za-z0-9])", re.I
 
 
 # ----------------------------------------------------------------------------- ids
+
 
 def patient_ids(df: pd.DataFrame, path: Path, id_column: str | None = None, kind: str = "report patient") -> pd.Series:
     """Cleaned patient ids of a table: ``id_column``, else ``patient_id``, else ``patient_filename`` before its first '.'.
@@ -63,8 +73,10 @@ def patient_ids(df: pd.DataFrame, path: Path, id_column: str | None = None, kind
     """
     if id_column is not None:
         if id_column not in df.columns:
-            raise ValueError(f"{path}: no column {id_column!r} (given as the patient id column); "
-                             f"found columns: {list(df.columns)}. Fix: pass the name of the column holding patient ids")
+            raise ValueError(
+                f"{path}: no column {id_column!r} (given as the patient id column); "
+                f"found columns: {list(df.columns)}. Fix: pass the name of the column holding patient ids"
+            )
         ids = df[id_column]
         if id_column == "patient_filename":
             ids = ids.astype(str).str.split(".", n=1).str[0]
@@ -81,8 +93,10 @@ def patient_ids(df: pd.DataFrame, path: Path, id_column: str | None = None, kind
     ids = ids.astype("string").str.strip()
     bad = ids.isna() | (ids == "")
     if bad.any():
-        raise ValueError(f"{path}: {int(bad.sum())} row(s) have an empty patient id (first at "
-                         f"{_where(df, int(bad.to_numpy().argmax()))}). Fix: fill in or drop those rows")
+        raise ValueError(
+            f"{path}: {int(bad.sum())} row(s) have an empty patient id (first at "
+            f"{_where(df, int(bad.to_numpy().argmax()))}). Fix: fill in or drop those rows"
+        )
     lines = [_where(df, i) for i in range(len(df))]
     return pd.Series(clean_ids(ids.astype(str), kind, path, lines=lines), index=df.index, dtype=object)
 
@@ -109,6 +123,7 @@ def patient_id_from_filename(path: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- single files
 
+
 def read_text_file(path: Path) -> tuple[str, str, str]:
     """(text, status, reason) of a plain-text report; never raises."""
     try:
@@ -125,8 +140,14 @@ def read_text_file(path: Path) -> tuple[str, str, str]:
             text = data.decode("cp1252")
             reason = "not UTF-8: decoded as cp1252 (Windows-1252)"
         except UnicodeDecodeError as exc:
-            return "", "unreadable", (f"cannot decode the text (not UTF-8 or cp1252; bad byte at offset {exc.start}); "
-                                      "re-save the report as UTF-8")
+            return (
+                "",
+                "unreadable",
+                (
+                    f"cannot decode the text (not UTF-8 or cp1252; bad byte at offset {exc.start}); "
+                    "re-save the report as UTF-8"
+                ),
+            )
     if not text.strip():
         return "", "empty", "the report file is empty"
     return text, "ok", reason
@@ -160,8 +181,14 @@ def read_pdf(path: Path) -> tuple[str, str, str]:
         pdf_log.setLevel(level)
     text = "\n".join(p.strip() for p in pages if p.strip())
     if not text.strip():
-        return "", "no_text", (f"the PDF has no text layer ({len(pages)} page(s), probably a scan); "
-                               "OCR it first (e.g. `ocrmypdf --force-ocr in.pdf out.pdf`) or give the text as .txt")
+        return (
+            "",
+            "no_text",
+            (
+                f"the PDF has no text layer ({len(pages)} page(s), probably a scan); "
+                "OCR it first (e.g. `ocrmypdf --force-ocr in.pdf out.pdf`) or give the text as .txt"
+            ),
+        )
     return text, "ok", ""
 
 
@@ -170,6 +197,7 @@ def _read_file(path: Path) -> tuple[str, str, str]:
 
 
 # ----------------------------------------------------------------------------- tables
+
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """A CSV/TSV/Parquet/Excel table as strings ("" for missing); the format comes from the extension.
@@ -180,8 +208,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"{path}: unsupported table {suffix or '(no extension)'!r}. "
-                         f"Fix: give a {'/'.join(TABLE_SUFFIXES)} file")
+        raise ValueError(
+            f"{path}: unsupported table {suffix or '(no extension)'!r}. Fix: give a {'/'.join(TABLE_SUFFIXES)} file"
+        )
     sep = TABLE_SUFFIXES[suffix]
     kind = {None: "Parquet", "excel": "Excel", "\t": "TSV", "zip": "zipped CSV/TSV"}.get(sep, "CSV")
     try:
@@ -192,26 +221,34 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except TableError:
         raise  # names the file, the line and the fix already
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: the file is empty; expected a header line with patient id and text columns") from None
+        raise ValueError(
+            f"{path}: the file is empty; expected a header line with patient id and text columns"
+        ) from None
     except ImportError as exc:  # pandas' Excel reader needs openpyxl
         raise ValueError(f"{path}: reading {kind} needs {exc.name or 'openpyxl'}. Fix: pip install openpyxl") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot be read as {kind} ({type(exc).__name__}: {exc}). Fix: check the file "
-                         f"is {'an' if kind == 'Excel' else 'a'} {kind} file (the format is taken from the extension)") from None
+        raise ValueError(
+            f"{path}: cannot be read as {kind} ({type(exc).__name__}: {exc}). Fix: check the file "
+            f"is {'an' if kind == 'Excel' else 'a'} {kind} file (the format is taken from the extension)"
+        ) from None
 
 
 def _text_column(df: pd.DataFrame, path: Path, text_column: str | None, need_text: bool) -> str | None:
     if text_column is not None:
         if text_column not in df.columns:
-            raise ValueError(f"{path}: no column {text_column!r} (given as the report text column); "
-                             f"found columns: {list(df.columns)}. Fix: pass the name of the column holding the text")
+            raise ValueError(
+                f"{path}: no column {text_column!r} (given as the report text column); "
+                f"found columns: {list(df.columns)}. Fix: pass the name of the column holding the text"
+            )
         return text_column
     for c in TEXT_COLUMNS:
         if c in df.columns:
             return c
     if need_text:
-        raise ValueError(f"{path}: needs a `text` column with the report text (or `ocr_text`); found columns: "
-                         f"{list(df.columns)}. Fix: rename the text column, or name it with --text-column")
+        raise ValueError(
+            f"{path}: needs a `text` column with the report text (or `ocr_text`); found columns: "
+            f"{list(df.columns)}. Fix: rename the text column, or name it with --text-column"
+        )
     return None
 
 
@@ -224,13 +261,15 @@ def _table_rows(path: Path, id_column: str | None, text_column: str | None, need
     first = 2 if TABLE_SUFFIXES[path.suffix.lower()] == "excel" else 0
     where = df.attrs.get("lines") if "lines" in df.attrs else [i + first for i in range(len(df))]
     blank = text.str.strip().eq("")
-    out = pd.DataFrame({
-        "patient_id": ids.to_numpy(),
-        "text": text.where(~blank, "").to_numpy(),
-        "source": [f"{path.name}:{w}" for w in where],
-        "status": "ok",
-        "reason": "",
-    })
+    out = pd.DataFrame(
+        {
+            "patient_id": ids.to_numpy(),
+            "text": text.where(~blank, "").to_numpy(),
+            "source": [f"{path.name}:{w}" for w in where],
+            "status": "ok",
+            "reason": "",
+        }
+    )
     if col:
         out.loc[blank.to_numpy(), ["status", "reason"]] = ["empty", f"empty `{col}`"]
     return out
@@ -238,9 +277,11 @@ def _table_rows(path: Path, id_column: str | None, text_column: str | None, need
 
 # ----------------------------------------------------------------------------- folders
 
+
 def _file_rows(files: list[Path], where: Path) -> pd.DataFrame:
-    pids = clean_ids([raw_patient_id_from_filename(f) for f in files], "report patient", where,
-                     lines=[f.name for f in files])
+    pids = clean_ids(
+        [raw_patient_id_from_filename(f) for f in files], "report patient", where, lines=[f.name for f in files]
+    )
     rows = []
     for f, pid in zip(files, pids):
         text, status, reason = _read_file(f)
@@ -259,12 +300,14 @@ def _join(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     def one(g: pd.DataFrame) -> pd.Series:
         ok = g["status"].eq("ok")
         reasons = [f"{s}: {st}: {r}" for s, st, r in zip(g["source"], g["status"], g["reason"]) if r]
-        return pd.Series({
-            "text": "\n\n".join(t for t in g["text"] if t),
-            "source": "; ".join(g["source"]),
-            "status": "ok" if ok.any() else g["status"].iloc[0],
-            "reason": "; ".join(reasons) if len(g) > 1 else g["reason"].iloc[0],
-        })
+        return pd.Series(
+            {
+                "text": "\n\n".join(t for t in g["text"] if t),
+                "source": "; ".join(g["source"]),
+                "status": "ok" if ok.any() else g["status"].iloc[0],
+                "reason": "; ".join(reasons) if len(g) > 1 else g["reason"].iloc[0],
+            }
+        )
 
     rows = [{"patient_id": pid, **one(g).to_dict()} for pid, g in df.groupby("patient_id", sort=False)]
     return pd.DataFrame.from_records(rows, columns=COLUMNS)
@@ -284,15 +327,19 @@ def read_report_inputs(
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"reports input not found: {path}. Fix: give a CSV/TSV/Parquet table of reports, "
-                                f"or a folder of .txt/.pdf reports")
+        raise FileNotFoundError(
+            f"reports input not found: {path}. Fix: give a CSV/TSV/Parquet table of reports, "
+            f"or a folder of .txt/.pdf reports"
+        )
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
         if not files:
             seen = sorted({p.suffix.lower() or "(no extension)" for p in path.iterdir() if not p.name.startswith(".")})
-            raise ValueError(f"{path}: a folder with no .txt or .pdf report files (found: "
-                             f"{', '.join(seen) if seen else 'nothing'}). Fix: put one report per patient in "
-                             f".txt or .pdf files named by patient id, or give a table of reports instead")
+            raise ValueError(
+                f"{path}: a folder with no .txt or .pdf report files (found: "
+                f"{', '.join(seen) if seen else 'nothing'}). Fix: put one report per patient in "
+                f".txt or .pdf files named by patient id, or give a table of reports instead"
+            )
         df = _file_rows(files, path)
     else:
         suffix = path.suffix.lower()
@@ -301,11 +348,18 @@ def read_report_inputs(
         elif suffix in FILE_SUFFIXES:
             df = _file_rows([path], path.parent)
         else:
-            raise ValueError(f"{path}: unsupported report input {suffix or '(no extension)'!r}. Fix: give a "
-                             f"table ({', '.join(TABLE_SUFFIXES)}), a .txt/.pdf report, or a folder of them")
+            raise ValueError(
+                f"{path}: unsupported report input {suffix or '(no extension)'!r}. Fix: give a "
+                f"table ({', '.join(TABLE_SUFFIXES)}), a .txt/.pdf report, or a folder of them"
+            )
     out = _join(df, path)
     bad = out["status"].ne("ok")
     if bad.any():
-        LOG.warning("%s: %d of %d patient(s) have no usable report text: %s", path, int(bad.sum()), len(out),
-                    out.loc[bad, "status"].value_counts().to_dict())
+        LOG.warning(
+            "%s: %d of %d patient(s) have no usable report text: %s",
+            path,
+            int(bad.sum()),
+            len(out),
+            out.loc[bad, "status"].value_counts().to_dict(),
+        )
     return out

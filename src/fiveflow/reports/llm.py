@@ -34,6 +34,7 @@
   message (characters / 4 is the usual English rule of thumb, 4 the per-message chat overhead),
   plus ``ASSUMED_COMPLETION_TOKENS`` (100: the worked answers are 150-330 characters) per request.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,11 +46,12 @@ import random
 import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -127,7 +129,7 @@ class LLMConfig:
     circuit_breaker: int = 8
 
     @classmethod
-    def from_cfg(cls, cfg: dict | None, **overrides: Any) -> "LLMConfig":
+    def from_cfg(cls, cfg: dict | None, **overrides: Any) -> LLMConfig:
         """Build from the ``reports.openai`` dict (missing keys take the defaults above)."""
         cfg = dict(cfg or {})
         known = {f for f in cls.__dataclass_fields__}
@@ -139,18 +141,26 @@ class LLMConfig:
         if out.max_concurrency < 1:
             raise ValueError("reports.openai.max_concurrency must be >= 1")
         if out.structured not in STRUCTURED_MODES:
-            raise ValueError(f"reports.openai.structured must be one of {', '.join(STRUCTURED_MODES)}, got {out.structured!r}")
+            raise ValueError(
+                f"reports.openai.structured must be one of {', '.join(STRUCTURED_MODES)}, got {out.structured!r}"
+            )
         if not out.timeout_s or out.timeout_s <= 0:
             raise ValueError("reports.openai.timeout_s must be > 0")
         if isinstance(out.max_failed_share, bool) or not 0 <= float(out.max_failed_share) < 1:
-            raise ValueError(f"reports.openai.max_failed_share must be >= 0 and < 1 (a share of the reports), "
-                             f"got {out.max_failed_share!r}")
+            raise ValueError(
+                f"reports.openai.max_failed_share must be >= 0 and < 1 (a share of the reports), "
+                f"got {out.max_failed_share!r}"
+            )
         if isinstance(out.rule_retries, bool) or int(out.rule_retries) != out.rule_retries or out.rule_retries < 0:
             raise ValueError(f"reports.openai.rule_retries must be an integer >= 0, got {out.rule_retries!r}")
-        if isinstance(out.circuit_breaker, bool) or int(out.circuit_breaker) != out.circuit_breaker \
-                or out.circuit_breaker < 0:
-            raise ValueError(f"reports.openai.circuit_breaker must be an integer >= 0 (0 = off), "
-                             f"got {out.circuit_breaker!r}")
+        if (
+            isinstance(out.circuit_breaker, bool)
+            or int(out.circuit_breaker) != out.circuit_breaker
+            or out.circuit_breaker < 0
+        ):
+            raise ValueError(
+                f"reports.openai.circuit_breaker must be an integer >= 0 (0 = off), got {out.circuit_breaker!r}"
+            )
         return out
 
 
@@ -193,11 +203,13 @@ class RunSummary:
     structured: str = ""  # output format used at the end of the run: json | text
 
     def line(self) -> str:
-        return (f"LLM run: {self.reports} report(s), {self.cache_hits} cached, {self.requests} request(s) "
-                f"({self.repairs} repair), {self.answered} answered, {self.malformed} malformed, {self.failed} failed"
-                f"{f' ({self.not_sent} not sent: circuit breaker)' if self.not_sent else ''}, "
-                f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion, {self.seconds:.1f}s"
-                + (f", format {self.structured}" if self.structured else ""))
+        return (
+            f"LLM run: {self.reports} report(s), {self.cache_hits} cached, {self.requests} request(s) "
+            f"({self.repairs} repair), {self.answered} answered, {self.malformed} malformed, {self.failed} failed"
+            f"{f' ({self.not_sent} not sent: circuit breaker)' if self.not_sent else ''}, "
+            f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion, {self.seconds:.1f}s"
+            + (f", format {self.structured}" if self.structured else "")
+        )
 
 
 class AnswerBatch(list):
@@ -242,8 +254,10 @@ class DryRunEstimate:
     est_completion_tokens: int
 
     def line(self) -> str:
-        return (f"LLM dry run: {self.reports} report(s), {self.cache_hits} cached, {self.requests} request(s) would be "
-                f"sent, ~{self.est_prompt_tokens} prompt + ~{self.est_completion_tokens} completion tokens (estimate)")
+        return (
+            f"LLM dry run: {self.reports} report(s), {self.cache_hits} cached, {self.requests} request(s) would be "
+            f"sent, ~{self.est_prompt_tokens} prompt + ~{self.est_completion_tokens} completion tokens (estimate)"
+        )
 
 
 def cache_key(
@@ -259,8 +273,16 @@ def cache_key(
 ) -> str:
     """sha256 over every input that changes the answer, as NUL-separated fields."""
     h = hashlib.sha256()
-    for part in (report_text, backend, model, prompt_version, prompt_sha256 or "", (base_url or "").rstrip("/"),
-                 repr(float(temperature)), structured):
+    for part in (
+        report_text,
+        backend,
+        model,
+        prompt_version,
+        prompt_sha256 or "",
+        (base_url or "").rstrip("/"),
+        repr(float(temperature)),
+        structured,
+    ):
         h.update(str(part).encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
@@ -268,9 +290,15 @@ def cache_key(
 
 def report_cache_key(report_text: str, cfg: LLMConfig, prompt: Prompt) -> str:
     """The cache key of ``report_text`` under ``cfg`` and ``prompt``."""
-    return cache_key(report_text, model=cfg.model, prompt_version=prompt.version,
-                     prompt_sha256=getattr(prompt, "sha256", None), base_url=cfg.base_url,
-                     temperature=cfg.temperature, structured=cfg.structured)
+    return cache_key(
+        report_text,
+        model=cfg.model,
+        prompt_version=prompt.version,
+        prompt_sha256=getattr(prompt, "sha256", None),
+        base_url=cfg.base_url,
+        temperature=cfg.temperature,
+        structured=cfg.structured,
+    )
 
 
 # ----------------------------------------------------------------------------- answers
@@ -291,7 +319,9 @@ def _parse_json_answer(content: str) -> str | None:
     return SEP.join(re.sub(r"\s+", " ", obj[f].replace(";", ",")).strip() for f in FIELDS)
 
 
-def check_answer(content: str | None, finish_reason: str | None = None, json_mode: bool = False) -> tuple[str | None, str]:
+def check_answer(
+    content: str | None, finish_reason: str | None = None, json_mode: bool = False
+) -> tuple[str | None, str]:
     """(well-formed answer as ``;``-joined text, "") or (None, why it is malformed).
 
     ``json_mode``: a JSON object is expected, but a text reply is accepted too (servers that
@@ -341,6 +371,7 @@ def read_api_key(env_name: str) -> str:
 
 # ----------------------------------------------------------------------------- cache
 
+
 class AnswerCache:
     """One JSON file per cache key under ``root``; atomic writes; unreadable files are misses."""
 
@@ -359,8 +390,12 @@ class AnswerCache:
         except (OSError, ValueError) as e:
             LOG.warning("ignoring unreadable cache file %s (%s)", p, type(e).__name__)
             return None
-        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("answer"), str) \
-                or not entry["answer"].strip():
+        if (
+            not isinstance(entry, dict)
+            or entry.get("key") != key
+            or not isinstance(entry.get("answer"), str)
+            or not entry["answer"].strip()
+        ):
             LOG.warning("ignoring malformed cache file %s", p)
             return None
         return entry
@@ -370,6 +405,7 @@ class AnswerCache:
 
 
 # ----------------------------------------------------------------------------- requests
+
 
 def _status_of(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
@@ -448,7 +484,7 @@ class _Requester:
         self.open_reason: str | None = None  # set when the circuit breaker opens: nothing more is sent
 
     def _sleep_for(self, attempt: int, exc: BaseException) -> float:
-        base = min(self.cfg.max_backoff_s, self.cfg.backoff_s * (2 ** attempt))
+        base = min(self.cfg.max_backoff_s, self.cfg.backoff_s * (2**attempt))
         with self._lock:
             delay = base * (0.5 + 0.5 * self._rng.random())
         ra = _retry_after(exc)
@@ -463,7 +499,11 @@ class _Requester:
         attempt = 0
         while attempt <= self.cfg.max_retries:
             json_mode = self.json_mode
-            kwargs: dict[str, Any] = {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature}
+            kwargs: dict[str, Any] = {
+                "model": self.cfg.model,
+                "messages": messages,
+                "temperature": self.cfg.temperature,
+            }
             if json_mode:
                 kwargs["response_format"] = JSON_SCHEMA_FORMAT
             with self._lock:
@@ -489,19 +529,27 @@ class _Requester:
                 if json_mode and self.cfg.structured == "auto" and _rejects_response_format(exc):
                     with self._lock:
                         if self.json_mode:
-                            LOG.warning("the server rejects response_format (HTTP 400): using ';'-joined text answers "
-                                        "for the rest of this run")
+                            LOG.warning(
+                                "the server rejects response_format (HTTP 400): using ';'-joined text answers "
+                                "for the rest of this run"
+                            )
                         self.json_mode = False
                     messages = [dict(m) for m in messages]
                     if messages[0]["content"].endswith(JSON_INSTRUCTION):
                         messages[0]["content"] = messages[0]["content"][: -len(JSON_INSTRUCTION)]
-                    messages = [m if m.get("content") != JSON_REPAIR else {**m, "content": TEXT_REPAIR} for m in messages]
+                    messages = [
+                        m if m.get("content") != JSON_REPAIR else {**m, "content": TEXT_REPAIR} for m in messages
+                    ]
                     continue  # not a retry: the same request in the text format
                 if _is_transient(exc) and attempt < self.cfg.max_retries:
                     delay = self._sleep_for(attempt, exc)
                     LOG.warning(
                         "transient LLM error (%s, status %s), retry %d/%d in %.1fs",
-                        type(exc).__name__, status, attempt + 1, self.cfg.max_retries, delay,
+                        type(exc).__name__,
+                        status,
+                        attempt + 1,
+                        self.cfg.max_retries,
+                        delay,
                     )
                     time.sleep(delay)
                     attempt += 1
@@ -529,11 +577,18 @@ class _Requester:
                 self.failed_in_a_row += 1
                 n = self.cfg.circuit_breaker
                 if n and self.failed_in_a_row >= n and self.open_reason is None:
-                    self.open_reason = (f"not sent: {n} reports in a row failed for good before it "
-                                        f"(reports.openai.circuit_breaker), so the run stopped sending; last error: "
-                                        f"{out.error[:300]}")
-                    LOG.error("%d LLM reports in a row failed for good: sending no more requests this run "
-                              "(reports.openai.circuit_breaker: %d; 0 = off). Last error: %s", n, n, out.error[:300])
+                    self.open_reason = (
+                        f"not sent: {n} reports in a row failed for good before it "
+                        f"(reports.openai.circuit_breaker), so the run stopped sending; last error: "
+                        f"{out.error[:300]}"
+                    )
+                    LOG.error(
+                        "%d LLM reports in a row failed for good: sending no more requests this run "
+                        "(reports.openai.circuit_breaker: %d; 0 = off). Last error: %s",
+                        n,
+                        n,
+                        out.error[:300],
+                    )
         return out
 
     def _answer(self, report: str) -> _Outcome:
@@ -548,19 +603,29 @@ class _Requester:
             LOG.warning("malformed LLM answer (%s): sending one repair request", why)
             json_mode = self.json_mode  # the format may have changed (fallback) in another thread
             base = self.messages(report, json_mode)
-            repair = base + [{"role": "assistant", "content": content or "(empty reply)"},
-                             {"role": "user", "content": JSON_REPAIR if json_mode else TEXT_REPAIR}]
+            repair = base + [
+                {"role": "assistant", "content": content or "(empty reply)"},
+                {"role": "user", "content": JSON_REPAIR if json_mode else TEXT_REPAIR},
+            ]
             with self._lock:
                 self.repairs += 1
             content2, finish2, meta2, json_mode2 = self._send(repair)
             replies.append(content2)
             answer2, why2 = check_answer(content2, finish2, json_mode2)
             if answer2 is not None:
-                return _Outcome("ok", answer2, raw_replies=tuple(replies),
-                                meta={**meta2, "attempts": meta["attempts"] + meta2["attempts"], "repaired": True})
+                return _Outcome(
+                    "ok",
+                    answer2,
+                    raw_replies=tuple(replies),
+                    meta={**meta2, "attempts": meta["attempts"] + meta2["attempts"], "repaired": True},
+                )
             best = content2 or content
-            return _Outcome("malformed", best, error=f"malformed answer after one repair request: {why2}",
-                            raw_replies=tuple(replies))
+            return _Outcome(
+                "malformed",
+                best,
+                error=f"malformed answer after one repair request: {why2}",
+                raw_replies=tuple(replies),
+            )
         except _RequestFailed as e:
             err = str(e)
         # Built here, outside the except block: no chained exception can carry the key.
@@ -601,9 +666,11 @@ def answer_reports(
     """
     log = log or LOG
     if prompt.shape != "system" and cfg.structured == "json":
-        raise ValueError(f"prompt {prompt.version} has the {prompt.shape!r} shape (';'-joined text answers, as the "
-                         f"FiVE authors asked): reports.openai.structured: json does not apply. Fix: set it to auto "
-                         f"or text, or use a prompt with the system shape (five-v1)")
+        raise ValueError(
+            f"prompt {prompt.version} has the {prompt.shape!r} shape (';'-joined text answers, as the "
+            f"FiVE authors asked): reports.openai.structured: json does not apply. Fix: set it to auto "
+            f"or text, or use a prompt with the system shape (five-v1)"
+        )
     t0 = time.perf_counter()
     cache = AnswerCache(cfg.cache_dir)
     keys = [report_cache_key(t, cfg, prompt) for t in texts]
@@ -621,13 +688,17 @@ def answer_reports(
     if dry_run:
         json_mode = _json_mode(cfg, prompt)
         est = DryRunEstimate(
-            reports=summary.reports, cache_hits=len(found), requests=len(todo),
+            reports=summary.reports,
+            cache_hits=len(found),
+            requests=len(todo),
             est_prompt_tokens=sum(_estimate_tokens(_messages(prompt, t, json_mode)) for t in todo.values()),
             est_completion_tokens=ASSUMED_COMPLETION_TOKENS * len(todo),
         )
         log.info("%s", est.line())
         return est
-    log.info("LLM answers: %d cached, %d to request (model %s, prompt %s)", len(found), len(todo), cfg.model, prompt.version)
+    log.info(
+        "LLM answers: %d cached, %d to request (model %s, prompt %s)", len(found), len(todo), cfg.model, prompt.version
+    )
     if todo:
         secret = read_api_key(cfg.api_key_env)
         requester = _Requester(cfg, prompt, client if client is not None else make_client(cfg, secret), secret)
@@ -638,25 +709,34 @@ def answer_reports(
                     k = futures[fut]
                     bar.update(1)
                     out: _Outcome = fut.result()
-                    found[k] = LLMAnswer(key=k, answer=out.answer, cached=False, status=out.status, error=out.error,
-                                         raw_replies=out.raw_replies)
+                    found[k] = LLMAnswer(
+                        key=k,
+                        answer=out.answer,
+                        cached=False,
+                        status=out.status,
+                        error=out.error,
+                        raw_replies=out.raw_replies,
+                    )
                     if out.status != "ok":
                         log.warning("LLM report %s %s: %s", k[:12], out.status, out.error[:300])
                         continue
-                    cache.put(k, {
-                        "key": k,
-                        "answer": out.answer,
-                        "backend": BACKEND,
-                        "model": cfg.model,
-                        "base_url": cfg.base_url,
-                        "prompt_version": prompt.version,
-                        "prompt_sha256": prompt.sha256,
-                        "temperature": cfg.temperature,
-                        "structured": cfg.structured,
-                        "report_sha256": hashlib.sha256(todo[k].encode("utf-8")).hexdigest(),
-                        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        **out.meta,
-                    })
+                    cache.put(
+                        k,
+                        {
+                            "key": k,
+                            "answer": out.answer,
+                            "backend": BACKEND,
+                            "model": cfg.model,
+                            "base_url": cfg.base_url,
+                            "prompt_version": prompt.version,
+                            "prompt_sha256": prompt.sha256,
+                            "temperature": cfg.temperature,
+                            "structured": cfg.structured,
+                            "report_sha256": hashlib.sha256(todo[k].encode("utf-8")).hexdigest(),
+                            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            **out.meta,
+                        },
+                    )
         summary.requests, summary.repairs = requester.requests, requester.repairs
         summary.not_sent = requester.not_sent
         summary.prompt_tokens, summary.completion_tokens = requester.prompt_tokens, requester.completion_tokens
@@ -672,6 +752,7 @@ def answer_reports(
         first = next(a for a in new if a.status == "failed")
         raise LLMBatchError(
             f"{summary.failed} of {len(todo)} LLM request(s) failed (answers that succeeded are cached; "
-            f"rerun to retry the rest). First error: {first.error}", batch
+            f"rerun to retry the rest). First error: {first.error}",
+            batch,
         )
     return batch

@@ -13,6 +13,7 @@ Grades: words win over numbers; a set of grades maps to one value: {well, modera
 undifferentiated} -> ``poor``, any other mix -> ``mixed``. Margins: R0 -> negative, R1/R2 ->
 positive, Rx -> unknown.
 """
+
 from __future__ import annotations
 
 import re
@@ -103,7 +104,7 @@ def split_answer(answer: str | None) -> tuple[list[str], str]:
         segs += [UNKNOWN] * (N_QUESTIONS - n)
         flag = f"padded:{n}"
     elif n > N_QUESTIONS:
-        tail = [s for s in segs[N_QUESTIONS - 1:] if s != UNKNOWN]
+        tail = [s for s in segs[N_QUESTIONS - 1 :] if s != UNKNOWN]
         segs = segs[: N_QUESTIONS - 1] + [", ".join(tail) if tail else UNKNOWN]
         flag = f"merged:{n}"
     return segs, flag
@@ -147,14 +148,19 @@ def earliest_cue(text: str, cues: list[tuple[re.Pattern[str], str]]) -> str | No
 _PRESENCE_CUES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.I), lab)
     for p, lab in [
-        (r"\bno\b|\bnot\b|\bnone\b|\bnor\b|n't\b|\bnegative\b|\babsen(?:t|ce)\b|\bwithout\b|"
-         r"\bfree\b|tumou?r-free|\buninvolved\b|\bconfined\b|\blimited to\b|\bclear of\b|\brules? out\b|"
-         r"\black\b|\bl0\b|\bv0\b|\bpl0\b", "absent"),
-        (r"\bpresent\b|\bidentified\b|\bseen\b|\bnoted\b|\bobserved\b|\bindicated\b|\bextensive\b|"
-         r"\bfocal(?:ly)?\b|\bpositive\b|\binva(?:de|des|ded|ding)\b|\bindication\b|\binfiltrat(?:e|es|ed|ing)\b|"
-         r"\binvolv(?:e|es|ed|ing)\b|\bextend(?:s|ed|ing)?\b|\bpenetrat(?:e|es|ed|ing)\b|\bexpand(?:s|ed|ing)?\b|"
-         r"\bv[12]\b|\bl1\b|\bpl[123]\b|\bconfirmed\b",
-         "present"),
+        (
+            r"\bno\b|\bnot\b|\bnone\b|\bnor\b|n't\b|\bnegative\b|\babsen(?:t|ce)\b|\bwithout\b|"
+            r"\bfree\b|tumou?r-free|\buninvolved\b|\bconfined\b|\blimited to\b|\bclear of\b|\brules? out\b|"
+            r"\black\b|\bl0\b|\bv0\b|\bpl0\b",
+            "absent",
+        ),
+        (
+            r"\bpresent\b|\bidentified\b|\bseen\b|\bnoted\b|\bobserved\b|\bindicated\b|\bextensive\b|"
+            r"\bfocal(?:ly)?\b|\bpositive\b|\binva(?:de|des|ded|ding)\b|\bindication\b|\binfiltrat(?:e|es|ed|ing)\b|"
+            r"\binvolv(?:e|es|ed|ing)\b|\bextend(?:s|ed|ing)?\b|\bpenetrat(?:e|es|ed|ing)\b|\bexpand(?:s|ed|ing)?\b|"
+            r"\bv[12]\b|\bl1\b|\bpl[123]\b|\bconfirmed\b",
+            "present",
+        ),
     ]
 ]
 
@@ -187,11 +193,17 @@ def normalize_presence(phrase: str) -> str:
 _MARGIN_CUES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.I), lab)
     for p, lab in [
-        (r"\bnot (?:clear|free)\b|\bpositive\b|(?<!un)\binvolv\w*|\bpresent\b|\bat (?:the )?(?:inked |surgical |"
-         r"resection |stapled? |bronchial |vascular )*(?:margin|edge|staple line)|\bextends? to\b|\bwithin\b|"
-         r"\bincomplete(?:ly)?\b|\bresidual\b", "positive"),
-        (r"\bclear\b|\bfree\b|\bnegative\b|\buninvolved\b|\bnot involved\b|\bcompletely (?:excised|resected)\b|"
-         r"\bno\b|\bnot\b|\bwell away\b", "negative"),
+        (
+            r"\bnot (?:clear|free)\b|\bpositive\b|(?<!un)\binvolv\w*|\bpresent\b|\bat (?:the )?(?:inked |surgical |"
+            r"resection |stapled? |bronchial |vascular )*(?:margin|edge|staple line)|\bextends? to\b|\bwithin\b|"
+            r"\bincomplete(?:ly)?\b|\bresidual\b",
+            "positive",
+        ),
+        (
+            r"\bclear\b|\bfree\b|\bnegative\b|\buninvolved\b|\bnot involved\b|\bcompletely (?:excised|resected)\b|"
+            r"\bno\b|\bnot\b|\bwell away\b",
+            "negative",
+        ),
     ]
 ]
 _R_CODE = re.compile(r"\bR\s?([012X])\b", re.I)
@@ -316,9 +328,7 @@ class NormalizedAnswer:
     @property
     def description(self) -> str:
         """The six phrases joined by '; ', with ``Unknown`` wherever the category is unknown."""
-        out = [
-            UNKNOWN if self.labels[f] == "unknown" else ph for f, ph in zip(FIELDS, self.phrases)
-        ]
+        out = [UNKNOWN if self.labels[f] == "unknown" else ph for f, ph in zip(FIELDS, self.phrases)]
         return SEP.join(out)
 
 

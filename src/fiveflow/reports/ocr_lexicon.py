@@ -14,6 +14,7 @@ keeping the word's case style (``PLEURA``, ``Pleura``, ``pleura``). Words are fo
 symmetric-delete index (every term with each one letter removed), then each candidate is checked
 with the exact distance. Deterministic and offline; the rules see the corrected text.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,9 @@ LEXICON: frozenset[str] = frozenset(
     """.split()
 )
 #: real words one edit away from a term: never "corrected"
-KNOWN: frozenset[str] = frozenset(
-    """
+KNOWN: frozenset[str] = (
+    frozenset(
+        """
     tumors tumour tumours humor rumor vessels involve involves invade invasions invader invaders evades
     adenocarcinomas carcinomas carcinomata elastica elastin elastics lymphatics spreads presents presence
     presented absents absence resections bronchi bronchia viscera identifies identify identifier identifiers
@@ -39,7 +41,9 @@ KNOWN: frozenset[str] = frozenset(
     vascularity differentiate extensions positives negatives trough thorough though tough prevent space spaced
     spacer spares spices spades
     """.split()
-) - LEXICON
+    )
+    - LEXICON
+)
 #: shorter words are left alone (too many real words lie one edit from a short term)
 MIN_LEN = 5
 
@@ -47,7 +51,7 @@ _WORD = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*")  # digits inside a word 
 
 
 def _deletes(word: str) -> set[str]:
-    return {word[:i] + word[i + 1:] for i in range(len(word))} | {word}
+    return {word[:i] + word[i + 1 :] for i in range(len(word))} | {word}
 
 
 @lru_cache(maxsize=1)
@@ -71,7 +75,7 @@ def _distance_at_most_one(a: str, b: str) -> bool:
     i = 0
     while i < len(a) and a[i] == b[i]:
         i += 1
-    return a[i:] == b[i + 1:]
+    return a[i:] == b[i + 1 :]
 
 
 @lru_cache(maxsize=65536)
@@ -94,8 +98,10 @@ def _same_case(template: str, word: str) -> str:
 
 def correct(text: str) -> str:
     """``text`` with one-letter OCR errors of the lexicon's words undone (see the module docstring)."""
+
     def fix(m: re.Match[str]) -> str:
         w = m.group(0)
         term = term_for(w.lower())
         return w if term is None else _same_case(w, term)
+
     return _WORD.sub(fix, text)

@@ -33,6 +33,7 @@ questions only, as the FiVE authors' GPT-4 descriptions do: the histologic type 
 kept as data (:attr:`OfflineResult.histology`) but named in the description only on request
 (``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v6+histotype``).
 """
+
 from __future__ import annotations
 
 import re
@@ -67,7 +68,9 @@ def model_name(name_histotype: bool = False) -> str:
     """The ``model`` recorded with the labels: ``rules-v6``, or ``rules-v6+histotype`` with the opt-in."""
     return MODEL_NAME + (HISTOTYPE_SUFFIX if name_histotype else "")
 
+
 # ----------------------------------------------------------------------------- fields
+
 
 @dataclass
 class Hit:
@@ -139,21 +142,25 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
         t = c.text
         found = False
         for m in _VASC.finditer(t):
-            tail = t[m.end(): m.end() + 14]
-            if re.match(r"\s*(?:resection\s+)?margin", tail, re.I) or re.search(r"perineural\s*$", t[: m.start()], re.I):
+            tail = t[m.end() : m.end() + 14]
+            if re.match(r"\s*(?:resection\s+)?margin", tail, re.I) or re.search(
+                r"perineural\s*$", t[: m.start()], re.I
+            ):
                 continue
-            if lymph_context(t, m.start(), m.end()) and not re.search(r"lymph[o0]?[\s-]*vascular|angio", m.group(0), re.I):
+            if lymph_context(t, m.start(), m.end()) and not re.search(
+                r"lymph[o0]?[\s-]*vascular|angio", m.group(0), re.I
+            ):
                 continue
             pol = mention_polarity(t, m.start(), m.end())
             if pol:
                 found = True
-                hits.append(Hit("vascular_invasion", pol, c.gross, t[max(0, m.start() - 40): m.end() + 60]))
+                hits.append(Hit("vascular_invasion", pol, c.gross, t[max(0, m.start() - 40) : m.end() + 60]))
                 kinds.append(_vessel_kind(m.group(0)))
         lm = _VASC_LISTED.match(t)
         if re.match(r"^invasion\s*:", t, re.I):
             listed = True
         if lm and listed and not found and lm.group(1).lower() != "perineural":
-            pol = first_cue(t[lm.end():])
+            pol = first_cue(t[lm.end() :])
             if pol:
                 hits.append(Hit("vascular_invasion", pol, c.gross, t[:80]))
                 kinds.append(_vessel_kind(lm.group(1)))
@@ -162,8 +169,14 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
         if _TNM.search(t):
             for m in _TNM_V.finditer(t):
                 digit = m.group(1) or m.group(2)
-                hits.append(Hit("vascular_invasion", "absent" if digit == "0" else "present", c.gross,
-                                t[max(0, m.start() - 30): m.end() + 30]))
+                hits.append(
+                    Hit(
+                        "vascular_invasion",
+                        "absent" if digit == "0" else "present",
+                        c.gross,
+                        t[max(0, m.start() - 30) : m.end() + 30],
+                    )
+                )
                 kinds.append("blood" if m.group(1) else "lymphatic")
     main = [h for h, k in zip(hits, kinds) if k != "lymphatic"]
     value = _combine(main)
@@ -201,7 +214,9 @@ _PLEURA_SHALLOW_NEG = re.compile(
     r"\s+(?:\w+\s+){0,3}$",
     re.I,
 )
-_PLEURA_SHALLOW = re.compile(r"(?:abut\w*|approach\w*|close\s+to|(?:just\s+)?beneath|near|towards?)\s+(?:\w+\s+){0,3}$", re.I)
+_PLEURA_SHALLOW = re.compile(
+    r"(?:abut\w*|approach\w*|close\s+to|(?:just\s+)?beneath|near|towards?)\s+(?:\w+\s+){0,3}$", re.I
+)
 _PLEURA_PL1 = re.compile(r"\b(?:into|to),?\s+but\s+not\s+through,?\s+(?:\w+\s+){0,3}$", re.I)
 _EXTENT_KEY = re.compile(
     r"\b(?:tumou?r\s+extent|direct\s+extension(?:\s+of\s+tumou?r)?|(?:extra[\s-]*pulmonary\s+(?:parenchymal\s+)?)?"
@@ -228,8 +243,8 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 continue
             tok = m.group(0)
             code = re.match(r"PL\s?([0-3])", tok, re.I)
-            before, after = t[: m.start()], t[m.end():]
-            snippet = t[max(0, m.start() - 60): m.end() + 40]
+            before, after = t[: m.start()], t[m.end() :]
+            snippet = t[max(0, m.start() - 60) : m.end() + 40]
             if code:
                 hits.append(Hit("pleural_invasion", "absent" if code.group(1) == "0" else "present", c.gross, snippet))
                 continue
@@ -253,8 +268,9 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
             key = _PLEURA_KEY_AFTER.match(after)
             value = synoptic_value(t, m.end()) if key else None
             inner = _PLEURA.search(value) if value is not None else None
-            if inner and any(p.search(value[: inner.start()][-80:])
-                             for p in (_PLEURA_VERB_BEFORE, _PLEURA_SHALLOW_NEG, _PLEURA_PL1)):
+            if inner and any(
+                p.search(value[: inner.start()][-80:]) for p in (_PLEURA_VERB_BEFORE, _PLEURA_SHALLOW_NEG, _PLEURA_PL1)
+            ):
                 continue  # "Visceral pleura: Carcinoma extends up to but not into visceral pleura": the sentence decides
             if verb and not noun and re.match(r"(?:negative|free|uninvolved)\b", verb.group(0), re.I):
                 pol: str | None = "absent"  # "negative pleura"
@@ -331,41 +347,48 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
         if c.lymph:
             continue
         for m in _ADJ.finditer(c.text):
-            after = c.text[m.end(): m.end() + 20]
+            after = c.text[m.end() : m.end() + 20]
             if re.match(r"\s*(?:\w+\s+)?margin", after, re.I):
                 continue
             value = synoptic_value(c.text, m.end())
             if value is not None:
                 if re.search(_ADJ_STRUCT, value, re.I) and not re.search(r"\bnot\b|\bno\b|\bnegative", value, re.I):
                     pol: str | None = "present"
-                elif re.search(r"\bpleura|\bbronch|\blung\b|\bparenchyma", value, re.I) and not first_cue(value) == "absent":
+                elif (
+                    re.search(r"\bpleura|\bbronch|\blung\b|\bparenchyma", value, re.I)
+                    and not first_cue(value) == "absent"
+                ):
                     pol = None  # extension within the lung / to the visceral pleura: not this question
                 else:
                     pol = first_cue(value)
-                    key_rest = c.text[m.end(): c.text.find(":", m.end())]
-                    if (pol == "absent" and _ADJ_BARE_EXTENSION.fullmatch(m.group(0)) and not key_rest.strip()
-                            and not _ADJ_CONFINED.search(value)):
+                    key_rest = c.text[m.end() : c.text.find(":", m.end())]
+                    if (
+                        pol == "absent"
+                        and _ADJ_BARE_EXTENSION.fullmatch(m.group(0))
+                        and not key_rest.strip()
+                        and not _ADJ_CONFINED.search(value)
+                    ):
                         pol = "unknown"  # bare "Tumor extension: Not identified"
             else:
                 pol = mention_polarity(c.text, m.start(), m.end())
             if pol:
-                hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 60]))
+                hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40) : m.end() + 60]))
         for m in _ADJ_BRONCHUS.finditer(c.text):
-            if m.group("neg") or re.match(r"\s*(?:\w+\s+)?margin", c.text[m.end(): m.end() + 20], re.I):
+            if m.group("neg") or re.match(r"\s*(?:\w+\s+)?margin", c.text[m.end() : m.end() + 20], re.I):
                 continue
             if mention_polarity(c.text, m.start(), m.end()) == "present":
-                hits.append(Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40): m.end() + 40]))
+                hits.append(Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40) : m.end() + 40]))
         for m in _ADJ_CONFINED.finditer(c.text):
-            hits.append(Hit("adjacent_invasion", "absent", c.gross, c.text[max(0, m.start() - 40): m.end() + 20]))
+            hits.append(Hit("adjacent_invasion", "absent", c.gross, c.text[max(0, m.start() - 40) : m.end() + 20]))
         for m in _ADJ_STATE.finditer(c.text):
-            if re.search(r"\b(?:margins?|nodes?)\b", c.text[max(0, m.start() - 20): m.start()], re.I):
+            if re.search(r"\b(?:margins?|nodes?)\b", c.text[max(0, m.start() - 20) : m.start()], re.I):
                 continue  # "chest wall margin ..." is question 6
             if HEDGE.search(scope_before(c.text, m.start())) or HEDGE.search(m.group(0)):
                 pol = "unknown"
             else:
                 free = bool(m.group("free") or m.group("free2"))
                 pol = "absent" if free != bool(m.group("neg")) else "present"
-            hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 20]))
+            hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40) : m.end() + 20]))
     return _combine(hits), hits
 
 
@@ -379,7 +402,7 @@ def _stas(cls: list[Clause]) -> tuple[str, list[Hit]]:
         for m in _STAS.finditer(c.text):
             pol = mention_polarity(c.text, m.start(), m.end())
             if pol:
-                hits.append(Hit("stas", pol, c.gross, c.text[max(0, m.start() - 40): m.end() + 40]))
+                hits.append(Hit("stas", pol, c.gross, c.text[max(0, m.start() - 40) : m.end() + 40]))
     return _combine(hits), hits
 
 
@@ -395,14 +418,22 @@ _MARGIN_CUES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.I), lab)
     for p, lab in [
         (r"\bnot\s+applicable\b|\bn/a\b", "none"),
-        (r"\bnot\s+(?:specified|assessed|evaluated|evaluable|determined)\b|\bcannot\s+be\b|\bindeterminate\b|"
-         r"\bsuspicious\b|\bequivocal\b|\bunknown\b|\bn/a\b|\bmay\s+not\b", "unknown"),
-        (r"\bnot\s+involved\b|\bnegative\b|\b[fp]ree\b|\buninvolved\b|\bclear\b|\bno\s+(?:\w+\s+){0,2}(?:tumou?r|"
-         r"carcinoma|malignancy|neoplasm|disease)\b|\bwithout\b|\bbenign\b|\btumou?r-free\b|\bnot\s+(?:seen|identified|present)\b|"
-         r"\bnone\b|\b\d+(?:\.\d+)?\s*(?:cm|mm)\b|\bno\b", "negative"),
-        (r"\bpositive\b|(?<!un)\binvolv(?:ed|ing|es)\b|\binfiltrat(?:ed|es|ing)\b|\b(?:tumou?r|carcinoma|neoplasm|malignancy|"
-         r"adenocarcinoma|metasta\w+)\s+(?:is\s+|are\s+)?(?:present|identified|seen|noted)\b|\bpresent\s+at\b",
-         "positive"),
+        (
+            r"\bnot\s+(?:specified|assessed|evaluated|evaluable|determined)\b|\bcannot\s+be\b|\bindeterminate\b|"
+            r"\bsuspicious\b|\bequivocal\b|\bunknown\b|\bn/a\b|\bmay\s+not\b",
+            "unknown",
+        ),
+        (
+            r"\bnot\s+involved\b|\bnegative\b|\b[fp]ree\b|\buninvolved\b|\bclear\b|\bno\s+(?:\w+\s+){0,2}(?:tumou?r|"
+            r"carcinoma|malignancy|neoplasm|disease)\b|\bwithout\b|\bbenign\b|\btumou?r-free\b|\bnot\s+(?:seen|identified|present)\b|"
+            r"\bnone\b|\b\d+(?:\.\d+)?\s*(?:cm|mm)\b|\bno\b",
+            "negative",
+        ),
+        (
+            r"\bpositive\b|(?<!un)\binvolv(?:ed|ing|es)\b|\binfiltrat(?:ed|es|ing)\b|\b(?:tumou?r|carcinoma|neoplasm|malignancy|"
+            r"adenocarcinoma|metasta\w+)\s+(?:is\s+|are\s+)?(?:present|identified|seen|noted)\b|\bpresent\s+at\b",
+            "positive",
+        ),
     ]
 ]
 _MARGIN_POS_BEFORE = re.compile(
@@ -442,10 +473,12 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
     codes: list[str] = []
     full = ". ".join(c.text for c in cls)
     for m in _R_CODE.finditer(full):
-        ctx = full[max(0, m.start() - 60): m.end() + 20]
+        ctx = full[max(0, m.start() - 60) : m.end() + 20]
         # the words around the code, within its own sentence
-        near = (re.split(r"\.\s", full[max(0, m.start() - 25): m.start()])[-1]
-                + re.split(r"\.\s", full[m.start(): m.end() + 15])[0])
+        near = (
+            re.split(r"\.\s", full[max(0, m.start() - 25) : m.start()])[-1]
+            + re.split(r"\.\s", full[m.start() : m.end() + 15])[0]
+        )
         if not _R_CONTEXT.search(ctx) or re.search(r"\b(?:station|level|lymph|node|LN|cassette|labeled)\b", near, re.I):
             continue
         codes.append({"0": "negative", "1": "positive", "2": "positive"}.get(m.group(1).upper(), "unknown"))
@@ -456,19 +489,19 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
             if not re.search(r"margin|resection|excision|inked", m.group(0), re.I):
                 continue
             key_end = t.find(":", m.end())
-            if key_end >= 0 and re.search(r"\bin\s+situ\b|\(CIS\)", t[m.end(): key_end], re.I):
+            if key_end >= 0 and re.search(r"\bin\s+situ\b|\(CIS\)", t[m.end() : key_end], re.I):
                 continue  # "Bronchial Margin Involvement by Carcinoma in situ (CIS): ..." is not the invasive margin
             before = scope_before(t, m.start())
-            distance = _MARGIN_DISTANCE.match(t[m.end():])
+            distance = _MARGIN_DISTANCE.match(t[m.end() :])
             if distance and re.search(r"\bdistance\b", before, re.I) and float(distance.group(1)) > 0:
                 # "Distance of invasive carcinoma from closest margin: 2.5 cm": the tumour is clear of it
-                hits.append(Hit("margins", "negative", c.gross, t[max(0, m.start() - 50): m.end() + 30]))
+                hits.append(Hit("margins", "negative", c.gross, t[max(0, m.start() - 50) : m.end() + 30]))
                 continue
             if _MARGIN_SKIP_BEFORE.search(before) or lymph_context(t, m.start(), m.end()):
                 continue
-            after = re.split(r"\.\s", t[m.end():])[0][:140]
+            after = re.split(r"\.\s", t[m.end() :])[0][:140]
             value = synoptic_value(t, m.end())
-            inv_key = re.match(r"\s*involvement\b[^:.;]{0,50}:", t[m.end():], re.I)
+            inv_key = re.match(r"\s*involvement\b[^:.;]{0,50}:", t[m.end() :], re.I)
             if value is None and inv_key:  # "Margin involvement by invasive carcinoma: ..." (a long key)
                 value = synoptic_value(t, m.end() + inv_key.end() - 1)
             pos_before = bool(_MARGIN_POS_BEFORE.search(before)) and not negated(t, m.start(), before)
@@ -478,9 +511,11 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 pol = "negative"
             elif value is not None:  # a synoptic line: its value decides ("Tumor at margin: Not identified")
                 pol = _margin_first_cue(value)
-                if pol is None and (pos_before or re.search(r"involv", t[m.start(): t.find(":", m.end())], re.I)):
+                if pol is None and (pos_before or re.search(r"involv", t[m.start() : t.find(":", m.end())], re.I)):
                     # "Margin involvement by invasive carcinoma: Absent / Present / Yes"
-                    pol = {"present": "positive", "absent": "negative", "unknown": "unknown"}.get(first_cue(value) or "")
+                    pol = {"present": "positive", "absent": "negative", "unknown": "unknown"}.get(
+                        first_cue(value) or ""
+                    )
                 if pol is None and pos_before:
                     pol = "positive"  # "Tumor present at margin: bronchial"
             elif pos_before:
@@ -488,7 +523,7 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
             else:
                 pol = _margin_first_cue(after)
             if pol:
-                hits.append(Hit("margins", pol, c.gross, t[max(0, m.start() - 50): m.end() + 60]))
+                hits.append(Hit("margins", pol, c.gross, t[max(0, m.start() - 50) : m.end() + 60]))
     definite = [v for v in codes if v != "unknown"]
     if definite:
         return ("positive" if "positive" in definite else "negative"), hits
@@ -504,7 +539,9 @@ _GRADE_KEY = re.compile(
     re.I,
 )
 _GRADE_IGNORE = re.compile(r"\bfuhrman|\bneuroendocrine|\bcarcinoid|\bgleason|\bdysplasia", re.I)
-_NUCLEAR_GRADE = re.compile(r"\b(?:(?:high|low|intermediate)\s+)?nuclear\s+grade\b(?:\s*[:.]?\s*\(?[\dIV/ ]*\)?)?", re.I)
+_NUCLEAR_GRADE = re.compile(
+    r"\b(?:(?:high|low|intermediate)\s+)?nuclear\s+grade\b(?:\s*[:.]?\s*\(?[\dIV/ ]*\)?)?", re.I
+)
 _GRADE_OF = re.compile(r"\s*(?:/|\(?\s*of\s+)\s*[34]\b\s*\)?", re.I)
 _GRADE_WORDS = re.compile(r"\b(?:well|moderate\w*|poor\w*|un)[\s-]*differentiat|\bmixed\s+differentiation", re.I)
 _GRADE_MENTION = re.compile(
@@ -553,10 +590,13 @@ def _differentiation(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 pools["gross_words" if c.gross else "words"] |= lv
                 hits.append(Hit("differentiation", levels_to_differentiation(lv), c.gross, text[:120]))
         for m in _GRADE_MENTION.finditer(text):
-            if m.group(0)[0] in "Gg(" and not re.search(r"\bp?T\s?[0-4]|\bgrade|\bclassification|\bdifferentiat|\(G",
-                                                       text, re.I):
+            if m.group(0)[0] in "Gg(" and not re.search(
+                r"\bp?T\s?[0-4]|\bgrade|\bclassification|\bdifferentiat|\(G", text, re.I
+            ):
                 continue
-            lv = _levels(m.group(0) if m.group(0).lower().startswith("grade") else "grade " + m.group(0).strip("(G). g"))
+            lv = _levels(
+                m.group(0) if m.group(0).lower().startswith("grade") else "grade " + m.group(0).strip("(G). g")
+            )
             if lv:
                 pools["numbers"] |= lv
                 hits.append(Hit("differentiation", levels_to_differentiation(lv), c.gross, m.group(0)))
@@ -565,14 +605,20 @@ def _differentiation(cls: list[Clause]) -> tuple[str, list[Hit]]:
 
 
 _HIST_TYPE = re.compile(r"\bhistologic(?:al)?\s+type\s*[:.-]?\s*(.+)", re.I)
-_HIST_MOD = (r"(?:(?:non-?)?keratini[sz]ing|basaloid|(?:non-?)?muci(?:nous|genous)|papillary|micropapillary|acinar|"
-             r"solid|lepidic|mixed|sarcomatoid|clear\s+cell|invasive|infiltrating)")
+_HIST_MOD = (
+    r"(?:(?:non-?)?keratini[sz]ing|basaloid|(?:non-?)?muci(?:nous|genous)|papillary|micropapillary|acinar|"
+    r"solid|lepidic|mixed|sarcomatoid|clear\s+cell|invasive|infiltrating)"
+)
 _HIST_NAME = re.compile(
     r"\b((?:" + _HIST_MOD + r"\s+){0,3}(?:adenocarcinoma|squamous\s+cell\s+carcinoma|adenosquamous\s+carcinoma|"
     r"large\s+cell\s+carcinoma|carcinoma)(?:\s*,\s*[a-z-]+(?:\s+[a-z-]+)?\s+(?:type|pattern|predominant|features))?)",
-    re.I)
-_HIST_DROP = re.compile(r"\b(?:invasive|infiltrating|of\s+(?:the\s+)?lung|primary|residual|metastatic|"
-                        r"well|moderately|poorly|differentiated|grade)\b|[-,]\s*$", re.I)
+    re.I,
+)
+_HIST_DROP = re.compile(
+    r"\b(?:invasive|infiltrating|of\s+(?:the\s+)?lung|primary|residual|metastatic|"
+    r"well|moderately|poorly|differentiated|grade)\b|[-,]\s*$",
+    re.I,
+)
 
 
 def _clean_histology(value: str) -> str:
@@ -607,6 +653,7 @@ def _histology(cls: list[Clause]) -> str:
 
 
 # ----------------------------------------------------------------------------- API
+
 
 @dataclass
 class OfflineResult:

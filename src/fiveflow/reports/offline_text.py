@@ -4,6 +4,7 @@
 reads whether a finding named at some position of a clause is stated present, absent or
 uncertain (synoptic ``key: value`` lines, negation scope, hedges, OCR'd check boxes).
 """
+
 from __future__ import annotations
 
 import re
@@ -120,7 +121,7 @@ def _strip_templates(t: str) -> str:
             continue
         end = _TEMPLATE_END.search(t, m.end(), m.end() + 700)
         stop = end.start() if end else min(len(t), m.end() + 700)
-        out.append(t[pos: m.start()])
+        out.append(t[pos : m.start()])
         out.append(" [staging definition]. ")
         pos = stop
     out.append(t[pos:])
@@ -176,15 +177,24 @@ HEDGE = re.compile(
 _VALUE_CUES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.I), lab)
     for p, lab in [
-        (r"\bnot\s+(?:specified|applicable|assessed|evaluated|evaluable|determined|reported|stated)\b|"
-         r"\bcannot\s+be\b|\bcan\s?not\s+be\b|\bindeterminate\b|\bequivocal\b|\bsuspicious\b|\bsuspect\w*|"
-         r"\bpending\b|\bunknown\b|\bn/a\b|\bpossible\b|\bquestionable\b|\bdeferred\b", "unknown"),
-        (r"\bnot\b|\bno\b|\bnone\b|\babsent\b|\bnegative\b|\bfree\b|\btumou?r-free\b|\buninvolved\b|\bwithout\b|"
-         r"\bclear\b|\bnil\b|\bintact\b|\bl0\b|\bv0\b|\bpl0\b", "absent"),
-        (r"\bpresent\b|\bidentified\b|\bseen\b|\bpositive\b|\byes\b|\bnoted\b|\bextensive\b|\bfocal(?:ly)?\b|"
-         r"\binvolved\b|\binvolves\b|\binvolving\b|\bdetected\b|\bevident\b|\bconfirmed\b|\bfound\b|"
-         r"\binvad(?:es|ed|ing)\b|\binfiltrat(?:es|ed|ing)\b|\bextends?\b|\bpl[123]\b|"
-         r"\bv[12]\b|\bl1\b|\bmultifocal\b|\brare\b", "present"),
+        (
+            r"\bnot\s+(?:specified|applicable|assessed|evaluated|evaluable|determined|reported|stated)\b|"
+            r"\bcannot\s+be\b|\bcan\s?not\s+be\b|\bindeterminate\b|\bequivocal\b|\bsuspicious\b|\bsuspect\w*|"
+            r"\bpending\b|\bunknown\b|\bn/a\b|\bpossible\b|\bquestionable\b|\bdeferred\b",
+            "unknown",
+        ),
+        (
+            r"\bnot\b|\bno\b|\bnone\b|\babsent\b|\bnegative\b|\bfree\b|\btumou?r-free\b|\buninvolved\b|\bwithout\b|"
+            r"\bclear\b|\bnil\b|\bintact\b|\bl0\b|\bv0\b|\bpl0\b",
+            "absent",
+        ),
+        (
+            r"\bpresent\b|\bidentified\b|\bseen\b|\bpositive\b|\byes\b|\bnoted\b|\bextensive\b|\bfocal(?:ly)?\b|"
+            r"\binvolved\b|\binvolves\b|\binvolving\b|\bdetected\b|\bevident\b|\bconfirmed\b|\bfound\b|"
+            r"\binvad(?:es|ed|ing)\b|\binfiltrat(?:es|ed|ing)\b|\bextends?\b|\bpl[123]\b|"
+            r"\bv[12]\b|\bl1\b|\bmultifocal\b|\brare\b",
+            "present",
+        ),
     ]
 ]
 
@@ -208,7 +218,7 @@ def synoptic_value(clause: str, pos: int) -> str | None:
         r"\b(?:is|are|was|were|invades?|involves?)\b", between, re.I
     ):
         return None
-    value = clause[colon + 1:]
+    value = clause[colon + 1 :]
     # A value ends where the next key starts ("Present. Lymphatic invasion: ...", or at the next ':').
     nxt = re.search(r"[.;]\s+[A-Z][^:.;]{0,60}:|:", value)
     return value[: nxt.start()] if nxt else value
@@ -218,8 +228,9 @@ def scope_before(clause: str, start: int) -> str:
     """The sub-clause before position ``start`` (cut at punctuation and contrast words). A short, closed
     bracketed gloss is read as plain words ("extends to the parenchymal (stapled) margin")."""
     before = re.sub(r"\(([^():]{1,25})\)", r" \1 ", clause[:start])
-    return re.split(r"[,:()]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\bexcept\b|\band\s+(?=there\b)",
-                    before, flags=re.I)[-1][-80:]
+    return re.split(
+        r"[,:()]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\bexcept\b|\band\s+(?=there\b)", before, flags=re.I
+    )[-1][-80:]
 
 
 def negated(clause: str, start: int, before: str | None = None) -> bool:
@@ -229,10 +240,11 @@ def negated(clause: str, start: int, before: str | None = None) -> bool:
     if neg:
         # Negation scopes over a few words, and not across a statement of presence
         # ("... but not through pleura, tumor identified within lymphovascular space").
-        gap = before[neg[-1].end():]
+        gap = before[neg[-1].end() :]
         # ... but the verb the negation governs is part of it ("does not show lymphovascular invasion")
-        governed = re.sub(r"^\s*(?:show|demonstrat|reveal|exhibit|display|contain|have|has|see|identif)\w*\s+", "", gap,
-                          flags=re.I)
+        governed = re.sub(
+            r"^\s*(?:show|demonstrat|reveal|exhibit|display|contain|have|has|see|identif)\w*\s+", "", gap, flags=re.I
+        )
         return len(gap.split()) <= 6 and not re.search(
             r"\b(?:identified|present|seen|noted|shows?|showing|with)\b", governed, re.I
         )
@@ -270,7 +282,7 @@ def mention_polarity(clause: str, start: int, end: int, default: str | None = "p
     gloss = re.match(r"\s*\(([^()]{0,40})\)", rest)
     if gloss:  # "invasion (LVI) is not identified": read past a bracketed gloss, or read the gloss if it is a value
         inner = gloss.group(1)
-        rest = (f" {inner} " if first_cue(inner) or HEDGE.search(inner) else " ") + rest[gloss.end():]
+        rest = (f" {inner} " if first_cue(inner) or HEDGE.search(inner) else " ") + rest[gloss.end() :]
     after = re.split(r"[,;:()]|\bbut\b|\bhowever\b|\bwhereas\b|\.\s", rest, flags=re.I)[0][:80]
     if HEDGE.search(before) or HEDGE.search(after):
         return "unknown"

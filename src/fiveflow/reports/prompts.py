@@ -1,4 +1,5 @@
 """The FiVE questions and the LLM prompt, loaded from ``resources/questions/<version>.yaml``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -91,8 +92,10 @@ def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
     if shape not in SHAPES:
         raise ValueError(f"{path}: `shape` must be one of {', '.join(SHAPES)}, got {shape!r}")
     if path.parent.name == QUESTIONS_DIR.name and path.stem != str(doc["prompt_version"]):
-        raise ValueError(f"{path}: prompt_version is {doc['prompt_version']!r} but the file is named {path.name}. "
-                         "Fix: a new prompt version is a new file named <prompt_version>.yaml (keep the old one).")
+        raise ValueError(
+            f"{path}: prompt_version is {doc['prompt_version']!r} but the file is named {path.name}. "
+            "Fix: a new prompt version is a new file named <prompt_version>.yaml (keep the old one)."
+        )
     return Prompt(
         version=str(doc["prompt_version"]),
         questions=tuple(q["text"] for q in qs),

@@ -24,6 +24,7 @@ Extra columns next to the contract's: ``answer_raw`` (the backend's answer as gi
 ``status`` (``ok``, ``empty``, ``no_text``, ``unreadable``) and ``reason`` (why it was not usable).
 Reports are read by :mod:`fiveflow.reports.inputs` (tables, or folders of .txt/.pdf files).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,17 @@ from .prompts import Prompt, load_prompt
 LOG = logging.getLogger("fiveflow.reports")
 BACKENDS = ("offline", "openai", "precomputed")
 COLUMNS = [
-    "patient_id", *FIELDS, "description", "backend", "model", "prompt_version", "prompt_sha256", "answer_raw", "flag",
-    "status", "reason",
+    "patient_id",
+    *FIELDS,
+    "description",
+    "backend",
+    "model",
+    "prompt_version",
+    "prompt_sha256",
+    "answer_raw",
+    "flag",
+    "status",
+    "reason",
 ]
 
 
@@ -85,15 +95,20 @@ def read_precomputed(path: str | os.PathLike | list | tuple, answer_column: str 
         out = pd.concat(parts, ignore_index=True)
         dup = out["patient_id"].duplicated()
         if dup.any():
-            LOG.warning("%s: %d patient(s) answered in more than one file; keeping the first file's answer",
-                        ", ".join(str(p) for p in path), int(dup.sum()))
+            LOG.warning(
+                "%s: %d patient(s) answered in more than one file; keeping the first file's answer",
+                ", ".join(str(p) for p in path),
+                int(dup.sum()),
+            )
         return out[~dup].reset_index(drop=True)
     path = Path(path)
     df = read_table(path)
     ids = patient_ids(df, path, kind="answers patient")
     if answer_column not in df.columns:
-        raise ValueError(f"{path}: needs an `{answer_column}` column (six answers joined by ';'); found columns: "
-                         f"{list(df.columns)}. Fix: set reports.answer_column to the column holding the answers.")
+        raise ValueError(
+            f"{path}: needs an `{answer_column}` column (six answers joined by ';'); found columns: "
+            f"{list(df.columns)}. Fix: set reports.answer_column to the column holding the answers."
+        )
     out = pd.DataFrame({"patient_id": ids, "answer": df[answer_column].astype(str)})
     dup = out["patient_id"].duplicated()
     if dup.any():
@@ -162,8 +177,17 @@ def structure_reports(
     if handler is not None and not LOG.isEnabledFor(logging.INFO):
         LOG.setLevel(logging.INFO)
     try:
-        return _structure(Path(reports_csv), Path(out_parquet), cfg, log, questions, client,
-                          id_column=id_column, text_column=text_column, patients=patients)
+        return _structure(
+            Path(reports_csv),
+            Path(out_parquet),
+            cfg,
+            log,
+            questions,
+            client,
+            id_column=id_column,
+            text_column=text_column,
+            patients=patients,
+        )
     finally:
         if handler is not None:
             LOG.removeHandler(handler)
@@ -171,8 +195,14 @@ def structure_reports(
             handler.close()
 
 
-def estimate_llm_cost(reports: str | os.PathLike, cfg: dict, questions: str | os.PathLike | None = None, *,
-                      id_column: str | None = None, text_column: str | None = None) -> llm.DryRunEstimate:
+def estimate_llm_cost(
+    reports: str | os.PathLike,
+    cfg: dict,
+    questions: str | os.PathLike | None = None,
+    *,
+    id_column: str | None = None,
+    text_column: str | None = None,
+) -> llm.DryRunEstimate:
     """What the ``openai`` backend would send for these reports (cache hits excluded); sends nothing."""
     prompt = load_prompt(questions)
     rep = read_reports(reports, id_column=id_column, text_column=text_column)
@@ -181,24 +211,40 @@ def estimate_llm_cost(reports: str | os.PathLike, cfg: dict, questions: str | os
 
 
 def _structure(
-    reports_csv: Path, out_parquet: Path, cfg: dict, log: logging.Logger, questions: Any, client: Any,
-    *, id_column: str | None = None, text_column: str | None = None, patients: Any = None,
+    reports_csv: Path,
+    out_parquet: Path,
+    cfg: dict,
+    log: logging.Logger,
+    questions: Any,
+    client: Any,
+    *,
+    id_column: str | None = None,
+    text_column: str | None = None,
+    patients: Any = None,
 ) -> pd.DataFrame:
     backend = backend_name((cfg or {}).get("backend", "offline"))
     if backend not in BACKENDS:
-        raise ValueError(f"reports.backend: {backend!r} is not one of rules (= offline), openai, import "
-                         "(= precomputed)")
+        raise ValueError(
+            f"reports.backend: {backend!r} is not one of rules (= offline), openai, import (= precomputed)"
+        )
     prompt: Prompt = load_prompt(questions)
-    reports = read_reports(reports_csv, need_text=backend != "precomputed", id_column=id_column,
-                           text_column=text_column)
+    reports = read_reports(
+        reports_csv, need_text=backend != "precomputed", id_column=id_column, text_column=text_column
+    )
     if patients is not None:  # a corpus of many cohorts (TCGA-Reports: ~9,500): only this cohort's patients
         keep = reports["patient_id"].isin(set(patients))
-        log.info("%s: %d of %d patient(s) are in the cohort; the other reports are not structured", reports_csv,
-                 int(keep.sum()), len(reports))
+        log.info(
+            "%s: %d of %d patient(s) are in the cohort; the other reports are not structured",
+            reports_csv,
+            int(keep.sum()),
+            len(reports),
+        )
         if not keep.any():
-            raise ValueError(f"{reports_csv}: none of its {len(reports)} patient id(s) is a patient of the cohort "
-                             f"(e.g. {reports['patient_id'].head(3).tolist()} vs {sorted(set(patients))[:3]}). Fix: "
-                             "check the report table belongs to this cohort, and its id column (reports.id_column)")
+            raise ValueError(
+                f"{reports_csv}: none of its {len(reports)} patient id(s) is a patient of the cohort "
+                f"(e.g. {reports['patient_id'].head(3).tolist()} vs {sorted(set(patients))[:3]}). Fix: "
+                "check the report table belongs to this cohort, and its id column (reports.id_column)"
+            )
         reports = reports[keep].reset_index(drop=True)
     texts = reports["text"].tolist()
     statuses, reasons = reports["status"].tolist(), reports["reason"].tolist()
@@ -213,16 +259,18 @@ def _structure(
         model, version, phash = offline.model_name(name_histotype), prompt.version, prompt.sha256
         meta["name_histotype"] = name_histotype
         if name_histotype:
-            log.warning("reports.name_histotype: the descriptions name the histologic type (the class label) after "
-                        "the grade: an extension, not the FiVE method (model %s)", model)
+            log.warning(
+                "reports.name_histotype: the descriptions name the histologic type (the class label) after "
+                "the grade: an extension, not the FiVE method (model %s)",
+                model,
+            )
         rows = _run_offline(texts, name_histotype)
     elif backend == "openai":
         lcfg = llm.LLMConfig.from_cfg(cfg.get("openai"))
         model, version, phash = lcfg.model, prompt.version, prompt.sha256
         idx = [i for i, e in enumerate(empty) if not e]
         # every report ends answered or recorded as failed; failures are not cached, so a rerun retries them
-        got = llm.answer_reports([texts[i] for i in idx], lcfg, prompt, log=log, client=client,
-                                 raise_on_failure=False)
+        got = llm.answer_reports([texts[i] for i in idx], lcfg, prompt, log=log, client=client, raise_on_failure=False)
         answers: list[str | None] = [None] * len(texts)
         for i, a in zip(idx, got):
             answers[i] = a.answer if a.status != "failed" else None
@@ -233,30 +281,47 @@ def _structure(
         failed = [a for a in got if a.status == "failed"]  # per patient; malformed replies are kept (flagged)
         n_malformed = sum(a.status == "malformed" for a in got)
         if n_malformed:
-            log.warning("%d report(s) got a malformed LLM answer even after the repair request: kept, repaired and "
-                        "flagged (see the `flag` column); a rerun asks again", n_malformed)
+            log.warning(
+                "%d report(s) got a malformed LLM answer even after the repair request: kept, repaired and "
+                "flagged (see the `flag` column); a rerun asks again",
+                n_malformed,
+            )
         sm = got.summary
-        meta.update(temperature=lcfg.temperature, n_cached=sum(a.cached for a in got), requests=sm.requests,
-                    prompt_tokens=sm.prompt_tokens, completion_tokens=sm.completion_tokens, n_failed=len(failed),
-                    n_malformed=n_malformed, max_failed_share=float(lcfg.max_failed_share))
+        meta.update(
+            temperature=lcfg.temperature,
+            n_cached=sum(a.cached for a in got),
+            requests=sm.requests,
+            prompt_tokens=sm.prompt_tokens,
+            completion_tokens=sm.completion_tokens,
+            n_failed=len(failed),
+            n_malformed=n_malformed,
+            max_failed_share=float(lcfg.max_failed_share),
+        )
     else:
         srcs = answer_files(cfg.get("precomputed"))
         if not srcs:
-            raise ValueError("reports.precomputed: set it to a CSV with patient_id (or patient_filename) and answer "
-                             "columns (or a list of such files) when reports.backend is `import` (= precomputed)")
+            raise ValueError(
+                "reports.precomputed: set it to a CSV with patient_id (or patient_filename) and answer "
+                "columns (or a list of such files) when reports.backend is `import` (= precomputed)"
+            )
         src = srcs[0] if len(srcs) == 1 else ", ".join(str(p) for p in srcs)
         pre = read_precomputed(srcs, cfg.get("answer_column") or "answer")
         lookup = dict(zip(pre["patient_id"], pre["answer"]))
         answers = [lookup.get(p) for p in reports["patient_id"]]
         missing = sum(a is None for a in answers)
         if missing:
-            log.warning("%s: no answer for %d of %d patient(s): their labels are all unknown", src, missing, len(answers))
+            log.warning(
+                "%s: no answer for %d of %d patient(s): their labels are all unknown", src, missing, len(answers)
+            )
         extra = len(set(lookup) - set(reports["patient_id"]))
         if extra:
             log.info("%s: %d answer(s) for patients not in %s ignored", src, extra, reports_csv)
         # answers made elsewhere: the hash of the answers file(s) stands for the prompt
-        phash = file_sha256(srcs[0]) if len(srcs) == 1 else hashlib.sha256(
-            "\n".join(file_sha256(p) for p in srcs).encode()).hexdigest()
+        phash = (
+            file_sha256(srcs[0])
+            if len(srcs) == 1
+            else hashlib.sha256("\n".join(file_sha256(p) for p in srcs).encode()).hexdigest()
+        )
         model, version = "precomputed", f"external:{phash[:12]}"
         rows = _from_answers(answers)
         empty = [False] * len(texts)
@@ -273,10 +338,21 @@ def _structure(
             labels = {f: "unknown" for f in FIELDS}
             desc, raw = SEP.join([UNKNOWN] * len(FIELDS)), ""
             flag = "empty_report" if status in ("ok", "empty") else status
-        records.append({"patient_id": pid, **labels, "description": desc, "backend": backend, "model": model,
-                        "prompt_version": version, "prompt_sha256": phash, "answer_raw": raw, "flag": flag,
-                        "status": status,
-                        "reason": reason})
+        records.append(
+            {
+                "patient_id": pid,
+                **labels,
+                "description": desc,
+                "backend": backend,
+                "model": model,
+                "prompt_version": version,
+                "prompt_sha256": phash,
+                "answer_raw": raw,
+                "flag": flag,
+                "status": status,
+                "reason": reason,
+            }
+        )
     df = pd.DataFrame.from_records(records, columns=COLUMNS)
     meta.update(model=model, n_patients=len(df), fiveflow_version=__version__)
     _write_parquet(df, out_parquet, meta)
@@ -285,24 +361,36 @@ def _structure(
 
     repaired = df["flag"].str.match(r"^(?:padded|merged|lines)").sum()
     if repaired:
-        log.warning("%d answer(s) did not have six ';'-separated phrases and were repaired (see the `flag` column): %s",
-                    repaired, json.dumps(df.loc[df["flag"].ne(""), "flag"].value_counts().to_dict()))
+        log.warning(
+            "%d answer(s) did not have six ';'-separated phrases and were repaired (see the `flag` column): %s",
+            repaired,
+            json.dumps(df.loc[df["flag"].ne(""), "flag"].value_counts().to_dict()),
+        )
     unusable = df["status"].ne("ok")
     if unusable.any() and backend != "precomputed":
-        log.warning("%d report(s) could not be used (labels all unknown; see the `status` and `reason` columns): %s",
-                    int(unusable.sum()), json.dumps(df.loc[unusable, "status"].value_counts().to_dict()))
+        log.warning(
+            "%d report(s) could not be used (labels all unknown; see the `status` and `reason` columns): %s",
+            int(unusable.sum()),
+            json.dumps(df.loc[unusable, "status"].value_counts().to_dict()),
+        )
     flagged = df["flag"].ne("").sum()
     log.info(
         "reports: %d patient(s) via %s (%s, prompt %s); %d flagged; %d unique description(s)",
-        len(df), backend, model, version, flagged, df["description"].nunique(),
+        len(df),
+        backend,
+        model,
+        version,
+        flagged,
+        df["description"].nunique(),
     )
     for f in FIELDS:
         log.info("  %-18s %s", f, json.dumps(df[f].value_counts().to_dict()))
     return df
 
 
-def _check_failures(failed: list[llm.LLMAnswer], n_total: int, lcfg: llm.LLMConfig, out: Path,
-                    log: logging.Logger) -> None:
+def _check_failures(
+    failed: list[llm.LLMAnswer], n_total: int, lcfg: llm.LLMConfig, out: Path, log: logging.Logger
+) -> None:
     """Raise :class:`fiveflow.reports.llm.LLMFailuresError` when more reports ended ``failed`` than
     ``reports.openai.max_failed_share`` tolerates (default 0: any); else warn. The labels are written already."""
     n, share = len(failed), float(lcfg.max_failed_share)
@@ -314,10 +402,19 @@ def _check_failures(failed: list[llm.LLMAnswer], n_total: int, lcfg: llm.LLMConf
             f"for inspection. Answers that succeeded are cached in {lcfg.cache_dir}, so a rerun retries only the "
             f"failures: fix the server (reports.openai.base_url, model, key) and run again. To accept a share of "
             f"failed reports instead, set reports.openai.max_failed_share (now {share:g}; e.g. 0.05).",
-            n, n_total, out)
-    log.warning("%d of %d report(s) got no LLM answer (within reports.openai.max_failed_share=%g): their labels are "
-                "all unknown (flag llm_failed); first error: %s. A rerun retries only them (in the workflow: "
-                "--forcerun reports)", n, n_total, share, first)
+            n,
+            n_total,
+            out,
+        )
+    log.warning(
+        "%d of %d report(s) got no LLM answer (within reports.openai.max_failed_share=%g): their labels are "
+        "all unknown (flag llm_failed); first error: %s. A rerun retries only them (in the workflow: "
+        "--forcerun reports)",
+        n,
+        n_total,
+        share,
+        first,
+    )
 
 
 def _write_parquet(df: pd.DataFrame, out: Path, meta: dict) -> None:

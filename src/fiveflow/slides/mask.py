@@ -10,6 +10,7 @@ Steps (each optional except the masker), all at the mask level chosen from the p
 
 Only cv2/numpy on the mask-level image: the cost stays below the cost of reading that image.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -87,7 +88,9 @@ def _otsu_threshold(gray_images) -> float:
 
     hist = np.zeros(256, np.int64)
     for g in gray_images:
-        hist += cv2.calcHist([g], [0], None, [256], [0, 256]).reshape(-1).astype(np.int64)  # (256, 1) or (256,) by OpenCV version
+        hist += (
+            cv2.calcHist([g], [0], None, [256], [0, 256]).reshape(-1).astype(np.int64)
+        )  # (256, 1) or (256,) by OpenCV version
     present = np.flatnonzero(hist)
     if len(present) == 0:
         return 0.0
@@ -113,8 +116,10 @@ def _FastOtsuTissueMasker(base):
     class FastOtsuTissueMasker(base):
         def fit(self, images, masks=None):
             if np.ndim(images) != 4:
-                raise ValueError(f"Expected 4 dimensional input shape (N, height, width, 3) but received shape "
-                                 f"of {np.shape(images)}.")
+                raise ValueError(
+                    f"Expected 4 dimensional input shape (N, height, width, 3) but received shape "
+                    f"of {np.shape(images)}."
+                )
             self.threshold = _otsu_threshold([_gray(im) for im in images])
             self.fitted = True
 
@@ -228,8 +233,15 @@ def clean_components(mask: np.ndarray, min_component_px: float, max_hole_px: flo
     return out.view(bool)
 
 
-def tissue_mask(rgb: np.ndarray, method: str, mpp: float, white_threshold: float | None = None,
-                reject_pen=(), min_component_mm2: float = 0.0, fill_holes_mm2: float = 0.0) -> np.ndarray:
+def tissue_mask(
+    rgb: np.ndarray,
+    method: str,
+    mpp: float,
+    white_threshold: float | None = None,
+    reject_pen=(),
+    min_component_mm2: float = 0.0,
+    fill_holes_mm2: float = 0.0,
+) -> np.ndarray:
     """Boolean tissue mask for ``rgb`` (H x W x 3 uint8) whose pixels are ``mpp`` microns wide."""
     import cv2
 
@@ -267,8 +279,11 @@ def tile_fractions(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray, size: float
     """
     import cv2
 
-    integral = cv2.integral(mask.astype(np.uint8), sdepth=cv2.CV_32S) if mask.size < 2**31 else \
-        np.pad(mask.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    integral = (
+        cv2.integral(mask.astype(np.uint8), sdepth=cv2.CV_32S)
+        if mask.size < 2**31
+        else np.pad(mask.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    )
     h, w = mask.shape
     x0 = np.clip(np.floor(xs * scale).astype(np.int64), 0, w)
     y0 = np.clip(np.floor(ys * scale).astype(np.int64), 0, h)
@@ -302,7 +317,7 @@ def mask_contours(mask: np.ndarray, scale_x: float, scale_y: float, simplify_px:
         pts = pts * [scale_x, scale_y]
         return np.vstack([pts, pts[:1]])
 
-    for i, (nxt, prev, child, parent) in enumerate(hierarchy):
+    for i, (_nxt, _prev, child, parent) in enumerate(hierarchy):
         if parent != -1:
             continue  # holes are added to their parent
         ext = ring(contours[i])

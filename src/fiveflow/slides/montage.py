@@ -1,4 +1,5 @@
 """The cohort-wide slide QC: one table (slide, mpp, tissue area, tiles, status, message) and one montage page."""
+
 from __future__ import annotations
 
 import math
@@ -10,10 +11,30 @@ from PIL import Image, ImageDraw
 from ..io import atomic_path
 from .tiling import read_meta
 
-SUMMARY_COLUMNS = ("slide_id", "status", "message", "slide_mpp", "mpp_source", "tissue_area_mm2", "n_tiles",
-                   "n_grid", "tissue_fraction", "target_mpp", "patch_size_px", "overlap_px", "patch_size_level0",
-                   "read_level", "mask_method", "mask_mpp", "mask_level", "slide_width", "slide_height",
-                   "level_count", "vendor", "slide_path")
+SUMMARY_COLUMNS = (
+    "slide_id",
+    "status",
+    "message",
+    "slide_mpp",
+    "mpp_source",
+    "tissue_area_mm2",
+    "n_tiles",
+    "n_grid",
+    "tissue_fraction",
+    "target_mpp",
+    "patch_size_px",
+    "overlap_px",
+    "patch_size_level0",
+    "read_level",
+    "mask_method",
+    "mask_mpp",
+    "mask_level",
+    "slide_width",
+    "slide_height",
+    "level_count",
+    "vendor",
+    "slide_path",
+)
 
 
 def tiling_summary(coords_files: list[str]) -> pd.DataFrame:
@@ -24,8 +45,9 @@ def tiling_summary(coords_files: list[str]) -> pd.DataFrame:
         rows.append({k: meta.get(k) for k in SUMMARY_COLUMNS})
     df = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     order = {"failed": 0, "no_tissue": 1, "ok": 2}
-    return df.sort_values(["status", "slide_id"], key=lambda s: s.map(order) if s.name == "status" else s,
-                          kind="stable").reset_index(drop=True)
+    return df.sort_values(
+        ["status", "slide_id"], key=lambda s: s.map(order) if s.name == "status" else s, kind="stable"
+    ).reset_index(drop=True)
 
 
 def usable_slides(summary_csv: str | Path) -> tuple[set[str], pd.DataFrame]:
@@ -58,8 +80,9 @@ def qc_notice(summary_csv: str | Path, limit: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_montage(qc_files: list[str], coords_files: list[str], out_png: str | Path, out_csv: str | Path,
-                  cell: int = 256) -> pd.DataFrame:
+def write_montage(
+    qc_files: list[str], coords_files: list[str], out_png: str | Path, out_csv: str | Path, cell: int = 256
+) -> pd.DataFrame:
     summary = tiling_summary(coords_files)
     with atomic_path(out_csv) as tmp:
         summary.to_csv(tmp, index=False)

@@ -1,4 +1,5 @@
 """QC images: the slide with its tissue outline and kept tiles drawn on top, or a card saying why it failed."""
+
 from __future__ import annotations
 
 import textwrap
@@ -14,8 +15,9 @@ TILE_OUTLINE = (0, 160, 0)
 BACKGROUND_TINT = (70, 110, 220)
 
 
-def write_qc_thumbnail(thumb: np.ndarray, mask: np.ndarray, xs: np.ndarray, ys: np.ndarray, meta,
-                       out_png: str | Path) -> None:
+def write_qc_thumbnail(
+    thumb: np.ndarray, mask: np.ndarray, xs: np.ndarray, ys: np.ndarray, meta, out_png: str | Path
+) -> None:
     """``thumb``: RGB thumbnail of the whole slide; ``mask``: the tissue mask (any resolution);
     ``xs``/``ys``: level-0 corners of the kept tiles; ``meta``: the slide's TilingMeta."""
     import cv2
@@ -34,8 +36,10 @@ def write_qc_thumbnail(thumb: np.ndarray, mask: np.ndarray, xs: np.ndarray, ys: 
         cv2.rectangle(img, (int(x * sx), int(y * sy)), (int((x + s) * sx), int((y + s) * sy)), TILE_OUTLINE, 1)
     pil = Image.fromarray(img)
     status = "" if meta.status == "ok" else f"  {meta.status.upper().replace('_', ' ')}"
-    label = (f"{meta.slide_id}  {meta.n_tiles} tiles  {meta.patch_size_px}px@{meta.target_mpp:g}mpp  "
-             f"{meta.slide_mpp:.3g}mpp ({meta.mpp_source})  tissue {meta.tissue_area_mm2:.1f} mm2{status}")
+    label = (
+        f"{meta.slide_id}  {meta.n_tiles} tiles  {meta.patch_size_px}px@{meta.target_mpp:g}mpp  "
+        f"{meta.slide_mpp:.3g}mpp ({meta.mpp_source})  tissue {meta.tissue_area_mm2:.1f} mm2{status}"
+    )
     pil = _with_banner(pil, label, bad=meta.status != "ok")
     with atomic_path(out_png) as tmp:
         pil.save(tmp, format="PNG", compress_level=1)  # QC images: fast over small

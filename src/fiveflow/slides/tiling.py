@@ -11,6 +11,7 @@ so one bad slide does not stop a cohort; downstream stages exclude every slide t
 
 Kept free of pandas and torch: a tiling process imports in well under a second.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ from .reader import SlideError, SlideInfo, best_level, open_slide, read_level_re
 META_KEY = b"fiveflow"
 #: what to do about a coordinates file that cannot be read
 COORDS_FIX = "delete it and tile the slide again (`fiveflow tile` or the workflow)"
-DEFAULT_MASK = dict(method="otsu", mpp=8.0, white_threshold=220, reject_pen=["green", "blue", "black"],
-                    fill_holes_mm2=0.1, min_component_mm2=0.01)
+DEFAULT_MASK = dict(
+    method="otsu",
+    mpp=8.0,
+    white_threshold=220,
+    reject_pen=["green", "blue", "black"],
+    fill_holes_mm2=0.1,
+    min_component_mm2=0.01,
+)
 # Level-0 pixels read per strip when a level must be reduced on the fly (bounded memory).
 _STRIP_BYTES = 64 * 2**20
 
@@ -38,38 +45,45 @@ _STRIP_BYTES = 64 * 2**20
 class TilingMeta:
     slide_id: str
     slide_path: str
-    status: str = "failed"      # ok | no_tissue | failed
-    message: str = ""           # why, when status is not ok
+    status: str = "failed"  # ok | no_tissue | failed
+    message: str = ""  # why, when status is not ok
     slide_width: int = 0
     slide_height: int = 0
     slide_mpp: float = 0.0
-    mpp_source: str = ""        # override | metadata | fallback
+    mpp_source: str = ""  # override | metadata | fallback
     vendor: str = ""
     level_count: int = 0
     target_mpp: float = 0.0
-    patch_size_px: int = 0      # at target_mpp
-    overlap_px: int = 0         # at target_mpp
+    patch_size_px: int = 0  # at target_mpp
+    overlap_px: int = 0  # at target_mpp
     patch_size_level0: int = 0  # the same tile measured in level-0 pixels
-    stride_level0: int = 0      # distance between neighbouring tiles in level-0 pixels
-    read_level: int = 0         # pyramid level to read tiles from (closest at or above target resolution)
-    read_size: int = 0          # tile edge in pixels at read_level (resize to patch_size_px)
+    stride_level0: int = 0  # distance between neighbouring tiles in level-0 pixels
+    read_level: int = 0  # pyramid level to read tiles from (closest at or above target resolution)
+    read_size: int = 0  # tile edge in pixels at read_level (resize to patch_size_px)
     mask_method: str = ""
-    mask_mpp: float = 0.0       # effective resolution of the mask
-    mask_level: int = 0         # pyramid level the mask image was read from
-    mask_factor: int = 1        # extra integer reduction applied while reading mask_level
+    mask_mpp: float = 0.0  # effective resolution of the mask
+    mask_level: int = 0  # pyramid level the mask image was read from
+    mask_factor: int = 1  # extra integer reduction applied while reading mask_level
     mask_params: dict = field(default_factory=dict)
     min_tissue: float = 0.0
-    n_grid: int = 0             # grid positions inside the slide
-    n_tiles: int = 0            # kept tiles
-    tissue_fraction: float = 0.0   # of the slide area, from the mask
+    n_grid: int = 0  # grid positions inside the slide
+    n_tiles: int = 0  # kept tiles
+    tissue_fraction: float = 0.0  # of the slide area, from the mask
     tissue_area_mm2: float = 0.0
     fiveflow_version: str = __version__
 
 
 def default_tiling() -> dict:
     """The ``tiling`` section of the shipped config.yaml (kept equal by a test), for use without a config."""
-    return dict(target_mpp=1.0, patch_size=224, overlap=0, min_tissue=0.5, thumbnail_size=1024, assume_mpp=None,
-                mask={**DEFAULT_MASK, "reject_pen": list(DEFAULT_MASK["reject_pen"])})
+    return dict(
+        target_mpp=1.0,
+        patch_size=224,
+        overlap=0,
+        min_tissue=0.5,
+        thumbnail_size=1024,
+        assume_mpp=None,
+        mask={**DEFAULT_MASK, "reject_pen": list(DEFAULT_MASK["reject_pen"])},
+    )
 
 
 def mask_settings(cfg: dict) -> dict:
@@ -120,7 +134,7 @@ def read_reduced(slide, path, info: SlideInfo, level: int, factor: int) -> np.nd
     for y in range(0, oh * factor, rows):
         n = min(rows, oh * factor - y)
         strip = read_level_region(slide, path, level, (0, int(round(y * ds))), (ow * factor, n))
-        out[y // factor:(y + n) // factor] = cv2.resize(strip, (ow, n // factor), interpolation=cv2.INTER_AREA)
+        out[y // factor : (y + n) // factor] = cv2.resize(strip, (ow, n // factor), interpolation=cv2.INTER_AREA)
     return out
 
 
@@ -138,9 +152,16 @@ def read_thumbnail(slide, path, info: SlideInfo, size: int, have: np.ndarray | N
     return cv2.resize(have, (tw, th), interpolation=cv2.INTER_AREA)
 
 
-def tile_slide(slide_path: str | Path, slide_id: str, cfg: dict, out_parquet: str | Path,
-               out_qc: str | Path | None = None, out_geojson: str | Path | None = None,
-               mpp_override: float | None = None, on_error: str = "raise") -> TilingMeta:
+def tile_slide(
+    slide_path: str | Path,
+    slide_id: str,
+    cfg: dict,
+    out_parquet: str | Path,
+    out_qc: str | Path | None = None,
+    out_geojson: str | Path | None = None,
+    mpp_override: float | None = None,
+    on_error: str = "raise",
+) -> TilingMeta:
     """Mask and tile one slide. ``cfg`` is the ``tiling`` section of the config.
 
     ``mpp_override`` (samples sheet ``mpp`` column) replaces the slide's metadata; ``cfg["assume_mpp"]``
@@ -184,8 +205,9 @@ def _tile_open_slide(slide, meta: TilingMeta, cfg: dict, out_parquet, out_qc, ou
     overlap = int(cfg.get("overlap") or 0)
     if not 0 <= overlap < patch:
         fix = "lower `tiling.overlap`" if overlap >= patch else "set `tiling.overlap` to 0 or more"
-        raise SlideError(f"{path}: tiling.overlap {overlap} must be >= 0 and smaller than patch_size {patch}. "
-                         f"Fix: {fix}.")
+        raise SlideError(
+            f"{path}: tiling.overlap {overlap} must be >= 0 and smaller than patch_size {patch}. Fix: {fix}."
+        )
     size0 = int(round(patch * target_mpp / info.mpp))
     stride0 = max(1, int(round((patch - overlap) * target_mpp / info.mpp)))
     if size0 < 1:  # finer than one level-0 pixel: the tile must cover more of the slide
@@ -206,9 +228,15 @@ def _tile_open_slide(slide, meta: TilingMeta, cfg: dict, out_parquet, out_qc, ou
     mask_level, factor = choose_mask_level(info, mask_mpp_wanted)
     image = read_reduced(slide, path, info, mask_level, factor)
     mask_mpp = info.level_mpp(mask_level) * factor
-    mask = tissue_mask(image, mcfg["method"], mask_mpp, white_threshold=mcfg["white_threshold"],
-                       reject_pen=mcfg["reject_pen"], min_component_mm2=float(mcfg["min_component_mm2"]),
-                       fill_holes_mm2=float(mcfg["fill_holes_mm2"]))
+    mask = tissue_mask(
+        image,
+        mcfg["method"],
+        mask_mpp,
+        white_threshold=mcfg["white_threshold"],
+        reject_pen=mcfg["reject_pen"],
+        min_component_mm2=float(mcfg["min_component_mm2"]),
+        fill_holes_mm2=float(mcfg["fill_holes_mm2"]),
+    )
     xs, ys = plan_grid(info.width, info.height, size0, stride0)
     scale_x, scale_y = mask.shape[1] / info.width, mask.shape[0] / info.height
     # non-square rounding of level sizes is tiny; use the mean scale for the square tiles
@@ -217,26 +245,49 @@ def _tile_open_slide(slide, meta: TilingMeta, cfg: dict, out_parquet, out_qc, ou
     level = best_level(info.level_downsamples, target_mpp / info.mpp)
     tissue_area = float(mask.sum()) * (mask_mpp / 1000.0) ** 2
     meta.__dict__.update(
-        slide_width=info.width, slide_height=info.height, slide_mpp=info.mpp, mpp_source=info.mpp_source,
-        vendor=info.vendor, level_count=len(info.level_downsamples), target_mpp=target_mpp,
-        patch_size_px=patch, overlap_px=overlap, patch_size_level0=size0, stride_level0=stride0,
-        read_level=level, read_size=int(round(size0 / info.level_downsamples[level])),
-        mask_method=mcfg["method"], mask_mpp=mask_mpp, mask_level=mask_level, mask_factor=factor,
+        slide_width=info.width,
+        slide_height=info.height,
+        slide_mpp=info.mpp,
+        mpp_source=info.mpp_source,
+        vendor=info.vendor,
+        level_count=len(info.level_downsamples),
+        target_mpp=target_mpp,
+        patch_size_px=patch,
+        overlap_px=overlap,
+        patch_size_level0=size0,
+        stride_level0=stride0,
+        read_level=level,
+        read_size=int(round(size0 / info.level_downsamples[level])),
+        mask_method=mcfg["method"],
+        mask_mpp=mask_mpp,
+        mask_level=mask_level,
+        mask_factor=factor,
         mask_params={k: mcfg[k] for k in ("white_threshold", "reject_pen", "fill_holes_mm2", "min_component_mm2")},
-        min_tissue=float(cfg["min_tissue"]), n_grid=int(len(xs)), n_tiles=int(keep.sum()),
-        tissue_fraction=float(mask.mean()), tissue_area_mm2=tissue_area,
+        min_tissue=float(cfg["min_tissue"]),
+        n_grid=int(len(xs)),
+        n_tiles=int(keep.sum()),
+        tissue_fraction=float(mask.mean()),
+        tissue_area_mm2=tissue_area,
     )
     if meta.n_tiles:
         meta.status = "ok"
     elif not mask.any():
-        meta.status, meta.message = "no_tissue", (
-            f"{path}: no tissue found by the {mcfg['method']} mask at {mask_mpp:.3g} mpp (blank or out-of-focus "
-            "slide?). Check the QC thumbnail; if the tissue is faint, raise `tiling.mask.white_threshold` (or set "
-            "it to null) or try `tiling.mask.method: morphological`.")
+        meta.status, meta.message = (
+            "no_tissue",
+            (
+                f"{path}: no tissue found by the {mcfg['method']} mask at {mask_mpp:.3g} mpp (blank or out-of-focus "
+                "slide?). Check the QC thumbnail; if the tissue is faint, raise `tiling.mask.white_threshold` (or set "
+                "it to null) or try `tiling.mask.method: morphological`."
+            ),
+        )
     else:
-        meta.status, meta.message = "no_tissue", (
-            f"{path}: {tissue_area:.2f} mm2 of tissue, but no {patch} px tile at {target_mpp} mpp is at least "
-            f"{meta.min_tissue:.0%} tissue. Fix: lower `tiling.min_tissue` or `tiling.patch_size`.")
+        meta.status, meta.message = (
+            "no_tissue",
+            (
+                f"{path}: {tissue_area:.2f} mm2 of tissue, but no {patch} px tile at {target_mpp} mpp is at least "
+                f"{meta.min_tissue:.0%} tissue. Fix: lower `tiling.min_tissue` or `tiling.patch_size`."
+            ),
+        )
     contours = None
     if out_geojson is not None:
         contours = mask_contours(mask, info.width / mask.shape[1], info.height / mask.shape[0])
@@ -250,8 +301,7 @@ def _tile_open_slide(slide, meta: TilingMeta, cfg: dict, out_parquet, out_qc, ou
     return meta
 
 
-def write_coords(xs: np.ndarray, ys: np.ndarray, tissue: np.ndarray, meta: TilingMeta,
-                 out_parquet: str | Path) -> None:
+def write_coords(xs: np.ndarray, ys: np.ndarray, tissue: np.ndarray, meta: TilingMeta, out_parquet: str | Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -259,8 +309,10 @@ def write_coords(xs: np.ndarray, ys: np.ndarray, tissue: np.ndarray, meta: Tilin
         arr = np.ascontiguousarray(values, dtype=np_type)
         return pa.Array.from_buffers(pa_type, len(arr), [None, pa.py_buffer(arr)])
 
-    table = pa.Table.from_arrays([column(xs, np.int64, pa.int64()), column(ys, np.int64, pa.int64()),
-                                  column(tissue, np.float32, pa.float32())], names=["x", "y", "tissue"])
+    table = pa.Table.from_arrays(
+        [column(xs, np.int64, pa.int64()), column(ys, np.int64, pa.int64()), column(tissue, np.float32, pa.float32())],
+        names=["x", "y", "tissue"],
+    )
     table = table.replace_schema_metadata({META_KEY: json.dumps(asdict(meta)).encode()})
     with atomic_path(out_parquet) as tmp:
         pq.write_table(table, tmp)
@@ -270,15 +322,28 @@ def write_geojson(contours, meta: TilingMeta, out: str | Path) -> None:
     """Tissue outlines as a GeoJSON FeatureCollection in level-0 pixels (File > Import objects in QuPath)."""
     features = []
     for rings in contours:
-        features.append({
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [np.round(r, 1).tolist() for r in rings]},
-            "properties": {"objectType": "annotation", "classification": {"name": "Tissue", "color": [0, 160, 0]},
-                           "name": meta.slide_id},
-        })
-    doc = {"type": "FeatureCollection", "features": features,
-           "properties": {"slide_id": meta.slide_id, "status": meta.status, "units": "level-0 pixels",
-                          "mask_mpp": meta.mask_mpp, "fiveflow_version": meta.fiveflow_version}}
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [np.round(r, 1).tolist() for r in rings]},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": "Tissue", "color": [0, 160, 0]},
+                    "name": meta.slide_id,
+                },
+            }
+        )
+    doc = {
+        "type": "FeatureCollection",
+        "features": features,
+        "properties": {
+            "slide_id": meta.slide_id,
+            "status": meta.status,
+            "units": "level-0 pixels",
+            "mask_mpp": meta.mask_mpp,
+            "fiveflow_version": meta.fiveflow_version,
+        },
+    }
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(doc))
 

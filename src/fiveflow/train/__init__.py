@@ -3,6 +3,7 @@
 Names are imported lazily: Snakemake imports ``fiveflow.train.ablations`` while it parses the
 workflow, which must not pull in torch (parse time, and the driver env, see envs/snakemake.yaml).
 """
+
 from importlib import import_module
 
 _LAZY = {"load_bag": ".data", "make_split": ".splits", "make_fewshot_draws": ".splits"}

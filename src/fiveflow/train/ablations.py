@@ -17,6 +17,7 @@ row of that kind reads as FiVE; ``FiVE-classtexts`` uses no descriptions and kee
 Each ablation has its own checkpoint ``models/pretrain_{name}.pt`` and prediction files
 ``predictions/{method}_{shots}.parquet``; the evaluation stage puts them in ``tables/ablation.*``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,9 +36,9 @@ SCHEMA_PATTERN = r"^(class_texts|no_tfs|ratio_\d+(\.\d+)?)$"
 class Ablation:
     name: str
     method: str
-    targets: str = "descriptions"   # pre-training targets: descriptions | class_texts
-    model: tuple = ()               # (key, value) overrides of the `model` section
-    pretrain: tuple = ()            # (key, value) overrides of `train.pretrain`
+    targets: str = "descriptions"  # pre-training targets: descriptions | class_texts
+    model: tuple = ()  # (key, value) overrides of the `model` section
+    pretrain: tuple = ()  # (key, value) overrides of `train.pretrain`
 
 
 def five_method(cfg: dict | None = None) -> str:
@@ -65,8 +66,9 @@ def parse_ablation(name: str, base: str = BASE) -> Ablation:
         if not 0 < r <= 1:
             raise ValueError(f"ablation {name!r}: the sampling ratio must be in (0, 1]. Fix: e.g. ratio_0.25.")
         return Ablation(name, f"{base}-ratio{r:g}", pretrain=(("instance_ratio", r),))
-    raise ValueError(f"unknown ablation {name!r}. Fix: use class_texts, no_tfs or ratio_<r> (e.g. ratio_0.25) "
-                     "in `ablations`.")
+    raise ValueError(
+        f"unknown ablation {name!r}. Fix: use class_texts, no_tfs or ratio_<r> (e.g. ratio_0.25) in `ablations`."
+    )
 
 
 def ablation_method(name: str, base: str = BASE) -> str:

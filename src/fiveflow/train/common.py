@@ -1,12 +1,13 @@
 """Small shared helpers for training: device choice, seeding, threads, log files."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ def resolve_device(name: str = "auto", key: str = "train.device") -> torch.devic
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed python, numpy and torch; return a fresh numpy Generator for the caller's draws."""
     random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
 

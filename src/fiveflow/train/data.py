@@ -1,4 +1,5 @@
 """Feature bags: reading h5 files and keeping them in memory across epochs and runs."""
+
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ import torch
 from ..embed.bags import read_usable_bag, row_index_coords
 
 log = logging.getLogger(__name__)
+
 
 def load_bag(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one bag: features float32 ``[N, D]`` and coords int ``[N, 2]`` (any CLAM/TRIDENT-style h5).
@@ -70,7 +72,9 @@ class BagStore:
         try:
             return self.bag_paths[str(slide_id)]
         except KeyError:
-            raise KeyError(f"no feature bag for slide {slide_id!r} (bag_paths has {len(self.bag_paths)} slides)") from None
+            raise KeyError(
+                f"no feature bag for slide {slide_id!r} (bag_paths has {len(self.bag_paths)} slides)"
+            ) from None
 
     def get(self, slide_id: str) -> Bag:
         sid = str(slide_id)

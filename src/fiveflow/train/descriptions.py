@@ -10,12 +10,12 @@ answer to question 0 (differentiation): dropping question 0 empties it, exactly 
 authors' code. When that empties every class text, all candidates merge into one and the
 step's loss is 0 (an "empty step", about 42% of steps).
 """
-from __future__ import annotations
 
-from typing import Sequence
+from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,8 +38,9 @@ def draw_dropped_questions(n_questions: int, rng: np.random.Generator) -> list[i
     return sorted(int(i) for i in rng.choice(n_questions, size=k, replace=False)) if k else []
 
 
-def perturb_description(description: str, dropped: Sequence[int], rng: np.random.Generator | None,
-                        shuffle: bool = True) -> str:
+def perturb_description(
+    description: str, dropped: Sequence[int], rng: np.random.Generator | None, shuffle: bool = True
+) -> str:
     """Drop the segments of ``dropped`` questions, remove Unknown ones, shuffle, re-join."""
     drop = set(dropped)
     keep = [s for i, s in enumerate(split_segments(description)) if i not in drop and not is_unknown(s)]
@@ -50,8 +51,13 @@ def perturb_description(description: str, dropped: Sequence[int], rng: np.random
     return JOINER.join(keep)
 
 
-def perturb_descriptions(descriptions: Sequence[str], dropped: Sequence[int], rng: np.random.Generator | None,
-                         shuffle: bool = True, merge_shuffled: bool = False) -> tuple[list[str], list[int]]:
+def perturb_descriptions(
+    descriptions: Sequence[str],
+    dropped: Sequence[int],
+    rng: np.random.Generator | None,
+    shuffle: bool = True,
+    merge_shuffled: bool = False,
+) -> tuple[list[str], list[int]]:
     """Perturb every candidate and merge duplicates.
 
     Returns ``(texts, remap)``: the unique current texts (first-occurrence order) and, for each

@@ -1,8 +1,9 @@
 """One driver for every few-shot method (FiVE and the MIL baselines): same bags, split and draws."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,14 +14,28 @@ from .predictions import class_names_texts, draws_for, prediction_frame, read_sp
 
 # fit_predict(store, train_ids, train_y, test_ids, seed, device) -> P(positive) for test_ids, or
 # (P(positive), [per-instance scores [N_i] of each test bag]) for heatmaps
-FitPredict = Callable[[BagStore, Sequence[str], np.ndarray, Sequence[str], int, object],
-                      "np.ndarray | tuple[np.ndarray, list[np.ndarray]]"]
+FitPredict = Callable[
+    [BagStore, Sequence[str], np.ndarray, Sequence[str], int, object],
+    "np.ndarray | tuple[np.ndarray, list[np.ndarray]]",
+]
 
 
-def run_draws(method: str, fit_predict: FitPredict, split_csv: str | Path, draws_csv: str | Path,
-              bag_paths: dict[str, str], cfg: dict, shots: int, out_parquet: str | Path | None,
-              threads: int = 1, log=None, position: str = "coords", attention_dir: str | Path | None = None,
-              attention_runs: Sequence[int] = (0,), attention_kind: str = "attention") -> pd.DataFrame:
+def run_draws(
+    method: str,
+    fit_predict: FitPredict,
+    split_csv: str | Path,
+    draws_csv: str | Path,
+    bag_paths: dict[str, str],
+    cfg: dict,
+    shots: int,
+    out_parquet: str | Path | None,
+    threads: int = 1,
+    log=None,
+    position: str = "coords",
+    attention_dir: str | Path | None = None,
+    attention_runs: Sequence[int] = (0,),
+    attention_kind: str = "attention",
+) -> pd.DataFrame:
     """Train ``fit_predict`` on every draw of ``shots`` (seeded by the draw) and predict the test split.
 
     ``position`` is how bags expose instance positions (``coords`` or ``index``). When ``fit_predict``
@@ -50,11 +65,31 @@ def run_draws(method: str, fit_predict: FitPredict, split_csv: str | Path, draws
                     raise ValueError(f"{method}: attention_dir given, but its fit_predict returns no attention")
                 from ..evaluate.heatmap import save_run_attention
 
-                n = len(save_run_attention(attention_dir, bag_paths, test_ids, attentions, prob, method,
-                                           attention_kind, logger, labels=label_of, shots=int(shots), run=int(run),
-                                           seed=int(seed)))
-                logger.info("%s %d-shot run %d: attention of %d/%d test slides -> %s", method, shots, run, n,
-                            len(test_ids), attention_dir)
+                n = len(
+                    save_run_attention(
+                        attention_dir,
+                        bag_paths,
+                        test_ids,
+                        attentions,
+                        prob,
+                        method,
+                        attention_kind,
+                        logger,
+                        labels=label_of,
+                        shots=int(shots),
+                        run=int(run),
+                        seed=int(seed),
+                    )
+                )
+                logger.info(
+                    "%s %d-shot run %d: attention of %d/%d test slides -> %s",
+                    method,
+                    shots,
+                    run,
+                    n,
+                    len(test_ids),
+                    attention_dir,
+                )
             frames.append(prediction_frame(method, shots, run, test, prob, names))
             logger.info("%s %d-shot run %d done", method, shots, run)
         if attention_dir is not None:

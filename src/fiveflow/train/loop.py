@@ -6,6 +6,7 @@ slides per optimiser step. Every forward draws its own dropped questions (author
 per GPU). With ``symmetric_loss`` the slides of one accumulation group share one draw so the
 text->image direction can compare them (the image->text term is unchanged).
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -58,8 +59,16 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def slide_embedding(model: FiVEModel, bag: Bag, bank: torch.Tensor, ratio: float, max_instances: int,
-                    train: bool, rng: np.random.Generator | None, sampling: str = "segments") -> torch.Tensor:
+def slide_embedding(
+    model: FiVEModel,
+    bag: Bag,
+    bank: torch.Tensor,
+    ratio: float,
+    max_instances: int,
+    train: bool,
+    rng: np.random.Generator | None,
+    sampling: str = "segments",
+) -> torch.Tensor:
     """Sample a bag's instances and aggregate them into a unit vector ``[1, d]`` (float32).
 
     Only the aggregator runs under autocast (bf16 on CUDA); text embeddings and the cosine
@@ -74,8 +83,16 @@ def slide_embedding(model: FiVEModel, bag: Bag, bank: torch.Tensor, ratio: float
     return F.normalize(out.float(), dim=-1) if out.dtype != torch.float32 else out
 
 
-def slides_embedding(model: FiVEModel, bags: Sequence[Bag], bank: torch.Tensor, ratio: float, max_instances: int,
-                     train: bool, rng: np.random.Generator | None, sampling: str = "segments") -> torch.Tensor:
+def slides_embedding(
+    model: FiVEModel,
+    bags: Sequence[Bag],
+    bank: torch.Tensor,
+    ratio: float,
+    max_instances: int,
+    train: bool,
+    rng: np.random.Generator | None,
+    sampling: str = "segments",
+) -> torch.Tensor:
     """Batched :func:`slide_embedding`: unit vectors ``[B, d]`` (float32) for several bags in one forward.
 
     Each bag is sampled in turn with the same ``rng`` (so the draws equal calling
@@ -109,10 +126,19 @@ def _symmetric_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing
     return 0.5 * (i2t + t2i)
 
 
-def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], texts: Sequence[str],
-        optim_cfg: dict, seed: int, label: str = "train", logger: logging.Logger | None = None,
-        resume: str | Path | None = None, run_key: str | None = None,
-        on_epoch: Callable[[int], None] | None = None) -> dict:
+def fit(
+    model: FiVEModel,
+    store: BagStore,
+    items: Sequence[tuple[str, int]],
+    texts: Sequence[str],
+    optim_cfg: dict,
+    seed: int,
+    label: str = "train",
+    logger: logging.Logger | None = None,
+    resume: str | Path | None = None,
+    run_key: str | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+) -> dict:
     """Train ``model`` so each slide of ``items`` (slide_id, index into ``texts``) matches its text.
 
     ``texts`` are the candidate descriptions (pre-training: the unique fine-grained
@@ -164,22 +190,44 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
     steps_per_epoch = (n // accumulate if drop_last else math.ceil(n / accumulate)) if n else 0
     n_run = steps_per_epoch * accumulate if drop_last else n  # slides of an epoch that are trained on
     if drop_last and epochs and n and steps_per_epoch == 0:
-        logger.warning("%s: drop_last_group is on and %d training slide(s) are fewer than accumulate (%d): every "
-                       "epoch is one incomplete accumulation group, which is discarded, so this run makes 0 "
-                       "optimiser updates and the model is returned untrained. Fix: lower accumulate to at most "
-                       "%d, or set drop_last_group: false.", label, n, accumulate, n)
+        logger.warning(
+            "%s: drop_last_group is on and %d training slide(s) are fewer than accumulate (%d): every "
+            "epoch is one incomplete accumulation group, which is discarded, so this run makes 0 "
+            "optimiser updates and the model is returned untrained. Fix: lower accumulate to at most "
+            "%d, or set drop_last_group: false.",
+            label,
+            n,
+            accumulate,
+            n,
+        )
     elif drop_last and epochs and n % accumulate:
-        logger.info("%s: drop_last_group: %d of %d slides per epoch (an incomplete group of accumulate %d) are "
-                    "discarded", label, n % accumulate, n, accumulate)
+        logger.info(
+            "%s: drop_last_group: %d of %d slides per epoch (an incomplete group of accumulate %d) are discarded",
+            label,
+            n % accumulate,
+            n,
+            accumulate,
+        )
     total, warmup = epochs * steps_per_epoch, int(optim_cfg["warmup_epochs"]) * steps_per_epoch
     optimizer = build_optimizer(model, optim_cfg)
     if epochs and n:
         precompute_variants(model, texts, epochs * n, logger)
     model.train()
     t0 = time.perf_counter()
-    summary = {"label": label, "n_slides": n, "n_texts": len(texts), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
-               "n_updates": 0, "n_forward": 0, "n_empty": 0, "n_empty_skipped": 0, "n_discarded_groups": 0,
-               "n_discarded_slides": 0, "epoch_loss": []}
+    summary = {
+        "label": label,
+        "n_slides": n,
+        "n_texts": len(texts),
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "n_updates": 0,
+        "n_forward": 0,
+        "n_empty": 0,
+        "n_empty_skipped": 0,
+        "n_discarded_groups": 0,
+        "n_discarded_slides": 0,
+        "epoch_loss": [],
+    }
     step, start_epoch = 0, 0
     streams = (order_rng, text_rng, rng, cand_rng)
     if resume is not None:
@@ -200,14 +248,29 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
         order = order_rng.permutation(n)
         losses: list[float] = []
         for g0 in range(0, n_run, accumulate):
-            group = [items[i] for i in order[g0:g0 + accumulate]]
+            group = [items[i] for i in order[g0 : g0 + accumulate]]
             lr = set_lr(optimizer, step, total, warmup)
             step += 1
             optimizer.zero_grad(set_to_none=True)
             used = (train_group_symmetric if symmetric else train_group)(
-                model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary, losses,
-                merge_shuffled, sampling=sampling, label_smoothing=label_smoothing, grad_candidates=grad_cands,
-                cand_rng=cand_rng)
+                model,
+                store,
+                group,
+                texts,
+                nq,
+                ratio,
+                max_inst,
+                text_rng,
+                rng,
+                faithful_empty,
+                summary,
+                losses,
+                merge_shuffled,
+                sampling=sampling,
+                label_smoothing=label_smoothing,
+                grad_candidates=grad_cands,
+                cand_rng=cand_rng,
+            )
             if used:
                 optimizer.step()
                 summary["n_updates"] += 1
@@ -216,8 +279,16 @@ def fit(model: FiVEModel, store: BagStore, items: Sequence[tuple[str, int]], tex
             summary["n_discarded_slides"] += n - n_run
         mean_loss = float(np.mean(losses)) if losses else float("nan")
         summary["epoch_loss"].append(mean_loss)
-        logger.info("%s epoch %d/%d loss %.4f lr %.2e (%d texts, %.1fs)", label, epoch + 1, epochs, mean_loss, lr,
-                    len(texts), time.perf_counter() - t0)
+        logger.info(
+            "%s epoch %d/%d loss %.4f lr %.2e (%d texts, %.1fs)",
+            label,
+            epoch + 1,
+            epochs,
+            mean_loss,
+            lr,
+            len(texts),
+            time.perf_counter() - t0,
+        )
         if resume is not None and epoch + 1 < epochs:
             summary["seconds"] = time.perf_counter() - t0
             save_train_state(resume, run_key, epoch + 1, step, model, optimizer, streams, summary)
@@ -236,11 +307,21 @@ def fit_key(**parts) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def save_train_state(path: str | Path, run_key: str | None, epoch: int, step: int, model: FiVEModel,
-                     optimizer: torch.optim.Optimizer, streams: Sequence[np.random.Generator], summary: dict) -> None:
+def save_train_state(
+    path: str | Path,
+    run_key: str | None,
+    epoch: int,
+    step: int,
+    model: FiVEModel,
+    optimizer: torch.optim.Optimizer,
+    streams: Sequence[np.random.Generator],
+    summary: dict,
+) -> None:
     """Write the state needed to continue training after ``epoch`` epochs (atomically)."""
     state = {
-        "run_key": run_key, "epoch": int(epoch), "step": int(step),
+        "run_key": run_key,
+        "epoch": int(epoch),
+        "step": int(step),
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "numpy_rngs": [g.bit_generator.state for g in streams],
@@ -263,14 +344,33 @@ def load_train_state(path: str | Path, run_key: str | None, logger: logging.Logg
         logger.warning("ignoring unreadable training state %s (%s); starting from scratch", p, exc)
         return None
     if not isinstance(state, dict) or state.get("run_key") != run_key:
-        logger.warning("ignoring training state %s: it was written for other settings or data; starting from scratch", p)
+        logger.warning(
+            "ignoring training state %s: it was written for other settings or data; starting from scratch", p
+        )
         return None
     return state
 
 
-def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
-                losses, merge_shuffled: bool = False, *, sampling: str = "segments", label_smoothing: float = 0.0,
-                grad_candidates: int = 0, cand_rng: np.random.Generator | None = None) -> bool:
+def train_group(
+    model,
+    store,
+    group,
+    texts,
+    nq,
+    ratio,
+    max_inst,
+    text_rng,
+    rng,
+    faithful_empty,
+    summary,
+    losses,
+    merge_shuffled: bool = False,
+    *,
+    sampling: str = "segments",
+    label_smoothing: float = 0.0,
+    grad_candidates: int = 0,
+    cand_rng: np.random.Generator | None = None,
+) -> bool:
     """Forward and backward for one accumulation group, one slide per forward, each with its own
     dropped questions (the authors' batch of 1 per GPU). Returns whether any gradient was made
     (False when every step of the group was an empty, skipped step).
@@ -290,8 +390,9 @@ def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, 
         bank = model.prompt_bank(_keep(nq, dropped))
         slide = slide_embedding(model, store.get(slide_id), bank, ratio, max_inst, True, rng, sampling)
         logits = model.logits(slide, model.encode_texts(cand, grad_subset=grad_candidates, rng=cand_rng))
-        loss = F.cross_entropy(logits, torch.tensor([remap[target]], device=model.device),
-                               label_smoothing=label_smoothing)
+        loss = F.cross_entropy(
+            logits, torch.tensor([remap[target]], device=model.device), label_smoothing=label_smoothing
+        )
         (loss / len(group)).backward()
         losses.append(float(loss.detach()))
         summary["n_forward"] += 1
@@ -299,10 +400,26 @@ def train_group(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, 
     return used
 
 
-def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_rng, rng, faithful_empty, summary,
-                          losses, merge_shuffled: bool = False, *, sampling: str = "segments",
-                          label_smoothing: float = 0.0, grad_candidates: int = 0,
-                          cand_rng: np.random.Generator | None = None) -> bool:
+def train_group_symmetric(
+    model,
+    store,
+    group,
+    texts,
+    nq,
+    ratio,
+    max_inst,
+    text_rng,
+    rng,
+    faithful_empty,
+    summary,
+    losses,
+    merge_shuffled: bool = False,
+    *,
+    sampling: str = "segments",
+    label_smoothing: float = 0.0,
+    grad_candidates: int = 0,
+    cand_rng: np.random.Generator | None = None,
+) -> bool:
     """Like :func:`train_group` with the symmetric image<->text loss: the group shares one draw."""
     dropped = draw_dropped_questions(nq, text_rng)
     cand, remap = perturb_descriptions(texts, dropped, text_rng, merge_shuffled=merge_shuffled)
@@ -312,8 +429,9 @@ def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_
             summary["n_empty_skipped"] += len(group)
             return False
     bank = model.prompt_bank(_keep(nq, dropped))
-    slides = torch.cat([slide_embedding(model, store.get(s), bank, ratio, max_inst, True, rng, sampling)
-                        for s, _ in group])
+    slides = torch.cat(
+        [slide_embedding(model, store.get(s), bank, ratio, max_inst, True, rng, sampling) for s, _ in group]
+    )
     logits = model.logits(slides, model.encode_texts(cand, grad_subset=grad_candidates, rng=cand_rng))
     targets = torch.tensor([remap[t] for _, t in group], device=model.device)
     loss = _symmetric_loss(logits, targets, label_smoothing)
@@ -324,8 +442,15 @@ def train_group_symmetric(model, store, group, texts, nq, ratio, max_inst, text_
 
 
 @torch.no_grad()
-def predict_probs(model: FiVEModel, store: BagStore, slide_ids: Sequence[str], texts: Sequence[str],
-                  ratio: float, max_instances: int, sampling: str = "segments") -> np.ndarray:
+def predict_probs(
+    model: FiVEModel,
+    store: BagStore,
+    slide_ids: Sequence[str],
+    texts: Sequence[str],
+    ratio: float,
+    max_instances: int,
+    sampling: str = "segments",
+) -> np.ndarray:
     """Softmax over ``texts`` at the logit scale for each slide, ``[n_slides, n_texts]``.
 
     Evaluation uses the full prompt bank, the texts as given and segment-centre sampling

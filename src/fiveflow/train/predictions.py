@@ -1,9 +1,10 @@
 """Prediction tables (CONTRACTS.md ``predictions/{method}_{shots}.parquet``) and split helpers."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,10 @@ def read_split(split_csv: str | Path, class_names: Sequence[str] | None = None) 
     if class_names is not None:
         bad = sorted(set(split["label"]) - set(class_names))
         if bad:
-            raise ValueError(f"{split_csv}: labels {bad} are not among the configured classes {list(class_names)}. "
-                             "Fix: make `classes[*].name` match the sample sheet's labels.")
+            raise ValueError(
+                f"{split_csv}: labels {bad} are not among the configured classes {list(class_names)}. "
+                "Fix: make `classes[*].name` match the sample sheet's labels."
+            )
     return split
 
 
@@ -39,24 +42,28 @@ def test_rows(split: pd.DataFrame) -> pd.DataFrame:
     return test
 
 
-def prediction_frame(method: str, shots: int, run: int, rows: pd.DataFrame, prob: np.ndarray,
-                     class_names: Sequence[str]) -> pd.DataFrame:
+def prediction_frame(
+    method: str, shots: int, run: int, rows: pd.DataFrame, prob: np.ndarray, class_names: Sequence[str]
+) -> pd.DataFrame:
     """One row per slide of ``rows``; ``pred`` = positive class when ``prob >= 0.5``."""
     prob = np.asarray(prob, dtype=np.float64)
-    return pd.DataFrame({
-        "method": method,
-        "shots": np.full(len(rows), int(shots), dtype=np.int64),
-        "run": np.full(len(rows), int(run), dtype=np.int64),
-        "slide_id": rows["slide_id"].astype(str).to_numpy(),
-        "patient_id": rows["patient_id"].astype(str).to_numpy(),
-        "label": rows["label"].astype(str).to_numpy(),
-        "prob": prob,
-        "pred": np.where(prob >= 0.5, class_names[1], class_names[0]),
-    })[PRED_COLUMNS]
+    return pd.DataFrame(
+        {
+            "method": method,
+            "shots": np.full(len(rows), int(shots), dtype=np.int64),
+            "run": np.full(len(rows), int(run), dtype=np.int64),
+            "slide_id": rows["slide_id"].astype(str).to_numpy(),
+            "patient_id": rows["patient_id"].astype(str).to_numpy(),
+            "label": rows["label"].astype(str).to_numpy(),
+            "prob": prob,
+            "pred": np.where(prob >= 0.5, class_names[1], class_names[0]),
+        }
+    )[PRED_COLUMNS]
 
 
-def write_predictions(frames: Sequence[pd.DataFrame], out_parquet: str | Path | None,
-                      metadata: dict | None = None) -> pd.DataFrame:
+def write_predictions(
+    frames: Sequence[pd.DataFrame], out_parquet: str | Path | None, metadata: dict | None = None
+) -> pd.DataFrame:
     """Concatenate ``frames`` and write them atomically; ``metadata`` (key -> JSON-able value) goes into
     the parquet file's key-value metadata (e.g. ``fiveflow_selection``, the epoch a row was chosen at)."""
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PRED_COLUMNS)
@@ -67,8 +74,10 @@ def write_predictions(frames: Sequence[pd.DataFrame], out_parquet: str | Path | 
                 import pyarrow.parquet as pq
 
                 table = pa.Table.from_pandas(df, preserve_index=False)
-                meta = {**(table.schema.metadata or {}),
-                        **{str(k).encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}}
+                meta = {
+                    **(table.schema.metadata or {}),
+                    **{str(k).encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()},
+                }
                 pq.write_table(table.replace_schema_metadata(meta), tmp)
             else:
                 df.to_parquet(tmp, index=False)

@@ -5,6 +5,7 @@ after every epoch (:class:`EpochZeroshot`), so that the authors' model selection
 the file they report on) can be reported beside the honest final epoch, as an optimistic row
 (:func:`fiveflow.train.fewshot.run_zeroshot_bestepoch`). The training itself is unchanged.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,11 @@ def training_descriptions(split: pd.DataFrame, labels: pd.DataFrame, logger: log
     train = split[split["split"] == "train"].merge(lab, on="patient_id", how="left")
     missing = train["description"].isna()
     if missing.any():
-        logger.warning("pretrain: dropping %d training slide(s) whose patient has no description: %s",
-                       int(missing.sum()), train.loc[missing, "slide_id"].tolist()[:10])
+        logger.warning(
+            "pretrain: dropping %d training slide(s) whose patient has no description: %s",
+            int(missing.sum()),
+            train.loc[missing, "slide_id"].tolist()[:10],
+        )
     return train[~missing].reset_index(drop=True)
 
 
@@ -74,9 +78,20 @@ class EpochZeroshot:
     epoch that was never evaluated, and :meth:`catch_up` evaluates it from the saved state first.
     """
 
-    def __init__(self, model, store: BagStore, test: pd.DataFrame, class_names, class_texts, ratio: float,
-                 max_instances: int, path: str | Path, run_key: str, logger: logging.Logger,
-                 sampling: str = "segments"):
+    def __init__(
+        self,
+        model,
+        store: BagStore,
+        test: pd.DataFrame,
+        class_names,
+        class_texts,
+        ratio: float,
+        max_instances: int,
+        path: str | Path,
+        run_key: str,
+        logger: logging.Logger,
+        sampling: str = "segments",
+    ):
         self.model, self.store, self.logger = model, store, logger
         self.slide_ids = test["slide_id"].astype(str).tolist()
         self.labels = test["label"].astype(str).tolist()
@@ -100,8 +115,15 @@ class EpochZeroshot:
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         was_training = self.model.training
         try:
-            probs = predict_probs(self.model, self.store, self.slide_ids, self.class_texts, self.ratio,
-                                  self.max_instances, sampling=self.sampling)
+            probs = predict_probs(
+                self.model,
+                self.store,
+                self.slide_ids,
+                self.class_texts,
+                self.ratio,
+                self.max_instances,
+                sampling=self.sampling,
+            )
         finally:
             self.model.train(was_training)
             torch.set_rng_state(cpu)
@@ -110,14 +132,26 @@ class EpochZeroshot:
         return [float(x) for x in probs[:, 1]]
 
     def _save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"run_key": self.run_key, "slide_ids": self.slide_ids,
-                                                 "prob": {str(e): v for e, v in sorted(self.prob.items())}}))
+        atomic_write_text(
+            self.path,
+            json.dumps(
+                {
+                    "run_key": self.run_key,
+                    "slide_ids": self.slide_ids,
+                    "prob": {str(e): v for e, v in sorted(self.prob.items())},
+                }
+            ),
+        )
 
     def __call__(self, epoch: int) -> None:
         self.prob[int(epoch)] = self.evaluate()
         self._save()
-        self.logger.info("zero-shot on the test split after epoch %d: accuracy %.4f (train.zeroshot_epoch: "
-                         "best_on_test; selecting on it is optimistic)", epoch, self.accuracy(int(epoch)))
+        self.logger.info(
+            "zero-shot on the test split after epoch %d: accuracy %.4f (train.zeroshot_epoch: "
+            "best_on_test; selecting on it is optimistic)",
+            epoch,
+            self.accuracy(int(epoch)),
+        )
 
     def catch_up(self, resume: str | Path) -> None:
         """Before ``fit``: align the kept results with the state ``fit`` will resume from (none: start
@@ -132,8 +166,13 @@ class EpochZeroshot:
         self.prob = {e: v for e, v in self.prob.items() if e <= k}
         missing = [e for e in range(1, k) if e not in self.prob]
         if missing:  # before the model is touched: training then starts from its initial weights
-            self.logger.warning("per-epoch zero-shot results of epoch(s) %s are missing (%s): training starts "
-                                "over instead of resuming from epoch %d", missing, self.path, k)
+            self.logger.warning(
+                "per-epoch zero-shot results of epoch(s) %s are missing (%s): training starts "
+                "over instead of resuming from epoch %d",
+                missing,
+                self.path,
+                k,
+            )
             Path(resume).unlink(missing_ok=True)
             self.prob = {}
             return
@@ -141,8 +180,9 @@ class EpochZeroshot:
             self.model.load_state_dict(state["model"])  # fit loads the same state again
             self.prob[k] = self.evaluate()
             self._save()
-            self.logger.info("zero-shot on the test split after epoch %d (resumed state): accuracy %.4f", k,
-                             self.accuracy(k))
+            self.logger.info(
+                "zero-shot on the test split after epoch %d (resumed state): accuracy %.4f", k, self.accuracy(k)
+            )
 
     def record(self, epochs: int) -> dict:
         """What the checkpoint keeps (``extra[EPOCH_EVAL_KEY]``): every epoch's test probabilities."""
@@ -150,14 +190,31 @@ class EpochZeroshot:
         if missing:
             raise RuntimeError(f"per-epoch zero-shot results missing for epoch(s) {missing}")
         ep = list(range(1, epochs + 1))
-        return {"slide_ids": self.slide_ids, "labels": self.labels, "classes": self.class_names, "epochs": ep,
-                "prob": [self.prob[e] for e in ep], "accuracy": [self.accuracy(e) for e in ep],
-                "instance_ratio": self.ratio, "max_instances": self.max_instances, "sampling": self.sampling}
+        return {
+            "slide_ids": self.slide_ids,
+            "labels": self.labels,
+            "classes": self.class_names,
+            "epochs": ep,
+            "prob": [self.prob[e] for e in ep],
+            "accuracy": [self.accuracy(e) for e in ep],
+            "instance_ratio": self.ratio,
+            "max_instances": self.max_instances,
+            "sampling": self.sampling,
+        }
 
 
-def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[str, str], cfg: dict,
-             out_ckpt: str | Path, threads: int = 1, log: str | os.PathLike | logging.Logger | None = None,
-             on_epoch=None, targets: str = "descriptions", zeroshot_each_epoch: bool = False) -> dict:
+def pretrain(
+    split_csv: str | Path,
+    labels_parquet: str | Path,
+    bag_paths: dict[str, str],
+    cfg: dict,
+    out_ckpt: str | Path,
+    threads: int = 1,
+    log: str | os.PathLike | logging.Logger | None = None,
+    on_epoch=None,
+    targets: str = "descriptions",
+    zeroshot_each_epoch: bool = False,
+) -> dict:
     """Pre-train on the training split's fine-grained labels and save the checkpoint atomically.
 
     The training state is saved after every epoch (:func:`resume_path`); a rerun after a
@@ -195,7 +252,9 @@ def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[
             index = {t: i for i, t in enumerate(texts)}
             items = [(s, index[d]) for s, d in zip(train["slide_id"], train["description"])]
         if len(set(texts)) < 2:
-            raise ValueError(f"pretrain: {len(set(texts))} distinct target text(s) among training slides; need at least 2")
+            raise ValueError(
+                f"pretrain: {len(set(texts))} distinct target text(s) among training slides; need at least 2"
+            )
         store = BagStore(bag_paths, cfg["model"]["position"])
         feature_dim = store.feature_dim(items[0][0])
         seed = int(cfg["train"]["seed"])
@@ -203,29 +262,67 @@ def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[
         model = build_model(cfg["model"], feature_dim, questions, device)
         if model.feature_norm == "standardize":
             model.set_feature_stats(*store.feature_stats([s for s, _ in items]))
-        logger.info("pretrain (%s): %d slides, %d target texts, feature dim %d, device %s",
-                    targets, len(items), len(texts), feature_dim, device)
+        logger.info(
+            "pretrain (%s): %d slides, %d target texts, feature dim %d, device %s",
+            targets,
+            len(items),
+            len(texts),
+            feature_dim,
+            device,
+        )
         # the per-epoch evaluation joins the key only when on: a default run's key (and checkpoint) is unchanged,
         # and a state written without the evaluations is never resumed by a run that needs them
-        key = fit_key(stage="pretrain", targets=targets, model=cfg["model"], optim=cfg["train"]["pretrain"], seed=seed, items=items,
-                      texts=texts, questions=questions, feature_dim=feature_dim, device=device.type,
-                      **({"zeroshot_each_epoch": True} if zeroshot_each_epoch else {}))
+        key = fit_key(
+            stage="pretrain",
+            targets=targets,
+            model=cfg["model"],
+            optim=cfg["train"]["pretrain"],
+            seed=seed,
+            items=items,
+            texts=texts,
+            questions=questions,
+            feature_dim=feature_dim,
+            device=device.type,
+            **({"zeroshot_each_epoch": True} if zeroshot_each_epoch else {}),
+        )
         resume = resume_path(out_ckpt)
         callback, tracker = on_epoch, None
         if zeroshot_each_epoch:
             names, class_texts = class_names_texts(cfg)
             pre = cfg["train"]["pretrain"]
-            tracker = EpochZeroshot(model, store, test_rows(read_split(split_csv, names)), names, class_texts,
-                                    pre["instance_ratio"], pre["max_instances"], epoch_eval_path(out_ckpt), key, logger,
-                                    sampling=pre.get("sampling", "segments"))  # as run_zeroshot
+            tracker = EpochZeroshot(
+                model,
+                store,
+                test_rows(read_split(split_csv, names)),
+                names,
+                class_texts,
+                pre["instance_ratio"],
+                pre["max_instances"],
+                epoch_eval_path(out_ckpt),
+                key,
+                logger,
+                sampling=pre.get("sampling", "segments"),
+            )  # as run_zeroshot
             tracker.catch_up(resume)
 
             def callback(epoch: int) -> None:
                 if on_epoch is not None:
                     on_epoch(epoch)
                 tracker(epoch)
-        summary = fit(model, store, items, texts, cfg["train"]["pretrain"], seed, "pretrain", logger,
-                      resume=resume, run_key=key, on_epoch=callback)
+
+        summary = fit(
+            model,
+            store,
+            items,
+            texts,
+            cfg["train"]["pretrain"],
+            seed,
+            "pretrain",
+            logger,
+            resume=resume,
+            run_key=key,
+            on_epoch=callback,
+        )
         summary.update(n_dropped_slides=int((split["split"] == "train").sum()) - len(items), device=str(device))
         extra = {"summary": summary, "train_slides": [s for s, _ in items], "config_sha256": key, "targets": targets}
         if tracker is not None:
@@ -233,5 +330,7 @@ def pretrain(split_csv: str | Path, labels_parquet: str | Path, bag_paths: dict[
         save_checkpoint(model, cfg["model"], cfg["classes"], feature_dim, out_ckpt, extra=extra)
         resume.unlink(missing_ok=True)
         epoch_eval_path(out_ckpt).unlink(missing_ok=True)
-        logger.info("pretrain: done in %.1fs, final loss %.4f -> %s", summary["seconds"], summary["final_loss"], out_ckpt)
+        logger.info(
+            "pretrain: done in %.1fs, final loss %.4f -> %s", summary["seconds"], summary["final_loss"], out_ckpt
+        )
         return summary

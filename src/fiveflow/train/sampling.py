@@ -10,6 +10,7 @@ Two ways to cut the bag (``train.*.sampling``):
   evaluation draw is not specified). The last ``N - M*k`` rows are never sampled, so for
   ``max < N < 2*max`` (``k = 1``) only the first ``max`` rows are ever used.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,14 @@ def n_sampled(n: int, ratio: float, max_instances: int) -> int:
     return max(1, min(int(math.floor(n * ratio)), int(max_instances), n))
 
 
-def sample_instances(n: int, ratio: float, max_instances: int, train: bool,
-                     rng: np.random.Generator | None = None, mode: str = "segments") -> np.ndarray:
+def sample_instances(
+    n: int,
+    ratio: float,
+    max_instances: int,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    mode: str = "segments",
+) -> np.ndarray:
     """Row indices (sorted) of the sampled instances, ``M`` of them (see the module docstring).
 
     ``mode="segments"``: the bag's rows are cut into ``M`` contiguous segments of (almost) equal

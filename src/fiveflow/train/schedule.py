@@ -8,6 +8,7 @@ groups follow the same curve; ``absolute`` (authors) = ``min_lr`` for every grou
 side ends at the same rate as the text side. Weight decay applies to matrices (``ndim >= 2``),
 not to biases, LayerNorm gains or the scale.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,9 +39,15 @@ def build_optimizer(model: nn.Module, optim_cfg: dict) -> torch.optim.AdamW:
     groups = []
     for (image, decay), params in sorted(buckets.items()):
         m = mult if image else 1.0
-        groups.append({"params": params, "lr": lr * m, "base_lr": lr * m,
-                       "min_lr": min_lr * m if floor == "scaled" else min_lr,
-                       "weight_decay": wd if decay else 0.0})
+        groups.append(
+            {
+                "params": params,
+                "lr": lr * m,
+                "base_lr": lr * m,
+                "min_lr": min_lr * m if floor == "scaled" else min_lr,
+                "weight_decay": wd if decay else 0.0,
+            }
+        )
     return torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS)
 
 

@@ -1,4 +1,5 @@
 """Patient-level train/test split and few-shot draws, persisted to CSV (CONTRACTS.md)."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,10 @@ def _patient_labels(samples: pd.DataFrame) -> pd.Series:
     counts = samples.groupby(["patient_id", "label"]).size().reset_index(name="n")
     mixed = counts["patient_id"].duplicated(keep=False)
     if mixed.any():
-        log.warning("patients with slides of different labels (stratified by majority): %s",
-                    sorted(counts.loc[mixed, "patient_id"].unique())[:10])
+        log.warning(
+            "patients with slides of different labels (stratified by majority): %s",
+            sorted(counts.loc[mixed, "patient_id"].unique())[:10],
+        )
     counts = counts.sort_values(["patient_id", "n", "label"], ascending=[True, False, True])
     return counts.drop_duplicates("patient_id").set_index("patient_id")["label"]
 
@@ -40,7 +43,9 @@ def make_split(samples: pd.DataFrame, test_fraction: float, seed: int, out_csv: 
         raise ValueError(f"split.test_fraction must be in (0, 1), got {test_fraction}")
     df = samples[["slide_id", "patient_id", "label"]].astype(str).drop_duplicates()
     if df["slide_id"].duplicated().any():
-        raise ValueError(f"slides listed twice with different patient/label: {sorted(df.loc[df.slide_id.duplicated(), 'slide_id'])[:10]}")
+        raise ValueError(
+            f"slides listed twice with different patient/label: {sorted(df.loc[df.slide_id.duplicated(), 'slide_id'])[:10]}"
+        )
     plabel = _patient_labels(df)
     rng = np.random.default_rng(seed)
     test_patients: set[str] = set()
@@ -88,13 +93,17 @@ def check_shots(train: pd.DataFrame, shots) -> None:
         if len(g) < k:
             short.append(f"class {c!r} has {len(g)} training slide(s) (from {g['patient_id'].nunique()} patient(s))")
     if short:
-        raise ValueError(f"fewshot.shots asks for {k} slides per class, but " + "; ".join(short)
-                         + f". Fix: lower fewshot.shots to at most {min(train.groupby('label').size())}, or enlarge "
-                           "the training split (a smaller split.test_fraction, or more slides of that class).")
+        raise ValueError(
+            f"fewshot.shots asks for {k} slides per class, but "
+            + "; ".join(short)
+            + f". Fix: lower fewshot.shots to at most {min(train.groupby('label').size())}, or enlarge "
+            "the training split (a smaller split.test_fraction, or more slides of that class)."
+        )
 
 
-def make_fewshot_draws(split: pd.DataFrame, shots: list[int], runs: int, seed: int,
-                       out_csv: str | Path | None) -> pd.DataFrame:
+def make_fewshot_draws(
+    split: pd.DataFrame, shots: list[int], runs: int, seed: int, out_csv: str | Path | None
+) -> pd.DataFrame:
     """For each (shots, run): ``shots`` training slides per class, with the draw's seed recorded.
 
     Slides of one class come from distinct patients while patients last (a class with fewer training
@@ -108,8 +117,12 @@ def make_fewshot_draws(split: pd.DataFrame, shots: list[int], runs: int, seed: i
     for c, g in train.groupby("label", sort=True):
         few = [int(k) for k in shots if g["patient_id"].nunique() < int(k)]
         if few:
-            log.warning("class %r has %d training patients: draws of %s shots repeat patients", c,
-                        g["patient_id"].nunique(), few)
+            log.warning(
+                "class %r has %d training patients: draws of %s shots repeat patients",
+                c,
+                g["patient_id"].nunique(),
+                few,
+            )
     rows = []
     for k in shots:
         for run in range(int(runs)):

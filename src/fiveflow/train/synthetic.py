@@ -6,6 +6,7 @@ patient's description (six ';'-separated answers) names the grade (never the cla
 authors' GPT-4 descriptions, it does not name the diagnosis), so fine-grained labels correlate with
 the grade part of the image signal, and the class must be learnt from the pixels.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,10 +20,26 @@ _GRADE_PHRASES = ("Well differentiated", "Moderately differentiated", "Poorly di
 DIFF_PHRASES = {0: _GRADE_PHRASES, 1: _GRADE_PHRASES}  # per class, the same: the type is never named
 OTHER_ANSWERS = (  # (phrase, categorical value) choices for questions 2-6, with probabilities
     ((("Unknown", "unknown"), 0.9), (("Spread through air spaces present", "present"), 0.1)),
-    ((("Vascular invasion present", "present"), 0.35), (("No vascular invasion", "absent"), 0.35), (("Unknown", "unknown"), 0.3)),
-    ((("Visceral pleural invasion present", "present"), 0.4), (("No pleural invasion", "absent"), 0.45), (("Unknown", "unknown"), 0.15)),
-    ((("Unknown", "unknown"), 0.6), (("Invasion of the chest wall", "present"), 0.15), (("No invasion of adjacent organs", "absent"), 0.25)),
-    ((("Margins negative (R0)", "negative"), 0.8), (("Margins positive (R1)", "positive"), 0.12), (("Unknown", "unknown"), 0.08)),
+    (
+        (("Vascular invasion present", "present"), 0.35),
+        (("No vascular invasion", "absent"), 0.35),
+        (("Unknown", "unknown"), 0.3),
+    ),
+    (
+        (("Visceral pleural invasion present", "present"), 0.4),
+        (("No pleural invasion", "absent"), 0.45),
+        (("Unknown", "unknown"), 0.15),
+    ),
+    (
+        (("Unknown", "unknown"), 0.6),
+        (("Invasion of the chest wall", "present"), 0.15),
+        (("No invasion of adjacent organs", "absent"), 0.25),
+    ),
+    (
+        (("Margins negative (R0)", "negative"), 0.8),
+        (("Margins positive (R1)", "positive"), 0.12),
+        (("Unknown", "unknown"), 0.08),
+    ),
 )
 LABEL_COLUMNS = ["stas", "vascular_invasion", "pleural_invasion", "adjacent_invasion", "margins"]
 
@@ -32,9 +49,17 @@ def _choose(rng: np.random.Generator, options) -> tuple[str, str]:
     return options[int(rng.choice(len(options), p=probs / probs.sum()))][0]
 
 
-def make_synthetic_cohort(out_dir: str | Path, n_slides: int = 32, dim: int = 512, n_range: tuple[int, int] = (100, 300),
-                          class_names: tuple[str, str] = ("LUAD", "LUSC"), signal: float = 3.0, seed: int = 0,
-                          n_unlabeled: int = 0, tile: int = 224) -> dict:
+def make_synthetic_cohort(
+    out_dir: str | Path,
+    n_slides: int = 32,
+    dim: int = 512,
+    n_range: tuple[int, int] = (100, 300),
+    class_names: tuple[str, str] = ("LUAD", "LUSC"),
+    signal: float = 3.0,
+    seed: int = 0,
+    n_unlabeled: int = 0,
+    tile: int = 224,
+) -> dict:
     """Write bags (h5) and a labels parquet under ``out_dir``.
 
     ``signal`` scales the class + grade directions added to the signal instances (noise is
@@ -61,10 +86,17 @@ def make_synthetic_cohort(out_dir: str | Path, n_slides: int = 32, dim: int = 51
         n_pat_slides = 2 if patient % 8 == 7 and len(slides) + 2 <= n_slides else 1
         answers = [(DIFF_PHRASES[y][grade], GRADES[grade]) if rng.random() > 0.1 else ("Unknown", "unknown")]
         answers += [_choose(rng, opts) for opts in OTHER_ANSWERS]
-        labels.append({"patient_id": pid, "differentiation": answers[0][1],
-                       **{c: a[1] for c, a in zip(LABEL_COLUMNS, answers[1:])},
-                       "description": ";".join(a[0] for a in answers),
-                       "backend": "synthetic", "model": "none", "prompt_version": "synthetic"})
+        labels.append(
+            {
+                "patient_id": pid,
+                "differentiation": answers[0][1],
+                **{c: a[1] for c, a in zip(LABEL_COLUMNS, answers[1:])},
+                "description": ";".join(a[0] for a in answers),
+                "backend": "synthetic",
+                "model": "none",
+                "prompt_version": "synthetic",
+            }
+        )
         for s in range(n_pat_slides):
             sid = f"{pid}-S{s}"
             n = int(rng.integers(n_range[0], n_range[1] + 1))
@@ -88,5 +120,8 @@ def make_synthetic_cohort(out_dir: str | Path, n_slides: int = 32, dim: int = 51
     labels_path = out / "labels.parquet"
     labels_df.to_parquet(labels_path, index=False)
     samples = pd.DataFrame(slides)
-    return {"samples": samples, "bag_paths": dict(zip(samples["slide_id"], samples["path"])),
-            "labels_parquet": str(labels_path)}
+    return {
+        "samples": samples,
+        "bag_paths": dict(zip(samples["slide_id"], samples["path"])),
+        "labels_parquet": str(labels_path),
+    }

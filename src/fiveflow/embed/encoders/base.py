@@ -12,14 +12,16 @@ its model card (resize, centre crop, mean/std). Weights come from one of:
 Every failure to get weights raises ``EncoderError`` with a message naming ``embedding.weights``
 (and ``HF_TOKEN`` where relevant), so a job on an offline cluster node stops in seconds with the fix.
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -107,14 +109,20 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def finish(name: str, model: torch.nn.Module, preprocess: Preprocess, dim: int, weights: str,
-           family: str) -> Encoder:
+def finish(name: str, model: torch.nn.Module, preprocess: Preprocess, dim: int, weights: str, family: str) -> Encoder:
     """Put ``model`` in inference mode (eval, no grads) and checksum its weights."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Encoder(name=name, model=model, preprocess=preprocess, dim=int(dim), weights=weights,
-                   weights_sha256=state_dict_sha256(model), family=family)
+    return Encoder(
+        name=name,
+        model=model,
+        preprocess=preprocess,
+        dim=int(dim),
+        weights=weights,
+        weights_sha256=state_dict_sha256(model),
+        family=family,
+    )
 
 
 def is_hub(weights: str) -> bool:
@@ -122,7 +130,7 @@ def is_hub(weights: str) -> bool:
 
 
 def hub_id(weights: str) -> str:
-    return weights[len(HUB_PREFIX):]
+    return weights[len(HUB_PREFIX) :]
 
 
 def resolve_weights(name: str, weights: str, default: str | None, how_to_get: str = "") -> str:
@@ -131,7 +139,9 @@ def resolve_weights(name: str, weights: str, default: str | None, how_to_get: st
         if not default:
             raise EncoderError(
                 f"encoder {name!r} has no public download. Fix: set `embedding.weights` to the checkpoint file"
-                + (f" ({how_to_get})" if how_to_get else "") + ", or to `random` for a smoke test.")
+                + (f" ({how_to_get})" if how_to_get else "")
+                + ", or to `random` for a smoke test."
+            )
         weights = default
     if weights == "random" or is_hub(weights):
         return weights
@@ -139,7 +149,8 @@ def resolve_weights(name: str, weights: str, default: str | None, how_to_get: st
     if not path.exists():
         raise EncoderError(
             f"encoder {name!r}: weights not found at {path}. Fix: set `embedding.weights` to an existing checkpoint "
-            "file or model folder, `hf-hub:<org>/<model>`, `default`, or `random`.")
+            "file or model folder, `hf-hub:<org>/<model>`, `default`, or `random`."
+        )
     return str(path)
 
 
@@ -148,8 +159,10 @@ def hub_error(name: str, weights: str, exc: BaseException) -> EncoderError:
     text = f"{type(exc).__name__}: {exc}"
     kind = type(exc).__name__
     if "Gated" in kind or "401" in text or "403" in text or "gated" in text.lower():
-        why = (f"the model {hub_id(weights)!r} is gated: accept its terms on huggingface.co, then export HF_TOKEN "
-               "(a token with access) before running")
+        why = (
+            f"the model {hub_id(weights)!r} is gated: accept its terms on huggingface.co, then export HF_TOKEN "
+            "(a token with access) before running"
+        )
     elif "RepositoryNotFound" in kind or "404" in text:
         why = f"the hub has no model {hub_id(weights)!r} (check the id)"
     else:
@@ -157,7 +170,8 @@ def hub_error(name: str, weights: str, exc: BaseException) -> EncoderError:
     return EncoderError(
         f"encoder {name!r}: could not download {weights!r}: {why}. Fix: download the weights on a machine with access "
         "(`huggingface-cli download <id>`), copy them here and set `embedding.weights` to the local file or folder; "
-        f"or set HF_TOKEN for gated models. [{text.splitlines()[0][:200]}]")
+        f"or set HF_TOKEN for gated models. [{text.splitlines()[0][:200]}]"
+    )
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -166,8 +180,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
         if len(found) != 1:
-            raise EncoderError(f"{path}: expected one checkpoint file in the folder, found {[p.name for p in found]}. "
-                               "Fix: set `embedding.weights` to the file itself.")
+            raise EncoderError(
+                f"{path}: expected one checkpoint file in the folder, found {[p.name for p in found]}. "
+                "Fix: set `embedding.weights` to the file itself."
+            )
         path = found[0]
     try:
         if path.suffix == ".safetensors":
@@ -177,11 +193,15 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except PermissionError:
-        raise EncoderError(f"{path}: cannot read this checkpoint: permission denied. Fix: check its permissions "
-                           f"(ls -l {path}): the user running fiveflow needs read access.") from None
+        raise EncoderError(
+            f"{path}: cannot read this checkpoint: permission denied. Fix: check its permissions "
+            f"(ls -l {path}): the user running fiveflow needs read access."
+        ) from None
     except Exception as exc:  # truncated download, pickle with code objects, wrong file
-        raise EncoderError(f"{path}: cannot read this checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
-                           "Fix: re-download it, or set `embedding.weights` to a .pt/.pth/.safetensors file.") from None
+        raise EncoderError(
+            f"{path}: cannot read this checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Fix: re-download it, or set `embedding.weights` to a .pt/.pth/.safetensors file."
+        ) from None
     for key in ("state_dict", "model", "model_state_dict", "teacher"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -204,12 +224,17 @@ def strip_prefixes(sd: dict[str, torch.Tensor], prefixes=("module.", "model.", "
     """Remove wrapper prefixes (DataParallel ``module.``, Lightning ``model.``) shared by every key."""
     for p in prefixes:
         if sd and all(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items()}
+            sd = {k[len(p) :]: v for k, v in sd.items()}
     return sd
 
 
-def load_into(name: str, model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str,
-              ignore=("fc.", "head.", "classifier.", "head_drop.")) -> None:
+def load_into(
+    name: str,
+    model: torch.nn.Module,
+    sd: dict[str, torch.Tensor],
+    source: str,
+    ignore=("fc.", "head.", "classifier.", "head_drop."),
+) -> None:
     """Load ``sd`` into ``model`` strictly, except for classification heads the encoder drops."""
     sd = {k: v for k, v in strip_prefixes(sd).items() if not k.startswith(tuple(ignore))}
     own = model.state_dict()
@@ -219,7 +244,8 @@ def load_into(name: str, model: torch.nn.Module, sd: dict[str, torch.Tensor], so
     if missing or unexpected or wrong:
         raise EncoderError(
             f"{source}: checkpoint does not fit encoder {name!r} (missing {missing[:4]}, unexpected {unexpected[:4]}, "
-            f"wrong shape {wrong[:4]}). Fix: set `embedding.encoder` to the architecture the file was saved from.")
+            f"wrong shape {wrong[:4]}). Fix: set `embedding.encoder` to the architecture the file was saved from."
+        )
     model.load_state_dict(sd, strict=False)
 
 
@@ -229,4 +255,3 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         yield
-

@@ -12,6 +12,7 @@ CLIP mean/std (``conch_ViT-B-16.json``: ViT-B/16 trunk, ``image_size`` 448, ``em
 The hub repo is gated (accept the terms on huggingface.co and export ``HF_TOKEN``). Offline, copy its
 ``pytorch_model.bin`` and set ``embedding.weights`` to the file or its folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,38 @@ from pathlib import Path
 
 import torch
 
-from .base import (CLIP_MEAN, CLIP_STD, EncoderError, EncoderSpec, Preprocess, checkpoint_file, finish, hub_error,
-                   hub_id, is_hub, load_state_dict, resolve_weights, seeded, strip_prefixes)
+from .base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    EncoderError,
+    EncoderSpec,
+    Preprocess,
+    checkpoint_file,
+    finish,
+    hub_error,
+    hub_id,
+    is_hub,
+    load_state_dict,
+    resolve_weights,
+    seeded,
+    strip_prefixes,
+)
 
 ARCH = "conch_ViT-B-16"
 DEFAULT = "hf-hub:MahmoodLab/conch"
 INSTALL = "pip install git+https://github.com/Mahmoodlab/CONCH.git"
 PREPROCESS = Preprocess(size=448, crop=448, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic")
-SPECS = {"conch": EncoderSpec(
-    "conch", "CONCH (Mahmood Lab): CoCa ViT-B/16 on 1.17M pathology image-caption pairs, 448 px, 512-d", 512,
-    PREPROCESS, default_weights=DEFAULT, gated=True, requires="conch")}
+SPECS = {
+    "conch": EncoderSpec(
+        "conch",
+        "CONCH (Mahmood Lab): CoCa ViT-B/16 on 1.17M pathology image-caption pairs, 448 px, 512-d",
+        512,
+        PREPROCESS,
+        default_weights=DEFAULT,
+        gated=True,
+        requires="conch",
+    )
+}
 
 
 class ImageEmbedding(torch.nn.Module):
@@ -49,7 +72,8 @@ def _package():
         raise EncoderError(
             f"encoder 'conch' needs the `conch` package from github.com/mahmoodlab/CONCH, which is not on PyPI "
             f"({exc}). Fix: run `{INSTALL}` in the embedding environment (needs git and github.com access), "
-            "or set `embedding.encoder` to another encoder.") from None
+            "or set `embedding.encoder` to another encoder."
+        ) from None
     return occ
 
 
@@ -77,9 +101,11 @@ def check_image_tower(name: str, model: torch.nn.Module, path: Path) -> None:
     own = {f"visual.{k}": v for k, v in model.visual.state_dict().items() if k.startswith(USED)}
     bad = [k for k, v in own.items() if k not in sd or tuple(sd[k].shape) != tuple(v.shape)]
     if bad:
-        raise EncoderError(f"{path}: checkpoint does not fit encoder {name!r} (image-tower weights missing or of "
-                           f"another shape: {bad[:4]}). Fix: set `embedding.encoder` to the architecture the file "
-                           "was saved from, or `embedding.weights` to CONCH's pytorch_model.bin.")
+        raise EncoderError(
+            f"{path}: checkpoint does not fit encoder {name!r} (image-tower weights missing or of "
+            f"another shape: {bad[:4]}). Fix: set `embedding.encoder` to the architecture the file "
+            "was saved from, or `embedding.weights` to CONCH's pytorch_model.bin."
+        )
 
 
 def build(name: str, weights: str, seed: int):
@@ -98,8 +124,10 @@ def build(name: str, weights: str, seed: int):
         try:
             model, _ = occ.create_model_from_pretrained(ARCH, checkpoint_path=str(path))
         except Exception as exc:  # unreadable file, or a checkpoint of another model
-            raise EncoderError(f"{path}: cannot load it as CONCH ({type(exc).__name__}: {str(exc)[:200]}). Fix: set "
-                               "`embedding.weights` to CONCH's pytorch_model.bin, or `embedding.encoder` to the "
-                               "encoder the file belongs to.") from None
+            raise EncoderError(
+                f"{path}: cannot load it as CONCH ({type(exc).__name__}: {str(exc)[:200]}). Fix: set "
+                "`embedding.weights` to CONCH's pytorch_model.bin, or `embedding.encoder` to the "
+                "encoder the file belongs to."
+            ) from None
         check_image_tower(name, model, path)
     return finish(name, ImageEmbedding(model), PREPROCESS, 512, weights, "conch")

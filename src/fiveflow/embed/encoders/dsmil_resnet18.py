@@ -10,6 +10,7 @@ DSMIL publishes no hub copy: set ``embedding.weights`` to one of its files, in a
 - an "embedder" saved from ``IClassifier`` (``feature_extractor.*`` + ``fc.*``, e.g. ``embedder.pth``);
 - a plain torchvision ResNet18 state dict.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,9 +18,15 @@ import torch
 from .base import EncoderError, EncoderSpec, Preprocess, finish, load_into, load_state_dict, resolve_weights, seeded
 
 PREPROCESS = Preprocess(size=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-SPECS = {"dsmil-resnet18": EncoderSpec(
-    "dsmil-resnet18", "DSMIL's SimCLR ResNet18 with instance norm (512-d, the FiVE paper's features)", 512,
-    PREPROCESS, default_weights=None)}
+SPECS = {
+    "dsmil-resnet18": EncoderSpec(
+        "dsmil-resnet18",
+        "DSMIL's SimCLR ResNet18 with instance norm (512-d, the FiVE paper's features)",
+        512,
+        PREPROCESS,
+        default_weights=None,
+    )
+}
 HOW = "DSMIL's embedder, e.g. `embedder/tcga-lung/embedder.pth` or `simclr/runs/<run>/checkpoints/model.pth`"
 #: ResNet children in the order DSMIL's SimCLR wraps them as ``features = Sequential(*children[:-1])``
 _CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
@@ -40,9 +47,9 @@ def to_resnet_keys(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.
         if k.startswith(("l1.", "l2.", "fc.")):  # SimCLR projection head / instance classifier
             continue
         if k.startswith("feature_extractor."):
-            k = k[len("feature_extractor."):]
+            k = k[len("feature_extractor.") :]
         elif k.startswith("features."):
-            idx, _, rest = k[len("features."):].partition(".")
+            idx, _, rest = k[len("features.") :].partition(".")
             if not idx.isdigit() or int(idx) >= len(_CHILDREN):
                 raise EncoderError(f"{source}: unexpected SimCLR key {k!r}. Fix: point `embedding.weights` at {HOW}.")
             k = f"{_CHILDREN[int(idx)]}.{rest}"

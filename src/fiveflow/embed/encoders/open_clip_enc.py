@@ -10,32 +10,61 @@ Only the image tower is kept (``encode_image(x) == visual(x)`` for CLIP models);
 L2-normalised. Local weights: an open_clip checkpoint (``open_clip_pytorch_model.bin`` of the hub
 repo, or a training checkpoint with ``state_dict``), or the folder holding it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from .base import (CLIP_MEAN, CLIP_STD, EncoderError, EncoderSpec, Preprocess, checkpoint_file, finish, hub_error,
-                   is_hub, load_into, load_state_dict, resolve_weights, seeded, strip_prefixes)
+from .base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    EncoderError,
+    EncoderSpec,
+    Preprocess,
+    checkpoint_file,
+    finish,
+    hub_error,
+    is_hub,
+    load_into,
+    load_state_dict,
+    resolve_weights,
+    seeded,
+    strip_prefixes,
+)
 
 #: encoder name -> (open_clip architecture of the local/random model, published weights)
 MODELS = {"quiltnet-b32": ("ViT-B-32", "hf-hub:wisdomik/QuiltNet-B-32")}
-SPECS = {"quiltnet-b32": EncoderSpec(
-    "quiltnet-b32", "QuiltNet-B-32: CLIP ViT-B/32 trained on Quilt-1M pathology image-text pairs, 512-d", 512,
-    Preprocess(size=224, crop=224, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"),
-    default_weights=MODELS["quiltnet-b32"][1], requires="open_clip_torch")}
+SPECS = {
+    "quiltnet-b32": EncoderSpec(
+        "quiltnet-b32",
+        "QuiltNet-B-32: CLIP ViT-B/32 trained on Quilt-1M pathology image-text pairs, 512-d",
+        512,
+        Preprocess(size=224, crop=224, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"),
+        default_weights=MODELS["quiltnet-b32"][1],
+        requires="open_clip_torch",
+    )
+}
 #: checkpoint names open_clip looks for in a folder, preferred first
-_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
-          "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin")
+_FILES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
 
 
 def _open_clip():
     try:
         import open_clip
     except ImportError:
-        raise EncoderError("this encoder needs open_clip. Fix: `pip install open_clip_torch==3.3.0` "
-                           "(it is in tools/requirements.txt and envs/embed.yaml).") from None
+        raise EncoderError(
+            "this encoder needs open_clip. Fix: `pip install open_clip_torch==3.3.0` "
+            "(it is in tools/requirements.txt and envs/embed.yaml)."
+        ) from None
     return open_clip
 
 
@@ -43,7 +72,7 @@ def load_visual(name: str, visual: torch.nn.Module, path: Path) -> None:
     """Load the image tower from a full open_clip checkpoint (``visual.*`` keys) or an image-tower one."""
     sd = strip_prefixes(load_state_dict(path), ("module.",))
     if any(k.startswith("visual.") for k in sd):
-        sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+        sd = {k[len("visual.") :]: v for k, v in sd.items() if k.startswith("visual.")}
     load_into(name, visual, sd, str(path), ignore=())
 
 
@@ -53,8 +82,13 @@ def preprocess_of(model) -> Preprocess:
     size = cfg.get("size", 224)
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     interp = "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"
-    return Preprocess(size=size, crop=size, mean=tuple(cfg.get("mean", CLIP_MEAN)), std=tuple(cfg.get("std", CLIP_STD)),
-                      interpolation=interp)
+    return Preprocess(
+        size=size,
+        crop=size,
+        mean=tuple(cfg.get("mean", CLIP_MEAN)),
+        std=tuple(cfg.get("std", CLIP_STD)),
+        interpolation=interp,
+    )
 
 
 def build(name: str, weights: str, seed: int):
@@ -72,8 +106,10 @@ def build(name: str, weights: str, seed: int):
         if weights != "random":
             load_visual(name, model.visual, checkpoint_file(weights, _FILES))
     if not hasattr(model, "visual") or type(model).__name__ not in ("CLIP", "CustomTextCLIP"):
-        raise EncoderError(f"encoder {name!r}: {type(model).__name__} models are not supported (image tower "
-                           "expected). Fix: set `embedding.encoder` to a CLIP-type model.")
+        raise EncoderError(
+            f"encoder {name!r}: {type(model).__name__} models are not supported (image tower "
+            "expected). Fix: set `embedding.encoder` to a CLIP-type model."
+        )
     visual = model.visual
     dim = getattr(visual, "output_dim", None) or SPECS[name].dim
     return finish(name, visual, preprocess_of(model), int(dim), weights, "open_clip")

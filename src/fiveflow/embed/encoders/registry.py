@@ -5,6 +5,7 @@ One small module per encoder family; each exposes ``SPECS`` (name -> ``EncoderSp
 (``resnet18``, ``vit_small_patch16_224``, ...), so any timm architecture or ``hf-hub:`` checkpoint works.
 Modules are imported only when their encoder is used (transformers and open_clip are slow to import).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -70,7 +71,9 @@ def check_weights(name: str, weights: str) -> str:
     except Exception:  # not cached (or huggingface_hub missing): jobs will have to download
         pass
     if sp is not None and sp.gated and not os.environ.get("HF_TOKEN"):
-        raise EncoderError(f"{weights} is gated and not in the local hub cache, and HF_TOKEN is not set. Fix: accept "
-                           "its terms on huggingface.co and export HF_TOKEN, or download it and set "
-                           "`embedding.weights` to the local copy.")
+        raise EncoderError(
+            f"{weights} is gated and not in the local hub cache, and HF_TOKEN is not set. Fix: accept "
+            "its terms on huggingface.co and export HF_TOKEN, or download it and set "
+            "`embedding.weights` to the local copy."
+        )
     return f"{weights}: not cached; each embedding job downloads it (needs network on the job's node)"

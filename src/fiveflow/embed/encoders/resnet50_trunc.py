@@ -5,6 +5,7 @@ weights (timm's ``resnet50.tv_in1k``), tiles fed at their own size (256 px at 20
 mean/std, no resize. A local torchvision or timm ResNet50 state dict also works (``layer4``/``fc``
 are dropped).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,9 +15,15 @@ from .base import EncoderSpec, Preprocess, finish, is_hub, load_into, load_state
 
 PREPROCESS = Preprocess(size=None)
 DEFAULT = "hf-hub:timm/resnet50.tv_in1k"
-SPECS = {"resnet50-trunc": EncoderSpec(
-    "resnet50-trunc", "ImageNet ResNet50 to layer 3 + average pool (CLAM's resnet50_trunc)", 1024, PREPROCESS,
-    default_weights=DEFAULT)}
+SPECS = {
+    "resnet50-trunc": EncoderSpec(
+        "resnet50-trunc",
+        "ImageNet ResNet50 to layer 3 + average pool (CLAM's resnet50_trunc)",
+        1024,
+        PREPROCESS,
+        default_weights=DEFAULT,
+    )
+}
 
 
 def truncate(model: torch.nn.Module) -> torch.nn.Module:

@@ -3,10 +3,21 @@
 Preprocessing comes from the model's pretrained config (mean/std and input size); tiles are resized
 to that input size without cropping (a tile is already the field of view).
 """
+
 from __future__ import annotations
 
-from .base import (EncoderError, EncoderSpec, Preprocess, finish, hub_error, is_hub, load_into,
-                   load_state_dict, resolve_weights, seeded)
+from .base import (
+    EncoderError,
+    EncoderSpec,
+    Preprocess,
+    finish,
+    hub_error,
+    is_hub,
+    load_into,
+    load_state_dict,
+    resolve_weights,
+    seeded,
+)
 
 SPECS: dict[str, EncoderSpec] = {}
 
@@ -28,8 +39,10 @@ def create(name: str, weights: str, seed: int, arch: str | None = None, **kwargs
         with seeded(seed):
             model = timm.create_model(arch or name, pretrained=False, num_classes=0, **kwargs)
     except RuntimeError as exc:  # "Unknown model (...)"
-        raise EncoderError(f"unknown encoder {name!r} ({exc}). Fix: set `embedding.encoder` to a registered encoder "
-                           "(`fiveflow encoders` lists them) or a timm model name.") from None
+        raise EncoderError(
+            f"unknown encoder {name!r} ({exc}). Fix: set `embedding.encoder` to a registered encoder "
+            "(`fiveflow encoders` lists them) or a timm model name."
+        ) from None
     if weights != "random":
         load_into(name, model, load_state_dict(weights), weights)
     return model
@@ -39,8 +52,12 @@ def preprocess_of(model, interpolation: str | None = None) -> Preprocess:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = cfg.get("input_size", (3, 224, 224))[-1]
     interp = interpolation or ("bicubic" if cfg.get("interpolation") == "bicubic" else "bilinear")
-    return Preprocess(size=int(size), mean=tuple(cfg.get("mean", Preprocess.mean)),
-                      std=tuple(cfg.get("std", Preprocess.std)), interpolation=interp)
+    return Preprocess(
+        size=int(size),
+        mean=tuple(cfg.get("mean", Preprocess.mean)),
+        std=tuple(cfg.get("std", Preprocess.std)),
+        interpolation=interp,
+    )
 
 
 def build(name: str, weights: str, seed: int):

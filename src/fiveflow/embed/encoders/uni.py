@@ -16,19 +16,41 @@ Both: ``Resize(224)`` + ``CenterCrop(224)`` + ImageNet mean/std. Both hub repos 
 the terms on huggingface.co and export ``HF_TOKEN``). Offline, download the repo's
 ``pytorch_model.bin`` elsewhere and set ``embedding.weights`` to the file or to its folder.
 """
+
 from __future__ import annotations
 
 from . import timm_generic
-from .base import (IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, Preprocess, checkpoint_file, finish, hub_id, is_hub,
-                   resolve_weights)
+from .base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EncoderSpec,
+    Preprocess,
+    checkpoint_file,
+    finish,
+    hub_id,
+    is_hub,
+    resolve_weights,
+)
 
 PREPROCESS = Preprocess(size=224, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 HUB = {"uni": "hf-hub:MahmoodLab/uni", "uni2-h": "hf-hub:MahmoodLab/UNI2-h"}
 SPECS = {
-    "uni": EncoderSpec("uni", "UNI (Mahmood Lab): ViT-L/16 DINOv2 on 100k pathology slides, 1024-d", 1024,
-                       PREPROCESS, default_weights=HUB["uni"], gated=True),
-    "uni2-h": EncoderSpec("uni2-h", "UNI2-h (Mahmood Lab): ViT-H/14 with 8 registers, 350k+ slides, 1536-d", 1536,
-                          PREPROCESS, default_weights=HUB["uni2-h"], gated=True),
+    "uni": EncoderSpec(
+        "uni",
+        "UNI (Mahmood Lab): ViT-L/16 DINOv2 on 100k pathology slides, 1024-d",
+        1024,
+        PREPROCESS,
+        default_weights=HUB["uni"],
+        gated=True,
+    ),
+    "uni2-h": EncoderSpec(
+        "uni2-h",
+        "UNI2-h (Mahmood Lab): ViT-H/14 with 8 registers, 350k+ slides, 1536-d",
+        1536,
+        PREPROCESS,
+        default_weights=HUB["uni2-h"],
+        gated=True,
+    ),
 }
 
 
@@ -40,9 +62,19 @@ def architecture(name: str) -> tuple[str, dict]:
     import torch
 
     return "vit_giant_patch14_224", dict(
-        img_size=224, patch_size=14, depth=24, num_heads=24, init_values=1e-5, embed_dim=1536,
-        mlp_ratio=2.66667 * 2, no_embed_class=True, mlp_layer=timm.layers.SwiGLUPacked, act_layer=torch.nn.SiLU,
-        reg_tokens=8, dynamic_img_size=True)
+        img_size=224,
+        patch_size=14,
+        depth=24,
+        num_heads=24,
+        init_values=1e-5,
+        embed_dim=1536,
+        mlp_ratio=2.66667 * 2,
+        no_embed_class=True,
+        mlp_layer=timm.layers.SwiGLUPacked,
+        act_layer=torch.nn.SiLU,
+        reg_tokens=8,
+        dynamic_img_size=True,
+    )
 
 
 def build(name: str, weights: str, seed: int):
