@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiveflow.evaluate.heatmap import attention_grid, render_heatmap
+from fiveflow.evaluate.attention import attention_grid, render_heatmap
 
 SLIDE_WH, TILE, N_TILES, THUMB = (100_000, 80_000), 512, 20_000, 1024
 
@@ -54,7 +54,7 @@ def synthetic_case(seed: int = 0):
 def demo_slide_case(out: Path):
     """A generated demo slide and a stored attention file for its tile grid (cached in ``out``)."""
     from fiveflow.cohort.demo import demo_cases, write_demo_slide
-    from fiveflow.evaluate.heatmap import save_attention
+    from fiveflow.evaluate.attention import save_attention
     from fiveflow.slides.tiling import plan_grid
 
     w, h, mpp, tile = 6144, 4608, 0.5, 448
@@ -82,7 +82,7 @@ def demo_slide_case(out: Path):
 
 
 def bench_demo_slide(out: Path, repeats: int) -> float:
-    from fiveflow.evaluate.heatmaps_run import render_slide
+    from fiveflow.evaluate.heatmaps import render_slide
 
     slide, att, n = demo_slide_case(out)
     times = []

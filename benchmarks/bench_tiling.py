@@ -571,7 +571,7 @@ def cli_command(slide: Path, out: Path) -> list[str]:
 def fixed_cost(slide: Path, repeats: int) -> dict:
     """Fresh CLI process on one small slide minus the in-process ``tile_slide`` with the same outputs."""
     from fiveflow.config import load_config
-    from fiveflow.io import slide_id_from_path
+    from fiveflow.fileio import slide_id_from_path
     from fiveflow.slides.tiling import tile_slide
 
     with tempfile.TemporaryDirectory(prefix="fiveflow-bench-") as tmp:

@@ -275,7 +275,7 @@ def test_evaluate_names_a_parquet_that_is_not_parquet(tmp_path, capsys):
 
 def test_heatmap_bag_that_is_not_hdf5_names_the_file(tmp_path):
     """h5py's "file signature not found" OSError carries neither errno nor file name (it was a traceback)."""
-    from fiveflow.evaluate.heatmap import bag_geometry
+    from fiveflow.evaluate.attention import bag_geometry
 
     bad = tmp_path / "s.h5"
     bad.write_bytes(b"\0" * 64)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fiveflow.evaluate.report import evaluate_predictions, to_latex, to_markdown
+from fiveflow.evaluate.tables import evaluate_predictions, to_latex, to_markdown
 
 
 def fake_predictions(tmp_path, methods=(("FiVE", [0, 1, 4]), ("meanpool", [1, 4])), noise=0.25):
@@ -100,7 +100,7 @@ def test_renderers_handle_nan():
 
 import re  # noqa: E402
 
-from fiveflow.evaluate.report import ablation_latex, ablation_markdown, ablation_table, method_order  # noqa: E402
+from fiveflow.evaluate.tables import ablation_latex, ablation_markdown, ablation_table, method_order  # noqa: E402
 
 
 def _summary():
@@ -306,7 +306,7 @@ def test_roc_and_confusion_plots(tmp_path):
 # --- optimistic rows (train.zeroshot_epoch: best_on_test) -------------------------------------------
 
 from fiveflow.evaluate.optimistic import OPTIMISTIC, display_name, is_optimistic, optimistic_note  # noqa: E402
-from fiveflow.evaluate.report import footnotes, to_html  # noqa: E402
+from fiveflow.evaluate.tables import footnotes, to_html  # noqa: E402
 
 NOTE = "epoch chosen on the test set: optimistic"
 
@@ -417,7 +417,7 @@ def test_predictions_missing_columns_or_bad_probabilities_are_one_line_errors(tm
     import pandas as pd
 
     from fiveflow.cli import main
-    from fiveflow.evaluate.report import load_predictions
+    from fiveflow.evaluate.tables import load_predictions
 
     good = pd.DataFrame(
         {

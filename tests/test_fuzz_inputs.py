@@ -472,7 +472,7 @@ def _api(case: Case, src: Path) -> None:
         read_manifest(src)
     elif case.reader == "predictions":
         from fiveflow.evaluate.metrics import per_run_metrics, summarize
-        from fiveflow.evaluate.report import load_predictions
+        from fiveflow.evaluate.tables import load_predictions
 
         pred = load_predictions([str(src)])
         summarize(pred, classes=["LUAD", "LUSC"], runs=per_run_metrics(pred, classes=["LUAD", "LUSC"]), n_boot=20)

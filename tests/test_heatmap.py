@@ -1,4 +1,4 @@
-"""Attention heatmaps from stored attention and coordinates (fiveflow.evaluate.heatmap)."""
+"""Attention heatmaps from stored attention and coordinates (fiveflow.evaluate.attention)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fiveflow.evaluate.heatmap import (
+from fiveflow.evaluate.attention import (
     attention_grid,
     is_flat,
     load_attention,
@@ -271,7 +271,7 @@ def small_demo_slide(tmp_path_factory):
 
 def test_render_method_pngs_montage_and_cli(small_demo_slide, tmp_path, caplog):
     from fiveflow.cli import main
-    from fiveflow.evaluate.heatmaps_run import MONTAGE_TITLE_CHARS, heatmap_title, render_method, wrap_title
+    from fiveflow.evaluate.heatmaps import MONTAGE_TITLE_CHARS, heatmap_title, render_method, wrap_title
 
     case, slide = small_demo_slide
     xs, ys = np.meshgrid(np.arange(0, 1536 - 255, 256), np.arange(0, 1024 - 255, 256))
@@ -451,8 +451,8 @@ def hot_region_stats(demo_bags, scores, prob, method, kind, tmp_path, difficulty
     grid) and cold (bottom half) thumbnail pixels. Renders the first test slide to ``tmp_path/one.png``."""
     from sklearn.metrics import roc_auc_score
 
-    from fiveflow.evaluate.heatmap import attention_grid, save_run_attention
-    from fiveflow.evaluate.heatmaps_run import render_slide, slide_heatmap
+    from fiveflow.evaluate.attention import attention_grid, save_run_attention
+    from fiveflow.evaluate.heatmaps import render_slide, slide_heatmap
 
     out, train, test = demo_bags
     paths = {c.slide_id: str(out / f"{c.slide_id}.h5") for c in train + test}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fiveflow.fileio import sanitize_id
 from fiveflow.ids import IdError, clean_id, clean_ids
-from fiveflow.io import sanitize_id
 
 
 def test_clean_id_folds_accents_and_keeps_the_old_rule():

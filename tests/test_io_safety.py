@@ -1,4 +1,4 @@
-"""Safe temporary and partial outputs (fiveflow.io): no write ever goes through a planted link."""
+"""Safe temporary and partial outputs (fiveflow.fileio): no write ever goes through a planted link."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fiveflow.io import UnsafePathError, atomic_path, atomic_write_text, check_plain_target, open_output
+from fiveflow.fileio import UnsafePathError, atomic_path, atomic_write_text, check_plain_target, open_output
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def test_grid_rows_name_the_pair_and_fall_back_to_fiVE_histotype(pred):
 def test_evaluate_writes_paired_csv_and_shows_the_differences_in_every_table(pred, tmp_path):
     from types import SimpleNamespace
 
-    from fiveflow.evaluate.report import evaluate_predictions
+    from fiveflow.evaluate.tables import evaluate_predictions
 
     files = []
     for (m, s), g in pred.groupby(["method", "shots"]):

@@ -22,7 +22,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fiveflow.evaluate.report import ablation_html, ablation_table, evaluate_predictions, to_html
 from fiveflow.evaluate.report_screenshot import (
     ReportCheckError,
     check_shown,
@@ -34,6 +33,7 @@ from fiveflow.evaluate.report_screenshot import (
     screenshot_and_check,
     show_result,
 )
+from fiveflow.evaluate.tables import ablation_html, ablation_table, evaluate_predictions, to_html
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = PROJECT_ROOT / "workflow" / "report"
@@ -217,7 +217,7 @@ SNAKEFILE = textwrap.dedent("""
             plot=report("results/plots/fewshot.png", caption="report/plot.rst", category="3. Results", subcategory="Plots"),
         params: n_boot=10, boot_seed=0
         run:
-            from fiveflow.evaluate.report import evaluate_predictions
+            from fiveflow.evaluate.tables import evaluate_predictions
             d = "results/tables/"
             out = SimpleNamespace(csv=output.csv, html=output.html, plot=output.plot, md=d + "f.md", tex=d + "f.tex",
                                   runs=d + "runs.csv")

@@ -234,7 +234,7 @@ def test_histotype_opt_in_renames_fives_rows_in_every_table():
     the ablation table compares against that row, so nothing made with the leak reads as FiVE."""
     import pandas as pd
 
-    from fiveflow.evaluate.report import ablation_table, method_order
+    from fiveflow.evaluate.tables import ablation_table, method_order
     from fiveflow.train.ablations import five_method, is_five, parse_ablation
 
     assert five_method({}) == five_method({"reports": {"name_histotype": False}}) == "FiVE"

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from fiveflow.io import atomic_path, sanitize_id, slide_id_from_path
+from fiveflow.fileio import atomic_path, sanitize_id, slide_id_from_path
 from fiveflow.samples import SamplesError, read_samples
 
 

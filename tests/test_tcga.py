@@ -94,7 +94,7 @@ def test_two_files_of_one_barcode_keep_their_full_names(tmp_path):
 
 
 def test_dsmil_csvs_named_by_gdc_file_match_the_slide_barcodes(tmp_path):
-    from fiveflow.workflow import precomputed_sources
+    from fiveflow.cohort_index import precomputed_sources
 
     for name in ("TCGA-AA-0001-01Z-00-DX1.u1", "TCGA-AA-0002-01Z-00-DX1"):
         pd.DataFrame([[0.1, 0.2], [0.3, 0.4]]).to_csv(tmp_path / f"{name}.csv", index=False)

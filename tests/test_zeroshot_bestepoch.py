@@ -78,7 +78,7 @@ def test_per_epoch_zeroshot_leaves_training_unchanged_and_equals_the_zeroshot_ru
 
 def test_bestepoch_row_is_the_argmax_accuracy_epoch_and_is_labelled(cohort, runs, tmp_path):
     from fiveflow.evaluate.metrics import compute_metrics
-    from fiveflow.evaluate.report import evaluate_predictions
+    from fiveflow.evaluate.tables import evaluate_predictions
     from fiveflow.train.fewshot import run_zeroshot, run_zeroshot_bestepoch
 
     out, coh, cfg = cohort

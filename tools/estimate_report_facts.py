@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from fiveflow.cohort.facts import FIELDS, estimate_fact_table, fact_table_csv  # noqa: E402
-from fiveflow.io import atomic_write_text  # noqa: E402
+from fiveflow.fileio import atomic_write_text  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

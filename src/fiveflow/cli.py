@@ -59,7 +59,7 @@ def cmd_tile(args) -> int:
     """Tile each ``--slide`` in this one process (imports paid once). Exit 0: all tiled; 1: some slide
     had no tissue (its outputs are written, status no_tissue); 2: some slide was unusable (nothing written
     for it; the reason is one line on stderr)."""
-    from .io import slide_id_from_path
+    from .fileio import slide_id_from_path
     from .slides.reader import SlideError
     from .slides.tiling import default_tiling, tile_slide
 
@@ -101,7 +101,7 @@ def cmd_embed(args) -> int:
     from .embed import embed_settings
     from .embed.encoders import build_encoder
     from .embed.extract import embed_slide
-    from .io import slide_id_from_path
+    from .fileio import slide_id_from_path
 
     cfg = embed_settings(_cfg(args)["embedding"])
     for key in ("encoder", "weights", "batch_size", "num_workers", "device", "precision"):
@@ -241,7 +241,7 @@ def cmd_split(args) -> int:
 
 
 def _bags(folder: str) -> dict[str, str]:
-    from .workflow import bag_map
+    from .cohort_index import bag_map
 
     return bag_map(sorted(Path(folder).glob("*.h5")))
 
@@ -337,7 +337,7 @@ def cmd_download(args) -> int:
 
 def cmd_heatmap(args) -> int:
     """Render one stored attention file over its slide's thumbnail."""
-    from .evaluate.heatmaps_run import render_slide
+    from .evaluate.heatmaps import render_slide
 
     cfg = _cfg(args)
     size = args.thumbnail_size or (int(cfg["tiling"]["thumbnail_size"]) if cfg else 1024)

@@ -1,6 +1,6 @@
 """The one id policy: how a slide or patient id from a user's file becomes the id fiveflow uses.
 
-:func:`clean_id` is the rule (``fiveflow.io.sanitize_id`` is the same function): surrounding
+:func:`clean_id` is the rule (``fiveflow.fileio.sanitize_id`` is the same function): surrounding
 white space dropped, accents folded to ASCII (Unicode NFKD: ``José`` -> ``Jose``), anything else
 outside ``[A-Za-z0-9._-]`` becomes ``_``, leading dots are stripped (an id can never be ``.``/``..``,
 hidden, or escape its output folder). An id left empty is an error.

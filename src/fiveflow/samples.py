@@ -4,7 +4,7 @@
 level-0 microns per pixel when its metadata lacks it or is wrong (empty cells: use the metadata). Relative paths are resolved against the
 sheet's own folder. Every problem is reported with the sheet's path, the line and the fix.
 
-The sheet is read strictly (:func:`fiveflow.tables.read_delimited`: CSV, or TSV for ``.tsv``/``.tab``;
+The sheet is read strictly (:func:`fiveflow.delimited.read_delimited`: CSV, or TSV for ``.tsv``/``.tab``;
 a row with more or fewer fields than the header is an error, so quote cells that contain a comma).
 Slide and patient ids are cleaned by the one id policy (:func:`fiveflow.ids.clean_ids`): ``José 01``
 becomes ``Jose_01``, as in the reports; two different ids that clean to the same one are an error.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .delimited import TableError, read_delimited
 from .ids import IdError, clean_ids, slide_stem
-from .tables import TableError, read_delimited
 
 REQUIRED = ("patient_id", "label", "path")
 

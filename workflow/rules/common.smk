@@ -13,7 +13,7 @@ from fiveflow.evaluate.optimistic import bestepoch_method  # noqa: E402
 from fiveflow.protocol import table_protocol  # noqa: E402
 from fiveflow.reports import backend_name  # noqa: E402
 from fiveflow.train.ablations import five_method, parse_ablation  # noqa: E402
-from fiveflow.workflow import Cohort, precomputed_sources  # noqa: E402
+from fiveflow.cohort_index import Cohort, precomputed_sources  # noqa: E402
 
 try:
     validate_config(config, source="config", root=Path(workflow.basedir))
@@ -100,7 +100,7 @@ HEATMAP_METHODS = {} if PRECOMPUTED else {
 
 
 wildcard_constraints:
-    # sanitised ids (fiveflow.io.sanitize_id: no path separators, never hidden), never the cohort-level files
+    # sanitised ids (fiveflow.fileio.sanitize_id: no path separators, never hidden), never the cohort-level files
     # next to the per-slide ones (qc/montage.png); an id outside the cohort fails in slide_path. Not an
     # alternation of the ids: Snakemake substitutes the constraint text per file, quadratic for 1,000+ slides.
     slide=r"(?!(?:montage|tiling_summary)(?:[.]|$))[A-Za-z0-9_-][A-Za-z0-9._-]*",

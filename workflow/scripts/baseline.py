@@ -1,8 +1,8 @@
 """Snakemake script: one MIL baseline on the few-shot draws of one shot count."""
 
 from fiveflow.baselines import run_baseline
-from fiveflow.smk import run_script
-from fiveflow.workflow import bag_map
+from fiveflow.cohort_index import bag_map
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

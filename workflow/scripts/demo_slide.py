@@ -1,7 +1,7 @@
 """Snakemake script: write one synthetic demo slide."""
 
 from fiveflow.cohort.demo import demo_cases, write_demo_slide
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

@@ -1,7 +1,7 @@
 """Snakemake script: samples sheet, raw reports and ground truth of the demo cohort."""
 
 from fiveflow.cohort.demo import demo_cases, write_demo_tables
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

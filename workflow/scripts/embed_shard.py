@@ -3,7 +3,7 @@
 from fiveflow.embed import embed_settings
 from fiveflow.embed.encoders import build_encoder
 from fiveflow.embed.shards import ShardItem, clear_store, embed_shard
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

@@ -1,7 +1,7 @@
 """Snakemake script: metrics, paper-style tables and the accuracy-vs-shots plot."""
 
-from fiveflow.evaluate.report import evaluate_predictions
-from fiveflow.smk import run_script
+from fiveflow.evaluate.tables import evaluate_predictions
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

@@ -1,7 +1,7 @@
 """Snakemake script: fetch one third-party input (config `downloads`), resumable and checksum-verified."""
 
 from fiveflow.download import fetch_url
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

@@ -1,8 +1,8 @@
 """Snakemake script: few-shot fine-tuning, all draws of one shot count."""
 
-from fiveflow.smk import run_script
+from fiveflow.cohort_index import bag_map
+from fiveflow.rule_script import run_script
 from fiveflow.train.fewshot import run_fewshot
-from fiveflow.workflow import bag_map
 
 
 def main(smk, log):

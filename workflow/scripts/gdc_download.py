@@ -1,7 +1,7 @@
 """Snakemake script: download one GDC file, resumable and verified (fiveflow.download.download_file)."""
 
 from fiveflow.download import download_file
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

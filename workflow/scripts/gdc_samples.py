@@ -1,7 +1,7 @@
 """Snakemake script: the samples sheet of a GDC cohort (fiveflow.cohort.gdc)."""
 
 from fiveflow.cohort.gdc import gdc_table, write_samples
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

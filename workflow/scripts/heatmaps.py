@@ -1,7 +1,7 @@
 """Snakemake script: attention heatmaps of one method (one PNG per test slide, one montage)."""
 
-from fiveflow.evaluate.heatmaps_run import render_method
-from fiveflow.smk import run_script
+from fiveflow.evaluate.heatmaps import render_method
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

@@ -1,7 +1,7 @@
 """Snakemake script: import one slide's features made by another tool (DSMIL CSV or CLAM/TRIDENT h5)."""
 
 from fiveflow.embed.importers import import_feature_file
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

@@ -1,8 +1,8 @@
 """Snakemake script: MI-Zero zero-shot baseline (text tower of the patch encoder, top-k pooling)."""
 
 from fiveflow.baselines.mizero import run_mizero
-from fiveflow.smk import run_script
-from fiveflow.workflow import bag_map
+from fiveflow.cohort_index import bag_map
+from fiveflow.rule_script import run_script
 
 
 def main(smk, log):

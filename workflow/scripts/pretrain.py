@@ -1,9 +1,9 @@
 """Snakemake script: FiVE pre-training on fine-grained descriptions, or one of its ablations."""
 
-from fiveflow.smk import run_script
+from fiveflow.cohort_index import bag_map
+from fiveflow.rule_script import run_script
 from fiveflow.train.ablations import apply_ablation
 from fiveflow.train.pretrain import pretrain
-from fiveflow.workflow import bag_map
 
 
 def main(smk, log):

@@ -1,7 +1,7 @@
 """Snakemake script: one montage of all QC thumbnails and the cohort QC table."""
 
+from fiveflow.rule_script import run_script
 from fiveflow.slides.montage import failure_lines, write_montage
-from fiveflow.smk import run_script
 
 
 def main(smk, log):

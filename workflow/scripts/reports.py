@@ -1,8 +1,8 @@
 """Snakemake script: raw reports -> six FiVE answers -> fine-grained labels per patient of the cohort."""
 
 from fiveflow.reports.structure import structure_reports
+from fiveflow.rule_script import run_script
 from fiveflow.samples import read_samples
-from fiveflow.smk import run_script
 
 
 def main(smk, log):

@@ -1,8 +1,8 @@
 """Snakemake script: patient-level split and few-shot draws over the slides that passed the slide QC."""
 
+from fiveflow.rule_script import run_script
 from fiveflow.samples import read_samples
 from fiveflow.slides.montage import usable_slides
-from fiveflow.smk import run_script
 from fiveflow.train.splits import make_fewshot_draws, make_split
 
 

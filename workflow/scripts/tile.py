@@ -1,7 +1,7 @@
 """Snakemake script: tissue mask + tiling of one slide (a bad slide is recorded, not raised)."""
 
+from fiveflow.rule_script import run_script
 from fiveflow.slides.tiling import tile_slide
-from fiveflow.smk import run_script
 
 
 def main(smk, log):

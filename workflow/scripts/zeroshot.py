@@ -1,9 +1,9 @@
 """Snakemake script: zero-shot predictions of the pre-trained model."""
 
-from fiveflow.smk import run_script
+from fiveflow.cohort_index import bag_map
+from fiveflow.rule_script import run_script
 from fiveflow.train.ablations import apply_ablation
 from fiveflow.train.fewshot import run_zeroshot
-from fiveflow.workflow import bag_map
 
 
 def main(smk, log):

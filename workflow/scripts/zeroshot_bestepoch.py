@@ -1,6 +1,6 @@
 """Snakemake script: FiVE's zero-shot row at the pre-training epoch best on the test split (optimistic)."""
 
-from fiveflow.smk import run_script
+from fiveflow.rule_script import run_script
 from fiveflow.train.fewshot import run_zeroshot_bestepoch
 
 

@@ -24,7 +24,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 from .facts import draw_facts
 
 if TYPE_CHECKING:  # pragma: no cover

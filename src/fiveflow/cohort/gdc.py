@@ -5,7 +5,7 @@
 md5s but keep file names and sizes, so rows are matched on **file name**; the manifest listed last
 wins (its id and md5 are the ones downloaded and verified). A file listed under two classes is an
 error. An optional clinical table (``cohort.gdc.labels``) overrides the class of the slides it
-lists (matched on file name too); it is read strictly (:func:`fiveflow.tables.read_delimited`: CSV,
+lists (matched on file name too); it is read strictly (:func:`fiveflow.delimited.read_delimited`: CSV,
 or TSV for ``.tsv``/``.tab``).
 
 Slide id: the file name up to its first dot (the TCGA slide barcode, e.g.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..delimited import read_delimited
 from ..ids import clean_ids
-from ..tables import read_delimited
 
 _TCGA_PATIENT = re.compile(r"^(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})")
 COLUMNS = ["slide_id", "patient_id", "label", "path", "file_id", "filename", "md5", "size", "manifest"]
@@ -125,7 +125,7 @@ def gdc_table(gdc: dict, classes: list[str], root: str | Path) -> pd.DataFrame:
 
 def write_samples(table: pd.DataFrame, out_csv: str | Path) -> None:
     """The samples sheet (``slide_id, patient_id, label, path`` + GDC columns) the later stages read."""
-    from ..io import atomic_path
+    from ..fileio import atomic_path
 
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)

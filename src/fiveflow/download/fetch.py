@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
+from ..fileio import UnsafePathError, atomic_write_text, check_plain_target, file_digest
 from .http import DownloadError, DownloadResult, _exclusive, fetch_verified, keep_verified, partial_path, stamp_path
 
 log = logging.getLogger("fiveflow.download")

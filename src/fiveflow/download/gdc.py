@@ -9,8 +9,8 @@ A mismatch deletes the partial and downloads once more from scratch; a second mi
 naming the file. A verified file leaves a small ``.NAME.md5ok`` stamp so reruns skip it without rehashing,
 and a ``.NAME.lock`` (held with ``flock``) keeps a second process off the same file meanwhile.
 
-These hidden files are opened through :mod:`fiveflow.io` (:func:`~fiveflow.io.open_output`,
-:func:`~fiveflow.io.atomic_write_text`): a symbolic link (or a directory, a pipe) at one of their names
+These hidden files are opened through :mod:`fiveflow.fileio` (:func:`~fiveflow.fileio.open_output`,
+:func:`~fiveflow.fileio.atomic_write_text`): a symbolic link (or a directory, a pipe) at one of their names
 is refused with a :class:`DownloadError` naming it and the fix (remove the link), never written
 through, so a link planted in the slide folder cannot overwrite or create a file elsewhere. File ids
 must be UUIDs (:func:`~fiveflow.download.manifest.is_gdc_file_id`) and are URL-escaped, so an id can
@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import requests
 
-from ..io import UnsafePathError, atomic_write_text, check_plain_target, file_digest
+from ..fileio import UnsafePathError, atomic_write_text, check_plain_target, file_digest
 from .http import (  # noqa: F401
     RETRY_STATUS,
     DownloadError,
@@ -264,7 +264,7 @@ def download_manifest(
     """
     import pandas as pd
 
-    from ..io import atomic_path
+    from ..fileio import atomic_path
 
     rows = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
     if int(jobs) < 1:

@@ -6,7 +6,7 @@ range, answering 200, restarts from byte 0) and retrying network errors and 408/
 exponential backoff. It only fills the partial: the callers verify it (size, md5 or another checksum)
 and rename a verified file onto its final name. :func:`_exclusive` keeps a second process off the
 same destination with a ``flock``-ed ``.NAME.lock``. The partial and the lock are opened through
-:func:`fiveflow.io.open_output`, so a symbolic link planted at their names is refused, never
+:func:`fiveflow.fileio.open_output`, so a symbolic link planted at their names is refused, never
 written through.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from ..io import check_plain_target, open_output
+from ..fileio import check_plain_target, open_output
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _PROGRESS_MIN_BYTES = 64 << 20

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tables import TableError, read_delimited
+from ..delimited import TableError, read_delimited
 
 REQUIRED_COLUMNS = ("id", "filename", "md5", "size")
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -53,7 +53,7 @@ def _check_filename(name: str) -> bool:
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     """Read a GDC manifest (tab-separated, header ``id filename md5 size [state ...]``).
 
-    Read strictly (:func:`fiveflow.tables.read_delimited`): a row with more or fewer tab-separated
+    Read strictly (:func:`fiveflow.delimited.read_delimited`): a row with more or fewer tab-separated
     fields than the header is an error too. Raises ``ValueError`` naming the file, the line and the
     fix for a missing column, an empty or malformed id (not a UUID), md5, size or file name, or a
     duplicated id or file name (two rows would race for one file).

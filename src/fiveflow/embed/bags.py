@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 FEATURES = "features"
 COORDS = "coords"

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..io import atomic_path, file_sha256, sanitize_id
+from ..fileio import atomic_path, file_sha256, sanitize_id
 from .bags import (
     COORDS,
     COORDS_KIND,

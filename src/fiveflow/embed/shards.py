@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 if TYPE_CHECKING:  # the Snakefile imports this module to plan shards: no torch at parse time
     from .encoders.base import Encoder

@@ -158,7 +158,7 @@ def paired_grid(
 ) -> tuple[list[int], list[tuple[str, list[str]]]]:
     """``(shots, [(row name "FiVE − method", cell texts)])`` of one metric, methods in table order;
     ``shots``: the columns (default: the shot counts compared), "-" where a pair has none."""
-    from .report import method_order
+    from .tables import method_order
 
     p = paired[paired["metric"] == metric]
     shots = sorted({int(s) for s in p["shots"]}) if shots is None else list(shots)

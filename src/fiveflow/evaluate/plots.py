@@ -15,7 +15,7 @@ import pandas as pd
 
 from .figures import pyplot, save_figure
 from .optimistic import display_name
-from .report import method_order, shot_label
+from .tables import method_order, shot_label
 
 
 def _shot_list(pred: pd.DataFrame, shots) -> list[int]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 WINDOW = (1400, 900)

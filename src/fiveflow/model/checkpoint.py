@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..io import atomic_path
+from ..fileio import atomic_path
 from .five import FiVEModel, build_model
 
 

@@ -5,7 +5,7 @@ Accepted inputs (:func:`read_report_inputs`):
 * a table: CSV, TSV (``.tsv``/``.tab``), a zip archive of one CSV/TSV, Parquet or Excel, with a patient id column and a text
   column. Ids: ``--id-column``, else ``patient_id``, else ``patient_filename`` cut at its first '.'
   (the TCGA-Reports naming ``TCGA-XX-XXXX.<uuid>``). Text: ``--text-column``, else ``text``, else
-  ``ocr_text``. CSV/TSV are read strictly (:func:`fiveflow.tables.read_delimited`): a row with more
+  ``ocr_text``. CSV/TSV are read strictly (:func:`fiveflow.delimited.read_delimited`): a row with more
   or fewer fields than the header is an error naming the line, so a text with commas must be quoted
   (``"Adenocarcinoma, grade 2"``), as spreadsheet programs and pandas write it.
 * a folder of report files (``.txt`` and/or ``.pdf``, not searched recursively), or one such file.
@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..delimited import TableError, read_delimited
 from ..ids import clean_id, clean_ids
-from ..tables import TableError, read_delimited
 
 LOG = logging.getLogger("fiveflow.reports")
 
@@ -202,7 +202,7 @@ def _read_file(path: Path) -> tuple[str, str, str]:
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """A CSV/TSV/Parquet/Excel table as strings ("" for missing); the format comes from the extension.
 
-    CSV/TSV go through the strict :func:`fiveflow.tables.read_delimited` (a ragged row is a
+    CSV/TSV go through the strict :func:`fiveflow.delimited.read_delimited` (a ragged row is a
     ``TableError`` naming the line; ``df.attrs["lines"]`` holds each row's line number).
     """
     path = Path(path)

@@ -55,7 +55,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text
 from .normalize import FIELDS, SEP, split_answer
 from .prompts import Prompt
 

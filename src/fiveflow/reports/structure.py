@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import answer_files
-from ..io import atomic_path, file_sha256
+from ..fileio import atomic_path, file_sha256
 from . import backend_name, llm, offline
 from .inputs import patient_ids, read_report_inputs, read_table
 from .normalize import FIELDS, SEP, UNKNOWN, normalize_answer

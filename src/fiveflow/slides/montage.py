@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 from .tiling import read_meta
 
 SUMMARY_COLUMNS = (

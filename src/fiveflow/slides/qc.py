@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 TISSUE_OUTLINE = (255, 200, 0)
 TILE_OUTLINE = (0, 160, 0)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import reading
-from ..io import atomic_path
+from ..fileio import atomic_path
 from .reader import SlideError, SlideInfo, best_level, open_slide, read_level_region, slide_info
 
 META_KEY = b"fiveflow"

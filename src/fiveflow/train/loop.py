@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 from ..model.five import FiVEModel
 from .data import Bag, BagStore
 from .descriptions import all_variants, draw_dropped_questions, n_variants, perturb_descriptions

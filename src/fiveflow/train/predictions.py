@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 PRED_COLUMNS = ["method", "shots", "run", "slide_id", "patient_id", "label", "prob", "pred"]
 

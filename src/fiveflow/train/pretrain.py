@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..errors import reading
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text
 from ..model import build_model, load_questions, save_checkpoint
 from .common import log_to, resolve_device, seed_everything, set_threads
 from .data import BagStore

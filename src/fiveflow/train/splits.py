@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""fiveflow.tables.read_delimited: the strict reader of every user table (issue 16, hostile inputs)."""
+"""fiveflow.delimited.read_delimited: the strict reader of every user table (issue 16, hostile inputs)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from fiveflow.tables import TableError, read_delimited
+from fiveflow.delimited import TableError, read_delimited
 
 
 def write(tmp_path, name: str, data: bytes | str):

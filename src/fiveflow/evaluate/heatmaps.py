@@ -2,7 +2,7 @@
 
 The only slide access is the thumbnail (:func:`fiveflow.slides.tiling.read_thumbnail`, longest edge
 ``tiling.thumbnail_size``); tile positions, slide size, tile size, label and P(positive) come from the
-attention files that training wrote (:func:`fiveflow.evaluate.heatmap.save_run_attention`).
+attention files that training wrote (:func:`fiveflow.evaluate.attention.save_run_attention`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .attention import attention_grid, is_flat, load_attention, overlay, render_heatmap
 from .figures import pyplot, save_figure
-from .heatmap import attention_grid, is_flat, load_attention, overlay, render_heatmap
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def render_method(
             flat,
             len(written),
         )
-    write_montage(panels, montage_png, Path(attention_dir).name)
+    write_heatmap_montage(panels, montage_png, Path(attention_dir).name)
     return written
 
 
@@ -163,7 +163,7 @@ def _wrapped(title: str, width_px: int) -> str:
     return title.replace("  P(", "\nP(") if len(title) * 6 > width_px + 90 else title
 
 
-def write_montage(panels: list[tuple[np.ndarray, str]], out_png: str | Path, name: str = "") -> Path:
+def write_heatmap_montage(panels: list[tuple[np.ndarray, str]], out_png: str | Path, name: str = "") -> Path:
     """Grid of ``(overlay image, title)`` panels, ``MONTAGE_COLS`` per row, with one colour bar."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_path
+from ..fileio import atomic_path
 from .figures import pyplot, save_figure
 
 ATTENTION_META_KEY = b"fiveflow_attention"

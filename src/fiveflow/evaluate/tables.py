@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text
 from ..train.ablations import BASE, HISTOTYPE, is_five
 from .figures import pyplot, save_figure
 from .metrics import per_run_metrics, summarize

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-LOG = logging.getLogger("fiveflow.tables")
+LOG = logging.getLogger("fiveflow.delimited")
 TAB_SUFFIXES = (".tsv", ".tab")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")  # control characters no text table has (tab, CR, LF, FF do)
 QUOTE_FIX = 'quote fields that contain the delimiter, e.g. "a, b"'
