@@ -204,7 +204,7 @@ def test_workflow_rule_passes_the_key():
     assert re.search(r"name_histotype\s*=.*config\[\"reports\"\]", params)  # a param: a change reruns the rule
     script = (PROJECT_ROOT / "workflow" / "scripts" / "reports.py").read_text()
     assert "smk.params.name_histotype" in script
-    schema = yaml.safe_load((PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((PROJECT_ROOT / "src" / "fiveflow" / "data" / "config.schema.yaml").read_text())
     assert schema["properties"]["reports"]["properties"]["name_histotype"]["default"] is False
 
 

@@ -1,4 +1,4 @@
-"""Load and validate fiveflow's config.yaml against workflow/schemas/config.schema.yaml.
+"""Load and validate fiveflow's config.yaml against the schema shipped with the package (fiveflow/data/config.schema.yaml).
 
 Errors name the offending key (dotted path) and say how to fix it, e.g.::
 
@@ -24,7 +24,7 @@ from .embed import is_local_weights  # noqa: E402
 from .reports import backend_name  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
