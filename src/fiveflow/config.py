@@ -22,18 +22,13 @@ import yaml  # noqa: E402
 
 from .embed import is_local_weights  # noqa: E402
 from .reports import backend_name  # noqa: E402
+from .settings import SCHEMA_PATH, fill_defaults, load_schema  # noqa: E402, F401  (SCHEMA_PATH: re-exported)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
     """A config problem, with a message that names the key and the fix."""
-
-
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
 
 
 def _subschema(schema: dict, root: dict, path: list) -> dict:
@@ -143,7 +138,10 @@ def _yaml_number(v: float) -> str:
 
 
 def validate_config(config: dict, source: str = "config.yaml", root: str | Path | None = None) -> dict:
-    """Validate ``config``; raise :class:`ConfigError` listing every problem. Returns ``config``."""
+    """Validate ``config``; raise :class:`ConfigError` listing every problem.
+
+    A valid ``config`` gets every missing optional key filled in place with its schema default
+    (:func:`fiveflow.settings.fill_defaults`) and is returned."""
     schema = load_schema()
     bad = _non_finite(config)
     msgs = []
@@ -161,6 +159,7 @@ def validate_config(config: dict, source: str = "config.yaml", root: str | Path 
     msgs += [_explain(e, schema, source) for e in errors]
     if msgs:
         raise ConfigError("\n".join(msgs))
+    fill_defaults(config, schema)  # every optional key now holds its schema default (fiveflow.settings)
     _check_semantics(config, source, Path(root) if root else PROJECT_ROOT)
     return config
 

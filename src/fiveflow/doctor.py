@@ -8,6 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .settings import with_defaults
+
 
 def find_tool(name: str) -> tuple[str, str] | None:
     """``(path, where)`` of an executable: first next to this Python (its virtual environment's ``bin``,
@@ -84,7 +86,7 @@ def run_doctor(config_path: str) -> int:
     if cfg:
         rep = cfg["reports"]
         if rep["backend"] == "openai":
-            env = rep.get("openai", {}).get("api_key_env", "OPENAI_API_KEY")
+            env = with_defaults(rep.get("openai"), "reports.openai")["api_key_env"]
             ok &= _check(
                 f"LLM API key in ${env}",
                 lambda: "set" if os.environ.get(env) else (_ for _ in ()).throw(KeyError(f"{env} is not set")),

@@ -41,20 +41,20 @@ if COHORT.source == "gdc":
     GDC_INPUTS = sorted({str(resolve_path(f, Path(workflow.basedir)))
                          for fs in _gdc["manifests"].values() for f in ([fs] if isinstance(fs, str) else fs)})
     GDC_DIR = str(resolve_path(_gdc["slide_dir"], Path(workflow.basedir)))
-    GDC_DOWNLOAD = bool(_gdc.get("download", True))
-    GDC_BASE_URL = _gdc.get("base_url")
+    GDC_DOWNLOAD = bool(_gdc["download"])
+    GDC_BASE_URL = _gdc["base_url"]
     GDC_ROWS = {r.filename: ManifestRow(r.file_id, r.filename, r.md5, int(r.size)) for r in COHORT.gdc.itertuples()}
 SHOTS = [int(s) for s in config["fewshot"]["shots"]]
 BASELINES = list(config["baselines"])
 EMBED_GPU = 0 if config["embedding"]["device"] == "cpu" else 1
 # embedding.shard_size > 1: slides embedded in shards (one job, one model load per shard; see embed.smk)
-EMBED_SHARD_SIZE = int(config["embedding"].get("shard_size", 1))
+EMBED_SHARD_SIZE = int(config["embedding"]["shard_size"])
 EMBED_SHARDS = plan_shards(SLIDES, EMBED_SHARD_SIZE) if EMBED_SHARD_SIZE > 1 else {}
 # Hub token for gated encoder weights, passed to (cluster) jobs only when the user has one set.
 EMBED_ENVVARS = [v for v in ("HF_TOKEN",) if os.environ.get(v)]
 # Features imported from another tool (DSMIL CSVs, CLAM/TRIDENT h5) instead of tiling and embedding slides.
 PRECOMPUTED = {}
-if config["embedding"].get("precomputed"):
+if config["embedding"]["precomputed"]:
     try:
         PRECOMPUTED = precomputed_sources(resolve_path(config["embedding"]["precomputed"], Path(ROOT)), SLIDES)
     except (ValueError, FileNotFoundError) as _err:
@@ -75,22 +75,21 @@ FIVE_METHOD = FIVE_BASE
 PROTOCOL = table_protocol(config)
 # train.zeroshot_epoch: best_on_test adds FiVE's zero-shot row at the pre-training epoch best on the test split
 # (the authors' selection; optimistic, labelled so in every table: fiveflow.evaluate.optimistic)
-ZEROSHOT_EPOCH = config["train"].get("zeroshot_epoch", "final")
+ZEROSHOT_EPOCH = config["train"]["zeroshot_epoch"]
 BESTEPOCH_METHOD = bestepoch_method(FIVE_METHOD) if ZEROSHOT_EPOCH == "best_on_test" else None
 # Only the sections training reads, so that e.g. a tiling change does not look like a training change.
 # train.zeroshot_epoch reaches only FiVE's pretrain rule (its own param), so toggling it reruns nothing else.
 TRAIN_CFG = {k: config[k] for k in ("classes", "split", "fewshot", "model", "train", "baselines")}
 TRAIN_CFG["train"] = {k: v for k, v in config["train"].items() if k != "zeroshot_epoch"}
 # MI-Zero zero-shot baseline: auto = when the encoder has a text tower (validate_config refuses true without one)
-_MZ = {"enabled": "auto", "topk": 50, "prompts": "resources/prompts/mizero-lung.yaml", **(config.get("mizero") or {})}
+_MZ = config["mizero"]
 MIZERO = has_text_tower(ENCODER) if _MZ["enabled"] == "auto" else bool(_MZ["enabled"])
 MIZERO_PROMPTS = str(resolve_path(_MZ["prompts"], Path(ROOT)))
 MIZERO_CFG = {"classes": config["classes"], "mizero": _MZ, "train": {"device": config["train"]["device"]},
               "embedding": {k: config["embedding"][k] for k in ("encoder", "weights", "seed")}}
 # Attention heatmaps: method -> the shot count whose run 0 is drawn (MI-Zero is zero-shot only).
 # No slides to take thumbnails from when the features were imported (embedding.precomputed): no heatmaps.
-HEATMAPS = {"shots": None, "max_slides": 12, "normalise": "rank", "alpha": 0.5, "five_score": "evidence",
-            **(config.get("heatmaps") or {})}
+HEATMAPS = config["heatmaps"]
 HEATMAP_SHOTS = int(HEATMAPS["shots"] or max(SHOTS))
 if HEATMAP_SHOTS not in SHOTS:
     raise WorkflowError(f"invalid configuration: `heatmaps.shots` {HEATMAP_SHOTS} is not one of `fewshot.shots` "

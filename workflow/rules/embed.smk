@@ -1,7 +1,7 @@
 # Stage 2: patch embedding into one feature bag per slide (GPU when present), or importing bags made elsewhere.
 
 # What decides the features (a change re-embeds); batch size, workers, threads and device only decide speed.
-EMBED_PARAMS = {k: config["embedding"].get(k) for k in ("encoder", "weights", "seed", "precision", "deterministic")}
+EMBED_PARAMS = {k: config["embedding"][k] for k in ("encoder", "weights", "seed", "precision", "deterministic")}
 if EMBED_ENVVARS:
 
     # A hub token for gated weights (UNI, CONCH), passed on to cluster jobs when the user has set one;

@@ -23,8 +23,8 @@ rule evaluate:
         confusion=report(f"{R}/plots/confusion.png", caption="../report/confusion.rst", category="3. Results", subcategory="Plots"),
     params:
         classes=[c["name"] for c in config["classes"]],
-        n_boot=config.get("evaluate", {}).get("n_boot", 1000),
-        boot_seed=config.get("evaluate", {}).get("boot_seed", 0),
+        n_boot=config["evaluate"]["n_boot"],
+        boot_seed=config["evaluate"]["boot_seed"],
         # which settings FiVE's rows ran under: the authors' or fiveflow's (fiveflow.protocol), named in every table
         protocol=PROTOCOL,
     log:

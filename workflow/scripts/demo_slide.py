@@ -14,7 +14,7 @@ def main(smk, log):
         int(demo["width"]),
         int(demo["height"]),
         float(demo["mpp"]),
-        difficulty=demo.get("difficulty"),
+        difficulty=demo["difficulty"],
     )
     log.info("wrote %s (%s, %s)", smk.output[0], case.label, case.differentiation)
 

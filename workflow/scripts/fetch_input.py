@@ -12,7 +12,7 @@ def main(smk, log):
         e["checksum"],
         size=e.get("size"),
         name=e["name"],
-        retries=int(e.get("retries", 5)),
+        retries=int(e["retries"]),
         progress=False,
         hint=f"(config `downloads.{e['name']}`: {e.get('about') or 'see its url'})",
     )

@@ -16,8 +16,8 @@ def main(smk, log):
         cfg,
         log=log,
         questions=smk.input.questions,
-        id_column=cfg.get("id_column"),
-        text_column=cfg.get("text_column"),
+        id_column=cfg["id_column"],
+        text_column=cfg["text_column"],
         patients=patients,
     )
     log.info("%d patients structured; %d unique descriptions", len(df), df["description"].nunique())

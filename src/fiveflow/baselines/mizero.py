@@ -27,7 +27,9 @@ import yaml
 
 from ..embed import embed_settings
 from ..embed.bags import BagError, bag_attrs, read_usable_bag
-from ..train.common import log_to, resolve_device
+from ..logs import logging_to
+from ..settings import with_defaults
+from ..train.common import resolve_device
 from ..train.predictions import class_names_texts, prediction_frame, read_split, test_rows, write_predictions
 
 METHOD = "MI-Zero"
@@ -35,12 +37,11 @@ METHOD = "MI-Zero"
 LOGIT_SCALE = 100.0
 #: the placeholder in prompt templates
 CLASSNAME = "CLASSNAME"
-DEFAULTS = {"enabled": "auto", "topk": 50, "prompts": "resources/prompts/mizero-lung.yaml"}
 
 
 def mizero_settings(cfg: dict) -> dict:
-    """The ``mizero`` config section with defaults filled in."""
-    return {**DEFAULTS, **(cfg.get("mizero") or {})}
+    """The ``mizero`` config section with its schema defaults filled in."""
+    return with_defaults(cfg.get("mizero"), "mizero")
 
 
 def mizero_enabled(cfg: dict) -> bool:
@@ -213,7 +214,7 @@ def run_mizero(
     from ..config import resolve_path
     from ..embed.text_towers import load_text_tower
 
-    with log_to(log) as logger:
+    with logging_to(log) as logger:
         names, texts = class_names_texts(cfg)
         test = test_rows(read_split(split_csv, names))
         missing = [s for s in test["slide_id"] if s not in bag_paths]
@@ -224,7 +225,7 @@ def run_mizero(
         encoder, weights, seed = str(emb["encoder"]), str(emb["weights"]), int(emb["seed"])
         prompt_file = resolve_path(settings["prompts"], root) if root else resolve_path(settings["prompts"])
         prompts = load_prompts(prompt_file)
-        device = resolve_device(str((cfg.get("train") or {}).get("device", "auto")))
+        device = resolve_device(str((cfg.get("train") or {}).get("device") or "auto"))
         expected = image_weights_sha256(encoder, weights, seed)
         tower = load_text_tower(encoder, weights, seed, device)
         per_class = class_prompts(names, texts, prompts)
@@ -263,7 +264,7 @@ def run_mizero(
         probs = np.stack(probs).astype(np.float64)
         logger.info("MI-Zero: %d test slides", len(test))
         if attention_dir is not None:
-            from ..evaluate.heatmap import save_run_attention
+            from ..evaluate.attention import save_run_attention
 
             ids = test["slide_id"].tolist()
             n = len(

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..delimited import read_delimited
 from ..ids import clean_ids
+from ..settings import with_defaults
 
 _TCGA_PATIENT = re.compile(r"^(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})")
 COLUMNS = ["slide_id", "patient_id", "label", "path", "file_id", "filename", "md5", "size", "manifest"]
@@ -86,7 +87,8 @@ def gdc_table(gdc: dict, classes: list[str], root: str | Path) -> pd.DataFrame:
     labels = gdc.get("labels")
     if labels:
         table = resolve_path(labels, root)
-        fcol, lcol = gdc.get("labels_file_column", "slide_file_name"), gdc.get("labels_column", "cancer_type")
+        gdc = with_defaults(gdc, "cohort.gdc")
+        fcol, lcol = gdc["labels_file_column"], gdc["labels_column"]
         lab = read_delimited(table, what="clinical table (`cohort.gdc.labels`)")
         missing = [c for c in (fcol, lcol) if c not in lab.columns]
         if missing:

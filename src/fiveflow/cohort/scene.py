@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..settings import default, with_defaults
 from .noise import fbm_grid, fbm_points, mix_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,9 +87,9 @@ class Difficulty:
     says nothing about class, but it adds between-slide variation a classifier must see through); 0 = every
     slide the same stain."""
 
-    normal_lung: tuple[float, float] = (0.15, 0.3)
-    stain_jitter: float = 1.0
-    overlap: tuple[float, float] = (0.0, 0.0)
+    normal_lung: tuple[float, float] = tuple(default("cohort.demo.difficulty.normal_lung"))
+    stain_jitter: float = default("cohort.demo.difficulty.stain_jitter")
+    overlap: tuple[float, float] = tuple(default("cohort.demo.difficulty.overlap"))
 
     @classmethod
     def from_config(cls, d: dict | None) -> Difficulty:
@@ -98,14 +99,15 @@ class Difficulty:
             raise ValueError(
                 f"cohort.demo.difficulty: unknown keys {sorted(unknown)} (normal_lung, stain_jitter, overlap)"
             )
-        olo, ohi = (float(v) for v in d.get("overlap", cls.overlap))
+        d = with_defaults(d, "cohort.demo.difficulty")
+        olo, ohi = (float(v) for v in d["overlap"])
         if not 0.0 <= olo <= ohi <= 0.5:
             raise ValueError(
                 f"cohort.demo.difficulty.overlap must be [low, high] with 0 <= low <= high <= 0.5 "
                 f"(got {[olo, ohi]}; above 0.5 the other class's morphology would dominate)"
             )
-        lo, hi = (float(v) for v in d.get("normal_lung", cls.normal_lung))
-        jitter = float(d.get("stain_jitter", cls.stain_jitter))
+        lo, hi = (float(v) for v in d["normal_lung"])
+        jitter = float(d["stain_jitter"])
         if not 0.0 <= lo <= hi < 1.0:
             raise ValueError(
                 f"cohort.demo.difficulty.normal_lung must be [low, high] with 0 <= low <= high < 1 (got {[lo, hi]})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULTS = {"precision": "auto", "deterministic": True, "precomputed": None, "num_workers": "auto", "shard_size": 1}
+from ..settings import with_defaults
 
 
 def is_local_weights(weights: str) -> bool:
@@ -14,7 +14,7 @@ def is_local_weights(weights: str) -> bool:
 
 def embed_settings(cfg: dict, root: str | Path | None = None) -> dict:
     """The ``embedding`` config section with defaults filled in and a relative weights path made absolute."""
-    out = {**DEFAULTS, **cfg}
+    out = with_defaults(cfg, "embedding")
     w = str(out["weights"])
     if root is not None and is_local_weights(w) and not Path(w).is_absolute():
         out["weights"] = str(Path(root) / w)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import with_defaults
 from .aggregator import TFSAggregator
 from .layers import cross_residual_mode
 from .text import FrozenTextEncoder, LoraTextEncoder
@@ -314,19 +315,34 @@ class FiVEModel(nn.Module):
         return self.logit_scale() * slide @ text.t()
 
 
+# What a ``model`` section stored in a checkpoint means when it lacks a key that is required in today's config:
+# the checkpoint was written before that flag existed, with the behaviour of that time (e.g. raw features,
+# a frozen text encoder). Optional keys take their schema defaults (fiveflow.settings), which are the same.
+PRE_FLAG_CHECKPOINT_MODEL = {
+    "position": "coords",
+    "text_lora_r": 0,
+    "text_lora_alpha": 32,
+    "text_lora_dropout": 0.05,
+    "text_lora_targets": ["query", "key", "value", "dense"],
+    "attend_to_padding": False,
+    "cross_residual": "mlp",
+    "feature_norm": "none",
+}
+
+
 def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], device: str | torch.device) -> FiVEModel:
     """Create a FiVE model from the config's ``model`` section."""
     from .text import get_text_encoder
 
-    position_encoding = str(model_cfg.get("position_encoding", "fourier"))
-    if position_encoding == "sinusoid" and model_cfg.get("position", "coords") != "index":
+    model_cfg = {**PRE_FLAG_CHECKPOINT_MODEL, **with_defaults(model_cfg, "model")}
+    position_encoding = str(model_cfg["position_encoding"])
+    if position_encoding == "sinusoid" and model_cfg["position"] != "index":
         raise ValueError(
             f"model.position_encoding: sinusoid is the authors' 1-D encoding of the row-index fraction and needs "
-            f"model.position: index (got position: {model_cfg.get('position', 'coords')!r}). Fix: set model.position: "
+            f"model.position: index (got position: {model_cfg['position']!r}). Fix: set model.position: "
             "index, or keep position: coords with model.position_encoding: fourier."
         )
-    # checkpoints written before LoRA existed have no text_lora_* keys: frozen encoder (r = 0)
-    r = int(model_cfg.get("text_lora_r", 0) or 0)
+    r = int(model_cfg["text_lora_r"] or 0)
     if r > 0:
         enc = LoraTextEncoder(
             model_cfg["text_encoder"],
@@ -334,9 +350,9 @@ def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], dev
             model_cfg["text_mask_padding"],
             device,
             r=r,
-            alpha=float(model_cfg.get("text_lora_alpha", 32)),
-            dropout=float(model_cfg.get("text_lora_dropout", 0.05)),
-            targets=list(model_cfg.get("text_lora_targets", ["query", "key", "value", "dense"])),
+            alpha=float(model_cfg["text_lora_alpha"]),
+            dropout=float(model_cfg["text_lora_dropout"]),
+            targets=list(model_cfg["text_lora_targets"]),
         )
     else:
         enc = get_text_encoder(
@@ -352,14 +368,13 @@ def build_model(model_cfg: dict, feature_dim: int, questions: Sequence[str], dev
         prompt_mode=model_cfg["prompt_mode"],
         logit_scale=float(model_cfg["logit_scale"]),
         learn_logit_scale=bool(model_cfg["learn_logit_scale"]),
-        # .get: checkpoints written before these flags existed build with the defaults
-        attend_to_padding=bool(model_cfg.get("attend_to_padding", False)),
+        attend_to_padding=bool(model_cfg["attend_to_padding"]),
         # legacy booleans (older configs and checkpoints): False -> mlp, True -> full
-        cross_residual=cross_residual_mode(model_cfg.get("cross_residual", "mlp")),
+        cross_residual=cross_residual_mode(model_cfg["cross_residual"]),
         position_encoding=position_encoding,
-        position_in_cross_keys=bool(model_cfg.get("position_in_cross_keys", False)),
-        pad_to_max_instances=bool(model_cfg.get("pad_to_max_instances", False)),
-        feature_norm=str(model_cfg.get("feature_norm", "none")),
-        tfs=bool(model_cfg.get("tfs", True)),
+        position_in_cross_keys=bool(model_cfg["position_in_cross_keys"]),
+        pad_to_max_instances=bool(model_cfg["pad_to_max_instances"]),
+        feature_norm=str(model_cfg["feature_norm"]),
+        tfs=bool(model_cfg["tfs"]),
     )
     return model.to(device)

@@ -56,6 +56,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..fileio import atomic_write_text
+from ..settings import default
 from .normalize import FIELDS, SEP, split_answer
 from .prompts import Prompt
 
@@ -107,26 +108,27 @@ class MissingAPIKeyError(LLMError):
 class LLMConfig:
     """The ``reports.openai`` config section, plus retry knobs (not config keys)."""
 
-    model: str = "gpt-4"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.0
-    max_concurrency: int = 4
-    cache_dir: str = "results/reports/cache"
-    max_retries: int = 5
+    # config keys: their defaults are the schema's (fiveflow.settings); backoff_s and max_backoff_s are not keys
+    model: str = default("reports.openai.model")
+    base_url: str | None = default("reports.openai.base_url")
+    api_key_env: str = default("reports.openai.api_key_env")
+    temperature: float = default("reports.openai.temperature")
+    max_concurrency: int = default("reports.openai.max_concurrency")
+    cache_dir: str = default("reports.openai.cache_dir")
+    max_retries: int = default("reports.openai.max_retries")
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
-    timeout_s: float = 120.0
-    structured: str = "auto"
+    timeout_s: float = default("reports.openai.timeout_s")
+    structured: str = default("reports.openai.structured")
     # Read by structure_reports, not here: the share of reports (sent to the LLM) that may end ``failed``
     # before the run fails (0 = none; ``malformed`` replies do not count); and how often the workflow
     # restarts a failed ``reports`` job (Snakemake ``retries``). Neither changes an answer or the cache key.
-    max_failed_share: float = 0.0
-    rule_retries: int = 2
+    max_failed_share: float = default("reports.openai.max_failed_share")
+    rule_retries: int = default("reports.openai.rule_retries")
     # After this many reports in a row failed for good (server down, key revoked, model gone), the rest are
     # not sent: each ends ``failed`` at once ("not sent: ...") instead of waiting through its own retries.
     # 0 = off. Any reply (even a malformed one) resets the count.
-    circuit_breaker: int = 8
+    circuit_breaker: int = default("reports.openai.circuit_breaker")
 
     @classmethod
     def from_cfg(cls, cfg: dict | None, **overrides: Any) -> LLMConfig:

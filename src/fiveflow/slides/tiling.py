@@ -24,19 +24,14 @@ import numpy as np
 from .. import __version__
 from ..errors import reading
 from ..fileio import atomic_path
+from ..settings import defaults, with_defaults
 from .reader import SlideError, SlideInfo, best_level, open_slide, read_level_region, slide_info
 
 META_KEY = b"fiveflow"
 #: what to do about a coordinates file that cannot be read
 COORDS_FIX = "delete it and tile the slide again (`fiveflow tile` or the workflow)"
-DEFAULT_MASK = dict(
-    method="otsu",
-    mpp=8.0,
-    white_threshold=220,
-    reject_pen=["green", "blue", "black"],
-    fill_holes_mm2=0.1,
-    min_component_mm2=0.01,
-)
+# method and mpp: config.yaml's (required keys, see default_tiling); the optional keys: the schema's defaults
+DEFAULT_MASK = {"method": "otsu", "mpp": 8.0, **defaults("tiling.mask")}
 # Level-0 pixels read per strip when a level must be reduced on the fly (bounded memory).
 _STRIP_BYTES = 64 * 2**20
 
@@ -199,10 +194,11 @@ def _tile_open_slide(slide, meta: TilingMeta, cfg: dict, out_parquet, out_qc, ou
     from .mask import mask_contours, tile_fractions, tissue_mask
 
     path = meta.slide_path
-    info = slide_info(slide, path, mpp_override, cfg.get("assume_mpp"))
+    cfg = with_defaults(cfg, "tiling")
+    info = slide_info(slide, path, mpp_override, cfg["assume_mpp"])
     target_mpp = float(cfg["target_mpp"])
     patch = int(cfg["patch_size"])
-    overlap = int(cfg.get("overlap") or 0)
+    overlap = int(cfg["overlap"] or 0)
     if not 0 <= overlap < patch:
         fix = "lower `tiling.overlap`" if overlap >= patch else "set `tiling.overlap` to 0 or more"
         raise SlideError(

@@ -24,6 +24,8 @@ import copy
 import re
 from dataclasses import dataclass
 
+from ..settings import with_defaults
+
 _RATIO = re.compile(r"^ratio_(\d+(?:\.\d+)?)$")
 FIXED = {"class_texts": "FiVE-classtexts", "no_tfs": "FiVE-noTFS"}
 BASE = "FiVE"
@@ -44,7 +46,7 @@ class Ablation:
 def five_method(cfg: dict | None = None) -> str:
     """FiVE's method name under ``cfg``: ``FiVE``, or ``FiVE+histotype`` when ``reports.name_histotype``
     is on (the descriptions then name the diagnosis: not the authors' FiVE)."""
-    named = bool(((cfg or {}).get("reports") or {}).get("name_histotype", False))
+    named = bool(with_defaults((cfg or {}).get("reports"), "reports")["name_histotype"])
     return BASE + (HISTOTYPE if named else "")
 
 

@@ -10,8 +10,10 @@ import pandas as pd
 import torch
 
 from ..evaluate.optimistic import SELECTION_KEY, bestepoch_method, optimistic_note
+from ..logs import LOGGER_NAME, logging_to
 from ..model import load_checkpoint
-from .common import LOGGER_NAME, log_to, resolve_device
+from ..settings import with_defaults
+from .common import resolve_device
 from .data import BagStore
 from .draws import run_draws
 from .loop import fit, fit_key, predict_probs
@@ -89,7 +91,7 @@ def run_zeroshot(
 ) -> pd.DataFrame:
     """Classify the test split by cosine to the class texts straight after pre-training (and, with
     ``attention_dir``, save each test slide's per-tile ``five_score`` there for heatmaps)."""
-    with log_to(log) as logger:
+    with logging_to(log) as logger:
         names, texts = class_names_texts(cfg)
         test = test_rows(read_split(split_csv, names))
         model, payload = load_checkpoint(ckpt, resolve_device(cfg["train"]["device"]))
@@ -102,11 +104,11 @@ def run_zeroshot(
             texts,
             pre["instance_ratio"],
             pre["max_instances"],
-            sampling=pre.get("sampling", "segments"),
+            sampling=with_defaults(pre, "train.pretrain")["sampling"],
         )
         logger.info("zero-shot: %d test slides", len(test))
         if attention_dir is not None:
-            from ..evaluate.heatmap import save_run_attention
+            from ..evaluate.attention import save_run_attention
 
             ids = test["slide_id"].tolist()
             scores = instance_scores(model, store, ids, texts, probs, five_score)
@@ -145,7 +147,7 @@ def run_zeroshot_bestepoch(
     the final epoch. Reads the per-epoch test probabilities pre-training stored in the checkpoint
     (``extra["zeroshot_epochs"]``), so it needs neither the bags nor a GPU. The chosen epoch and every
     epoch's accuracy go into the parquet metadata ``fiveflow_selection``."""
-    with log_to(log) as logger:
+    with logging_to(log) as logger:
         names, _ = class_names_texts(cfg)
         test = test_rows(read_split(split_csv, names))
         payload = torch.load(str(ckpt), map_location="cpu", weights_only=False)
@@ -248,7 +250,7 @@ def run_fewshot(
             texts,
             ft["instance_ratio"],
             ft["max_instances"],
-            sampling=ft.get("sampling", "segments"),
+            sampling=with_defaults(ft, "train.finetune")["sampling"],
         )
         if attention_dir is None:
             return probs[:, 1]

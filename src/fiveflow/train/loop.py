@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..fileio import atomic_path
 from ..model.five import FiVEModel
+from ..settings import with_defaults
 from .data import Bag, BagStore
 from .descriptions import all_variants, draw_dropped_questions, n_variants, perturb_descriptions
 from .sampling import SAMPLING_MODES, sample_instances
@@ -171,16 +172,17 @@ def fit(
     epochs = int(optim_cfg["epochs"])
     accumulate = int(optim_cfg["accumulate"])
     ratio, max_inst = float(optim_cfg["instance_ratio"]), int(optim_cfg["max_instances"])
-    faithful_empty = bool(optim_cfg.get("faithful_empty_steps", False))
-    symmetric = bool(optim_cfg.get("symmetric_loss", False))
-    merge_shuffled = bool(optim_cfg.get("merge_shuffled", False))
-    # the authors' quirks (FIVE_METHOD.md 3-4); .get: older configs lack the keys
-    sampling = str(optim_cfg.get("sampling", "segments"))
+    optim_cfg = with_defaults(optim_cfg, "train.pretrain")  # older configs and checkpoints lack the newer keys
+    faithful_empty = bool(optim_cfg["faithful_empty_steps"])
+    symmetric = bool(optim_cfg["symmetric_loss"])
+    merge_shuffled = bool(optim_cfg["merge_shuffled"])
+    # the authors' quirks (FIVE_METHOD.md 3-4)
+    sampling = str(optim_cfg["sampling"])
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"{label}: sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
-    label_smoothing = float(optim_cfg.get("label_smoothing", 0.0))
-    drop_last = bool(optim_cfg.get("drop_last_group", False))
-    grad_cands = int(optim_cfg.get("text_grad_candidates", 96))
+    label_smoothing = float(optim_cfg["label_smoothing"])
+    drop_last = bool(optim_cfg["drop_last_group"])
+    grad_cands = int(optim_cfg["text_grad_candidates"])
     nq = len(model.questions)
     n = len(items)
     if n == 0 and epochs > 0:

@@ -19,8 +19,10 @@ import torch
 
 from ..errors import reading
 from ..fileio import atomic_write_text
+from ..logs import logging_to
 from ..model import build_model, load_questions, save_checkpoint
-from .common import log_to, resolve_device, seed_everything, set_threads
+from ..settings import with_defaults
+from .common import resolve_device, seed_everything, set_threads
 from .data import BagStore
 from .descriptions import split_segments
 from .loop import fit, fit_key, load_train_state, predict_probs
@@ -233,7 +235,7 @@ def pretrain(
     """
     if targets not in TARGETS:
         raise ValueError(f"pretrain targets must be one of {TARGETS}, got {targets!r}")
-    with log_to(log) as logger:
+    with logging_to(log) as logger:
         set_threads(threads)
         device = resolve_device(cfg["train"]["device"])
         split = read_split(split_csv)
@@ -301,7 +303,7 @@ def pretrain(
                 epoch_eval_path(out_ckpt),
                 key,
                 logger,
-                sampling=pre.get("sampling", "segments"),
+                sampling=with_defaults(pre, "train.pretrain")["sampling"],
             )  # as run_zeroshot
             tracker.catch_up(resume)
 

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from ..settings import with_defaults
+
 BETAS = (0.9, 0.98)
 EPS = 1e-8
 LR_FLOORS = ("scaled", "absolute")
@@ -26,7 +28,7 @@ def build_optimizer(model: nn.Module, optim_cfg: dict) -> torch.optim.AdamW:
     mult = float(optim_cfg["aggregator_lr_mult"])
     wd = float(optim_cfg["weight_decay"])
     min_lr = float(optim_cfg["min_lr"])
-    floor = str(optim_cfg.get("lr_floor", "scaled"))  # older configs lack the key
+    floor = str(with_defaults(optim_cfg, "train.pretrain")["lr_floor"])  # older configs lack the key
     if floor not in LR_FLOORS:
         raise ValueError(f"lr_floor must be one of {LR_FLOORS}, got {floor!r}")
     image_prefixes = ("feature_proj.", "aggregator.", "pad_token")
