@@ -85,7 +85,7 @@ def test_too_few_slides_is_a_clear_error(bad):
 
 
 def test_attribute_values_and_distribution():
-    """Issue 18: a patient's six facts are one row of the real answers' per-class table (resources/demo), drawn
+    """Issue 18: a patient's six facts are one row of the real answers' per-class table (data/demo), drawn
     with its count, so the demo's Unknown rates and class differences are the real ones."""
     from fiveflow.cohort.facts import load_fact_table
     from fiveflow.reports.normalize import ALLOWED, FIELDS
@@ -127,13 +127,14 @@ def test_fact_draws_keep_the_joint_distribution():
 
 
 def test_shipped_fact_table_is_the_estimate_from_the_real_answers(tmp_path):
-    """resources/demo/report_facts.csv is what tools/estimate_report_facts.py makes from the 300 development
+    """The packaged demo/report_facts.csv is what tools/estimate_report_facts.py makes from the 300 development
     answers, byte for byte; a damaged table is refused with the line and the fix."""
     import subprocess
     import sys
 
     from conftest import PROJECT_ROOT, shared_path
     from fiveflow.cohort.facts import load_fact_table
+    from fiveflow.package_data import package_file
 
     out = tmp_path / "facts.csv"
     proc = subprocess.run(
@@ -149,7 +150,7 @@ def test_shipped_fact_table_is_the_estimate_from_the_real_answers(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes() == (PROJECT_ROOT / "resources" / "demo" / "report_facts.csv").read_bytes()
+    assert out.read_bytes() == package_file("demo/report_facts.csv").read_bytes()
     assert "LUAD: 150 patients, 77 combinations" in proc.stdout
     bad = tmp_path / "bad.csv"
     bad.write_text(out.read_text().replace("LUAD,poor,unknown", "LUAD,awful,unknown", 1))

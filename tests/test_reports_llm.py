@@ -834,10 +834,10 @@ def test_authors_shape_prompt_sends_their_layout(server, cfg, prompt):
     no system message, every user turn is the instruction followed by a report, the worked examples as
     alternating user/assistant turns, the real report last, temperature 0 and no response_format (their
     ';'-joined text). Same instruction and examples as five-v1, its own version and hash (cache keys differ)."""
-    from fiveflow.reports.prompts import PROJECT_ROOT as ROOT
+    from conftest import PROJECT_ROOT
     from fiveflow.reports.prompts import load_prompt as load
 
-    authors = load(ROOT / "resources" / "questions" / "five-authors-v1.yaml")
+    authors = load(PROJECT_ROOT / "resources" / "questions" / "five-authors-v1.yaml")
     assert authors.shape == "authors" and prompt.shape == "system"
     assert (authors.instruction, authors.examples) == (prompt.instruction, prompt.examples)
     assert authors.sha256 != prompt.sha256 and report_cache_key("r", cfg, authors) != report_cache_key("r", cfg, prompt)

@@ -216,7 +216,7 @@ def test_every_row_carries_the_prompt_version_and_hash(tmp_path):
     df = structure_reports(reports, tmp_path / "l.parquet", {"backend": "offline"})
     prompt = load_prompt()
     assert (df["prompt_version"] == prompt.version).all() and (df["prompt_sha256"] == prompt.sha256).all()
-    assert DEFAULT_QUESTIONS.stem == prompt.version  # resources/questions/<prompt_version>.yaml
+    assert DEFAULT_QUESTIONS.stem == prompt.version  # questions/<prompt_version>.yaml
     edited = tmp_path / "questions" / f"{prompt.version}-edited.yaml"
     edited.parent.mkdir()
     edited.write_text(DEFAULT_QUESTIONS.read_text())

@@ -44,7 +44,7 @@ TRUTH_COLUMNS = (
 )
 
 # The six report facts of a patient are drawn jointly from the per-class distribution of real TCGA-lung answers
-# (resources/demo/report_facts.csv, fiveflow.cohort.facts); reports leave `unknown` facts unstated.
+# (fiveflow/data/demo/report_facts.csv, fiveflow.cohort.facts); reports leave `unknown` facts unstated.
 _SUBTYPE = {
     "LUAD": {
         "well": ("lepidic", "acinar", "papillary"),

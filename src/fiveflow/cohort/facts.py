@@ -1,11 +1,11 @@
 """The demo's report facts, drawn from the per-class joint distribution of real TCGA-lung answers.
 
-``resources/demo/report_facts.csv`` has one row per combination of the six FiVE facts seen in a
+The packaged ``fiveflow/data/demo/report_facts.csv`` has one row per combination of the six FiVE facts seen in a
 class: ``label``, the six fields of :data:`fiveflow.reports.normalize.FIELDS` (their categorical
 values) and ``count``, the number of real patients of that class whose answers normalise to that
 combination. It was estimated once, by ``tools/estimate_report_facts.py``, from the 300 development
 TCGA-lung reports (150 LUAD, 150 LUSC) with the FiVE authors' GPT-4 answers; an empty answer counts
-as all six facts unknown (``resources/demo/README.md`` says how it was made, and a test re-estimates
+as all six facts unknown (``README.md`` beside it says how it was made, and a test re-estimates
 it from the development copy when present).
 
 A demo patient's six facts are one draw of a row of its class, weighted by ``count``
@@ -23,19 +23,12 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
+from ..package_data import package_file
 from ..reports.normalize import ALLOWED, FIELDS
 
-FACTS_FILE = Path("resources") / "demo" / "report_facts.csv"
-DEFAULT_FACTS = Path(__file__).resolve().parents[3] / FACTS_FILE
+#: the shipped table, a packaged file (fiveflow/data/demo/report_facts.csv)
+FACTS_NAME = "demo/report_facts.csv"
 COLUMNS = ("label", *FIELDS, "count")
-
-
-def default_facts_path() -> Path:
-    """resources/demo/report_facts.csv of the source tree, else of the working directory."""
-    for cand in (DEFAULT_FACTS, Path.cwd() / FACTS_FILE):
-        if cand.is_file():
-            return cand
-    return DEFAULT_FACTS
 
 
 def estimate_fact_table(
@@ -76,13 +69,13 @@ def fact_table_csv(rows: list[dict]) -> str:
 @lru_cache(maxsize=8)
 def load_fact_table(path: str | os.PathLike | None = None) -> dict[str, tuple[tuple[dict, ...], tuple[int, ...]]]:
     """label -> (fact rows, counts) of the shipped table (or ``path``); checks every value is a known category."""
-    path = Path(path) if path is not None else default_facts_path()
+    path = Path(path) if path is not None else package_file(FACTS_NAME)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"demo report facts not found: {path} (expected {FACTS_FILE} in the project); "
-            "restore it from the repository"
+            f"demo report facts not found: {path}. Fix: give an existing table, or leave the path out "
+            f"for the packaged one (data/{FACTS_NAME})"
         ) from None
     out: dict[str, tuple[list, list]] = {}
     for line, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):

@@ -1,8 +1,8 @@
 """The six FiVE perspectives (questions) that make up the prompt bank and the description order.
 
-``resources/questions/five-v1.yaml`` (key ``questions``) is the project's editable copy; when it is
-absent or unreadable the constants below are used. Items there may be plain strings or
-mappings with a ``text`` (or ``question``) field.
+The packaged ``fiveflow/data/questions/five-v1.yaml`` (key ``questions``) is the default; another
+questions file may be given, and when that one is absent or unreadable the constants below are used.
+Items there may be plain strings or mappings with a ``text`` (or ``question``) field.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 
 import yaml
+
+from ..package_data import package_file
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,8 @@ FIVE_QUESTIONS: tuple[str, ...] = (
     "Are the margins of the excised tissue clear of disease?",
 )
 
-DEFAULT_QUESTIONS_FILE = Path(__file__).resolve().parents[3] / "resources" / "questions" / "five-v1.yaml"
+#: the packaged prompt file whose ``questions`` are the default (the same file the report structuring reads)
+DEFAULT_QUESTIONS_NAME = "questions/five-v1.yaml"
 
 
 def _item_text(item) -> str:
@@ -41,10 +44,10 @@ def _item_text(item) -> str:
 def load_questions(path: str | Path | None = None) -> list[str]:
     """Return the question texts, in description order.
 
-    Reads ``path`` (default ``resources/questions/five-v1.yaml``) when it exists and holds a
+    Reads ``path`` (default: the packaged ``questions/five-v1.yaml``) when it exists and holds a
     ``questions`` list; otherwise falls back to :data:`FIVE_QUESTIONS`.
     """
-    p = Path(path) if path is not None else DEFAULT_QUESTIONS_FILE
+    p = Path(path) if path is not None else package_file(DEFAULT_QUESTIONS_NAME)
     if p.is_file():
         try:
             with open(p) as fh:

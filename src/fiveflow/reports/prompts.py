@@ -1,4 +1,8 @@
-"""The FiVE questions and the LLM prompt, loaded from ``resources/questions/<version>.yaml``."""
+"""The FiVE questions and the LLM prompt, loaded from a ``questions/<version>.yaml`` file.
+
+The default, ``five-v1``, ships with the package (``fiveflow/data/questions/five-v1.yaml``); the workflow's
+``reports.questions`` names a file by path (``resources/questions/<version>.yaml`` in the project).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,14 @@ from pathlib import Path
 
 import yaml
 
+from ..package_data import package_file
 from .normalize import FIELDS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-#: one file per prompt version; a new version is a new file, so old labels stay reproducible
-QUESTIONS_DIR = Path("resources") / "questions"
-DEFAULT_QUESTIONS = PROJECT_ROOT / QUESTIONS_DIR / "five-v1.yaml"
+#: one file per prompt version, named ``<prompt_version>.yaml`` in a folder of this name; a new version is a
+#: new file, so old labels stay reproducible
+QUESTIONS_DIR_NAME = "questions"
+#: the default prompt, a packaged file
+DEFAULT_QUESTIONS = package_file(f"{QUESTIONS_DIR_NAME}/five-v1.yaml")
 #: how a prompt is laid out in chat messages: ``system`` = the instruction as the system message, then the
 #: worked examples and the report as user/assistant turns; ``authors`` = the FiVE authors' layout: no system
 #: message, every user turn is the instruction followed by a report (examples as alternating user/assistant
@@ -57,19 +63,15 @@ class Prompt:
         return msgs
 
 
-def default_questions_path() -> Path:
-    """resources/questions/five-v1.yaml of the source tree, else of the working directory (installed package)."""
-    for cand in (DEFAULT_QUESTIONS, Path.cwd() / QUESTIONS_DIR / DEFAULT_QUESTIONS.name):
-        if cand.is_file():
-            return cand
-    return DEFAULT_QUESTIONS
-
-
 def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
-    """Load and check a questions file (six questions in FIELDS order, >= 1 worked example)."""
-    path = Path(path) if path is not None else default_questions_path()
+    """Load and check a questions file (default: the packaged five-v1; six questions in FIELDS order, >= 1
+    worked example)."""
+    path = Path(path) if path is not None else DEFAULT_QUESTIONS
     if not path.is_file():
-        raise FileNotFoundError(f"questions file not found: {path} (expected resources/questions/five-v1.yaml)")
+        raise FileNotFoundError(
+            f"questions file not found: {path}. Fix: correct `reports.questions` (e.g. "
+            "resources/questions/five-v1.yaml), or leave it out for the packaged five-v1"
+        )
     with open(path) as fh:
         doc = yaml.safe_load(fh)
     for key in ("prompt_version", "questions", "instruction", "examples"):
@@ -91,7 +93,7 @@ def load_prompt(path: str | os.PathLike | None = None) -> Prompt:
     shape = str(doc.get("shape", "system"))
     if shape not in SHAPES:
         raise ValueError(f"{path}: `shape` must be one of {', '.join(SHAPES)}, got {shape!r}")
-    if path.parent.name == QUESTIONS_DIR.name and path.stem != str(doc["prompt_version"]):
+    if path.parent.name == QUESTIONS_DIR_NAME and path.stem != str(doc["prompt_version"]):
         raise ValueError(
             f"{path}: prompt_version is {doc['prompt_version']!r} but the file is named {path.name}. "
             "Fix: a new prompt version is a new file named <prompt_version>.yaml (keep the old one)."
