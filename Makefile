@@ -14,7 +14,9 @@ test: setup  ## set up and run the test suite (unit + end-to-end workflow tests)
 	@bash tools/system-deps.sh  # Debian packages for the SLURM and report tests (installs as root)
 	.venv/bin/python -m pytest -ra
 
-lint: setup
+lint: setup  ## style and workflow checks (CI runs them): ruff lint, ruff format, snakemake --lint
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	$(SNAKEMAKE) --lint
 
 clean:

@@ -37,4 +37,4 @@ rule all:
 onsuccess:
     # Slides that were recorded as failed or without tissue are excluded, never silently: say so.
     if not PRECOMPUTED:
-        print(slide_qc_notice(f"{R}/qc/tiling_summary.csv"), end="")
+        print(slide_qc_notice(LAYOUT.tiling_summary), end="")

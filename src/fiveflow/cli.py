@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .layout import Layout
 
 log = logging.getLogger("fiveflow")
 
@@ -69,7 +70,7 @@ def cmd_tile(args) -> int:
         cfg["target_mpp"] = args.target_mpp
     if args.patch_px is not None:
         cfg["patch_size"] = args.patch_px
-    out = Path(args.out)
+    layout = Layout(args.out)
     worst = 0
     for s in args.slide:
         sid = slide_id_from_path(s)
@@ -78,9 +79,9 @@ def cmd_tile(args) -> int:
                 s,
                 sid,
                 cfg,
-                out / "coords" / f"{sid}.parquet",
-                out / "qc" / f"{sid}.png",
-                out / "qc" / "tissue" / f"{sid}.geojson",
+                layout.coords(sid),
+                layout.qc_thumbnail(sid),
+                layout.tissue_geojson(sid),
                 mpp_override=args.mpp,
             )
         except SlideError as exc:
@@ -117,12 +118,12 @@ def cmd_embed(args) -> int:
     )
     for s in args.slides:
         sid = slide_id_from_path(s)
-        coords = Path(args.out) / "coords" / f"{sid}.parquet"
+        coords = Layout(args.out).coords(sid)
         res = embed_slide(
             s,
             coords,
             enc,
-            Path(args.out) / "features" / cfg["encoder"] / f"{sid}.h5",
+            Layout(args.out).bag(cfg["encoder"], sid),
             batch_size=int(cfg["batch_size"]),
             num_workers=cfg["num_workers"],
             device=cfg["device"],
@@ -269,31 +270,20 @@ def cmd_fewshot(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from types import SimpleNamespace
-
-    from .evaluate.report import evaluate_predictions
-
-    cfg = _cfg(args)
-    out = Path(args.out)
-    outs = SimpleNamespace(
-        csv=out / "tables/fewshot.csv",
-        md=out / "tables/fewshot.md",
-        tex=out / "tables/fewshot.tex",
-        runs=out / "tables/fewshot_runs.csv",
-        plot=out / "plots/fewshot.png",
-        ablation_csv=out / "tables/ablation.csv",
-        ablation_md=out / "tables/ablation.md",
-        roc=out / "plots/roc.png",
-        confusion=out / "plots/confusion.png",
-    )
+    """The evaluate rule's work: the same files (fiveflow.layout), the same bootstrap settings (config evaluate)."""
+    from .evaluate.tables import evaluate_predictions
+    from .layout import Layout
     from .protocol import table_protocol
 
+    cfg = _cfg(args)
     table = evaluate_predictions(
         [str(p) for p in args.predictions],
-        outs,
+        Layout(args.out).evaluate,
         classes=[c["name"] for c in cfg["classes"]],
-        protocol=table_protocol(cfg),
-    )  # FiVE's rows say which settings they ran under
+        n_boot=int(cfg["evaluate"]["n_boot"]),
+        seed=int(cfg["evaluate"]["boot_seed"]),
+        protocol=table_protocol(cfg),  # FiVE's rows say which settings they ran under
+    )
     print(table.to_string(index=False))
     return 0
 
@@ -572,7 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--shots", type=nonnegative_int, required=True, help="slides per class (0 = zero-shot)")
     sp.add_argument("--out", required=True, help="predictions parquet to write")
     sp.add_argument("--threads", type=positive_int, default=2)
-    sp = add("evaluate", cmd_evaluate, "metrics, tables (csv/md/tex) and plots from prediction files")
+    sp = add(
+        "evaluate",
+        cmd_evaluate,
+        "metrics, tables (csv/md/tex/html, ablation and paired tables) and plots from prediction files: the evaluate rule's files under OUT/tables and OUT/plots, bootstrap settings from config evaluate",
+    )
     sp.add_argument("predictions", nargs="+", help="prediction parquet files")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
     add("doctor", cmd_doctor, "check the installation, the config and the data before a long run")
@@ -624,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .logs import setup_logging
+
+    setup_logging()  # console: INFO and above to stderr, no timestamps
     argv = list(sys.argv[1:] if argv is None else argv)
     # Backward compatible: `fiveflow reports REPORTS --out X` is `fiveflow reports extract REPORTS --out X`.
     if len(argv) > 1 and argv[0] == "reports" and argv[1] not in (*REPORT_ACTIONS, "-h", "--help"):

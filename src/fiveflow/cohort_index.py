@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import resolve_path
+from .layout import Layout
+from .settings import with_defaults
 
 
 @dataclass
@@ -35,15 +37,15 @@ class Cohort:
 
     @classmethod
     def from_config(cls, cfg: dict, root: Path) -> Cohort:
-        results = cfg["results_dir"]
+        layout = Layout(cfg["results_dir"])
         cohort = cfg["cohort"]
         if cohort["source"] == "demo":
             from .cohort.demo import demo_cases
 
             demo = cohort["demo"]
             cases = demo_cases(int(demo["n_slides"]), int(demo["seed"]))
-            paths = {c.slide_id: f"{results}/demo/slides/{c.slide_id}.tif" for c in cases}
-            return cls("demo", f"{results}/demo/samples.csv", f"{results}/demo/reports.csv", paths)
+            paths = {c.slide_id: layout.demo_slide(c.slide_id) for c in cases}
+            return cls("demo", layout.demo_samples, layout.demo_reports, paths)
         classes = [c["name"] for c in cfg["classes"]]
         if cohort["source"] == "gdc":
             from .cohort.gdc import gdc_table
@@ -51,7 +53,7 @@ class Cohort:
             table = gdc_table(cohort["gdc"], classes, root)
             return cls(
                 "gdc",
-                f"{results}/cohort/samples.csv",
+                layout.gdc_samples,
                 str(resolve_path(cohort["reports"], root)),
                 dict(zip(table["slide_id"], table["path"])),
                 gdc=table,
@@ -60,7 +62,9 @@ class Cohort:
 
         sheet = resolve_path(cohort["samples"], root)
         # with imported features (`embedding.precomputed`) the slide files themselves are not needed
-        df = read_samples(sheet, classes=classes, check_files=not cfg["embedding"].get("precomputed"))
+        df = read_samples(
+            sheet, classes=classes, check_files=not with_defaults(cfg["embedding"], "embedding")["precomputed"]
+        )
         return cls(
             "samples",
             str(sheet),

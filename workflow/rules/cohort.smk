@@ -4,7 +4,7 @@
 rule demo_slide:
     """One synthetic H&E-like pyramidal TIFF, deterministic in (seed, index)."""
     output:
-        f"{R}/demo/slides/{{slide}}.tif",
+        LAYOUT.demo_slide("{slide}"),
     params:
         demo=config["cohort"].get("demo"),
     log:
@@ -24,12 +24,12 @@ rule demo_slide:
 rule demo_tables:
     """Samples sheet, raw reports and ground-truth attributes of the demo cohort."""
     output:
-        samples=f"{R}/demo/samples.csv",
-        reports=f"{R}/demo/reports.csv",
-        truth=f"{R}/demo/truth.csv",
+        samples=LAYOUT.demo_samples,
+        reports=LAYOUT.demo_reports,
+        truth=LAYOUT.demo_truth,
     params:
         demo=config["cohort"].get("demo"),
-        slides_dir=f"{R}/demo/slides",
+        slides_dir=LAYOUT.demo_slides_dir,
     log:
         f"{LOGS}/demo_tables.log",
     benchmark:
@@ -50,7 +50,7 @@ rule gdc_samples:
     input:
         manifests=GDC_INPUTS,
     output:
-        f"{R}/cohort/samples.csv",
+        LAYOUT.gdc_samples,
     params:
         gdc=config["cohort"].get("gdc"),
         classes=[c["name"] for c in config["classes"]],

@@ -7,9 +7,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fiveflow.config import ConfigError, resolve_path, validate_config  # noqa: E402
+from fiveflow.embed import embed_settings  # noqa: E402
 from fiveflow.embed.shards import plan_shards  # noqa: E402
 from fiveflow.embed.text_towers import has_text_tower  # noqa: E402
 from fiveflow.evaluate.optimistic import bestepoch_method  # noqa: E402
+from fiveflow.layout import Layout  # noqa: E402
 from fiveflow.protocol import table_protocol  # noqa: E402
 from fiveflow.reports import backend_name  # noqa: E402
 from fiveflow.train.ablations import five_method, parse_ablation  # noqa: E402
@@ -24,8 +26,9 @@ ROOT = str(Path(workflow.basedir))
 # envs/*.post-deploy.sh install the package from here into each conda env (--use-conda / --sdm conda)
 os.environ.setdefault("FIVEFLOW_ROOT", ROOT)
 R = config["results_dir"]
-LOGS = f"{R}/logs"
-BENCH = f"{R}/benchmarks"
+LAYOUT = Layout(R)  # every stage's output paths (fiveflow.layout), shared with the fiveflow command
+LOGS = LAYOUT.logs
+BENCH = LAYOUT.benchmarks
 ENCODER = config["embedding"]["encoder"]
 try:
     COHORT = Cohort.from_config(config, Path(workflow.basedir))
@@ -64,9 +67,9 @@ TRAIN_GPU = 0 if config["train"]["device"] == "cpu" else 1
 # FiVE is named FiVE+histotype when its descriptions name the histologic type (reports.name_histotype: an
 # extension that leaks the label), so no such row reads as FiVE; its description-trained ablations follow suit.
 FIVE_BASE = five_method(config)
-FIVE_CKPTS = {FIVE_BASE: f"{R}/models/pretrain.pt"}
+FIVE_CKPTS = {FIVE_BASE: LAYOUT.pretrained()}
 ABLATIONS = {a: parse_ablation(a, FIVE_BASE) for a in config["ablations"]}
-FIVE_CKPTS.update({ab.method: f"{R}/models/pretrain_{a}.pt" for a, ab in ABLATIONS.items()})
+FIVE_CKPTS.update({ab.method: LAYOUT.pretrained(a) for a, ab in ABLATIONS.items()})
 # ablation method (e.g. FiVE-noTFS) -> its config entry (e.g. no_tfs); FiVE itself has none
 ABLATION_OF = {ab.method: a for a, ab in ABLATIONS.items()}
 # FiVE itself (not an ablation): the one method with the best-epoch zero-shot row
@@ -85,8 +88,10 @@ TRAIN_CFG["train"] = {k: v for k, v in config["train"].items() if k != "zeroshot
 _MZ = config["mizero"]
 MIZERO = has_text_tower(ENCODER) if _MZ["enabled"] == "auto" else bool(_MZ["enabled"])
 MIZERO_PROMPTS = str(resolve_path(_MZ["prompts"], Path(ROOT)))
-MIZERO_CFG = {"classes": config["classes"], "mizero": _MZ, "train": {"device": config["train"]["device"]},
-              "embedding": {k: config["embedding"][k] for k in ("encoder", "weights", "seed")}}
+# paths made absolute here (prompt file, local encoder weights), so the job needs no project root
+MIZERO_CFG = {"classes": config["classes"], "mizero": {**_MZ, "prompts": MIZERO_PROMPTS},
+              "train": {"device": config["train"]["device"]},
+              "embedding": {k: embed_settings(config["embedding"], ROOT)[k] for k in ("encoder", "weights", "seed")}}
 # Attention heatmaps: method -> the shot count whose run 0 is drawn (MI-Zero is zero-shot only).
 # No slides to take thumbnails from when the features were imported (embedding.precomputed): no heatmaps.
 HEATMAPS = config["heatmaps"]
@@ -119,25 +124,25 @@ def slide_path(wildcards):
 
 
 def bag_paths():
-    return expand(f"{R}/features/{ENCODER}/{{slide}}.h5", slide=SLIDES)
+    return expand(LAYOUT.bag(ENCODER, "{slide}"), slide=SLIDES)
 
 
 def prediction_files():
-    files = expand(f"{R}/predictions/{{m}}_0.parquet", m=list(FIVE_CKPTS))
-    files += expand(f"{R}/predictions/{{m}}_{{shots}}.parquet", m=list(FIVE_CKPTS), shots=SHOTS)
-    files += expand(f"{R}/predictions/{{b}}_{{shots}}.parquet", b=BASELINES, shots=SHOTS)
+    files = expand(LAYOUT.predictions("{m}", 0), m=list(FIVE_CKPTS))
+    files += expand(LAYOUT.predictions("{m}", "{shots}"), m=list(FIVE_CKPTS), shots=SHOTS)
+    files += expand(LAYOUT.predictions("{b}", "{shots}"), b=BASELINES, shots=SHOTS)
     if MIZERO:
-        files.append(f"{R}/predictions/MI-Zero_0.parquet")
+        files.append(LAYOUT.predictions("MI-Zero", 0))
     if BESTEPOCH_METHOD:
-        files.append(f"{R}/predictions/{BESTEPOCH_METHOD}_0.parquet")
+        files.append(LAYOUT.predictions(BESTEPOCH_METHOD, 0))
     return files
 
 
 def final_targets():
     return [
-        f"{R}/tables/fewshot.csv",
-        f"{R}/tables/fewshot.md",
-        f"{R}/tables/fewshot.tex",
-        f"{R}/plots/fewshot.png",
-        f"{R}/reports/labels.parquet",
-    ] + ([] if PRECOMPUTED else [f"{R}/qc/montage.png"]) + [f"{R}/heatmaps/{m}.png" for m in HEATMAP_METHODS]
+        LAYOUT.evaluate.csv,
+        LAYOUT.evaluate.md,
+        LAYOUT.evaluate.tex,
+        LAYOUT.evaluate.plot,
+        LAYOUT.labels,
+    ] + ([] if PRECOMPUTED else [LAYOUT.qc_montage]) + [LAYOUT.heatmap_montage(m) for m in HEATMAP_METHODS]

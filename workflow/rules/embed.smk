@@ -20,9 +20,9 @@ if not PRECOMPUTED and EMBED_SHARD_SIZE == 1:
         """
         input:
             slide=slide_path,
-            coords=f"{R}/coords/{{slide}}.parquet",
+            coords=LAYOUT.coords("{slide}"),
         output:
-            f"{R}/features/{ENCODER}/{{slide}}.h5",
+            LAYOUT.bag(ENCODER, "{slide}"),
         params:
             embedding=EMBED_PARAMS,
             root=ROOT,
@@ -54,9 +54,9 @@ elif not PRECOMPUTED:
                 f"embed_shard_{_shard}"
             input:
                 slides=[COHORT.slide_path(s) for s in _members],
-                coords=[f"{R}/coords/{s}.parquet" for s in _members],
+                coords=[LAYOUT.coords(s) for s in _members],
             output:
-                [f"{R}/features/{ENCODER}/{s}.h5" for s in _members],
+                [LAYOUT.bag(ENCODER, s) for s in _members],
             params:
                 embedding=EMBED_PARAMS,
                 root=ROOT,
@@ -93,7 +93,7 @@ else:
         input:
             lambda wc: PRECOMPUTED[wc.slide],
         output:
-            f"{R}/features/{ENCODER}/{{slide}}.h5",
+            LAYOUT.bag(ENCODER, "{slide}"),
         params:
             encoder=ENCODER,
         log:

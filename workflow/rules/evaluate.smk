@@ -8,19 +8,19 @@ rule evaluate:
     input:
         preds=prediction_files(),
     output:
-        csv=report(f"{R}/tables/fewshot.csv", caption="../report/table_csv.rst", category="3. Results", subcategory="Tables"),
-        html=report(f"{R}/tables/fewshot.html", caption="../report/table.rst", category="3. Results", subcategory="Tables"),
-        md=f"{R}/tables/fewshot.md",
-        tex=f"{R}/tables/fewshot.tex",
-        runs=f"{R}/tables/fewshot_runs.csv",
-        paired=f"{R}/tables/paired.csv",  # FiVE minus each method per shots: mean difference, paired bootstrap CI
-        plot=report(f"{R}/plots/fewshot.png", caption="../report/plot.rst", category="3. Results", subcategory="Plots"),
-        ablation_csv=f"{R}/tables/ablation.csv",
-        ablation_md=f"{R}/tables/ablation.md",
-        ablation_tex=f"{R}/tables/ablation.tex",
-        ablation_html=report(f"{R}/tables/ablation.html", caption="../report/ablation.rst", category="3. Results", subcategory="Tables"),
-        roc=report(f"{R}/plots/roc.png", caption="../report/roc.rst", category="3. Results", subcategory="Plots"),
-        confusion=report(f"{R}/plots/confusion.png", caption="../report/confusion.rst", category="3. Results", subcategory="Plots"),
+        csv=report(LAYOUT.evaluate.csv, caption="../report/table_csv.rst", category="3. Results", subcategory="Tables"),
+        html=report(LAYOUT.evaluate.html, caption="../report/table.rst", category="3. Results", subcategory="Tables"),
+        md=LAYOUT.evaluate.md,
+        tex=LAYOUT.evaluate.tex,
+        runs=LAYOUT.evaluate.runs,
+        paired=LAYOUT.evaluate.paired,  # FiVE minus each method per shots: mean difference, paired bootstrap CI
+        plot=report(LAYOUT.evaluate.plot, caption="../report/plot.rst", category="3. Results", subcategory="Plots"),
+        ablation_csv=LAYOUT.evaluate.ablation_csv,
+        ablation_md=LAYOUT.evaluate.ablation_md,
+        ablation_tex=LAYOUT.evaluate.ablation_tex,
+        ablation_html=report(LAYOUT.evaluate.ablation_html, caption="../report/ablation.rst", category="3. Results", subcategory="Tables"),
+        roc=report(LAYOUT.evaluate.roc, caption="../report/roc.rst", category="3. Results", subcategory="Plots"),
+        confusion=report(LAYOUT.evaluate.confusion, caption="../report/confusion.rst", category="3. Results", subcategory="Plots"),
     params:
         classes=[c["name"] for c in config["classes"]],
         n_boot=config["evaluate"]["n_boot"],

@@ -5,11 +5,11 @@
 rule heatmaps:
     """One heatmap PNG per test slide of run 0 of a method, and a montage of up to heatmaps.max_slides."""
     input:
-        attention=lambda wc: f"{R}/attention/{wc.method}_{HEATMAP_METHODS[wc.method]}",
+        attention=lambda wc: LAYOUT.attention_dir(wc.method, HEATMAP_METHODS[wc.method]),
         slides=[COHORT.slide_path(s) for s in SLIDES],
     output:
-        pngs=directory(f"{R}/heatmaps/{{method}}"),
-        montage=report(f"{R}/heatmaps/{{method}}.png", caption="../report/heatmap.rst", category="4. Heatmaps"),
+        pngs=directory(LAYOUT.heatmaps_dir("{method}")),
+        montage=report(LAYOUT.heatmap_montage("{method}"), caption="../report/heatmap.rst", category="4. Heatmaps"),
     wildcard_constraints:
         method="|".join(re.escape(m) for m in HEATMAP_METHODS) or "(?!)",
     params:

@@ -5,15 +5,14 @@
 rule mizero:
     """MI-Zero: cosine of each instance with prompt-ensembled class texts, top-k pooled per class."""
     input:
-        split=f"{R}/splits/split.csv",
+        split=LAYOUT.split,
         bags=bag_paths(),
         prompts=MIZERO_PROMPTS,
     output:
-        f"{R}/predictions/MI-Zero_0.parquet",
-        attention=directory(f"{R}/attention/MI-Zero_0"),
+        LAYOUT.predictions("MI-Zero", 0),
+        attention=directory(LAYOUT.attention_dir("MI-Zero", 0)),
     params:
         cfg=MIZERO_CFG,
-        root=ROOT,
     log:
         f"{LOGS}/zeroshot/MI-Zero.log",
     benchmark:

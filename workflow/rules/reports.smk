@@ -42,7 +42,7 @@ rule reports:
         questions=str(resolve_path(config["reports"]["questions"], Path(ROOT))),
     output:
         labels=report(
-            f"{R}/reports/labels.parquet", caption="../report/labels.rst", category="2. Reports"
+            LAYOUT.labels, caption="../report/labels.rst", category="2. Reports"
         ),
     params:
         reports=config["reports"],

@@ -10,10 +10,10 @@ rule tile:
     input:
         slide=slide_path,
     output:
-        coords=f"{R}/coords/{{slide}}.parquet",
-        geojson=f"{R}/qc/tissue/{{slide}}.geojson",
+        coords=LAYOUT.coords("{slide}"),
+        geojson=LAYOUT.tissue_geojson("{slide}"),
         qc=report(
-            f"{R}/qc/{{slide}}.png",
+            LAYOUT.qc_thumbnail("{slide}"),
             caption="../report/qc.rst",
             category="1. Slides",
             subcategory="QC thumbnails",
@@ -39,14 +39,14 @@ rule tile:
 rule qc_montage:
     """All QC thumbnails on one page (failures first), plus the cohort QC table: status and reason per slide."""
     input:
-        qc=expand(f"{R}/qc/{{slide}}.png", slide=SLIDES),
-        coords=expand(f"{R}/coords/{{slide}}.parquet", slide=SLIDES),
+        qc=expand(LAYOUT.qc_thumbnail("{slide}"), slide=SLIDES),
+        coords=expand(LAYOUT.coords("{slide}"), slide=SLIDES),
     output:
         montage=report(
-            f"{R}/qc/montage.png", caption="../report/montage.rst", category="1. Slides", subcategory="Cohort QC"
+            LAYOUT.qc_montage, caption="../report/montage.rst", category="1. Slides", subcategory="Cohort QC"
         ),
         summary=report(
-            f"{R}/qc/tiling_summary.csv", caption="../report/tiling_summary.rst", category="1. Slides", subcategory="Cohort QC"
+            LAYOUT.tiling_summary, caption="../report/tiling_summary.rst", category="1. Slides", subcategory="Cohort QC"
         ),
     log:
         f"{LOGS}/qc_montage.log",

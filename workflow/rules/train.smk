@@ -5,10 +5,10 @@ rule split:
     """Patient-level train/test split and the recorded few-shot draws, over the slides that passed QC."""
     input:
         samples=COHORT.samples_csv,
-        slides_qc=[] if PRECOMPUTED else f"{R}/qc/tiling_summary.csv",
+        slides_qc=[] if PRECOMPUTED else LAYOUT.tiling_summary,
     output:
-        split=f"{R}/splits/split.csv",
-        draws=f"{R}/splits/fewshot_draws.csv",
+        split=LAYOUT.split,
+        draws=LAYOUT.fewshot_draws,
     params:
         split=config["split"],
         fewshot=config["fewshot"],
@@ -31,11 +31,11 @@ rule pretrain:
     """FiVE pre-training on the fine-grained report descriptions of the training patients (with
     train.zeroshot_epoch: best_on_test also zero-shot on the test split after every epoch, kept in the checkpoint)."""
     input:
-        split=f"{R}/splits/split.csv",
-        labels=f"{R}/reports/labels.parquet",
+        split=LAYOUT.split,
+        labels=LAYOUT.labels,
         bags=bag_paths(),
     output:
-        f"{R}/models/pretrain.pt",
+        LAYOUT.pretrained(),
     params:
         cfg=TRAIN_CFG,
         zeroshot_each_epoch=ZEROSHOT_EPOCH == "best_on_test",
@@ -58,11 +58,11 @@ rule pretrain_ablation:
     """Ablation (fiveflow.train.ablations): the same pre-training with one thing changed (class-text targets,
     no TFS cross-attention, another instance sampling ratio)."""
     input:
-        split=f"{R}/splits/split.csv",
-        labels=f"{R}/reports/labels.parquet",
+        split=LAYOUT.split,
+        labels=LAYOUT.labels,
         bags=bag_paths(),
     output:
-        f"{R}/models/pretrain_{{ablation}}.pt",
+        LAYOUT.pretrained("{ablation}"),
     params:
         cfg=TRAIN_CFG,
     log:
@@ -84,11 +84,11 @@ rule zeroshot:
     """Zero-shot predictions: cosine to the class texts straight after pre-training."""
     input:
         ckpt=lambda wc: FIVE_CKPTS[wc.five],
-        split=f"{R}/splits/split.csv",
+        split=LAYOUT.split,
         bags=bag_paths(),
     output:
-        f"{R}/predictions/{{five}}_0.parquet",
-        attention=directory(f"{R}/attention/{{five}}_0"),
+        LAYOUT.predictions("{five}", 0),
+        attention=directory(LAYOUT.attention_dir("{five}", 0)),
     params:
         cfg=TRAIN_CFG,
         ablation=lambda wc: ABLATION_OF.get(wc.five),
@@ -114,9 +114,9 @@ rule zeroshot_bestepoch:
     every epoch's test probabilities in the checkpoint. Requested only with that setting (prediction_files)."""
     input:
         ckpt=FIVE_CKPTS[FIVE_METHOD],
-        split=f"{R}/splits/split.csv",
+        split=LAYOUT.split,
     output:
-        f"{R}/predictions/{bestepoch_method(FIVE_METHOD)}_0.parquet",
+        LAYOUT.predictions(bestepoch_method(FIVE_METHOD), 0),
     params:
         cfg=TRAIN_CFG,
         method=bestepoch_method(FIVE_METHOD),
@@ -138,12 +138,12 @@ rule fewshot:
     """Few-shot fine-tuning of the pre-trained model on the class texts, all draws of one shot count."""
     input:
         ckpt=lambda wc: FIVE_CKPTS[wc.five],
-        split=f"{R}/splits/split.csv",
-        draws=f"{R}/splits/fewshot_draws.csv",
+        split=LAYOUT.split,
+        draws=LAYOUT.fewshot_draws,
         bags=bag_paths(),
     output:
-        f"{R}/predictions/{{five}}_{{shots}}.parquet",
-        attention=directory(f"{R}/attention/{{five}}_{{shots}}"),
+        LAYOUT.predictions("{five}", "{shots}"),
+        attention=directory(LAYOUT.attention_dir("{five}", "{shots}")),
     params:
         cfg=TRAIN_CFG,
         five_score=HEATMAPS["five_score"],
@@ -165,12 +165,12 @@ rule fewshot:
 rule baseline:
     """MIL baseline trained on the same bags and the same few-shot draws."""
     input:
-        split=f"{R}/splits/split.csv",
-        draws=f"{R}/splits/fewshot_draws.csv",
+        split=LAYOUT.split,
+        draws=LAYOUT.fewshot_draws,
         bags=bag_paths(),
     output:
-        f"{R}/predictions/{{baseline}}_{{shots}}.parquet",
-        attention=directory(f"{R}/attention/{{baseline}}_{{shots}}"),
+        LAYOUT.predictions("{baseline}", "{shots}"),
+        attention=directory(LAYOUT.attention_dir("{baseline}", "{shots}")),
     wildcard_constraints:
         baseline="meanpool|abmil|clam_sb|dsmil|transmil",
     params:

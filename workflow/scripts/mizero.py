@@ -12,7 +12,6 @@ def main(smk, log):
         smk.params.cfg,
         smk.output[0],
         log=log,
-        root=smk.params.root,
         attention_dir=smk.output.attention,
     )
     log.info("MI-Zero: %d predictions", len(pred))

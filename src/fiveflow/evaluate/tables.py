@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..fileio import atomic_path, atomic_write_text
+from ..layout import EvaluateOutputs
 from ..train.ablations import BASE, HISTOTYPE, is_five
 from .figures import pyplot, save_figure
 from .metrics import per_run_metrics, summarize
@@ -569,11 +570,13 @@ def plot_fewshot(table: pd.DataFrame, out_png: str | Path) -> None:
 def evaluate_predictions(
     files: list[str], out, classes: list[str], n_boot: int = 1000, seed: int = 0, protocol: dict | None = None
 ) -> pd.DataFrame:
-    """``out`` has attributes csv, md, tex, runs, plot and optionally html, paired (FiVE's paired differences,
-    :mod:`fiveflow.evaluate.paired`), ablation_csv, ablation_md, ablation_html, ablation_tex, roc, confusion (the
-    Snakemake output object works); md, tex and html show the paired accuracy differences too. ``n_boot`` resamples with ``seed`` for the
-    bootstrap CIs. ``protocol`` (``{"label": ..., "deviations": [keys]}``, :mod:`fiveflow.protocol`) labels FiVE's
-    rows with the settings they ran under (columns ``protocol``, ``deviations`` and a note under each table)."""
+    """Write the evaluation files ``out`` names: a :class:`fiveflow.layout.EvaluateOutputs`, or any object with
+    its attributes (Snakemake's ``output``): csv, md, tex, runs, plot and optionally html, paired (FiVE's paired
+    differences, :mod:`fiveflow.evaluate.paired`), ablation_csv, ablation_md, ablation_html, ablation_tex, roc,
+    confusion. md, tex and html show the paired accuracy differences too. ``n_boot`` resamples with ``seed`` for
+    the bootstrap CIs. ``protocol`` (``{"label": ..., "deviations": [keys]}``, :mod:`fiveflow.protocol`) labels
+    FiVE's rows with the settings they ran under (columns ``protocol``, ``deviations`` and a note under each table)."""
+    out = EvaluateOutputs.of(out)
     pred = load_predictions(files)
     runs = per_run_metrics(pred, classes=classes)
     table = summarize(pred, classes=classes, runs=runs, n_boot=n_boot, seed=seed)
@@ -582,35 +585,33 @@ def evaluate_predictions(
     paired = paired_differences(pred, classes=classes, n_boot=n_boot, seed=seed)
     with atomic_path(out.csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    if getattr(out, "paired", None) is not None:
+    if out.paired is not None:
         with atomic_path(out.paired) as tmp:
             paired.to_csv(tmp, index=False, float_format="%.4f")
     atomic_write_text(out.md, to_markdown(table, paired))
     atomic_write_text(out.tex, to_latex(table, paired))
-    if getattr(out, "html", None) is not None:
+    if out.html is not None:
         atomic_write_text(out.html, to_html(table, paired))
     with atomic_path(out.runs) as tmp:
         runs.to_csv(tmp, index=False, float_format="%.4f")
     plot_fewshot(table, out.plot)
-    roc_png, confusion_png = getattr(out, "roc", None), getattr(out, "confusion", None)
-    if roc_png is not None or confusion_png is not None:
+    if out.roc is not None or out.confusion is not None:
         from .plots import plot_confusion, plot_roc  # plots imports this module
 
-        if roc_png is not None:
-            plot_roc(pred, classes, roc_png)
-        if confusion_png is not None:
-            plot_confusion(pred, classes, confusion_png)
-    abl_csv, abl_md = getattr(out, "ablation_csv", None), getattr(out, "ablation_md", None)
-    abl_html, abl_tex = getattr(out, "ablation_html", None), getattr(out, "ablation_tex", None)
-    if any(f is not None for f in (abl_csv, abl_md, abl_html, abl_tex)):
+        if out.roc is not None:
+            plot_roc(pred, classes, out.roc)
+        if out.confusion is not None:
+            plot_confusion(pred, classes, out.confusion)
+    ablation_files = (out.ablation_csv, out.ablation_md, out.ablation_html, out.ablation_tex)
+    if any(f is not None for f in ablation_files):
         abl = ablation_table(table, runs)
-        if abl_csv is not None:
-            with atomic_path(abl_csv) as tmp:
+        if out.ablation_csv is not None:
+            with atomic_path(out.ablation_csv) as tmp:
                 abl.to_csv(tmp, index=False, float_format="%.4f")
-        if abl_md is not None:
-            atomic_write_text(abl_md, ablation_markdown(abl))
-        if abl_html is not None:
-            atomic_write_text(abl_html, ablation_html(abl))
-        if abl_tex is not None:
-            atomic_write_text(abl_tex, ablation_latex(abl))
+        if out.ablation_md is not None:
+            atomic_write_text(out.ablation_md, ablation_markdown(abl))
+        if out.ablation_html is not None:
+            atomic_write_text(out.ablation_html, ablation_html(abl))
+        if out.ablation_tex is not None:
+            atomic_write_text(out.ablation_tex, ablation_latex(abl))
     return table
