@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
@@ -390,28 +392,23 @@ def nonnegative_int(text: str) -> int:
     return _number(text, int, 0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fiveflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--version", action="version", version=f"fiveflow {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, the function it runs, its help, and the options it adds besides --config."""
 
-    def add(name, func, help_):
-        sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
-        sp.set_defaults(func=func)
-        return sp
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    config_optional: bool = False  # runs without a config file (built-in defaults) when config.yaml is absent
 
-    sp = add("demo", cmd_demo, "write the synthetic demo cohort (slides, reports, samples sheet)")
+
+def _args_demo(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
     sp.add_argument("--n-slides", type=positive_int, default=None, help="override cohort.demo.n_slides")
-    sp = add(
-        "tile",
-        cmd_tile,
-        "tissue-mask and tile slides at a physical size; writes OUT/coords/ID.parquet, "
-        "OUT/qc/ID.png and OUT/qc/tissue/ID.geojson (exit 1: a slide had no tissue; 2: a slide was unusable)",
-    )
+
+
+def _args_tile(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--slide",
         action="append",
@@ -435,8 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tile edge in px at --target-mpp (default: tiling.patch_size)",
     )
-    sp.set_defaults(config_optional=True)
-    sp = add("embed", cmd_embed, "embed tiled slides into feature bags OUT/features/ENCODER/*.h5")
+
+
+def _args_embed(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("slides", nargs="+", help="slide files already tiled into OUT/coords")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
     sp.add_argument("--encoder", help="override embedding.encoder (see `fiveflow encoders`)")
@@ -450,12 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-embed slides whose bag is already complete (default: skip them, so a rerun resumes)",
     )
-    sp = add(
-        "heatmap",
-        cmd_heatmap,
-        "render a stored attention file (results/attention/METHOD_SHOTS/SLIDE.parquet) "
-        "over the slide's thumbnail as a PNG heatmap",
-    )
+
+
+def _args_heatmap(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--attention", required=True, metavar="FILE", help="attention parquet written by training")
     sp.add_argument("--slide", required=True, metavar="SLIDE", help="the slide file the bag was made from")
     sp.add_argument("--out", required=True, metavar="PNG", help="output PNG")
@@ -469,9 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--normalise", choices=["rank", "minmax"], default="rank", help="within-slide scaling (default: rank)"
     )
     sp.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
-    sp.set_defaults(config_optional=True)
-    sp = add("encoders", cmd_encoders, "list the registered patch encoders, their output size and preprocessing")
-    sp.set_defaults(config_optional=True)
+
+
+def _add_reports(sub) -> None:
+    """`fiveflow reports` has actions of its own (extract, agree), each with its own options."""
     help_ = (
         "pathology reports: `extract` answers the six FiVE questions per patient and writes the labels "
         "parquet; `agree` compares two labels tables. `fiveflow reports REPORTS --out X` = `extract`"
@@ -545,16 +541,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--show", type=nonnegative_int, default=20, help="disagreeing (patient, field) pairs to list (default: 20)"
     )
-    sp = add("split", cmd_split, "patient-level train/test split and few-shot draws")
+
+
+def _args_split(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("samples", help="samples sheet (slide_id, patient_id, label, path)")
     sp.add_argument("--out", default="results/splits", help="output folder (default: results/splits)")
-    sp = add("train", cmd_train, "FiVE pre-training on fine-grained report descriptions")
+
+
+def _args_train(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--split", required=True, help="split.csv")
     sp.add_argument("--labels", required=True, help="labels parquet from `fiveflow reports`")
     sp.add_argument("--bags", required=True, help="folder of feature bags {slide}.h5")
     sp.add_argument("--out", default="results/models/pretrain.pt", help="checkpoint to write")
     sp.add_argument("--threads", type=positive_int, default=2)
-    sp = add("fewshot", cmd_fewshot, "few-shot fine-tuning (or zero-shot with --shots 0) and test predictions")
+
+
+def _args_fewshot(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--ckpt", required=True, help="pre-trained checkpoint")
     sp.add_argument("--split", required=True, help="split.csv")
     sp.add_argument("--draws", help="fewshot_draws.csv (not needed for --shots 0)")
@@ -562,20 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--shots", type=nonnegative_int, required=True, help="slides per class (0 = zero-shot)")
     sp.add_argument("--out", required=True, help="predictions parquet to write")
     sp.add_argument("--threads", type=positive_int, default=2)
-    sp = add(
-        "evaluate",
-        cmd_evaluate,
-        "metrics, tables (csv/md/tex/html, ablation and paired tables) and plots from prediction files: the evaluate rule's files under OUT/tables and OUT/plots, bootstrap settings from config evaluate",
-    )
+
+
+def _args_evaluate(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("predictions", nargs="+", help="prediction parquet files")
     sp.add_argument("--out", default="results", help="results folder (default: results)")
-    add("doctor", cmd_doctor, "check the installation, the config and the data before a long run")
-    sp = add(
-        "import-bags",
-        cmd_import_bags,
-        "import existing features (DSMIL per-slide CSVs, CLAM/TRIDENT/STAMP h5) "
-        "as feature bags OUT/ID.h5, without re-embedding (exit 2: a file was unusable)",
-    )
+
+
+def _args_import_bags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("src", help="a feature file, or a folder searched recursively for *.csv / *.h5")
     sp.add_argument("--out", required=True, help="folder of feature bags to write")
     sp.add_argument(
@@ -589,13 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="encoder name to record (default: dsmil-resnet18 for CSVs; the h5's own, else unknown)",
     )
-    sp.set_defaults(config_optional=True)
-    sp = add(
-        "download",
-        cmd_download,
-        "download the files of a GDC manifest into OUT: resumable, md5-verified, "
-        "at most --jobs at a time; writes OUT/gdc_download_summary.tsv (exit 1: some file failed)",
-    )
+
+
+def _args_download(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--manifest", required=True, help="GDC manifest TSV (id filename md5 size state) from the GDC portal"
     )
@@ -614,6 +606,87 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding a GDC token for "
         "controlled-access files (default: GDC_TOKEN; the token is never read from the command line)",
     )
+
+
+#: every subcommand, in the order `fiveflow --help` lists them (None: the place of `reports`, which has actions)
+COMMANDS: tuple[Command | None, ...] = (
+    Command("demo", cmd_demo, "write the synthetic demo cohort (slides, reports, samples sheet)", arguments=_args_demo),
+    Command(
+        "tile",
+        cmd_tile,
+        "tissue-mask and tile slides at a physical size; writes OUT/coords/ID.parquet, "
+        "OUT/qc/ID.png and OUT/qc/tissue/ID.geojson (exit 1: a slide had no tissue; 2: a slide was unusable)",
+        arguments=_args_tile,
+        config_optional=True,
+    ),
+    Command(
+        "embed", cmd_embed, "embed tiled slides into feature bags OUT/features/ENCODER/*.h5", arguments=_args_embed
+    ),
+    Command(
+        "heatmap",
+        cmd_heatmap,
+        "render a stored attention file (results/attention/METHOD_SHOTS/SLIDE.parquet) "
+        "over the slide's thumbnail as a PNG heatmap",
+        arguments=_args_heatmap,
+        config_optional=True,
+    ),
+    Command(
+        "encoders",
+        cmd_encoders,
+        "list the registered patch encoders, their output size and preprocessing",
+        config_optional=True,
+    ),
+    None,  # reports: see _add_reports (subcommand with actions)
+    Command("split", cmd_split, "patient-level train/test split and few-shot draws", arguments=_args_split),
+    Command("train", cmd_train, "FiVE pre-training on fine-grained report descriptions", arguments=_args_train),
+    Command(
+        "fewshot",
+        cmd_fewshot,
+        "few-shot fine-tuning (or zero-shot with --shots 0) and test predictions",
+        arguments=_args_fewshot,
+    ),
+    Command(
+        "evaluate",
+        cmd_evaluate,
+        "metrics, tables (csv/md/tex/html, ablation and paired tables) and plots from prediction files: the evaluate rule's files under OUT/tables and OUT/plots, bootstrap settings from config evaluate",
+        arguments=_args_evaluate,
+    ),
+    Command("doctor", cmd_doctor, "check the installation, the config and the data before a long run"),
+    Command(
+        "import-bags",
+        cmd_import_bags,
+        "import existing features (DSMIL per-slide CSVs, CLAM/TRIDENT/STAMP h5) "
+        "as feature bags OUT/ID.h5, without re-embedding (exit 2: a file was unusable)",
+        arguments=_args_import_bags,
+        config_optional=True,
+    ),
+    Command(
+        "download",
+        cmd_download,
+        "download the files of a GDC manifest into OUT: resumable, md5-verified, "
+        "at most --jobs at a time; writes OUT/gdc_download_summary.tsv (exit 1: some file failed)",
+        arguments=_args_download,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fiveflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"fiveflow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS:
+        if cmd is None:
+            _add_reports(sub)
+            continue
+        sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        sp.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+        sp.set_defaults(func=cmd.run)
+        if cmd.arguments is not None:
+            cmd.arguments(sp)
+        if cmd.config_optional:
+            sp.set_defaults(config_optional=True)
     return p
 
 
