@@ -42,6 +42,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from fiveflow.logs import setup_logging  # noqa: E402
 from fiveflow.reports.llm import LLMConfig, answer_reports  # noqa: E402
 from fiveflow.reports.normalize import FIELDS  # noqa: E402
 from fiveflow.reports.prompts import load_prompt  # noqa: E402
@@ -136,7 +137,7 @@ def main() -> None:
     ap.add_argument("--structured", default="auto", choices=["auto", "json", "text"])
     ap.add_argument("--csv", type=Path, default=DEV_CSV)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(level=logging.WARNING)
 
     texts, answers, source = load_texts(args.csv, args.reports)
     server = FakeOpenAI(args.latency_ms / 1000, answers)

@@ -9,6 +9,8 @@ import time
 import traceback
 from collections.abc import Callable
 
+from .logs import setup_logging
+
 
 def run_script(smk, func: Callable[[object, logging.Logger], None]) -> None:
     """Run ``func(snakemake, log)`` with stdout/stderr and logging going to ``snakemake.log[0]``.
@@ -19,9 +21,7 @@ def run_script(smk, func: Callable[[object, logging.Logger], None]) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     stream = open(log_path, "a", buffering=1) if log_path else sys.stderr
     sys.stdout = sys.stderr = stream
-    logging.basicConfig(
-        level=logging.INFO, stream=stream, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(stream, timestamps=True, replace=True)
     log = logging.getLogger(f"fiveflow.{smk.rule}")
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import answer_files
 from ..fileio import atomic_path, file_sha256
+from ..logs import logging_to
 from . import backend_name, llm, offline
 from .inputs import patient_ids, read_report_inputs, read_table
 from .normalize import FIELDS, SEP, UNKNOWN, normalize_answer
@@ -133,19 +134,6 @@ def _from_answers(answers: list[str | None]) -> list[tuple[dict[str, str], str, 
     return rows
 
 
-def _with_logger(log: Any) -> tuple[logging.Logger, logging.Handler | None]:
-    """Accept a Logger, a log file path (a handler on the ``fiveflow.reports`` logger), or None."""
-    if isinstance(log, logging.Logger):
-        return log, None
-    if log is None:
-        return LOG, None
-    handler = logging.FileHandler(log)
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    LOG.addHandler(handler)
-    return LOG, handler
-
-
 def structure_reports(
     reports_csv: str | os.PathLike,
     out_parquet: str | os.PathLike,
@@ -172,27 +160,18 @@ def structure_reports(
     workflow passes the cohort's, so a corpus of all TCGA projects costs nothing for the others); a
     table none of whose ids is among them is an error.
     """
-    log, handler = _with_logger(log)
-    level = LOG.level
-    if handler is not None and not LOG.isEnabledFor(logging.INFO):
-        LOG.setLevel(logging.INFO)
-    try:
+    with logging_to(log, LOG.name) as logger:
         return _structure(
             Path(reports_csv),
             Path(out_parquet),
             cfg,
-            log,
+            logger,
             questions,
             client,
             id_column=id_column,
             text_column=text_column,
             patients=patients,
         )
-    finally:
-        if handler is not None:
-            LOG.removeHandler(handler)
-            LOG.setLevel(level)
-            handler.close()
 
 
 def estimate_llm_cost(

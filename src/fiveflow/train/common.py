@@ -1,18 +1,11 @@
-"""Small shared helpers for training: device choice, seeding, threads, log files."""
+"""Small shared helpers for training: device choice, seeding, threads."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
-
-LOGGER_NAME = "fiveflow"
 
 
 def resolve_device(name: str = "auto", key: str = "train.device") -> torch.device:
@@ -35,23 +28,3 @@ def seed_everything(seed: int) -> np.random.Generator:
 def set_threads(threads: int | None) -> None:
     if threads and threads > 0:
         torch.set_num_threads(int(threads))
-
-
-@contextlib.contextmanager
-def log_to(log: str | os.PathLike | logging.Logger | None) -> Iterator[logging.Logger]:
-    """Yield the package logger; when ``log`` is a path, also append its records to that file."""
-    logger = log if isinstance(log, logging.Logger) else logging.getLogger(LOGGER_NAME)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)
-    handler = None
-    if isinstance(log, (str, os.PathLike)):
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    try:
-        yield logger
-    finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            handler.close()

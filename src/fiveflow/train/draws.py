@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import log_to, resolve_device, seed_everything, set_threads
+from ..logs import logging_to
+from .common import resolve_device, seed_everything, set_threads
 from .data import BagStore
 from .predictions import class_names_texts, draws_for, prediction_frame, read_split, test_rows, write_predictions
 
@@ -43,7 +44,7 @@ def run_draws(
     in ``attention_runs`` are written to ``attention_dir/{slide}.parquet`` (the last such run wins
     when several are listed), tagged ``attention_kind``; the predictions are the same either way.
     """
-    with log_to(log) as logger:
+    with logging_to(log) as logger:
         set_threads(threads)
         device = resolve_device(cfg["train"]["device"])
         names, _ = class_names_texts(cfg)
