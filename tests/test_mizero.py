@@ -342,5 +342,8 @@ def test_config_mizero_section_is_validated():
             validate_config(bad, root=PROJECT_ROOT)
     legacy = copy.deepcopy(cfg)
     del legacy["mizero"]
-    validate_config(legacy, root=PROJECT_ROOT)
-    assert mizero.mizero_settings(legacy) == mizero.DEFAULTS
+    validate_config(legacy, root=PROJECT_ROOT)  # fills the section with the schema's defaults
+    expected = {"enabled": "auto", "topk": 50, "prompts": "resources/prompts/mizero-lung.yaml"}
+    assert legacy["mizero"] == expected
+    del legacy["mizero"]
+    assert mizero.mizero_settings(legacy) == expected

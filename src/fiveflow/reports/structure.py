@@ -43,6 +43,7 @@ from .. import __version__
 from ..config import answer_files
 from ..fileio import atomic_path, file_sha256
 from ..logs import logging_to
+from ..settings import with_defaults
 from . import backend_name, llm, offline
 from .inputs import patient_ids, read_report_inputs, read_table
 from .normalize import FIELDS, SEP, UNKNOWN, normalize_answer
@@ -201,7 +202,8 @@ def _structure(
     text_column: str | None = None,
     patients: Any = None,
 ) -> pd.DataFrame:
-    backend = backend_name((cfg or {}).get("backend", "offline"))
+    cfg = with_defaults(cfg, "reports")
+    backend = backend_name(cfg["backend"])
     if backend not in BACKENDS:
         raise ValueError(
             f"reports.backend: {backend!r} is not one of rules (= offline), openai, import (= precomputed)"
@@ -230,7 +232,7 @@ def _structure(
     empty = [st != "ok" or not t.strip() for st, t in zip(statuses, texts)]
     meta: dict[str, Any] = {"backend": backend, "prompt_version": prompt.version, "prompt_sha256": prompt.sha256}
     failed: list[llm.LLMAnswer] = []  # openai: reports whose requests failed for good
-    name_histotype = bool((cfg or {}).get("name_histotype", False))
+    name_histotype = bool(cfg["name_histotype"])
     if name_histotype and backend != "offline":
         log.warning("reports.name_histotype applies to the rules backend only; the %s backend ignores it", backend)
 
@@ -284,7 +286,7 @@ def _structure(
                 "columns (or a list of such files) when reports.backend is `import` (= precomputed)"
             )
         src = srcs[0] if len(srcs) == 1 else ", ".join(str(p) for p in srcs)
-        pre = read_precomputed(srcs, cfg.get("answer_column") or "answer")
+        pre = read_precomputed(srcs, cfg["answer_column"])
         lookup = dict(zip(pre["patient_id"], pre["answer"]))
         answers = [lookup.get(p) for p in reports["patient_id"]]
         missing = sum(a is None for a in answers)

@@ -64,7 +64,7 @@ def run_draws(
             if attention_dir is not None and run in set(attention_runs):
                 if attentions is None:
                     raise ValueError(f"{method}: attention_dir given, but its fit_predict returns no attention")
-                from ..evaluate.heatmap import save_run_attention
+                from ..evaluate.attention import save_run_attention
 
                 n = len(
                     save_run_attention(
