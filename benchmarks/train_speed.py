@@ -20,12 +20,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # synthetic_bags: the tests' synthetic cohort
 
 from fiveflow.model.text import FrozenTextEncoder  # noqa: E402
 from fiveflow.train.descriptions import draw_dropped_questions, perturb_descriptions  # noqa: E402
 from fiveflow.train.pretrain import pretrain  # noqa: E402
 from fiveflow.train.splits import make_split  # noqa: E402
-from fiveflow.train.synthetic import make_synthetic_cohort  # noqa: E402
+from synthetic_bags import make_synthetic_cohort  # noqa: E402
 
 TEXT_STEPS = 60
 

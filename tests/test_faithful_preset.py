@@ -28,7 +28,7 @@ def _merge(base: dict, over: dict) -> dict:
 def test_faithful_preset_trains_and_predicts(tmp_path):
     from fiveflow.train.fewshot import run_fewshot, run_zeroshot
     from fiveflow.train.pretrain import pretrain
-    from fiveflow.train.synthetic import make_synthetic_cohort
+    from synthetic_bags import make_synthetic_cohort
 
     cfg = _merge(
         yaml.safe_load((ROOT / "config.yaml").read_text()),
@@ -250,7 +250,7 @@ def test_each_training_setting_of_the_preset_changes_training(tmp_path, key):
     from fiveflow.model import build_model, load_questions
     from fiveflow.train.data import BagStore
     from fiveflow.train.loop import fit
-    from fiveflow.train.synthetic import make_synthetic_cohort
+    from synthetic_bags import make_synthetic_cohort
 
     coh = make_synthetic_cohort(tmp_path / "c", n_slides=8, dim=16, n_range=(70, 90), signal=3.0)
     labels = pd.read_parquet(coh["labels_parquet"]).set_index("patient_id")["description"]

@@ -667,7 +667,7 @@ def test_five_zeroshot_and_fewshot_save_attention_and_same_predictions(tmp_path)
     from fiveflow.train.fewshot import run_fewshot, run_zeroshot
     from fiveflow.train.pretrain import pretrain
     from fiveflow.train.splits import make_fewshot_draws, make_split
-    from fiveflow.train.synthetic import make_synthetic_cohort
+    from synthetic_bags import make_synthetic_cohort
 
     coh = make_synthetic_cohort(tmp_path / "cohort", n_slides=10, dim=24, n_range=(15, 25), signal=3.0)
     for p in coh["bag_paths"].values():

@@ -203,7 +203,7 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
 # -- tiny end-to-end run ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from fiveflow.train.synthetic import make_synthetic_cohort
+    from synthetic_bags import make_synthetic_cohort
 
     out = tmp_path_factory.mktemp("tiny")
     coh = make_synthetic_cohort(out / "cohort", n_slides=14, dim=40, n_range=(20, 40), signal=3.0, n_unlabeled=1)

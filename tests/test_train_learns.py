@@ -2,7 +2,7 @@
 (Zero-shot accuracy is not asserted: with descriptions that do not name the diagnosis it depends on
 the class texts and the text encoder, see the README.)
 
-Synthetic cohort (fiveflow.train.synthetic): the class and the grade are directions in the pixel
+Synthetic cohort (tests/synthetic_bags.py): the class and the grade are directions in the pixel
 features of a contiguous region of each bag; the descriptions name the grade only. The margins were
 set before the test first ran: the final pre-training loss below 0.7x the first epoch's, and a mean
 4-shot accuracy of at least 0.75 on the held-out slides (chance: 0.5).
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     from fiveflow.train.pretrain import pretrain
-    from fiveflow.train.synthetic import make_synthetic_cohort
+    from synthetic_bags import make_synthetic_cohort
 
     out = tmp_path_factory.mktemp("learns")
     coh = make_synthetic_cohort(out / "cohort", n_slides=24, dim=32, n_range=(30, 50), signal=3.0, seed=3)

@@ -25,7 +25,7 @@ NOTE = "epoch chosen on the test set: optimistic"
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from fiveflow.train.synthetic import make_synthetic_cohort
+    from synthetic_bags import make_synthetic_cohort
 
     out = tmp_path_factory.mktemp("bestepoch")
     coh = make_synthetic_cohort(out / "cohort", n_slides=12, dim=24, n_range=(20, 40), signal=3.0)

@@ -1,4 +1,5 @@
-"""Synthetic cohorts of feature bags + fine-grained descriptions, for tests and benchmarks.
+"""Synthetic cohorts of feature bags + fine-grained descriptions, for tests and benchmarks (test code, not
+part of the package: tests import it as `synthetic_bags`, benchmarks put tests/ on sys.path first).
 
 Two classes; each slide's bag is Gaussian noise in which a spatially contiguous subset of
 instances (20-40 %) carries a class direction plus a differentiation-grade direction. Each
