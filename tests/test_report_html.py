@@ -22,7 +22,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fiveflow.evaluate.report_screenshot import (
+from fiveflow.evaluate.tables import ablation_html, ablation_table, evaluate_predictions, to_html
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT / "tools"))  # the screenshot check is a tool of the checkout, not the package
+
+from screenshot_report import (  # noqa: E402
     ReportCheckError,
     check_shown,
     displayed_match,
@@ -33,9 +38,7 @@ from fiveflow.evaluate.report_screenshot import (
     screenshot_and_check,
     show_result,
 )
-from fiveflow.evaluate.tables import ablation_html, ablation_table, evaluate_predictions, to_html
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = PROJECT_ROOT / "workflow" / "report"
 
 
@@ -354,8 +357,7 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
     import matplotlib.pyplot as plt
     import numpy as np
     from PIL import Image
-
-    from fiveflow.evaluate.report_screenshot import multiscale_match
+    from screenshot_report import multiscale_match
 
     def plot_rgb(figsize):
         fig, ax = plt.subplots(figsize=figsize, dpi=100)
@@ -377,7 +379,7 @@ def test_multiscale_match_finds_a_plot_laid_out_elsewhere():
     blank[:, :500] = (90, 95, 105)
     assert multiscale_match(blank, src)[0] < 0.5
     # drawn wider than the window (as a 3-panel ROC plot beside the open side panel): half off screen
-    from fiveflow.evaluate.report_screenshot import find_displayed
+    from screenshot_report import find_displayed
 
     wide = blank.copy()
     src = plot_rgb((16, 6.4))  # a large PNG the page scales down, as reports do

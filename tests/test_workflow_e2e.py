@@ -136,8 +136,7 @@ def test_html_report(finished_run):
     html = out.read_text(errors="replace")
     assert out.stat().st_size > 10_000 and "fewshot" in html
     # grouped by stage, every result captioned; headless Chromium shows the table and the plots
-    from fiveflow.evaluate.report_screenshot import report_results
-    from test_report_html import assert_report_renders
+    from test_report_html import assert_report_renders, report_results  # report_results: tools/screenshot_report.py
 
     entries, categories = report_results(out)
     assert {"1. Slides", "2. Reports", "3. Results"} <= set(categories)  # the menu sorts them: pipeline order
