@@ -25,7 +25,9 @@ sys.modules.setdefault("rfc3987_syntax", None)  # see fiveflow.config: a slow im
 import jsonschema  # noqa: E402
 import yaml  # noqa: E402
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "config.schema.yaml"
+from .package_data import package_file  # noqa: E402
+
+SCHEMA_PATH = package_file("config.schema.yaml")
 
 
 @functools.lru_cache(maxsize=4)
