@@ -165,11 +165,12 @@ def validate_config(config: dict, source: str = "config.yaml", root: str | Path 
 
 
 def _check_semantics(cfg: dict, source: str, root: Path) -> None:
+    """Checks across keys and against the file system, on a config whose defaults are filled."""
     problems = []
     cohort = cfg["cohort"]
     fetched = download_targets(cfg, root)  # files the workflow fetches (rules fetch_<name>) count as present
     seen: dict[Path, str] = {}
-    for name, d in (cfg.get("downloads") or {}).items():
+    for name, d in cfg["downloads"].items():
         target = resolve_path(d["path"], root)
         if target in seen:
             problems.append(
@@ -194,13 +195,13 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
                             f"{resolve_path(f, root)}. Fix: download the manifest from the GDC portal "
                             "(cart > Download > Manifest) and point to it."
                         )
-            lab = cohort["gdc"].get("labels")
+            lab = cohort["gdc"]["labels"]
             if lab and not resolve_path(lab, root).is_file():
                 problems.append(
                     f"{source}: `cohort.gdc.labels`: file not found: {resolve_path(lab, root)}. "
                     "Fix: correct the path or set it to null (labels then come from the manifests)."
                 )
-        val = cohort.get("reports")
+        val = cohort["reports"]
         if not val or not (resolve_path(val, root).exists() or resolve_path(val, root) in fetched):
             problems.append(
                 f"{source}: `cohort.reports`: reports table not found ({val!r}). Fix: point it at the "
@@ -209,7 +210,7 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
             )
     if cohort["source"] == "samples":
         for key in ("samples", "reports"):
-            val = cohort.get(key)
+            val = cohort[key]
             if not val:
                 problems.append(f"{source}: `cohort.{key}` must be a file path when `cohort.source` is samples.")
             elif not (
@@ -223,7 +224,7 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
     rep = cfg["reports"]
     backend = backend_name(rep["backend"])
     if backend == "precomputed":
-        val = rep.get("precomputed")
+        val = rep["precomputed"]
         for one in [val] if isinstance(val, str) or not val else val:
             if not one or not (resolve_path(one, root).is_file() or resolve_path(one, root) in fetched):
                 problems.append(
@@ -244,17 +245,17 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
             f"{source}: `embedding.weights`: checkpoint not found: {resolve_path(weights, root)}. "
             "Fix: use random, default, hf-hub:<id> or an existing file or folder."
         )
-    pre = cfg["embedding"].get("precomputed")
+    pre = cfg["embedding"]["precomputed"]
     if pre and not resolve_path(pre, root).is_dir():
         problems.append(
             f"{source}: `embedding.precomputed`: folder not found: {resolve_path(pre, root)}. "
             "Fix: point it at the folder holding the per-slide CSVs or h5 bags, or set it to null."
         )
-    tiling = cfg.get("tiling") or {}
-    if int(tiling.get("overlap") or 0) >= int(tiling.get("patch_size") or 1):
+    tiling = cfg["tiling"]
+    if int(tiling["overlap"] or 0) >= int(tiling["patch_size"]):
         problems.append(
-            f"{source}: `tiling.overlap` ({tiling.get('overlap')}) must be smaller than `tiling.patch_size` "
-            f"({tiling.get('patch_size')}). Fix: lower the overlap (e.g. patch_size // 2 for 50%)."
+            f"{source}: `tiling.overlap` ({tiling['overlap']}) must be smaller than `tiling.patch_size` "
+            f"({tiling['patch_size']}). Fix: lower the overlap (e.g. patch_size // 2 for 50%)."
         )
     problems += _mizero_problems(cfg, source, root)
     problems += _ablation_problems(cfg, source)
@@ -264,11 +265,11 @@ def _check_semantics(cfg: dict, source: str, root: Path) -> None:
 
 
 def _model_problems(cfg: dict, source: str) -> list[str]:
-    model = cfg.get("model") or {}
-    if model.get("position_encoding") == "sinusoid" and model.get("position", "coords") != "index":
+    model = cfg["model"]
+    if model["position_encoding"] == "sinusoid" and model["position"] != "index":
         return [
             f"{source}: `model.position_encoding` is sinusoid (the authors' 1-D encoding of row index / N) but "
-            f"`model.position` is {model.get('position', 'coords')!r}. Fix: set `model.position: index`, or use "
+            f"`model.position` is {model['position']!r}. Fix: set `model.position: index`, or use "
             "`model.position_encoding: fourier` with coordinates."
         ]
     return []
@@ -278,7 +279,7 @@ def _ablation_problems(cfg: dict, source: str) -> list[str]:
     from .train.ablations import parse_ablation
 
     out, methods = [], {}
-    for name in cfg.get("ablations") or []:
+    for name in cfg["ablations"]:
         try:
             a = parse_ablation(name)
         except ValueError as exc:
@@ -296,16 +297,16 @@ def _mizero_problems(cfg: dict, source: str, root: Path) -> list[str]:
     """MI-Zero needs an encoder with a text tower when required, and its prompt file when it will run."""
     from .embed.text_towers import TEXT_TOWER_ENCODERS, has_text_tower
 
-    mz = cfg.get("mizero") or {}
+    mz = cfg["mizero"]
     encoder = cfg["embedding"]["encoder"]
-    enabled = mz.get("enabled", "auto")
+    enabled = mz["enabled"]
     if enabled is True and not has_text_tower(encoder):
         return [
             f"{source}: `mizero.enabled` is true but `embedding.encoder` {encoder!r} has no supported text tower. "
             f"Fix: set `embedding.encoder` to one of {', '.join(TEXT_TOWER_ENCODERS)}, or `mizero.enabled` to "
             "auto or false."
         ]
-    prompts = mz.get("prompts")
+    prompts = mz["prompts"]
     runs = enabled is True or (enabled == "auto" and has_text_tower(encoder))
     if runs and prompts and not resolve_path(prompts, root).is_file():
         return [
