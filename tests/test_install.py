@@ -118,7 +118,9 @@ def test_non_editable_install_runs_the_cli_outside_the_checkout(tmp_path, cmu_sl
             f"print(all(r.files('fiveflow').joinpath('data', n).is_file() for n in {PACKAGED!r}))\n"
             "print(load_prompt().sha256)\n"
             "print(len(load_questions()), load_questions()[0])\n"
-            "print(sorted((k, sum(v[1])) for k, v in load_fact_table().items()))\n",
+            "print(sorted((k, sum(v[1])) for k, v in load_fact_table().items()))\n"
+            "from fiveflow.config import PROJECT_ROOT\n"
+            "print(PROJECT_ROOT)\n",
         ],
         outside,
         env,
@@ -134,6 +136,8 @@ def test_non_editable_install_runs_the_cli_outside_the_checkout(tmp_path, cmu_sl
     assert probe[2] == load_prompt().sha256
     assert probe[3] == f"{len(load_questions())} {load_questions()[0]}"
     assert probe[4] == str(sorted((k, sum(v[1])) for k, v in load_fact_table().items()))
+    # relative config paths of an installed package resolve from where it runs, not from site-packages
+    assert Path(probe[5]).resolve() == outside.resolve()
 
     fiveflow = venv / "bin" / "fiveflow"
     assert "tile" in _run([fiveflow, "--help"], outside, env).stdout

@@ -24,7 +24,20 @@ from .embed import is_local_weights  # noqa: E402
 from .reports import backend_name  # noqa: E402
 from .settings import SCHEMA_PATH, fill_defaults, load_schema  # noqa: E402, F401  (SCHEMA_PATH: re-exported)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+def _project_root() -> Path:
+    """Where relative config paths (``resources/...``, ``results``) are resolved from when no root is given.
+
+    Running from a checkout (``src/fiveflow`` under a folder with the Snakefile, as with ``make setup``'s
+    editable install): that folder, the workflow's own base directory. An installed package lives in
+    site-packages, which holds no project: there it is the working directory, where the command is run.
+    The workflow always passes its base directory explicitly.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "Snakefile").is_file() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 
 
 class ConfigError(ValueError):
