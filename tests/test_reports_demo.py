@@ -1,6 +1,6 @@
 """The offline extractor against the synthetic demo cohort's ground truth.
 
-The demo reports (fiveflow.cohort.reports) state each fact of the case in one of several layouts
+The demo reports (fiveflow.cohort.report_text) state each fact of the case in one of several layouts
 and phrasings, and never state an ``unknown`` fact; so for the extractor the truth value
 ``unknown`` means "the report does not say". Agreement is measured per field over the distinct
 patients of two demo cohorts (400 slides each); every field must clear its floor.

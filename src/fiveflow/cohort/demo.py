@@ -285,7 +285,7 @@ def _single_thread_blas():
 
 def demo_report_text(case: DemoCase) -> str:
     """The raw pathology report of the case's patient (same text for all of the patient's slides)."""
-    from .reports import report_text
+    from .report_text import report_text
 
     return report_text(case)
 
