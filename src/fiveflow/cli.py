@@ -45,7 +45,7 @@ def cmd_demo(args) -> int:
             int(demo["width"]),
             int(demo["height"]),
             float(demo["mpp"]),
-            difficulty=demo.get("difficulty"),
+            difficulty=demo["difficulty"],
         )
         print(out / "slides" / f"{c.slide_id}.tif")
     write_demo_tables(
@@ -174,8 +174,10 @@ def cmd_reports(args) -> int:
         raise ValueError(f"give the reports once: either REPORTS ({args.reports}) or --input ({args.input})")
     if not src:
         raise ValueError("no reports given: --input FILE_OR_DIR (a CSV/TSV/Parquet table, or a folder of .txt/.pdf)")
-    cfg = dict(((_cfg(args) or {}).get("reports")) or {})  # no project config here: defaults and options
-    cfg.setdefault("backend", "offline")
+    from .settings import with_defaults
+
+    full = _cfg(args)  # no project config here: the schema's defaults, then the options
+    cfg = with_defaults(full["reports"] if full else None, "reports")
     if args.backend:
         cfg["backend"] = backend_name(args.backend)
     if args.answers:
@@ -184,7 +186,7 @@ def cmd_reports(args) -> int:
         cfg["answer_column"] = args.answer_column
     if args.name_histotype is not None:
         cfg["name_histotype"] = args.name_histotype
-    if backend_name(cfg["backend"]) == "precomputed" and not cfg.get("precomputed"):
+    if backend_name(cfg["backend"]) == "precomputed" and not cfg["precomputed"]:
         raise ValueError(
             "--backend import needs --answers CSV (patient_id or patient_filename, and answer: "
             "six phrases joined by ';')"
