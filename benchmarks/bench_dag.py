@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_dag.py
 Prints the jobs per rule and `RESULT tcga_dag_s=... demo_dag_s=... ratio=... tcga_jobs=...` (wall seconds
-of the whole dry run, Python start-up included; issue 8 asks for under 60 s). Needs ../shared/data/manifests.
+of the whole dry run, Python start-up included; issue 8 asks for under 60 s). The manifests ship in resources/tcga_lung/.
 """
 
 from __future__ import annotations

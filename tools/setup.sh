@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project virtual environment at .venv with everything fiveflow needs.
 # Idempotent: a stamp keyed on the requirement files skips the work when nothing changed.
-# Recipe (see README "Installation"): torch/torchvision pinned pair first, then our packages
+# Recipe (see docs/install.md, "Installation details"): torch/torchvision pinned pair first, then our packages
 # together with tiatoolbox's own dependency list under its version caps, then tiatoolbox --no-deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
