@@ -16,6 +16,10 @@ Class morphology: LUAD draws acini (a pale lumen in a ring of columnar cells wit
 nuclei) in desmoplastic stroma, with solid sheets and stray cells as the grade worsens; LUSC
 draws nests of large polygonal pink cells with central vesicular nuclei and concentric keratin
 pearls (more of them when well differentiated).
+
+Naming: ``pixel_size`` (``ps`` in :meth:`Splats.draw`) is the size of one pixel of the level being
+drawn, in microns; ``xs``/``ys`` are the tile's pixel-centre coordinates in microns; ``dens`` is the
+(6, size, size) array of stain densities indexed by the channel constants below.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ TILE = 256
 LATTICE_PX = 16  # coarse field lattice step, in pixels of the level being drawn
 MARGIN_UM = 100.0  # largest primitive reach beyond its centre (pearls, vessels, glands)
 SOFT_PX = 0.8  # anti-aliased edge width, in pixels
-H, E, R, D, C, C2 = range(6)  # C, C2: sum and sum of squares of cell cones
+# density channels: haematoxylin, eosin, red (blood, keratin), dark pigment; then C, C2: the sum and
+# the sum of squares of the cell cones (see Splats)
+H, E, R, D, C, C2 = range(6)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Cells:
     base: np.ndarray
 
     def u(self, ch: int) -> np.ndarray:
+        """One uniform [0, 1) number per cell for random channel ``ch`` (a pure hash of the grid cell)."""
         return finish_u01(self.base, mix_key(self.key, ch))
 
     def uu(self, ch0: int, n: int) -> np.ndarray:
@@ -73,77 +80,88 @@ class Splats:
         self.parts: list[np.ndarray] = []
 
     def add(self, x, y, a, b, theta, h=0.0, e=0.0, r=0.0, d=0.0, c=0.0, rim=0.0, cone=False) -> None:
-        """Centres and semi-axes in microns, angle in radians, densities per channel, rim darkening (0..1)."""
+        """Centres (x, y) and semi-axes (a, b) in microns, angle ``theta`` in radians, densities per channel
+        (h, e, r, d, coverage c), rim darkening (0..1)."""
         x = np.atleast_1d(np.asarray(x, np.float32))
-        n = len(x)
-        if n == 0:
+        count = len(x)
+        if count == 0:
             return
-        block = np.empty((13, n), np.float32)
-        for i, v in enumerate((x, y, a, b, theta, h, e, r, d, c, c, rim, float(cone))):
-            block[i] = v
+        # one row per attribute; the coverage amplitude c twice (channels C and C2)
+        block = np.empty((13, count), np.float32)
+        for row, values in enumerate((x, y, a, b, theta, h, e, r, d, c, c, rim, float(cone))):
+            block[row] = values
         self.parts.append(block)
 
     def draw(self, dens: np.ndarray, x0: float, y0: float, ps: float) -> None:
-        """Accumulate into ``dens`` (6, T, T); tile origin (x0, y0) in microns, pixel size ``ps``."""
+        """Accumulate into ``dens`` (6, T, T); tile origin (x0, y0) in microns, pixel size ``ps``.
+
+        Splats are batched by reach (half-width of their pixel window) and profile, so each batch is
+        one (splats, window, window) array.
+        """
         if not self.parts:
             return
-        x, y, a, b, th, *amps, rim, cone = np.concatenate(self.parts, axis=1)
-        T = dens.shape[1]
+        x, y, semi_a, semi_b, theta, *amplitudes, rim, cone = np.concatenate(self.parts, axis=1)
+        size = dens.shape[1]
+        # centres and semi-axes in pixels
         cx = (x - x0) / ps - 0.5
         cy = (y - y0) / ps - 0.5
-        a = np.maximum(a / ps, 0.45)
-        b = np.maximum(b / ps, 0.45)
-        reach = np.ceil(np.maximum(a, b) + SOFT_PX + 0.5).astype(np.int64)
-        vis = (cx + reach >= 0) & (cx - reach < T) & (cy + reach >= 0) & (cy - reach < T)
-        if not vis.any():
+        semi_a = np.maximum(semi_a / ps, 0.45)
+        semi_b = np.maximum(semi_b / ps, 0.45)
+        reach = np.ceil(np.maximum(semi_a, semi_b) + SOFT_PX + 0.5).astype(np.int64)
+        visible = (cx + reach >= 0) & (cx - reach < size) & (cy + reach >= 0) & (cy - reach < size)
+        if not visible.any():
             return
         bucket = np.minimum(np.ceil(np.log2(np.maximum(reach, 1)) * 2).astype(np.int64), 20) * 2 + (cone > 0)
-        bucket[~vis] = -1
-        flat = dens.reshape(dens.shape[0], -1)
-        cos, sin = np.cos(th), np.sin(th)
-        for bk in np.unique(bucket):
-            if bk < 0:
+        bucket[~visible] = -1
+        flat_dens = dens.reshape(dens.shape[0], -1)
+        cos, sin = np.cos(theta), np.sin(theta)
+        for bucket_id in np.unique(bucket):
+            if bucket_id < 0:
                 continue
-            sel = np.flatnonzero(bucket == bk)
-            rad = int(reach[sel].max())
-            off = np.arange(-rad, rad + 1)
-            icx = np.rint(cx[sel]).astype(np.int64)
-            icy = np.rint(cy[sel]).astype(np.int64)
-            X = icx[:, None] + off
-            Y = icy[:, None] + off
-            dx = (X - cx[sel, None]).astype(np.float32)[:, None, :]
-            dy = (Y - cy[sel, None]).astype(np.float32)[:, :, None]
-            ia = (1.0 / a[sel])[:, None, None]
-            ib = (1.0 / b[sel])[:, None, None]
-            c = cos[sel][:, None, None]
-            s = sin[sel][:, None, None]
-            u = dx * (c * ia) + dy * (s * ia)
-            v = dy * (c * ib) - dx * (s * ib)
+            members = np.flatnonzero(bucket == bucket_id)
+            half = int(reach[members].max())
+            offsets = np.arange(-half, half + 1)
+            round_cx = np.rint(cx[members]).astype(np.int64)
+            round_cy = np.rint(cy[members]).astype(np.int64)
+            cols = round_cx[:, None] + offsets  # pixel columns of each splat's window
+            rows = round_cy[:, None] + offsets
+            dx = (cols - cx[members, None]).astype(np.float32)[:, None, :]
+            dy = (rows - cy[members, None]).astype(np.float32)[:, :, None]
+            inv_a = (1.0 / semi_a[members])[:, None, None]
+            inv_b = (1.0 / semi_b[members])[:, None, None]
+            cos_t = cos[members][:, None, None]
+            sin_t = sin[members][:, None, None]
+            # (u, v): position in the splat's frame, in units of its semi-axes
+            u = dx * (cos_t * inv_a) + dy * (sin_t * inv_a)
+            v = dy * (cos_t * inv_b) - dx * (sin_t * inv_b)
             u *= u
             v *= v
-            u += v  # squared elliptical radius
-            if bk % 2:  # cone profile
-                val = 1.0 - u
+            u += v
+            rho2 = u  # squared elliptical radius (computed in place in u)
+            if bucket_id % 2:  # cone profile
+                profile = 1.0 - rho2
             else:  # flat, edge ~SOFT_PX wide: (1 - d^2)/2 ~ 1 - d
-                val = (1.0 - u) * (b[sel] * (0.5 / SOFT_PX))[:, None, None] + 0.5
-            np.clip(val, 0.0, 1.0, out=val)
-            rr = rim[sel]
-            if rr.any():
-                np.minimum(u, 1.0, out=u)
-                rr = rr[:, None, None]
-                val *= (1.0 - rr) + (1.6 * rr) * u
-            ok = val > 0
-            ok &= ((X >= 0) & (X < T))[:, None, :]
-            ok &= ((Y >= 0) & (Y < T))[:, :, None]
-            idx = ((Y * T)[:, :, None] + X[:, None, :])[ok]
-            w = val[ok]
-            nrep = ok.sum(axis=(1, 2))
-            for ch, amp in enumerate(amps):
-                a_sel = amp[sel]
-                if a_sel.any():
-                    ww = w * w if ch == C2 else w
-                    wt = ww if np.all(a_sel == 1.0) else ww * np.repeat(a_sel, nrep)
-                    flat[ch] += np.bincount(idx, weights=wt, minlength=T * T).astype(np.float32)
+                profile = (1.0 - rho2) * (semi_b[members] * (0.5 / SOFT_PX))[:, None, None] + 0.5
+            np.clip(profile, 0.0, 1.0, out=profile)
+            rim_sel = rim[members]
+            if rim_sel.any():
+                np.minimum(rho2, 1.0, out=rho2)
+                rim_sel = rim_sel[:, None, None]
+                profile *= (1.0 - rim_sel) + (1.6 * rim_sel) * rho2
+            inside = profile > 0
+            inside &= ((cols >= 0) & (cols < size))[:, None, :]
+            inside &= ((rows >= 0) & (rows < size))[:, :, None]
+            pixel_index = ((rows * size)[:, :, None] + cols[:, None, :])[inside]
+            weights = profile[inside]
+            per_splat = inside.sum(axis=(1, 2))
+            for channel, amplitude in enumerate(amplitudes):
+                amp_sel = amplitude[members]
+                if amp_sel.any():
+                    values = weights * weights if channel == C2 else weights
+                    scaled = values if np.all(amp_sel == 1.0) else values * np.repeat(amp_sel, per_splat)
+                    flat_dens[channel] += np.bincount(pixel_index, weights=scaled, minlength=size * size).astype(
+                        np.float32
+                    )
 
 
 class TileRenderer:
@@ -151,640 +169,780 @@ class TileRenderer:
 
     def __init__(self, scene: Scene, tile: int = TILE):
         self.scene = scene
-        self.st = scene.style
-        self.T = int(tile)
+        self.style = scene.style
+        self.tile_size = int(tile)
         self.key = scene.key
         # small banks of pixel noise (sensor noise, chromatin grain); a tile picks one by its hash
         rng = np.random.default_rng([scene.case.seed, 77])
-        T = self.T
-        self._noise = rng.normal(0.0, 1.0, (4, T, T)).astype(np.float32)
-        g = rng.normal(0.0, 1.0, (4, T + 1, T + 1)).astype(np.float32)
-        self._grain = (g[:, :-1, :-1] + g[:, 1:, :-1] + g[:, :-1, 1:] + g[:, 1:, 1:]) * 0.5
-        self._glass: dict[int, list[np.ndarray]] = {}
-        self._od = np.asarray(self.st.od, np.float32)
+        size = self.tile_size
+        self._noise = rng.normal(0.0, 1.0, (4, size, size)).astype(np.float32)
+        fine = rng.normal(0.0, 1.0, (4, size + 1, size + 1)).astype(np.float32)
+        self._grain = (fine[:, :-1, :-1] + fine[:, 1:, :-1] + fine[:, :-1, 1:] + fine[:, 1:, 1:]) * 0.5
+        self._glass_tiles: dict[int, list[np.ndarray]] = {}
+        self._stain_od = np.asarray(self.style.od, np.float32)
         self._strip_key: tuple[int, int] | None = None
-        vs = scene.vessels
-        self._vessel_xyr = np.array([[v.x, v.y, v.radius + v.wall] for v in vs], np.float64).reshape(-1, 3)
-        self._excl: list[np.ndarray] = []
-        self._glass_rgb = np.asarray(self.st.glass, np.float32)
+        vessels = scene.vessels
+        self._vessel_xyr = np.array(
+            [[vessel.x, vessel.y, vessel.radius + vessel.wall] for vessel in vessels], np.float64
+        ).reshape(-1, 3)
+        self._exclusions: list[np.ndarray] = []  # (x, y, radius) rows that later cells keep out of
+        self._glass_rgb = np.asarray(self.style.glass, np.float32)
 
     # ------------------------------------------------------------------ helpers
-    def _bank(self, bank: np.ndarray, tile_key: int) -> np.ndarray:
-        a = bank[tile_key & 3]
+    def _bank_variant(self, bank: np.ndarray, tile_key: int) -> np.ndarray:
+        """One of the bank's four noise planes, flipped and/or transposed by the bits of ``tile_key``."""
+        plane = bank[tile_key & 3]
         if tile_key & 4:
-            a = a[::-1]
+            plane = plane[::-1]
         if tile_key & 8:
-            a = a[:, ::-1]
-        return a.T if tile_key & 16 else a
+            plane = plane[:, ::-1]
+        return plane.T if tile_key & 16 else plane
 
     def _glass_tile(self, level: int, tile_key: int) -> np.ndarray:
-        if level not in self._glass:
-            amp = 2.2 / (2**level) ** 0.5
-            self._glass[level] = [
-                np.clip(self._glass_rgb[None, None, :] + amp * n[..., None] + 0.5, 0, 255).astype(np.uint8)
-                for n in self._noise
+        """A tile of bare glass (with sensor noise), cached per level."""
+        if level not in self._glass_tiles:
+            noise_amp = 2.2 / (2**level) ** 0.5
+            self._glass_tiles[level] = [
+                np.clip(self._glass_rgb[None, None, :] + noise_amp * noise[..., None] + 0.5, 0, 255).astype(np.uint8)
+                for noise in self._noise
             ]
-        t = self._glass[level][tile_key & 3]
+        glass = self._glass_tiles[level][tile_key & 3]
         if tile_key & 4:
-            t = t[::-1]
+            glass = glass[::-1]
         if tile_key & 8:
-            t = t[:, ::-1]
-        return np.ascontiguousarray(t)
+            glass = glass[:, ::-1]
+        return np.ascontiguousarray(glass)
 
-    def _cells(self, b: tuple[float, float, float, float], spacing: float, name: int, jitter: float = 0.8) -> Cells:
-        x0, y0, x1, y1 = b
-        ix = np.arange(math.floor(x0 / spacing), math.floor(x1 / spacing) + 1)
-        iy = np.arange(math.floor(y0 / spacing), math.floor(y1 / spacing) + 1)
-        IX = np.repeat(ix[None, :], len(iy), 0).ravel()
-        IY = np.repeat(iy[:, None], len(ix), 1).ravel()
-        key = mix_key(self.key, 100 + name)
-        c = Cells(IX, IY, np.zeros(0), np.zeros(0), key, coord_base(IX, IY))
-        c.x = (IX + 0.5 + jitter * (c.u(0) - 0.5)) * spacing
-        c.y = (IY + 0.5 + jitter * (c.u(1) - 0.5)) * spacing
-        inside = (c.x >= x0) & (c.x < x1) & (c.y >= y0) & (c.y < y1)
-        return c.take(inside)
+    def _jittered_cells(
+        self, bounds: tuple[float, float, float, float], spacing: float, salt: int, jitter: float = 0.8
+    ) -> Cells:
+        """One candidate per cell of a ``spacing``-micron grid, jittered, inside ``bounds`` (x0, y0, x1, y1).
 
-    def _at(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        ``salt`` tells the kinds of primitives apart (each gets its own random numbers).
+        """
+        x0, y0, x1, y1 = bounds
+        col_range = np.arange(math.floor(x0 / spacing), math.floor(x1 / spacing) + 1)
+        row_range = np.arange(math.floor(y0 / spacing), math.floor(y1 / spacing) + 1)
+        grid_ix = np.repeat(col_range[None, :], len(row_range), 0).ravel()
+        grid_iy = np.repeat(row_range[:, None], len(col_range), 1).ravel()
+        key = mix_key(self.key, 100 + salt)
+        cells = Cells(grid_ix, grid_iy, np.zeros(0), np.zeros(0), key, coord_base(grid_ix, grid_iy))
+        cells.x = (grid_ix + 0.5 + jitter * (cells.u(0) - 0.5)) * spacing
+        cells.y = (grid_iy + 0.5 + jitter * (cells.u(1) - 0.5)) * spacing
+        inside = (cells.x >= x0) & (cells.x < x1) & (cells.y >= y0) & (cells.y < y1)
+        return cells.take(inside)
+
+    def _fields_at(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         """Bilinear lookup of all lattice fields at points (microns): name -> values."""
-        lat = self._stack
-        gx = np.clip(x / self._L - self._k0x, 0, lat.shape[2] - 1.001)
-        gy = np.clip(y / self._L - self._k0y, 0, lat.shape[1] - 1.001)
+        stack = self._field_stack
+        gx = np.clip(x / self._lattice_um - self._lattice_col0, 0, stack.shape[2] - 1.001)
+        gy = np.clip(y / self._lattice_um - self._lattice_row0, 0, stack.shape[1] - 1.001)
         ix = gx.astype(np.int64)
         iy = gy.astype(np.int64)
         fx = (gx - ix).astype(np.float32)
         fy = (gy - iy).astype(np.float32)
-        top = lat[:, iy, ix] * (1 - fx) + lat[:, iy, ix + 1] * fx
-        bot = lat[:, iy + 1, ix] * (1 - fx) + lat[:, iy + 1, ix + 1] * fx
-        v = top * (1 - fy) + bot * fy
-        return dict(zip(self._names, v))
+        top = stack[:, iy, ix] * (1 - fx) + stack[:, iy, ix + 1] * fx
+        bottom = stack[:, iy + 1, ix] * (1 - fx) + stack[:, iy + 1, ix + 1] * fx
+        values = top * (1 - fy) + bottom * fy
+        return dict(zip(self._field_names, values))
 
     # ------------------------------------------------------------------ alveoli
     def _alveolar_sites(self, x0: float, y0: float, x1: float, y1: float) -> Cells:
-        sp, m = 105.0, 140.0
-        return self._cells((x0 - m, y0 - m, x1 + m, y1 + m), sp, 20, jitter=0.9)
+        spacing, margin = 105.0, 140.0
+        return self._jittered_cells((x0 - margin, y0 - margin, x1 + margin, y1 + margin), spacing, 20, jitter=0.9)
 
     def _warp(self, x: np.ndarray, y: np.ndarray, grid: bool) -> tuple[np.ndarray, np.ndarray]:
         """Domain warp (microns) that bends the alveolar walls."""
-        k = mix_key(self.key, 22)
+        key = mix_key(self.key, 22)
         if grid:
-            wx = value_noise_grid(x, y, 70.0, k)
-            wy = value_noise_grid(x, y, 70.0, k + 1)
-            return (x.astype(np.float32)[None, :] + 16.0 * wx), (y.astype(np.float32)[:, None] + 16.0 * wy)
-        return x + 16.0 * value_noise_points(x, y, 70.0, k), y + 16.0 * value_noise_points(x, y, 70.0, k + 1)
+            warp_x = value_noise_grid(x, y, 70.0, key)
+            warp_y = value_noise_grid(x, y, 70.0, key + 1)
+            return (x.astype(np.float32)[None, :] + 16.0 * warp_x), (y.astype(np.float32)[:, None] + 16.0 * warp_y)
+        return x + 16.0 * value_noise_points(x, y, 70.0, key), y + 16.0 * value_noise_points(x, y, 70.0, key + 1)
 
-    def _septa_grid(self, xs: np.ndarray, ys: np.ndarray, ps: float) -> np.ndarray:
+    def _septa_grid(self, xs: np.ndarray, ys: np.ndarray, pixel_size: float) -> np.ndarray:
         """Alveolar walls (0..1): the edges of a warped Voronoi diagram of jittered sites."""
         sites = self._alveolar_sites(xs[0], ys[0], xs[-1], ys[-1])
-        X, Y = self._warp(xs, ys, True)
-        f1 = np.full((len(ys), len(xs)), 1e12, np.float32)
-        f2 = f1.copy()
-        for px, py in zip(sites.x.astype(np.float32), sites.y.astype(np.float32)):
-            dx = X - px
-            d = dx * dx
-            dy = Y - py
-            d += dy * dy
-            np.minimum(f2, np.maximum(f1, d), out=f2)
-            np.minimum(f1, d, out=f1)
-        edge = (np.sqrt(f2) - np.sqrt(f1)) * 0.5  # ~ distance to the nearest wall
-        k = mix_key(self.key, 21)
-        thick = 1.8 + 1.6 * value_noise_grid(xs, ys, 60.0, k) ** 2
-        w = max(0.5 * ps, 0.4)
-        wall = 1.0 - smoothstep(0.0, 1.0, (edge - thick) / (2 * w) + 0.5)
-        openings = smoothstep(-0.45, -0.2, value_noise_grid(xs, ys, 85.0, k + 1))  # alveolar ducts
-        return wall * openings * np.minimum(1.0, 2.0 / max(ps, 2.0))
+        warped_x, warped_y = self._warp(xs, ys, True)
+        nearest_d2 = np.full((len(ys), len(xs)), 1e12, np.float32)  # squared distance to the nearest site
+        second_d2 = nearest_d2.copy()  # ... and to the second nearest
+        for site_x, site_y in zip(sites.x.astype(np.float32), sites.y.astype(np.float32)):
+            dx = warped_x - site_x
+            dist2 = dx * dx
+            dy = warped_y - site_y
+            dist2 += dy * dy
+            np.minimum(second_d2, np.maximum(nearest_d2, dist2), out=second_d2)
+            np.minimum(nearest_d2, dist2, out=nearest_d2)
+        edge = (np.sqrt(second_d2) - np.sqrt(nearest_d2)) * 0.5  # ~ distance to the nearest wall
+        key = mix_key(self.key, 21)
+        thickness = 1.8 + 1.6 * value_noise_grid(xs, ys, 60.0, key) ** 2
+        soft = max(0.5 * pixel_size, 0.4)
+        wall = 1.0 - smoothstep(0.0, 1.0, (edge - thickness) / (2 * soft) + 0.5)
+        openings = smoothstep(-0.45, -0.2, value_noise_grid(xs, ys, 85.0, key + 1))  # alveolar ducts
+        return wall * openings * np.minimum(1.0, 2.0 / max(pixel_size, 2.0))
 
-    def _septa_points(self, x: np.ndarray, y: np.ndarray, b) -> np.ndarray:
+    def _septa_points(self, x: np.ndarray, y: np.ndarray, bounds) -> np.ndarray:
         """Distance (microns) from points to the nearest alveolar wall."""
-        sites = self._alveolar_sites(*b)
+        sites = self._alveolar_sites(*bounds)
         if len(sites) < 2 or len(x) == 0:
             return np.full(len(x), 1e3, np.float32)
-        X, Y = self._warp(x, y, False)
-        d = np.sqrt((X[:, None] - sites.x[None, :]) ** 2 + (Y[:, None] - sites.y[None, :]) ** 2)
-        d.sort(axis=1)
-        return (d[:, 1] - d[:, 0]) * 0.5
+        warped_x, warped_y = self._warp(x, y, False)
+        dist = np.sqrt((warped_x[:, None] - sites.x[None, :]) ** 2 + (warped_y[:, None] - sites.y[None, :]) ** 2)
+        dist.sort(axis=1)
+        return (dist[:, 1] - dist[:, 0]) * 0.5
 
     def _strip(self, level: int, oy: int) -> tuple[np.ndarray, int, int]:
         """Lattice fields for a whole row of tiles (cached: tiles come row by row).
 
-        Memory grows with the slide's width only (a few bytes per lattice node).
+        Returns (fields stacked in ``self._field_names`` order, lattice column and row index of
+        the first node). Memory grows with the slide's width only (a few bytes per lattice node).
         """
         if self._strip_key != (level, oy):
-            sc = self.scene
-            ps = sc.mpp * 2**level
-            L = LATTICE_PX * ps
-            y0, y1 = oy * ps, (oy + self.T) * ps
-            k0x = math.floor(-MARGIN_UM / L)
-            k0y = math.floor((y0 - MARGIN_UM) / L)
-            lx = np.arange(k0x, math.ceil((sc.wu + self.T * ps + MARGIN_UM) / L) + 2) * L
-            ly = np.arange(k0y, math.ceil((y1 + MARGIN_UM) / L) + 2) * L
-            lat = sc.fields(lx[None, :], ly[:, None])
-            self._names = list(lat)
-            self._strip_val = (np.stack([lat[k] for k in self._names]), k0x, k0y)
+            scene = self.scene
+            pixel_size = scene.mpp * 2**level
+            lattice_um = LATTICE_PX * pixel_size
+            y0, y1 = oy * pixel_size, (oy + self.tile_size) * pixel_size
+            col0 = math.floor(-MARGIN_UM / lattice_um)
+            row0 = math.floor((y0 - MARGIN_UM) / lattice_um)
+            lattice_x = (
+                np.arange(col0, math.ceil((scene.wu + self.tile_size * pixel_size + MARGIN_UM) / lattice_um) + 2)
+                * lattice_um
+            )
+            lattice_y = np.arange(row0, math.ceil((y1 + MARGIN_UM) / lattice_um) + 2) * lattice_um
+            fields = scene.fields(lattice_x[None, :], lattice_y[:, None])
+            self._field_names = list(fields)
+            self._strip_value = (np.stack([fields[name] for name in self._field_names]), col0, row0)
             self._strip_key = (level, oy)
-        return self._strip_val
+        return self._strip_value
 
     # ------------------------------------------------------------------ tile
     def render(self, level: int, ox: int, oy: int) -> np.ndarray:
         """RGB uint8 tile (T x T x 3) at ``level`` whose top-left pixel is (ox, oy) in level pixels."""
-        sc, st, T = self.scene, self.st, self.T
-        f = 2**level
-        ps = sc.mpp * f
-        x0, y0 = ox * ps, oy * ps
-        x1, y1 = x0 + T * ps, y0 + T * ps
-        xs = (ox + np.arange(T) + 0.5) * ps
-        ys = (oy + np.arange(T) + 0.5) * ps
+        scene, style, size = self.scene, self.style, self.tile_size
+        scale = 2**level  # level-0 pixels per pixel of this level
+        pixel_size = scene.mpp * scale
+        x0, y0 = ox * pixel_size, oy * pixel_size
+        x1, y1 = x0 + size * pixel_size, y0 + size * pixel_size
+        xs = (ox + np.arange(size) + 0.5) * pixel_size
+        ys = (oy + np.arange(size) + 0.5) * pixel_size
         tile_key = mix_key(self.key, level, ox, oy)
-        pen = self._pen(xs, ys)
+        pen_od = self._pen_od(xs, ys)
         # coarse lattice of the smooth fields around the tile (cut from the tile row's strip)
-        L = LATTICE_PX * ps
-        self._L = L
-        strip, sk0x, sk0y = self._strip(level, oy)
-        self._k0x = math.floor((x0 - MARGIN_UM) / L)
-        self._k0y = sk0y
-        c0 = self._k0x - sk0x
-        self._stack = strip[:, :, c0 : c0 + math.ceil((x1 + MARGIN_UM) / L) + 2 - self._k0x]
-        self._lat = dict(zip(self._names, self._stack))
-        dens = np.zeros((6, T, T), np.float32)
-        if float(self._lat["tis"].max()) < -0.03:
-            if pen is None:
+        lattice_um = LATTICE_PX * pixel_size
+        self._lattice_um = lattice_um
+        strip, strip_col0, strip_row0 = self._strip(level, oy)
+        self._lattice_col0 = math.floor((x0 - MARGIN_UM) / lattice_um)
+        self._lattice_row0 = strip_row0
+        first_col = self._lattice_col0 - strip_col0
+        self._field_stack = strip[
+            :, :, first_col : first_col + math.ceil((x1 + MARGIN_UM) / lattice_um) + 2 - self._lattice_col0
+        ]
+        self._lattice = dict(zip(self._field_names, self._field_stack))
+        dens = np.zeros((6, size, size), np.float32)
+        if float(self._lattice["tis"].max()) < -0.03:
+            if pen_od is None:
                 return self._glass_tile(level, tile_key)
-            return self._compose(dens, pen, tile_key, f)
-        wx, kx = bilinear_matrix(xs, L, smooth=False)
-        wy, ky = bilinear_matrix(ys, L, smooth=False)
-        sx, sy = kx - self._k0x, ky - self._k0y
+            return self._compose(dens, pen_od, tile_key, scale)
+        weights_x, knot0_x = bilinear_matrix(xs, lattice_um, smooth=False)
+        weights_y, knot0_y = bilinear_matrix(ys, lattice_um, smooth=False)
+        start_col, start_row = knot0_x - self._lattice_col0, knot0_y - self._lattice_row0
 
-        def up(name: str) -> np.ndarray:
-            lat = self._lat[name][sy : sy + wy.shape[1], sx : sx + wx.shape[1]]
-            return wy @ lat @ wx.T
+        def upsample(name: str) -> np.ndarray:
+            """The lattice field ``name`` at every pixel of the tile."""
+            coarse = self._lattice[name][
+                start_row : start_row + weights_y.shape[1], start_col : start_col + weights_x.shape[1]
+            ]
+            return weights_y @ coarse @ weights_x.T
 
-        tis = up("tis") + 0.02 * value_noise_grid(xs, ys, 24.0, mix_key(self.key, 7))
-        A = smoothstep(-0.004, 0.004, tis).astype(np.float32)
-        nrm = np.clip(up("nrm"), 0, 1) * A
+        tissue_value = upsample("tis") + 0.02 * value_noise_grid(xs, ys, 24.0, mix_key(self.key, 7))
+        in_tissue = smoothstep(-0.004, 0.004, tissue_value).astype(np.float32)
+        normal = np.clip(upsample("nrm"), 0, 1) * in_tissue
 
         # --- background: stroma (tumour area) and alveolar septa (normal lung)
-        k8 = mix_key(self.key, 8)
-        n1 = value_noise_grid(xs, ys, 22.0, k8)
-        n2 = value_noise_grid(xs, ys, 9.0, k8 + 1) if ps < 3.0 else 0.0
-        ridge = (1.0 - np.abs(n1 + 0.4 * n2)) ** 3
-        stroma = st.stroma_e * (0.45 + 0.9 * ridge)
-        septa = self._septa_grid(xs, ys, ps) if nrm.max() > 0.02 else 0.0
-        dens[E] = A * ((1.0 - nrm) * stroma + nrm * (0.04 + 0.8 * septa))
-        dens[H] = A * ((1.0 - nrm) * st.stroma_h * (0.7 + 0.6 * ridge) + nrm * 0.14 * septa)
-        if sc.bands:
-            pleura, wall = up("pleura") * A, up("wall") * A
+        stroma_key = mix_key(self.key, 8)
+        fibres = value_noise_grid(xs, ys, 22.0, stroma_key)
+        fine_fibres = value_noise_grid(xs, ys, 9.0, stroma_key + 1) if pixel_size < 3.0 else 0.0
+        ridge = (1.0 - np.abs(fibres + 0.4 * fine_fibres)) ** 3
+        stroma = style.stroma_e * (0.45 + 0.9 * ridge)
+        septa = self._septa_grid(xs, ys, pixel_size) if normal.max() > 0.02 else 0.0
+        dens[E] = in_tissue * ((1.0 - normal) * stroma + normal * (0.04 + 0.8 * septa))
+        dens[H] = in_tissue * ((1.0 - normal) * style.stroma_h * (0.7 + 0.6 * ridge) + normal * 0.14 * septa)
+        if scene.bands:
+            pleura, wall = upsample("pleura") * in_tissue, upsample("wall") * in_tissue
         else:
             pleura = wall = None
 
         bounds = (x0 - MARGIN_UM, y0 - MARGIN_UM, x1 + MARGIN_UM, y1 + MARGIN_UM)
         # --- cell mosaics (coverage), which replace the stroma where the cells are
-        cov = Splats()
-        nuc = Splats()
-        over = _Overlay(T)
-        self._excl = [self._vessel_xyr]
-        own, other = (self._squamous, self._glandular) if st.is_lusc else (self._glandular, self._squamous)
-        own(cov, nuc, over, bounds, xs, ys, ps)
-        mimic = sc.mimic_share > 0 and float(self._lat["mim"].max()) > 0.0
+        coverage = Splats()
+        nuclei = Splats()
+        overlay = _Overlay(size)
+        self._exclusions = [self._vessel_xyr]
+        own, other = (self._squamous, self._glandular) if style.is_lusc else (self._glandular, self._squamous)
+        own(coverage, nuclei, overlay, bounds, xs, ys, pixel_size)
+        mimic = scene.mimic_share > 0 and float(self._lattice["mim"].max()) > 0.0
         if mimic:  # patches of the other class's morphology (Difficulty.overlap)
-            other(cov, nuc, over, bounds, xs, ys, ps, mimic=True)
-        if cov.parts:
-            cov.draw(dens, x0, y0, ps)
-            c = dens[C]
-            fill = smoothstep(0.22, 0.45, c)
-            dominance = dens[C2] / np.maximum(c * c, 1e-6)
+            other(coverage, nuclei, overlay, bounds, xs, ys, pixel_size, mimic=True)
+        if coverage.parts:
+            coverage.draw(dens, x0, y0, pixel_size)
+            cover = dens[C]
+            fill = smoothstep(0.22, 0.45, cover)
+            dominance = dens[C2] / np.maximum(cover * cover, 1e-6)
             membrane = (
                 smoothstep(0.3, 0.42, dominance)
                 * fill
-                * (1.0 - smoothstep(0.5, 0.5 + 0.12 * max(1.0, ps / 0.5), dominance))
+                * (1.0 - smoothstep(0.5, 0.5 + 0.12 * max(1.0, pixel_size / 0.5), dominance))
             )
-            cyto = st.cyto_e if st.is_lusc else 0.5
+            cytoplasm_e = style.cyto_e if style.is_lusc else 0.5
             if mimic:  # squamous cytoplasm where squamous cells are drawn
-                m = np.clip(up("mim"), 0, 1)
-                cyto = 0.5 + (st.cyto_e - 0.5) * ((1 - m) if st.is_lusc else m)
-            dens[E] = dens[E] * (1 - fill) + fill * cyto * (0.6 + 0.1 * np.abs(n1)) + membrane * 0.3
+                mimicry = np.clip(upsample("mim"), 0, 1)
+                cytoplasm_e = 0.5 + (style.cyto_e - 0.5) * ((1 - mimicry) if style.is_lusc else mimicry)
+            dens[E] = dens[E] * (1 - fill) + fill * cytoplasm_e * (0.6 + 0.1 * np.abs(fibres)) + membrane * 0.3
             dens[H] = dens[H] * (1 - fill) + fill * 0.07 + membrane * 0.08
         # --- structures that replace what is below them
         if pleura is not None and pleura.max() > 0:
-            self._pleura(over, xs, ys, pleura, ps)
+            self._pleura(overlay, xs, ys, pleura, pixel_size)
         if wall is not None and wall.max() > 0:
-            self._muscle(over, xs, ys, wall, ps)
-        self._vessels(nuc, over, xs, ys, ps, x0, y0, x1, y1)
-        over.apply(dens)
+            self._muscle(overlay, xs, ys, wall, pixel_size)
+        self._vessels(nuclei, overlay, xs, ys, pixel_size, x0, y0, x1, y1)
+        overlay.apply(dens)
         # --- nuclei and other small objects
-        self._shared(nuc, bounds, ps)
-        nuc.draw(dens, x0, y0, ps)
-        dens[:4] *= up("mod")[None]
-        dens[H] *= 1.0 + (0.25 / f**0.5) * self._bank(self._grain, tile_key >> 5)
-        if sc.fold is not None:
-            self._fold(dens, xs, ys, A)
-        return self._compose(dens, pen, tile_key, f)
+        self._shared_cells(nuclei, bounds, pixel_size)
+        nuclei.draw(dens, x0, y0, pixel_size)
+        dens[:4] *= upsample("mod")[None]
+        dens[H] *= 1.0 + (0.25 / scale**0.5) * self._bank_variant(self._grain, tile_key >> 5)
+        if scene.fold is not None:
+            self._fold(dens, xs, ys, in_tissue)
+        return self._compose(dens, pen_od, tile_key, scale)
 
     # ------------------------------------------------------------------ class morphology
-    def _region(self, f: dict[str, np.ndarray], mimic: bool) -> np.ndarray | bool:
+    def _morphology_region(self, fields: dict[str, np.ndarray], mimic: bool) -> np.ndarray | bool:
         """Where a morphology function draws: its own class's outside the mimicry patches, the other's inside."""
         if not mimic and self.scene.mimic_share <= 0:
             return True
-        return f["mim"] >= 0.5 if mimic else f["mim"] < 0.5
+        return fields["mim"] >= 0.5 if mimic else fields["mim"] < 0.5
 
-    def _squamous(self, cov: Splats, nuc: Splats, over: _Overlay, b, xs, ys, ps, mimic: bool = False) -> None:
-        st = self.st
-        inv_pleura = self.scene.case.pleural_invasion == "present"
+    def _squamous(
+        self, coverage: Splats, nuclei: Splats, overlay: _Overlay, bounds, xs, ys, pixel_size, mimic: bool = False
+    ) -> None:
+        style = self.style
+        invades_pleura = self.scene.case.pleural_invasion == "present"
         # keratin pearls (cells are kept out of them)
-        pr = self._cells(b, st.pearl_spacing, 1, jitter=0.5)
-        if len(pr):
-            f = self._at(pr.x, pr.y)
+        pearls = self._jittered_cells(bounds, style.pearl_spacing, 1, jitter=0.5)
+        if len(pearls):
+            fields = self._fields_at(pearls.x, pearls.y)
             ok = (
-                (f["tis"] > 0.03)
-                & (f["nrm"] < 0.3)
-                & (f["arch"] > st.nest_thr + 0.15)
-                & (pr.u(2) < st.pearl_p)
-                & (f["pleura"] < 0.1)
-                & self._region(f, mimic)
+                (fields["tis"] > 0.03)
+                & (fields["nrm"] < 0.3)
+                & (fields["arch"] > style.nest_thr + 0.15)
+                & (pearls.u(2) < style.pearl_p)
+                & (fields["pleura"] < 0.1)
+                & self._morphology_region(fields, mimic)
             )
-            pr = pr.take(ok)
-        lo, hi = st.pearl_radius
-        prad = lo + (hi - lo) * pr.u(3) if len(pr) else np.zeros(0)
+            pearls = pearls.take(ok)
+        lo, hi = style.pearl_radius
+        pearl_radius = lo + (hi - lo) * pearls.u(3) if len(pearls) else np.zeros(0)
         if mimic:  # drawn after the slide's own morphology: keep clear of its glands
-            keep = self._clear(pr.x, pr.y, prad)
-            pr, prad = pr.take(keep), prad[keep]
-        self._excl.append(np.stack([pr.x, pr.y, prad * 1.1], 1))
-        for i in range(len(pr)):
+            keep = self._clear_of_structures(pearls.x, pearls.y, pearl_radius)
+            pearls, pearl_radius = pearls.take(keep), pearl_radius[keep]
+        self._exclusions.append(np.stack([pearls.x, pearls.y, pearl_radius * 1.1], 1))
+        for i in range(len(pearls)):
             self._pearl(
-                nuc, over, float(pr.x[i]), float(pr.y[i]), float(prad[i]), xs, ys, ps, int(pr.ix[i]), int(pr.iy[i])
+                nuclei,
+                overlay,
+                float(pearls.x[i]),
+                float(pearls.y[i]),
+                float(pearl_radius[i]),
+                xs,
+                ys,
+                pixel_size,
+                int(pearls.ix[i]),
+                int(pearls.iy[i]),
             )
         # the squamous cells: polygonal mosaic, central vesicular nuclei
-        c = self._cells(b, st.cell_spacing, 2, jitter=0.6)
-        f = self._at(c.x, c.y)
-        ok = (f["tis"] > 0.0) & (c.u(2) > f["nrm"]) & (f["arch"] > st.nest_thr) & self._region(f, mimic)
-        if not inv_pleura:
-            ok &= f["pleura"] < 0.5
-        for i in range(len(pr)):
-            ok &= np.hypot(c.x - pr.x[i], c.y - pr.y[i]) > prad[i] + 0.5 * st.cell_spacing
+        cells = self._jittered_cells(bounds, style.cell_spacing, 2, jitter=0.6)
+        fields = self._fields_at(cells.x, cells.y)
+        ok = (
+            (fields["tis"] > 0.0)
+            & (cells.u(2) > fields["nrm"])
+            & (fields["arch"] > style.nest_thr)
+            & self._morphology_region(fields, mimic)
+        )
+        if not invades_pleura:
+            ok &= fields["pleura"] < 0.5
+        for i in range(len(pearls)):
+            ok &= np.hypot(cells.x - pearls.x[i], cells.y - pearls.y[i]) > pearl_radius[i] + 0.5 * style.cell_spacing
         if mimic:
-            ok &= self._free(c.x, c.y)
-        c = c.take(ok)
-        if len(c) == 0:
+            ok &= self._outside_structures(cells.x, cells.y)
+        cells = cells.take(ok)
+        if len(cells) == 0:
             return
-        r_cell = st.cell_spacing * 0.8
-        cov.add(c.x, c.y, r_cell, r_cell * (0.85 + 0.15 * c.u(5)), c.u(6) * math.pi, c=1.0, cone=True)
-        ker = c.u(3) < st.keratin_p
-        kc = c.take(ker)
-        if len(kc):  # single-cell keratinisation: glassy, bright eosinophilic cytoplasm
-            nuc.add(kc.x, kc.y, 0.4 * st.cell_spacing, 0.36 * st.cell_spacing, 0.0, e=0.22, r=0.05)
-        pl = st.pleomorphism
-        rn = st.nuc_radius * (1.0 + pl * (2 * c.u(7) - 1)) * np.where(ker, 0.55, 1.0)
-        jx = (c.u(8) - 0.5) * 2.5
-        jy = (c.u(9) - 0.5) * 2.5
-        nuc.add(
-            c.x + jx,
-            c.y + jy,
-            rn,
-            rn * (0.78 + 0.2 * c.u(10)),
-            c.u(11) * math.pi,
-            h=np.where(ker, 1.7, 1.0 + 0.3 * c.u(12)) * (1 + 0.08 * st.grade),
+        cell_radius = style.cell_spacing * 0.8
+        coverage.add(
+            cells.x,
+            cells.y,
+            cell_radius,
+            cell_radius * (0.85 + 0.15 * cells.u(5)),
+            cells.u(6) * math.pi,
+            c=1.0,
+            cone=True,
+        )
+        keratinised = cells.u(3) < style.keratin_p
+        keratin_cells = cells.take(keratinised)
+        if len(keratin_cells):  # single-cell keratinisation: glassy, bright eosinophilic cytoplasm
+            nuclei.add(
+                keratin_cells.x,
+                keratin_cells.y,
+                0.4 * style.cell_spacing,
+                0.36 * style.cell_spacing,
+                0.0,
+                e=0.22,
+                r=0.05,
+            )
+        pleomorphism = style.pleomorphism
+        nuc_radius = style.nuc_radius * (1.0 + pleomorphism * (2 * cells.u(7) - 1)) * np.where(keratinised, 0.55, 1.0)
+        offset_x = (cells.u(8) - 0.5) * 2.5
+        offset_y = (cells.u(9) - 0.5) * 2.5
+        nuclei.add(
+            cells.x + offset_x,
+            cells.y + offset_y,
+            nuc_radius,
+            nuc_radius * (0.78 + 0.2 * cells.u(10)),
+            cells.u(11) * math.pi,
+            h=np.where(keratinised, 1.7, 1.0 + 0.3 * cells.u(12)) * (1 + 0.08 * style.grade),
             e=0.25,
-            rim=np.where(ker, 0.0, 0.45),
+            rim=np.where(keratinised, 0.0, 0.45),
         )
         # a dark nucleolus in some vesicular nuclei
-        nn = c.take(~ker & (c.u(13) < 0.5))
-        if len(nn):
-            nuc.add(nn.x + (nn.u(8) - 0.5) * 2.5, nn.y + (nn.u(9) - 0.5) * 2.5, 0.9, 0.9, 0.0, h=0.9, e=0.3)
-
-    def _pearl(self, nuc: Splats, over: _Overlay, cx, cy, R, xs, ys, ps, ix, iy) -> None:
-        key = mix_key(self.key, 200, ix, iy)
-        reach = R * 1.1 + 4.0
-        i0, i1 = np.searchsorted(xs, [cx - reach, cx + reach])
-        j0, j1 = np.searchsorted(ys, [cy - reach, cy + reach])
-        if i1 > i0 and j1 > j0:
-            dx = xs[None, i0:i1] - cx
-            dy = ys[j0:j1, None] - cy
-            r = np.sqrt(dx * dx + dy * dy * 1.15)
-            wob = value_noise_grid(xs[i0:i1], ys[j0:j1], 14.0, key)
-            edge = R * (1.0 + 0.08 * value_noise_grid(xs[i0:i1], ys[j0:j1], 0.6 * R, key + 1))
-            inside = np.clip((edge - r) / max(ps, 0.8) + 0.5, 0, 1).astype(np.float32)
-            lam = 5.5 + 2.0 * float(hash_u01(ix, iy, key))
-            ring = 0.5 + 0.5 * np.cos(2 * math.pi * r / lam + 3.5 * wob) if lam > 2.5 * ps else 0.5
-            ring = 0.6 * ring + 0.4 * (0.5 + 0.5 * wob)
-            sl = (slice(j0, j1), slice(i0, i1))
-            over.replace(sl, inside, e=inside * (0.62 + 0.28 * ring), r=inside * (0.12 + 0.06 * ring), h=inside * 0.03)
-        # flattened, concentric nuclei at the rim and a few ghosts within
-        n = max(6, int(2 * math.pi * R / 10.0))
-        k = np.arange(n)
-        ang = 2 * math.pi * (k + 0.4 * hash_u01(k, 1, key)) / n
-        rad = R * (0.96 + 0.12 * hash_u01(k, 2, key))
-        nuc.add(
-            cx + rad * np.cos(ang), cy + rad * np.sin(ang) / math.sqrt(1.15), 5.5, 1.7, ang + math.pi / 2, h=1.4, e=0.3
-        )
-        m = max(2, n // 5)
-        ang2 = 2 * math.pi * hash_u01(np.arange(m), 3, key)
-        rad2 = R * 0.6 * hash_u01(np.arange(m), 4, key)
-        nuc.add(cx + rad2 * np.cos(ang2), cy + rad2 * np.sin(ang2), 3.0, 1.1, ang2 + math.pi / 2, h=0.7, e=0.1)
-
-    def _glandular(self, cov: Splats, nuc: Splats, over: _Overlay, b, xs, ys, ps, mimic: bool = False) -> None:
-        st = self.st
-        inv_pleura = self.scene.case.pleural_invasion == "present"
-        g = self._cells(b, st.gland_spacing, 3, jitter=0.45)
-        if len(g):
-            f = self._at(g.x, g.y)
-            ok = (
-                (f["tis"] > 0.01)
-                & (g.u(2) > f["nrm"])
-                & (f["arch"] < st.solid_thr - 0.03)
-                & (g.u(3) < st.gland_p)
-                & self._region(f, mimic)
+        nucleolated = cells.take(~keratinised & (cells.u(13) < 0.5))
+        if len(nucleolated):
+            nuclei.add(
+                nucleolated.x + (nucleolated.u(8) - 0.5) * 2.5,
+                nucleolated.y + (nucleolated.u(9) - 0.5) * 2.5,
+                0.9,
+                0.9,
+                0.0,
+                h=0.9,
+                e=0.3,
             )
-            if not inv_pleura:
-                ok &= f["pleura"] < 0.3
-            g = g.take(ok)
-        lo, hi = st.lumen_radius
-        lum = lo + (hi - lo) * g.u(4) if len(g) else np.zeros(0)
-        if mimic:  # drawn after the slide's own morphology: keep clear of its keratin pearls
-            keep = self._clear(g.x, g.y, lum + st.epi_thickness)
-            g, lum = g.take(keep), lum[keep]
-        outer = lum + st.epi_thickness
-        self._excl.append(np.stack([g.x, g.y, (outer * (1 + st.gland_irregular * 1.2) + 2.0)], 1))
-        for i in range(len(g)):
-            self._gland(nuc, over, g, i, float(lum[i]), xs, ys, ps)
-        # solid sheets (a mosaic of small cells) and stray tumour cells outside the glands
-        c = self._cells(b, 11.5, 4, jitter=0.7)
-        f = self._at(c.x, c.y)
-        solid = f["arch"] > st.solid_thr
-        ok = (f["tis"] > 0.0) & (c.u(2) > f["nrm"]) & (solid | (c.u(3) < st.stray_p)) & self._region(f, mimic)
-        if not inv_pleura:
-            ok &= f["pleura"] < 0.5
-        for i in range(len(g)):
-            ok &= np.hypot(c.x - g.x[i], c.y - g.y[i]) > outer[i] * 1.2
-        if mimic:
-            ok &= self._free(c.x, c.y)
-        c = c.take(ok)
-        if len(c):
-            rn = 3.3 * (1 + 0.1 * st.grade) * (0.8 + 0.45 * c.u(5))
-            nuc.add(c.x, c.y, rn, rn * (0.7 + 0.25 * c.u(6)), c.u(7) * math.pi, h=1.2 + 0.3 * c.u(8), e=0.25, rim=0.2)
-            sc = c.take(solid[ok])
-            if len(sc):
-                cov.add(sc.x, sc.y, 9.6, 9.0, sc.u(9) * math.pi, c=1.0, cone=True)
 
-    def _gland(self, nuc: Splats, over: _Overlay, g: Cells, i: int, R: float, xs, ys, ps) -> None:
-        st = self.st
-        seed2 = int(g.ix[i]) * 7919 + int(g.iy[i])
-        u = [float(v) for v in hash_u01(np.arange(8), seed2, mix_key(self.key, 300))]
-        cx, cy = float(g.x[i]), float(g.y[i])
-        irr = st.gland_irregular
-        aspect = 1.0 + irr * 1.5 * u[0]
-        rot = u[1] * math.pi
-        w2, w3 = irr * 0.45 * u[2], irr * 0.3 * u[3]
-        t_e = st.epi_thickness * (0.9 + 0.2 * u[4])
-        R_out = (R + t_e) * (1 + w2 + w3) * aspect + 3.0
-        i0, i1 = np.searchsorted(xs, [cx - R_out, cx + R_out])
-        j0, j1 = np.searchsorted(ys, [cy - R_out, cy + R_out])
-        c, s = math.cos(rot), math.sin(rot)
-        if i1 > i0 and j1 > j0:
-            dx = xs[None, i0:i1] - cx
-            dy = ys[j0:j1, None] - cy
-            pu = dx * c + dy * s
-            pv = (dy * c - dx * s) * aspect
+    def _pearl(self, nuclei: Splats, overlay: _Overlay, cx, cy, radius, xs, ys, pixel_size, ix, iy) -> None:
+        """A keratin pearl of ``radius`` microns centred at (cx, cy); (ix, iy): its grid cell."""
+        key = mix_key(self.key, 200, ix, iy)
+        reach = radius * 1.1 + 4.0
+        col0, col1 = np.searchsorted(xs, [cx - reach, cx + reach])
+        row0, row1 = np.searchsorted(ys, [cy - reach, cy + reach])
+        if col1 > col0 and row1 > row0:
+            dx = xs[None, col0:col1] - cx
+            dy = ys[row0:row1, None] - cy
+            dist = np.sqrt(dx * dx + dy * dy * 1.15)
+            wobble = value_noise_grid(xs[col0:col1], ys[row0:row1], 14.0, key)
+            edge = radius * (1.0 + 0.08 * value_noise_grid(xs[col0:col1], ys[row0:row1], 0.6 * radius, key + 1))
+            inside = np.clip((edge - dist) / max(pixel_size, 0.8) + 0.5, 0, 1).astype(np.float32)
+            ring_period = 5.5 + 2.0 * float(hash_u01(ix, iy, key))
+            ring = (
+                0.5 + 0.5 * np.cos(2 * math.pi * dist / ring_period + 3.5 * wobble)
+                if ring_period > 2.5 * pixel_size
+                else 0.5
+            )
+            ring = 0.6 * ring + 0.4 * (0.5 + 0.5 * wobble)
+            window = (slice(row0, row1), slice(col0, col1))
+            overlay.replace(
+                window, inside, e=inside * (0.62 + 0.28 * ring), r=inside * (0.12 + 0.06 * ring), h=inside * 0.03
+            )
+        # flattened, concentric nuclei at the rim and a few ghosts within
+        n_rim = max(6, int(2 * math.pi * radius / 10.0))
+        rim_index = np.arange(n_rim)
+        rim_angle = 2 * math.pi * (rim_index + 0.4 * hash_u01(rim_index, 1, key)) / n_rim
+        rim_radius = radius * (0.96 + 0.12 * hash_u01(rim_index, 2, key))
+        nuclei.add(
+            cx + rim_radius * np.cos(rim_angle),
+            cy + rim_radius * np.sin(rim_angle) / math.sqrt(1.15),
+            5.5,
+            1.7,
+            rim_angle + math.pi / 2,
+            h=1.4,
+            e=0.3,
+        )
+        n_ghosts = max(2, n_rim // 5)
+        ghost_angle = 2 * math.pi * hash_u01(np.arange(n_ghosts), 3, key)
+        ghost_radius = radius * 0.6 * hash_u01(np.arange(n_ghosts), 4, key)
+        nuclei.add(
+            cx + ghost_radius * np.cos(ghost_angle),
+            cy + ghost_radius * np.sin(ghost_angle),
+            3.0,
+            1.1,
+            ghost_angle + math.pi / 2,
+            h=0.7,
+            e=0.1,
+        )
+
+    def _glandular(
+        self, coverage: Splats, nuclei: Splats, overlay: _Overlay, bounds, xs, ys, pixel_size, mimic: bool = False
+    ) -> None:
+        style = self.style
+        invades_pleura = self.scene.case.pleural_invasion == "present"
+        glands = self._jittered_cells(bounds, style.gland_spacing, 3, jitter=0.45)
+        if len(glands):
+            fields = self._fields_at(glands.x, glands.y)
+            ok = (
+                (fields["tis"] > 0.01)
+                & (glands.u(2) > fields["nrm"])
+                & (fields["arch"] < style.solid_thr - 0.03)
+                & (glands.u(3) < style.gland_p)
+                & self._morphology_region(fields, mimic)
+            )
+            if not invades_pleura:
+                ok &= fields["pleura"] < 0.3
+            glands = glands.take(ok)
+        lo, hi = style.lumen_radius
+        lumen_radius = lo + (hi - lo) * glands.u(4) if len(glands) else np.zeros(0)
+        if mimic:  # drawn after the slide's own morphology: keep clear of its keratin pearls
+            keep = self._clear_of_structures(glands.x, glands.y, lumen_radius + style.epi_thickness)
+            glands, lumen_radius = glands.take(keep), lumen_radius[keep]
+        outer = lumen_radius + style.epi_thickness
+        self._exclusions.append(np.stack([glands.x, glands.y, (outer * (1 + style.gland_irregular * 1.2) + 2.0)], 1))
+        for i in range(len(glands)):
+            self._gland(nuclei, overlay, glands, i, float(lumen_radius[i]), xs, ys, pixel_size)
+        # solid sheets (a mosaic of small cells) and stray tumour cells outside the glands
+        cells = self._jittered_cells(bounds, 11.5, 4, jitter=0.7)
+        fields = self._fields_at(cells.x, cells.y)
+        solid = fields["arch"] > style.solid_thr
+        ok = (
+            (fields["tis"] > 0.0)
+            & (cells.u(2) > fields["nrm"])
+            & (solid | (cells.u(3) < style.stray_p))
+            & self._morphology_region(fields, mimic)
+        )
+        if not invades_pleura:
+            ok &= fields["pleura"] < 0.5
+        for i in range(len(glands)):
+            ok &= np.hypot(cells.x - glands.x[i], cells.y - glands.y[i]) > outer[i] * 1.2
+        if mimic:
+            ok &= self._outside_structures(cells.x, cells.y)
+        cells = cells.take(ok)
+        if len(cells):
+            nuc_radius = 3.3 * (1 + 0.1 * style.grade) * (0.8 + 0.45 * cells.u(5))
+            nuclei.add(
+                cells.x,
+                cells.y,
+                nuc_radius,
+                nuc_radius * (0.7 + 0.25 * cells.u(6)),
+                cells.u(7) * math.pi,
+                h=1.2 + 0.3 * cells.u(8),
+                e=0.25,
+                rim=0.2,
+            )
+            sheet = cells.take(solid[ok])
+            if len(sheet):
+                coverage.add(sheet.x, sheet.y, 9.6, 9.0, sheet.u(9) * math.pi, c=1.0, cone=True)
+
+    def _gland(
+        self, nuclei: Splats, overlay: _Overlay, glands: Cells, index: int, lumen_radius: float, xs, ys, pixel_size
+    ) -> None:
+        """Gland ``index`` of ``glands``: a lumen in an irregular ring of epithelium with basal nuclei."""
+        style = self.style
+        gland_seed = int(glands.ix[index]) * 7919 + int(glands.iy[index])
+        rand = [float(value) for value in hash_u01(np.arange(8), gland_seed, mix_key(self.key, 300))]
+        cx, cy = float(glands.x[index]), float(glands.y[index])
+        irregular = style.gland_irregular
+        aspect = 1.0 + irregular * 1.5 * rand[0]
+        rotation = rand[1] * math.pi
+        # amplitudes of the outline's 2nd and 3rd harmonics (oval and three-lobed distortion)
+        harm2, harm3 = irregular * 0.45 * rand[2], irregular * 0.3 * rand[3]
+        epi_thick = style.epi_thickness * (0.9 + 0.2 * rand[4])
+        reach = (lumen_radius + epi_thick) * (1 + harm2 + harm3) * aspect + 3.0
+        col0, col1 = np.searchsorted(xs, [cx - reach, cx + reach])
+        row0, row1 = np.searchsorted(ys, [cy - reach, cy + reach])
+        cos_r, sin_r = math.cos(rotation), math.sin(rotation)
+        if col1 > col0 and row1 > row0:
+            dx = xs[None, col0:col1] - cx
+            dy = ys[row0:row1, None] - cy
+            # (pu, pv): pixel position in the gland's rotated, aspect-corrected frame
+            pu = dx * cos_r + dy * sin_r
+            pv = (dy * cos_r - dx * sin_r) * aspect
             rho2 = pu * pu + pv * pv + 1e-6
             rho = np.sqrt(rho2)
             cos2 = (pu * pu - pv * pv) / rho2
             cos3 = (pu * pu * pu - 3 * pu * pv * pv) / (rho2 * rho)
-            rho = rho * (1.0 + w2 * cos2 + w3 * cos3) / aspect**0.5
-            e = max(ps, 0.8)
-            lumen = np.clip((R - rho) / e + 0.5, 0, 1)
-            gland = np.clip((R + t_e - rho) / e + 0.5, 0, 1)
+            rho = rho * (1.0 + harm2 * cos2 + harm3 * cos3) / aspect**0.5
+            soft = max(pixel_size, 0.8)
+            lumen = np.clip((lumen_radius - rho) / soft + 0.5, 0, 1)
+            gland = np.clip((lumen_radius + epi_thick - rho) / soft + 0.5, 0, 1)
             epi = gland - lumen
-            apical = np.exp(-(((rho - R) / 1.5) ** 2)) * epi  # brush border / apical cytoplasm
-            mucin = 0.05 * (u[5] > 0.6)
-            over.replace(
-                (slice(j0, j1), slice(i0, i1)),
+            apical = np.exp(-(((rho - lumen_radius) / 1.5) ** 2)) * epi  # brush border / apical cytoplasm
+            mucin = 0.05 * (rand[5] > 0.6)
+            overlay.replace(
+                (slice(row0, row1), slice(col0, col1)),
                 gland,
                 e=epi * 0.50 + apical * 0.25 + lumen * mucin,
                 h=epi * 0.18 + lumen * mucin,
             )
         # columnar cells: basal, radially elongated nuclei around the ring
-        circ = 2 * math.pi * (R + 0.65 * t_e)
-        n = max(6, int(circ / (7.0 - 0.6 * st.grade)))
-        k = np.arange(n)
-        hk = hash_u01(k, seed2, mix_key(self.key, 301))
-        hk2 = hash_u01(k, seed2, mix_key(self.key, 302))
-        th = 2 * math.pi * (k + 0.3 * hk) / n
-        pu, pv = np.cos(th), np.sin(th)
-        factor = (1.0 + w2 * (pu * pu - pv * pv) + w3 * (pu**3 - 3 * pu * pv * pv)) / aspect**0.5
-        strat = (hk2 < 0.12 * st.grade) * 0.3
-        target = R + t_e * (0.66 - strat + 0.1 * hk2)
-        rr = target / factor
-        lu, lv = rr * pu, rr * pv / aspect
-        nx = cx + lu * c - lv * s
-        ny = cy + lu * s + lv * c
-        ang = np.arctan2(ny - cy, nx - cx)
-        big = 1.0 + 0.12 * st.grade
-        nuc.add(nx, ny, 3.8 * big, 2.1 * big, ang, h=1.25 + 0.25 * hk, e=0.25)
+        circumference = 2 * math.pi * (lumen_radius + 0.65 * epi_thick)
+        n_nuclei = max(6, int(circumference / (7.0 - 0.6 * style.grade)))
+        nucleus_index = np.arange(n_nuclei)
+        angle_u = hash_u01(nucleus_index, gland_seed, mix_key(self.key, 301))
+        depth_u = hash_u01(nucleus_index, gland_seed, mix_key(self.key, 302))
+        theta = 2 * math.pi * (nucleus_index + 0.3 * angle_u) / n_nuclei
+        pu, pv = np.cos(theta), np.sin(theta)  # each nucleus's direction in the gland's frame
+        # outline: the distorted ring's radius in that direction, relative to a circle
+        outline = (1.0 + harm2 * (pu * pu - pv * pv) + harm3 * (pu**3 - 3 * pu * pv * pv)) / aspect**0.5
+        stratified = (depth_u < 0.12 * style.grade) * 0.3
+        target = lumen_radius + epi_thick * (0.66 - stratified + 0.1 * depth_u)
+        ring_radius = target / outline
+        local_u, local_v = ring_radius * pu, ring_radius * pv / aspect
+        nuc_x = cx + local_u * cos_r - local_v * sin_r
+        nuc_y = cy + local_u * sin_r + local_v * cos_r
+        angle = np.arctan2(nuc_y - cy, nuc_x - cx)
+        enlarge = 1.0 + 0.12 * style.grade
+        nuclei.add(nuc_x, nuc_y, 3.8 * enlarge, 2.1 * enlarge, angle, h=1.25 + 0.25 * angle_u, e=0.25)
 
     # ------------------------------------------------------------------ shared components
-    def _clear(self, x: np.ndarray, y: np.ndarray, r: np.ndarray | float) -> np.ndarray:
-        """True where a disc of radius ``r`` at (x, y) overlaps no gland, keratin pearl or vessel near the tile."""
-        ex = np.concatenate(self._excl, axis=0) if self._excl else np.zeros((0, 3))
-        if len(ex) == 0 or len(x) == 0:
+    def _clear_of_structures(self, x: np.ndarray, y: np.ndarray, radius: np.ndarray | float) -> np.ndarray:
+        """True where a disc of ``radius`` at (x, y) overlaps no gland, keratin pearl or vessel near the tile."""
+        structures = np.concatenate(self._exclusions, axis=0) if self._exclusions else np.zeros((0, 3))
+        if len(structures) == 0 or len(x) == 0:
             return np.ones(len(x), bool)
-        d2 = (x[:, None] - ex[None, :, 0]) ** 2 + (y[:, None] - ex[None, :, 1]) ** 2
-        return np.all(d2 > (ex[None, :, 2] + np.reshape(r, (-1, 1))) ** 2, axis=1)
+        dist2 = (x[:, None] - structures[None, :, 0]) ** 2 + (y[:, None] - structures[None, :, 1]) ** 2
+        return np.all(dist2 > (structures[None, :, 2] + np.reshape(radius, (-1, 1))) ** 2, axis=1)
 
-    def _free(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _outside_structures(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """True where a point lies outside every gland, keratin pearl and vessel near the tile."""
-        return self._clear(x, y, 0.0)
+        return self._clear_of_structures(x, y, 0.0)
 
-    def _shared(self, nuc: Splats, b, ps) -> None:
-        st = self.st
-        sc = self.scene
-        thr = st.nest_thr if st.is_lusc else st.solid_thr
+    def _shared_cells(self, nuclei: Splats, bounds, pixel_size) -> None:
+        """Cells of both classes: lymphocytes, fibroblasts, normal-lung cells, pigment and STAS tumour clusters."""
+        style = self.style
+        scene = self.scene
+        tumour_thr = style.nest_thr if style.is_lusc else style.solid_thr
         # lymphocytes, in stroma, sometimes in aggregates
-        c = self._cells(b, 8.5, 10, jitter=0.8)
-        f = self._at(c.x, c.y)
-        tis, arch, nrm = f["tis"], f["arch"], f["nrm"]
-        agg = np.clip(value_noise_points(c.x, c.y, 280.0, mix_key(self.key, 11)) * 1.6 - 0.4, 0, 1)
-        dens_l = 0.05 + 0.6 * st.lymph * agg
-        ok = (tis > 0.0) & (arch < thr) & (c.u(2) < dens_l * (1 - 0.8 * nrm))
-        cc = c.take(ok)
-        cc = cc.take(self._free(cc.x, cc.y))
-        if len(cc):
-            r = 2.4 + 0.6 * cc.u(3)
-            nuc.add(cc.x, cc.y, r, r * 0.92, 0.0, h=1.9, e=0.2)
+        cells = self._jittered_cells(bounds, 8.5, 10, jitter=0.8)
+        fields = self._fields_at(cells.x, cells.y)
+        tissue, arch, normal = fields["tis"], fields["arch"], fields["nrm"]
+        aggregate = np.clip(value_noise_points(cells.x, cells.y, 280.0, mix_key(self.key, 11)) * 1.6 - 0.4, 0, 1)
+        lymph_density = 0.05 + 0.6 * style.lymph * aggregate
+        ok = (tissue > 0.0) & (arch < tumour_thr) & (cells.u(2) < lymph_density * (1 - 0.8 * normal))
+        chosen = cells.take(ok)
+        chosen = chosen.take(self._outside_structures(chosen.x, chosen.y))
+        if len(chosen):
+            radius = 2.4 + 0.6 * chosen.u(3)
+            nuclei.add(chosen.x, chosen.y, radius, radius * 0.92, 0.0, h=1.9, e=0.2)
         # fibroblasts: thin, elongated, aligned with the fibres
-        c = self._cells(b, 22.0, 12, jitter=0.8)
-        f = self._at(c.x, c.y)
-        ok = (f["tis"] > 0.0) & (f["arch"] < thr) & (c.u(2) < 0.4 * (1 - f["nrm"]))
-        cc = c.take(ok)
-        cc = cc.take(self._free(cc.x, cc.y))
-        if len(cc):
-            ang = math.pi * value_noise_points(cc.x, cc.y, 220.0, mix_key(self.key, 13))
-            nuc.add(cc.x, cc.y, 5.5 + 2 * cc.u(3), 1.4, ang, h=1.25, e=0.2)
+        cells = self._jittered_cells(bounds, 22.0, 12, jitter=0.8)
+        fields = self._fields_at(cells.x, cells.y)
+        ok = (fields["tis"] > 0.0) & (fields["arch"] < tumour_thr) & (cells.u(2) < 0.4 * (1 - fields["nrm"]))
+        chosen = cells.take(ok)
+        chosen = chosen.take(self._outside_structures(chosen.x, chosen.y))
+        if len(chosen):
+            angle = math.pi * value_noise_points(chosen.x, chosen.y, 220.0, mix_key(self.key, 13))
+            nuclei.add(chosen.x, chosen.y, 5.5 + 2 * chosen.u(3), 1.4, angle, h=1.25, e=0.2)
         # normal lung: pneumocytes on the septa, macrophages in the air spaces, pigment
-        c = self._cells(b, 14.0, 14, jitter=0.8)
-        if len(c):
-            f = self._at(c.x, c.y)
-            nrm, tis = f["nrm"], f["tis"]
-            cand = c.take((tis > 0.0) & (nrm > 0.3))
-            cand = cand.take(self._free(cand.x, cand.y))
-            if len(cand):
-                dist = self._septa_points(cand.x, cand.y, b)
-                on = cand.take((dist < 3.5) & (cand.u(3) < 0.6))
-                if len(on):
-                    nuc.add(on.x, on.y, 3.4, 2.0, on.u(4) * math.pi, h=1.3, e=0.2)
-                mac = cand.take((dist > 15) & (cand.u(5) < 0.02))
-                if len(mac):
-                    nuc.add(mac.x, mac.y, 7.0, 6.0, 0.0, e=0.45, d=0.12, h=0.1)
-                    nuc.add(mac.x + 1.5, mac.y, 2.8, 2.4, 0.0, h=1.2)
-            pig = c.take((tis > 0.0) & (c.u(6) < 0.01 + 0.02 * nrm))
-            pig = pig.take(self._free(pig.x, pig.y))
-            if len(pig):
-                nuc.add(pig.x, pig.y, 1.2 + 2.5 * pig.u(7), 1.0 + 1.8 * pig.u(8), pig.u(9) * math.pi, d=1.8, h=0.2)
+        cells = self._jittered_cells(bounds, 14.0, 14, jitter=0.8)
+        if len(cells):
+            fields = self._fields_at(cells.x, cells.y)
+            normal, tissue = fields["nrm"], fields["tis"]
+            candidates = cells.take((tissue > 0.0) & (normal > 0.3))
+            candidates = candidates.take(self._outside_structures(candidates.x, candidates.y))
+            if len(candidates):
+                dist = self._septa_points(candidates.x, candidates.y, bounds)
+                pneumocytes = candidates.take((dist < 3.5) & (candidates.u(3) < 0.6))
+                if len(pneumocytes):
+                    nuclei.add(pneumocytes.x, pneumocytes.y, 3.4, 2.0, pneumocytes.u(4) * math.pi, h=1.3, e=0.2)
+                macrophages = candidates.take((dist > 15) & (candidates.u(5) < 0.02))
+                if len(macrophages):
+                    nuclei.add(macrophages.x, macrophages.y, 7.0, 6.0, 0.0, e=0.45, d=0.12, h=0.1)
+                    nuclei.add(macrophages.x + 1.5, macrophages.y, 2.8, 2.4, 0.0, h=1.2)
+            pigment = cells.take((tissue > 0.0) & (cells.u(6) < 0.01 + 0.02 * normal))
+            pigment = pigment.take(self._outside_structures(pigment.x, pigment.y))
+            if len(pigment):
+                nuclei.add(
+                    pigment.x,
+                    pigment.y,
+                    1.2 + 2.5 * pigment.u(7),
+                    1.0 + 1.8 * pigment.u(8),
+                    pigment.u(9) * math.pi,
+                    d=1.8,
+                    h=0.2,
+                )
         # spread through air spaces: small tumour clusters floating in alveoli near the tumour
-        if sc.case.stas == "present":
-            c = self._cells(b, 90.0, 15, jitter=0.8)
-            if len(c):
-                f = self._at(c.x, c.y)
-                nrm = f["nrm"]
-                ok = (f["tis"] > 0.0) & (nrm > 0.4) & (nrm < 0.99) & (c.u(2) < 0.6)
-                c = c.take(ok)
-                if len(c):
-                    c = c.take(self._septa_points(c.x, c.y, b) > 20.0)
-                for j in range(5):
-                    a = 2 * math.pi * c.u(10 + j)
-                    rr = 7.0 * c.u(20 + j)
-                    px, py = c.x + rr * np.cos(a), c.y + rr * np.sin(a)
-                    nuc.add(px, py, 6.0, 5.0, a, e=0.4, h=0.08)
-                    nuc.add(px, py, 3.6, 3.0, a, h=1.3, e=0.2)
+        if scene.case.stas == "present":
+            clusters = self._jittered_cells(bounds, 90.0, 15, jitter=0.8)
+            if len(clusters):
+                fields = self._fields_at(clusters.x, clusters.y)
+                normal = fields["nrm"]
+                ok = (fields["tis"] > 0.0) & (normal > 0.4) & (normal < 0.99) & (clusters.u(2) < 0.6)
+                clusters = clusters.take(ok)
+                if len(clusters):
+                    clusters = clusters.take(self._septa_points(clusters.x, clusters.y, bounds) > 20.0)
+                for j in range(5):  # five cells per cluster
+                    angle = 2 * math.pi * clusters.u(10 + j)
+                    offset = 7.0 * clusters.u(20 + j)
+                    px, py = clusters.x + offset * np.cos(angle), clusters.y + offset * np.sin(angle)
+                    nuclei.add(px, py, 6.0, 5.0, angle, e=0.4, h=0.08)
+                    nuclei.add(px, py, 3.6, 3.0, angle, h=1.3, e=0.2)
 
-    def _vessels(self, nuc: Splats, over: _Overlay, xs, ys, ps, x0, y0, x1, y1) -> None:
-        for vi, v in enumerate(self.scene.vessels):
-            reach = v.radius + v.wall + 4
-            if v.x + reach < x0 or v.x - reach > x1 or v.y + reach < y0 or v.y - reach > y1:
+    def _vessels(self, nuclei: Splats, overlay: _Overlay, xs, ys, pixel_size, x0, y0, x1, y1) -> None:
+        for vessel_index, vessel in enumerate(self.scene.vessels):
+            reach = vessel.radius + vessel.wall + 4
+            if vessel.x + reach < x0 or vessel.x - reach > x1 or vessel.y + reach < y0 or vessel.y - reach > y1:
                 continue
-            key = mix_key(self.key, 400, vi)
-            i0, i1 = np.searchsorted(xs, [v.x - reach, v.x + reach])
-            j0, j1 = np.searchsorted(ys, [v.y - reach, v.y + reach])
-            if i1 > i0 and j1 > j0:
-                dx = xs[None, i0:i1] - v.x
-                dy = ys[j0:j1, None] - v.y
-                r = np.sqrt(dx * dx + dy * dy * 1.3)
-                e = max(ps, 0.8)
-                lumen = np.clip((v.radius - r) / e + 0.5, 0, 1)
-                whole = np.clip((v.radius + v.wall - r) / e + 0.5, 0, 1)
+            key = mix_key(self.key, 400, vessel_index)
+            col0, col1 = np.searchsorted(xs, [vessel.x - reach, vessel.x + reach])
+            row0, row1 = np.searchsorted(ys, [vessel.y - reach, vessel.y + reach])
+            if col1 > col0 and row1 > row0:
+                dx = xs[None, col0:col1] - vessel.x
+                dy = ys[row0:row1, None] - vessel.y
+                dist = np.sqrt(dx * dx + dy * dy * 1.3)
+                soft = max(pixel_size, 0.8)
+                lumen = np.clip((vessel.radius - dist) / soft + 0.5, 0, 1)
+                whole = np.clip((vessel.radius + vessel.wall - dist) / soft + 0.5, 0, 1)
                 wall = whole - lumen
-                over.replace(
-                    (slice(j0, j1), slice(i0, i1)), whole, e=wall * 1.0 + lumen * 0.10, h=wall * 0.10, r=lumen * 0.12
+                overlay.replace(
+                    (slice(row0, row1), slice(col0, col1)),
+                    whole,
+                    e=wall * 1.0 + lumen * 0.10,
+                    h=wall * 0.10,
+                    r=lumen * 0.12,
                 )
             # red blood cells filling part of the lumen
-            m = int(min(400, (v.radius / 4.2) ** 2 * (0.35 if v.invaded else 0.8)))
-            kk = np.arange(m)
-            ra = v.radius * 0.95 * np.sqrt(hash_u01(kk, 5, key))
-            aa = 2 * math.pi * hash_u01(kk, 6, key)
-            nuc.add(v.x + ra * np.cos(aa), v.y + ra * np.sin(aa) / math.sqrt(1.3), 3.6, 3.3, aa, r=0.5, e=0.12)
-            n = max(8, int(2 * math.pi * v.radius / 14))
-            k = np.arange(n)
-            a = 2 * math.pi * (k + 0.5 * hash_u01(k, 1, key)) / n
-            nuc.add(
-                v.x + v.radius * np.cos(a),
-                v.y + (v.radius / math.sqrt(1.3)) * np.sin(a),
+            n_rbc = int(min(400, (vessel.radius / 4.2) ** 2 * (0.35 if vessel.invaded else 0.8)))
+            rbc_index = np.arange(n_rbc)
+            rbc_radius = vessel.radius * 0.95 * np.sqrt(hash_u01(rbc_index, 5, key))
+            rbc_angle = 2 * math.pi * hash_u01(rbc_index, 6, key)
+            nuclei.add(
+                vessel.x + rbc_radius * np.cos(rbc_angle),
+                vessel.y + rbc_radius * np.sin(rbc_angle) / math.sqrt(1.3),
+                3.6,
+                3.3,
+                rbc_angle,
+                r=0.5,
+                e=0.12,
+            )
+            # endothelial nuclei lining the lumen, smooth-muscle nuclei in the wall
+            n_wall = max(8, int(2 * math.pi * vessel.radius / 14))
+            wall_index = np.arange(n_wall)
+            angle = 2 * math.pi * (wall_index + 0.5 * hash_u01(wall_index, 1, key)) / n_wall
+            nuclei.add(
+                vessel.x + vessel.radius * np.cos(angle),
+                vessel.y + (vessel.radius / math.sqrt(1.3)) * np.sin(angle),
                 5.0,
                 1.3,
-                a + math.pi / 2,
+                angle + math.pi / 2,
                 h=1.3,
                 e=0.2,
             )
-            rw = v.radius + v.wall * 0.5
-            nuc.add(
-                v.x + rw * np.cos(a + 0.3),
-                v.y + (rw / math.sqrt(1.3)) * np.sin(a + 0.3),
+            mid_wall = vessel.radius + vessel.wall * 0.5
+            nuclei.add(
+                vessel.x + mid_wall * np.cos(angle + 0.3),
+                vessel.y + (mid_wall / math.sqrt(1.3)) * np.sin(angle + 0.3),
                 5.5,
                 1.5,
-                a + 0.3 + math.pi / 2,
+                angle + 0.3 + math.pi / 2,
                 h=1.1,
                 e=0.2,
             )
-            if v.invaded:  # a tumour embolus: a cluster of class-specific cells in the lumen
-                m = 22
-                kk = np.arange(m)
-                ra = 0.62 * v.radius * np.sqrt(hash_u01(kk, 2, key))
-                aa = 2 * math.pi * hash_u01(kk, 3, key)
-                px, py = v.x + ra * np.cos(aa), v.y + ra * np.sin(aa) / math.sqrt(1.3)
-                if self.st.is_lusc:
-                    nuc.add(px, py, 9.0, 8.0, aa, e=0.45, h=0.05)
-                    nuc.add(px, py, 4.4, 3.6, aa, h=1.1, e=0.2, rim=0.45)
+            if vessel.invaded:  # a tumour embolus: a cluster of class-specific cells in the lumen
+                n_cells = 22
+                cell_index = np.arange(n_cells)
+                cell_radius = 0.62 * vessel.radius * np.sqrt(hash_u01(cell_index, 2, key))
+                cell_angle = 2 * math.pi * hash_u01(cell_index, 3, key)
+                px = vessel.x + cell_radius * np.cos(cell_angle)
+                py = vessel.y + cell_radius * np.sin(cell_angle) / math.sqrt(1.3)
+                if self.style.is_lusc:
+                    nuclei.add(px, py, 9.0, 8.0, cell_angle, e=0.45, h=0.05)
+                    nuclei.add(px, py, 4.4, 3.6, cell_angle, h=1.1, e=0.2, rim=0.45)
                 else:
-                    nuc.add(px, py, 6.0, 5.0, aa, e=0.3, h=0.1)
-                    nuc.add(px, py, 3.8, 2.3, aa, h=1.35, e=0.2)
+                    nuclei.add(px, py, 6.0, 5.0, cell_angle, e=0.3, h=0.1)
+                    nuclei.add(px, py, 3.8, 2.3, cell_angle, h=1.35, e=0.2)
 
-    def _pleura(self, over: _Overlay, xs, ys, m, ps) -> None:
-        k = mix_key(self.key, 16)
-        elastic = 1.0 - smoothstep(0.0, 0.08 * max(1.0, ps), np.abs(value_noise_grid(xs, ys, 40.0, k)))
-        over.replace(
+    def _pleura(self, overlay: _Overlay, xs, ys, band, pixel_size) -> None:
+        """Pleura over the band's membership ``band`` (0..1): dense pink collagen with wavy elastic fibres."""
+        key = mix_key(self.key, 16)
+        elastic = 1.0 - smoothstep(0.0, 0.08 * max(1.0, pixel_size), np.abs(value_noise_grid(xs, ys, 40.0, key)))
+        overlay.replace(
             (slice(None), slice(None)),
-            m,
-            e=m * (0.95 + 0.25 * value_noise_grid(xs, ys, 9.0, k + 1)),
-            h=m * (0.10 + 0.45 * elastic / max(1.0, ps) ** 0.5),
+            band,
+            e=band * (0.95 + 0.25 * value_noise_grid(xs, ys, 9.0, key + 1)),
+            h=band * (0.10 + 0.45 * elastic / max(1.0, pixel_size) ** 0.5),
         )
 
-    def _muscle(self, over: _Overlay, xs, ys, m, ps) -> None:
-        k = mix_key(self.key, 17)
-        ang = float(hash_u01(1, 2, k)) * math.pi
-        proj = xs[None, :] * math.cos(ang) + ys[:, None] * math.sin(ang)
-        warp = 12.0 * value_noise_grid(xs, ys, 90.0, k)
-        fib = 0.5 + 0.5 * np.cos(2 * math.pi * (proj + warp) / 45.0)
-        bundles = smoothstep(0.1, 0.3, fib) if ps < 8 else np.full_like(fib, 0.75)
-        over.replace((slice(None), slice(None)), m, e=m * (0.3 + 0.85 * bundles), r=m * 0.18 * bundles, h=m * 0.06)
+    def _muscle(self, overlay: _Overlay, xs, ys, band, pixel_size) -> None:
+        """Chest-wall skeletal muscle over the band's membership ``band`` (0..1): parallel, wavy fibre bundles."""
+        key = mix_key(self.key, 17)
+        angle = float(hash_u01(1, 2, key)) * math.pi
+        proj = xs[None, :] * math.cos(angle) + ys[:, None] * math.sin(angle)
+        warp = 12.0 * value_noise_grid(xs, ys, 90.0, key)
+        fibres = 0.5 + 0.5 * np.cos(2 * math.pi * (proj + warp) / 45.0)
+        bundles = smoothstep(0.1, 0.3, fibres) if pixel_size < 8 else np.full_like(fibres, 0.75)
+        overlay.replace(
+            (slice(None), slice(None)), band, e=band * (0.3 + 0.85 * bundles), r=band * 0.18 * bundles, h=band * 0.06
+        )
 
     # ------------------------------------------------------------------ artefacts and colour
-    def _pen(self, xs, ys) -> np.ndarray | None:
-        p = self.scene.pen
-        if p is None or xs[-1] < p["x0"] or xs[0] > p["x1"]:
+    def _pen_od(self, xs, ys) -> np.ndarray | None:
+        """Optical density (size, size, 3) of the scene's pen stroke over the tile, or None where it misses."""
+        pen = self.scene.pen
+        if pen is None or xs[-1] < pen["x0"] or xs[0] > pen["x1"]:
             return None
-        curve = p["y0"] + p["amp"] * np.sin(2 * math.pi * xs / p["period"] + p["phase"])
-        if ys[0] > curve.max() + p["half_width"] + 5 or ys[-1] < curve.min() - p["half_width"] - 5:
+        curve = pen["y0"] + pen["amp"] * np.sin(2 * math.pi * xs / pen["period"] + pen["phase"])
+        if ys[0] > curve.max() + pen["half_width"] + 5 or ys[-1] < curve.min() - pen["half_width"] - 5:
             return None
-        d = np.abs(ys[:, None] - curve[None, :])
-        inx = ((xs >= p["x0"]) & (xs <= p["x1"]))[None, :]
-        taper = smoothstep(p["x0"], p["x0"] + 150.0, xs) * (1.0 - smoothstep(p["x1"] - 150.0, p["x1"], xs))
-        hw = p["half_width"] * (0.5 + 0.5 * taper) * (1.0 + 0.15 * value_noise_grid(xs, ys[:1], 300.0, self.key))
-        m = np.clip((hw - d) / 8.0, 0, 1) * inx * (0.85 + 0.15 * value_noise_grid(xs, ys, 40.0, self.key + 1))
-        if not m.any():
+        dist = np.abs(ys[:, None] - curve[None, :])
+        within_x = ((xs >= pen["x0"]) & (xs <= pen["x1"]))[None, :]
+        taper = smoothstep(pen["x0"], pen["x0"] + 150.0, xs) * (1.0 - smoothstep(pen["x1"] - 150.0, pen["x1"], xs))
+        half_width = (
+            pen["half_width"] * (0.5 + 0.5 * taper) * (1.0 + 0.15 * value_noise_grid(xs, ys[:1], 300.0, self.key))
+        )
+        ink = (
+            np.clip((half_width - dist) / 8.0, 0, 1)
+            * within_x
+            * (0.85 + 0.15 * value_noise_grid(xs, ys, 40.0, self.key + 1))
+        )
+        if not ink.any():
             return None
-        return (m[..., None] * p["od"][None, None, :]).astype(np.float32)
+        return (ink[..., None] * pen["od"][None, None, :]).astype(np.float32)
 
-    def _fold(self, dens, xs, ys, A) -> None:
-        fd = self.scene.fold
-        d = np.abs(xs[None, :] * fd["nx"] + ys[:, None] * fd["ny"] - fd["c"])
-        m = np.clip((fd["half_width"] - d) / 4.0, 0, 1) * A
-        if m.any():
-            dens[:4] *= (1.0 + 0.9 * m)[None]
+    def _fold(self, dens, xs, ys, in_tissue) -> None:
+        """A tissue fold: the stain densities of the tissue under the scene's fold line are nearly doubled."""
+        fold = self.scene.fold
+        dist = np.abs(xs[None, :] * fold["nx"] + ys[:, None] * fold["ny"] - fold["c"])
+        folded = np.clip((fold["half_width"] - dist) / 4.0, 0, 1) * in_tissue
+        if folded.any():
+            dens[:4] *= (1.0 + 0.9 * folded)[None]
 
-    def _compose(self, dens, pen, tile_key: int, f: int) -> np.ndarray:
-        T = self.T
-        od = (dens[:4].reshape(4, -1).T @ self._od).reshape(T, T, 3)
-        if pen is not None:
-            od += pen
+    def _compose(self, dens, pen_od, tile_key: int, scale: int) -> np.ndarray:
+        """Beer-Lambert colour of the densities (plus the pen's optical density), with sensor noise."""
+        size = self.tile_size
+        od = (dens[:4].reshape(4, -1).T @ self._stain_od).reshape(size, size, 3)
+        if pen_od is not None:
+            od += pen_od
         np.negative(od, out=od)
         np.exp(od, out=od)
-        od *= self._glass_rgb[None, None, :]
-        od += (2.2 / f**0.5) * self._bank(self._noise, tile_key)[..., None] + 0.5
-        np.clip(od, 0, 255, out=od)
-        return od.astype(np.uint8)
+        rgb = od  # computed in place
+        rgb *= self._glass_rgb[None, None, :]
+        rgb += (2.2 / scale**0.5) * self._bank_variant(self._noise, tile_key)[..., None] + 0.5
+        np.clip(rgb, 0, 255, out=rgb)
+        return rgb.astype(np.uint8)
 
 
 class _Overlay:
     """Structures that replace what lies below them: ``dens = dens * (1 - mask) + added``."""
 
-    def __init__(self, T: int):
-        self.mask = np.zeros((T, T), np.float32)
-        self.add = np.zeros((4, T, T), np.float32)
+    def __init__(self, size: int):
+        self.mask = np.zeros((size, size), np.float32)
+        self.added = np.zeros((4, size, size), np.float32)
         self.used = False
 
-    def replace(self, sl, mask, h=0.0, e=0.0, r=0.0) -> None:
+    def replace(self, window, mask, h=0.0, e=0.0, r=0.0) -> None:
+        """Cover ``window`` (a pair of slices) with ``mask`` and add the stain densities h, e, r there."""
         self.used = True
-        np.maximum(self.mask[sl], mask, out=self.mask[sl])
-        for ch, v in ((H, h), (E, e), (R, r)):
-            if not np.isscalar(v) or v:
-                self.add[ch][sl] += v
+        np.maximum(self.mask[window], mask, out=self.mask[window])
+        for channel, value in ((H, h), (E, e), (R, r)):
+            if not np.isscalar(value) or value:
+                self.added[channel][window] += value
 
     def apply(self, dens: np.ndarray) -> None:
         if self.used:
             dens[:4] *= (1.0 - np.clip(self.mask, 0, 1))[None]
-            dens[:4] += self.add
+            dens[:4] += self.added
