@@ -2,6 +2,7 @@
 
 from fiveflow.embed import embed_settings
 from fiveflow.embed.encoders import build_encoder
+from fiveflow.embed.extract import describe_encoder, describe_result
 from fiveflow.embed.shards import ShardItem, clear_store, embed_shard
 from fiveflow.rule_script import run_script
 
@@ -13,16 +14,7 @@ def main(smk, log):
         for s, slide, coords, out in zip(smk.params.slides, smk.input.slides, smk.input.coords, smk.output, strict=True)
     ]
     enc = build_encoder(cfg["encoder"], cfg["weights"], int(cfg["seed"]))
-    log.info(
-        "shard %s: %d slides; encoder %s (%s, %d-d), weights %s, sha256 %s",
-        smk.params.shard,
-        len(items),
-        enc.name,
-        enc.family,
-        enc.dim,
-        enc.weights,
-        enc.weights_sha256[:16],
-    )
+    log.info("shard %s: %d slides; %s", smk.params.shard, len(items), describe_encoder(enc))
 
     def report(res):
         if res["restored"]:
@@ -30,14 +22,7 @@ def main(smk, log):
                 "%s: restored from the shard store (embedded by an interrupted run of this shard)", res["slide_id"]
             )
         else:
-            log.info(
-                "%s: embedded %d tiles in %.1f s (%.1f tiles/s), %s",
-                res["slide_id"],
-                res["tiles"],
-                res["seconds"],
-                res["tiles_per_s"],
-                res["inference"],
-            )
+            log.info("%s", describe_result(res))
 
     done = embed_shard(
         items,

@@ -155,3 +155,19 @@ def embed_slide(
         bar.close()
     secs = time.perf_counter() - t0
     return {**summary, "seconds": secs, "tiles_per_s": len(ds) / secs if secs > 0 and len(ds) else float("nan")}
+
+
+def describe_encoder(encoder: Encoder) -> str:
+    """One log line naming the encoder and its weights (the rule and shard scripts log it first)."""
+    return (
+        f"encoder {encoder.name} ({encoder.family}, {encoder.dim}-d), weights {encoder.weights}, "
+        f"sha256 {encoder.weights_sha256[:16]}"
+    )
+
+
+def describe_result(res: dict) -> str:
+    """One log line for a slide embedded by :func:`embed_slide`."""
+    return (
+        f"{res['slide_id']}: {res['tiles']} tiles in {res['seconds']:.1f} s ({res['tiles_per_s']:.1f} tiles/s), "
+        f"{res['inference']}"
+    )
