@@ -168,6 +168,6 @@ def describe_encoder(encoder: Encoder) -> str:
 def describe_result(res: dict) -> str:
     """One log line for a slide embedded by :func:`embed_slide`."""
     return (
-        f"{res['slide_id']}: {res['tiles']} tiles in {res['seconds']:.1f} s ({res['tiles_per_s']:.1f} tiles/s), "
-        f"{res['inference']}"
+        f"{res['slide_id']}: embedded {res['tiles']} tiles in {res['seconds']:.1f} s "
+        f"({res['tiles_per_s']:.1f} tiles/s), {res['inference']}"
     )
