@@ -25,11 +25,11 @@ def _drop_optional(cfg: dict, schema: dict, node: dict) -> list[str]:
     dropped = []
 
     def walk(values, sub, path):
-        sub = settings._resolve_ref(schema, sub)
+        sub = settings.resolve_ref(schema, sub)
         if not isinstance(values, dict):
             return
         for key, prop in sub.get("properties", {}).items():
-            prop_r = settings._resolve_ref(schema, prop)
+            prop_r = settings.resolve_ref(schema, prop)
             if key not in values:
                 continue
             if "default" in prop_r and prop_r.get("type") != "object":

@@ -118,14 +118,14 @@ def cmd_embed(args) -> int:
     prepared = prepare(
         enc, resolve_device(cfg["device"], "embedding.device"), cfg["precision"], bool(cfg["deterministic"])
     )
+    layout = Layout(args.out)
     for s in args.slides:
         sid = slide_id_from_path(s)
-        coords = Layout(args.out).coords(sid)
         res = embed_slide(
             s,
-            coords,
+            layout.coords(sid),
             enc,
-            Layout(args.out).bag(cfg["encoder"], sid),
+            layout.bag(cfg["encoder"], sid),
             batch_size=int(cfg["batch_size"]),
             num_workers=cfg["num_workers"],
             device=cfg["device"],

@@ -22,7 +22,7 @@ import yaml  # noqa: E402
 
 from .embed import is_local_weights  # noqa: E402
 from .reports import backend_name  # noqa: E402
-from .settings import SCHEMA_PATH, fill_defaults, load_schema  # noqa: E402, F401  (SCHEMA_PATH: re-exported)
+from .settings import fill_defaults, load_schema, resolve_ref  # noqa: E402
 
 
 def _project_root() -> Path:
@@ -48,22 +48,12 @@ def _subschema(schema: dict, root: dict, path: list) -> dict:
     """Walk ``schema`` along ``path`` (resolving local $refs) to find the key's own schema."""
     node = schema
     for part in path:
-        while "$ref" in node:
-            node = _resolve(root, node["$ref"])
+        node = resolve_ref(root, node)
         if isinstance(part, int):
             node = node.get("items", {})
         else:
             node = node.get("properties", {}).get(part, {})
-    while "$ref" in node:
-        node = _resolve(root, node["$ref"])
-    return node
-
-
-def _resolve(root: dict, ref: str) -> dict:
-    node: Any = root
-    for part in ref.lstrip("#/").split("/"):
-        node = node[part]
-    return node
+    return resolve_ref(root, node)
 
 
 def _dotted(path) -> str:

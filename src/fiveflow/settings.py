@@ -21,11 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-sys.modules.setdefault("rfc3987_syntax", None)  # see fiveflow.config: a slow import for a format we never use
-import jsonschema  # noqa: E402
-import yaml  # noqa: E402
+import yaml
 
-from .package_data import package_file  # noqa: E402
+from .package_data import package_file
 
 SCHEMA_PATH = package_file("config.schema.yaml")
 
@@ -41,7 +39,8 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     return copy.deepcopy(_load(str(path)))
 
 
-def _resolve_ref(root: dict, node: dict) -> dict:
+def resolve_ref(root: dict, node: dict) -> dict:
+    """``node`` itself, or the definition its local ``$ref`` (``#/definitions/...``) points to in ``root``."""
     while isinstance(node, dict) and "$ref" in node:
         target: Any = root
         for part in node["$ref"].lstrip("#/").split("/"):
@@ -55,12 +54,12 @@ def section_schema(section: str, schema: dict | None = None) -> dict:
     root = schema if schema is not None else _load(str(SCHEMA_PATH))
     node = root
     for part in section.split(".") if section else []:
-        node = _resolve_ref(root, node)
+        node = resolve_ref(root, node)
         props = node.get("properties", {})
         if part not in props:
             raise KeyError(f"no config section `{section}` in the schema (at `{part}`)")
         node = props[part]
-    return _resolve_ref(root, node)
+    return resolve_ref(root, node)
 
 
 def defaults(section: str) -> dict:
@@ -69,7 +68,7 @@ def defaults(section: str) -> dict:
     root = _load(str(SCHEMA_PATH))
     out = {}
     for key, sub in props.items():
-        sub = _resolve_ref(root, sub)
+        sub = resolve_ref(root, sub)
         if "default" in sub:
             out[key] = copy.deepcopy(sub["default"])
     return out
@@ -89,14 +88,20 @@ def with_defaults(values: Mapping | None, section: str) -> dict:
 
 
 def _filling_validator(root: dict):
-    """A Draft 7 validator that, before checking an object's properties, writes their missing defaults."""
+    """A Draft 7 validator that, before checking an object's properties, writes their missing defaults.
+
+    jsonschema is imported here, not at module level: the modules that only read defaults (tiling, the
+    demo renderer, the LLM config) are imported by every rule script, which should not pay for it."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # see fiveflow.config: a slow import for a format we never use
+    import jsonschema
+
     base = jsonschema.Draft7Validator
     validate_properties = base.VALIDATORS["properties"]
 
     def properties(validator, props, instance, schema):
         if validator.is_type(instance, "object"):
             for key, sub in props.items():
-                sub = _resolve_ref(root, sub)
+                sub = resolve_ref(root, sub)
                 if "default" in sub and key not in instance:
                     instance[key] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, props, instance, schema)

@@ -89,9 +89,10 @@ _MZ = config["mizero"]
 MIZERO = has_text_tower(ENCODER) if _MZ["enabled"] == "auto" else bool(_MZ["enabled"])
 MIZERO_PROMPTS = str(resolve_path(_MZ["prompts"], Path(ROOT)))
 # paths made absolute here (prompt file, local encoder weights), so the job needs no project root
+_EMBED = embed_settings(config["embedding"], ROOT)
 MIZERO_CFG = {"classes": config["classes"], "mizero": {**_MZ, "prompts": MIZERO_PROMPTS},
               "train": {"device": config["train"]["device"]},
-              "embedding": {k: embed_settings(config["embedding"], ROOT)[k] for k in ("encoder", "weights", "seed")}}
+              "embedding": {k: _EMBED[k] for k in ("encoder", "weights", "seed")}}
 # Attention heatmaps: method -> the shot count whose run 0 is drawn (MI-Zero is zero-shot only).
 # No slides to take thumbnails from when the features were imported (embedding.precomputed): no heatmaps.
 HEATMAPS = config["heatmaps"]
