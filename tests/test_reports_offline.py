@@ -370,3 +370,25 @@ def test_histology_on_real_tcga_reports_names_the_right_class():
     right = (adeno & (df["cancer_type"] == "LUAD")) | (squam & (df["cancer_type"] == "LUSC"))
     assert called.mean() >= 0.8  # measured 0.85 (254 of 300)
     assert right[called].mean() >= 0.97  # measured 0.988 (3 of 254 name the other class)
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("TUMOR SIZE: 7.5 CM.", 7.5),
+        ("Tumor size: Greatest dimension: 3.2 cm.", 3.2),
+        ("Tumour size 75mm.", 7.5),
+        ("Invasive adenocarcinoma, 7.5 cm in size.", 7.5),
+        ("- ADENOCARCINOMA (6.5 CM).", 6.5),
+        ("Maximal diameter of tumor 10.2 cm.", 10.2),
+        ("A polycyclic tumor, measuring 75 x 50 x 95 mm.", 9.5),
+        # the specimen's and the lymph nodes' dimensions are not the tumour's
+        ("A lobectomy specimen measuring 23.6 x 8.6 x 5.0 cm. A firm mass measuring 1.9 x 1.3 x 1.0 cm.", 1.9),
+        ("Two lymph nodes measuring 2.5 cm.", None),
+        ("No size is stated.", None),
+    ],
+)
+def test_the_tumour_size_the_t4_reading_checks(text, size):
+    from fiveflow.reports.offline_text import clauses
+
+    assert offline._tumour_size_cm(clauses(text)) == size

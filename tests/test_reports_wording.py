@@ -203,6 +203,33 @@ BANK = [
     ("stas", "Aerogenous spread is present.", "present"),
     ("stas", "No STAS is identified.", "absent"),
     ("stas", "Tumor spread through air spaces (STAS): present.", "present"),
+    # rules-v7: a pathological T4 (invasion of the mediastinum, heart, great vessels, ...) when the report states
+    # nothing about the extension itself; T3 and clinical stages are not read; a stated extension wins
+    ("adjacent_invasion", "Pathologic stage: pT4 pN0 pMX.", "present"),
+    ("adjacent_invasion", "TNM: T4 N2 Mx, stage IIIB.", "present"),
+    ("adjacent_invasion", "TNM classification: ypT4a pN1.", "present"),
+    ("adjacent_invasion", "Pathologic stage: pT3 pN1 pMX.", "unknown"),
+    ("adjacent_invasion", "Clinical stage cT4 N0 before neoadjuvant therapy.", "unknown"),
+    ("adjacent_invasion", "History of a laryngeal T4 carcinoma.", "unknown"),
+    # over 7 cm a tumour is T4 by size alone (AJCC 8th edition): the stage then says nothing about invasion
+    ("adjacent_invasion", "Tumor size: 8.5 cm. Pathologic stage (AJCC 8th edition): pT4 pN0.", "unknown"),
+    (
+        "adjacent_invasion",
+        "Direct extension of tumor: Not identified. Pathologic stage: pT4 pN0 (separate nodule in another lobe).",
+        "absent",
+    ),
+    # rules-v7: OCR's line break after a determiner "no" ("There is no. blood vessel invasion")
+    ("vascular_invasion", "There is no. blood vessel invasion but lymphatic permeation is seen.", "absent"),
+    ("vascular_invasion", "Sections show no. vascular invasion.", "absent"),
+    ("pleural_invasion", "The tumor extends subpleurally but not to the pleural surface.", "absent"),
+    ("pleural_invasion", "The carcinoma approaches but does not reach the visceral pleura.", "absent"),
+    ("pleural_invasion", "ADENOCARCINOMA (2.5 CM). NO\nEVIDENCE OF VISCERAL PLEURAL INVASION.", "absent"),
+    # a heading line before its own sentence: a bare value is its answer, a sentence answers for itself
+    ("pleural_invasion", "PLEURAL INVOLVEMENT\n\u2022 the pleura is free of tumor.", "absent"),
+    ("vascular_invasion", "LYMPHOVASCULAR INVASION\n\u2022 none identified.", "absent"),
+    ("vascular_invasion", "VENOUS INVASION\n\u2022 present.", "present"),
+    ("adjacent_invasion", "The tumor is confined within the lung.", "absent"),
+    ("adjacent_invasion", "Extension to pleura/other structures (specify): Not identified.", "absent"),
 ]
 
 

@@ -31,7 +31,7 @@ The result is categorical labels plus the evidence (clause snippets) behind each
 short canonical phrases (:data:`fiveflow.reports.normalize.CANONICAL`). The phrases answer the six
 questions only, as the FiVE authors' GPT-4 descriptions do: the histologic type the report states is
 kept as data (:attr:`OfflineResult.histology`) but named in the description only on request
-(``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v6+histotype``).
+(``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v7+histotype``).
 """
 
 from __future__ import annotations
@@ -59,13 +59,18 @@ from .offline_text import (
 #: "Distance ... from closest margin: 2.5 cm", R codes beside a lymph-node line and "does not show X" are read; a
 #: synoptic pleura key whose value is a sentence about the pleura ("Visceral pleura: Carcinoma extends up to but not
 #: into ...") is decided by that sentence.
-MODEL_NAME = "rules-v6"
+#: rules-v7: a pathological T4 answers adjacent invasion when the report states nothing on the extension itself;
+#: "confined within the lung" and "extension to pleura/other structures" are read; an OCR line break after a
+#: determiner "no" ("There is no. blood vessel invasion", "NO. EVIDENCE OF ...") no longer cuts the negation off;
+#: "but not to the pleural surface" / "does not reach the pleura" are absent; a heading before its own sentence
+#: ("PLEURAL INVOLVEMENT. ...") takes that sentence as its value only when it is a bare value.
+MODEL_NAME = "rules-v7"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
 
 
 def model_name(name_histotype: bool = False) -> str:
-    """The ``model`` recorded with the labels: ``rules-v6``, or ``rules-v6+histotype`` with the opt-in."""
+    """The ``model`` recorded with the labels: ``rules-v7``, or ``rules-v7+histotype`` with the opt-in."""
     return MODEL_NAME + (HISTOTYPE_SUFFIX if name_histotype else "")
 
 
@@ -214,6 +219,10 @@ _PLEURA_SHALLOW_NEG = re.compile(
     r"\s+(?:\w+\s+){0,3}$",
     re.I,
 )
+# "extends subpleurally but not to the pleural surface", "does not reach the pleura": the tumour stops short of it
+_PLEURA_NOT_TO = re.compile(
+    r"\bnot\s+(?:to|into|reach(?:es|ing)?|as\s+far\s+as|extend(?:s|ing)?\s+(?:to|into))\s+(?:the\s+)?(?:\w+\s+)?$", re.I
+)
 _PLEURA_SHALLOW = re.compile(
     r"(?:abut\w*|approach\w*|close\s+to|(?:just\s+)?beneath|near|towards?)\s+(?:\w+\s+){0,3}$", re.I
 )
@@ -255,7 +264,9 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 pol = after_cue if after_cue in ("absent", "unknown") else "present"
                 hits.append(Hit("pleural_invasion", pol, c.gross, snippet))
                 continue
-            if _PLEURA_SHALLOW_NEG.search(before[-60:]):  # "up to but not into the pleura"
+            if _PLEURA_SHALLOW_NEG.search(before[-60:]) or _PLEURA_NOT_TO.search(
+                before[-40:]
+            ):  # "up to but not into the pleura"
                 hits.append(Hit("pleural_invasion", "absent", c.gross, snippet))
                 continue
             if _PLEURA_SHALLOW.search(before[-60:]) and not re.search(
@@ -303,7 +314,7 @@ _ADJ = re.compile(
     rf"\b(?:carcinoma|tumou?r|neoplasm|malignancy)\s+(?:is\s+)?(?:present\s+)?(?:in|within)\s+(?:the\s+)?{_ADJ_STRUCT}\b|"
     r"\b(?:direct\s+extension\s+of\s+tumou?r|tumou?r\s+extension|extra[\s-]*pulmonary\s+(?:extension|invasion)"
     r"(?:/invasion)?(?:\s+of\s+tumou?r)?|"
-    r"(?:invasion|infiltration|extension|involvement|spread)\s+(?:of|into|to)\s+(?:the\s+)?"
+    r"(?:invasion|infiltration|extension|involvement|spread)\s+(?:of|into|to)\s+(?:the\s+)?(?:pleura\s*/\s*)?"
     r"(?:other|adjacent|neighbou?ring|surrounding)\s+(?:structures?|organs?|tissues?)|"
     r"adjacent\s+(?:structures?|organs?)|"
     r"(?:extension|extend\w*|spread\w*|grow\w*)\s+(?:\w+\s+)?(?:beyond|outside)\s+(?:of\s+)?(?:the\s+)?"
@@ -327,7 +338,51 @@ _ADJ_BRONCHUS = re.compile(
 # structure) is read as not answering the question ("Unknown"); "Direct extension of tumor: ..." and
 # "Tumor extension into extra-pulmonary structures: ..." keep their value.
 _ADJ_BARE_EXTENSION = re.compile(r"tumou?r\s+extension", re.I)
-_ADJ_CONFINED = re.compile(r"\b(?:confined|limited)\s+to\s+(?:the\s+)?(?:lung|pulmonary\s+parenchyma|lobe)\b", re.I)
+# A pathological T category of 4 (AJCC 6th to 8th editions) is defined by invasion of the mediastinum, heart, great
+# vessels, trachea, oesophagus, vertebral body, carina or recurrent laryngeal nerve (or by a separate nodule in
+# another ipsilateral lobe, or, from the 8th edition, by size over 7 cm), so a pT4 is most often the stage's
+# statement of invasion beyond the lung. It is a fallback: a report that states the extension itself ("Direct
+# extension of tumor: Not identified", "invades the mediastinal fat") is answered by that statement, and only a
+# report silent on it (or hedging) by its stage. Read as a pathological code ("pT4", "ypT4") or as
+# the T of a TNM formula ("T4 N1 Mx", OCR's "TNMpT4"), never from clinical staging ("cT4") or a stray "T4" ("T4
+# vertebra").
+# T3 is not read: it is as often size, a nodule in the same lobe or a bronchial tumour near the carina.
+_ADJ_T4 = re.compile(
+    r"(?:(?<![A-Za-z0-9])|(?<=TNM))(?:y?[pP]\s?[Tt]\s?4[a-d]?(?=$|\W|[pP]?[NM])|"  # pT4, ypT4a, Pt4, pT4N2
+    r"T\s?4[a-d]?(?=\W{0,3}[pP]?(?:N\s?[0-3xXO]|M\s?[01xXO])[a-c]?(?:$|\W|[pP]?[MRVL])))"  # T4 N1 Mx, T4N0M0, T 4. N 2.
+)
+# The tumour's stated size, for the T4 reading above: from the 8th edition a tumour over 7 cm is T4 by size alone,
+# so a pT4 says nothing about invasion when the report states such a size.
+_NUM = r"(\d+(?:[.,]\d+)?)"
+_DIMS = rf"{_NUM}(?:\s*[x\u00d7]\s*{_NUM})?(?:\s*[x\u00d7]\s*{_NUM})?\s*(cm|mm)\b"
+_TUMOUR = r"(?:tumou?r|mass|carcinoma|neoplasm|nodule|lesion)"
+_SIZE = [
+    re.compile(p, re.I)
+    for p in (
+        rf"\b(?:tumou?r\s+size|size\s+of\s+(?:the\s+)?tumou?r|(?:diameter|dimension)\s+of\s+(?:the\s+)?tumou?r)"
+        rf"[^0-9.;]{{0,40}}{_DIMS}",  # "Tumor size: Greatest dimension: 7.5 cm", "Maximal diameter of tumor 10.2 cm"
+        rf"\b\w*{_TUMOUR}\w*[\s,]+(?:\w+[\s,]+){{0,4}}?(?:measur\w+|of)\s+(?:up\s+to\s+|approximately\s+)?{_DIMS}",
+        rf"\b\w*{_TUMOUR}\w*\s*\(\s*{_DIMS}\s*\)",  # "ADENOCARCINOMA (6.5 CM)"
+        rf"\b\w*{_TUMOUR}\w*[^.;]{{0,30}}?,\s*{_DIMS}\s+(?:in\s+)?(?:size|(?:greatest|maximum|maximal|largest)\s+\w+)",
+    )
+]
+
+
+def _tumour_size_cm(cls: list[Clause]) -> float | None:
+    """The largest tumour size the report states, in cm (None: none stated)."""
+    sizes: list[float] = []
+    for c in cls:
+        for pat in _SIZE:
+            for m in pat.finditer(c.text):
+                unit = m.group(m.lastindex or 0)
+                dims = [float(g.replace(",", ".")) for g in m.groups()[-4:-1] if g]
+                sizes += [d / 10 if unit.lower() == "mm" else d for d in dims]
+    return max(sizes) if sizes else None
+
+
+_ADJ_CONFINED = re.compile(
+    r"\b(?:confined|limited)\.?\s+(?:to|within)\s+(?:the\s+)?(?:lung|pulmonary\s+parenchyma|lobe)\b", re.I
+)
 # A structure named as the subject of its own status: "CHEST WALL FREE OF TUMOR", "The attached
 # diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma", or as the
 # key of a synoptic line ("Parietal pleura: involved by carcinoma").
@@ -343,7 +398,13 @@ _ADJ_STATE = re.compile(
 
 def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
     hits: list[Hit] = []
+    staged: list[Hit] = []  # pT4: read only when the statements give no definite answer
     for c in cls:
+        for m in _ADJ_T4.finditer(c.text):  # before the lymph-node skip: "pT4 pN2" is not a lymph-node statement
+            if not negated(c.text, m.start()):
+                staged.append(
+                    Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40) : m.end() + 20])
+                )
         if c.lymph:
             continue
         for m in _ADJ.finditer(c.text):
@@ -389,7 +450,12 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 free = bool(m.group("free") or m.group("free2"))
                 pol = "absent" if free != bool(m.group("neg")) else "present"
             hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40) : m.end() + 20]))
-    return _combine(hits), hits
+    value = _combine(hits)
+    if value == "unknown" and staged:
+        size = _tumour_size_cm(cls)
+        if size is None or size <= 7.0:
+            return "present", hits + staged
+    return value, hits + staged
 
 
 # Spread through air spaces.

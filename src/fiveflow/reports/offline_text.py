@@ -84,6 +84,20 @@ def clean_text(text: str) -> str:
     # A line break inside a sentence (next line starts lower-case) is a space; else a boundary.
     t = re.sub(r"\n+(?=\s*[a-z(])", " ", t)
     t = re.sub(r"\n+", ". ", t)
+    # "There is no. blood vessel invasion", "NO. EVIDENCE OF ...": after "there is" / "with" / "shows", or before
+    # "evidence", "definite", ..., a "no" at a line break is a determiner, not a value
+    t = re.sub(
+        r"\b((?:there\s+(?:is|are|was|were)|with|shows?|showing|reveals?|demonstrates?)\s+no)\s*\.\s+(?=[A-Za-z])",
+        r"\1 ",
+        t,
+        flags=re.I,
+    )
+    t = re.sub(
+        r"\b(no)\s*\.\s+(?=(?:evidence|definite|definitive|obvious|convincing|unequivocal|identifiable|significant)\b)",
+        r"\1 ",
+        t,
+        flags=re.I,
+    )
     # TCGA-Reports OCR writes line breaks as ". ": join when the next word is lower case ...
     t = re.sub(
         r"(\w+)\.\s+(?=[a-z(])",
@@ -293,6 +307,15 @@ def mention_polarity(clause: str, start: int, end: int, default: str | None = "p
         return cue
     if not re.search(r"[A-Za-z]{2}", clause[:start] + clause[end:]):
         return None  # a bare heading ("LYMPHATIC INVASION"), no statement
+    head = re.match(r"\s*\.(?:\s|$)", clause[end:])
+    if head and not re.search(r"[A-Za-z]{2}", clause[:start]):
+        # A heading before its own sentence: that sentence is its value if it is only a value ("LYMPHATIC
+        # INVASION. • none identified"); else it says no more than itself ("PLEURAL INVOLVEMENT. ?'eural
+        # involvement is absent": the sentence is read for its own anchor, if any).
+        nxt = re.split(r"\.\s", clause[end + head.end() :])[0]
+        if _VALUE_ONLY.match(nxt):
+            return "unknown" if HEDGE.search(nxt) else first_cue(nxt)
+        return None
     return default
 
 
