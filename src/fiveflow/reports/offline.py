@@ -63,7 +63,9 @@ from .offline_text import (
 #: "confined within the lung" and "extension to pleura/other structures" are read; an OCR line break after a
 #: determiner "no" ("There is no. blood vessel invasion", "NO. EVIDENCE OF ...") no longer cuts the negation off;
 #: "but not to the pleural surface" / "does not reach the pleura" are absent; a heading before its own sentence
-#: ("PLEURAL INVOLVEMENT. ...") takes that sentence as its value only when it is a bare value.
+#: ("PLEURAL INVOLVEMENT. ...") takes that sentence as its value only when it is a bare value; "breach", "reach",
+#: "abuts the pleura without invasion", "the pleura overlying the tumor is free", "Margin status: R0", "staple line",
+#: "Chest wall, resection: ...", "within vascular lumina" and the main pulmonary artery are read.
 MODEL_NAME = "rules-v7"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -119,7 +121,7 @@ _VASC = re.compile(
     r"(?:the\s+)?(?:small\s+|large\s+|medium[\s-]sized\s+|thick[\s-]walled\s+|intratumou?ral\s+|pulmonary\s+|blood\s+|"
     r"lymphatic\s+|and\s+)*(?:vessels?|veins?|venous\s+walls?|arter(?:y|ies|ial\s+walls?)|lymphatics|vascular\s+(?:spaces|walls?)|"
     r"lymphovascular\s+spaces?|angiolymphatic\s+\w+)\b|"
-    r"\bwithin\s+(?:\w+\s+){0,3}(?:lymphovascular|vascular|lymphatic|angiolymphatic)\s+(?:spaces?|channels?)\b|"
+    r"\bwithin\s+(?:\w+\s+){0,3}(?:lymphovascular|vascular|vessel|lymphatic|angiolymphatic)\s+(?:spaces?|channels?|lum(?:en|ina))\b|"
     r"\btumou?r(?:ous)?\s+(?:thromb\w+|emboli)\b|\b(?:vascular|vessel)\s+tumou?r(?:ous)?\s+thromb\w*",
     re.I,
 )
@@ -191,21 +193,22 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
 
 
 # Pleural invasion.
-_PK = r"(?:(?:visceral|parietal|mediastinal)\s+)?pleura(?:l)?(?:\s+surfaces?)?"
+_PK = r"(?:(?:visceral|parietal|mediastinal)\s+)?pleura(?:l)?(?:\s+surfaces?|\s+elastic\s+(?:layer|lamina))?"
 _PLEURA = re.compile(
     rf"\b{_PK}(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+|/)\s*(?:{_VK}|perineural|pericardial)"
     rf"(?:\s*\([^)]{{0,25}}\))?)*(?:\s+(?:invasion\w*|involvement|infiltration|status))?\b|\bPL\s?[0-3]\b",
     re.I,
 )
 _PLEURA_VERB_BEFORE = re.compile(
-    r"(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|penetrat\w*|through|into|"
-    r"negative|positive|free|uninvolved|(?:present|seen|identified)\s+at)\s+(?:\w+\s+){0,4}$|"
+    r"(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|penetrat\w*|breach\w*|reach\w*|"
+    r"through|into|negative|positive|free|uninvolved|(?:present|seen|identified)\s+at)\s+(?:\w+\s+){0,4}$|"
     r"\b(?:invasion|extension|extends?|extending)\s+beyond\s+(?:the\s+)?elastic\s+(?:layer|lamina)\s+of\s+(?:the\s+)?$",
     re.I,
 )
 _PLEURA_STATUS_AFTER = re.compile(
-    r"^(?:\s*(?:,|and)\s*[\w\s]{0,40}?)?\s*(?:is|are)?\s*(?:\w+\s+){0,2}(?:not\s+)?"
-    r"(?:involved|invaded|infiltrated|free|tumou?r-free|negative|positive|uninvolved|intact|clear)\b",
+    r"^(?:\s+(?:overlying|over|adjacent\s+to|near)\s+(?:the\s+)?(?:tumou?r|mass|lesion|neoplasm|carcinoma))?"  # "the pleura overlying the tumor is free"
+    r"(?:\s*(?:,|and)\s*[\w\s]{0,40}?)?\s*(?:is|are)?\s*(?:\w+\s+){0,2}(?:not\s+)?"
+    r"(?:involved|invaded|infiltrated|breached|free|tumou?r-free|negative|positive|uninvolved|intact|clear)\b",
     re.I,
 )
 _PLEURA_KEY_AFTER = re.compile(r"^\s*(?:\([^)]*\)\s*)?:")
@@ -272,6 +275,12 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
             if _PLEURA_SHALLOW.search(before[-60:]) and not re.search(
                 r"\binva\w+|\binvolv\w+|\binfiltrat\w+", before[-40:], re.I
             ):
+                if re.match(
+                    r"\s*,?\s*(?:but\s+)?without\s+(?:\w+\s+)?(?:invasion|involvement|infiltration)", after, re.I
+                ):
+                    hits.append(
+                        Hit("pleural_invasion", "absent", c.gross, snippet)
+                    )  # "abuts the pleura without invasion"
                 continue  # "abuts the pleura": no statement about invasion
             noun = re.search(r"(?:invasion\w*|involvement|infiltration|status)$", tok, re.I)
             verb = _PLEURA_VERB_BEFORE.search(before[-80:])
@@ -305,7 +314,7 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
 _ADJ_STRUCT = (
     r"(?:chest\s+wall|ribs?|intercostal|diaphragm\w*|pericardi\w*|mediastin\w*|thym\w+|(?:o)?esophag\w+|"
     r"vertebra\w*|atri(?:um|al)(?:\s+muscle)?|heart|great\s+vessels?|trachea\w*|carina|phrenic\s+nerve|parietal\s+pleura|"
-    r"skeletal\s+muscle|soft\s+tissues?\s+of\s+the\s+chest|superior\s+vena\s+cava|aorta|hilar\s+(?:fat|soft\s+tissue)|"
+    r"skeletal\s+muscle|soft\s+tissues?\s+of\s+the\s+chest|superior\s+vena\s+cava|aorta|(?:main\s+)?pulmonary\s+(?:artery\s+)?trunk|main\s+pulmonary\s+artery|hilar\s+(?:fat|soft\s+tissue)|"
     r"(?:chest\s+wall|mediastinal)\s+(?:fat|soft\s+tissue))"
 )
 _ADJ = re.compile(
@@ -387,7 +396,8 @@ _ADJ_CONFINED = re.compile(
 # diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma", or as the
 # key of a synoptic line ("Parietal pleura: involved by carcinoma").
 _ADJ_STATE = re.compile(
-    rf"\b{_ADJ_STRUCT}(?:\s*:\s*|\s+(?:(?:is|are|was|were|appears?)\s+)?)(?P<neg>not\s+)?"
+    rf"\b{_ADJ_STRUCT}(?:,\s*(?:en\s+bloc\s+)?(?:resection|excision|biopsy|segment|portion)\s*)?"  # "Chest wall, resection: ..."
+    r"(?:\s*:\s*|\s+(?:(?:is|are|was|were|appears?)\s+)?)(?P<neg>not\s+)?"
     r"(?:(?:entirely|completely|grossly|histologically|microscopically)\s+)?"
     r"(?:(?P<free>(?:free|clear)\s+of|negative\s+for|uninvolved\s+by)\s+(?:\w+\s+){0,2}?"
     r"(?:tumou?r|carcinoma|malignancy|neoplasm|neoplasia|disease)\b|(?P<free2>tumou?r-free|uninvolved)\b|"
@@ -476,7 +486,7 @@ def _stas(cls: list[Clause]) -> tuple[str, list[Hit]]:
 _MARGIN = re.compile(
     r"\b(?:(?:all|other|surgical|resection|bronch\w*|vascular|parenchymal|stapled?|soft\s+tissue|final|"
     r"bronchovascular|hilar|pleural|chest\s+wall|and|,)\s*)*"
-    r"(?:margins?|(?:resection|excision)\s+(?:lines?|edges?|surfaces?|planes?|levels?)|inked\s+(?:edge|staple\s+line))\b"
+    r"(?:margins?|(?:resection|excision)\s+(?:lines?|edges?|surfaces?|planes?|levels?)|(?:inked\s+)?staple\s+line|inked\s+edge)\b"
     r"(?:\s+of\s+(?:the\s+)?resection)?(?:\s+status)?",
     re.I,
 )
@@ -523,7 +533,7 @@ _MARGIN_DISTANCE = re.compile(r"\s*(?:\([^)]{0,20}\)\s*)?(?::|is|of)\s*(\d+(?:\.
 _R_CODE = re.compile(r"(?<![A-Za-z0-9/#-])R\s?([012]|[xX])(?![A-Za-z0-9-])")
 _R_CONTEXT = re.compile(
     r"\bp?T\s?[0-4][a-c]?\b|\bresidual\s+tumou?r|\bR[\s-]*(?:classification|category|status)|\bcategory\s+of\b|"
-    r"\bresection\s+status|\bstage\b",
+    r"\b(?:resection|margin)\s+status|\bcomplete(?:ly)?\s+resect\w*|\bstage\b",
     re.I,
 )
 
@@ -552,7 +562,7 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
     for c in cls:
         t = c.text
         for m in _MARGIN.finditer(t):
-            if not re.search(r"margin|resection|excision|inked", m.group(0), re.I):
+            if not re.search(r"margin|resection|excision|inked|staple", m.group(0), re.I):
                 continue
             key_end = t.find(":", m.end())
             if key_end >= 0 and re.search(r"\bin\s+situ\b|\(CIS\)", t[m.end() : key_end], re.I):
