@@ -316,6 +316,29 @@ BANK = [
     ("differentiation", "Grade III/III.", "poor"),
     ("differentiation", "Histologic grade: moderate.", "moderate"),
     ("differentiation", "Histological grade: moderately to poorly differentiated (G2-3).", "moderate_to_poor"),
+    # the primary tumour's invasion beside a lymph-node statement is read; nodal extension is not this question
+    (
+        "adjacent_invasion",
+        "Squamous cell carcinoma invading the chest wall, with metastases in 2 of 10 lymph nodes.",
+        "present",
+    ),
+    (
+        "adjacent_invasion",
+        "The tumor directly invades the pericardium and there is metastatic carcinoma in one hilar lymph node.",
+        "present",
+    ),
+    (
+        "adjacent_invasion",
+        "Extranodal extension into the mediastinal soft tissue is present in the subcarinal lymph node.",
+        "unknown",
+    ),
+    (
+        "adjacent_invasion",
+        "Lymph nodes, mediastinal: metastatic carcinoma, with invasion of the mediastinal fat.",
+        "unknown",
+    ),
+    ("adjacent_invasion", "Tumor extension to the visceral pleura in the region of an adhesion.", "unknown"),
+    ("adjacent_invasion", "Tumor extension into the chest wall is present.", "present"),
 ]
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from .normalize import FIELDS, canonical_description, earliest_cue, grade_levels, levels_to_differentiation
 from .offline_text import (
     HEDGE,
+    LYMPH_NODE,
     Clause,
     clauses,
     first_cue,
@@ -65,7 +66,9 @@ from .offline_text import (
 #: "but not to the pleural surface" / "does not reach the pleura" are absent; a heading before its own sentence
 #: ("PLEURAL INVOLVEMENT. ...") takes that sentence as its value only when it is a bare value; "breach", "reach",
 #: "abuts the pleura without invasion", "the pleura overlying the tumor is free", "Margin status: R0", "staple line",
-#: "Chest wall, resection: ...", "within vascular lumina" and the main pulmonary artery are read.
+#: "Chest wall, resection: ...", "within vascular lumina" and the main pulmonary artery are read; a clause that names
+#: lymph nodes is skipped for adjacent invasion only where the finding belongs to the nodes; "Tumor extension to the
+#: pleura" is not extension beyond the lung.
 MODEL_NAME = "rules-v7"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -406,6 +409,26 @@ _ADJ_STATE = re.compile(
 )
 
 
+# Lymph-node statements are not this question ("extranodal extension into the mediastinal fat"), but a clause may
+# name the primary tumour's invasion and the nodes side by side ("... invading the chest wall, with metastases in
+# 2 of 10 lymph nodes"): a clause whose subject is a lymph node is skipped whole, otherwise only a finding whose
+# own stretch (cut at punctuation, "with" and "and there") speaks of nodes.
+_NODAL_SUBJECT = re.compile(r"^\W*(?:[\w-]+\s+){0,3}?(?:lymph\s+nodes?|nodes?|LNs?)\b", re.I)
+_STRETCH_CUT = re.compile(r"[,;:]|\.\s|\bwith\b|\band\s+(?=there\b)", re.I)
+
+
+def _nodal(clause: Clause, start: int, end: int) -> bool:
+    """Does the finding at ``clause.text[start:end]`` belong to a lymph-node statement?"""
+    if not clause.lymph:
+        return False
+    t = clause.text
+    if _NODAL_SUBJECT.match(t):
+        return True
+    lo = max((m.end() for m in _STRETCH_CUT.finditer(t, 0, start)), default=0)
+    hi = next((m.start() for m in _STRETCH_CUT.finditer(t, end)), len(t))
+    return bool(LYMPH_NODE.search(t[lo:hi]))
+
+
 def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
     hits: list[Hit] = []
     staged: list[Hit] = []  # pT4: read only when the statements give no definite answer
@@ -415,11 +438,11 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 staged.append(
                     Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40) : m.end() + 20])
                 )
-        if c.lymph:
+        if c.lymph and _NODAL_SUBJECT.match(c.text):
             continue
         for m in _ADJ.finditer(c.text):
             after = c.text[m.end() : m.end() + 20]
-            if re.match(r"\s*(?:\w+\s+)?margin", after, re.I):
+            if re.match(r"\s*(?:\w+\s+)?margin", after, re.I) or _nodal(c, m.start(), m.end()):
                 continue
             value = synoptic_value(c.text, m.end())
             if value is not None:
@@ -440,6 +463,12 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                         and not _ADJ_CONFINED.search(value)
                     ):
                         pol = "unknown"  # bare "Tumor extension: Not identified"
+            elif re.match(
+                r"\s+(?:\w+\s+){0,2}?(?:to|into|through|up\s+to)\s+(?:the\s+)?(?:visceral\s+)?(?:pleura|bronch|lung|parenchyma|lobe)",
+                after + c.text[m.end() + 20 : m.end() + 40],
+                re.I,
+            ) and not re.search(_ADJ_STRUCT, m.group(0), re.I):
+                pol = None  # "Tumor extension to the pleura ...": within the lung, not this question
             else:
                 pol = mention_polarity(c.text, m.start(), m.end())
             if pol:
@@ -447,13 +476,19 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
         for m in _ADJ_BRONCHUS.finditer(c.text):
             if m.group("neg") or re.match(r"\s*(?:\w+\s+)?margin", c.text[m.end() : m.end() + 20], re.I):
                 continue
+            if _nodal(c, m.start(), m.end()):
+                continue
             if mention_polarity(c.text, m.start(), m.end()) == "present":
                 hits.append(Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40) : m.end() + 40]))
         for m in _ADJ_CONFINED.finditer(c.text):
+            if _nodal(c, m.start(), m.end()):
+                continue
             hits.append(Hit("adjacent_invasion", "absent", c.gross, c.text[max(0, m.start() - 40) : m.end() + 20]))
         for m in _ADJ_STATE.finditer(c.text):
             if re.search(r"\b(?:margins?|nodes?)\b", c.text[max(0, m.start() - 20) : m.start()], re.I):
                 continue  # "chest wall margin ..." is question 6
+            if _nodal(c, m.start(), m.end()):
+                continue
             if HEDGE.search(scope_before(c.text, m.start())) or HEDGE.search(m.group(0)):
                 pol = "unknown"
             else:
