@@ -68,7 +68,8 @@ from .offline_text import (
 #: "abuts the pleura without invasion", "the pleura overlying the tumor is free", "Margin status: R0", "staple line",
 #: "Chest wall, resection: ...", "within vascular lumina" and the main pulmonary artery are read; a clause that names
 #: lymph nodes is skipped for adjacent invasion only where the finding belongs to the nodes; "Tumor extension to the
-#: pleura" is not extension beyond the lung.
+#: pleura" is not extension beyond the lung; "Adenocarcinoma, G2", "Grading: G3", a checklist's "LVI: Y", an "L0, V0"
+#: code group without a TNM formula and "R0 resection" are read.
 MODEL_NAME = "rules-v7"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -130,6 +131,8 @@ _VASC = re.compile(
 )
 _VASC_LISTED = re.compile(rf"^(?:invasion\s*:\s*)?({_VK}|perineural)\s*:", re.I)  # "Invasion: venous: not identified"
 _TNM = re.compile(r"\bp?T\s?[0-4][a-c]?\b.{0,40}\b(?:p?N|M)\s?[0-3xXO]", re.I)
+# An L/V code group without a TNM formula ("Invasion: L0, V0, Pn0"): two codes side by side are the signature.
+_LV_GROUP = re.compile(r"(?<![A-Za-z0-9])L\s?[01](?:\s*[,;]\s*|\s+)V\s?[0-2](?![A-Za-z0-9])")
 _TNM_V = re.compile(r"(?<![A-Za-z])(?:p?V\s?([0-2])|p?L\s?([01]))(?![A-Za-z0-9])")
 
 
@@ -176,7 +179,7 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 kinds.append(_vessel_kind(lm.group(1)))
         elif not lm:
             listed = bool(re.match(r"^invasion\s*:", t, re.I))
-        if _TNM.search(t):
+        if _TNM.search(t) or _LV_GROUP.search(t):
             for m in _TNM_V.finditer(t):
                 digit = m.group(1) or m.group(2)
                 hits.append(
@@ -568,7 +571,7 @@ _MARGIN_DISTANCE = re.compile(r"\s*(?:\([^)]{0,20}\)\s*)?(?::|is|of)\s*(\d+(?:\.
 _R_CODE = re.compile(r"(?<![A-Za-z0-9/#-])R\s?([012]|[xX])(?![A-Za-z0-9-])")
 _R_CONTEXT = re.compile(
     r"\bp?T\s?[0-4][a-c]?\b|\bresidual\s+tumou?r|\bR[\s-]*(?:classification|category|status)|\bcategory\s+of\b|"
-    r"\b(?:resection|margin)\s+status|\bcomplete(?:ly)?\s+resect\w*|\bstage\b",
+    r"\b(?:resection|margin)\s+status|\bcomplete(?:ly)?\s+resect\w*|\bR\s?[012xX]\s+resection\b|\bstage\b",
     re.I,
 )
 
@@ -645,7 +648,7 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
 
 # Differentiation.
 _GRADE_KEY = re.compile(
-    r"\b(?:histologic(?:al)?\s+grade|tumou?r\s+grade|grade\s*/\s*differentiation|differentiation|grade)\s*"
+    r"\b(?:histologic(?:al)?\s+grade|tumou?r\s+grade|grade\s*/\s*differentiation|differentiation|grading|grade)\s*"
     r"(?:\([^)]*\))?\s*(?:[:.-]\s*(.{0,60})|$|(?=(?:G\s?)?(?:[1-4]|I{1,3}|IV)\b)(.{0,20}))",
     re.I,
 )
@@ -701,8 +704,10 @@ def _differentiation(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 pools["gross_words" if c.gross else "words"] |= lv
                 hits.append(Hit("differentiation", levels_to_differentiation(lv), c.gross, text[:120]))
         for m in _GRADE_MENTION.finditer(text):
-            if m.group(0)[0] in "Gg(" and not re.search(
-                r"\bp?T\s?[0-4]|\bgrade|\bclassification|\bdifferentiat|\(G", text, re.I
+            if (
+                m.group(0)[0] in "Gg("
+                and not re.search(r"\bp?T\s?[0-4]|\bgrad(?:e|ing)|\bclassification|\bdifferentiat|\(G", text, re.I)
+                and not re.search(r"carcinoma\s*,\s*$", text[: m.start()], re.I)  # "Adenocarcinoma, G2, ..."
             ):
                 continue
             lv = _levels(

@@ -289,6 +289,9 @@ def mention_polarity(clause: str, start: int, end: int, default: str | None = "p
             value = ticked.group(1)
         if HEDGE.search(value) or re.search(r"\bsuggestive\b", value, re.I):
             return "unknown"
+        yes_no = re.fullmatch(r"\s*([YN])\s*[.;]?\s*", value)  # a checklist's one-letter answer: "LVI: Y"
+        if yes_no:
+            return "present" if yes_no.group(1) == "Y" else "absent"
         return first_cue(value)  # None when the key has no usable value (an empty checklist line)
     # Narrative: scope = the sub-clause around the anchor.
     before = scope_before(clause, start)
