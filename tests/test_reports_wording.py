@@ -380,6 +380,31 @@ BANK = [
     ("stas", "No tumour spread through air spaces is seen.", "absent"),
     ("adjacent_invasion", "Invasion of adjacent structures: Yes (chest wall).", "present"),
     ("adjacent_invasion", "Extrapulmonary extension: none.", "absent"),
+    # European and translated usage (lymphangiosis / haemangiosis carcinomatosa, pleura visceralis / parietalis,
+    # bronchial stump, 'highly / medium / low differentiated'); lymphatic invasion alone beside a blood-vessel
+    # line that says 'not specified' leaves the question open
+    ("vascular_invasion", "Lymphangiosis carcinomatosa.", "present"),
+    ("vascular_invasion", "Haemangiosis carcinomatosa.", "present"),
+    ("vascular_invasion", "No lymphangiosis or haemangiosis carcinomatosa.", "absent"),
+    ("vascular_invasion", "Angioinvasion is present.", "present"),
+    ("vascular_invasion", "No angioinvasion.", "absent"),
+    ("vascular_invasion", "Vascular infiltration present.", "present"),
+    ("vascular_invasion", "Lymphangiosis carcinomatosa, no haemangiosis carcinomatosa.", "absent"),
+    ("vascular_invasion", "Lymphatic invasion: Present. Venous invasion: Not specified.", "unknown"),
+    ("pleural_invasion", "Infiltration of the pleura visceralis.", "present"),
+    ("pleural_invasion", "No infiltration of the pleura visceralis.", "absent"),
+    ("pleural_invasion", "The pleura visceralis is tumour-free.", "absent"),
+    ("adjacent_invasion", "Infiltration of the pleura parietalis.", "present"),
+    ("adjacent_invasion", "Infiltration of the pericardium.", "present"),
+    ("adjacent_invasion", "Infiltration of the thoracic wall.", "present"),
+    ("adjacent_invasion", "The thoracic wall is tumour-free.", "absent"),
+    ("margins", "Tumour-free bronchial stump.", "negative"),
+    ("margins", "The bronchial stump is free of tumour.", "negative"),
+    ("margins", "Tumour infiltration of the bronchial stump.", "positive"),
+    ("margins", "No tumour infiltration of the resection margins.", "negative"),
+    ("differentiation", "Low-differentiated squamous cell carcinoma.", "poor"),
+    ("differentiation", "Medium-differentiated adenocarcinoma.", "moderate"),
+    ("differentiation", "Highly differentiated adenocarcinoma.", "well"),
 ]
 
 

@@ -69,7 +69,9 @@ from .offline_text import (
 #: "Chest wall, resection: ...", "within vascular lumina" and the main pulmonary artery are read; a clause that names
 #: lymph nodes is skipped for adjacent invasion only where the finding belongs to the nodes; "Tumor extension to the
 #: pleura" is not extension beyond the lung; "Adenocarcinoma, G2", "Grading: G3", a checklist's "LVI: Y", an "L0, V0"
-#: code group without a TNM formula and "R0 resection" are read.
+#: code group without a TNM formula and "R0 resection" are read, and European usage (lymphangiosis / haemangiosis
+#: carcinomatosa, angioinvasion, pleura parietalis, thoracic wall, bronchial stump, "highly / medium / low
+#: differentiated"); lymphatic statements answer vascular invasion only when no blood-vessel statement exists.
 MODEL_NAME = "rules-v7"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -119,7 +121,8 @@ _AND = r"(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+|/)\s*)"
 # A coordinated list of invasion kinds: "vascular, lymphatic or perineural (invasion)".
 _VK_LIST = rf"{_VK}{_PAREN}(?:{_AND}(?:{_VK}|perineural|pleural|visceral\s+pleural|pericardial){_PAREN})*"
 _VASC = re.compile(
-    rf"\b{_VK_LIST}(?:\s+(?:space|channel|tumou?r))?\s*(?:invasion\w*|involvement|permeation|emboli|status)"
+    r"\b(?:lymphangiosis|ha?emangiosis)(?:\s+carcinomatosa)?\b|\bangio[\s-]?invasi\w*|"  # European usage
+    rf"\b{_VK_LIST}(?:\s+(?:space|channel|tumou?r))?\s*(?:invasion\w*|involvement|infiltration|permeation|emboli|status)"
     r"(?:\s*\([A-Z]\))?|\bLVSI\b|\bLVI\b|"
     r"\b(?:invad\w+|invasions?\s+(?:of|in|into)|permeation\s+of|involv\w+|infiltrat\w+)\s+(?:into\s+|of\s+|in\s+)?"
     r"(?:the\s+)?(?:small\s+|large\s+|medium[\s-]sized\s+|thick[\s-]walled\s+|intratumou?ral\s+|pulmonary\s+|blood\s+|"
@@ -139,6 +142,8 @@ _TNM_V = re.compile(r"(?<![A-Za-z])(?:p?V\s?([0-2])|p?L\s?([01]))(?![A-Za-z0-9])
 def _vessel_kind(anchor: str) -> str:
     """blood (venous/arterial/vascular), lv (lymphovascular/angiolymphatic) or lymphatic."""
     a = anchor.lower()
+    if "lymphangiosis" in a:
+        return "lymphatic"
     if re.search(r"lymph[o0]?[\s-]*vascular|angio|lvsi|lvi|lymphatic[\s-]+vascular", a):
         return "lv"
     if re.search(r"vascular|venous|arter|blood|large|vein|thromb|vessel", a) and not re.search(r"small\s+vessel", a):
@@ -147,7 +152,7 @@ def _vessel_kind(anchor: str) -> str:
 
 
 def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
-    """Blood-vessel / lymphovascular statements decide; lymphatic-only statements are the fallback."""
+    """Blood-vessel / lymphovascular statements decide; lymphatic statements answer only when there are none."""
     hits: list[Hit] = []
     kinds: list[str] = []
     listed = False
@@ -165,6 +170,8 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
             ):
                 continue
             pol = mention_polarity(t, m.start(), m.end())
+            if pol is None and re.search(r"angiosis", m.group(0), re.I):
+                pol = "present"  # "Lymphangiosis carcinomatosa." names a finding, not a heading
             if pol:
                 found = True
                 hits.append(Hit("vascular_invasion", pol, c.gross, t[max(0, m.start() - 40) : m.end() + 60]))
@@ -192,10 +199,9 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 )
                 kinds.append("blood" if m.group(1) else "lymphatic")
     main = [h for h, k in zip(hits, kinds) if k != "lymphatic"]
-    value = _combine(main)
-    if value == "unknown":
-        value = _combine(hits)
-    return value, hits
+    # Lymphatic statements answer only when the report says nothing of blood vessels: "Lymphatic invasion: Present.
+    # Venous invasion: Not specified." leaves the question open, as the reference labeller reads it.
+    return (_combine(main) if main else _combine(hits)), hits
 
 
 # Pleural invasion.
@@ -318,7 +324,7 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
 
 # Invasion of adjacent structures outside the lung.
 _ADJ_STRUCT = (
-    r"(?:chest\s+wall|ribs?|intercostal|diaphragm\w*|pericardi\w*|mediastin\w*|thym\w+|(?:o)?esophag\w+|"
+    r"(?:(?:chest|thoracic)\s+wall|ribs?|intercostal|pleura\s+parietalis|diaphragm\w*|pericardi\w*|mediastin\w*|thym\w+|(?:o)?esophag\w+|"
     r"vertebra\w*|atri(?:um|al)(?:\s+muscle)?|heart|great\s+vessels?|trachea\w*|carina|phrenic\s+nerve|parietal\s+pleura|"
     r"skeletal\s+muscle|soft\s+tissues?\s+of\s+the\s+chest|superior\s+vena\s+cava|aorta|(?:main\s+)?pulmonary\s+(?:artery\s+)?trunk|main\s+pulmonary\s+artery|hilar\s+(?:fat|soft\s+tissue)|"
     r"(?:chest\s+wall|mediastinal)\s+(?:fat|soft\s+tissue))"
@@ -474,6 +480,10 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 pol = None  # "Tumor extension to the pleura ...": within the lung, not this question
             else:
                 pol = mention_polarity(c.text, m.start(), m.end())
+                if pol is None and re.match(
+                    r"(?:invasion|infiltration|involvement|extension)\s+(?:of|into)\b", m.group(0), re.I
+                ):
+                    pol = "present"  # "Infiltration of the pericardium." names a finding, not a heading
             if pol:
                 hits.append(Hit("adjacent_invasion", pol, c.gross, c.text[max(0, m.start() - 40) : m.end() + 60]))
         for m in _ADJ_BRONCHUS.finditer(c.text):
@@ -524,7 +534,8 @@ def _stas(cls: list[Clause]) -> tuple[str, list[Hit]]:
 _MARGIN = re.compile(
     r"\b(?:(?:all|other|surgical|resection|bronch\w*|vascular|parenchymal|stapled?|soft\s+tissue|final|"
     r"bronchovascular|hilar|pleural|chest\s+wall|and|,)\s*)*"
-    r"(?:margins?|(?:resection|excision)\s+(?:lines?|edges?|surfaces?|planes?|levels?)|(?:inked\s+)?staple\s+line|inked\s+edge)\b"
+    r"(?:margins?|(?:resection|excision)\s+(?:lines?|edges?|surfaces?|planes?|levels?)|(?:inked\s+)?staple\s+line|inked\s+edge|"
+    r"(?<=bronchial\s)stump)\b"
     r"(?:\s+of\s+(?:the\s+)?resection)?(?:\s+status)?",
     re.I,
 )
@@ -552,7 +563,7 @@ _MARGIN_CUES: list[tuple[re.Pattern[str], str]] = [
 ]
 _MARGIN_POS_BEFORE = re.compile(
     r"\b(?:tumou?r|carcinoma|neoplasm|malignancy|adenocarcinoma|lesion)\s+(?:is\s+|are\s+)?(?:\w+\s+){0,2}?"
-    r"(?:present\s+at|at|involv\w+|extends?\s+to|extending\s+to|reach\w*|transected\s+at)\s+"
+    r"(?:present\s+at|at|involv\w+|infiltrat\w*(?:\s+of)?|extends?\s+to|extending\s+to|reach\w*|transected\s+at)\s+"
     r"(?:the\s+)?(?:inked\s+)?(?:\(?\w+\)?\s+){0,2}$",  # "extends to the parenchymal (stapled) margin"
     re.I,
 )
@@ -600,7 +611,7 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
     for c in cls:
         t = c.text
         for m in _MARGIN.finditer(t):
-            if not re.search(r"margin|resection|excision|inked|staple", m.group(0), re.I):
+            if not re.search(r"margin|resection|excision|inked|staple|stump", m.group(0), re.I):
                 continue
             key_end = t.find(":", m.end())
             if key_end >= 0 and re.search(r"\bin\s+situ\b|\(CIS\)", t[m.end() : key_end], re.I):

@@ -67,6 +67,10 @@ _OCR_FIXES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:p|d)?[o0]{1,2}r[l1i]y\b", re.I), "poorly"),
     (re.compile(r"\bmoderate[l1i]y\b", re.I), "moderately"),
     (re.compile(r"\bbadly(?=[\s-]+differentiat)", re.I), "poorly"),
+    # translated grading words (German "hoch / maessig / gering differenziert", and the like)
+    (re.compile(r"\b(?:low|lowly|little)(?=[\s-]+differentiat)", re.I), "poorly"),
+    (re.compile(r"\b(?:medium|intermediately|moderate)(?=[\s-]+differentiat)", re.I), "moderately"),
+    (re.compile(r"\bhighly(?=[\s-]+differentiat)", re.I), "well"),
     (re.compile(r"\bangiolymphati[a-z]\b", re.I), "angiolymphatic"),
     (re.compile(r"\bl[yi]mp[hk]\b", re.I), "lymph"),
 ]
