@@ -171,23 +171,6 @@ _NEG_CONCLUSION = re.compile(
 )
 
 
-# "The lesion has not invaded the chest wall, but has invaded the parietal pericardium": a positive finding
-# stated after a contrast is the answer (any positive finding is reported), whatever was denied before it.
-_POS_CONTRAST = re.compile(
-    r"\b(?:but|however|although),?\s+(?:it\s+|the\s+(?:lesion|tumou?r)\s+)?(?:has\s+|have\s+|is\s+|does\s+)?"
-    r"(?:(?:focally|directly|also)\s+)?(?:invad(?:es|ed)|infiltrat(?:es|ed)|involv(?:es|ed)|penetrat(?:es|ed)|extend(?:s|ed)\s+(?:into|through))\b",
-    re.I,
-)
-
-# "The lesion extends subpleurally but does not invade through the visceral pleura": a denial after a contrast
-# decides when all that came before it is the tumour's reach ("extends", "abuts"), not a finding of invasion.
-_NEG_CONTRAST = re.compile(r"\bbut\s+(?:does|did|do)\s+not\s+(?:invade|involve|infiltrate)\b", re.I)
-_INVASION_WORD = re.compile(
-    r"\b(?:present|identified|seen|noted|observed|positive|inva(?:de|des|ded|ding|sion)|infiltrat\w*|involv\w*|penetrat\w*)\b",
-    re.I,
-)
-
-
 def normalize_presence(phrase: str) -> str:
     """An answer about STAS / vascular / pleural / adjacent invasion -> present|absent|unknown."""
     p = _clean_segment(phrase)
@@ -195,15 +178,10 @@ def normalize_presence(phrase: str) -> str:
         return "unknown"
     if _NEG_CONCLUSION.search(p):  # "..., indicating no pleural invasion": the stated conclusion wins
         return "absent"
-    neg = _NEG_CONTRAST.search(p)
-    if neg and not _INVASION_WORD.search(p[: neg.start()]) and not _HEDGE.search(p):
-        return "absent"
     for text in (main_clause(p), p):
         if _HEDGE.search(text):
             return "unknown"
         cue = earliest_cue(text, _PRESENCE_CUES)
-        if cue == "absent" and _POS_CONTRAST.search(p):
-            return "present"
         if cue:
             return cue
     # No cue: a finding named as a noun ("Invasion of the chest wall") is a positive answer.
