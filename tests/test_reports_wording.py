@@ -405,6 +405,19 @@ BANK = [
     ("differentiation", "Low-differentiated squamous cell carcinoma.", "poor"),
     ("differentiation", "Medium-differentiated adenocarcinoma.", "moderate"),
     ("differentiation", "Highly differentiated adenocarcinoma.", "well"),
+    # pleural invasion beside a lymph-node statement in one sentence; a clause about a lymph node is not read
+    (
+        "pleural_invasion",
+        "Adenocarcinoma with visceral pleural invasion and metastases in 2 of 10 lymph nodes.",
+        "present",
+    ),
+    (
+        "pleural_invasion",
+        "Squamous cell carcinoma invading the visceral pleura and 3 of 12 lymph nodes positive.",
+        "present",
+    ),
+    ("adjacent_invasion", "The tumor invades the chest wall and metastasizes to two hilar lymph nodes.", "present"),
+    ("pleural_invasion", "Lymph nodes, level 10: visceral pleura free, nodes negative.", "unknown"),
 ]
 
 

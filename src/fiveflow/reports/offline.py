@@ -67,7 +67,7 @@ from .offline_text import (
 #: ("PLEURAL INVOLVEMENT. ...") takes that sentence as its value only when it is a bare value; "breach", "reach",
 #: "abuts the pleura without invasion", "the pleura overlying the tumor is free", "Margin status: R0", "staple line",
 #: "Chest wall, resection: ...", "within vascular lumina" and the main pulmonary artery are read; a clause that names
-#: lymph nodes is skipped for adjacent invasion only where the finding belongs to the nodes; "Tumor extension to the
+#: lymph nodes is skipped for pleural and adjacent invasion only where the finding belongs to the nodes; "Tumor extension to the
 #: pleura" is not extension beyond the lung; "Adenocarcinoma, G2", "Grading: G3", a checklist's "LVI: Y", an "L0, V0"
 #: code group without a TNM formula and "R0 resection" are read, and European usage (lymphangiosis / haemangiosis
 #: carcinomatosa, angioinvasion, pleura parietalis, thoracic wall, bronchial stump, "highly / medium / low
@@ -204,6 +204,29 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
     return (_combine(main) if main else _combine(hits)), hits
 
 
+# Lymph-node statements answer neither the pleural nor the adjacent-structure question ("extranodal extension into
+# the mediastinal fat"), but a clause may name the primary tumour's invasion and the nodes side by side ("...
+# invading the chest wall, with metastases in 2 of 10 lymph nodes"): a clause whose subject is a lymph node is
+# skipped whole, otherwise only a finding whose own stretch speaks of nodes (a stretch ends at punctuation, "with",
+# and an "and" that starts a new statement: "and there", "and metastases", "and 3 of 12 lymph nodes").
+_NODAL_SUBJECT = re.compile(r"^\W*(?:[\w-]+\s+){0,3}?(?:lymph\s+nodes?|nodes?|LNs?)\b", re.I)
+_STRETCH_CUT = re.compile(
+    r"[,;:]|\.\s|\bwith\b|\band\s+(?=there\b|metasta|\d+\s*(?:/|of)\s*\d+|(?:\w+\s+){0,2}lymph\b)", re.I
+)
+
+
+def _nodal(clause: Clause, start: int, end: int) -> bool:
+    """Does the finding at ``clause.text[start:end]`` belong to a lymph-node statement?"""
+    if not clause.lymph:
+        return False
+    t = clause.text
+    if _NODAL_SUBJECT.match(t):
+        return True
+    lo = max((m.end() for m in _STRETCH_CUT.finditer(t, 0, start)), default=0)
+    hi = next((m.start() for m in _STRETCH_CUT.finditer(t, end)), len(t))
+    return bool(LYMPH_NODE.search(t[lo:hi]))
+
+
 # Pleural invasion.
 _PK = r"(?:(?:visceral|parietal|mediastinal)\s+)?pleura(?:l)?(?:\s+surfaces?|\s+elastic\s+(?:layer|lamina))?"
 _PLEURA = re.compile(
@@ -272,7 +295,7 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
             if code:
                 hits.append(Hit("pleural_invasion", "absent" if code.group(1) == "0" else "present", c.gross, snippet))
                 continue
-            if _PLEURA_EXCLUDE_AFTER.match(after) or lymph_context(t, m.start(), m.end()):
+            if _PLEURA_EXCLUDE_AFTER.match(after) or _nodal(c, m.start(), m.end()):
                 continue
             after_cue = first_cue(re.split(r"[,;:()]|\.\s", after)[0][:60])
             if _PLEURA_PL1.search(before[-60:]):  # "into but not through the pleura": PL1, invasion
@@ -416,26 +439,6 @@ _ADJ_STATE = re.compile(
     r"(?P<inv>involved|infiltrated|invaded)\b)",
     re.I,
 )
-
-
-# Lymph-node statements are not this question ("extranodal extension into the mediastinal fat"), but a clause may
-# name the primary tumour's invasion and the nodes side by side ("... invading the chest wall, with metastases in
-# 2 of 10 lymph nodes"): a clause whose subject is a lymph node is skipped whole, otherwise only a finding whose
-# own stretch (cut at punctuation, "with" and "and there") speaks of nodes.
-_NODAL_SUBJECT = re.compile(r"^\W*(?:[\w-]+\s+){0,3}?(?:lymph\s+nodes?|nodes?|LNs?)\b", re.I)
-_STRETCH_CUT = re.compile(r"[,;:]|\.\s|\bwith\b|\band\s+(?=there\b)", re.I)
-
-
-def _nodal(clause: Clause, start: int, end: int) -> bool:
-    """Does the finding at ``clause.text[start:end]`` belong to a lymph-node statement?"""
-    if not clause.lymph:
-        return False
-    t = clause.text
-    if _NODAL_SUBJECT.match(t):
-        return True
-    lo = max((m.end() for m in _STRETCH_CUT.finditer(t, 0, start)), default=0)
-    hi = next((m.start() for m in _STRETCH_CUT.finditer(t, end)), len(t))
-    return bool(LYMPH_NODE.search(t[lo:hi]))
 
 
 def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
