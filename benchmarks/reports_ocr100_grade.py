@@ -26,7 +26,7 @@ from fiveflow.reports.normalize import normalize_phrase
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT.parent / "shared" / "data" / "reports" / "tcga_lung_100_ocr.csv"
-ROMAN = {"I": "well", "II": "moderate", "III": "poor", "IV": "undifferentiated"}
+BARE_ROMAN = re.compile(r"I{1,3}|IV")
 GRADE_WORD = re.compile(r"differentiat|\bgrade\b|\bG\s?[1-4X]\b|\bhigh[\s-]grade|\blow[\s-]grade", re.I)
 
 
@@ -46,7 +46,8 @@ def main() -> None:
             empty += 1
             continue
         grade = str(row["grade"]).strip()
-        ref = ROMAN.get(grade) or normalize_phrase("differentiation", grade)
+        # a bare Roman numeral is an AJCC grade: read as the project reads "Grade II"
+        ref = normalize_phrase("differentiation", f"grade {grade}" if BARE_ROMAN.fullmatch(grade) else grade)
         ours = offline.extract(text).labels["differentiation"]
         n += 1
         if ours == ref:

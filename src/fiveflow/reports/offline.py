@@ -42,13 +42,14 @@ from dataclasses import dataclass, field
 from .normalize import FIELDS, canonical_description, earliest_cue, grade_levels, levels_to_differentiation
 from .offline_text import (
     HEDGE,
-    LYMPH_NODE,
     Clause,
     clauses,
     first_cue,
     lymph_context,
     mention_polarity,
     negated,
+    nodal_finding,
+    nodal_subject,
     scope_before,
     synoptic_value,
 )
@@ -67,11 +68,12 @@ from .offline_text import (
 #: ("PLEURAL INVOLVEMENT. ...") takes that sentence as its value only when it is a bare value; "breach", "reach",
 #: "abuts the pleura without invasion", "the pleura overlying the tumor is free", "Margin status: R0", "staple line",
 #: "Chest wall, resection: ...", "within vascular lumina" and the main pulmonary artery are read; a clause that names
-#: lymph nodes is skipped for pleural and adjacent invasion only where the finding belongs to the nodes; "Tumor extension to the
-#: pleura" is not extension beyond the lung; "Adenocarcinoma, G2", "Grading: G3", a checklist's "LVI: Y", an "L0, V0"
-#: code group without a TNM formula and "R0 resection" are read, and European usage (lymphangiosis / haemangiosis
-#: carcinomatosa, angioinvasion, pleura parietalis, thoracic wall, bronchial stump, "highly / medium / low
-#: differentiated"); lymphatic statements answer vascular invasion only when no blood-vessel statement exists.
+#: lymph nodes is skipped for pleural and adjacent invasion only where the finding belongs to the nodes; "Tumor
+#: extension to the pleura" is not extension beyond the lung; "Adenocarcinoma, G2", "Grading: G3", a checklist's
+#: "LVI: Y", an "L0, V0" code group without a TNM formula and "R0 resection" are read, and European usage
+#: (lymphangiosis / haemangiosis carcinomatosa, angioinvasion, pleura parietalis, thoracic wall, bronchial stump,
+#: "highly / medium / low differentiated"); lymphatic statements answer vascular invasion only when no blood-vessel
+#: statement exists.
 MODEL_NAME = "rules-v7"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -204,29 +206,6 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
     return (_combine(main) if main else _combine(hits)), hits
 
 
-# Lymph-node statements answer neither the pleural nor the adjacent-structure question ("extranodal extension into
-# the mediastinal fat"), but a clause may name the primary tumour's invasion and the nodes side by side ("...
-# invading the chest wall, with metastases in 2 of 10 lymph nodes"): a clause whose subject is a lymph node is
-# skipped whole, otherwise only a finding whose own stretch speaks of nodes (a stretch ends at punctuation, "with",
-# and an "and" that starts a new statement: "and there", "and metastases", "and 3 of 12 lymph nodes").
-_NODAL_SUBJECT = re.compile(r"^\W*(?:[\w-]+\s+){0,3}?(?:lymph\s+nodes?|nodes?|LNs?)\b", re.I)
-_STRETCH_CUT = re.compile(
-    r"[,;:]|\.\s|\bwith\b|\band\s+(?=there\b|metasta|\d+\s*(?:/|of)\s*\d+|(?:\w+\s+){0,2}lymph\b)", re.I
-)
-
-
-def _nodal(clause: Clause, start: int, end: int) -> bool:
-    """Does the finding at ``clause.text[start:end]`` belong to a lymph-node statement?"""
-    if not clause.lymph:
-        return False
-    t = clause.text
-    if _NODAL_SUBJECT.match(t):
-        return True
-    lo = max((m.end() for m in _STRETCH_CUT.finditer(t, 0, start)), default=0)
-    hi = next((m.start() for m in _STRETCH_CUT.finditer(t, end)), len(t))
-    return bool(LYMPH_NODE.search(t[lo:hi]))
-
-
 # Pleural invasion.
 _PK = r"(?:(?:visceral|parietal|mediastinal)\s+)?pleura(?:l)?(?:\s+surfaces?|\s+elastic\s+(?:layer|lamina))?"
 _PLEURA = re.compile(
@@ -295,27 +274,25 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
             if code:
                 hits.append(Hit("pleural_invasion", "absent" if code.group(1) == "0" else "present", c.gross, snippet))
                 continue
-            if _PLEURA_EXCLUDE_AFTER.match(after) or _nodal(c, m.start(), m.end()):
+            if _PLEURA_EXCLUDE_AFTER.match(after) or nodal_finding(c, m.start(), m.end()):
                 continue
             after_cue = first_cue(re.split(r"[,;:()]|\.\s", after)[0][:60])
             if _PLEURA_PL1.search(before[-60:]):  # "into but not through the pleura": PL1, invasion
                 pol = after_cue if after_cue in ("absent", "unknown") else "present"
                 hits.append(Hit("pleural_invasion", pol, c.gross, snippet))
                 continue
-            if _PLEURA_SHALLOW_NEG.search(before[-60:]) or _PLEURA_NOT_TO.search(
-                before[-40:]
-            ):  # "up to but not into the pleura"
+            # "up to but not into the pleura", "not to the pleural surface"
+            if _PLEURA_SHALLOW_NEG.search(before[-60:]) or _PLEURA_NOT_TO.search(before[-40:]):
                 hits.append(Hit("pleural_invasion", "absent", c.gross, snippet))
                 continue
             if _PLEURA_SHALLOW.search(before[-60:]) and not re.search(
                 r"\binva\w+|\binvolv\w+|\binfiltrat\w+", before[-40:], re.I
             ):
+                # "abuts the pleura without invasion"
                 if re.match(
                     r"\s*,?\s*(?:but\s+)?without\s+(?:\w+\s+)?(?:invasion|involvement|infiltration)", after, re.I
                 ):
-                    hits.append(
-                        Hit("pleural_invasion", "absent", c.gross, snippet)
-                    )  # "abuts the pleura without invasion"
+                    hits.append(Hit("pleural_invasion", "absent", c.gross, snippet))
                 continue  # "abuts the pleura": no statement about invasion
             noun = re.search(r"(?:invasion\w*|involvement|infiltration|status)$", tok, re.I)
             verb = _PLEURA_VERB_BEFORE.search(before[-80:])
@@ -450,11 +427,11 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 staged.append(
                     Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40) : m.end() + 20])
                 )
-        if c.lymph and _NODAL_SUBJECT.match(c.text):
+        if nodal_subject(c):
             continue
         for m in _ADJ.finditer(c.text):
             after = c.text[m.end() : m.end() + 20]
-            if re.match(r"\s*(?:\w+\s+)?margin", after, re.I) or _nodal(c, m.start(), m.end()):
+            if re.match(r"\s*(?:\w+\s+)?margin", after, re.I) or nodal_finding(c, m.start(), m.end()):
                 continue
             value = synoptic_value(c.text, m.end())
             if value is not None:
@@ -477,7 +454,7 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
                         pol = "unknown"  # bare "Tumor extension: Not identified"
             elif re.match(
                 r"\s+(?:\w+\s+){0,2}?(?:to|into|through|up\s+to)\s+(?:the\s+)?(?:visceral\s+)?(?:pleura|bronch|lung|parenchyma|lobe)",
-                after + c.text[m.end() + 20 : m.end() + 40],
+                c.text[m.end() : m.end() + 40],
                 re.I,
             ) and not re.search(_ADJ_STRUCT, m.group(0), re.I):
                 pol = None  # "Tumor extension to the pleura ...": within the lung, not this question
@@ -492,18 +469,18 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
         for m in _ADJ_BRONCHUS.finditer(c.text):
             if m.group("neg") or re.match(r"\s*(?:\w+\s+)?margin", c.text[m.end() : m.end() + 20], re.I):
                 continue
-            if _nodal(c, m.start(), m.end()):
+            if nodal_finding(c, m.start(), m.end()):
                 continue
             if mention_polarity(c.text, m.start(), m.end()) == "present":
                 hits.append(Hit("adjacent_invasion", "present", c.gross, c.text[max(0, m.start() - 40) : m.end() + 40]))
         for m in _ADJ_CONFINED.finditer(c.text):
-            if _nodal(c, m.start(), m.end()):
+            if nodal_finding(c, m.start(), m.end()):
                 continue
             hits.append(Hit("adjacent_invasion", "absent", c.gross, c.text[max(0, m.start() - 40) : m.end() + 20]))
         for m in _ADJ_STATE.finditer(c.text):
             if re.search(r"\b(?:margins?|nodes?)\b", c.text[max(0, m.start() - 20) : m.start()], re.I):
                 continue  # "chest wall margin ..." is question 6
-            if _nodal(c, m.start(), m.end()):
+            if nodal_finding(c, m.start(), m.end()):
                 continue
             if HEDGE.search(scope_before(c.text, m.start())) or HEDGE.search(m.group(0)):
                 pol = "unknown"

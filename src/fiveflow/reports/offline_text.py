@@ -326,9 +326,41 @@ def mention_polarity(clause: str, start: int, end: int, default: str | None = "p
     return default
 
 
+_LIST_CUT = re.compile(r"[,;]")
+# Lymph-node statements answer neither the pleural nor the adjacent-structure question ("extranodal extension into
+# the mediastinal fat"), but a clause may name the primary tumour's invasion and the nodes side by side ("...
+# invading the chest wall, with metastases in 2 of 10 lymph nodes"): for those, a stretch also ends at "with" and at
+# an "and" that starts a new statement ("and there", "and metastases", "and 3 of 12 lymph nodes").
+_STATEMENT_CUT = re.compile(
+    r"[,;:]|\.\s|\bwith\b|\band\s+(?=there\b|metasta|\d+\s*(?:/|of)\s*\d+|(?:\w+\s+){0,2}lymph\b)", re.I
+)
+_NODAL_SUBJECT = re.compile(r"^\W*(?:[\w-]+\s+){0,3}?(?:lymph\s+nodes?|nodes?|LNs?)\b", re.I)
+
+
+def _stretch(clause: str, start: int, end: int, cut: re.Pattern[str]) -> tuple[int, int]:
+    """The bounds of the stretch of ``clause`` around ``clause[start:end]`` between two ``cut`` matches."""
+    lo = max((m.end() for m in cut.finditer(clause, 0, start)), default=0)
+    hi = next((m.start() for m in cut.finditer(clause, end)), len(clause))
+    return lo, hi
+
+
 def lymph_context(clause: str, start: int, end: int) -> bool:
     """Does the comma-delimited stretch around ``clause[start:end]`` speak of lymph nodes?"""
-    lo = max(clause.rfind(",", 0, start), clause.rfind(";", 0, start)) + 1
-    hi_c = [i for i in (clause.find(",", end), clause.find(";", end)) if i >= 0]
-    hi = min(hi_c) if hi_c else len(clause)
+    lo, hi = _stretch(clause, start, end, _LIST_CUT)
     return bool(LYMPH_NODE.search(clause[lo:start] + " " + clause[end:hi]))
+
+
+def nodal_subject(clause: Clause) -> bool:
+    """Is the clause about a lymph node ("Lymph nodes, mediastinal: metastatic carcinoma, ...")?"""
+    return clause.lymph and bool(_NODAL_SUBJECT.match(clause.text))
+
+
+def nodal_finding(clause: Clause, start: int, end: int) -> bool:
+    """Does the finding at ``clause.text[start:end]`` belong to a lymph-node statement: the clause is about a
+    lymph node, or the finding's own statement (a narrower stretch than :func:`lymph_context`'s) names one?"""
+    if not clause.lymph:
+        return False
+    if nodal_subject(clause):
+        return True
+    lo, hi = _stretch(clause.text, start, end, _STATEMENT_CUT)
+    return bool(LYMPH_NODE.search(clause.text[lo:hi]))
