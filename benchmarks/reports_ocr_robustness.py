@@ -1,15 +1,19 @@
-"""How much one-letter OCR errors in key words change the offline extractor's answers, with and without
+"""How much one-letter OCR errors and split words change the offline extractor's answers, with and without
 the OCR lexicon (fiveflow.reports.ocr_lexicon).
 
 Real TCGA reports were scanned: key words come with one letter wrong, added or dropped ("pieura",
 "vasculaz", "negattive"). This corrupts a share of the lexicon's words in every report with one random
 edit (a letter changed to a look-alike or a random letter, dropped, or doubled), seeded, and scores how
 often the six answers on the corrupted text equal the answers on the clean text ("consistency"), once
-with the lexicon and once with it switched off. It also counts the words the lexicon restores in the
-real, uncorrupted reports. Reads only the report texts (no GPT-4 answers are used).
+with the lexicon and once with it switched off. A second pass splits the same share of key words in two
+at a random inner position, with a space, a line break or a line-end hyphen ("INVASI ON", "inva-\nsion"),
+and scores the lexicon's rejoining (``ocr_lexicon.join_split``) the same way. It also counts the words
+the lexicon restores in the real, uncorrupted reports. Reads only the report texts (no GPT-4 answers are
+used).
 
 Usage: .venv/bin/python benchmarks/reports_ocr_robustness.py [--csv reports.csv] [--rate 0.2] [--seed 0]
-Last line: RESULT consistency_lexicon=... consistency_off=... ratio=... real_words_restored=... reports=...
+Last line: RESULT consistency_lexicon=... consistency_off=... ratio=... split_lexicon=... split_off=...
+real_words_restored=... real_words_rejoined=... reports=...
 """
 
 from __future__ import annotations
@@ -49,10 +53,16 @@ def corrupt_word(word: str, rng: random.Random) -> str:
     return word
 
 
-def corrupt(text: str, rate: float, rng: random.Random) -> str:
+def split_word(word: str, rng: random.Random) -> str:
+    """``word`` split in two at a random inner position by a space, a line break or a line-end hyphen."""
+    i = rng.randrange(1, len(word))
+    return word[:i] + rng.choice((" ", "\n", "-\n")) + word[i:]
+
+
+def corrupt(text: str, rate: float, rng: random.Random, how=corrupt_word) -> str:
     def edit(m: re.Match[str]) -> str:
         w = m.group(0)
-        return corrupt_word(w, rng) if w.lower() in ocr_lexicon.LEXICON and rng.random() < rate else w
+        return how(w, rng) if w.lower() in ocr_lexicon.LEXICON and rng.random() < rate else w
 
     return re.sub(r"[A-Za-z]+", edit, text)
 
@@ -62,6 +72,10 @@ def labels(texts: list[str], lexicon: bool) -> list[dict[str, str]]:
         return [offline.extract(t).labels for t in texts]
     with mock.patch.object(ocr_lexicon, "correct", lambda t: t):
         return [offline.extract(t).labels for t in texts]
+
+
+def consistency(clean: list[dict[str, str]], bad: list[dict[str, str]]) -> dict[str, float]:
+    return {f: sum(a[f] == b[f] for a, b in zip(clean, bad)) / len(clean) for f in FIELDS}
 
 
 def main() -> None:
@@ -76,22 +90,30 @@ def main() -> None:
     restored = sum(
         ocr_lexicon.term_for(m.group(0).lower()) is not None for t in texts for m in ocr_lexicon._WORD.finditer(t)
     )
+    rejoined = sum(len(t) - len(ocr_lexicon.join_split(t)) for t in texts)  # one character per rejoined word
     rng = random.Random(args.seed)
     noisy = [corrupt(t, args.rate, rng) for t in texts]
+    split = [corrupt(t, args.rate, rng, how=split_word) for t in texts]
     out = {}
     for name, on in (("lexicon", True), ("off", False)):
-        clean, bad = labels(texts, on), labels(noisy, on)
-        per_field = {f: sum(a[f] == b[f] for a, b in zip(clean, bad)) / len(texts) for f in FIELDS}
-        out[name] = sum(per_field.values()) / len(FIELDS)
-        print(f"{name:8s} " + " ".join(f"{f[:8]}={v:.3f}" for f, v in per_field.items()) + f" mean={out[name]:.3f}")
+        clean = labels(texts, on)
+        for kind, bad_texts in (("edit", noisy), ("split", split)):
+            per_field = consistency(clean, labels(bad_texts, on))
+            out[kind, name] = sum(per_field.values()) / len(FIELDS)
+            print(
+                f"{kind:5s} {name:8s} "
+                + " ".join(f"{f[:8]}={v:.3f}" for f, v in per_field.items())
+                + f" mean={out[kind, name]:.3f}"
+            )
     print(
-        f"{len(texts)} reports, {args.rate:.0%} of key words corrupted (seed {args.seed}); "
-        f"{restored} words restored by the lexicon in the uncorrupted reports"
+        f"{len(texts)} reports, {args.rate:.0%} of key words corrupted by one edit, then as many split in two "
+        f"(seed {args.seed}); in the uncorrupted reports the lexicon restores {restored} words and rejoins {rejoined}"
     )
     print(
-        f"RESULT consistency_lexicon={out['lexicon']:.4f} consistency_off={out['off']:.4f} "
-        f"ratio={(1 - out['off']) / max(1e-9, 1 - out['lexicon']):.2f} real_words_restored={restored} "
-        f"reports={len(texts)}"
+        f"RESULT consistency_lexicon={out['edit', 'lexicon']:.4f} consistency_off={out['edit', 'off']:.4f} "
+        f"ratio={(1 - out['edit', 'off']) / max(1e-9, 1 - out['edit', 'lexicon']):.2f} "
+        f"split_lexicon={out['split', 'lexicon']:.4f} split_off={out['split', 'off']:.4f} "
+        f"real_words_restored={restored} real_words_rejoined={rejoined} reports={len(texts)}"
     )
 
 

@@ -16,7 +16,7 @@ from fiveflow.reports.normalize import FIELDS
 
 SEEDS = (0, 1)
 N_SLIDES = 400
-# Measured on seeds (0, 1), 700 patients (rules-v6 and rules-v7 alike): 1.000 for every field but adjacent
+# Measured on seeds (0, 1), 700 patients (rules-v6, rules-v7 and rules-v8 alike): 1.000 for every field but adjacent
 # invasion, 0.9986 (one bare synoptic "TUMOR EXTENSION: Not identified", read as unknown by the reference
 # labeller's convention, where the demo's truth is absent). Before the negated-STAS and "free of tumour" /
 # "no extension beyond the lung" fixes: stas 0.986, adjacent 0.889.

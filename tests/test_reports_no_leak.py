@@ -124,9 +124,9 @@ def test_extract_names_the_type_only_on_request():
 
 
 def test_model_name_tells_the_versions_apart():
-    assert offline.MODEL_NAME == "rules-v7"  # rules-v4 named the type by default
+    assert offline.MODEL_NAME == "rules-v8"  # rules-v4 named the type by default
     assert offline.model_name() == offline.MODEL_NAME == offline.model_name(False)
-    assert offline.model_name(True) == "rules-v7+histotype"
+    assert offline.model_name(True) == "rules-v8+histotype"
 
 
 def _csv(tmp_path: Path) -> Path:
@@ -142,7 +142,7 @@ def test_structure_reports_reads_the_config_key(tmp_path):
     off = structure_reports(src, tmp_path / "off.parquet", {"backend": "offline"})
     no = structure_reports(src, tmp_path / "no.parquet", {"backend": "rules", "name_histotype": False})
     on = structure_reports(src, tmp_path / "on.parquet", {"backend": "rules", "name_histotype": True})
-    assert set(off["model"]) == set(no["model"]) == {"rules-v7"} and set(on["model"]) == {"rules-v7+histotype"}
+    assert set(off["model"]) == set(no["model"]) == {"rules-v8"} and set(on["model"]) == {"rules-v8+histotype"}
     pd.testing.assert_frame_equal(off, no)
     pd.testing.assert_frame_equal(off[["patient_id", *FIELDS]], on[["patient_id", *FIELDS]])
     assert not off["description"].str.contains(NAMES_TYPE).any()
@@ -154,7 +154,7 @@ def test_structure_reports_reads_the_config_key(tmp_path):
         k: json.loads(pq.read_schema(tmp_path / f"{k}.parquet").metadata[b"fiveflow.reports"]) for k in ("off", "on")
     }
     assert meta["off"]["name_histotype"] is False and meta["on"]["name_histotype"] is True
-    assert meta["on"]["model"] == "rules-v7+histotype"
+    assert meta["on"]["model"] == "rules-v8+histotype"
 
 
 def test_name_histotype_is_ignored_by_other_backends(tmp_path, caplog):
@@ -189,12 +189,12 @@ def test_cli_flag_and_config(tmp_path, capsys, monkeypatch):
         assert main(["reports", "extract", str(src), "--backend", "rules", "--output", str(out), *args]) == 0
         return set(pd.read_parquet(out)["model"])
 
-    assert model("--config", str(conf_off)) == {"rules-v7"}
-    assert model("--config", str(conf_off), "--name-histotype") == {"rules-v7+histotype"}
-    assert model("--config", str(conf_on)) == {"rules-v7+histotype"}
-    assert model("--config", str(conf_on), "--no-name-histotype") == {"rules-v7"}
+    assert model("--config", str(conf_off)) == {"rules-v8"}
+    assert model("--config", str(conf_off), "--name-histotype") == {"rules-v8+histotype"}
+    assert model("--config", str(conf_on)) == {"rules-v8+histotype"}
+    assert model("--config", str(conf_on), "--no-name-histotype") == {"rules-v8"}
     monkeypatch.chdir(tmp_path)  # no config.yaml here: the built-in default, off
-    assert model() == {"rules-v7"}
+    assert model() == {"rules-v8"}
     capsys.readouterr()
 
 

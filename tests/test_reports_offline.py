@@ -154,7 +154,10 @@ def test_margins(text, expected):
         ("POORLY DIPFERENTTIATED CARCINOMA", "poor"),  # OCR misspelling
         ("Histologic grade: G3. Nuclear grade: 2.", "poor"),
         ("Grade /Differentiation III", "poor"),
-        ("Invasive grade 4 (of 4) squamous cell carcinoma.", "undifferentiated"),
+        ("Invasive grade 4 (of 4) squamous cell carcinoma.", "poor"),  # four-tier scale: the labeller's reading
+        ("Histologic grade: G4: Undifferentiated.", "undifferentiated"),
+        ("Histologic grade: Grade 4 (of 4), undifferentiated.", "undifferentiated"),
+        ("Metastatic carcinoma in 4/4 lymph nodes. Grade 2 (of 4) adenocarcinoma.", "moderate"),
         ("Tumor classification: M-8140/3, G1, pT2, pN0.", "well"),
         ("Adenocarcinoma, well to moderately differentiated.", "moderate"),
         ("Adenocarcinoma of mixed differentiation.", "mixed"),

@@ -346,7 +346,11 @@ BANK = [
     ("differentiation", "Carcinoma present in cassette G2.", "unknown"),
     ("differentiation", "Squamous cell carcinoma, G3, pT2 pN0.", "poor"),
     ("differentiation", "Grade 2 of 4.", "moderate"),
-    ("differentiation", "Grade 4 (of 4) squamous cell carcinoma.", "undifferentiated"),
+    # the top grade of a stated four-tier scale is answered as poorly differentiated (as GPT-4 answers it)
+    ("differentiation", "Grade 4 (of 4) squamous cell carcinoma.", "poor"),
+    ("differentiation", "Histologic grade: 4/4.", "poor"),
+    ("differentiation", "Grade IV of IV.", "poor"),
+    ("differentiation", "Histologic grade: Grade 3-4 (of 4).", "poor"),
     ("differentiation", "Histologic grade: G2-G3.", "moderate_to_poor"),
     (
         "differentiation",
@@ -518,5 +522,58 @@ def test_corrupted_key_words_give_the_clean_answers():
                     return out
 
         noisy = " ".join(edit(w) for w in REPORT.split(" "))
+        assert noisy != REPORT
+        assert offline.extract(noisy).labels == clean, noisy
+
+
+@pytest.mark.parametrize(
+    "ocr, word",
+    [
+        ("INVASI ON", "INVASION"),
+        ("VESSE L", "VESSEL"),
+        ("Lymphovascu lar", "Lymphovascular"),
+        ("MEDIASTIN AL", "MEDIASTINAL"),
+        ("differen tiation", "differentiation"),
+        ("inva-\nsion", "invasion"),  # a line-end hyphen
+        ("pleu-\nral", "pleural"),
+        ("UNINVOL\nVED", "UNINVOLVED"),  # a line break
+        ("I nvasion", "Invasion"),
+        ("a bsent", "absent"),
+    ],
+)
+def test_the_lexicon_rejoins_key_words_that_ocr_split(ocr, word):
+    assert ocr_lexicon.correct(f"x {ocr}, y") == f"x {word}, y"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "does not involve a bronchus",  # one edit from "involved": only exact joins
+        "in the parenchyma. 4L lymph node",  # never across a full stop
+        "no vascular invasion",  # pieces that are words themselves stay apart
+        "Angio lymphatic",
+        "pleura l",
+        "tumor is present",
+    ],
+)
+def test_the_lexicon_joins_only_pieces_that_spell_a_term_exactly(text):
+    assert ocr_lexicon.join_split(text) == text
+
+
+def test_split_key_words_give_the_clean_answers():
+    clean = offline.extract(REPORT).labels
+    rng = random.Random(1)
+    for _ in range(20):  # every key word split in two at a random place, by a space, a line break or a hyphen
+
+        def split(w: str) -> str:
+            core = w.strip(".,:")
+            if core.lower() not in ocr_lexicon.LEXICON:
+                return w
+            while True:
+                i = rng.randrange(1, len(core))
+                if not {core[:i].lower(), core[i:].lower()} & (ocr_lexicon.LEXICON | ocr_lexicon.KNOWN):
+                    return w.replace(core, core[:i] + rng.choice((" ", "\n", "-\n")) + core[i:])
+
+        noisy = " ".join(split(w) for w in REPORT.split(" "))
         assert noisy != REPORT
         assert offline.extract(noisy).labels == clean, noisy

@@ -516,7 +516,7 @@ def _add_reports(sub) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="rules backend: name the histologic type after the grade in the first answer (an extension "
-        "that puts the class label into the descriptions; model rules-v7+histotype). Default: "
+        "that puts the class label into the descriptions; model rules-v8+histotype). Default: "
         "reports.name_histotype of --config, else off (the six answers only, as the FiVE authors')",
     )
     sp.add_argument(

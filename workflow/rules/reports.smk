@@ -48,7 +48,7 @@ rule reports:
         reports=config["reports"],
         classes=[c["name"] for c in config["classes"]],
         # explicit, so a change reruns the rule (and reads in the job's params): true = the rules backend names
-        # the histologic type, the class label, in the descriptions (model rules-v7+histotype); false = FiVE's six answers
+        # the histologic type, the class label, in the descriptions (model rules-v8+histotype); false = FiVE's six answers
         name_histotype=bool(config["reports"]["name_histotype"]),
     log:
         f"{LOGS}/reports.log",

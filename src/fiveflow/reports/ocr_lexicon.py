@@ -13,6 +13,12 @@ word by a :data:`LEXICON` term when
 keeping the word's case style (``PLEURA``, ``Pleura``, ``pleura``). Words are found with the
 symmetric-delete index (every term with each one letter removed), then each candidate is checked
 with the exact distance. Deterministic and offline; the rules see the corrected text.
+
+OCR also splits a word with a stray space or line break ("INVASI ON", "VESSE L", "Lymphovascu lar") and PDF
+text keeps the hyphenation of a line end ("inva-\nsion"). :func:`join_split` rejoins two pieces when
+together they spell a lexicon term exactly and neither piece is itself a term or a listed real word; pieces
+joined across a full stop, or only one edit away from a term, are left apart ("does not involve a
+bronchus", "parenchyma. 4L" stay as they are). :func:`correct` does both.
 """
 
 from __future__ import annotations
@@ -96,12 +102,43 @@ def _same_case(template: str, word: str) -> str:
     return word
 
 
+# a stray space or line break between two pieces of one word, or a line-end hyphen
+_SPLIT_GAP = re.compile(r"[ ]|[ ]?\n[ ]?|-[ ]?\n[ ]?")
+_LETTERS = re.compile(r"[A-Za-z]+")
+
+
+def _piece_is_word(piece: str) -> bool:
+    return piece in LEXICON or piece in KNOWN
+
+
+def join_split(text: str) -> str:
+    """``text`` with lexicon words that OCR split in two rejoined ("INVASI ON" -> "INVASION"; see the module
+    docstring). The joined word keeps the first piece's case style (both pieces' when the first is one letter)."""
+    out: list[str] = []
+    pos = 0
+    prev: re.Match[str] | None = None
+    for m in _LETTERS.finditer(text):
+        if prev is not None and _SPLIT_GAP.fullmatch(text[prev.end() : m.start()]):
+            a, b = prev.group(0), m.group(0)
+            word = (a + b).lower()
+            if word in LEXICON and not _piece_is_word(a.lower()) and not _piece_is_word(b.lower()):
+                out.append(text[pos : prev.start()])
+                out.append(_same_case(a if len(a) > 1 else a + b, word))
+                pos = m.end()
+                prev = None  # a joined word is not joined again
+                continue
+        prev = m
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def correct(text: str) -> str:
-    """``text`` with one-letter OCR errors of the lexicon's words undone (see the module docstring)."""
+    """``text`` with split lexicon words rejoined and one-letter OCR errors of them undone (see the module
+    docstring)."""
 
     def fix(m: re.Match[str]) -> str:
         w = m.group(0)
         term = term_for(w.lower())
         return w if term is None else _same_case(w, term)
 
-    return _WORD.sub(fix, text)
+    return _WORD.sub(fix, join_split(text))

@@ -31,7 +31,7 @@ The result is categorical labels plus the evidence (clause snippets) behind each
 short canonical phrases (:data:`fiveflow.reports.normalize.CANONICAL`). The phrases answer the six
 questions only, as the FiVE authors' GPT-4 descriptions do: the histologic type the report states is
 kept as data (:attr:`OfflineResult.histology`) but named in the description only on request
-(``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v7+histotype``).
+(``name_histotype``, config ``reports.name_histotype``; ``model`` then reads ``rules-v8+histotype``).
 """
 
 from __future__ import annotations
@@ -74,13 +74,15 @@ from .offline_text import (
 #: (lymphangiosis / haemangiosis carcinomatosa, angioinvasion, pleura parietalis, thoracic wall, bronchial stump,
 #: "highly / medium / low differentiated"); lymphatic statements answer vascular invasion only when no blood-vessel
 #: statement exists.
-MODEL_NAME = "rules-v7"
+#: rules-v8: the top grade of a stated four-tier scale ("Grade 4 (of 4)") is poorly differentiated, as the reference
+#: labeller reads it; key words that OCR split in two ("INVASI ON", "inva-\nsion") are rejoined.
+MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
 
 
 def model_name(name_histotype: bool = False) -> str:
-    """The ``model`` recorded with the labels: ``rules-v7``, or ``rules-v7+histotype`` with the opt-in."""
+    """The ``model`` recorded with the labels: ``rules-v8``, or ``rules-v8+histotype`` with the opt-in."""
     return MODEL_NAME + (HISTOTYPE_SUFFIX if name_histotype else "")
 
 
@@ -648,6 +650,12 @@ _NUCLEAR_GRADE = re.compile(
     r"\b(?:(?:high|low|intermediate)\s+)?nuclear\s+grade\b(?:\s*[:.]?\s*\(?[\dIV/ ]*\)?)?", re.I
 )
 _GRADE_OF = re.compile(r"\s*(?:/|\(?\s*of\s+)\s*[34]\b\s*\)?", re.I)
+# Reference-labeller convention: on a stated four-tier scale (Broders' grading, "Grade 4 (of 4)"), the top grade is
+# answered as poorly differentiated, not undifferentiated: GPT-4 writes "poorly differentiated (Grade 4 of 4)" for
+# both such development reports, and a carcinoma typed as squamous or adenocarcinoma shows the differentiation
+# that names it (the WHO reserves "undifferentiated" for other types). A bare "G4", or "undifferentiated" said of
+# the same grade ("Grade 4 (of 4), undifferentiated"), keeps its meaning.
+_TOP_OF_FOUR = re.compile(r"\b(grade\s*[:.]?\s*)(?:4|IV)(?=\s*(?:/|\(?\s*of\s+)\s*(?:4|IV|four)\b)", re.I)
 _GRADE_WORDS = re.compile(r"\b(?:well|moderate\w*|poor\w*|un)[\s-]*differentiat|\bmixed\s+differentiation", re.I)
 _GRADE_MENTION = re.compile(
     r"\bgrade\s*[:.]?\s*(?:[1-4]|iv|i{1,3})\b(?:\s*-\s*(?:[1-4]|iv|i{1,3})\b)?(?!\s*(?:cm|mm))|\(G\s?[1-4]\)|"
@@ -677,7 +685,7 @@ def _differentiation(cls: list[Clause]) -> tuple[str, list[Hit]]:
     for i, c in enumerate(cls):
         if _GRADE_IGNORE.search(c.text):
             continue
-        text = _NUCLEAR_GRADE.sub(" ", c.text)
+        text = _TOP_OF_FOUR.sub(r"\g<1>3", _NUCLEAR_GRADE.sub(" ", c.text))
         for m in _GRADE_KEY.finditer(text):
             value = m.group(1) if m.group(1) is not None else m.group(2)
             if value is None and i + 1 < len(cls):  # "Grade/Differentiation. III"

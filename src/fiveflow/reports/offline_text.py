@@ -81,7 +81,7 @@ def clean_text(text: str) -> str:
     t = unicodedata.normalize("NFKC", str(text))
     t = t.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     t = re.sub(r"[\t\r\f\v]+", " ", t)
-    t = ocr_lexicon.correct(t)  # one-letter OCR errors of the rules' key words ("pieura", "vasculaz")
+    t = ocr_lexicon.correct(t)  # split ("INVASI ON") and one-letter ("pieura") OCR errors of key words
     t = re.sub(r"(?<=[a-z]{3})(?=[A-Z][a-z]{2})", " ", t)  # OCR-glued words: "diagnosisPoorly"
     for pat, rep in _OCR_FIXES:
         t = pat.sub(lambda m, rep=rep: m.group(0) if m.expand(rep).lower() == m.group(0).lower() else m.expand(rep), t)

@@ -2,9 +2,9 @@
 
 Backends (``reports.backend``):
 
-* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v7``. The
+* ``offline``: :mod:`fiveflow.reports.offline` rules; no network; ``model`` = ``rules-v8``. The
   descriptions answer the six questions only; ``reports.name_histotype: true`` (an opt-in extension that
-  leaks the class label) names the histologic type after the grade, and ``model`` = ``rules-v7+histotype``.
+  leaks the class label) names the histologic type after the grade, and ``model`` = ``rules-v8+histotype``.
 * ``openai``: :mod:`fiveflow.reports.llm` against any OpenAI-compatible server (``reports.openai``).
   A report whose requests fail for good (after the client's retries) gets the flag ``llm_failed`` and
   all fields unknown; when more than ``reports.openai.max_failed_share`` (default 0) of the reports
