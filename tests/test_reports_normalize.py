@@ -48,6 +48,10 @@ def gpt_answers():
         ("Histologic grade is 2-3/3, indicating moderately to poorly differentiated", "moderate_to_poor"),
         ("Lesion differentiation is grade 3 for both tumors", "poor"),
         ("Lesion is grade 1 (of 4), indicating well-differentiated", "well"),
+        # the top grade of a stated four-tier scale is poorly differentiated (the offline rules read it so too)
+        ("Lesion is grade 4 (of 4)", "poor"),
+        ("Lesion is poorly differentiated (Grade 4 of 4)", "poor"),
+        ("Grade 4", "undifferentiated"),
         ("Differentiation of the lesion is well to moderately differentiated (G1-G2)", "moderate"),
         ("Lesion is very poorly differentiated or largely undifferentiated (G4)", "poor"),
         ("Undifferentiated", "undifferentiated"),

@@ -248,8 +248,24 @@ _WORD_LEVEL = {"well": 1, "moderately well": 2, "moderate": 2, "moderately": 2, 
 _LEVEL_NAME = {1: "well", 2: "moderate", 3: "poor", 4: "undifferentiated"}
 
 
+# Reference-labeller convention: on a stated four-tier scale (Broders' grading, "Grade 4 (of 4)"), the top grade is
+# poorly differentiated, not undifferentiated: GPT-4 writes "poorly differentiated (Grade 4 of 4)" for both such
+# development reports, and a carcinoma typed as squamous or adenocarcinoma shows the differentiation that names it
+# (the WHO reserves "undifferentiated" for other types). A bare "G4", or "undifferentiated" said of the same grade
+# ("Grade 4 (of 4), undifferentiated"), keeps its meaning.
+_TOP_OF_FOUR = re.compile(r"\b(grade\s*[:.]?\s*)(?:4|IV)(?=\s*(?:/|\(?\s*of\s+)\s*(?:4|IV|four)\b)", re.I)
+
+
+def four_tier_top(text: str) -> str:
+    """``text`` with the top grade of a stated four-tier scale written as grade 3 ("Grade 4 (of 4)" -> "Grade 3
+    (of 4)"): poorly differentiated, as the reference labeller reads it (see ``_TOP_OF_FOUR``)."""
+    return _TOP_OF_FOUR.sub(r"\g<1>3", text)
+
+
 def grade_levels(text: str) -> set[int]:
-    """Grade levels (1 well .. 4 undifferentiated) named in ``text``; words win over numbers."""
+    """Grade levels (1 well .. 4 undifferentiated) named in ``text``; words win over numbers; the top grade of a
+    stated four-tier scale is poorly differentiated (:func:`four_tier_top`)."""
+    text = four_tier_top(text)
     levels: set[int] = set()
     for m in _GRADE_RANGE.finditer(text):
         levels |= {_WORD_LEVEL[m.group(1).lower()], _WORD_LEVEL[m.group(2).lower()]}

@@ -39,7 +39,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .normalize import FIELDS, canonical_description, earliest_cue, grade_levels, levels_to_differentiation
+from .normalize import (
+    FIELDS,
+    canonical_description,
+    earliest_cue,
+    four_tier_top,
+    grade_levels,
+    levels_to_differentiation,
+)
 from .offline_text import (
     HEDGE,
     Clause,
@@ -650,12 +657,6 @@ _NUCLEAR_GRADE = re.compile(
     r"\b(?:(?:high|low|intermediate)\s+)?nuclear\s+grade\b(?:\s*[:.]?\s*\(?[\dIV/ ]*\)?)?", re.I
 )
 _GRADE_OF = re.compile(r"\s*(?:/|\(?\s*of\s+)\s*[34]\b\s*\)?", re.I)
-# Reference-labeller convention: on a stated four-tier scale (Broders' grading, "Grade 4 (of 4)"), the top grade is
-# answered as poorly differentiated, not undifferentiated: GPT-4 writes "poorly differentiated (Grade 4 of 4)" for
-# both such development reports, and a carcinoma typed as squamous or adenocarcinoma shows the differentiation
-# that names it (the WHO reserves "undifferentiated" for other types). A bare "G4", or "undifferentiated" said of
-# the same grade ("Grade 4 (of 4), undifferentiated"), keeps its meaning.
-_TOP_OF_FOUR = re.compile(r"\b(grade\s*[:.]?\s*)(?:4|IV)(?=\s*(?:/|\(?\s*of\s+)\s*(?:4|IV|four)\b)", re.I)
 _GRADE_WORDS = re.compile(r"\b(?:well|moderate\w*|poor\w*|un)[\s-]*differentiat|\bmixed\s+differentiation", re.I)
 _GRADE_MENTION = re.compile(
     r"\bgrade\s*[:.]?\s*(?:[1-4]|iv|i{1,3})\b(?:\s*-\s*(?:[1-4]|iv|i{1,3})\b)?(?!\s*(?:cm|mm))|\(G\s?[1-4]\)|"
@@ -685,7 +686,7 @@ def _differentiation(cls: list[Clause]) -> tuple[str, list[Hit]]:
     for i, c in enumerate(cls):
         if _GRADE_IGNORE.search(c.text):
             continue
-        text = _TOP_OF_FOUR.sub(r"\g<1>3", _NUCLEAR_GRADE.sub(" ", c.text))
+        text = four_tier_top(_NUCLEAR_GRADE.sub(" ", c.text))
         for m in _GRADE_KEY.finditer(text):
             value = m.group(1) if m.group(1) is not None else m.group(2)
             if value is None and i + 1 < len(cls):  # "Grade/Differentiation. III"
