@@ -395,3 +395,18 @@ def test_the_tumour_size_the_t4_reading_checks(text, size):
     from fiveflow.reports.offline_text import clauses
 
     assert offline._tumour_size_cm(clauses(text)) == size
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("THREE (3) PULMONARY LYMPH NODES AND BRONCHIAL AND. VASCULAR MARGINS ARE NEGATIVE FOR TUMOR.", "negative"),
+        ("Lymph nodes (0/6) and margins are free of tumor.", "negative"),
+        ("Six lymph nodes and the bronchial margin, negative for malignancy.", "negative"),
+        # not one subject: the lymph-node finding stays the nodes' ("positive" is not read as the margins')
+        ("Two lymph nodes positive for carcinoma and margins.", "unknown"),
+        ("Lymph nodes with metastatic carcinoma and bronchial margins.", "unknown"),
+    ],
+)
+def test_margins_coordinated_with_lymph_nodes(text, expected):
+    assert offline.extract(text).labels["margins"] == expected

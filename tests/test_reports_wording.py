@@ -422,6 +422,11 @@ BANK = [
     ),
     ("adjacent_invasion", "The tumor invades the chest wall and metastasizes to two hilar lymph nodes.", "present"),
     ("pleural_invasion", "Lymph nodes, level 10: visceral pleura free, nodes negative.", "unknown"),
+    # margins and lymph nodes as one subject of one finding: the finding is the margins' too
+    ("margins", "Three lymph nodes and the bronchial and vascular margins are negative for tumor.", "negative"),
+    ("margins", "The bronchial margin and all lymph nodes are free of tumor.", "negative"),
+    ("margins", "Bronchial margin and 5 hilar lymph nodes negative for carcinoma.", "negative"),
+    ("margins", "Margins and lymph nodes are negative.", "negative"),
 ]
 
 

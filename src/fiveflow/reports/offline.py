@@ -82,7 +82,8 @@ from .offline_text import (
 #: "highly / medium / low differentiated"); lymphatic statements answer vascular invasion only when no blood-vessel
 #: statement exists.
 #: rules-v8: the top grade of a stated four-tier scale ("Grade 4 (of 4)") is poorly differentiated, as the reference
-#: labeller reads it; key words that OCR split in two ("INVASI ON", "inva-\nsion") are rejoined.
+#: labeller reads it; key words that OCR split in two ("INVASI ON", "inva-\nsion") are rejoined; margins named with
+#: lymph nodes as one subject of one finding ("Lymph nodes and margins are negative") are read.
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -567,6 +568,34 @@ _MARGIN_SKIP_BEFORE = re.compile(
     r"designation|labeled)\b[^.]{0,40}$",
     re.I,
 )
+# Margins and lymph nodes as one coordinated subject of one finding ("Three lymph nodes and the bronchial and vascular
+# margins are negative for tumor", "The bronchial margin and all lymph nodes are free of tumor"): the finding is the
+# margins' too, so the lymph-node mention does not make it a lymph-node statement. Only a bare "and" (no verb, no
+# finding) may stand between the two names.
+_NODES_AND_MARGIN = re.compile(
+    r"\bnodes?(?:\s*\([^)]{0,20}\))?\s+(?:and|&)\s+(?:(?:the|all|both|other)\s+)?(?:[\w-]+\s+){0,4}?$", re.I
+)
+_MARGIN_AND_NODES = re.compile(
+    r"^\s*(?:and|&)\s+(?:(?:the|all|both|other)\s+)?(?:(?:\(?\w+\)?|[\w-]+)\s+){0,4}?(?:lymph\s+)?nodes?\b", re.I
+)
+_COORD_STOP = re.compile(
+    r"\b(?:is|are|was|were|with|without|show\w*|involv\w*|metasta\w*|carcinoma|tumou?r|negative|positive|free|"
+    r"clear|no|not)\b",
+    re.I,
+)
+
+
+def _margins_with_nodes(t: str, start: int, end: int) -> bool:
+    """Is the margin mention at ``t[start:end]`` coordinated with a lymph-node mention by a bare "and"?"""
+    noun = re.search(r"(?:margins?|lines?|edges?|surfaces?|planes?|levels?|stump)\b", t[start:end], re.I)
+    head_end = start + noun.start() if noun else start
+    ahead = _NODES_AND_MARGIN.search(t[max(0, start - 60) : head_end])
+    if ahead and not _COORD_STOP.search(ahead.group(0).split(None, 1)[-1]):
+        return True
+    behind = _MARGIN_AND_NODES.match(t[end : end + 60])
+    return bool(behind) and not _COORD_STOP.search(behind.group(0))
+
+
 _MARGIN_DISTANCE = re.compile(r"\s*(?:\([^)]{0,20}\)\s*)?(?::|is|of)\s*(\d+(?:\.\d+)?)\s*(?:cm|mm)\b", re.I)
 _R_CODE = re.compile(r"(?<![A-Za-z0-9/#-])R\s?([012]|[xX])(?![A-Za-z0-9-])")
 _R_CONTEXT = re.compile(
@@ -611,7 +640,9 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 # "Distance of invasive carcinoma from closest margin: 2.5 cm": the tumour is clear of it
                 hits.append(Hit("margins", "negative", c.gross, t[max(0, m.start() - 50) : m.end() + 30]))
                 continue
-            if _MARGIN_SKIP_BEFORE.search(before) or lymph_context(t, m.start(), m.end()):
+            if _MARGIN_SKIP_BEFORE.search(before) or (
+                lymph_context(t, m.start(), m.end()) and not _margins_with_nodes(t, m.start(), m.end())
+            ):
                 continue
             after = re.split(r"\.\s", t[m.end() :])[0][:140]
             value = synoptic_value(t, m.end())
