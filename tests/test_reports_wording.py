@@ -427,6 +427,14 @@ BANK = [
     ("margins", "The bronchial margin and all lymph nodes are free of tumor.", "negative"),
     ("margins", "Bronchial margin and 5 hilar lymph nodes negative for carcinoma.", "negative"),
     ("margins", "Margins and lymph nodes are negative.", "negative"),
+    # "neither ... nor", and a negation that governs "present" / "seen" / "found" ("is not present at the margin")
+    ("pleural_invasion", "Neither pleural nor vascular invasion is identified.", "absent"),
+    ("vascular_invasion", "Neither lymphatic nor venous invasion is seen.", "absent"),
+    ("margins", "Neither the bronchial nor the vascular margin is involved.", "negative"),
+    ("margins", "Carcinoma is not present at the margin.", "negative"),
+    ("margins", "Tumor is not seen at the bronchial margin.", "negative"),
+    ("margins", "Tumor does not involve the lymph nodes or the bronchial margin.", "negative"),
+    ("margins", "Bronchial margin not involved, pleural margin focally involved.", "positive"),
 ]
 
 

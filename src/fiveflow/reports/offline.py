@@ -83,7 +83,9 @@ from .offline_text import (
 #: statement exists.
 #: rules-v8: the top grade of a stated four-tier scale ("Grade 4 (of 4)") is poorly differentiated, as the reference
 #: labeller reads it; key words that OCR split in two ("INVASI ON", "inva-\nsion") are rejoined; margins named with
-#: lymph nodes as one subject of one finding ("Lymph nodes and margins are negative") are read.
+#: lymph nodes as one subject of one finding ("Lymph nodes and margins are negative") are read; "neither ... nor" is a
+#: negation; a negation governs "present" / "seen" / "found" after it ("Carcinoma is not present at the margin" was
+#: read as positive).
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -129,7 +131,7 @@ _VK = (
     r"intralymphatic|endolymphatic|veins?|arter(?:y|ies))"
 )
 _PAREN = r"(?:\s*\([^)]{0,25}\))?"  # "(large vessel)", "(V)"
-_AND = r"(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+|/)\s*)"
+_AND = r"(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+n?or\s+|/)\s*)"
 # A coordinated list of invasion kinds: "vascular, lymphatic or perineural (invasion)".
 _VK_LIST = rf"{_VK}{_PAREN}(?:{_AND}(?:{_VK}|perineural|pleural|visceral\s+pleural|pericardial){_PAREN})*"
 _VASC = re.compile(
@@ -219,7 +221,7 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
 # Pleural invasion.
 _PK = r"(?:(?:visceral|parietal|mediastinal)\s+)?pleura(?:l)?(?:\s+surfaces?|\s+elastic\s+(?:layer|lamina))?"
 _PLEURA = re.compile(
-    rf"\b{_PK}(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+|/)\s*(?:{_VK}|perineural|pericardial)"
+    rf"\b{_PK}(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+n?or\s+|/)\s*(?:{_VK}|perineural|pericardial)"
     rf"(?:\s*\([^)]{{0,25}}\))?)*(?:\s+(?:invasion\w*|involvement|infiltration|status))?\b|\bPL\s?[0-3]\b",
     re.I,
 )
@@ -560,7 +562,8 @@ _MARGIN_POS_BEFORE = re.compile(
 _MARGIN_NEG_BEFORE = re.compile(
     r"\b(?:clear\s+of|free\s+of|away\s+from|from|distance\s+(?:\w+\s+){0,4}(?:from|to))\s+(?:the\s+)?(?:\w+\s+){0,3}$"
     r"|\bno\s+(?:\w+\s+)?(?:tumou?r|carcinoma|malignancy|neoplasm)\b.*$|"
-    r"\b(?:negative|tumou?r-free|non-tumou?rous|uninvolved|free)\s+(?:\w+\s+){0,3}$",
+    r"\b(?:negative|tumou?r-free|non-tumou?rous|uninvolved|free)\s+(?:\w+\s+){0,3}$|"
+    r"\b(?:neither|nor)\s+(?:\w+\s+){0,4}$",  # "Neither the bronchial nor the vascular margin is involved"
     re.I,
 )
 _MARGIN_SKIP_BEFORE = re.compile(
@@ -570,13 +573,15 @@ _MARGIN_SKIP_BEFORE = re.compile(
 )
 # Margins and lymph nodes as one coordinated subject of one finding ("Three lymph nodes and the bronchial and vascular
 # margins are negative for tumor", "The bronchial margin and all lymph nodes are free of tumor"): the finding is the
-# margins' too, so the lymph-node mention does not make it a lymph-node statement. Only a bare "and" (no verb, no
-# finding) may stand between the two names.
+# margins' too, so the lymph-node mention does not make it a lymph-node statement. Only a bare "and" / "or" / "nor"
+# (no verb, no finding) may stand between the two names.
 _NODES_AND_MARGIN = re.compile(
-    r"\bnodes?(?:\s*\([^)]{0,20}\))?\s+(?:and|&)\s+(?:(?:the|all|both|other)\s+)?(?:[\w-]+\s+){0,4}?$", re.I
+    r"\bnodes?(?:\s*\([^)]{0,20}\))?(?:\s*,)?\s+(?:and|n?or|&)\s+(?:(?:the|all|both|other)\s+)?(?:[\w-]+\s+){0,4}?$",
+    re.I,
 )
 _MARGIN_AND_NODES = re.compile(
-    r"^\s*(?:and|&)\s+(?:(?:the|all|both|other)\s+)?(?:(?:\(?\w+\)?|[\w-]+)\s+){0,4}?(?:lymph\s+)?nodes?\b", re.I
+    r"^\s*,?\s*(?:and|n?or|&)\s+(?:(?:the|all|both|other)\s+)?(?:(?:\(?\w+\)?|[\w-]+)\s+){0,4}?(?:lymph\s+)?nodes?\b",
+    re.I,
 )
 _COORD_STOP = re.compile(
     r"\b(?:is|are|was|were|with|without|show\w*|involv\w*|metasta\w*|carcinoma|tumou?r|negative|positive|free|"
@@ -586,7 +591,7 @@ _COORD_STOP = re.compile(
 
 
 def _margins_with_nodes(t: str, start: int, end: int) -> bool:
-    """Is the margin mention at ``t[start:end]`` coordinated with a lymph-node mention by a bare "and"?"""
+    """Is the margin mention at ``t[start:end]`` coordinated with a lymph-node mention by a bare "and" / "or"?"""
     noun = re.search(r"(?:margins?|lines?|edges?|surfaces?|planes?|levels?|stump)\b", t[start:end], re.I)
     head_end = start + noun.start() if noun else start
     ahead = _NODES_AND_MARGIN.search(t[max(0, start - 60) : head_end])
@@ -652,7 +657,11 @@ def _margins(cls: list[Clause]) -> tuple[str, list[Hit]]:
             pos_before = bool(_MARGIN_POS_BEFORE.search(before)) and not negated(t, m.start(), before)
             if HEDGE.search(before):
                 pol: str | None = "unknown"
-            elif _MARGIN_NEG_BEFORE.search(before):
+            elif _MARGIN_NEG_BEFORE.search(before) or (
+                value is None and not m.group(0).startswith(",") and negated(t, m.start(), before)
+            ):
+                # "... clear of the margin", "does not involve the lymph nodes or the bronchial margin"; not a list's
+                # next item ("bronchial margin not involved, pleural margin focally involved")
                 pol = "negative"
             elif value is not None:  # a synoptic line: its value decides ("Tumor at margin: Not identified")
                 pol = _margin_first_cue(value)

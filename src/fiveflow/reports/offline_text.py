@@ -179,7 +179,7 @@ def clauses(text: str) -> list[Clause]:
 # ----------------------------------------------------------------------------- polarity
 
 NEG_BEFORE = re.compile(
-    r"\b(?:no|not|nor|without|negative\s+for|free\s+of|absence\s+of|absent|does\s+not|did\s+not|do\s+not|"
+    r"\b(?:no|not|neither|nor|without|negative\s+for|free\s+of|absence\s+of|absent|does\s+not|did\s+not|do\s+not|"
     r"is\s+not|are\s+not|was\s+not|were\s+not|n't|lacks?|lacking|rule[sd]?\s+out|uninvolved|unassociated\s+with)\b",
     re.I,
 )
@@ -259,9 +259,14 @@ def negated(clause: str, start: int, before: str | None = None) -> bool:
         # Negation scopes over a few words, and not across a statement of presence
         # ("... but not through pleura, tumor identified within lymphovascular space").
         gap = before[neg[-1].end() :]
-        # ... but the verb the negation governs is part of it ("does not show lymphovascular invasion")
+        # ... but the verb the negation governs is part of it ("does not show lymphovascular invasion", "carcinoma is
+        # not present at the margin")
         governed = re.sub(
-            r"^\s*(?:show|demonstrat|reveal|exhibit|display|contain|have|has|see|identif)\w*\s+", "", gap, flags=re.I
+            r"^\s*(?:show|demonstrat|reveal|exhibit|display|contain|have|has|see|seen|identif|present|noted|found|observed|"
+            r"detected)\w*\s+",
+            "",
+            gap,
+            flags=re.I,
         )
         return len(gap.split()) <= 6 and not re.search(
             r"\b(?:identified|present|seen|noted|shows?|showing|with)\b", governed, re.I
