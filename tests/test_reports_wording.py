@@ -435,6 +435,22 @@ BANK = [
     ("margins", "Tumor is not seen at the bronchial margin.", "negative"),
     ("margins", "Tumor does not involve the lymph nodes or the bronchial margin.", "negative"),
     ("margins", "Bronchial margin not involved, pleural margin focally involved.", "positive"),
+    # more standard phrasings: a tumour "present in" the pleura, the pleural elastic layer named alone, structures
+    # of the thoracic inlet and mediastinum, intravascular tumour, STAS through alveolar spaces, an R code as the
+    # value of a margin line
+    ("pleural_invasion", "Carcinoma is not present in the pleura.", "absent"),
+    ("pleural_invasion", "Tumor is present in the visceral pleura.", "present"),
+    ("pleural_invasion", "Elastic stain shows invasion beyond the elastic layer.", "present"),
+    ("pleural_invasion", "Elastic stain shows no invasion beyond the elastic layer.", "absent"),
+    ("adjacent_invasion", "Tumor invades the brachial plexus.", "present"),
+    ("adjacent_invasion", "Tumor involves the azygos vein.", "present"),
+    ("adjacent_invasion", "Tumor infiltrates the recurrent laryngeal nerve.", "present"),
+    ("vascular_invasion", "Intravascular tumor is present.", "present"),
+    ("vascular_invasion", "No intralymphatic tumor is seen.", "absent"),
+    ("stas", "Spread of tumor through alveolar spaces is seen.", "present"),
+    ("stas", "Spread through alveolar spaces: not identified.", "absent"),
+    ("margins", "Resection margins: R1.", "positive"),
+    ("margins", "Resection margins: R0.", "negative"),
 ]
 
 

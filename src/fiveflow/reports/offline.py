@@ -85,7 +85,9 @@ from .offline_text import (
 #: labeller reads it; key words that OCR split in two ("INVASI ON", "inva-\nsion") are rejoined; margins named with
 #: lymph nodes as one subject of one finding ("Lymph nodes and margins are negative") are read; "neither ... nor" is a
 #: negation; a negation governs "present" / "seen" / "found" after it ("Carcinoma is not present at the margin" was
-#: read as positive).
+#: read as positive); a tumour "present in" the pleura, "invasion beyond the elastic layer", the brachial plexus, azygos
+#: vein, recurrent laryngeal / vagus nerve and subclavian vessels, "intravascular tumor", "spread through alveolar
+#: spaces" and "Resection margins: R1" are read.
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -143,7 +145,8 @@ _VASC = re.compile(
     r"lymphatic\s+|and\s+)*(?:vessels?|veins?|venous\s+walls?|arter(?:y|ies|ial\s+walls?)|lymphatics|vascular\s+(?:spaces|walls?)|"
     r"lymphovascular\s+spaces?|angiolymphatic\s+\w+)\b|"
     r"\bwithin\s+(?:\w+\s+){0,3}(?:lymphovascular|vascular|vessel|lymphatic|angiolymphatic)\s+(?:spaces?|channels?|lum(?:en|ina))\b|"
-    r"\btumou?r(?:ous)?\s+(?:thromb\w+|emboli)\b|\b(?:vascular|vessel)\s+tumou?r(?:ous)?\s+thromb\w*",
+    r"\btumou?r(?:ous)?\s+(?:thromb\w+|emboli)\b|\b(?:vascular|vessel)\s+tumou?r(?:ous)?\s+thromb\w*|"
+    r"\b(?:intravascular|intralymphatic|endolymphatic)\s+(?:tumou?r|carcinoma)\b",  # "Intravascular tumor is present"
     re.I,
 )
 _VASC_LISTED = re.compile(rf"^(?:invasion\s*:\s*)?({_VK}|perineural)\s*:", re.I)  # "Invasion: venous: not identified"
@@ -227,7 +230,7 @@ _PLEURA = re.compile(
 )
 _PLEURA_VERB_BEFORE = re.compile(
     r"(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|penetrat\w*|breach\w*|reach\w*|"
-    r"through|into|negative|positive|free|uninvolved|(?:present|seen|identified)\s+at)\s+(?:\w+\s+){0,4}$|"
+    r"through|into|negative|positive|free|uninvolved|(?:present|seen|identified)\s+(?:at|in|within))\s+(?:\w+\s+){0,4}$|"
     r"\b(?:invasion|extension|extends?|extending)\s+beyond\s+(?:the\s+)?elastic\s+(?:layer|lamina)\s+of\s+(?:the\s+)?$",
     re.I,
 )
@@ -256,6 +259,14 @@ _PLEURA_SHALLOW = re.compile(
     r"(?:abut\w*|approach\w*|close\s+to|(?:just\s+)?beneath|near|towards?)\s+(?:\w+\s+){0,3}$", re.I
 )
 _PLEURA_PL1 = re.compile(r"\b(?:into|to),?\s+but\s+not\s+through,?\s+(?:\w+\s+){0,3}$", re.I)
+# Invasion beyond the (pleural) elastic layer is visceral pleural invasion by definition (PL1), whether or not the
+# sentence names the pleura ("Elastic stain shows invasion beyond the elastic layer"); "elastic lamina" is not read
+# without "pleural", since a vessel has one too.
+_PLEURA_ELASTIC = re.compile(
+    r"\b(?:invasion|invad\w+|extension|extend\w*|penetrat\w+|infiltrat\w+)\s+(?:\w+\s+)?(?:beyond|through|past)\s+"
+    r"(?:the\s+)?(?:(?:visceral\s+)?pleural\s+elastic\s+(?:layer|lamina)|elastic\s+layer)\b",
+    re.I,
+)
 _EXTENT_KEY = re.compile(
     r"\b(?:tumou?r\s+extent|direct\s+extension(?:\s+of\s+tumou?r)?|(?:extra[\s-]*pulmonary\s+(?:parenchymal\s+)?)?"
     r"extension(?:/invasion)?(?:\s+of\s+tumou?r)?|tumou?r\s+extension)\s*(?:\([^)]*\))?\s*:\s*([^:]{0,80})",
@@ -276,6 +287,13 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 pol = "absent" if first_cue(value) == "absent" else "present"
                 hits.append(Hit("pleural_invasion", pol, c.gross, m.group(0)[:100]))
                 done.append(m.span())
+        for m in _PLEURA_ELASTIC.finditer(t):
+            if HEDGE.search(scope_before(t, m.start())):
+                pol = "unknown"
+            else:
+                pol = "absent" if negated(t, m.start()) else "present"
+            hits.append(Hit("pleural_invasion", pol, c.gross, t[max(0, m.start() - 40) : m.end() + 20]))
+            done.append(m.span())
         for m in _PLEURA.finditer(t):
             if any(a <= m.start() < b for a, b in done):
                 continue
@@ -339,7 +357,8 @@ _ADJ_STRUCT = (
     r"(?:(?:chest|thoracic)\s+wall|ribs?|intercostal|pleura\s+parietalis|diaphragm\w*|pericardi\w*|mediastin\w*|thym\w+|(?:o)?esophag\w+|"
     r"vertebra\w*|atri(?:um|al)(?:\s+muscle)?|heart|great\s+vessels?|trachea\w*|carina|phrenic\s+nerve|parietal\s+pleura|"
     r"skeletal\s+muscle|soft\s+tissues?\s+of\s+the\s+chest|superior\s+vena\s+cava|aorta|(?:main\s+)?pulmonary\s+(?:artery\s+)?trunk|main\s+pulmonary\s+artery|hilar\s+(?:fat|soft\s+tissue)|"
-    r"(?:chest\s+wall|mediastinal)\s+(?:fat|soft\s+tissue))"
+    r"(?:chest\s+wall|mediastinal)\s+(?:fat|soft\s+tissue)|brachial\s+plexus|azygos(?:\s+vein)?|"
+    r"(?:recurrent\s+laryngeal|vagus|vagal)\s+nerve|subclavian\s+(?:artery|vein|vessels?))"
 )
 _ADJ = re.compile(
     rf"\b(?:invad\w+|invasion\s+(?:of|into)|involv\w+|infiltrat\w+|extend\w*|extension)\s+(?:\w+\s+){{0,4}}?(?:the\s+)?"
@@ -509,7 +528,11 @@ def _adjacent(cls: list[Clause]) -> tuple[str, list[Hit]]:
 
 
 # Spread through air spaces.
-_STAS = re.compile(r"\bspread\s+through\s+(?:the\s+)?air\s*[- ]?spaces?\b|\bSTAS\b|\baerogenous\s+spread\b", re.I)
+_STAS = re.compile(
+    r"\bspread\s+(?:of\s+(?:the\s+)?(?:tumou?r|carcinoma)\s+(?:cells\s+)?)?through\s+(?:the\s+)?(?:air\s*[- ]?|alveolar\s+)spaces?\b|"
+    r"\bSTAS\b|\baerogenous\s+spread\b",
+    re.I,
+)
 
 
 def _stas(cls: list[Clause]) -> tuple[str, list[Hit]]:
@@ -605,7 +628,8 @@ _MARGIN_DISTANCE = re.compile(r"\s*(?:\([^)]{0,20}\)\s*)?(?::|is|of)\s*(\d+(?:\.
 _R_CODE = re.compile(r"(?<![A-Za-z0-9/#-])R\s?([012]|[xX])(?![A-Za-z0-9-])")
 _R_CONTEXT = re.compile(
     r"\bp?T\s?[0-4][a-c]?\b|\bresidual\s+tumou?r|\bR[\s-]*(?:classification|category|status)|\bcategory\s+of\b|"
-    r"\b(?:resection|margin)\s+status|\bcomplete(?:ly)?\s+resect\w*|\bR\s?[012xX]\s+resection\b|\bstage\b",
+    r"\b(?:resection|margin)\s+status|\bcomplete(?:ly)?\s+resect\w*|\bR\s?[012xX]\s+resection\b|\bstage\b|"
+    r"\bmargins?\s*:\s*R\s?[012xX]\b",  # "Resection margins: R1"
     re.I,
 )
 
