@@ -410,3 +410,10 @@ def test_the_tumour_size_the_t4_reading_checks(text, size):
 )
 def test_margins_coordinated_with_lymph_nodes(text, expected):
     assert offline.extract(text).labels["margins"] == expected
+
+
+def test_an_extent_heading_without_a_value_is_not_a_finding():
+    # "EXTENT OF INVASION" before a copied staging definition is a heading, not invasion of anything
+    text = "PATHOLOGIC STAGING. EXTENT OF INVASION. pT2b. (Tumor greater than 5 cm, but 7 cm or less in greatest. dimension)."
+    assert offline.extract(text).labels["adjacent_invasion"] == "unknown"
+    assert offline.extract("Extent of invasion: Chest wall.").labels["adjacent_invasion"] == "present"

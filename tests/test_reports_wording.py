@@ -451,6 +451,11 @@ BANK = [
     ("stas", "Spread through alveolar spaces: not identified.", "absent"),
     ("margins", "Resection margins: R1.", "positive"),
     ("margins", "Resection margins: R0.", "negative"),
+    ("adjacent_invasion", "Extent of invasion: Chest wall.", "present"),
+    ("pleural_invasion", "EXTENT OF INVASION: VISCERAL PLEURA.", "present"),
+    ("adjacent_invasion", "The attached chest wall tissue is involved by carcinoma.", "present"),
+    ("margins", "Tumor approaches within 0.1 cm of the parenchymal margin.", "negative"),
+    ("differentiation", "GRADE: II/III.", "moderate"),
 ]
 
 

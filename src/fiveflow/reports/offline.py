@@ -87,7 +87,8 @@ from .offline_text import (
 #: negation; a negation governs "present" / "seen" / "found" after it ("Carcinoma is not present at the margin" was
 #: read as positive); a tumour "present in" the pleura, "invasion beyond the elastic layer", the brachial plexus, azygos
 #: vein, recurrent laryngeal / vagus nerve and subclavian vessels, "intravascular tumor", "spread through alveolar
-#: spaces" and "Resection margins: R1" are read.
+#: spaces", "Resection margins: R1", "Extent of invasion: Chest wall", "within 0.1 cm of the margin" and "Grade: II/III"
+#: (grade II of III) are read.
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -268,7 +269,7 @@ _PLEURA_ELASTIC = re.compile(
     re.I,
 )
 _EXTENT_KEY = re.compile(
-    r"\b(?:tumou?r\s+extent|direct\s+extension(?:\s+of\s+tumou?r)?|(?:extra[\s-]*pulmonary\s+(?:parenchymal\s+)?)?"
+    r"\b(?:tumou?r\s+extent|extent\s+of\s+invasion|direct\s+extension(?:\s+of\s+tumou?r)?|(?:extra[\s-]*pulmonary\s+(?:parenchymal\s+)?)?"
     r"extension(?:/invasion)?(?:\s+of\s+tumou?r)?|tumou?r\s+extension)\s*(?:\([^)]*\))?\s*:\s*([^:]{0,80})",
     re.I,
 )
@@ -364,7 +365,8 @@ _ADJ = re.compile(
     rf"\b(?:invad\w+|invasion\s+(?:of|into)|involv\w+|infiltrat\w+|extend\w*|extension)\s+(?:\w+\s+){{0,4}}?(?:the\s+)?"
     rf"{_ADJ_STRUCT}\b|"
     rf"\b(?:carcinoma|tumou?r|neoplasm|malignancy)\s+(?:is\s+)?(?:present\s+)?(?:in|within)\s+(?:the\s+)?{_ADJ_STRUCT}\b|"
-    r"\b(?:direct\s+extension\s+of\s+tumou?r|tumou?r\s+extension|extra[\s-]*pulmonary\s+(?:extension|invasion)"
+    r"\b(?:direct\s+extension\s+of\s+tumou?r|tumou?r\s+extension|extent\s+of\s+invasion(?=\s*:)|"
+    r"extra[\s-]*pulmonary\s+(?:extension|invasion)"
     r"(?:/invasion)?(?:\s+of\s+tumou?r)?|"
     r"(?:invasion|infiltration|extension|involvement|spread)\s+(?:of|into|to)\s+(?:the\s+)?(?:pleura\s*/\s*)?"
     r"(?:other|adjacent|neighbou?ring|surrounding)\s+(?:structures?|organs?|tissues?)|"
@@ -439,7 +441,8 @@ _ADJ_CONFINED = re.compile(
 # diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma", or as the
 # key of a synoptic line ("Parietal pleura: involved by carcinoma").
 _ADJ_STATE = re.compile(
-    rf"\b{_ADJ_STRUCT}(?:,\s*(?:en\s+bloc\s+)?(?:resection|excision|biopsy|segment|portion)\s*)?"  # "Chest wall, resection: ..."
+    rf"\b{_ADJ_STRUCT}(?:\s+(?:tissues?|specimen))?"  # "The attached chest wall tissue is involved"
+    r"(?:,\s*(?:en\s+bloc\s+)?(?:resection|excision|biopsy|segment|portion)\s*)?"  # "Chest wall, resection: ..."
     r"(?:\s*:\s*|\s+(?:(?:is|are|was|were|appears?)\s+)?)(?P<neg>not\s+)?"
     r"(?:(?:entirely|completely|grossly|histologically|microscopically)\s+)?"
     r"(?:(?P<free>(?:free|clear)\s+of|negative\s+for|uninvolved\s+by)\s+(?:\w+\s+){0,2}?"
@@ -583,6 +586,7 @@ _MARGIN_POS_BEFORE = re.compile(
     re.I,
 )
 _MARGIN_NEG_BEFORE = re.compile(
+    r"\bwithin\s+(?:\d*[.,])?\d*[1-9]\d*\s*(?:cm|mm)\s+of\s+(?:the\s+)?(?:\w+\s+){0,3}$|"  # "within 0.1 cm of the margin"
     r"\b(?:clear\s+of|free\s+of|away\s+from|from|distance\s+(?:\w+\s+){0,4}(?:from|to))\s+(?:the\s+)?(?:\w+\s+){0,3}$"
     r"|\bno\s+(?:\w+\s+)?(?:tumou?r|carcinoma|malignancy|neoplasm)\b.*$|"
     r"\b(?:negative|tumou?r-free|non-tumou?rous|uninvolved|free)\s+(?:\w+\s+){0,3}$|"
@@ -720,7 +724,7 @@ _GRADE_IGNORE = re.compile(r"\bfuhrman|\bneuroendocrine|\bcarcinoid|\bgleason|\b
 _NUCLEAR_GRADE = re.compile(
     r"\b(?:(?:high|low|intermediate)\s+)?nuclear\s+grade\b(?:\s*[:.]?\s*\(?[\dIV/ ]*\)?)?", re.I
 )
-_GRADE_OF = re.compile(r"\s*(?:/|\(?\s*of\s+)\s*[34]\b\s*\)?", re.I)
+_GRADE_OF = re.compile(r"\s*(?:/|\(?\s*of\s+)\s*(?:[34]|III|IV)\b\s*\)?", re.I)  # "2/3", "II/III", "(of 4)"
 _GRADE_WORDS = re.compile(r"\b(?:well|moderate\w*|poor\w*|un)[\s-]*differentiat|\bmixed\s+differentiation", re.I)
 _GRADE_MENTION = re.compile(
     r"\bgrade\s*[:.]?\s*(?:[1-4]|iv|i{1,3})\b(?:\s*-\s*(?:[1-4]|iv|i{1,3})\b)?(?!\s*(?:cm|mm))|\(G\s?[1-4]\)|"
