@@ -6,7 +6,7 @@ import pytest
 
 from fiveflow.reports import offline
 from fiveflow.reports.normalize import ALLOWED, CANONICAL, FIELDS, normalize_answer, normalize_phrase
-from fiveflow.reports.offline_text import clauses, clean_text
+from fiveflow.reports.offline_text import clauses, clean_text, resolve_checkboxes
 from fiveflow.reports.prompts import load_prompt
 
 
@@ -417,3 +417,18 @@ def test_an_extent_heading_without_a_value_is_not_a_finding():
     text = "PATHOLOGIC STAGING. EXTENT OF INVASION. pT2b. (Tumor greater than 5 cm, but 7 cm or less in greatest. dimension)."
     assert offline.extract(text).labels["adjacent_invasion"] == "unknown"
     assert offline.extract("Extent of invasion: Chest wall.").labels["adjacent_invasion"] == "present"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Visceral pleural invasion: [ ] Present [X] Not identified.", "Visceral pleural invasion: Not identified."),
+        ("Histologic grade: [ ] G1 [x] G2 [ ] G3.", "Histologic grade: G2."),
+        ("Margins: [x] Involved [ ] Uninvolved\nNext line", "Margins: Involved\nNext line"),
+        ("LVI: [ ] Present [ ] Absent.", "LVI: ."),  # nothing ticked: no answer
+        ("Signed: ______ on the day", "Signed: ______ on the day"),  # a lone blank is not a checklist
+        ("Sites: [x] bronchial [x] vascular; other: [ ] none", "Sites: bronchial; vascular; other: [ ] none"),
+    ],
+)
+def test_checklists_keep_only_the_ticked_options(text, expected):
+    assert resolve_checkboxes(text) == expected

@@ -456,6 +456,16 @@ BANK = [
     ("adjacent_invasion", "The attached chest wall tissue is involved by carcinoma.", "present"),
     ("margins", "Tumor approaches within 0.1 cm of the parenchymal margin.", "negative"),
     ("differentiation", "GRADE: II/III.", "moderate"),
+    # electronic checklists: only the ticked option answers ("[x]", "(x)", "_X_"; empty "[ ]", "( )", "__")
+    ("pleural_invasion", "Visceral pleural invasion: [ ] Present [X] Not identified.", "absent"),
+    ("pleural_invasion", "Visceral pleural invasion: __ Present _X_ Not identified.", "absent"),
+    ("pleural_invasion", "Visceral pleural invasion: [x] Present [ ] Not identified.", "present"),
+    ("vascular_invasion", "Lymphovascular invasion: [ ] Present [x] Absent [ ] Indeterminate.", "absent"),
+    ("vascular_invasion", "Lymphovascular invasion: [ ] Present [ ] Absent [ ] Indeterminate.", "unknown"),
+    ("margins", "Margins: [ ] Uninvolved by invasive carcinoma [x] Involved.", "positive"),
+    ("differentiation", "Histologic grade: [ ] G1 [x] G2 [ ] G3.", "moderate"),
+    ("differentiation", "Histologic grade: ( ) Well ( x ) Moderately ( ) Poorly differentiated.", "moderate"),
+    ("stas", "STAS: [ ] Present [x] Not identified.", "absent"),
 ]
 
 

@@ -88,7 +88,8 @@ from .offline_text import (
 #: read as positive); a tumour "present in" the pleura, "invasion beyond the elastic layer", the brachial plexus, azygos
 #: vein, recurrent laryngeal / vagus nerve and subclavian vessels, "intravascular tumor", "spread through alveolar
 #: spaces", "Resection margins: R1", "Extent of invasion: Chest wall", "within 0.1 cm of the margin" and "Grade: II/III"
-#: (grade II of III) are read.
+#: (grade II of III) are read; in an electronic checklist only the ticked option answers ("[ ] Present [x] Not
+#: identified", :func:`fiveflow.reports.offline_text.resolve_checkboxes`).
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"

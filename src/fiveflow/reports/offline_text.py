@@ -76,11 +76,53 @@ _OCR_FIXES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Checklist boxes: ticked "[x]", "(x)", "_X_"; empty "[ ]", "( )", "__".
+_BOX = re.compile(
+    r"(?P<on>\[\s*[xX\u2713\u2714]\s*\]|\(\s*[xX\u2713\u2714]\s*\)|_+\s*[xX]\s*_+)|(?P<off>\[\s*\]|\(\s*\)|_{2,})"
+)
+_OPTION_END = re.compile(r"[.;:\n]|$")
+
+
+def resolve_checkboxes(text: str) -> str:
+    """A run of checklist options keeps only the ticked ones: "Visceral pleural invasion: [ ] Present [x] Not
+    identified" -> "Visceral pleural invasion: Not identified"; "Histologic grade: [ ] G1 [x] G2 [ ] G3" -> "...: G2".
+    A run with boxes but none ticked answers nothing (its options are dropped); a lone empty box ("__") is left as it
+    is (it may be a blank line to fill in), a lone ticked box is dropped before its option."""
+    marks = list(_BOX.finditer(text))
+    if not marks:
+        return text
+    runs: list[list[re.Match[str]]] = []
+    for m in marks:
+        if (
+            runs
+            and m.start() - runs[-1][-1].end() <= 60
+            and not re.search(r"[:\n]", text[runs[-1][-1].end() : m.start()])
+        ):
+            runs[-1].append(m)
+        else:
+            runs.append([m])
+    out, pos = [], 0
+    for run in runs:
+        ticked = [m for m in run if m.group("on")]
+        if len(run) == 1 and not ticked:
+            continue
+        # each option runs to the next box; the last one to the end of its line or sentence
+        end = run[-1].end() + _OPTION_END.search(text[run[-1].end() : run[-1].end() + 60]).start()
+        stops = [m.start() for m in run[1:]] + [end]
+        chosen = [text[m.end() : stop].strip(" ,") for m, stop in zip(run, stops) if m.group("on")]
+        out.append(text[pos : run[0].start()])
+        out.append("; ".join(o for o in chosen if o))
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def clean_text(text: str) -> str:
     """Undo common OCR artefacts; keep sentence punctuation."""
     t = unicodedata.normalize("NFKC", str(text))
     t = t.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     t = re.sub(r"[\t\r\f\v]+", " ", t)
+    t = resolve_checkboxes(t)  # "[ ] Present [x] Not identified" -> "Not identified"
     t = ocr_lexicon.correct(t)  # split ("INVASI ON") and one-letter ("pieura") OCR errors of key words
     t = re.sub(r"(?<=[a-z]{3})(?=[A-Z][a-z]{2})", " ", t)  # OCR-glued words: "diagnosisPoorly"
     for pat, rep in _OCR_FIXES:
