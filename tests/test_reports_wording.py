@@ -466,6 +466,14 @@ BANK = [
     ("differentiation", "Histologic grade: [ ] G1 [x] G2 [ ] G3.", "moderate"),
     ("differentiation", "Histologic grade: ( ) Well ( x ) Moderately ( ) Poorly differentiated.", "moderate"),
     ("stas", "STAS: [ ] Present [x] Not identified.", "absent"),
+    # "No tumour is present on ..." negates its subject; OCR's "No." before a lower-case finding noun is a determiner
+    ("pleural_invasion", "The neoplasm is present on the pleural surface.", "present"),
+    ("pleural_invasion", "No tumor is seen in the visceral pleura.", "absent"),
+    ("pleural_invasion", "The lesion is subpleural. No. tumour is present on the pleural surface.", "absent"),
+    ("vascular_invasion", "Tumor invades a pulmonary artery branch.", "present"),
+    ("vascular_invasion", "Tumor invades a large vein.", "present"),
+    ("vascular_invasion", "Tumor cells are seen in lymphatic channels.", "present"),
+    ("vascular_invasion", "No carcinoma is identified in lymphovascular spaces.", "absent"),
 ]
 
 

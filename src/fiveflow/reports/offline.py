@@ -89,7 +89,9 @@ from .offline_text import (
 #: vein, recurrent laryngeal / vagus nerve and subclavian vessels, "intravascular tumor", "spread through alveolar
 #: spaces", "Resection margins: R1", "Extent of invasion: Chest wall", "within 0.1 cm of the margin" and "Grade: II/III"
 #: (grade II of III) are read; in an electronic checklist only the ticked option answers ("[ ] Present [x] Not
-#: identified", :func:`fiveflow.reports.offline_text.resolve_checkboxes`).
+#: identified", :func:`fiveflow.reports.offline_text.resolve_checkboxes`); "No tumour is present on the pleural surface"
+#: negates its subject, and OCR's "No. tumour ..." is a determiner; "invades a pulmonary artery branch" and tumour "in
+#: lymphatic channels" are vascular invasion.
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -143,10 +145,10 @@ _VASC = re.compile(
     rf"\b{_VK_LIST}(?:\s+(?:space|channel|tumou?r))?\s*(?:invasion\w*|involvement|infiltration|permeation|emboli|status)"
     r"(?:\s*\([A-Z]\))?|\bLVSI\b|\bLVI\b|"
     r"\b(?:invad\w+|invasions?\s+(?:of|in|into)|permeation\s+of|involv\w+|infiltrat\w+)\s+(?:into\s+|of\s+|in\s+)?"
-    r"(?:the\s+)?(?:small\s+|large\s+|medium[\s-]sized\s+|thick[\s-]walled\s+|intratumou?ral\s+|pulmonary\s+|blood\s+|"
+    r"(?:the\s+|an?\s+)?(?:small\s+|large\s+|medium[\s-]sized\s+|thick[\s-]walled\s+|intratumou?ral\s+|pulmonary\s+|blood\s+|"
     r"lymphatic\s+|and\s+)*(?:vessels?|veins?|venous\s+walls?|arter(?:y|ies|ial\s+walls?)|lymphatics|vascular\s+(?:spaces|walls?)|"
     r"lymphovascular\s+spaces?|angiolymphatic\s+\w+)\b|"
-    r"\bwithin\s+(?:\w+\s+){0,3}(?:lymphovascular|vascular|vessel|lymphatic|angiolymphatic)\s+(?:spaces?|channels?|lum(?:en|ina))\b|"
+    r"\b(?:with)?in\s+(?:\w+\s+){0,3}(?:lymphovascular|vascular|vessel|lymphatic|angiolymphatic)\s+(?:spaces?|channels?|lum(?:en|ina))\b|"
     r"\btumou?r(?:ous)?\s+(?:thromb\w+|emboli)\b|\b(?:vascular|vessel)\s+tumou?r(?:ous)?\s+thromb\w*|"
     r"\b(?:intravascular|intralymphatic|endolymphatic)\s+(?:tumou?r|carcinoma)\b",  # "Intravascular tumor is present"
     re.I,
@@ -232,7 +234,7 @@ _PLEURA = re.compile(
 )
 _PLEURA_VERB_BEFORE = re.compile(
     r"(?:invad\w*|invasion\s+(?:of|into)|involv\w*|infiltrat\w*|extend\w*|extension|penetrat\w*|breach\w*|reach\w*|"
-    r"through|into|negative|positive|free|uninvolved|(?:present|seen|identified)\s+(?:at|in|within))\s+(?:\w+\s+){0,4}$|"
+    r"through|into|negative|positive|free|uninvolved|(?:present|seen|identified)\s+(?:at|in|within|on))\s+(?:\w+\s+){0,4}$|"
     r"\b(?:invasion|extension|extends?|extending)\s+beyond\s+(?:the\s+)?elastic\s+(?:layer|lamina)\s+of\s+(?:the\s+)?$",
     re.I,
 )

@@ -144,6 +144,13 @@ def clean_text(text: str) -> str:
         t,
         flags=re.I,
     )
+    # ... and before a lower-case finding noun, which continues the sentence ("No. tumour is present on the pleural
+    # surface"); an upper-case one may start a new statement after a value ("Pleural invasion: No. Tumor size: ...")
+    t = re.sub(
+        r"\b((?i:no))\s*\.\s+(?=(?:tumou?r|carcinoma|malignancy|neoplasm|residual)\b)",
+        r"\1 ",
+        t,
+    )
     # TCGA-Reports OCR writes line breaks as ". ": join when the next word is lower case ...
     t = re.sub(
         r"(\w+)\.\s+(?=[a-z(])",
@@ -310,6 +317,14 @@ def negated(clause: str, start: int, before: str | None = None) -> bool:
             gap,
             flags=re.I,
         )
+        if neg[-1].group(0).lower() == "no":  # "No tumour is present on the pleural surface": the subject's predicate
+            governed = re.sub(
+                r"^\s*(?:tumou?r|carcinoma|malignancy|neoplasm)\s+(?:cells\s+)?(?:is|are|was|were)\s+"
+                r"(?:present|seen|identified|noted|found)\s+",
+                "",
+                governed,
+                flags=re.I,
+            )
         return len(gap.split()) <= 6 and not re.search(
             r"\b(?:identified|present|seen|noted|shows?|showing|with)\b", governed, re.I
         )
