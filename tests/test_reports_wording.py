@@ -474,6 +474,24 @@ BANK = [
     ("vascular_invasion", "Tumor invades a large vein.", "present"),
     ("vascular_invasion", "Tumor cells are seen in lymphatic channels.", "present"),
     ("vascular_invasion", "No carcinoma is identified in lymphovascular spaces.", "absent"),
+    # a listed subject with one plural predicate; a vessel finding beside, not inside, a lymph-node statement
+    (
+        "pleural_invasion",
+        "The visceral pleura, the resection margin of bronchi and vessels and all the lymph nodes removed are tumor-free.",
+        "absent",
+    ),
+    (
+        "margins",
+        "The resection margin of the bronchus and vessels and all the lymph nodes removed are tumor-free.",
+        "negative",
+    ),
+    ("pleural_invasion", "The visceral pleura and the bronchial margin are free of tumor.", "absent"),
+    (
+        "vascular_invasion",
+        "Blood vessel invasion is present and there is tumour within an intrapulmonary peribronchial lymph node.",
+        "present",
+    ),
+    ("vascular_invasion", "Metastatic carcinoma in one lymph node with extranodal lymphatic invasion.", "unknown"),
 ]
 
 

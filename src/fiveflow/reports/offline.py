@@ -91,7 +91,9 @@ from .offline_text import (
 #: (grade II of III) are read; in an electronic checklist only the ticked option answers ("[ ] Present [x] Not
 #: identified", :func:`fiveflow.reports.offline_text.resolve_checkboxes`); "No tumour is present on the pleural surface"
 #: negates its subject, and OCR's "No. tumour ..." is a determiner; "invades a pulmonary artery branch" and tumour "in
-#: lymphatic channels" are vascular invasion.
+#: lymphatic channels" are vascular invasion; the pleura first in a listed subject with one plural predicate ("The
+#: visceral pleura, the resection margin ... and all the lymph nodes removed are tumor-free"); a vessel finding beside,
+#: not inside, a lymph-node statement ("Blood vessel invasion is present and there is tumour within a ... lymph node").
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -186,8 +188,13 @@ def _vascular(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 r"perineural\s*$", t[: m.start()], re.I
             ):
                 continue
-            if lymph_context(t, m.start(), m.end()) and not re.search(
-                r"lymph[o0]?[\s-]*vascular|angio", m.group(0), re.I
+            # a vessel finding of a lymph-node statement ("... lymph node with extranodal lymphatic invasion"): both the
+            # comma stretch and the finding's own statement name the nodes ("Blood vessel invasion is present and
+            # there is tumour within a peribronchial lymph node" is read)
+            if (
+                lymph_context(t, m.start(), m.end())
+                and nodal_finding(c, m.start(), m.end())
+                and not re.search(r"lymph[o0]?[\s-]*vascular|angio", m.group(0), re.I)
             ):
                 continue
             pol = mention_polarity(t, m.start(), m.end())
@@ -242,6 +249,18 @@ _PLEURA_STATUS_AFTER = re.compile(
     r"^(?:\s+(?:overlying|over|adjacent\s+to|near)\s+(?:the\s+)?(?:tumou?r|mass|lesion|neoplasm|carcinoma))?"  # "the pleura overlying the tumor is free"
     r"(?:\s*(?:,|and)\s*[\w\s]{0,40}?)?\s*(?:is|are)?\s*(?:\w+\s+){0,2}(?:not\s+)?"
     r"(?:involved|invaded|infiltrated|breached|free|tumou?r-free|negative|positive|uninvolved|intact|clear)\b",
+    re.I,
+)
+# The pleura as the first of a listed subject with one plural predicate: "The visceral pleura, the resection margin of
+# bronchi and vessels and all the lymph nodes removed are tumor-free". The list holds no verb or finding of its own.
+_LIST_SUBJECT_STATUS = re.compile(
+    r"^(?P<list>(?:\s*(?:,|\band\b)\s*[\w()./-]+(?:\s+[\w()./-]+){0,12}?)+?)\s+(?:are|were)\s+(?:all\s+)?(?P<neg>not\s+)?"
+    r"(?P<st>tumou?r-free|free\s+of\s+(?:tumou?r|carcinoma|malignancy|neoplasm)|negative|uninvolved|involved)\b",
+    re.I,
+)
+_LIST_STOP = re.compile(
+    r"\b(?:is|are|was|were|with|without|shows?|invad\w*|infiltrat\w*|involv\w*|extend\w*|metasta\w*|positive|"
+    r"negative|free|no|not|but)\b",
     re.I,
 )
 _PLEURA_KEY_AFTER = re.compile(r"^\s*(?:\([^)]*\)\s*)?:")
@@ -349,6 +368,9 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
                     pol = "unknown" if HEDGE.search(status.group(0)) else first_cue(status.group(0))
             elif noun or verb or key:
                 pol = mention_polarity(t, m.start(), m.end())
+            elif (listed := _LIST_SUBJECT_STATUS.match(after)) and not _LIST_STOP.search(listed.group("list")):
+                involved = listed.group("st").lower() == "involved"
+                pol = "present" if involved != bool(listed.group("neg")) else "absent"
             else:
                 continue
             if pol:
@@ -610,7 +632,8 @@ _NODES_AND_MARGIN = re.compile(
     re.I,
 )
 _MARGIN_AND_NODES = re.compile(
-    r"^\s*,?\s*(?:and|n?or|&)\s+(?:(?:the|all|both|other)\s+)?(?:(?:\(?\w+\)?|[\w-]+)\s+){0,4}?(?:lymph\s+)?nodes?\b",
+    r"^(?:\s+of\s+(?:the\s+)?[\w\s]{1,40}?)?\s*,?\s*(?:and|n?or|&)\s+(?:(?:the|all|both|other)\s+)?"
+    r"(?:(?:\(?\w+\)?|[\w-]+)\s+){0,4}?(?:lymph\s+)?nodes?\b",  # "margin of bronchi and vessels and all the lymph nodes"
     re.I,
 )
 _COORD_STOP = re.compile(
