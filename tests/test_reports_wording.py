@@ -492,6 +492,8 @@ BANK = [
         "present",
     ),
     ("vascular_invasion", "Metastatic carcinoma in one lymph node with extranodal lymphatic invasion.", "unknown"),
+    ("adjacent_invasion", "Tumor extension: Confined within right upper lobe of lung.", "absent"),
+    ("adjacent_invasion", "The tumor is confined to the left lower lobe.", "absent"),
 ]
 
 

@@ -93,7 +93,8 @@ from .offline_text import (
 #: negates its subject, and OCR's "No. tumour ..." is a determiner; "invades a pulmonary artery branch" and tumour "in
 #: lymphatic channels" are vascular invasion; the pleura first in a listed subject with one plural predicate ("The
 #: visceral pleura, the resection margin ... and all the lymph nodes removed are tumor-free"); a vessel finding beside,
-#: not inside, a lymph-node statement ("Blood vessel invasion is present and there is tumour within a ... lymph node").
+#: not inside, a lymph-node statement ("Blood vessel invasion is present and there is tumour within a ... lymph node");
+#: "confined within right upper lobe of lung".
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"
@@ -460,7 +461,9 @@ def _tumour_size_cm(cls: list[Clause]) -> float | None:
 
 
 _ADJ_CONFINED = re.compile(
-    r"\b(?:confined|limited)\.?\s+(?:to|within)\s+(?:the\s+)?(?:lung|pulmonary\s+parenchyma|lobe)\b", re.I
+    r"\b(?:confined|limited)\.?\s+(?:to|within)\s+(?:the\s+)?(?:(?:right|left|upper|middle|lower|same)\s+){0,3}"
+    r"(?:lung|pulmonary\s+parenchyma|lobe)\b",  # "Confined within right upper lobe of lung"
+    re.I,
 )
 # A structure named as the subject of its own status: "CHEST WALL FREE OF TUMOR", "The attached
 # diaphragm is free of tumour", "the pericardium is not involved", "rib involved by carcinoma", or as the
