@@ -494,6 +494,11 @@ BANK = [
     ("vascular_invasion", "Metastatic carcinoma in one lymph node with extranodal lymphatic invasion.", "unknown"),
     ("adjacent_invasion", "Tumor extension: Confined within right upper lobe of lung.", "absent"),
     ("adjacent_invasion", "The tumor is confined to the left lower lobe.", "absent"),
+    # uncertainty: a clinical "rule out", "could not be evaluated", a modal before the finding; "ruled out" is absent
+    ("vascular_invasion", "Rule out lymphovascular invasion.", "unknown"),
+    ("vascular_invasion", "Lymphovascular invasion is ruled out.", "absent"),
+    ("pleural_invasion", "Pleural involvement could not be evaluated.", "unknown"),
+    ("adjacent_invasion", "The tumor may invade the chest wall.", "unknown"),
 ]
 
 

@@ -94,7 +94,8 @@ from .offline_text import (
 #: lymphatic channels" are vascular invasion; the pleura first in a listed subject with one plural predicate ("The
 #: visceral pleura, the resection margin ... and all the lymph nodes removed are tumor-free"); a vessel finding beside,
 #: not inside, a lymph-node statement ("Blood vessel invasion is present and there is tumour within a ... lymph node");
-#: "confined within right upper lobe of lung".
+#: "confined within right upper lobe of lung"; uncertainty: a clinical "rule out", "could not be evaluated", a modal before
+#: the finding ("may invade"); "is ruled out" / "excluded" are absent.
 MODEL_NAME = "rules-v8"
 #: suffix of the ``model`` name when the histologic type is named on request (``reports.name_histotype``)
 HISTOTYPE_SUFFIX = "+histotype"

@@ -229,7 +229,7 @@ def clauses(text: str) -> list[Clause]:
 
 NEG_BEFORE = re.compile(
     r"\b(?:no|not|neither|nor|without|negative\s+for|free\s+of|absence\s+of|absent|does\s+not|did\s+not|do\s+not|"
-    r"is\s+not|are\s+not|was\s+not|were\s+not|n't|lacks?|lacking|rule[sd]?\s+out|uninvolved|unassociated\s+with)\b",
+    r"is\s+not|are\s+not|was\s+not|were\s+not|n't|lacks?|lacking|rules\s+out|ruled\s+out|uninvolved|unassociated\s+with)\b",
     re.I,
 )
 HEDGE = re.compile(
@@ -237,7 +237,9 @@ HEDGE = re.compile(
     r"indeterminate|cannot\s+be\s+(?:excluded|ruled\s+out|assessed|determined|evaluated)|"
     r"can\s?not\s+(?:be\s+)?(?:excluded|exclude|ruled?\s+out|assessed|determined|evaluated)|not\s+(?:entirely\s+)?excluded|"
     r"not\s+specified|not\s+applicable|not\s+assessed|not\s+evaluated|unknown|pending|deferred|"
-    r"difficult\s+to\s+(?:assess|evaluate)|may\s+represent|suggestive|assess\w*|to\s+rule\s+out|n/a|"
+    r"difficult\s+to\s+(?:assess|evaluate)|may\s+(?:\w+\s+)?(?:represent|invade|involve|infiltrate|extend|be)|"
+    r"(?:could|can|may|might)\s+not\s+be\s+(?:assessed|evaluated|determined|excluded|ruled\s+out)|"
+    r"suggestive|assess\w*|(?:to\s+)?rule\s+out|n/a|"
     r"unclear|uncertain)\b",
     re.I,
 )
@@ -252,7 +254,7 @@ _VALUE_CUES: list[tuple[re.Pattern[str], str]] = [
         ),
         (
             r"\bnot\b|\bno\b|\bnone\b|\babsent\b|\bnegative\b|\bfree\b|\btumou?r-free\b|\buninvolved\b|\bwithout\b|"
-            r"\bclear\b|\bnil\b|\bintact\b|\bl0\b|\bv0\b|\bpl0\b",
+            r"\bclear\b|\bnil\b|\bintact\b|\bl0\b|\bv0\b|\bpl0\b|\bruled\s+out\b|\bexcluded\b",
             "absent",
         ),
         (
@@ -267,6 +269,10 @@ _VALUE_CUES: list[tuple[re.Pattern[str], str]] = [
 
 
 _CHECKBOX = re.compile(r"(?:[®☒■☑✓✔]|\[x\]|\(x\))\s*([A-Za-z][A-Za-z /-]{0,20})", re.I)
+
+
+# A modal right before the finding ("The tumor may invade the chest wall") makes it uncertain.
+_MODAL_END = re.compile(r"\b(?:may|might|could)\s+(?:possibly\s+|also\s+)?$", re.I)
 
 
 def first_cue(text: str) -> str | None:
@@ -367,7 +373,7 @@ def mention_polarity(clause: str, start: int, end: int, default: str | None = "p
         inner = gloss.group(1)
         rest = (f" {inner} " if first_cue(inner) or HEDGE.search(inner) else " ") + rest[gloss.end() :]
     after = re.split(r"[,;:()]|\bbut\b|\bhowever\b|\bwhereas\b|\.\s", rest, flags=re.I)[0][:80]
-    if HEDGE.search(before) or HEDGE.search(after):
+    if HEDGE.search(before) or HEDGE.search(after) or _MODAL_END.search(before):
         return "unknown"
     if negated(clause, start, before):
         return "absent"
