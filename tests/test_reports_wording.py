@@ -442,6 +442,8 @@ BANK = [
     ("pleural_invasion", "Tumor is present in the visceral pleura.", "present"),
     ("pleural_invasion", "Elastic stain shows invasion beyond the elastic layer.", "present"),
     ("pleural_invasion", "Elastic stain shows no invasion beyond the elastic layer.", "absent"),
+    ("pleural_invasion", "Invasion beyond the elastic layer is not identified.", "absent"),
+    ("pleural_invasion", "Invasion beyond the pleural elastic layer: not identified.", "absent"),
     ("adjacent_invasion", "Tumor invades the brachial plexus.", "present"),
     ("adjacent_invasion", "Tumor involves the azygos vein.", "present"),
     ("adjacent_invasion", "Tumor infiltrates the recurrent laryngeal nerve.", "present"),

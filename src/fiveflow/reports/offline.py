@@ -313,11 +313,9 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
                 hits.append(Hit("pleural_invasion", pol, c.gross, m.group(0)[:100]))
                 done.append(m.span())
         for m in _PLEURA_ELASTIC.finditer(t):
-            if HEDGE.search(scope_before(t, m.start())):
-                pol = "unknown"
-            else:
-                pol = "absent" if negated(t, m.start()) else "present"
-            hits.append(Hit("pleural_invasion", pol, c.gross, t[max(0, m.start() - 40) : m.end() + 20]))
+            pol = mention_polarity(t, m.start(), m.end())
+            if pol:
+                hits.append(Hit("pleural_invasion", pol, c.gross, t[max(0, m.start() - 40) : m.end() + 20]))
             done.append(m.span())
         for m in _PLEURA.finditer(t):
             if any(a <= m.start() < b for a, b in done):
