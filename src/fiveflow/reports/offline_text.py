@@ -268,7 +268,9 @@ _VALUE_CUES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-_CHECKBOX = re.compile(r"(?:[®☒■☑✓✔]|\[x\]|\(x\))\s*([A-Za-z][A-Za-z /-]{0,20})", re.I)
+# OCR'd checklist symbols before the ticked option ("®Yes qNo qNA"); bracketed boxes ("[x]", "(x)") are resolved
+# earlier, for every field, by resolve_checkboxes
+_CHECKBOX = re.compile(r"[®☒■☑✓✔]\s*([A-Za-z][A-Za-z /-]{0,20})")
 
 
 # A modal right before the finding ("The tumor may invade the chest wall") makes it uncertain.
