@@ -32,6 +32,7 @@ from fiveflow.reports.normalize import FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_CSV = ROOT.parent / "shared" / "data" / "reports" / "tcga_lung_reports_dev.csv"
+_LETTERS = re.compile(r"[A-Za-z]+")
 LOOK_ALIKE = {"l": "1i", "i": "l1", "o": "0c", "c": "oe", "e": "ca", "n": "h", "u": "v", "m": "n", "r": "n", "s": "5"}
 
 
@@ -64,7 +65,7 @@ def corrupt(text: str, rate: float, rng: random.Random, how=corrupt_word) -> str
         w = m.group(0)
         return how(w, rng) if w.lower() in ocr_lexicon.LEXICON and rng.random() < rate else w
 
-    return re.sub(r"[A-Za-z]+", edit, text)
+    return _LETTERS.sub(edit, text)
 
 
 def labels(texts: list[str], lexicon: bool) -> list[dict[str, str]]:
@@ -90,7 +91,8 @@ def main() -> None:
     restored = sum(
         ocr_lexicon.term_for(m.group(0).lower()) is not None for t in texts for m in ocr_lexicon._WORD.finditer(t)
     )
-    rejoined = sum(len(t) - len(ocr_lexicon.join_split(t)) for t in texts)  # one character per rejoined word
+    # each rejoined word is one letter run fewer (the gap may be a space, a line break or a hyphen and a break)
+    rejoined = sum(len(_LETTERS.findall(t)) - len(_LETTERS.findall(ocr_lexicon.join_split(t))) for t in texts)
     rng = random.Random(args.seed)
     noisy = [corrupt(t, args.rate, rng) for t in texts]
     split = [corrupt(t, args.rate, rng, how=split_word) for t in texts]
