@@ -263,9 +263,8 @@ def four_tier_top(text: str) -> str:
 
 
 def grade_levels(text: str) -> set[int]:
-    """Grade levels (1 well .. 4 undifferentiated) named in ``text``; words win over numbers; the top grade of a
-    stated four-tier scale is poorly differentiated (:func:`four_tier_top`)."""
-    text = four_tier_top(text)
+    """Grade levels (1 well .. 4 undifferentiated) named in ``text``; words win over numbers. Callers apply
+    :func:`four_tier_top` first where a stated scale may follow the grade."""
     levels: set[int] = set()
     for m in _GRADE_RANGE.finditer(text):
         levels |= {_WORD_LEVEL[m.group(1).lower()], _WORD_LEVEL[m.group(2).lower()]}
@@ -308,7 +307,7 @@ def normalize_differentiation(phrase: str) -> str:
     bare = re.fullmatch(r"(?:grade\s*)?(well|moderate(?:ly)?|poor(?:ly)?)", p, re.I)
     if bare:
         return {"w": "well", "m": "moderate", "p": "poor"}[bare.group(1)[0].lower()]
-    levels = grade_levels(p)
+    levels = grade_levels(four_tier_top(p))  # "grade 4 (of 4)": poorly differentiated, as the rules read it
     if not levels and re.search(r"\bundifferentiated\b", p, re.I):
         return "undifferentiated"
     return levels_to_differentiation(levels)
