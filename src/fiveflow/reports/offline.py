@@ -254,15 +254,17 @@ _PLEURA_STATUS_AFTER = re.compile(
     re.I,
 )
 # The pleura as the first of a listed subject with one plural predicate: "The visceral pleura, the resection margin of
-# bronchi and vessels and all the lymph nodes removed are tumor-free". The list holds no verb or finding of its own.
+# bronchi and vessels and all the lymph nodes removed are tumor-free". The list holds no verb or finding of its own
+# (_BARE_LIST_STOP, shared with the margins coordinated with lymph nodes below).
 _LIST_SUBJECT_STATUS = re.compile(
     r"^(?P<list>(?:\s*(?:,|\band\b)\s*[\w()./-]+(?:\s+[\w()./-]+){0,12}?)+?)\s+(?:are|were)\s+(?:all\s+)?(?P<neg>not\s+)?"
     r"(?P<st>tumou?r-free|free\s+of\s+(?:tumou?r|carcinoma|malignancy|neoplasm)|negative|uninvolved|involved)\b",
     re.I,
 )
-_LIST_STOP = re.compile(
-    r"\b(?:is|are|was|were|with|without|shows?|invad\w*|infiltrat\w*|involv\w*|extend\w*|metasta\w*|positive|"
-    r"negative|free|no|not|but)\b",
+# A word that makes a listed subject more than bare names: a verb, a finding, a negation.
+_BARE_LIST_STOP = re.compile(
+    r"\b(?:is|are|was|were|with|without|show\w*|invad\w*|infiltrat\w*|involv\w*|extend\w*|metasta\w*|carcinoma|tumou?r|"
+    r"positive|negative|free|clear|no|not|but)\b",
     re.I,
 )
 _PLEURA_KEY_AFTER = re.compile(r"^\s*(?:\([^)]*\)\s*)?:")
@@ -368,7 +370,7 @@ def _pleural(cls: list[Clause]) -> tuple[str, list[Hit]]:
                     pol = "unknown" if HEDGE.search(status.group(0)) else first_cue(status.group(0))
             elif noun or verb or key:
                 pol = mention_polarity(t, m.start(), m.end())
-            elif (listed := _LIST_SUBJECT_STATUS.match(after)) and not _LIST_STOP.search(listed.group("list")):
+            elif (listed := _LIST_SUBJECT_STATUS.match(after)) and not _BARE_LIST_STOP.search(listed.group("list")):
                 involved = listed.group("st").lower() == "involved"
                 pol = "present" if involved != bool(listed.group("neg")) else "absent"
             else:
@@ -638,11 +640,6 @@ _MARGIN_AND_NODES = re.compile(
     r"(?:(?:\(?\w+\)?|[\w-]+)\s+){0,4}?(?:lymph\s+)?nodes?\b",  # "margin of bronchi and vessels and all the lymph nodes"
     re.I,
 )
-_COORD_STOP = re.compile(
-    r"\b(?:is|are|was|were|with|without|show\w*|involv\w*|metasta\w*|carcinoma|tumou?r|negative|positive|free|"
-    r"clear|no|not)\b",
-    re.I,
-)
 
 
 def _margins_with_nodes(t: str, start: int, end: int) -> bool:
@@ -650,10 +647,10 @@ def _margins_with_nodes(t: str, start: int, end: int) -> bool:
     noun = re.search(r"(?:margins?|lines?|edges?|surfaces?|planes?|levels?|stump)\b", t[start:end], re.I)
     head_end = start + noun.start() if noun else start
     ahead = _NODES_AND_MARGIN.search(t[max(0, start - 60) : head_end])
-    if ahead and not _COORD_STOP.search(ahead.group(0).split(None, 1)[-1]):
+    if ahead and not _BARE_LIST_STOP.search(ahead.group(0).split(None, 1)[-1]):
         return True
     behind = _MARGIN_AND_NODES.match(t[end : end + 60])
-    return bool(behind) and not _COORD_STOP.search(behind.group(0))
+    return bool(behind) and not _BARE_LIST_STOP.search(behind.group(0))
 
 
 _MARGIN_DISTANCE = re.compile(r"\s*(?:\([^)]{0,20}\)\s*)?(?::|is|of)\s*(\d+(?:\.\d+)?)\s*(?:cm|mm)\b", re.I)
